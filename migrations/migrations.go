@@ -1,0 +1,61 @@
+// Package migrations holds tagcount's versioned schema and applies it.
+//
+// The SQL lives in sql/ as goose migrations (up and down in one file) and is
+// embedded in the binary, so `tagcount migrate` and `tagcount dev` need no
+// files on disk. The schema runs on MariaDB >= 10.6 and MySQL 8.
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+
+	"github.com/pressly/goose/v3"
+)
+
+//go:embed sql/*.sql
+var files embed.FS
+
+func provider(db *sql.DB) (*goose.Provider, error) {
+	sub, err := fs.Sub(files, "sql")
+	if err != nil {
+		return nil, err
+	}
+	return goose.NewProvider(goose.DialectMySQL, db, sub)
+}
+
+// Up applies every migration not yet applied. It returns an error naming the
+// migration that failed.
+func Up(ctx context.Context, db *sql.DB) error {
+	p, err := provider(db)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrations: up: %w", err)
+	}
+	return nil
+}
+
+// Down rolls back the most recent migration.
+func Down(ctx context.Context, db *sql.DB) error {
+	p, err := provider(db)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Down(ctx); err != nil {
+		return fmt.Errorf("migrations: down: %w", err)
+	}
+	return nil
+}
+
+// Version returns the current schema version (0 for an empty database).
+func Version(ctx context.Context, db *sql.DB) (int64, error) {
+	p, err := provider(db)
+	if err != nil {
+		return 0, fmt.Errorf("migrations: %w", err)
+	}
+	return p.GetDBVersion(ctx)
+}

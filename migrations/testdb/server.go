@@ -1,0 +1,195 @@
+package testdb
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tagcount/tagcount/migrations"
+)
+
+// Server is a private MariaDB server a test may kill and restart without
+// disturbing other tests. Its data directory survives restarts.
+type Server struct {
+	t       testing.TB
+	dir     string
+	port    int
+	cmd     *exec.Cmd
+	stopped chan struct{}
+}
+
+// StartServer initialises a data directory and starts mariadbd on a free
+// port. It fails the test when MariaDB's binaries are missing.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+filepath.Join(dir, "data"),
+		"--user="+currentUser(), "--auth-root-authentication-method=normal", "--skip-test-db").CombinedOutput()
+	if err != nil {
+		t.Fatalf("testdb: mariadb-install-db: %v\n%s", err, out)
+	}
+	s := &Server{t: t, dir: dir, port: freePort(t)}
+	s.Start()
+	t.Cleanup(func() { s.Stop(false) })
+	return s
+}
+
+// DSN returns the DSN of database name on this server.
+func (s *Server) DSN(name string) string {
+	return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s?parseTime=true", s.port, name)
+}
+
+// Start starts the server (again) and waits until it accepts connections.
+func (s *Server) Start() {
+	s.t.Helper()
+	cmd := exec.Command("/usr/sbin/mariadbd", "--no-defaults", "--datadir="+filepath.Join(s.dir, "data"),
+		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1", "--socket="+filepath.Join(s.dir, "sock"),
+		"--user="+currentUser(), "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
+		"--log-error="+filepath.Join(s.dir, "error.log"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("testdb: start mariadbd: %v", err)
+	}
+	s.cmd = cmd
+	s.stopped = make(chan struct{})
+	go func() { cmd.Wait(); close(s.stopped) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		db, err := migrations.Open(context.Background(), s.DSN(""))
+		if err == nil {
+			db.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(s.dir, "error.log"))
+			s.t.Fatalf("testdb: private mariadbd did not come up: %v\n%s", err, log)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a starting server
+	}
+}
+
+// Stop stops the server: with kill, by SIGKILL (a crash); otherwise by
+// SIGTERM (a clean shutdown). It waits for the process to exit.
+func (s *Server) Stop(kill bool) {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	s.cmd.Process.Signal(sig)
+	select {
+	case <-s.stopped:
+	case <-time.After(60 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.stopped
+	}
+	s.cmd = nil
+}
+
+// Redis is a private redis-server a test may stop and start again.
+type Redis struct {
+	t       testing.TB
+	port    int
+	cmd     *exec.Cmd
+	stopped chan struct{}
+}
+
+// StartRedis starts redis-server on a free port, keeping nothing on disk.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	r := &Redis{t: t, port: freePort(t)}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Addr is the server's address.
+func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+// Start starts the server (again) and waits until it answers PING.
+func (r *Redis) Start() {
+	r.t.Helper()
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("testdb: start redis-server: %v", err)
+	}
+	r.cmd = cmd
+	r.stopped = make(chan struct{})
+	go func() { cmd.Wait(); close(r.stopped) }()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("testdb: private redis-server did not come up")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a starting server
+	}
+}
+
+// Stop kills the server and waits for it to exit.
+func (r *Redis) Stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	r.cmd.Process.Kill()
+	<-r.stopped
+	r.cmd = nil
+}
+
+// Queue returns an asynq queue name of the test's own, so tests sharing the
+// machine's Redis never take each other's jobs.
+func Queue(t testing.TB) string {
+	return "t_" + sanitize(t.Name()) + "_" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+}
+
+// RedisAddr is the machine's Redis tests use: TAGCOUNT_TEST_REDIS_ADDR or
+// 127.0.0.1:6379. RequireRedis fails the test when it does not answer.
+func RedisAddr() string {
+	if v := os.Getenv("TAGCOUNT_TEST_REDIS_ADDR"); v != "" {
+		return v
+	}
+	return "127.0.0.1:6379"
+}
+
+// RequireRedis fails the test (never skips) when the machine's Redis is down.
+func RequireRedis(t testing.TB) string {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: RedisAddr()})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Redis at %s is required: %v", RedisAddr(), err)
+	}
+	return RedisAddr()
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func currentUser() string {
+	if u := os.Getenv("USER"); u != "" && !strings.ContainsAny(u, " /") {
+		return u
+	}
+	return "root"
+}

@@ -1,0 +1,80 @@
+// Package testdb gives each test its own freshly migrated MariaDB database on
+// the machine's server, dropped when the test ends, so tests run in parallel
+// and never see each other's rows.
+package testdb
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tagcount/tagcount/migrations"
+)
+
+// ServerDSN returns the DSN (without a database) of the server tests use:
+// TAGCOUNT_TEST_MYSQL_DSN, or root on 127.0.0.1:3306.
+func ServerDSN() string {
+	if v := os.Getenv("TAGCOUNT_TEST_MYSQL_DSN"); v != "" {
+		return v
+	}
+	return "root@tcp(127.0.0.1:3306)/?parseTime=true"
+}
+
+// DB is a test's own database.
+type DB struct {
+	*sql.DB
+	Name string
+	DSN  string // DSN of this database, for code that opens its own pool
+}
+
+// New creates a database named after the test, migrates it, and registers its
+// removal. It fails the test (never skips) when MariaDB is unreachable.
+func New(t testing.TB) *DB {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := mysql.ParseDSN(ServerDSN())
+	if err != nil {
+		t.Fatalf("testdb: bad DSN: %v", err)
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	name := "tc_" + sanitize(t.Name()) + "_" + hex.EncodeToString(b[:])
+	cfg.DBName = name
+	dsn := cfg.FormatDSN()
+	if err := migrations.CreateDatabase(ctx, dsn); err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	db, err := migrations.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() {
+		db.Exec("DROP DATABASE IF EXISTS `" + name + "`")
+		db.Close()
+	})
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	return &DB{DB: db, Name: name, DSN: dsn}
+}
+
+func sanitize(s string) string {
+	var sb strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			sb.WriteRune(r)
+		} else {
+			sb.WriteByte('_')
+		}
+		if sb.Len() >= 40 {
+			break
+		}
+	}
+	return sb.String()
+}
