@@ -1,0 +1,208 @@
+package drafts
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/tagcount/tagcount/drafts/api"
+)
+
+// Tag types, as stored in tags.type.
+const (
+	TypeRating       = "rating"
+	TypeWarning      = "warning"
+	TypeCategory     = "category"
+	TypeFandom       = "fandom"
+	TypeRelationship = "relationship"
+	TypeCharacter    = "character"
+	TypeFreeform     = "freeform"
+)
+
+// TagTypes lists the tag types in the order a work lists them.
+var TagTypes = []string{TypeRating, TypeWarning, TypeCategory, TypeFandom, TypeRelationship, TypeCharacter, TypeFreeform}
+
+// Fixed vocabularies of API.md.
+var (
+	Ratings    = []string{"General Audiences", "Teen And Up Audiences", "Mature", "Explicit", "Not Rated"}
+	Warnings   = []string{"Creator Chose Not To Use Archive Warnings", "No Archive Warnings Apply", "Graphic Depictions Of Violence", "Major Character Death", "Rape/Non-Con", "Underage"}
+	Categories = []string{"F/F", "F/M", "Gen", "M/M", "Multi", "Other"}
+)
+
+// Limits of API.md.
+const (
+	MaxTitle   = 255
+	MaxBody    = 500_000
+	MaxTags    = 75
+	MaxTagName = 100
+)
+
+// Tags is the tag block of a draft or work as the author wrote it.
+type Tags struct {
+	Rating        string   `json:"rating"`
+	Warnings      []string `json:"warnings"`
+	Categories    []string `json:"categories,omitempty"`
+	Fandoms       []string `json:"fandoms"`
+	Relationships []string `json:"relationships,omitempty"`
+	Characters    []string `json:"characters,omitempty"`
+	Freeforms     []string `json:"freeforms,omitempty"`
+}
+
+// Content is what an author writes: a draft's or a work's title, body and tags.
+type Content struct {
+	Title string `json:"title"`
+	Body  string `json:"body"`
+	Tags  Tags   `json:"tags"`
+}
+
+// TagRef names a tag: its type and its name as first written.
+type TagRef struct {
+	Type string
+	Name string
+}
+
+// Key is the case-folded name that identifies the tag within its type.
+func (t TagRef) Key() string { return NameKey(t.Name) }
+
+// NameKey folds a tag name for case-insensitive comparison.
+func NameKey(name string) string { return strings.ToLower(name) }
+
+// List returns the content's tags in the order the author listed them
+// (rating, warnings, categories, fandoms, relationships, characters,
+// freeforms), names trimmed, the same (type, name) listed twice kept once.
+// It assumes Validate passed.
+func (t Tags) List() []TagRef {
+	out := make([]TagRef, 0, 12)
+	seen := make(map[[2]string]bool, 12)
+	add := func(typ string, names ...string) {
+		for _, n := range names {
+			n = strings.TrimSpace(n)
+			k := [2]string{typ, NameKey(n)}
+			if n == "" || seen[k] {
+				continue
+			}
+			seen[k] = true
+			out = append(out, TagRef{Type: typ, Name: n})
+		}
+	}
+	add(TypeRating, canonical(Ratings, t.Rating)...)
+	add(TypeWarning, canonical(Warnings, t.Warnings...)...)
+	add(TypeCategory, canonical(Categories, t.Categories...)...)
+	add(TypeFandom, t.Fandoms...)
+	add(TypeRelationship, t.Relationships...)
+	add(TypeCharacter, t.Characters...)
+	add(TypeFreeform, t.Freeforms...)
+	return out
+}
+
+// Validate checks c against the rules of API.md and returns a 422 *api.Error
+// naming the first offending field, or nil.
+func (c Content) Validate() error {
+	title := strings.TrimSpace(c.Title)
+	switch {
+	case title == "":
+		return api.Invalid("title", "title_required", "the title must not be empty")
+	case utf8.RuneCountInString(c.Title) > MaxTitle:
+		return api.Invalid("title", "title_too_long", fmt.Sprintf("the title must be at most %d characters", MaxTitle))
+	case !utf8.ValidString(c.Title):
+		return api.Invalid("title", "invalid_utf8", "the title is not valid UTF-8")
+	}
+	if utf8.RuneCountInString(c.Body) > MaxBody {
+		return api.Invalid("body", "body_too_long", fmt.Sprintf("the body must be at most %d characters", MaxBody))
+	}
+	if !utf8.ValidString(c.Body) {
+		return api.Invalid("body", "invalid_utf8", "the body is not valid UTF-8")
+	}
+	t := c.Tags
+	if err := checkName("tags.rating", t.Rating); err != nil {
+		return err
+	}
+	if !oneOf(t.Rating, Ratings) {
+		return api.Invalid("tags.rating", "unknown_rating", "the rating must be one of: "+strings.Join(Ratings, ", "))
+	}
+	if len(t.Warnings) == 0 {
+		return api.Invalid("tags.warnings", "warning_required", "at least one archive warning is required")
+	}
+	for i, w := range t.Warnings {
+		f := fmt.Sprintf("tags.warnings[%d]", i)
+		if err := checkName(f, w); err != nil {
+			return err
+		}
+		if !oneOf(w, Warnings) {
+			return api.Invalid(f, "unknown_warning", "the warning must be one of: "+strings.Join(Warnings, ", "))
+		}
+	}
+	for i, cat := range t.Categories {
+		f := fmt.Sprintf("tags.categories[%d]", i)
+		if err := checkName(f, cat); err != nil {
+			return err
+		}
+		if !oneOf(cat, Categories) {
+			return api.Invalid(f, "unknown_category", "the category must be one of: "+strings.Join(Categories, ", "))
+		}
+	}
+	if len(t.Fandoms) == 0 {
+		return api.Invalid("tags.fandoms", "fandom_required", "at least one fandom is required")
+	}
+	for _, group := range []struct {
+		field string
+		names []string
+	}{{"tags.fandoms", t.Fandoms}, {"tags.relationships", t.Relationships}, {"tags.characters", t.Characters}, {"tags.freeforms", t.Freeforms}} {
+		for i, n := range group.names {
+			if err := checkName(fmt.Sprintf("%s[%d]", group.field, i), n); err != nil {
+				return err
+			}
+		}
+	}
+	total := 1 + len(t.Warnings) + len(t.Categories) + len(t.Fandoms) + len(t.Relationships) + len(t.Characters) + len(t.Freeforms)
+	if total > MaxTags {
+		return api.Invalid("tags", "too_many_tags", fmt.Sprintf("a work may have at most %d tags", MaxTags))
+	}
+	return nil
+}
+
+func checkName(field, name string) error {
+	n := strings.TrimSpace(name)
+	switch {
+	case n == "":
+		return api.Invalid(field, "tag_name_empty", "a tag name must not be empty")
+	case !utf8.ValidString(n):
+		return api.Invalid(field, "invalid_utf8", "a tag name must be valid UTF-8")
+	case utf8.RuneCountInString(n) > MaxTagName:
+		return api.Invalid(field, "tag_name_too_long", fmt.Sprintf("a tag name must be at most %d characters", MaxTagName))
+	}
+	for _, r := range n {
+		if unicode.IsControl(r) {
+			return api.Invalid(field, "tag_name_control_character", "a tag name must not contain control characters")
+		}
+	}
+	return nil
+}
+
+// canonical spells names from a fixed vocabulary as the vocabulary does, so
+// "general audiences" and "General Audiences" name one tag spelled one way.
+func canonical(set []string, names ...string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n
+		k := NameKey(strings.TrimSpace(n))
+		for _, s := range set {
+			if NameKey(s) == k {
+				out[i] = s
+			}
+		}
+	}
+	return out
+}
+
+// oneOf compares case-insensitively, as tag names do.
+func oneOf(name string, set []string) bool {
+	k := NameKey(strings.TrimSpace(name))
+	for _, s := range set {
+		if NameKey(s) == k {
+			return true
+		}
+	}
+	return false
+}

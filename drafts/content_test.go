@@ -1,0 +1,96 @@
+package drafts_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/drafts/api"
+)
+
+func validContent() drafts.Content {
+	return drafts.Content{Title: "A title", Body: "A body", Tags: drafts.Tags{
+		Rating:    "General Audiences",
+		Warnings:  []string{"No Archive Warnings Apply"},
+		Fandoms:   []string{"Star Trek"},
+		Freeforms: []string{"Fluff"},
+	}}
+}
+
+func isStatus(err error, status int) bool {
+	var e *api.Error
+	return errors.As(err, &e) && e.Status == status
+}
+
+func TestValidateAnswersTheFirstOffendingField(t *testing.T) {
+	t.Parallel()
+	many := make([]string, 73) // with rating, warning and fandom: 76 tags
+	for i := range many {
+		many[i] = fmt.Sprintf("Tag %d", i)
+	}
+	cases := []struct {
+		name   string
+		change func(c *drafts.Content)
+		field  string
+		code   string
+	}{
+		{"empty title", func(c *drafts.Content) { c.Title = "  " }, "title", "title_required"},
+		{"long title", func(c *drafts.Content) { c.Title = strings.Repeat("é", 256) }, "title", "title_too_long"},
+		{"long body", func(c *drafts.Content) { c.Body = strings.Repeat("x", 500_001) }, "body", "body_too_long"},
+		{"no rating", func(c *drafts.Content) { c.Tags.Rating = "" }, "tags.rating", "tag_name_empty"},
+		{"unknown rating", func(c *drafts.Content) { c.Tags.Rating = "PG-13" }, "tags.rating", "unknown_rating"},
+		{"no warning", func(c *drafts.Content) { c.Tags.Warnings = nil }, "tags.warnings", "warning_required"},
+		{"unknown warning", func(c *drafts.Content) { c.Tags.Warnings = []string{"Spiders"} }, "tags.warnings[0]", "unknown_warning"},
+		{"unknown category", func(c *drafts.Content) { c.Tags.Categories = []string{"Gen", "X/Y"} }, "tags.categories[1]", "unknown_category"},
+		{"no fandom", func(c *drafts.Content) { c.Tags.Fandoms = nil }, "tags.fandoms", "fandom_required"},
+		{"blank fandom", func(c *drafts.Content) { c.Tags.Fandoms = []string{" "} }, "tags.fandoms[0]", "tag_name_empty"},
+		{"long tag", func(c *drafts.Content) { c.Tags.Characters = []string{strings.Repeat("a", 101)} }, "tags.characters[0]", "tag_name_too_long"},
+		{"control char", func(c *drafts.Content) { c.Tags.Relationships = []string{"A/B\x07"} }, "tags.relationships[0]", "tag_name_control_character"},
+		{"too many tags", func(c *drafts.Content) { c.Tags.Freeforms = many }, "tags", "too_many_tags"},
+		{"bad utf8", func(c *drafts.Content) { c.Body = "\xff" }, "body", "invalid_utf8"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validContent()
+			tc.change(&c)
+			err := c.Validate()
+			var e *api.Error
+			if !errors.As(err, &e) || e.Status != 422 || e.Field != tc.field || e.Code != tc.code {
+				t.Fatalf("Validate = %v; want 422 %s at %s", err, tc.code, tc.field)
+			}
+		})
+	}
+	if err := validContent().Validate(); err != nil {
+		t.Fatalf("valid content rejected: %v", err)
+	}
+}
+
+func TestListDropsCaseInsensitiveDuplicatesAndSpellsFixedTagsCanonically(t *testing.T) {
+	t.Parallel()
+	c := validContent()
+	c.Tags.Rating = "general audiences"
+	c.Tags.Freeforms = []string{" Fluff ", "FLUFF", "Angst"}
+	c.Tags.Fandoms = []string{"Star Trek", "star trek"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(c.Tags.List())
+	want := "[{rating General Audiences} {warning No Archive Warnings Apply} {fandom Star Trek} {freeform Fluff} {freeform Angst}]"
+	if got != want {
+		t.Fatalf("List = %s\nwant   %s", got, want)
+	}
+}
+
+func TestExactlySeventyFiveTagsAreAllowed(t *testing.T) {
+	t.Parallel()
+	c := validContent()
+	c.Tags.Freeforms = make([]string, 72) // 1 rating + 1 warning + 1 fandom + 72
+	for i := range c.Tags.Freeforms {
+		c.Tags.Freeforms[i] = fmt.Sprintf("Tag %d", i)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("75 tags rejected: %v", err)
+	}
+}

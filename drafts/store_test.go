@@ -1,0 +1,73 @@
+package drafts_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+func TestDraftSavedBeforeMariaDBCrashIsThereAfterRestart(t *testing.T) {
+	t.Parallel()
+	srv := testdb.StartServer(t)
+	ctx := context.Background()
+	dsn := srv.DSN("tagcount")
+	if err := migrations.CreateDatabase(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	db, err := migrations.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	c := drafts.Content{Title: "Kept", Body: "Every word of it.", Tags: drafts.Tags{
+		Rating: "Mature", Warnings: []string{"Major Character Death"}, Fandoms: []string{"Hamlet"}}}
+	saved, err := (&drafts.Store{DB: db}).CreateDraft(ctx, 3, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	srv.Stop(true) // SIGKILL: no clean shutdown, only what was committed survives
+	srv.Start()
+
+	db, err = migrations.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, err := (&drafts.Store{DB: db}).FindDraftByID(ctx, 3, saved.ID)
+	if err != nil {
+		t.Fatalf("draft after restart: %v", err)
+	}
+	if got.Content.Title != c.Title || got.Content.Body != c.Body || got.Content.Tags.Fandoms[0] != "Hamlet" {
+		t.Fatalf("draft after restart = %+v, want %+v", got.Content, c)
+	}
+}
+
+func TestAnotherAuthorsDraftIsNotFound(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	s := &drafts.Store{DB: db.DB}
+	ctx := context.Background()
+	d, err := s.CreateDraft(ctx, 1, validContent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.FindDraftByID(ctx, 2, d.ID); !isStatus(err, 404) {
+		t.Fatalf("read by another author: %v, want 404", err)
+	}
+	if _, err := s.ReplaceDraft(ctx, 2, d.ID, validContent()); !isStatus(err, 404) {
+		t.Fatalf("replace by another author: %v, want 404", err)
+	}
+	if err := s.DeleteDraft(ctx, 2, d.ID); !isStatus(err, 404) {
+		t.Fatalf("delete by another author: %v, want 404", err)
+	}
+	if _, err := s.FindDraftByID(ctx, 1, d.ID); err != nil {
+		t.Fatalf("owner lost the draft: %v", err)
+	}
+}
