@@ -1,0 +1,401 @@
+package flags
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestWithoutServerTheEmbeddedBootstrapTurnsEverythingOn(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, Config{})
+
+	if got := countOn(c, NewPostingPath, 200); got != 200 {
+		t.Errorf("NewPostingPath on for %d of 200 authors, want all (bootstrap 100%%)", got)
+	}
+	if !c.TierDeferral() || !c.ReconcileApply() {
+		t.Errorf("TierDeferral=%v ReconcileApply=%v, want both on", c.TierDeferral(), c.ReconcileApply())
+	}
+	if s := c.Snapshot(); s.Source != SourceBootstrap || !s.LastSync.IsZero() || s.ServerURL != "" {
+		t.Errorf("snapshot = %+v, want source bootstrap, no sync, no server", s)
+	}
+	if err := c.WaitForSync(context.Background()); !errors.Is(err, ErrNoServer) {
+		t.Errorf("WaitForSync = %v, want ErrNoServer", err)
+	}
+}
+
+func TestUnknownFlagIsOff(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, Config{})
+	if c.Enabled("tagcount.no-such-flag", 7) {
+		t.Error("an unknown flag is on")
+	}
+}
+
+func TestUnreachableServerUsesTheBootstrapFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	boot := writeFile(t, dir, "bootstrap.json", featuresJSON(
+		flagDoc{NewPostingPath, true, 0},
+		flagDoc{TierDeferral, true, 100},
+		flagDoc{ReconcileApply, false, 100},
+	), time.Now())
+	c := newClient(t, Config{URL: deadURL(t), RefreshInterval: 50 * time.Millisecond,
+		BootstrapFile: boot, BackupDir: filepath.Join(dir, "backup")})
+
+	// Let it try (and fail) to fetch before looking.
+	eventually(t, 5*time.Second, "a failed fetch", func() bool { return syncErrors(c) > 0 })
+
+	if got := countOn(c, NewPostingPath, 100); got != 0 {
+		t.Errorf("NewPostingPath on for %d authors, want 0 (bootstrap 0%%)", got)
+	}
+	if !c.TierDeferral() || c.ReconcileApply() {
+		t.Errorf("TierDeferral=%v ReconcileApply=%v, want true,false from the bootstrap", c.TierDeferral(), c.ReconcileApply())
+	}
+	if s := c.Snapshot(); s.Source != SourceBootstrap || !s.LastSync.IsZero() {
+		t.Errorf("snapshot source %q last sync %v, want bootstrap and never", s.Source, s.LastSync)
+	}
+}
+
+func TestUnreachableServerWithoutBootstrapTurnsEverythingOff(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	boot := writeFile(t, dir, "empty.json", []byte(`{"version":2,"features":[]}`), time.Now())
+	c := newClient(t, Config{URL: deadURL(t), RefreshInterval: 50 * time.Millisecond, BootstrapFile: boot})
+	eventually(t, 5*time.Second, "a failed fetch", func() bool { return syncErrors(c) > 0 })
+
+	if countOn(c, NewPostingPath, 100) != 0 || c.TierDeferral() || c.ReconcileApply() {
+		t.Error("a flag is on with no server and no bootstrap; want all off")
+	}
+	s := c.Snapshot()
+	if s.Source != SourceDefault {
+		t.Errorf("source = %q, want default", s.Source)
+	}
+	for _, f := range s.Flags {
+		if f.Defined || f.Default || *f.RolloutPercent != 0 {
+			t.Errorf("flag %+v, want undefined, default off, rollout 0", f)
+		}
+	}
+}
+
+func TestStaleBackupDoesNotOverrideANewerBootstrap(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	backupDir := filepath.Join(dir, "unleash")
+	os.MkdirAll(backupDir, 0o750)
+	now := time.Now()
+	writeBackup(t, backupDir, now.Add(-time.Hour), flagDoc{NewPostingPath, true, 100}, flagDoc{TierDeferral, true, 100})
+	boot := writeFile(t, dir, "bootstrap.json", featuresJSON(flagDoc{NewPostingPath, true, 0}, flagDoc{TierDeferral, false, 100}), now)
+
+	c := newClient(t, Config{URL: deadURL(t), RefreshInterval: time.Second, BootstrapFile: boot, BackupDir: backupDir})
+
+	if got := countOn(c, NewPostingPath, 100); got != 0 {
+		t.Errorf("NewPostingPath on for %d authors: the stale backup (100%%) won over the bootstrap (0%%)", got)
+	}
+	if c.TierDeferral() {
+		t.Error("TierDeferral on: the stale backup won over the bootstrap")
+	}
+	if s := c.Snapshot(); s.Source != SourceBootstrap {
+		t.Errorf("source = %q, want bootstrap", s.Source)
+	}
+}
+
+func TestBackupNewerThanBootstrapIsTheLastKnownState(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Now()
+	boot := writeFile(t, dir, "bootstrap.json", featuresJSON(flagDoc{NewPostingPath, true, 0}), now.Add(-time.Hour))
+	writeBackup(t, dir, now, flagDoc{NewPostingPath, true, 100})
+
+	c := newClient(t, Config{URL: deadURL(t), RefreshInterval: time.Second, BootstrapFile: boot, BackupDir: dir})
+
+	if got := countOn(c, NewPostingPath, 100); got != 100 {
+		t.Errorf("NewPostingPath on for %d authors, want 100 from the backup", got)
+	}
+	if s := c.Snapshot(); s.Source != SourceBackup {
+		t.Errorf("source = %q, want backup", s.Source)
+	}
+}
+
+func TestWithoutServerTheBackupIsIgnored(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	boot := writeFile(t, dir, "bootstrap.json", featuresJSON(flagDoc{NewPostingPath, true, 0}), time.Now().Add(-time.Hour))
+	writeBackup(t, dir, time.Now(), flagDoc{NewPostingPath, true, 100})
+
+	c := newClient(t, Config{BootstrapFile: boot, BackupDir: dir})
+	if c.NewPostingPath(1) || c.Snapshot().Source != SourceBootstrap {
+		t.Error("with no URL the client used the backup; want the bootstrap only")
+	}
+}
+
+func TestCorruptBackupFallsBackToBootstrap(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, dir, backupFileName("tagcount"), []byte(`{"tagcount.new-posting-path": {"enabled": "yes"`), time.Now())
+	c := newClient(t, Config{URL: deadURL(t), RefreshInterval: time.Second, BackupDir: dir})
+	if s := c.Snapshot(); s.Source != SourceBootstrap {
+		t.Errorf("source = %q, want bootstrap", s.Source)
+	}
+}
+
+func TestNonPositiveRefreshIntervalWithURLIsAConfigError(t *testing.T) {
+	t.Parallel()
+	for _, d := range []time.Duration{0, -time.Second} {
+		c, err := New(context.Background(), Config{URL: "http://127.0.0.1:1/api", RefreshInterval: d, Logger: testLogger(t)})
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "RefreshInterval") {
+			t.Errorf("RefreshInterval %v: New = %v, %v; want an ErrConfig naming RefreshInterval", d, c, err)
+		}
+	}
+}
+
+func TestBadConfigIsAnError(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cases := map[string]Config{
+		"relative URL":      {URL: "127.0.0.1:4242/api", RefreshInterval: time.Second},
+		"missing bootstrap": {BootstrapFile: filepath.Join(dir, "nope.json")},
+		"bad app name":      {AppName: "../etc"},
+	}
+	for name, cfg := range cases {
+		cfg.Logger = testLogger(t)
+		if _, err := New(context.Background(), cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: New error = %v, want ErrConfig", name, err)
+		}
+	}
+}
+
+func TestMalformedBootstrapIsAConfigErrorNotAPanic(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"not json":        `features: on`,
+		"truncated":       `{"version":2,"features":[{"name":"x"`,
+		"no features":     `{"version":2}`,
+		"wrong types":     `{"version":2,"features":[{"name":"x","enabled":"yes"}]}`,
+		"nameless flag":   `{"version":2,"features":[{"enabled":true}]}`,
+		"trailing object": `{"version":2,"features":[]} {}`,
+	} {
+		p := writeFile(t, dir, strings.ReplaceAll(name, " ", "_")+".json", []byte(body), time.Now())
+		_, err := New(context.Background(), Config{BootstrapFile: p, Logger: testLogger(t)})
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: New error = %v, want ErrConfig naming the file", name, err)
+		}
+	}
+}
+
+func TestMalformedStrategyParametersDoNotPanic(t *testing.T) {
+	t.Parallel()
+	// The Unleash client panics on a flexibleRollout without stickiness or
+	// with a non-string groupId.
+	body := `{"version":2,"features":[
+	  {"name":"tagcount.new-posting-path","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"100"}}]},
+	  {"name":"tagcount.tier-deferral","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":100,"stickiness":7,"groupId":12}}]},
+	  {"name":"tagcount.reconcile-apply","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":null}]}
+	]}`
+	p := writeFile(t, t.TempDir(), "b.json", []byte(body), time.Now())
+	c := newClient(t, Config{BootstrapFile: p})
+
+	if !c.NewPostingPath(42) || !c.TierDeferral() {
+		t.Error("repaired 100% rollouts evaluate off")
+	}
+	if c.ReconcileApply() {
+		t.Error("a rollout with no percentage evaluates on")
+	}
+	if n := testutil.ToFloat64(c.metrics.evalErrors); n != 0 {
+		t.Errorf("%v evaluation errors, want repairs to prevent them", n)
+	}
+}
+
+func TestEvaluationPanicIsOffNotACrash(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, Config{})
+	// Bypass the repairs, as a client bug they do not know of would.
+	broken, err := parseFeatures([]byte(`{"version":2,"features":[{"name":"tagcount.new-posting-path","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"100"}}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := broken[NewPostingPath]
+	delete(f.Strategies[0].Parameters, "stickiness")
+	c.store.mu.Lock()
+	c.store.data[NewPostingPath] = f
+	c.store.mu.Unlock()
+
+	if c.NewPostingPath(1) {
+		t.Error("a definition that panics evaluates on")
+	}
+	if n := testutil.ToFloat64(c.metrics.evalErrors); n != 1 {
+		t.Errorf("evaluation errors = %v, want 1", n)
+	}
+}
+
+func TestNewDoesNotWaitForAServerThatNeverAnswers(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // accept and never answer
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+
+	start := time.Now()
+	c, err := New(context.Background(), Config{URL: "http://" + l.Addr().String() + "/api", RefreshInterval: time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("New took %v with a silent server", d)
+	}
+	if !c.NewPostingPath(3) {
+		t.Error("bootstrap not in force while the server is silent")
+	}
+	start = time.Now()
+	c.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v with a silent server", d)
+	}
+	if c.NewPostingPath(3) {
+		t.Error("evaluation after Close is on, want off")
+	}
+}
+
+func TestHandlerServesTheSnapshotAsJSON(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, Config{})
+	srv := httptest.NewServer(c.Handler())
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET: %s, Content-Type %q", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	var got struct {
+		Source   string `json:"source"`
+		LastSync *string
+		Flags    []struct {
+			Name           string   `json:"name"`
+			Default        bool     `json:"default"`
+			Defined        bool     `json:"defined"`
+			RolloutPercent *float64 `json:"rollout_percent"`
+			Value          *bool    `json:"value"`
+		} `json:"flags"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Source != "bootstrap" || got.LastSync != nil || len(got.Flags) != 3 {
+		t.Fatalf("snapshot = %+v", got)
+	}
+	for i, want := range []string{NewPostingPath, TierDeferral, ReconcileApply} {
+		f := got.Flags[i]
+		if f.Name != want || f.Default || !f.Defined || f.RolloutPercent == nil || *f.RolloutPercent != 100 {
+			t.Errorf("flag %d = %+v, want %s defined at 100%% with default off", i, f, want)
+		}
+		if (f.Value != nil) != (want != NewPostingPath) {
+			t.Errorf("flag %s value = %v; want a value only for instance-wide flags", want, f.Value)
+		}
+	}
+
+	post, err := http.Post(srv.URL, "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post.Body.Close()
+	if post.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %s, want 405", post.Status)
+	}
+}
+
+func TestTwoClientsShareOneRegistry(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	a := newClient(t, Config{Registerer: reg})
+	b := newClient(t, Config{Registerer: reg})
+	a.NewPostingPath(1)
+	b.NewPostingPath(2)
+	b.Enabled("tagcount.other", 2)
+	if got := testutil.ToFloat64(a.metrics.evaluations.WithLabelValues(NewPostingPath, "on")); got != 2 {
+		t.Errorf("evaluations{on} = %v, want 2", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "tagcount_flags_evaluations_total"); err != nil || n == 0 {
+		t.Errorf("gather: %d series, %v", n, err)
+	}
+}
+
+func TestRolloutSummary(t *testing.T) {
+	t.Parallel()
+	features, err := parseFeatures([]byte(`{"version":2,"features":[
+	  {"name":"off","enabled":false,"strategies":[{"name":"default"}]},
+	  {"name":"bare","enabled":true,"strategies":[]},
+	  {"name":"std","enabled":true,"strategies":[{"name":"default"}]},
+	  {"name":"half","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"userId","groupId":"half"}}]},
+	  {"name":"constrained","enabled":true,"strategies":[{"name":"flexibleRollout","constraints":[{"contextName":"userId","operator":"IN","values":["1"]}],"parameters":{"rollout":"100"}}]}
+	]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]float64{"off": 0, "bare": 100, "std": 100, "half": 50, "constrained": -1} {
+		got, _ := rollout(features[name])
+		switch {
+		case want < 0 && got != nil:
+			t.Errorf("%s: rollout %v, want unknown (nil)", name, *got)
+		case want >= 0 && (got == nil || *got != want):
+			t.Errorf("%s: rollout %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestUnchangedFetchRefreshesTheBackupDate(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), backupFileName("tagcount"))
+	m := newMetrics(nil, testLogger(t))
+	s := newStore(testLogger(t), m, bootstrap{}, path, true)
+	features, _ := parseFeatures(featuresJSON(flagDoc{NewPostingPath, true, 100}))
+	s.Reset(toAny(features), true)
+	old := time.Now().Add(-48 * time.Hour)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	s.touch(time.Now()) // a 304 from the server
+
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(fi.ModTime()) > time.Minute {
+		t.Errorf("backup dated %v after the server confirmed it, want now", fi.ModTime())
+	}
+	if got, _, err := readBackup(path); err != nil || !got[NewPostingPath].Enabled {
+		t.Errorf("backup = %v, %v; want the fetched state", got, err)
+	}
+}
