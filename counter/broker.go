@@ -1,0 +1,109 @@
+package counter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// DefaultPartitions is the partition count of tag-uses when none is given.
+const DefaultPartitions = 8
+
+// EmbeddedBroker is an in-process, single-node Kafka-protocol broker
+// (franz-go's kfake) listening on 127.0.0.1, for `tagcount dev` and tests.
+// With a data dir it persists its logs and committed offsets there and
+// reloads them on the next start.
+type EmbeddedBroker struct {
+	cluster *kfake.Cluster
+	addrs   []string
+}
+
+// StartEmbeddedBroker starts a broker on 127.0.0.1:port (0 picks a free
+// port), persisting to dataDir when it is not empty, and makes sure topic
+// exists with partitions partitions (DefaultPartitions when <= 0; topic
+// defaults to DefaultTopic). It returns an error when the port is taken, the
+// data dir cannot be loaded, or the topic cannot be created before ctx ends.
+func StartEmbeddedBroker(ctx context.Context, dataDir string, partitions int, topic string, port int) (*EmbeddedBroker, error) {
+	if partitions <= 0 {
+		partitions = DefaultPartitions
+	}
+	if topic == "" {
+		topic = DefaultTopic
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		kfake.SeedTopics(int32(partitions), topic),
+		kfake.DefaultNumPartitions(partitions),
+		// Let consumers choose short session timeouts, so a crashed
+		// consumer's partitions move quickly in development and tests.
+		kfake.GroupMinSessionTimeout(time.Second),
+	}
+	if dataDir != "" {
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	cluster, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("counter: embedded Kafka on port %d: %w", port, err)
+	}
+	b := &EmbeddedBroker{cluster: cluster, addrs: cluster.ListenAddrs()}
+	// Seeding is skipped when state is reloaded from dataDir; make sure the
+	// topic exists either way.
+	if err := EnsureTopic(ctx, b.addrs, topic, partitions); err != nil {
+		cluster.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Addrs returns the broker's host:port addresses.
+func (b *EmbeddedBroker) Addrs() []string { return append([]string(nil), b.addrs...) }
+
+// Close stops the broker, syncing its data dir. It is safe to call twice.
+func (b *EmbeddedBroker) Close() { b.cluster.Close() }
+
+// EnsureTopic creates topic with partitions partitions and the cluster's
+// default replication factor, unless it exists already (whatever its
+// partition count). It returns an error when no broker answers or the
+// controller refuses the topic.
+func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	if len(brokers) == 0 {
+		return errors.New("counter: EnsureTopic needs brokers")
+	}
+	if partitions <= 0 {
+		partitions = DefaultPartitions
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	transport := &kafka.Transport{}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+			Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1}},
+		})
+		if err == nil {
+			err = resp.Errors[topic]
+			if err == nil || errors.Is(err, kafka.TopicAlreadyExists) {
+				return nil
+			}
+		}
+		lastErr = err
+		var ne net.Error
+		if !errors.As(err, &ne) && !errors.Is(err, kafka.NotController) && !errors.Is(err, kafka.LeaderNotAvailable) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("counter: create topic %s: %w (last error: %v)", topic, ctx.Err(), lastErr)
+		case <-time.After(time.Duration(100*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("counter: create topic %s: %w", topic, lastErr)
+}

@@ -1,0 +1,20 @@
+// Package counter turns tag-use events into tag counts.
+//
+// The posting transaction writes one tag_events row (the outbox) per tag
+// delta and, after it commits, announces the rows on the Kafka topic
+// tag-uses, keyed by tag id. The consumer here runs one writer per assigned
+// partition; each writer batches events and applies a batch in one MySQL
+// transaction that deletes the batch's outbox rows and adds their deltas to
+// tag_counts, so a message is only ever a notification: a lost message is
+// re-announced by the sweeper, a duplicate finds its row gone and adds
+// nothing. Tags are flushed by size tier (small every batch, medium and large
+// deferred), and the read path caches counts by the same tiers. The
+// nightly reconcile (reconcile*.go) finds and corrects drift.
+//
+// Parts: EncodeEvent/DecodeEvent (the wire format), Publisher (announce
+// after commit), Sweeper (re-announce what waited too long), Consumer (the
+// writers), ApplyBatch (one apply transaction), Reader (the count read
+// API), StartEmbeddedBroker and EnsureTopic (Kafka for development and
+// tests). See docs/counter.md for the design and docs/events.md for the
+// wire format.
+package counter

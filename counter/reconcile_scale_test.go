@@ -1,0 +1,262 @@
+package counter_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tagcount/tagcount/counter"
+)
+
+// TestReconcileScale is the scale run of docs/reconcile.md. It is not part
+// of the default suite:
+//
+//	TAGCOUNT_RECONCILE_SCALE=1 go test -run TestReconcileScale -v -timeout 30m ./counter/
+//
+// TAGCOUNT_RECONCILE_SCALE_RATE sets the correction rate (default 200/s).
+func TestReconcileScale(t *testing.T) {
+	if os.Getenv("TAGCOUNT_RECONCILE_SCALE") == "" {
+		t.Skip("set TAGCOUNT_RECONCILE_SCALE=1 to run the reconcile scale test")
+	}
+	perSecond := 200.0
+	if v := os.Getenv("TAGCOUNT_RECONCILE_SCALE_RATE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			t.Fatalf("TAGCOUNT_RECONCILE_SCALE_RATE=%q", v)
+		}
+		perSecond = f
+	}
+	const (
+		tags     = 100_000
+		works    = 250_000
+		drifted  = 50_000
+		posters  = 16
+		baseline = 15 * time.Second
+		// loadedWindow bounds the posting load during the applying run:
+		// under 16 posters each correction waits its turn at the log flush
+		// (about 20 ms here), so the whole run under load would take long.
+		loadedWindow = 30 * time.Second
+		chunkSize    = 1000
+		chunkPause   = 50 * time.Millisecond
+	)
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	db := a.db
+
+	// 1,000,000 taggings over 100,000 tags: tag 1 on every work (250,000
+	// uses, a rating), tag 2 on 40% (100,000), and three tags per work
+	// (two on the last 100,000) spread over the other 99,998.
+	start := time.Now()
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(fmt.Sprintf(`INSERT INTO tags (id, type, name, name_key) SELECT seq, 'freeform', CONCAT('tag ', seq), CONCAT('tag ', seq) FROM mysql.seq_1_to_%d`, tags))
+	exec(fmt.Sprintf(`INSERT INTO works (id, draft_id, author_id, title, body, version) SELECT seq, seq, 1 + seq %% 5000, 'w', '', 1 FROM mysql.seq_1_to_%d`, works))
+	exec(fmt.Sprintf(`INSERT INTO taggings (work_id, tag_id, position) SELECT seq, 1, 0 FROM mysql.seq_1_to_%d`, works))
+	exec(fmt.Sprintf(`INSERT INTO taggings (work_id, tag_id, position) SELECT seq, 2, 1 FROM mysql.seq_1_to_%d WHERE seq %% 5 < 2`, works))
+	for k := 1; k <= 3; k++ {
+		limit := works
+		if k == 3 {
+			limit = 150_000
+		}
+		exec(fmt.Sprintf(`INSERT INTO taggings (work_id, tag_id, position)
+			SELECT seq, 3 + (seq * 7 + %d) %% %d, %d FROM mysql.seq_1_to_%d`, k*33_333, tags-2, k+1, limit))
+	}
+	var taggings int64
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM taggings").Scan(&taggings); err != nil {
+		t.Fatal(err)
+	}
+	exec(`INSERT INTO tag_counts (tag_id, count) SELECT tag_id, COUNT(*) FROM taggings GROUP BY tag_id`)
+	// 50,000 drifted tags (every even id, the 100,000-use tag 2 among them):
+	// too high, too low, and a tenth with the row missing.
+	exec(`UPDATE tag_counts SET count = count + IF(tag_id % 4 = 0, 1 + tag_id % 5, -(1 + tag_id % 7)) WHERE tag_id % 2 = 0 AND tag_id % 20 <> 10`)
+	exec(`DELETE FROM tag_counts WHERE tag_id % 20 = 10`)
+	var wantAbs int64
+	if err := db.QueryRowContext(ctx, `SELECT SUM(ABS(w.n - COALESCE(c.count, 0))) FROM
+		(SELECT tag_id, COUNT(*) n FROM taggings GROUP BY tag_id) w LEFT JOIN tag_counts c ON c.tag_id = w.tag_id`).Scan(&wantAbs); err != nil {
+		t.Fatal(err)
+	}
+	exec("ANALYZE TABLE taggings, works, tag_counts, tag_events")
+	a.draft.Store(10 * works) // posted works' draft ids follow the loaded ones
+	t.Logf("loaded %d tags, %d works, %d taggings, %d drifted (total |drift| %d) in %s",
+		tags, works, taggings, drifted, wantAbs, time.Since(start).Round(time.Millisecond))
+
+	// Posting load: 16 posters, each posting on the new path (work, 5
+	// taggings including the hot tag 1, 5 outbox rows) as fast as it can.
+	measure := func(during func()) (lat []time.Duration, elapsed time.Duration) {
+		t.Helper()
+		loadCtx, stop := context.WithCancel(ctx)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		errs := make(chan error, posters)
+		began := time.Now()
+		for range posters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var mine []time.Duration
+				for loadCtx.Err() == nil {
+					pick := []int64{1}
+					for range 4 {
+						pick = append(pick, 3+rand.Int64N(tags-2))
+					}
+					t0 := time.Now()
+					if _, err := a.post(loadCtx, false, pick); err != nil {
+						if loadCtx.Err() == nil {
+							errs <- err
+						}
+						break
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			}()
+		}
+		during()
+		stop()
+		wg.Wait()
+		elapsed = time.Since(began)
+		close(errs)
+		for err := range errs {
+			t.Fatalf("posting: %v", err)
+		}
+		slices.Sort(lat)
+		return lat, elapsed
+	}
+	pct := func(lat []time.Duration, p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(float64(len(lat))*p))].Round(10 * time.Microsecond)
+	}
+	report := func(name string, lat []time.Duration, elapsed time.Duration) {
+		t.Logf("%-28s %6d posts in %6.1fs = %6.0f posts/s; latency p50 %8s p99 %8s max %8s", name, len(lat), elapsed.Seconds(),
+			float64(len(lat))/elapsed.Seconds(), pct(lat, 0.50), pct(lat, 0.99), pct(lat, 1))
+	}
+
+	lat, el := measure(func() { time.Sleep(baseline) })
+	report("posting alone", lat, el)
+
+	newR := func(progress func(int64, int64)) *counter.Reconciler {
+		return newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: chunkSize, CorrectionsPerSecond: perSecond,
+			ChunkPause: chunkPause, Progress: progress})
+	}
+
+	// The hot tag's count alone: the longest snapshot read of the run.
+	one := time.Now()
+	if rep, err := newR(nil).Run(ctx, counter.ReconcileOptions{TagID: 1, DryRun: true}); err != nil || rep.TagsDrifted != 0 {
+		t.Fatalf("recount of tag 1: %+v, %v", rep, err)
+	}
+	t.Logf("dry recount of tag 1 (%d uses): %s", works, time.Since(one).Round(time.Millisecond))
+
+	var dry counter.ReconcileReport
+	lat, el = measure(func() {
+		var err error
+		dry, err = newR(nil).Run(ctx, counter.ReconcileOptions{DryRun: true})
+		if err != nil {
+			t.Errorf("dry run: %v", err)
+		}
+	})
+	report("posting + dry-run reconcile", lat, el)
+	t.Logf("dry run: %d tags scanned, %d drifted, total |drift| %d in %s", dry.TagsScanned, dry.TagsDrifted, dry.TotalAbsDrift, dry.Duration().Round(time.Millisecond))
+	if dry.TagsScanned != tags || dry.TagsDrifted != drifted || dry.TotalAbsDrift != wantAbs {
+		t.Errorf("dry run %+v; want %d scanned, %d drifted, total %d", dry, tags, drifted, wantAbs)
+	}
+
+	// The applying run: posting goes on for the first loadedWindow of it,
+	// then the run finishes alone.
+	var rep counter.ReconcileReport
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		var err error
+		rep, err = newR(nil).Run(ctx, counter.ReconcileOptions{})
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	lat, el = measure(func() {
+		select {
+		case <-runDone:
+		case <-time.After(loadedWindow):
+		}
+	})
+	loadEnded := time.Now()
+	report("posting + reconcile", lat, el)
+	<-runDone
+	t.Logf("run: %d tags scanned, %d drifted, %d corrected, total |drift| %d in %s (rate limit %.0f/s)", rep.TagsScanned,
+		rep.TagsDrifted, rep.TagsCorrected, rep.TotalAbsDrift, rep.Duration().Round(time.Millisecond), perSecond)
+	if rep.TagsDrifted != drifted || rep.TagsCorrected != drifted || rep.TotalAbsDrift != wantAbs {
+		t.Errorf("run %+v; want %d drifted and corrected, total %d", rep, drifted, wantAbs)
+	}
+
+	// The rate, from when the database applied each correction. The posting
+	// load writes no tag_counts rows (nothing applies the outbox here), so
+	// every row written since the run started is a correction.
+	rows, err := db.QueryContext(ctx, "SELECT updated_at FROM tag_counts WHERE updated_at >= ? ORDER BY updated_at", rep.StartedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stamps []time.Time
+	for rows.Next() {
+		var at time.Time
+		if err := rows.Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		stamps = append(stamps, at)
+	}
+	rows.Close()
+	if len(stamps) != drifted {
+		t.Fatalf("%d rows written during the run; want %d", len(stamps), drifted)
+	}
+	overall := float64(len(stamps)-1) / stamps[len(stamps)-1].Sub(stamps[0]).Seconds()
+	window := int(perSecond) // about one second of corrections
+	worst := 0.0
+	for i := 0; i+window < len(stamps); i++ {
+		worst = max(worst, float64(window)/stamps[i+window].Sub(stamps[i]).Seconds())
+	}
+	loaded := 0
+	for loaded < len(stamps) && stamps[loaded].Before(loadEnded) {
+		loaded++
+	}
+	rateOf := func(ts []time.Time) float64 {
+		if len(ts) < 2 {
+			return 0
+		}
+		return float64(len(ts)-1) / ts[len(ts)-1].Sub(ts[0]).Seconds()
+	}
+	t.Logf("corrections: %.1f/s over the run (%d at %.1f/s while posting, %d at %.1f/s after), at most %.1f/s over any %d consecutive (limit %.0f/s)",
+		overall, loaded, rateOf(stamps[:loaded]), len(stamps)-loaded, rateOf(stamps[loaded:]), worst, window, perSecond)
+	if overall > perSecond*1.01 || worst > perSecond*1.05 {
+		t.Errorf("corrections faster than the limit of %.0f/s", perSecond)
+	}
+
+	// Posting alone again: the machine's own drift over the test (other
+	// processes share its two cores) brackets the figures above.
+	lat, el = measure(func() { time.Sleep(baseline) })
+	report("posting alone, after", lat, el)
+
+	// Conservation after everything: stored + pending = posted works.
+	var bad int64
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tags t
+		LEFT JOIN (SELECT tag_id, COUNT(*) n FROM taggings GROUP BY tag_id) w ON w.tag_id = t.id
+		LEFT JOIN tag_counts c ON c.tag_id = t.id
+		LEFT JOIN (SELECT tag_id, SUM(delta) d FROM tag_events GROUP BY tag_id) e ON e.tag_id = t.id
+		WHERE COALESCE(w.n, 0) <> COALESCE(c.count, 0) + COALESCE(e.d, 0)`).Scan(&bad); err != nil {
+		t.Fatal(err)
+	}
+	if bad != 0 {
+		t.Errorf("%d tags break conservation after the run", bad)
+	}
+}

@@ -1,0 +1,742 @@
+package counter_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tagcount/tagcount/counter"
+)
+
+func reconcileQuietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newTestReconciler(t testing.TB, a *reconcileArchive, cfg counter.ReconcileConfig) *counter.Reconciler {
+	t.Helper()
+	cfg.DB = a.db.DB
+	if cfg.Logger == nil {
+		cfg.Logger = reconcileQuietLogger()
+	}
+	if cfg.CorrectionsPerSecond == 0 {
+		cfg.CorrectionsPerSecond = 1000
+	}
+	if cfg.ChunkPause == 0 {
+		cfg.ChunkPause = -1
+	}
+	r := counter.NewReconciler(cfg)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+
+	hot := a.tags(2, "rating") // on every post: large, and written by every transaction
+	normal := a.tags(36, "freeform")
+	quiet := a.tags(2, "fandom") // no traffic touches them
+	all := slices.Concat(hot, normal, quiet)
+
+	// A settled archive: hot tags large (bulk-loaded), quiet tags small.
+	if _, err := a.db.Exec(`INSERT INTO works (id, draft_id, author_id, title, body, version)
+		SELECT seq, 1000000 + seq, 1, 'old', 'old', 1 FROM mysql.seq_1_to_3000`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.db.Exec(fmt.Sprintf(`INSERT INTO taggings (work_id, tag_id, position)
+		SELECT seq, %d, 0 FROM mysql.seq_1_to_3000 UNION ALL SELECT seq, %d, 1 FROM mysql.seq_1_to_3000
+		UNION ALL SELECT seq, %d, 2 FROM mysql.seq_1_to_5 UNION ALL SELECT seq, %d, 2 FROM mysql.seq_6_to_8`,
+		hot[0], hot[1], quiet[0], quiet[1])); err != nil {
+		t.Fatal(err)
+	}
+	for id, n := range a.trueCounts() {
+		if _, err := a.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, ?)", id, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Live traffic: posts, edits and deletes on both paths, and an outbox
+	// applier that defers hot tags most of the time so they keep pending
+	// deltas, like the counter's deferred tiers.
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var ops, applied atomic.Int64
+	var wg sync.WaitGroup
+	loadErr := make(chan error, 8)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for loadCtx.Err() == nil {
+				legacy := rand.IntN(10) < 3
+				var err error
+				switch p := rand.IntN(100); {
+				case p < 60:
+					tags := slices.Clone(hot)
+					for range 1 + rand.IntN(4) {
+						tags = append(tags, normal[rand.IntN(len(normal))])
+					}
+					_, err = a.post(loadCtx, legacy, tags)
+				case p < 80:
+					if work, ok := a.randomWork(); ok {
+						err = a.edit(loadCtx, legacy, work, normal)
+					}
+				default:
+					if work, ok := a.randomWork(); ok {
+						err = a.remove(loadCtx, legacy, work)
+					}
+				}
+				if err != nil && !errors.Is(err, errReconcileGone) && loadCtx.Err() == nil {
+					loadErr <- err
+					return
+				}
+				ops.Add(1)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; loadCtx.Err() == nil; i++ {
+			var skip func(int64) bool
+			if i%5 != 0 {
+				skip = func(tag int64) bool { return slices.Contains(hot, tag) }
+			}
+			n, err := a.applyOutbox(loadCtx, 200, skip)
+			if err != nil && loadCtx.Err() == nil {
+				loadErr <- fmt.Errorf("apply outbox: %w", err)
+				return
+			}
+			applied.Add(int64(n))
+		}
+	}()
+	waitOps := func(n int64) {
+		reconcileEventually(t, 60*time.Second, fmt.Sprintf("%d load operations", n), func() bool {
+			select {
+			case err := <-loadErr:
+				t.Fatalf("load: %v", err)
+			default:
+			}
+			return ops.Load() >= n
+		})
+	}
+	waitOps(150)
+
+	// Inject drift while the load runs: relative shifts on busy tags (so the
+	// drift is known exactly whatever commits around it), absolute values
+	// and a missing row on quiet tags. Too high and too low, large and small.
+	a.shift(hot[0], 500)    // large tag, too high: drift -500
+	a.shift(hot[1], -1000)  // large tag, too low: drift +1000
+	a.shift(normal[3], 3)   // small busy tag, too high: -3
+	a.shift(normal[20], -2) // small busy tag, too low: +2
+	// Quiet tag 0 truly has 5 works: stored 42 is a drift of -37.
+	if _, err := a.db.Exec("UPDATE tag_counts SET count = 42 WHERE tag_id = ?", quiet[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Quiet tag 1 truly has 3 works: a missing row is a drift of +3.
+	if _, err := a.db.Exec("DELETE FROM tag_counts WHERE tag_id = ?", quiet[1]); err != nil {
+		t.Fatal(err)
+	}
+	waitOps(ops.Load() + 50)
+
+	// Small chunks and a low rate, so posts and flushes keep committing
+	// between each chunk's snapshot and its corrections.
+	r := newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: 7, CorrectionsPerSecond: 40, ChunkPause: 5 * time.Millisecond})
+	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	opsDuring := ops.Load()
+	waitOps(opsDuring + 50)
+	stopLoad()
+	wg.Wait()
+	close(loadErr)
+	for err := range loadErr {
+		t.Fatalf("load: %v", err)
+	}
+	t.Logf("load: %d operations, %d outbox rows applied; report %+v", ops.Load(), applied.Load(), rep)
+
+	want := counter.ReconcileReport{
+		ID: rep.ID, State: counter.ReconcileStateDone, StartedAt: rep.StartedAt, FinishedAt: rep.FinishedAt,
+		TagsScanned: int64(len(all)), TagsDrifted: 6, TagsCorrected: 6, TotalAbsDrift: 500 + 1000 + 3 + 2 + 37 + 3,
+		LargestDrift: 1000, LargestDriftTagID: hot[1],
+	}
+	if rep != want {
+		t.Errorf("report:\n got %+v\nwant %+v", rep, want)
+	}
+
+	a.drain(ctx)
+	truth, stored := a.trueCounts(), a.storedCounts()
+	for _, id := range all {
+		if stored[id] != truth[id] {
+			t.Errorf("tag %d: stored %d, posted works %d", id, stored[id], truth[id])
+		}
+	}
+	if truth[hot[0]] <= 3000 {
+		t.Errorf("the load did not add to the hot tags (count %d)", truth[hot[0]])
+	}
+
+	again, err := r.Run(ctx, counter.ReconcileOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.TagsDrifted != 0 {
+		t.Errorf("after correction a dry run found %d drifted tags (largest %d on tag %d)", again.TagsDrifted, again.LargestDrift, again.LargestDriftTagID)
+	}
+}
+
+func TestReconcileDryRunWritesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(10, "freeform")
+	a.settle(ctx, 30, tags)
+	a.shift(tags[1], 4)
+	a.shift(tags[5], -9)
+	if _, err := a.db.Exec("DELETE FROM tag_counts WHERE tag_id = ?", tags[8]); err != nil {
+		t.Fatal(err)
+	}
+	missing := a.trueCounts()[tags[8]]
+
+	for _, tc := range []struct {
+		name  string
+		opts  counter.ReconcileOptions
+		apply func() bool
+	}{
+		{"requested", counter.ReconcileOptions{DryRun: true}, nil},
+		{"reconcile-apply flag off", counter.ReconcileOptions{}, func() bool { return false }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := a.tagCountsSnapshot()
+			r := newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: 3, ReconcileApply: tc.apply})
+			rep, err := r.Run(ctx, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rep.DryRun || rep.State != counter.ReconcileStateDone || rep.TagsScanned != 10 || rep.TagsDrifted != 3 ||
+				rep.TagsCorrected != 0 || rep.TotalAbsDrift != 4+9+missing || rep.LargestDrift != 9 || rep.LargestDriftTagID != tags[5] {
+				t.Errorf("report %+v; want a dry run finding 3 drifted tags, total %d, largest +9 on tag %d, correcting none", rep, 4+9+missing, tags[5])
+			}
+			if after := a.tagCountsSnapshot(); after != before {
+				t.Errorf("a dry run wrote tag_counts:\nbefore\n%s\nafter\n%s", before, after)
+			}
+			stored, err := r.Report(ctx, rep.ID)
+			if err != nil || stored != rep {
+				t.Errorf("Report(%d) = %+v, %v; want %+v", rep.ID, stored, err, rep)
+			}
+		})
+	}
+}
+
+func TestReconcileApplyTurnedOffMidRunStopsCorrecting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(3, "freeform")
+	a.settle(ctx, 6, tags)
+	for _, tag := range tags {
+		a.shift(tag, 1)
+	}
+	var apply atomic.Bool
+	apply.Store(true)
+	r := newTestReconciler(t, a, counter.ReconcileConfig{
+		ChunkSize:      1,
+		ReconcileApply: apply.Load,
+		Progress: func(scanned, _ int64) {
+			if scanned >= 1 {
+				apply.Store(false) // the operator flips the kill switch after the first chunk
+			}
+		},
+	})
+	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.DryRun || rep.TagsDrifted != 3 || rep.TagsCorrected != 1 {
+		t.Errorf("report %+v; want 3 drifted, 1 corrected", rep)
+	}
+	truth, stored := a.trueCounts(), a.storedCounts()
+	if stored[tags[0]] != truth[tags[0]] || stored[tags[1]] == truth[tags[1]] || stored[tags[2]] == truth[tags[2]] {
+		t.Errorf("only the first tag should be corrected: stored %v, true %v", stored, truth)
+	}
+}
+
+// reconcileBlocker is a Progress hook that holds a run at its start until
+// released, so a test can act while the run holds the lock. Register
+// t.Cleanup(b.Release) after creating the Reconcilers that use it, so it runs
+// before their Close.
+type reconcileBlocker struct {
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newReconcileBlocker(t testing.TB) *reconcileBlocker {
+	return &reconcileBlocker{started: make(chan struct{}, 8), release: make(chan struct{})}
+}
+
+func (b *reconcileBlocker) Progress(scanned, _ int64) {
+	if scanned == 0 {
+		b.started <- struct{}{}
+		<-b.release
+	}
+}
+
+func (b *reconcileBlocker) Release() { b.once.Do(func() { close(b.release) }) }
+
+func (b *reconcileBlocker) waitStarted(t testing.TB) {
+	t.Helper()
+	select {
+	case <-b.started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run never started scanning")
+	}
+}
+
+func reconcileWaitDone(t testing.TB, r *counter.Reconciler, id int64) counter.ReconcileReport {
+	t.Helper()
+	var rep counter.ReconcileReport
+	reconcileEventually(t, 60*time.Second, fmt.Sprintf("run %d to finish", id), func() bool {
+		var err error
+		rep, err = r.Report(context.Background(), id)
+		if err != nil {
+			t.Fatalf("Report(%d): %v", id, err)
+		}
+		return rep.State != counter.ReconcileStateRunning
+	})
+	return rep
+}
+
+func reconcileServer(t testing.TB, r *counter.Reconciler) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/admin/reconcile", r.HandleStart())
+	mux.Handle("GET /v1/admin/reconcile/{id}", r.HandleReport())
+	mux.Handle("POST /v1/admin/tags/{id}/recount", r.HandleRecount())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// reconcileCall makes a request and decodes the JSON answer into a map.
+func reconcileCall(t testing.TB, method, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatalf("%s %s: %d, undecodable body: %v", method, url, resp.StatusCode, err)
+	}
+	return resp.StatusCode, m
+}
+
+func reconcileErrCode(m map[string]any) string {
+	e, _ := m["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
+
+func TestReconcileRunsOneAtATimeAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(4, "freeform")
+	a.settle(ctx, 8, tags)
+	a.shift(tags[2], 5)
+
+	// Two workers (two Reconcilers on one database) start at the same moment.
+	block := newReconcileBlocker(t)
+	workers := []*counter.Reconciler{
+		newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress}),
+		newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress}),
+	}
+	t.Cleanup(block.Release)
+	ids := make([]int64, 2)
+	errs := make([]error, 2)
+	var ready, done sync.WaitGroup
+	ready.Add(2)
+	done.Add(2)
+	gate := make(chan struct{})
+	for i, w := range workers {
+		go func() {
+			defer done.Done()
+			ready.Done()
+			<-gate
+			ids[i], errs[i] = w.Start(ctx, counter.ReconcileOptions{})
+		}()
+	}
+	ready.Wait()
+	close(gate)
+	done.Wait()
+	winner := slices.IndexFunc(errs, func(err error) bool { return err == nil })
+	if winner < 0 || !errors.Is(errs[1-winner], counter.ErrReconcileRunning) {
+		t.Fatalf("Start errors %v; want exactly one ErrReconcileRunning", errs)
+	}
+	block.waitStarted(t)
+
+	// While it runs, every way in is refused.
+	if _, err := workers[1-winner].Run(ctx, counter.ReconcileOptions{DryRun: true}); !errors.Is(err, counter.ErrReconcileRunning) {
+		t.Errorf("Run during a run: %v; want ErrReconcileRunning", err)
+	}
+	srv := reconcileServer(t, workers[1-winner])
+	status, body := reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", `{"dry_run": false}`)
+	if status != http.StatusConflict || reconcileErrCode(body) != "reconcile_running" {
+		t.Errorf("POST /v1/admin/reconcile during a run: %d %v; want 409 reconcile_running", status, body)
+	}
+	status, body = reconcileCall(t, "POST", fmt.Sprintf("%s/v1/admin/tags/%d/recount", srv.URL, tags[2]), "")
+	if status != http.StatusConflict || reconcileErrCode(body) != "reconcile_running" {
+		t.Errorf("recount during a run: %d %v; want 409 reconcile_running", status, body)
+	}
+	status, body = reconcileCall(t, "GET", fmt.Sprintf("%s/v1/admin/reconcile/%d", srv.URL, ids[winner]), "")
+	if status != http.StatusOK || body["state"] != "running" {
+		t.Errorf("GET the running run: %d %v; want 200 running", status, body)
+	}
+
+	block.Release()
+	rep := reconcileWaitDone(t, workers[winner], ids[winner])
+	if rep.State != counter.ReconcileStateDone || rep.TagsCorrected != 1 {
+		t.Errorf("report %+v; want done with 1 correction", rep)
+	}
+	// The lock is free again.
+	if _, err := workers[1-winner].Run(ctx, counter.ReconcileOptions{}); err != nil {
+		t.Errorf("Run after the first finished: %v", err)
+	}
+}
+
+func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(3, "freeform")
+	a.settle(ctx, 6, tags)
+	a.shift(tags[0], -7)
+
+	// A row left running by a process that died long ago.
+	res, err := a.db.Exec("INSERT INTO reconcile_runs (state, dry_run) VALUES ('running', 0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, _ := res.LastInsertId()
+	r := newTestReconciler(t, a, counter.ReconcileConfig{})
+	if rep, err := r.Report(ctx, stale); err != nil || rep.State != counter.ReconcileStateFailed || !strings.Contains(rep.Error, "abandoned") {
+		t.Errorf("Report of a run whose process is gone: %+v, %v; want failed, abandoned", rep, err)
+	}
+
+	// A run whose database session dies mid-run (its process was killed):
+	// the lock goes with the session, the next run starts, and the dead run
+	// can write nothing more.
+	block := newReconcileBlocker(t)
+	victim := newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress})
+	t.Cleanup(block.Release)
+	id, err := victim.Start(ctx, counter.ReconcileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block.waitStarted(t)
+	var holder int64
+	if err := a.db.QueryRow("SELECT IS_USED_LOCK(CONCAT('tagcount_reconcile:', LEFT(MD5(DATABASE()), 32)))").Scan(&holder); err != nil {
+		t.Fatalf("find the lock holder: %v", err)
+	}
+	if _, err := a.db.Exec(fmt.Sprintf("KILL CONNECTION %d", holder)); err != nil {
+		t.Fatal(err)
+	}
+	var rep counter.ReconcileReport
+	reconcileEventually(t, 30*time.Second, "the next run to start", func() bool {
+		rep, err = r.Run(ctx, counter.ReconcileOptions{})
+		if err != nil && !errors.Is(err, counter.ErrReconcileRunning) {
+			t.Fatalf("Run: %v", err)
+		}
+		return err == nil
+	})
+	if rep.TagsCorrected != 1 || rep.LargestDrift != 7 {
+		t.Errorf("next run %+v; want the drift of +7 corrected", rep)
+	}
+	old, err := r.Report(ctx, id)
+	if err != nil || old.State != counter.ReconcileStateFailed {
+		t.Errorf("the killed run reads %+v, %v; want failed", old, err)
+	}
+	block.Release()
+	if rep := reconcileWaitDone(t, victim, id); rep.TagsCorrected != 0 {
+		t.Errorf("the killed run corrected %d tags", rep.TagsCorrected)
+	}
+	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[0]] != truth[tags[0]] {
+		t.Errorf("tag %d: stored %d, posted works %d (corrected twice?)", tags[0], stored[tags[0]], truth[tags[0]])
+	}
+}
+
+func TestReconcileNeverCorrectsFasterThanTheRate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	const drifted, perSecond = 30, 20.0
+	tags := a.tags(drifted+10, "freeform")
+	a.settle(ctx, 40, tags)
+	for i, tag := range tags[:drifted] {
+		if i%2 == 0 {
+			a.shift(tag, int64(i+1))
+		} else if _, err := a.db.Exec("DELETE FROM tag_counts WHERE tag_id = ?", tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: 8, CorrectionsPerSecond: perSecond, ChunkPause: 30 * time.Millisecond})
+	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TagsCorrected != drifted {
+		t.Fatalf("report %+v; want %d corrections", rep, drifted)
+	}
+	// When the database applied each correction: tag_counts.updated_at.
+	var stamps []time.Time
+	rows, err := a.db.Query("SELECT updated_at FROM tag_counts WHERE updated_at >= ? ORDER BY updated_at", rep.StartedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var at time.Time
+		if err := rows.Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		stamps = append(stamps, at)
+	}
+	rows.Close()
+	if len(stamps) != drifted {
+		t.Fatalf("%d rows written during the run; want %d", len(stamps), drifted)
+	}
+	overall := float64(len(stamps)-1) / stamps[len(stamps)-1].Sub(stamps[0]).Seconds()
+	if overall > perSecond*1.05 {
+		t.Errorf("corrections applied at %.2f/s; the limit is %.0f/s", overall, perSecond)
+	}
+	const window = 10
+	for i := 0; i+window < len(stamps); i++ {
+		if got := window / stamps[i+window].Sub(stamps[i]).Seconds(); got > perSecond*1.25 { // 100 ms for the server to start a statement late
+			t.Errorf("corrections %d..%d applied at %.2f/s; the limit is %.0f/s", i, i+window, got, perSecond)
+		}
+	}
+	t.Logf("%d corrections at %.2f/s (limit %.0f/s)", len(stamps), overall, perSecond)
+}
+
+func TestReconcileHTTP(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(5, "freeform")
+	a.settle(ctx, 10, tags)
+	a.shift(tags[1], 3)
+	a.shift(tags[3], -4)
+	r := newTestReconciler(t, a, counter.ReconcileConfig{})
+	srv := reconcileServer(t, r)
+
+	status, body := reconcileCall(t, "POST", fmt.Sprintf("%s/v1/admin/tags/%d/recount", srv.URL, tags[1]), "")
+	if status != http.StatusOK || body["state"] != "done" || body["tags_scanned"] != 1.0 || body["tags_drifted"] != 1.0 ||
+		body["tags_corrected"] != 1.0 || body["largest_drift"] != -3.0 || body["largest_drift_tag_id"] != float64(tags[1]) ||
+		body["tag_id"] != float64(tags[1]) {
+		t.Errorf("recount: %d %v", status, body)
+	}
+	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[1]] != truth[tags[1]] || stored[tags[3]] == truth[tags[3]] {
+		t.Errorf("recount of tag %d: stored %v, true %v; want only that tag corrected", tags[1], stored, truth)
+	}
+	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/tags/987654321/recount", "")
+	if status != http.StatusNotFound || reconcileErrCode(body) != "not_found" {
+		t.Errorf("recount of a missing tag: %d %v", status, body)
+	}
+
+	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", `{"dry_run": true}`)
+	if status != http.StatusAccepted || body["dry_run"] != true {
+		t.Fatalf("start dry run: %d %v", status, body)
+	}
+	rep := reconcileWaitDone(t, r, int64(body["id"].(float64)))
+	status, body = reconcileCall(t, "GET", fmt.Sprintf("%s/v1/admin/reconcile/%d", srv.URL, rep.ID), "")
+	if status != http.StatusOK || body["state"] != "done" || body["dry_run"] != true || body["tags_scanned"] != 5.0 ||
+		body["tags_drifted"] != 1.0 || body["tags_corrected"] != 0.0 || body["total_abs_drift"] != 4.0 ||
+		body["largest_drift"] != 4.0 || body["finished_at"] == nil {
+		t.Errorf("report of the dry run: %d %v", status, body)
+	}
+
+	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", "")
+	if status != http.StatusAccepted || body["dry_run"] != false {
+		t.Fatalf("start with an empty body: %d %v", status, body)
+	}
+	if rep := reconcileWaitDone(t, r, int64(body["id"].(float64))); rep.TagsCorrected != 1 {
+		t.Errorf("report %+v; want 1 correction", rep)
+	}
+	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[3]] != truth[tags[3]] {
+		t.Errorf("tag %d not corrected: stored %d, true %d", tags[3], stored[tags[3]], truth[tags[3]])
+	}
+
+	status, body = reconcileCall(t, "GET", srv.URL+"/v1/admin/reconcile/424242", "")
+	if status != http.StatusNotFound || reconcileErrCode(body) != "not_found" {
+		t.Errorf("GET a missing run: %d %v", status, body)
+	}
+	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", `{"dryrun": true}`)
+	if status != http.StatusBadRequest || reconcileErrCode(body) != "unknown_field" {
+		t.Errorf("unknown field: %d %v", status, body)
+	}
+}
+
+func TestReconcileTask(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(3, "freeform")
+	a.settle(ctx, 6, tags)
+	a.shift(tags[2], 2)
+
+	block := newReconcileBlocker(t)
+	holder := newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress})
+	t.Cleanup(block.Release)
+	id, err := holder.Start(ctx, counter.ReconcileOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block.waitStarted(t)
+	r := newTestReconciler(t, a, counter.ReconcileConfig{})
+	err = r.HandleReconcileTask(ctx, counter.NewReconcileTask(counter.ReconcileOptions{}))
+	if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, counter.ErrReconcileRunning) {
+		t.Errorf("task while a run holds the lock: %v; want ErrReconcileRunning wrapped with asynq.SkipRetry", err)
+	}
+	block.Release()
+	reconcileWaitDone(t, holder, id)
+
+	if err := r.HandleReconcileTask(ctx, asynq.NewTask(counter.TypeReconcile, []byte("{"))); !errors.Is(err, asynq.SkipRetry) {
+		t.Errorf("malformed payload: %v; want asynq.SkipRetry", err)
+	}
+	if err := r.HandleReconcileTask(ctx, counter.NewReconcileTask(counter.ReconcileOptions{})); err != nil {
+		t.Fatalf("task: %v", err)
+	}
+	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[2]] != truth[tags[2]] {
+		t.Errorf("task did not correct tag %d: stored %d, true %d", tags[2], stored[tags[2]], truth[tags[2]])
+	}
+
+	spec := counter.ReconcileSchedule(3, 30)
+	if spec != "CRON_TZ=UTC 30 3 * * *" {
+		t.Errorf("ReconcileSchedule(3, 30) = %q", spec)
+	}
+	sched := asynq.NewScheduler(asynq.RedisClientOpt{Addr: "127.0.0.1:6379"}, nil)
+	if _, err := sched.Register(spec, counter.NewReconcileTask(counter.ReconcileOptions{})); err != nil {
+		t.Errorf("the scheduler rejects %q: %v", spec, err)
+	}
+}
+
+// The task round-trips through a real asynq server on the machine's Redis.
+func TestReconcileTaskThroughAsynq(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(3, "freeform")
+	a.settle(ctx, 6, tags)
+	a.shift(tags[0], -6)
+	r := newTestReconciler(t, a, counter.ReconcileConfig{})
+
+	redis := asynq.RedisClientOpt{Addr: "127.0.0.1:6379"}
+	queue := fmt.Sprintf("reconcile-test-%d", rand.Int64())
+	srv := asynq.NewServer(redis, asynq.Config{
+		Queues: map[string]int{queue: 1}, Concurrency: 1,
+		Logger: reconcileAsynqLogger{}, LogLevel: asynq.ErrorLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(counter.TypeReconcile, r.HandleReconcileTask)
+	if err := srv.Start(mux); err != nil {
+		t.Fatalf("asynq server (Redis at %s): %v", redis.Addr, err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		insp := asynq.NewInspector(redis)
+		insp.DeleteQueue(queue, true)
+		insp.Close()
+	})
+	client := asynq.NewClient(redis)
+	defer client.Close()
+	if _, err := client.Enqueue(counter.NewReconcileTask(counter.ReconcileOptions{}, asynq.Queue(queue))); err != nil {
+		t.Fatal(err)
+	}
+	reconcileEventually(t, 60*time.Second, "the task's run", func() bool {
+		var n int
+		a.db.QueryRow("SELECT COUNT(*) FROM reconcile_runs WHERE state = 'done' AND tags_corrected = 1").Scan(&n)
+		return n == 1
+	})
+	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[0]] != truth[tags[0]] {
+		t.Errorf("tag %d: stored %d, true %d", tags[0], stored[tags[0]], truth[tags[0]])
+	}
+}
+
+type reconcileAsynqLogger struct{}
+
+func (reconcileAsynqLogger) Debug(...any) {}
+func (reconcileAsynqLogger) Info(...any)  {}
+func (reconcileAsynqLogger) Warn(...any)  {}
+func (reconcileAsynqLogger) Error(...any) {}
+func (reconcileAsynqLogger) Fatal(...any) {}
+
+func TestReconcileMetrics(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newReconcileArchive(t)
+	tags := a.tags(4, "freeform")
+	a.settle(ctx, 8, tags)
+	a.shift(tags[0], 2)
+	a.shift(tags[3], -5)
+
+	reg := prometheus.NewRegistry()
+	r := newTestReconciler(t, a, counter.ReconcileConfig{Registerer: reg})
+	newTestReconciler(t, a, counter.ReconcileConfig{Registerer: reg}) // a second on the same registry shares the metrics
+	newTestReconciler(t, a, counter.ReconcileConfig{})                // no registerer: fine
+	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		"tagcount_reconcile_last_drifted_tags":    2,
+		"tagcount_reconcile_last_corrected_tags":  2,
+		"tagcount_reconcile_last_total_abs_drift": 7,
+		"tagcount_reconcile_corrections_total":    2,
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetGauge() != nil:
+				got[mf.GetName()] = m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				got[mf.GetName()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	for name, v := range want {
+		if got[name] != v {
+			t.Errorf("%s = %v; want %v", name, got[name], v)
+		}
+	}
+	if d := got["tagcount_reconcile_last_duration_seconds"]; d <= 0 || d > rep.Duration().Seconds()+1 {
+		t.Errorf("last duration %v; report says %v", d, rep.Duration())
+	}
+	if n, err := testutil.GatherAndCount(reg, "tagcount_reconcile_runs_total"); err != nil || n != 1 {
+		t.Errorf("runs_total has %d series (%v); want 1 (done)", n, err)
+	}
+}

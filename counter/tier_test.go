@@ -1,0 +1,267 @@
+package counter
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTiersFollowTheDesignTable(t *testing.T) {
+	t.Parallel()
+	var tiers Tiers // zero value: the defaults
+	cases := []struct {
+		count    int64
+		tier     Tier
+		interval time.Duration
+	}{
+		{0, TierSmall, 0},
+		{999, TierSmall, 0},
+		{1000, TierMedium, 3 * time.Minute},
+		{39_999, TierMedium, 40 * time.Minute},
+		{40_000, TierLarge, 30 * time.Minute},
+		{250_000, TierLarge, 30 * time.Minute},
+	}
+	for _, c := range cases {
+		if got := tiers.Of(c.count); got != c.tier {
+			t.Errorf("Of(%d) = %v, want %v", c.count, got, c.tier)
+		}
+		if got := tiers.Interval(c.count); got != c.interval {
+			t.Errorf("Interval(%d) = %v, want %v", c.count, got, c.interval)
+		}
+	}
+	prev := time.Duration(0)
+	for n := int64(1000); n < 40_000; n += 500 {
+		iv := tiers.Interval(n)
+		if iv < prev {
+			t.Fatalf("medium interval shrinks at %d: %v < %v", n, iv, prev)
+		}
+		prev = iv
+	}
+	d := tiers.withDefaults()
+	for range 1000 {
+		j := d.jittered(40 * time.Minute)
+		if j < 36*time.Minute || j > 44*time.Minute {
+			t.Fatalf("jittered 40m = %v, outside ±10%%", j)
+		}
+	}
+	if got := (Tiers{Jitter: -1}).withDefaults().jittered(time.Minute); got != time.Minute {
+		t.Errorf("negative Jitter still jitters: %v", got)
+	}
+}
+
+// testClock is an injected clock that moves only when told.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// tierRig is a consumer configuration with an injected clock, production
+// tier intervals without jitter, and a record of every tag_counts write.
+type tierRig struct {
+	*archive
+	clock     *testClock
+	cfg       ConsumerConfig
+	mu        sync.Mutex
+	writes    map[int64]int // tag → tag_counts writes
+	announced int
+}
+
+func newTierRig(t *testing.T) *tierRig {
+	a := newArchive(t, archiveOpts{partitions: 2})
+	r := &tierRig{archive: a, clock: newTestClock(), writes: make(map[int64]int)}
+	r.cfg = a.consumerConfig()
+	r.cfg.Tiers = Tiers{Jitter: -1} // production intervals, exact
+	r.cfg.Now = r.clock.Now
+	r.cfg.OnApply = func(_ int, res ApplyResult) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for tag := range res.Deltas {
+			r.writes[tag]++
+		}
+	}
+	return r
+}
+
+func (r *tierRig) writesOf(tag int64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.writes[tag]
+}
+
+func (r *tierRig) count(tag int64) int64 {
+	var n int64
+	r.db.QueryRow("SELECT count FROM tag_counts WHERE tag_id = ?", tag).Scan(&n)
+	return n
+}
+
+// postRound posts n works each using tags, announces them and waits until
+// the consumer has read every event announced so far.
+func (r *tierRig) postRound(n int, tags ...int64) {
+	r.t.Helper()
+	works := make([][]int64, n)
+	for i := range works {
+		works[i] = tags
+	}
+	ctx := context.Background()
+	ev, err := r.post(ctx, works)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.pub.Announce(ctx, ev)
+	r.announced += len(ev)
+	waitFor(r.t, 20*time.Second, "the round to be consumed", func() bool {
+		return r.metric(r.reg, "tagcount_events_consumed_total") >= float64(r.announced)
+	})
+}
+
+func TestLargeTagIsWrittenOncePerIntervalAndSmallTagsEveryBatch(t *testing.T) {
+	t.Parallel()
+	r := newTierRig(t)
+	tags := r.createTags(3, "fandom")
+	large, medium, small := tags[0], tags[1], tags[2]
+	for tag, n := range map[int64]int64{large: 50_000, medium: 5_000} {
+		r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, ?)", tag, n)
+	}
+	r.startConsumer(r.cfg)
+
+	// A tag's first event is applied at once (its size is learned from
+	// that write); from then on it is held until its interval is up.
+	for round := 1; round <= 5; round++ {
+		r.postRound(20, large, medium, small)
+		waitFor(t, 10*time.Second, "the small tag flushed", func() bool { return r.count(small) == int64(20*round) })
+		if round == 1 {
+			waitFor(t, 10*time.Second, "the first writes", func() bool { return r.writesOf(large) >= 1 && r.writesOf(medium) >= 1 })
+		}
+		if w := r.writesOf(large); w != 1 {
+			t.Fatalf("round %d: large tag written %d times before its interval, want 1", round, w)
+		}
+		if w := r.writesOf(medium); w != 1 {
+			t.Fatalf("round %d: medium tag written %d times before its interval, want 1", round, w)
+		}
+	}
+	waitFor(t, 10*time.Second, "a write of the small tag per round", func() bool { return r.writesOf(small) >= 5 })
+	if r.outboxDepth() == 0 {
+		t.Fatal("no events held for the deferred tags")
+	}
+
+	// The medium tag (count ~5,000: interval 3m + 4000/38999×37m ≈ 6.8m)
+	// comes due before the large one (30m).
+	r.clock.Advance(10 * time.Minute)
+	waitFor(t, 10*time.Second, "the medium tag's flush", func() bool { return r.writesOf(medium) == 2 })
+	if w := r.writesOf(large); w != 1 {
+		t.Fatalf("large tag written %d times 10 minutes in, want 1", w)
+	}
+	r.clock.Advance(20 * time.Minute)
+	waitFor(t, 10*time.Second, "the large tag's flush", func() bool { return r.writesOf(large) == 2 })
+	if got := r.count(large); got != 50_000+100 {
+		t.Errorf("large count = %d, want %d", got, 50_000+100)
+	}
+	if got := r.count(medium); got != 5_000+100 {
+		t.Errorf("medium count = %d, want %d", got, 5_000+100)
+	}
+	if d := r.outboxDepth(); d != 0 {
+		t.Errorf("outbox depth %d after every flush", d)
+	}
+
+	// A new interval starts with the next event.
+	r.postRound(20, large, small)
+	r.clock.Advance(29 * time.Minute)
+	r.postRound(20, large, small)
+	if w := r.writesOf(large); w != 2 {
+		t.Errorf("large tag written %d times within its next interval, want 2", w)
+	}
+	r.clock.Advance(time.Minute)
+	waitFor(t, 10*time.Second, "the large tag's second flush", func() bool { return r.writesOf(large) == 3 })
+	if got := r.count(large); got != 50_000+140 {
+		t.Errorf("large count = %d, want %d", got, 50_000+140)
+	}
+}
+
+func TestKillSwitchOffFlushesEveryTagEveryBatch(t *testing.T) {
+	t.Parallel()
+	r := newTierRig(t)
+	tags := r.createTags(2, "fandom")
+	large, small := tags[0], tags[1]
+	r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, 50000)", large)
+	var deferral atomic.Bool // off
+	r.cfg.TierDeferral = deferral.Load
+	r.startConsumer(r.cfg)
+
+	// Each round is applied before the next is posted, and every one
+	// writes the large tag.
+	for round := 1; round <= 4; round++ {
+		r.postRound(10, large, small)
+		waitFor(t, 10*time.Second, "the large tag written", func() bool { return r.count(large) == 50_000+int64(10*round) })
+	}
+	waitFor(t, 10*time.Second, "a write of the large tag per round", func() bool { return r.writesOf(large) >= 4 })
+
+	deferral.Store(true)
+	r.postRound(10, large, small)
+	waitFor(t, 10*time.Second, "the small tag", func() bool { return r.count(small) == 50 })
+	if got := r.count(large); got != 50_040 {
+		t.Fatalf("deferral on: large tag was written (count %d, want 50040 until its interval)", got)
+	}
+	// Turning deferral off flushes what is held without waiting for its
+	// interval.
+	deferral.Store(false)
+	waitFor(t, 10*time.Second, "held events flushed", func() bool { return r.count(large) == 50_050 })
+}
+
+func TestShutdownFlushesHeldEvents(t *testing.T) {
+	t.Parallel()
+	r := newTierRig(t)
+	tags := r.createTags(2, "fandom")
+	large, small := tags[0], tags[1]
+	r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, 50000)", large)
+	stop := r.startConsumer(r.cfg)
+	for range 3 {
+		r.postRound(10, large, small)
+	}
+	waitFor(t, 10*time.Second, "the small tag", func() bool { return r.count(small) == 30 })
+	if r.count(large) == 50_030 {
+		t.Fatal("the large tag was not deferred")
+	}
+	stop()
+	if got := r.count(large); got != 50_030 {
+		t.Errorf("after shutdown large count = %d, want 50030", got)
+	}
+	if d := r.outboxDepth(); d != 0 {
+		t.Errorf("outbox depth %d after shutdown", d)
+	}
+}
+
+func TestRebalanceFlushesHeldEvents(t *testing.T) {
+	t.Parallel()
+	r := newTierRig(t)
+	tags := r.createTags(2, "fandom")
+	large, small := tags[0], tags[1]
+	r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, 50000)", large)
+	r.startConsumer(r.cfg)
+	for range 3 {
+		r.postRound(10, large, small)
+	}
+	if r.count(large) == 50_030 {
+		t.Fatal("the large tag was not deferred")
+	}
+	// A second member joins: every partition is revoked, and its writer
+	// flushes what it holds before the partition moves. The clock never
+	// moves, so nothing else could flush it.
+	r.startConsumer(r.cfg)
+	waitFor(t, 20*time.Second, "held events flushed on revocation", func() bool { return r.count(large) == 50_030 })
+}
