@@ -1,0 +1,502 @@
+package poster_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/testdb"
+	"github.com/tagcount/tagcount/poster"
+)
+
+const author = 7
+
+// env is one test's poster on its own database and queue.
+type env struct {
+	t     *testing.T
+	db    *sql.DB
+	p     *poster.Poster
+	store *drafts.Store
+	queue string
+	redis string
+	sink  *eventSink
+}
+
+type envOpts struct {
+	legacy    bool
+	redisAddr string // default: the machine's Redis
+	db        *sql.DB
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	e := &env{t: t, queue: testdb.Queue(t), sink: &eventSink{}}
+	if o.db == nil {
+		o.db = testdb.New(t).DB
+	}
+	e.db = o.db
+	e.redis = o.redisAddr
+	if e.redis == "" {
+		e.redis = testdb.RequireRedis(t)
+	}
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
+	t.Cleanup(func() { client.Close() })
+	e.p = poster.New(poster.Config{DB: e.db, Queue: client, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
+		Announcer: e.sink, RequeueAfter: time.Nanosecond})
+	e.store = &drafts.Store{DB: e.db}
+	return e
+}
+
+// startWorker runs the post jobs of this test's queue until the test ends.
+func (e *env) startWorker() {
+	srv := asynq.NewServer(asynq.RedisClientOpt{Addr: e.redis}, asynq.Config{
+		Concurrency: 8, Queues: map[string]int{e.queue: 1}, LogLevel: asynq.ErrorLevel, TaskCheckInterval: 10 * time.Millisecond,
+		ErrorHandler: asynq.ErrorHandlerFunc(e.p.HandleTaskError),
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(poster.TypeSyncDraft, e.p.HandleSyncDraftTask)
+	if err := srv.Start(mux); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(srv.Shutdown)
+}
+
+// eventSink records announced events.
+type eventSink struct {
+	mu     sync.Mutex
+	events []counter.Event
+}
+
+func (s *eventSink) Announce(_ context.Context, ev []counter.Event) {
+	s.mu.Lock()
+	s.events = append(s.events, ev...)
+	s.mu.Unlock()
+}
+
+func (s *eventSink) ids() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int64
+	for _, e := range s.events {
+		out = append(out, e.ID)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// work returns a valid draft body with the given freeform tags.
+func work(title string, freeforms ...string) drafts.Content {
+	return drafts.Content{Title: title, Body: "Once upon a time.", Tags: drafts.Tags{
+		Rating:    "Teen And Up Audiences",
+		Warnings:  []string{"No Archive Warnings Apply"},
+		Fandoms:   []string{"Star Trek"},
+		Freeforms: freeforms,
+	}}
+}
+
+func (e *env) draft(c drafts.Content) drafts.Draft {
+	e.t.Helper()
+	d, err := e.store.CreateDraft(context.Background(), author, c)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+func (e *env) waitState(draftID int64, state string) drafts.Draft {
+	e.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		d, err := e.store.FindDraftByID(context.Background(), author, draftID)
+		if err == nil && d.State == state {
+			return d
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("draft %d did not reach state %s: %+v, %v", draftID, state, d, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the job's effect
+	}
+}
+
+func (e *env) count(query string, args ...any) int64 {
+	e.t.Helper()
+	var n sql.NullInt64
+	if err := e.db.QueryRow(query, args...).Scan(&n); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return n.Int64
+}
+
+// assertConserved checks DESIGN.md invariant 5 for every tag:
+// taggings of posted works = stored count + pending outbox deltas.
+func (e *env) assertConserved() {
+	e.t.Helper()
+	rows, err := e.db.Query(`SELECT t.id,
+		(SELECT COUNT(*) FROM taggings g JOIN works w ON w.id = g.work_id WHERE g.tag_id = t.id),
+		COALESCE((SELECT count FROM tag_counts c WHERE c.tag_id = t.id), 0),
+		COALESCE((SELECT SUM(delta) FROM tag_events v WHERE v.tag_id = t.id), 0)
+		FROM tags t`)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, uses, stored, pending int64
+		if err := rows.Scan(&id, &uses, &stored, &pending); err != nil {
+			e.t.Fatal(err)
+		}
+		if uses != stored+pending {
+			e.t.Errorf("tag %d: %d uses but count %d + pending %d", id, uses, stored, pending)
+		}
+	}
+}
+
+func TestNewPathPostedTwiceConcurrentlyMakesOneWork(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	d := e.draft(work("Twice", "Fluff", "Angst"))
+
+	var wg sync.WaitGroup
+	results := make([]drafts.PostResult, 8)
+	errs := make([]error, 8)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = e.p.PostDraft(context.Background(), author, d.ID)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("post %d: %v", i, err)
+		}
+		if results[i].State != drafts.StateQueued && results[i].State != drafts.StatePosted {
+			t.Fatalf("post %d answered %+v", i, results[i])
+		}
+	}
+	e.startWorker()
+	posted := e.waitState(d.ID, drafts.StatePosted)
+
+	if n := e.count("SELECT COUNT(*) FROM works WHERE draft_id = ?", d.ID); n != 1 {
+		t.Fatalf("%d works for one draft posted 8 times, want 1", n)
+	}
+	if n := e.count("SELECT COUNT(*) FROM taggings WHERE work_id = ?", posted.WorkID); n != 5 {
+		t.Fatalf("%d taggings, want 5 (rating, warning, fandom, 2 freeforms)", n)
+	}
+	if n := e.count("SELECT COUNT(*) FROM tag_events WHERE delta = 1"); n != 5 {
+		t.Fatalf("%d +1 outbox rows, want 5", n)
+	}
+}
+
+func TestNewPathWritesOutboxRowsAndNoCountRow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	e.startWorker()
+	d := e.draft(work("Outbox", "Fluff"))
+	res, err := e.p.PostDraft(context.Background(), author, d.ID)
+	if err != nil || !res.Async || res.State != drafts.StateQueued {
+		t.Fatalf("post = %+v, %v; want async queued", res, err)
+	}
+	e.waitState(d.ID, drafts.StatePosted)
+
+	if n := e.count("SELECT COUNT(*) FROM tag_counts"); n != 0 {
+		t.Fatalf("new path wrote %d tag_counts rows, want none", n)
+	}
+	var ids []int64
+	rows, _ := e.db.Query("SELECT id FROM tag_events ORDER BY id")
+	for rows.Next() {
+		var id int64
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if len(ids) != 4 {
+		t.Fatalf("%d outbox rows, want 4", len(ids))
+	}
+	if got := e.sink.ids(); fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("announced %v, outbox holds %v", got, ids)
+	}
+	e.assertConserved()
+}
+
+func TestLegacyPathPostedTwiceConcurrentlyMakesOneWorkAndCountsOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{legacy: true})
+	d := e.draft(work("Legacy", "Fluff"))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created := 0
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := e.p.PostDraft(context.Background(), author, d.ID)
+			if err != nil {
+				t.Errorf("legacy post: %v", err)
+				return
+			}
+			if res.Async || res.State != drafts.StatePosted || res.WorkID == 0 {
+				t.Errorf("legacy post answered %+v, want posted in the request", res)
+			}
+			if res.Path == poster.PathLegacy {
+				mu.Lock()
+				created++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if created != 1 {
+		t.Fatalf("%d posts created the work, want exactly 1", created)
+	}
+	if n := e.count("SELECT COUNT(*) FROM works"); n != 1 {
+		t.Fatalf("%d works, want 1", n)
+	}
+	if n := e.count("SELECT COUNT(*) FROM tag_counts WHERE count = 1"); n != 4 {
+		t.Fatalf("%d tags counted once, want 4", n)
+	}
+	if n := e.count("SELECT COUNT(*) FROM tag_events"); n != 0 {
+		t.Fatalf("legacy path wrote %d outbox rows, want none", n)
+	}
+}
+
+func TestEditEmitsTheTagDifferenceAndDeleteTakesEveryTagAway(t *testing.T) {
+	t.Parallel()
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy=%v", legacy), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envOpts{legacy: legacy})
+			e.startWorker()
+			ctx := context.Background()
+			d := e.draft(work("Edit me", "Fluff", "Angst"))
+			if _, err := e.p.PostDraft(ctx, author, d.ID); err != nil {
+				t.Fatal(err)
+			}
+			w := e.waitState(d.ID, drafts.StatePosted).WorkID
+
+			edited := work("Edited", "fluff", "Hurt/Comfort") // "fluff" is the same tag as "Fluff"
+			if _, err := e.p.UpdateWork(ctx, author, w, edited); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				got, err := e.p.FindWorkByID(ctx, author, w)
+				if err == nil && got.Title == "Edited" {
+					if fmt.Sprint(got.Tags.Freeforms) != "[Fluff Hurt/Comfort]" {
+						t.Fatalf("freeforms after edit = %v", got.Tags.Freeforms)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("edit not applied: %+v %v", got, err)
+				}
+				time.Sleep(10 * time.Millisecond) // polling the job's effect
+			}
+			e.assertConserved()
+			if !legacy {
+				if n := e.count("SELECT COUNT(*) FROM tag_events WHERE delta = -1"); n != 1 {
+					t.Fatalf("%d -1 events after edit, want 1 (Angst)", n)
+				}
+				if n := e.count("SELECT COUNT(*) FROM tag_events WHERE delta = 1"); n != 6 {
+					t.Fatalf("%d +1 events after edit, want 6 (5 posted + Hurt/Comfort)", n)
+				}
+			}
+
+			if _, err := e.p.DeleteWork(ctx, author, w); err != nil {
+				t.Fatal(err)
+			}
+			deadline = time.Now().Add(15 * time.Second)
+			for e.count("SELECT COUNT(*) FROM works") != 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("work not deleted")
+				}
+				time.Sleep(10 * time.Millisecond) // polling the job's effect
+			}
+			e.assertConserved()
+			if n := e.count("SELECT COALESCE(SUM(count), 0) FROM tag_counts") + e.count("SELECT COALESCE(SUM(delta), 0) FROM tag_events"); n != 0 {
+				t.Fatalf("after delete, counts plus pending sum to %d, want 0", n)
+			}
+			if _, err := e.p.FindWorkByID(ctx, author, w); !isStatus(err, http.StatusNotFound) {
+				t.Fatalf("deleted work read: %v, want 404", err)
+			}
+		})
+	}
+}
+
+func TestWorkPostedOnOnePathEditsAndDeletesOnTheOther(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t).DB
+	newPath := newEnv(t, envOpts{db: db})
+	legacy := newEnv(t, envOpts{db: db, legacy: true})
+	newPath.startWorker()
+	ctx := context.Background()
+
+	a := newPath.draft(work("A", "Fluff"))
+	newPath.p.PostDraft(ctx, author, a.ID)
+	wa := newPath.waitState(a.ID, drafts.StatePosted).WorkID
+	if _, err := legacy.p.UpdateWork(ctx, author, wa, work("A2", "Angst")); err != nil {
+		t.Fatal(err)
+	}
+	b := legacy.draft(work("B", "Fluff", "Angst"))
+	res, err := legacy.p.PostDraft(ctx, author, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newPath.p.DeleteWork(ctx, author, res.WorkID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for newPath.count("SELECT COUNT(*) FROM works") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("delete on the new path not applied")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the job's effect
+	}
+	newPath.assertConserved()
+}
+
+func TestLegacyLockWaitTimeoutIs503AndLeavesTheDraftUntouched(t *testing.T) {
+	t.Parallel()
+	tdb := testdb.New(t)
+	// A pool whose sessions give up on a row lock after one second.
+	short, err := migrations.Open(context.Background(), tdb.DSN+"&innodb_lock_wait_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Close()
+	e := newEnv(t, envOpts{db: short, legacy: true})
+	ctx := context.Background()
+
+	first := e.draft(work("First", "Fluff"))
+	if _, err := e.p.PostDraft(ctx, author, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Another transaction holds the rating's count row, as a slow post would.
+	blocker, err := tdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback()
+	if _, err := blocker.Exec("UPDATE tag_counts SET count = count WHERE tag_id = (SELECT id FROM tags WHERE type = 'rating')"); err != nil {
+		t.Fatal(err)
+	}
+
+	second := e.draft(work("Second", "Angst"))
+	_, err = e.p.PostDraft(ctx, author, second.ID)
+	apiErr := api.Classify(err)
+	if apiErr.Status != http.StatusServiceUnavailable || apiErr.Code != "lock_wait_timeout" || apiErr.RetryAfter <= 0 {
+		t.Fatalf("post behind a held count row: %v → %+v; want 503 lock_wait_timeout with Retry-After", err, apiErr)
+	}
+	d, _ := e.store.FindDraftByID(ctx, author, second.ID)
+	if d.State != drafts.StateDraft || d.WorkID != 0 {
+		t.Fatalf("draft after the failed post = %+v; want untouched", d)
+	}
+	if n := e.count("SELECT COUNT(*) FROM works"); n != 1 {
+		t.Fatalf("%d works, want 1", n)
+	}
+}
+
+func TestPostPressedWhileRedisIsDownIsPostedAfterRedisReturns(t *testing.T) {
+	t.Parallel()
+	r := testdb.StartRedis(t)
+	e := newEnv(t, envOpts{redisAddr: r.Addr()})
+	d := e.draft(work("Offline", "Fluff"))
+	r.Stop()
+
+	res, err := e.p.PostDraft(context.Background(), author, d.ID)
+	if err != nil || res.State != drafts.StateQueued {
+		t.Fatalf("post with Redis down = %+v, %v; want recorded as queued", res, err)
+	}
+	if got, _ := e.store.FindDraftByID(context.Background(), author, d.ID); got.State != drafts.StateQueued {
+		t.Fatalf("draft state = %s, want queued", got.State)
+	}
+
+	r.Start()
+	e.startWorker()
+	if _, err := e.p.RequeueStale(context.Background()); err != nil {
+		t.Fatalf("requeue after Redis returned: %v", err)
+	}
+	posted := e.waitState(d.ID, drafts.StatePosted)
+	if posted.WorkID == 0 {
+		t.Fatal("posted draft has no work")
+	}
+}
+
+func TestSyncJobWithMalformedPayloadIsNotRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	err := e.p.HandleSyncDraftTask(context.Background(), asynq.NewTask(poster.TypeSyncDraft, []byte("{not json")))
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("malformed payload: %v, want SkipRetry", err)
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var e *api.Error
+	return errors.As(err, &e) && e.Status == status
+}
+
+func TestEditingAWorkWhoseDeleteIsPendingIsNotFound(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t).DB
+	legacy := newEnv(t, envOpts{db: db, legacy: true})
+	newPath := newEnv(t, envOpts{db: db}) // no worker: the delete stays pending
+	ctx := context.Background()
+	d := legacy.draft(work("Going", "Fluff"))
+	res, err := legacy.p.PostDraft(ctx, author, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if del, err := newPath.p.DeleteWork(ctx, author, res.WorkID); err != nil || !del.Async {
+		t.Fatalf("delete = %+v, %v; want queued", del, err)
+	}
+	if _, err := newPath.p.UpdateWork(ctx, author, res.WorkID, work("Too late", "Angst")); !isStatus(err, http.StatusNotFound) {
+		t.Fatalf("edit during a pending delete: %v; want 404", err)
+	}
+}
+
+func TestConcurrentPostsCreatingTheSameNewTagsAllSucceed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	const rounds, posters = 10, 16
+	for r := range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, posters)
+		for i := range posters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Overlapping sets of tags nobody created yet, in different orders.
+				c := work(fmt.Sprintf("W%d-%d", r, i))
+				for k := range 8 {
+					c.Tags.Freeforms = append(c.Tags.Freeforms, fmt.Sprintf("New %d-%d", r, (i+k*3)%12))
+				}
+				errs <- e.p.PostContent(context.Background(), author, c)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: post creating shared new tags: %v", r, err)
+			}
+		}
+	}
+	if n := e.count("SELECT COUNT(*) FROM tags WHERE type = 'freeform'"); n != rounds*12 {
+		t.Fatalf("%d freeform tags, want %d (no duplicates)", n, rounds*12)
+	}
+	e.assertConserved()
+}

@@ -1,0 +1,163 @@
+package poster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tagcount/tagcount/drafts"
+)
+
+// TypeSyncDraft is the job that makes a queued draft's work match it: posts
+// it, applies an edit, or deletes it.
+const TypeSyncDraft = "draft:sync"
+
+// enqueueTimeout bounds how long a request waits on Redis.
+const enqueueTimeout = 500 * time.Millisecond
+
+type syncPayload struct {
+	DraftID int64 `json:"draft_id"`
+	Version int64 `json:"version"`
+}
+
+// NewSyncDraftTask returns the job for version of draftID. Its task id makes
+// enqueueing the same version twice (a double click, the requeuer) harmless.
+func NewSyncDraftTask(draftID, version int64, queue string, maxRetry int) *asynq.Task {
+	b, _ := json.Marshal(syncPayload{DraftID: draftID, Version: version})
+	return asynq.NewTask(TypeSyncDraft, b,
+		asynq.TaskID(fmt.Sprintf("draft-sync:%d:%d", draftID, version)),
+		asynq.Queue(queue), asynq.MaxRetry(maxRetry), asynq.Timeout(time.Minute))
+}
+
+func (p *Poster) enqueue(ctx context.Context, draftID, version int64) error {
+	if p.cfg.Queue == nil {
+		return errors.New("no job queue configured")
+	}
+	// A post must answer at once even with Redis down: the draft row already
+	// records the post, and the requeuer enqueues it later.
+	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
+	defer cancel()
+	_, err := p.cfg.Queue.EnqueueContext(ctx, NewSyncDraftTask(draftID, version, p.cfg.QueueName, p.cfg.MaxRetry))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// HandleSyncDraftTask runs the job. Running it again, or for a draft that was
+// already synced, changes nothing. A payload that cannot be read is dropped
+// with asynq.SkipRetry.
+func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
+	var pl syncPayload
+	if err := json.Unmarshal(t.Payload(), &pl); err != nil || pl.DraftID <= 0 {
+		return fmt.Errorf("malformed %s payload %q: %v: %w", TypeSyncDraft, t.Payload(), err, asynq.SkipRetry)
+	}
+	_, err := p.sync(ctx, pl.DraftID, syncOpts{requireQueued: true})
+	if errors.Is(err, errDraftGone) {
+		return nil // deleted meanwhile: nothing is owed
+	}
+	return err
+}
+
+// HandleTaskError is the asynq server's error handler: once a sync job has
+// used its last retry (or cannot be retried), its draft is marked failed so the
+// author sees it and can post again.
+func (p *Poster) HandleTaskError(ctx context.Context, t *asynq.Task, err error) {
+	if t.Type() != TypeSyncDraft {
+		return
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	var pl syncPayload
+	_ = json.Unmarshal(t.Payload(), &pl)
+	p.log.WarnContext(ctx, "post job failed", "draft_id", pl.DraftID, "retry", retried, "max_retry", maxRetry, "err", err)
+	if retried < maxRetry && !errors.Is(err, asynq.SkipRetry) {
+		return
+	}
+	msg := err.Error()
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	if _, uerr := p.cfg.DB.ExecContext(context.WithoutCancel(ctx), `UPDATE drafts SET state = 'failed', error = ?
+		WHERE id = ? AND version = ? AND state = 'queued'`, msg, pl.DraftID, pl.Version); uerr != nil {
+		p.log.ErrorContext(ctx, "marking draft failed", "draft_id", pl.DraftID, "err", uerr)
+	}
+}
+
+// RequeueStale enqueues the job of every draft queued for longer than
+// RequeueAfter: posts pressed while Redis was down, or whose job was lost.
+// It returns how many it enqueued.
+func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
+	cutoff := p.cfg.Now().Add(-p.cfg.RequeueAfter).UTC()
+	rows, err := p.cfg.DB.QueryContext(ctx, `SELECT id, version FROM drafts
+		WHERE state = 'queued' AND queued_at < ? ORDER BY queued_at LIMIT 1000`, cutoff)
+	if err != nil {
+		return 0, err
+	}
+	type owed struct{ id, version int64 }
+	var list []owed
+	for rows.Next() {
+		var o owed
+		if err := rows.Scan(&o.id, &o.version); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		list = append(list, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range list {
+		if err := p.enqueue(ctx, o.id, o.version); err != nil {
+			return n, err
+		}
+		n++
+	}
+	p.metrics.requeued.Add(float64(n))
+	return n, nil
+}
+
+// RunRequeuer calls RequeueStale every interval until ctx ends.
+func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := p.RequeueStale(ctx); err != nil {
+				p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
+			} else if n > 0 {
+				p.log.InfoContext(ctx, "requeued queued drafts", "count", n)
+			}
+		}
+	}
+}
+
+// PostContent is the bare new-path posting transaction with no HTTP and no
+// queue: it stores c as a draft of author and posts it at once. The load
+// generator uses it to measure the machine's ceiling.
+func (p *Poster) PostContent(ctx context.Context, authorID int64, c drafts.Content) error {
+	tags, err := marshalTags(c.Tags)
+	if err != nil {
+		return err
+	}
+	res, err := p.cfg.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, state, queued_at)
+		VALUES (?, ?, ?, ?, 'queued', NOW(6))`, authorID, c.Title, c.Body, tags)
+	if err != nil {
+		return err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return err
+	}
+	_, err = p.sync(ctx, id, syncOpts{requireQueued: true})
+	return err
+}
