@@ -1,0 +1,290 @@
+package loadgen
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// RowsWritten counts rows a run changed in a table, from the database's own
+// counters.
+type RowsWritten struct {
+	Table   string  `json:"table"`
+	Rows    int64   `json:"rows"`
+	PerWork float64 `json:"per_posted_work"`
+	// Source says which counters: "mariadb userstat", "performance_schema",
+	// or "unavailable: why".
+	Source string `json:"source"`
+}
+
+// rowCounter reads a table's cumulative changed-row counter.
+type rowCounter struct {
+	db     *sql.DB
+	schema string
+	source string
+	read   func(ctx context.Context, table string) (int64, error)
+}
+
+// newRowCounter picks the counters the server has: MariaDB's user
+// statistics (switched on here) or MySQL's performance_schema.
+func newRowCounter(ctx context.Context, db *sql.DB) *rowCounter {
+	rc := &rowCounter{db: db}
+	if err := db.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&rc.schema); err != nil {
+		rc.source = "unavailable: " + err.Error()
+		return rc
+	}
+	var version string
+	db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version)
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		if _, err := db.ExecContext(ctx, "SET GLOBAL userstat = 1"); err != nil {
+			rc.source = "unavailable: SET GLOBAL userstat=1: " + err.Error()
+			return rc
+		}
+		rc.source = "mariadb userstat (information_schema.TABLE_STATISTICS.ROWS_CHANGED)"
+		rc.read = func(ctx context.Context, table string) (int64, error) {
+			var n sql.NullInt64
+			err := db.QueryRowContext(ctx, "SELECT ROWS_CHANGED FROM information_schema.TABLE_STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+				rc.schema, table).Scan(&n)
+			if errors.Is(err, sql.ErrNoRows) {
+				return 0, nil
+			}
+			return n.Int64, err
+		}
+		return rc
+	}
+	rc.source = "performance_schema.table_io_waits_summary_by_table"
+	rc.read = func(ctx context.Context, table string) (int64, error) {
+		var n sql.NullInt64
+		err := db.QueryRowContext(ctx, "SELECT COUNT_INSERT + COUNT_UPDATE + COUNT_DELETE FROM performance_schema.table_io_waits_summary_by_table WHERE OBJECT_SCHEMA = ? AND OBJECT_NAME = ?",
+			rc.schema, table).Scan(&n)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil
+		}
+		return n.Int64, err
+	}
+	if _, err := rc.read(ctx, "tag_counts"); err != nil {
+		rc.source = "unavailable: " + err.Error()
+		rc.read = nil
+	}
+	return rc
+}
+
+// snapshot reads the counters of tables; nil when unavailable.
+func (rc *rowCounter) snapshot(ctx context.Context, tables ...string) map[string]int64 {
+	if rc == nil || rc.read == nil {
+		return nil
+	}
+	m := make(map[string]int64, len(tables))
+	for _, t := range tables {
+		n, err := rc.read(ctx, t)
+		if err != nil {
+			rc.source = "unavailable: " + err.Error()
+			return nil
+		}
+		m[t] = n
+	}
+	return m
+}
+
+// Check is the end-of-run exactness check.
+type Check struct {
+	// Exact: for every tag, COUNT(taggings of posted works) =
+	// tag_counts.count + SUM(pending tag_events.delta), in one snapshot.
+	Exact     bool  `json:"exact"`
+	WrongTags int   `json:"wrong_tags"`
+	Tags      int   `json:"tags_compared"`
+	Works     int64 `json:"works"`
+	// Stale counts tags whose stored count alone differs from the
+	// independent count (their deltas wait in the outbox).
+	StaleTags int `json:"stale_tags"`
+	// OutboxPending is the number of tag_events rows left; OutboxPendingSmall
+	// those of small tags (stored count below SmallTagMax), which the design
+	// flushes every batch.
+	OutboxPending      int64      `json:"outbox_pending_rows"`
+	OutboxPendingSmall int64      `json:"outbox_pending_small_tag_rows"`
+	OutboxDrained      bool       `json:"outbox_drained"`
+	QueuedDrafts       int64      `json:"queued_drafts"`
+	WaitedSeconds      float64    `json:"waited_s"`
+	Examples           []WrongTag `json:"examples,omitempty"`
+	Error              string     `json:"error,omitempty"`
+}
+
+// WrongTag is a tag that breaks conservation.
+type WrongTag struct {
+	TagID       int64 `json:"tag_id"`
+	Independent int64 `json:"independent"`
+	Count       int64 `json:"count"`
+	Pending     int64 `json:"pending"`
+}
+
+// SmallTagMax is the first count of a medium tag (DESIGN.md's tiers).
+const SmallTagMax = 1000
+
+// waitOutbox waits up to wait for the work still owed to be done: queued
+// drafts (posts, and the new path's edits and deletes, not yet applied) and
+// the outbox — all of it, or at least the small tags' rows when deferred
+// tags hold theirs. It returns the pending outbox rows, total and of small
+// tags.
+func waitOutbox(ctx context.Context, db *sql.DB, wait time.Duration) (total, small int64, waited time.Duration, err error) {
+	start := time.Now()
+	for {
+		var queued int64
+		if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&queued); err != nil {
+			return
+		}
+		if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM tag_events").Scan(&total); err != nil {
+			return
+		}
+		if err = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tag_events e LEFT JOIN tag_counts c ON c.tag_id = e.tag_id
+			WHERE COALESCE(c.count, 0) < ?`, SmallTagMax).Scan(&small); err != nil {
+			return
+		}
+		waited = time.Since(start)
+		if (total == 0 && queued == 0) || waited >= wait {
+			return
+		}
+		// Deferred tags may hold rows for minutes: once only they are left,
+		// a short grace is enough.
+		if queued == 0 && small == 0 && waited >= min(wait, 3*time.Second) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// checkCounts compares every tag's count with the independent count in one
+// consistent snapshot.
+func checkCounts(ctx context.Context, db *sql.DB, outboxWait time.Duration) Check {
+	var c Check
+	pending, small, waited, err := waitOutbox(ctx, db, outboxWait)
+	c.WaitedSeconds = round3(waited.Seconds())
+	if err != nil {
+		c.Error = err.Error()
+		return c
+	}
+	c.OutboxPending, c.OutboxPendingSmall, c.OutboxDrained = pending, small, pending == 0
+	if err := c.compare(ctx, db); err != nil {
+		c.Error = err.Error()
+	}
+	return c
+}
+
+func (c *Check) compare(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	type terms struct{ indep, count, pending int64 }
+	tags := map[int64]*terms{}
+	get := func(id int64) *terms {
+		t := tags[id]
+		if t == nil {
+			t = &terms{}
+			tags[id] = t
+		}
+		return t
+	}
+	scan := func(q string, set func(t *terms, v int64)) error {
+		rows, err := tx.QueryContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id, v int64
+			if err := rows.Scan(&id, &v); err != nil {
+				return err
+			}
+			set(get(id), v)
+		}
+		return rows.Err()
+	}
+	if err := scan("SELECT tag_id, COUNT(*) FROM taggings JOIN works ON works.id = taggings.work_id GROUP BY tag_id",
+		func(t *terms, v int64) { t.indep = v }); err != nil {
+		return fmt.Errorf("independent count: %w", err)
+	}
+	if err := scan("SELECT tag_id, count FROM tag_counts", func(t *terms, v int64) { t.count = v }); err != nil {
+		return fmt.Errorf("tag_counts: %w", err)
+	}
+	if err := scan("SELECT tag_id, CAST(SUM(delta) AS SIGNED) FROM tag_events GROUP BY tag_id", func(t *terms, v int64) { t.pending = v }); err != nil {
+		return fmt.Errorf("tag_events: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM works").Scan(&c.Works); err != nil {
+		return err
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&c.QueuedDrafts); err != nil {
+		return err
+	}
+	c.Tags = len(tags)
+	for id, t := range tags {
+		if t.indep != t.count+t.pending {
+			c.WrongTags++
+			if len(c.Examples) < 10 {
+				c.Examples = append(c.Examples, WrongTag{TagID: id, Independent: t.indep, Count: t.count, Pending: t.pending})
+			}
+		}
+		if t.indep != t.count {
+			c.StaleTags++
+		}
+	}
+	c.Exact = c.WrongTags == 0
+	return nil
+}
+
+// ServerWork is what the database server did during a run, from its global
+// status counters. They count the whole server: other clients' work shows
+// up too.
+type ServerWork struct {
+	Statements      int64   `json:"statements"`          // Questions
+	Commits         int64   `json:"commits"`             // Com_commit
+	Prepares        int64   `json:"prepared_statements"` // Com_stmt_prepare: server-side prepares
+	Fsyncs          int64   `json:"innodb_data_fsyncs"`
+	RowLockWaits    int64   `json:"innodb_row_lock_waits"`
+	StatementsPerWk float64 `json:"statements_per_posted_work"`
+	PreparesPerWk   float64 `json:"prepares_per_posted_work"`
+	FsyncsPerWk     float64 `json:"fsyncs_per_posted_work"`
+}
+
+var serverStatusVars = []string{"Questions", "Com_commit", "Com_stmt_prepare", "Innodb_data_fsyncs", "Innodb_row_lock_waits"}
+
+// serverStatus reads the global status counters of serverStatusVars.
+func serverStatus(ctx context.Context, db *sql.DB) map[string]int64 {
+	rows, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('"+strings.Join(serverStatusVars, "','")+"')")
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	m := map[string]int64{}
+	for rows.Next() {
+		var k string
+		var v int64
+		if rows.Scan(&k, &v) == nil {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func serverWork(before, after map[string]int64, works int64) *ServerWork {
+	if before == nil || after == nil {
+		return nil
+	}
+	d := func(k string) int64 { return after[k] - before[k] }
+	w := &ServerWork{Statements: d("Questions"), Commits: d("Com_commit"), Prepares: d("Com_stmt_prepare"),
+		Fsyncs: d("Innodb_data_fsyncs"), RowLockWaits: d("Innodb_row_lock_waits")}
+	if works > 0 {
+		w.StatementsPerWk = round3(float64(w.Statements) / float64(works))
+		w.PreparesPerWk = round3(float64(w.Prepares) / float64(works))
+		w.FsyncsPerWk = round3(float64(w.Fsyncs) / float64(works))
+	}
+	return w
+}

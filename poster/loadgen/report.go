@@ -1,0 +1,430 @@
+package loadgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Report is a whole loadgen invocation: the same workload on each path, and
+// the machine's ceiling.
+type Report struct {
+	Command  string          `json:"command"`
+	Started  time.Time       `json:"started"`
+	Machine  Machine         `json:"machine"`
+	Workload WorkloadOptions `json:"workload"`
+	Results  []*Result       `json:"results"`
+	Ceiling  *Ceiling        `json:"ceiling,omitempty"`
+	Targets  []Target        `json:"targets,omitempty"`
+}
+
+// Machine describes where a report was measured.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	MemTotal  int64  `json:"mem_total_bytes"`
+	CPUModel  string `json:"cpu_model"`
+	OS        string `json:"os"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go"`
+	Database  string `json:"database"`
+}
+
+// ThisMachine describes the machine this process runs on; dbVersion is the
+// database server's VERSION().
+func ThisMachine(dbVersion string) Machine {
+	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, GoVersion: runtime.Version(), Database: dbVersion}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(string(b), "MemTotal: %d kB", &kb)
+		m.MemTotal = kb * 1024
+	}
+	return m
+}
+
+// Result returns the result of path, or nil.
+func (rep *Report) Result(path string) *Result {
+	for _, r := range rep.Results {
+		if r.Path == path {
+			return r
+		}
+	}
+	return nil
+}
+
+// Finish computes what depends on several results: each path's share of
+// the ceiling, and the targets.
+func (rep *Report) Finish() {
+	if rep.Ceiling != nil && rep.Ceiling.PostsPerSec > 0 {
+		for _, r := range rep.Results {
+			r.CeilingFraction = round3(r.PostsPerSec / rep.Ceiling.PostsPerSec)
+		}
+	}
+	rep.Targets = Targets(rep.Result("legacy"), rep.Result("new"))
+}
+
+// Target is one goal of issue 6 and whether the run met it.
+type Target struct {
+	Name string `json:"name"`
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+// Targets evaluates the benchmark's goals on the legacy and new results
+// (either may be nil; goals needing a missing one are left out).
+func Targets(legacy, nw *Result) []Target {
+	var ts []Target
+	if nw != nil {
+		if legacy != nil && legacy.PostsPerSec > 0 {
+			x := nw.PostsPerSec / legacy.PostsPerSec
+			ts = append(ts, Target{"new vs legacy completed posts/s", "≥ 20×", fmt.Sprintf("%.1f×", x), x >= 20})
+		}
+		dl := nw.Errors.Deadlock + nw.Errors.LockWait
+		ts = append(ts,
+			Target{"new path deadlocks + lock-wait timeouts", "0", fmt.Sprint(dl), dl == 0},
+			Target{"new path completed posts/s", "≥ 1,000", fmt.Sprintf("%.0f", nw.PostsPerSec), nw.PostsPerSec >= 1000},
+			Target{"new path Post p99", "< 50 ms", fmt.Sprintf("%.1f ms", nw.Latency["post"].P99), nw.Latency["post"].Count > 0 && nw.Latency["post"].P99 < 50},
+			Target{"new path small-tag count visible p99", "< 2 s", fmt.Sprintf("%.0f ms (%d timeouts)", nw.PostToCount.P99, nw.Works.ProbeTimeout),
+				nw.PostToCount.Count > 0 && nw.PostToCount.P99 < 2000 && nw.Works.ProbeTimeout == 0},
+		)
+	}
+	for _, r := range []*Result{legacy, nw} {
+		if r == nil || r.Check == nil {
+			continue
+		}
+		got := "exact"
+		if !r.Check.Exact {
+			got = fmt.Sprintf("%d wrong tags", r.Check.WrongTags)
+			if r.Check.Error != "" {
+				got = "check failed: " + r.Check.Error
+			}
+		}
+		ts = append(ts, Target{r.Path + " path counts at the end", "exact", got, r.Check.Exact && r.Check.Error == ""})
+	}
+	return ts
+}
+
+// figure is one row of the table.
+type figure struct {
+	name  string
+	val   func(r *Result) (float64, bool)
+	fmt   string
+	text  func(r *Result) string // instead of val, for non-numeric rows
+	ratio bool
+}
+
+func lat(get func(r *Result) LatencySummary, q func(LatencySummary) float64) func(r *Result) (float64, bool) {
+	return func(r *Result) (float64, bool) {
+		s := get(r)
+		return q(s), s.Count > 0
+	}
+}
+
+func latencyRows(name string, get func(r *Result) LatencySummary) []figure {
+	return []figure{
+		{name: name + " p50 (ms)", val: lat(get, func(s LatencySummary) float64 { return s.P50 }), fmt: "%.2f", ratio: true},
+		{name: name + " p95 (ms)", val: lat(get, func(s LatencySummary) float64 { return s.P95 }), fmt: "%.2f", ratio: true},
+		{name: name + " p99 (ms)", val: lat(get, func(s LatencySummary) float64 { return s.P99 }), fmt: "%.2f", ratio: true},
+		{name: name + " max (ms)", val: lat(get, func(s LatencySummary) float64 { return s.Max }), fmt: "%.2f", ratio: true},
+	}
+}
+
+func always(f func(r *Result) float64) func(r *Result) (float64, bool) {
+	return func(r *Result) (float64, bool) { return f(r), true }
+}
+
+func rowsPerWork(table string) func(r *Result) (float64, bool) {
+	return func(r *Result) (float64, bool) {
+		w, ok := r.RowsOf(table)
+		return w.PerWork, ok && w.Rows >= 0
+	}
+}
+
+func figures() []figure {
+	fs := []figure{
+		{name: "posts completed/s", val: always(func(r *Result) float64 { return r.PostsPerSec }), fmt: "%.1f", ratio: true},
+		{name: "posts accepted/s", val: always(func(r *Result) float64 { return r.AcceptedPerSec }), fmt: "%.1f", ratio: true},
+		{name: "works posted", val: always(func(r *Result) float64 { return float64(r.Works.Completed) }), fmt: "%.0f", ratio: true},
+		{name: "share of bare-tx ceiling", val: func(r *Result) (float64, bool) { return r.CeilingFraction, r.CeilingFraction > 0 }, fmt: "%.3f", ratio: true},
+	}
+	fs = append(fs, latencyRows("save", func(r *Result) LatencySummary { return r.Latency["save"] })...)
+	fs = append(fs, latencyRows("post", func(r *Result) LatencySummary { return r.Latency["post"] })...)
+	fs = append(fs, latencyRows("Post→work posted", func(r *Result) LatencySummary { return r.PostToPosted })...)
+	fs = append(fs, latencyRows("Post→small-tag count", func(r *Result) LatencySummary { return r.PostToCount })...)
+	fs = append(fs,
+		figure{name: "small-tag count timeouts", val: always(func(r *Result) float64 { return float64(r.Works.ProbeTimeout) }), fmt: "%.0f"},
+		figure{name: "errors: deadlock", val: always(func(r *Result) float64 { return float64(r.Errors.Deadlock) }), fmt: "%.0f", ratio: true},
+		figure{name: "errors: lock-wait timeout", val: always(func(r *Result) float64 { return float64(r.Errors.LockWait) }), fmt: "%.0f", ratio: true},
+		figure{name: "errors: other 5xx", val: always(func(r *Result) float64 { return float64(r.Errors.Other5xx) }), fmt: "%.0f", ratio: true},
+		figure{name: "errors: other", val: always(func(r *Result) float64 { return float64(r.Errors.Other) }), fmt: "%.0f", ratio: true},
+		figure{name: "requests given up", val: always(func(r *Result) float64 { return float64(r.Errors.GaveUp) }), fmt: "%.0f", ratio: true},
+		figure{name: "works edited / deleted later", text: func(r *Result) string { return fmt.Sprintf("%d / %d", r.Works.Edited, r.Works.Deleted) }},
+		figure{name: "tag_counts rows written / posted work", val: rowsPerWork("tag_counts"), fmt: "%.3f", ratio: true},
+		figure{name: "tag_events rows written / posted work", val: rowsPerWork("tag_events"), fmt: "%.3f", ratio: true},
+		figure{name: "process CPU (s)", val: always(func(r *Result) float64 { return r.Resources.CPUSeconds }), fmt: "%.1f", ratio: true},
+		figure{name: "process CPU / posted work (ms)", val: always(func(r *Result) float64 { return r.Resources.CPUMsPerPost }), fmt: "%.2f", ratio: true},
+		figure{name: "database CPU (s)", val: func(r *Result) (float64, bool) { return r.Resources.DBCPUSeconds, r.Resources.DBCPUSeconds >= 0 }, fmt: "%.1f", ratio: true},
+		figure{name: "DB pool: waits for a connection", val: func(r *Result) (float64, bool) {
+			return float64(poolOf(r).Waits), r.Resources.Pool != nil
+		}, fmt: "%.0f", ratio: true},
+		figure{name: "DB pool: mean wait (ms)", val: func(r *Result) (float64, bool) {
+			return poolOf(r).WaitMsMean, r.Resources.Pool != nil
+		}, fmt: "%.2f", ratio: true},
+		figure{name: "DB pool: peak in use / max", text: func(r *Result) string {
+			if p := r.Resources.Pool; p != nil {
+				return fmt.Sprintf("%d / %d", p.PeakInUse, p.MaxOpen)
+			}
+			return "-"
+		}},
+		figure{name: "DB statements / posted work (server-wide)", val: func(r *Result) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			return r.Server.StatementsPerWk, true
+		}, fmt: "%.1f", ratio: true},
+		figure{name: "DB prepares / posted work (server-wide)", val: func(r *Result) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			return r.Server.PreparesPerWk, true
+		}, fmt: "%.1f", ratio: true},
+		figure{name: "DB row-lock waits (server-wide)", val: func(r *Result) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			return float64(r.Server.RowLockWaits), true
+		}, fmt: "%.0f", ratio: true},
+		figure{name: "DB fsyncs / posted work (server-wide)", val: func(r *Result) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			return r.Server.FsyncsPerWk, true
+		}, fmt: "%.2f", ratio: true},
+		figure{name: "peak RSS (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakRSS) / (1 << 20) }), fmt: "%.0f", ratio: true},
+		figure{name: "peak Go runtime memory (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakGoSys) / (1 << 20) }), fmt: "%.0f", ratio: true},
+		figure{name: "counts (conservation)", text: func(r *Result) string {
+			switch {
+			case r.Check == nil:
+				return "not checked"
+			case r.Check.Error != "":
+				return "check failed"
+			case r.Check.Exact:
+				return fmt.Sprintf("exact (%d tags)", r.Check.Tags)
+			}
+			return fmt.Sprintf("NOT exact: %d wrong", r.Check.WrongTags)
+		}},
+		figure{name: "outbox drained", text: func(r *Result) string {
+			switch {
+			case r.Check == nil || r.Check.Error != "":
+				return "-"
+			case r.Check.OutboxDrained:
+				return "yes"
+			}
+			return fmt.Sprintf("no: %d rows (%d small)", r.Check.OutboxPending, r.Check.OutboxPendingSmall)
+		}},
+	)
+	return fs
+}
+
+// Table returns the report's figures as rows: a header, then one row per
+// figure with one column per path and, with two or more paths, the ratio of
+// the last path to the first.
+func (rep *Report) Table() [][]string {
+	head := []string{"figure"}
+	for _, r := range rep.Results {
+		head = append(head, r.Path)
+	}
+	withRatio := len(rep.Results) >= 2
+	if withRatio {
+		head = append(head, rep.Results[len(rep.Results)-1].Path+"/"+rep.Results[0].Path)
+	}
+	rows := [][]string{head}
+	for _, f := range figures() {
+		row := []string{f.name}
+		vals := make([]float64, len(rep.Results))
+		oks := make([]bool, len(rep.Results))
+		for i, r := range rep.Results {
+			if f.text != nil {
+				row = append(row, f.text(r))
+				continue
+			}
+			vals[i], oks[i] = f.val(r)
+			if oks[i] {
+				row = append(row, formatNum(f.fmt, vals[i]))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		if withRatio {
+			row = append(row, ratio(f, vals, oks))
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func ratio(f figure, vals []float64, oks []bool) string {
+	last := len(vals) - 1
+	if f.text != nil || !f.ratio || !oks[0] || !oks[last] {
+		return ""
+	}
+	a, b := vals[0], vals[last]
+	switch {
+	case a == 0 && b == 0:
+		return "-"
+	case a == 0:
+		return "∞"
+	}
+	x := b / a
+	switch {
+	case x >= 100:
+		return fmt.Sprintf("%.0f×", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f×", x)
+	}
+	return fmt.Sprintf("%.3g×", x)
+}
+
+// formatNum formats with thousands separators for whole numbers.
+func formatNum(format string, v float64) string {
+	if math.IsInf(v, 0) || math.IsNaN(v) {
+		return "-"
+	}
+	s := fmt.Sprintf(format, v)
+	intPart, frac, _ := strings.Cut(s, ".")
+	neg := strings.HasPrefix(intPart, "-")
+	intPart = strings.TrimPrefix(intPart, "-")
+	var b strings.Builder
+	for i, c := range intPart {
+		if i > 0 && (len(intPart)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	out := b.String()
+	if neg {
+		out = "-" + out
+	}
+	if frac != "" {
+		out += "." + frac
+	}
+	return out
+}
+
+// WriteText writes the table aligned for a terminal, and the ceiling and
+// targets below it.
+func (rep *Report) WriteText(w io.Writer) error {
+	rows := rep.Table()
+	widths := make([]int, len(rows[0]))
+	for _, row := range rows {
+		for i, c := range row {
+			widths[i] = max(widths[i], runeLen(c))
+		}
+	}
+	var b strings.Builder
+	for n, row := range rows {
+		for i, c := range row {
+			pad := strings.Repeat(" ", widths[i]-runeLen(c))
+			if i == 0 {
+				b.WriteString(c + pad)
+			} else {
+				b.WriteString("  " + pad + c)
+			}
+		}
+		b.WriteByte('\n')
+		if n == 0 {
+			total := 0
+			for _, wd := range widths {
+				total += wd + 2
+			}
+			b.WriteString(strings.Repeat("-", total-2) + "\n")
+		}
+	}
+	rep.writeNotes(&b)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteMarkdown writes the table as GitHub Markdown, and the ceiling and
+// targets below it.
+func (rep *Report) WriteMarkdown(w io.Writer) error {
+	rows := rep.Table()
+	var b strings.Builder
+	for n, row := range rows {
+		b.WriteString("|")
+		for _, c := range row {
+			b.WriteString(" " + strings.ReplaceAll(c, "|", `\|`) + " |")
+		}
+		b.WriteByte('\n')
+		if n == 0 {
+			b.WriteString("| --- |" + strings.Repeat(" ---: |", len(row)-1) + "\n")
+		}
+	}
+	if c := rep.Ceiling; c != nil {
+		fmt.Fprintf(&b, "\nCeiling — the bare posting transaction alone (no HTTP, no queue), %d concurrent: **%s posts/s** over %.1f s (p99 %.1f ms; %d deadlocks, %d lock-wait timeouts, %d other errors).\n",
+			c.Concurrency, formatNum("%.0f", c.PostsPerSec), c.Seconds, c.Latency.P99, c.Errors.Deadlock, c.Errors.LockWait, c.Errors.Other5xx+c.Errors.Other)
+	}
+	if len(rep.Targets) > 0 {
+		b.WriteString("\n| target | want | got | |\n| --- | --- | --- | --- |\n")
+		for _, t := range rep.Targets {
+			mark := "met"
+			if !t.Met {
+				mark = "**missed**"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, mark)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (rep *Report) writeNotes(b *strings.Builder) {
+	if c := rep.Ceiling; c != nil {
+		fmt.Fprintf(b, "\nceiling: the bare posting transaction alone (no HTTP, no queue), %d concurrent: %s posts/s over %.1f s (p99 %.1f ms; %d deadlocks, %d lock-wait timeouts, %d other errors)\n",
+			c.Concurrency, formatNum("%.0f", c.PostsPerSec), c.Seconds, c.Latency.P99, c.Errors.Deadlock, c.Errors.LockWait, c.Errors.Other5xx+c.Errors.Other)
+	}
+	if len(rep.Targets) > 0 {
+		b.WriteString("\ntargets:\n")
+		for _, t := range rep.Targets {
+			mark := "MET   "
+			if !t.Met {
+				mark = "MISSED"
+			}
+			fmt.Fprintf(b, "  %s  %-42s want %-8s got %s\n", mark, t.Name, t.Want, t.Got)
+		}
+	}
+}
+
+func runeLen(s string) int { return len([]rune(s)) }
+
+// WriteJSON writes the whole report, indented, to path.
+func (rep *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func poolOf(r *Result) PoolStats {
+	if r.Resources.Pool == nil {
+		return PoolStats{}
+	}
+	return *r.Resources.Pool
+}

@@ -1,0 +1,579 @@
+package loadgen
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/drafts/api"
+)
+
+// Config is one run of a workload against one service.
+type Config struct {
+	// Path labels the run ("legacy", "new").
+	Path string
+	// BaseURL is the service's address, e.g. http://127.0.0.1:8080.
+	BaseURL string
+	// Auth signs each author's token.
+	Auth     api.Auth
+	Workload *Workload
+
+	// Concurrency is the number of authors writing at once (closed loop),
+	// or the most works in flight (open loop). Default 64.
+	Concurrency int
+	// The run stops starting works after Duration or after Posts works,
+	// whichever comes first (at least one must be set).
+	Duration time.Duration
+	Posts    int64
+	// Rate limits work starts per second (0: as fast as the service goes).
+	// With WeekendPeak it is the peak.
+	Rate    float64
+	Profile Profile
+	// OpenLoop starts works at Rate whether or not earlier ones finished
+	// (up to Concurrency in flight; arrivals beyond are counted as missed).
+	OpenLoop bool
+
+	// MaxRetries is how often a 503 or a transport error is retried before
+	// the work is given up (default 5; negative: never retry). MaxRetryWait
+	// caps the wait a Retry-After asks for (default 1s).
+	MaxRetries   int
+	MaxRetryWait time.Duration
+	// PollTimeout bounds the wait for a post to become a work and for a
+	// probe tag's count to show it (default 30s).
+	PollTimeout time.Duration
+	// DrainTimeout bounds the wait for follow-ups (polls, later edits and
+	// deletes) after the last work started (default 60s).
+	DrainTimeout time.Duration
+	// OutboxWait bounds the wait for queued drafts to be applied and the
+	// outbox to drain before the exactness check (default 15s).
+	OutboxWait time.Duration
+
+	// DB is the service's database, for rows written and the exactness
+	// check, and to learn when a queued post became a work; nil skips the
+	// first two and polls GET /v1/drafts/{id} for the third.
+	DB *sql.DB
+	// PollAPI polls GET /v1/drafts/{id} for every queued post even when DB
+	// is set, as a web app showing the author "posting..." would.
+	PollAPI bool
+	// Progress receives a progress line every second; nil for none.
+	Progress io.Writer
+	// HTTPClient defaults to one with a connection pool sized for the run.
+	HTTPClient *http.Client
+}
+
+// Works counts what happened to the run's works.
+type Works struct {
+	Started      int64 `json:"started"`
+	Created      int64 `json:"drafts_created"`
+	Accepted     int64 `json:"posts_accepted"`
+	Completed    int64 `json:"posts_completed"`
+	NotCompleted int64 `json:"posts_not_completed"` // accepted, never seen posted
+	Failed       int64 `json:"works_failed"`        // given up or rejected on the way
+	Edited       int64 `json:"works_edited"`
+	Deleted      int64 `json:"works_deleted"`
+	ProbeTimeout int64 `json:"probe_timeouts"`
+	Missed       int64 `json:"missed_arrivals"`
+}
+
+// Errors counts failed requests by kind; retries count again.
+type Errors struct {
+	Deadlock int64 `json:"deadlock"`
+	LockWait int64 `json:"lock_wait_timeout"`
+	Other5xx int64 `json:"other_5xx"`
+	Other    int64 `json:"other"`
+	GaveUp   int64 `json:"gave_up"`
+}
+
+// Result is what a run measured.
+type Result struct {
+	Path        string    `json:"path"`
+	Started     time.Time `json:"started"`
+	LoadSeconds float64   `json:"load_s"`   // from start to the last work started
+	Seconds     float64   `json:"window_s"` // from start to the last post completed
+	Concurrency int       `json:"concurrency"`
+	Rate        float64   `json:"rate"`
+	Profile     Profile   `json:"profile"`
+	OpenLoop    bool      `json:"open_loop"`
+
+	Works           Works                     `json:"works"`
+	PostsPerSec     float64                   `json:"posts_per_s"` // completed posts over the window
+	AcceptedPerSec  float64                   `json:"accepted_per_s"`
+	CeilingFraction float64                   `json:"ceiling_fraction,omitempty"`
+	Latency         map[string]LatencySummary `json:"latency"`
+	PostToPosted    LatencySummary            `json:"post_to_posted"`
+	PostToCount     LatencySummary            `json:"post_to_small_tag_count"`
+	Errors          Errors                    `json:"errors"`
+	Rows            []RowsWritten             `json:"rows_written,omitempty"`
+	Resources       Resources                 `json:"resources"`
+	Check           *Check                    `json:"check,omitempty"`
+	Server          *ServerWork               `json:"db_server,omitempty"` // server-wide status counters during the run
+	Series          []SeriesPoint             `json:"series"`
+}
+
+// Rows returns the rows written to table, or false.
+func (r *Result) RowsOf(table string) (RowsWritten, bool) {
+	for _, w := range r.Rows {
+		if w.Table == table {
+			return w, true
+		}
+	}
+	return RowsWritten{}, false
+}
+
+func (c *Config) defaults() error {
+	if c.Workload == nil {
+		return errors.New("loadgen: no workload")
+	}
+	if c.BaseURL == "" {
+		return errors.New("loadgen: no base URL")
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.Duration <= 0 && c.Posts <= 0 {
+		return errors.New("loadgen: set a duration or a number of posts")
+	}
+	if c.Profile == "" {
+		c.Profile = Steady
+	}
+	if c.Profile == WeekendPeak && c.Rate <= 0 {
+		return errors.New("loadgen: the weekend-peak profile needs a (peak) rate")
+	}
+	if c.OpenLoop && c.Rate <= 0 {
+		return errors.New("loadgen: an open loop needs a rate")
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 5
+	}
+	c.MaxRetries = max(c.MaxRetries, 0)
+	if c.MaxRetryWait <= 0 {
+		c.MaxRetryWait = time.Second
+	}
+	if c.PollTimeout <= 0 {
+		c.PollTimeout = 30 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 60 * time.Second
+	}
+	if c.OutboxWait <= 0 {
+		c.OutboxWait = 15 * time.Second
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = NewHTTPClient(c.Concurrency)
+	}
+	return nil
+}
+
+// NewHTTPClient returns a client whose pool keeps a connection per
+// concurrent request instead of net/http's default two per host.
+func NewHTTPClient(concurrency int) *http.Client {
+	t := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: 4 * concurrency,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &http.Client{Transport: t, Timeout: 60 * time.Second}
+}
+
+// run is the state of one Run.
+type run struct {
+	cfg     Config
+	c       *client
+	rec     *recorder
+	tokens  []string
+	follow  sync.WaitGroup
+	fctx    context.Context // follow-ups' context, cancelled after the drain timeout
+	watcher *postWatcher    // nil: poll the API
+	stopped atomic.Bool     // no new works
+	next    atomic.Int64    // next slot (open loop)
+	started atomic.Int64
+	failed  atomic.Int64
+	created atomic.Int64
+	notDone atomic.Int64
+	edited  atomic.Int64
+	deleted atomic.Int64
+	probeTO atomic.Int64
+}
+
+// Run drives cfg's workload against the service and returns what it
+// measured. It fails only when the run cannot start (bad config, tokens);
+// failed requests are counted, not returned.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	authors := cfg.Workload.Options().Authors
+	r := &run{cfg: cfg, tokens: make([]string, authors+1)}
+	for a := 1; a <= authors; a++ {
+		tok, err := cfg.Auth.IssueToken(int64(a), api.RoleAuthor, 24*time.Hour)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: issuing a token: %w", err)
+		}
+		r.tokens[a] = tok
+	}
+
+	var rows *rowCounter
+	var before, status0 map[string]int64
+	if cfg.DB != nil {
+		rows = newRowCounter(ctx, cfg.DB)
+		before = rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
+		status0 = serverStatus(ctx, cfg.DB)
+	}
+
+	start := time.Now()
+	r.rec = newRecorder(start)
+	r.c = &client{base: cfg.BaseURL, hc: cfg.HTTPClient, rec: r.rec, maxRetries: cfg.MaxRetries, maxWait: cfg.MaxRetryWait}
+	fctx, cancelFollow := context.WithCancel(ctx)
+	defer cancelFollow()
+	r.fctx = fctx
+	if cfg.DB != nil && !cfg.PollAPI {
+		r.watcher = newPostWatcher(cfg.DB)
+		go r.watcher.run(fctx)
+	}
+	res := startResources(250*time.Millisecond, cfg.DB)
+
+	stopProgress := r.progress(start)
+	loadEnd := r.load(ctx, start)
+
+	// Drain: wait for the follow-ups, then cut them off.
+	drained := make(chan struct{})
+	go func() { r.follow.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(cfg.DrainTimeout):
+		cancelFollow()
+		<-drained
+	case <-ctx.Done():
+		cancelFollow()
+		<-drained
+	}
+	stopProgress()
+
+	rec := r.rec
+	rec.mu.Lock()
+	completed, accepted, lastCompletion := rec.completed, rec.accepted, rec.lastCompletion
+	rec.mu.Unlock()
+	out := &Result{
+		Path: cfg.Path, Started: start, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Profile: cfg.Profile, OpenLoop: cfg.OpenLoop,
+		LoadSeconds: round3(loadEnd.Sub(start).Seconds()),
+	}
+	window := loadEnd.Sub(start)
+	if lastCompletion.After(loadEnd) {
+		window = lastCompletion.Sub(start)
+	}
+	out.Seconds = round3(window.Seconds())
+	if window > 0 {
+		out.PostsPerSec = round3(float64(completed) / window.Seconds())
+		out.AcceptedPerSec = round3(float64(accepted) / loadEnd.Sub(start).Seconds())
+	}
+	out.Resources = res.stop(completed)
+	if cfg.DB != nil {
+		out.Server = serverWork(status0, serverStatus(ctx, cfg.DB), completed)
+	}
+
+	rec.mu.Lock()
+	out.Latency = map[string]LatencySummary{}
+	for op := range numOps {
+		out.Latency[op.String()] = summarize(rec.ops[op])
+	}
+	out.PostToPosted = summarize(rec.postToPosted)
+	out.PostToCount = summarize(rec.postToCount)
+	out.Errors = Errors{Deadlock: rec.errs[ErrDeadlock], LockWait: rec.errs[ErrLockWait], Other5xx: rec.errs[ErrOther5xx], Other: rec.errs[ErrOther], GaveUp: rec.gaveUps}
+	missed := rec.missedArrivals
+	rec.mu.Unlock()
+	out.Works = Works{
+		Started: r.started.Load(), Created: r.created.Load(), Accepted: accepted, Completed: completed,
+		NotCompleted: r.notDone.Load(), Failed: r.failed.Load(), Edited: r.edited.Load(), Deleted: r.deleted.Load(),
+		ProbeTimeout: r.probeTO.Load(), Missed: missed,
+	}
+	out.Series = rec.series()
+
+	if cfg.DB != nil {
+		chk := checkCounts(ctx, cfg.DB, cfg.OutboxWait)
+		out.Check = &chk
+		after := rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
+		for _, t := range []string{"tag_counts", "tag_events"} {
+			w := RowsWritten{Table: t, Source: rows.source}
+			if before != nil && after != nil {
+				w.Rows = after[t] - before[t]
+				if completed > 0 {
+					w.PerWork = round3(float64(w.Rows) / float64(completed))
+				}
+			} else {
+				w.Rows = -1
+			}
+			out.Rows = append(out.Rows, w)
+		}
+	}
+	return out, nil
+}
+
+// load starts works until the run's end, waits for the works under way to
+// be posted (their follow-ups may still run), and returns when it stopped
+// starting works.
+func (r *run) load(ctx context.Context, start time.Time) time.Time {
+	cfg := r.cfg
+	lctx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithDeadline(ctx, start.Add(cfg.Duration))
+		defer cancel()
+	}
+	lim := cfg.limiter()
+	if lim != nil && cfg.Profile == WeekendPeak {
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-lctx.Done():
+					return
+				case now := <-t.C:
+					lim.SetLimit(rate.Limit(cfg.rateAt(now.Sub(start))))
+				}
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	if cfg.OpenLoop {
+		sem := make(chan struct{}, cfg.Concurrency)
+		for slot := int64(0); cfg.Posts <= 0 || slot < cfg.Posts; slot++ {
+			if err := lim.Wait(lctx); err != nil {
+				break
+			}
+			select {
+			case sem <- struct{}{}:
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					r.work(ctx, slot)
+				}()
+			default:
+				r.rec.count(&r.rec.missedArrivals)
+			}
+		}
+	} else {
+		c := int64(cfg.Concurrency)
+		for w := range c {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for slot := w; cfg.Posts <= 0 || slot < cfg.Posts; slot += c {
+					if lctx.Err() != nil {
+						return
+					}
+					if lim != nil && lim.Wait(lctx) != nil {
+						return
+					}
+					r.work(ctx, slot)
+				}
+			}()
+		}
+	}
+	<-waitCh(&wg, lctx)
+	end := time.Now()
+	r.stopped.Store(true)
+	wg.Wait()
+	return end
+}
+
+// limiter returns the limiter of work starts, at the profile's rate at the
+// start of the run, or nil when starts are not limited.
+func (c *Config) limiter() *rate.Limiter {
+	if c.Rate <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(c.Rate*c.Profile.factor(0, c.Duration)), max(1, int(c.Rate/100)))
+}
+
+// rateAt is the rate of work starts the profile asks for at elapsed into
+// the run; without a duration the weekend peak repeats every minute.
+func (c *Config) rateAt(elapsed time.Duration) float64 {
+	period := c.Duration
+	if period <= 0 {
+		period = time.Minute
+	}
+	return c.Rate * c.Profile.factor(elapsed, period)
+}
+
+// waitCh closes when wg is done or, whichever first, ctx ends.
+func waitCh(wg *sync.WaitGroup, ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// work runs one work slot as an author would: save a draft, edit it once,
+// post it; then, without holding up the author, see it posted, watch its
+// probe tag's count, and later edit or delete it.
+func (r *run) work(ctx context.Context, slot int64) {
+	r.started.Add(1)
+	w := r.cfg.Workload.Work(slot)
+	tok := r.tokens[w.AuthorID]
+	create, _ := json.Marshal(w.Draft)
+	var d draftResponse
+	if _, err := r.c.do(ctx, OpSave, http.MethodPost, "/v1/drafts", tok, create, []int{http.StatusCreated, http.StatusOK}, &d); err != nil || d.ID <= 0 {
+		r.failed.Add(1)
+		return
+	}
+	r.created.Add(1)
+	id := int64(d.ID)
+	edit, _ := json.Marshal(w.Posted)
+	if _, err := r.c.do(ctx, OpSave, http.MethodPut, idPath("/v1/drafts/", id, ""), tok, edit, []int{http.StatusOK}, nil); err != nil {
+		r.failed.Add(1)
+		return
+	}
+	postStart := time.Now()
+	var p draftResponse
+	if _, err := r.c.do(ctx, OpPost, http.MethodPost, idPath("/v1/drafts/", id, "/post"), tok, nil, []int{http.StatusAccepted, http.StatusCreated, http.StatusOK}, &p); err != nil {
+		r.failed.Add(1)
+		return
+	}
+	now := time.Now()
+	r.rec.postAccepted(now)
+	workID := int64(p.WorkID)
+	if workID > 0 {
+		r.rec.postCompleted(now, now.Sub(postStart), false)
+	}
+	r.follow.Add(1)
+	go func() {
+		defer r.follow.Done()
+		r.followUp(w, tok, id, workID, postStart)
+	}()
+}
+
+func (r *run) followUp(w Work, tok string, draftID, workID int64, postStart time.Time) {
+	ctx := r.fctx
+	var probe sync.WaitGroup
+	if w.Probe != "" {
+		probe.Add(1)
+		go func() {
+			defer probe.Done()
+			if !r.pollProbe(ctx, w.Probe, postStart) {
+				r.probeTO.Add(1)
+			}
+		}()
+	}
+	defer probe.Wait()
+	if workID <= 0 {
+		workID = r.pollPosted(ctx, tok, draftID, postStart)
+		if workID <= 0 {
+			r.notDone.Add(1)
+			return
+		}
+	}
+	if w.Later == LaterNone {
+		return
+	}
+	if !sleepCtx(ctx, w.Delay) {
+		return
+	}
+	switch w.Later {
+	case LaterEdit:
+		body, _ := json.Marshal(w.Edit)
+		if _, err := r.c.do(ctx, OpWorkEdit, http.MethodPut, idPath("/v1/works/", workID, ""), tok, body, []int{http.StatusOK, http.StatusAccepted}, nil); err == nil {
+			r.edited.Add(1)
+		}
+	case LaterDelete:
+		if _, err := r.c.do(ctx, OpWorkDelete, http.MethodDelete, idPath("/v1/works/", workID, ""), tok, nil, []int{http.StatusNoContent, http.StatusAccepted, http.StatusOK}, nil); err == nil {
+			r.deleted.Add(1)
+		}
+	}
+}
+
+// pollPosted waits until the draft is posted and returns its work id, or 0
+// when it failed or the wait timed out.
+func (r *run) pollPosted(ctx context.Context, tok string, draftID int64, postStart time.Time) int64 {
+	deadline := postStart.Add(r.cfg.PollTimeout)
+	if r.watcher != nil {
+		ch := r.watcher.watch(draftID)
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		select {
+		case id := <-ch:
+			if id > 0 {
+				now := time.Now()
+				r.rec.postCompleted(now, now.Sub(postStart), true)
+			}
+			return id
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		r.watcher.forget(draftID)
+		return 0
+	}
+	path := idPath("/v1/drafts/", draftID, "")
+	for wait := 5 * time.Millisecond; ; wait = min(wait*3/2, 250*time.Millisecond) {
+		if !sleepCtx(ctx, wait) || time.Now().After(deadline) {
+			return 0
+		}
+		var d draftResponse
+		if _, err := r.c.do(ctx, OpRead, http.MethodGet, path, tok, nil, []int{http.StatusOK}, &d); err != nil {
+			continue
+		}
+		switch {
+		case d.State == "posted" && d.WorkID > 0:
+			now := time.Now()
+			r.rec.postCompleted(now, now.Sub(postStart), true)
+			return int64(d.WorkID)
+		case d.State == "failed":
+			return 0
+		}
+	}
+}
+
+// pollProbe polls the probe tag's count until it shows the work, and
+// reports whether it did before the poll timeout.
+func (r *run) pollProbe(ctx context.Context, name string, postStart time.Time) bool {
+	deadline := postStart.Add(r.cfg.PollTimeout)
+	path := tagPath(name, drafts.TypeFreeform)
+	tok := r.tokens[1]
+	for wait := 10 * time.Millisecond; ; wait = min(wait*3/2, 200*time.Millisecond) {
+		if !sleepCtx(ctx, wait) || time.Now().After(deadline) {
+			return false
+		}
+		var t tagResponse
+		status, err := r.c.do(ctx, OpRead, http.MethodGet, path, tok, nil, []int{http.StatusOK, http.StatusNotFound}, &t)
+		if err == nil && status == http.StatusOK && t.Count >= 1 {
+			r.rec.countVisible(time.Since(postStart))
+			return true
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

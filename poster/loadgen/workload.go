@@ -1,0 +1,372 @@
+package loadgen
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tagcount/tagcount/drafts"
+)
+
+// Vocabulary sizes the open tag vocabularies; tags within each are drawn by
+// Zipf-distributed rank, so a few are huge and most are tiny, as in a real
+// archive. Names are generated from the rank ("Fandom 123").
+type Vocabulary struct {
+	Fandoms       int
+	Characters    int
+	Relationships int
+	Freeforms     int
+	// Exponent is the Zipf exponent s (> 1): P(rank k) ∝ (1+k)^-s.
+	Exponent float64
+}
+
+// DefaultVocabulary is an archive-sized vocabulary.
+var DefaultVocabulary = Vocabulary{Fandoms: 10_000, Characters: 200_000, Relationships: 200_000, Freeforms: 1_000_000, Exponent: 1.1}
+
+// Later is what happens to a work after it is posted.
+type Later int
+
+// What happens to a posted work later.
+const (
+	LaterNone   Later = iota
+	LaterEdit         // PUT /v1/works/{id}: tags added and removed
+	LaterDelete       // DELETE /v1/works/{id}
+)
+
+func (l Later) String() string {
+	switch l {
+	case LaterEdit:
+		return "edit"
+	case LaterDelete:
+		return "delete"
+	}
+	return "none"
+}
+
+// WorkloadOptions configure a Workload. Zero values take the defaults.
+type WorkloadOptions struct {
+	Seed    uint64
+	Authors int // author ids 1..Authors; default 1000
+	Vocabulary
+	// EditShare and DeleteShare are the shares of posted works later edited
+	// or deleted (defaults 0.10 and 0.05; a negative value means 0).
+	EditShare, DeleteShare float64
+	// BodyChars is the length of a work's body (default 1000).
+	BodyChars int
+	// ProbeEvery makes every ProbeEvery-th work carry a fresh tag of its own
+	// (a freeform nobody else uses), whose count is then watched until it
+	// shows the work (default 20; negative: no probes).
+	ProbeEvery int
+	// ProbePrefix makes probe tag names unique to a run (default "probe").
+	ProbePrefix string
+	// LaterDelayMax bounds the uniform delay between a work being posted and
+	// its later edit or delete (default 1s).
+	LaterDelayMax time.Duration
+}
+
+// Workload generates the works of a load run. It is immutable and safe for
+// concurrent use.
+type Workload struct {
+	o                       WorkloadOptions
+	fandom, char, rel, free *zipf
+	text                    string
+}
+
+// Work is one work slot of a workload: what its author writes, edits, posts
+// and later does with it.
+type Work struct {
+	Slot     int64
+	AuthorID int64
+	Index    int64          // the author's n-th work, from 0
+	Draft    drafts.Content // as first saved
+	Posted   drafts.Content // as edited once and then posted
+	Later    Later
+	Edit     drafts.Content // the later edit of the posted work, when Later == LaterEdit
+	Delay    time.Duration  // between posted and the later action
+	Probe    string         // a freeform only this work uses; "" if not sampled
+}
+
+// NewWorkload returns the workload of o, or an error naming a bad option.
+func NewWorkload(o WorkloadOptions) (*Workload, error) {
+	if o.Authors == 0 {
+		o.Authors = 1000
+	}
+	if o.Authors < 0 {
+		return nil, fmt.Errorf("loadgen: authors %d < 1", o.Authors)
+	}
+	v := &o.Vocabulary
+	d := DefaultVocabulary
+	if v.Fandoms == 0 {
+		v.Fandoms = d.Fandoms
+	}
+	if v.Characters == 0 {
+		v.Characters = d.Characters
+	}
+	if v.Relationships == 0 {
+		v.Relationships = d.Relationships
+	}
+	if v.Freeforms == 0 {
+		v.Freeforms = d.Freeforms
+	}
+	if v.Exponent == 0 {
+		v.Exponent = d.Exponent
+	}
+	if o.EditShare == 0 {
+		o.EditShare = 0.10
+	}
+	if o.DeleteShare == 0 {
+		o.DeleteShare = 0.05
+	}
+	o.EditShare, o.DeleteShare = max(o.EditShare, 0), max(o.DeleteShare, 0)
+	if o.EditShare+o.DeleteShare > 1 {
+		return nil, fmt.Errorf("loadgen: edit share %g + delete share %g > 1", o.EditShare, o.DeleteShare)
+	}
+	if o.BodyChars <= 0 {
+		o.BodyChars = 1000
+	}
+	if o.BodyChars > drafts.MaxBody {
+		return nil, fmt.Errorf("loadgen: body of %d characters exceeds %d", o.BodyChars, drafts.MaxBody)
+	}
+	if o.ProbeEvery == 0 {
+		o.ProbeEvery = 20
+	}
+	if o.ProbePrefix == "" {
+		o.ProbePrefix = "probe"
+	}
+	if o.LaterDelayMax == 0 {
+		o.LaterDelayMax = time.Second
+	}
+	w := &Workload{o: o}
+	var err error
+	for _, z := range []struct {
+		dst **zipf
+		n   int
+	}{{&w.fandom, v.Fandoms}, {&w.char, v.Characters}, {&w.rel, v.Relationships}, {&w.free, v.Freeforms}} {
+		if *z.dst, err = newZipf(z.n, v.Exponent, 1); err != nil {
+			return nil, fmt.Errorf("loadgen: %w", err)
+		}
+	}
+	w.text = bodyText(2*o.BodyChars + 1024)
+	return w, nil
+}
+
+// Options returns the workload's options with defaults filled in.
+func (w *Workload) Options() WorkloadOptions { return w.o }
+
+// rngFor is the random source of one work: derived from the seed, the
+// author and the author's work index, so a work never depends on which
+// other works were generated before it.
+func (w *Workload) rngFor(author, index int64) *rand.Rand {
+	return rand.New(rand.NewPCG(splitmix(w.o.Seed^splitmix(uint64(author))), splitmix(uint64(index)+0x9e3779b97f4a7c15)))
+}
+
+func splitmix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// Work returns work slot slot (>= 0).
+func (w *Workload) Work(slot int64) Work {
+	a := int64(w.o.Authors)
+	wk := Work{Slot: slot, AuthorID: slot%a + 1, Index: slot / a}
+	r := w.rngFor(wk.AuthorID, wk.Index)
+	if w.o.ProbeEvery > 0 && slot%int64(w.o.ProbeEvery) == 0 {
+		wk.Probe = w.o.ProbePrefix + " " + strconv.FormatInt(slot, 10)
+	}
+	title := "Work " + strconv.FormatInt(wk.AuthorID, 10) + "-" + strconv.FormatInt(wk.Index, 10)
+	tags := w.tags(r)
+	if wk.Probe != "" {
+		tags.Freeforms = append(tags.Freeforms, wk.Probe)
+	}
+	wk.Draft = drafts.Content{Title: title, Body: w.body(r), Tags: tags}
+
+	// The one edit before posting: new text, and sometimes a tag changed.
+	posted := wk.Draft
+	posted.Body = w.body(r)
+	posted.Tags = cloneTags(tags)
+	if r.Float64() < 0.3 {
+		posted.Tags.Freeforms = w.addDistinct(r, posted.Tags.Freeforms, "Freeform ", w.free, 1)
+	}
+	wk.Posted = posted
+
+	switch u := r.Float64(); {
+	case u < w.o.EditShare:
+		wk.Later = LaterEdit
+		wk.Edit = wk.Posted
+		wk.Edit.Tags = w.editTags(r, wk.Posted.Tags, wk.Probe)
+	case u < w.o.EditShare+w.o.DeleteShare:
+		wk.Later = LaterDelete
+	}
+	if wk.Later != LaterNone {
+		wk.Delay = time.Duration(r.Int64N(int64(w.o.LaterDelayMax) + 1))
+	}
+	return wk
+}
+
+// Shares of the archive, from what it learned in production.
+var (
+	ratingWeights = []weighted{
+		{"Teen And Up Audiences", 0.31}, {"General Audiences", 0.30}, {"Explicit", 0.18},
+		{"Mature", 0.16}, {"Not Rated", 0.05},
+	}
+	otherWarnings = []weighted{
+		{"Graphic Depictions Of Violence", 0.45}, {"Major Character Death", 0.30},
+		{"Underage", 0.13}, {"Rape/Non-Con", 0.12},
+	}
+	categoryWeights = []weighted{
+		{"M/M", 0.32}, {"F/M", 0.25}, {"Gen", 0.22}, {"F/F", 0.10}, {"Multi", 0.06}, {"Other", 0.05},
+	}
+	// Number of tags of a kind, by probability of 0, 1, 2, ...
+	relationshipCounts = []float64{0.25, 0.45, 0.20, 0.10}
+	characterCounts    = []float64{0.12, 0.28, 0.30, 0.18, 0.12}             // mean 1.9
+	freeformCounts     = []float64{0.12, 0.18, 0.18, 0.16, 0.14, 0.12, 0.10} // mean 2.78
+)
+
+type weighted struct {
+	name string
+	w    float64
+}
+
+func pick(r *rand.Rand, ws []weighted) string {
+	u := r.Float64()
+	for _, x := range ws {
+		if u < x.w {
+			return x.name
+		}
+		u -= x.w
+	}
+	return ws[len(ws)-1].name
+}
+
+func pickCount(r *rand.Rand, ps []float64) int {
+	u := r.Float64()
+	for i, p := range ps {
+		if u < p {
+			return i
+		}
+		u -= p
+	}
+	return len(ps) - 1
+}
+
+func (w *Workload) tags(r *rand.Rand) drafts.Tags {
+	var t drafts.Tags
+	t.Rating = pick(r, ratingWeights)
+	switch u := r.Float64(); {
+	case u < 2.0/3:
+		t.Warnings = []string{"No Archive Warnings Apply"}
+	case u < 2.0/3+0.18:
+		t.Warnings = []string{"Creator Chose Not To Use Archive Warnings"}
+	default:
+		n := 1 + pickCount(r, []float64{0.7, 0.3})
+		t.Warnings = make([]string, 0, n)
+		for len(t.Warnings) < n {
+			t.Warnings = appendUnique(t.Warnings, pick(r, otherWarnings))
+		}
+	}
+	if r.Float64() < 0.7 {
+		t.Categories = []string{pick(r, categoryWeights)}
+		if r.Float64() < 0.15 {
+			t.Categories = appendUnique(t.Categories, pick(r, categoryWeights))
+		}
+	}
+	nf := 1
+	if r.Float64() < 0.2 {
+		nf = 2
+	}
+	t.Fandoms = w.addDistinct(r, nil, "Fandom ", w.fandom, nf)
+	t.Relationships = w.addDistinct(r, nil, "Relationship ", w.rel, pickCount(r, relationshipCounts))
+	t.Characters = w.addDistinct(r, nil, "Character ", w.char, pickCount(r, characterCounts))
+	t.Freeforms = w.addDistinct(r, nil, "Freeform ", w.free, pickCount(r, freeformCounts))
+	return t
+}
+
+// editTags is a later edit: one or two freeforms added, then one or two of
+// the original relationships, characters or freeforms removed, keeping the
+// rating, the warnings, the fandoms and the probe.
+func (w *Workload) editTags(r *rand.Rand, t drafts.Tags, probe string) drafts.Tags {
+	e := cloneTags(t)
+	e.Freeforms = w.addDistinct(r, e.Freeforms, "Freeform ", w.free, 1+r.IntN(2))
+	original := map[string]bool{}
+	for _, l := range [][]string{t.Relationships, t.Characters, t.Freeforms} {
+		for _, n := range l {
+			original[n] = n != probe
+		}
+	}
+	for range 1 + r.IntN(2) {
+		lists := []*[]string{&e.Relationships, &e.Characters, &e.Freeforms}
+		l := lists[r.IntN(len(lists))]
+		var candidates []int
+		for i, n := range *l {
+			if original[n] {
+				candidates = append(candidates, i)
+			}
+		}
+		if len(candidates) == 0 {
+			continue
+		}
+		i := candidates[r.IntN(len(candidates))]
+		*l = append((*l)[:i:i], (*l)[i+1:]...)
+	}
+	return e
+}
+
+// addDistinct appends n tags drawn from z that are not already in list.
+func (w *Workload) addDistinct(r *rand.Rand, list []string, prefix string, z *zipf, n int) []string {
+	for added, tries := 0, 0; added < n && tries < 8*n; tries++ {
+		name := prefix + strconv.Itoa(z.rank(r))
+		before := len(list)
+		if list = appendUnique(list, name); len(list) > before {
+			added++
+		}
+	}
+	return list
+}
+
+func appendUnique(list []string, name string) []string {
+	for _, n := range list {
+		if n == name {
+			return list
+		}
+	}
+	return append(list, name)
+}
+
+func cloneTags(t drafts.Tags) drafts.Tags {
+	c := t
+	c.Warnings = append([]string(nil), t.Warnings...)
+	c.Categories = append([]string(nil), t.Categories...)
+	c.Fandoms = append([]string(nil), t.Fandoms...)
+	c.Relationships = append([]string(nil), t.Relationships...)
+	c.Characters = append([]string(nil), t.Characters...)
+	c.Freeforms = append([]string(nil), t.Freeforms...)
+	return c
+}
+
+// body returns BodyChars characters of the shared text from a random offset:
+// different works get different bodies without generating text per work.
+func (w *Workload) body(r *rand.Rand) string {
+	off := r.IntN(len(w.text) - w.o.BodyChars)
+	return w.text[off : off+w.o.BodyChars]
+}
+
+func bodyText(n int) string {
+	words := strings.Fields("the archive keeps every work its authors post and counts how many works use each tag " +
+		"she wrote late into the night while the rain kept falling on the old library roof and nobody came")
+	r := rand.New(rand.NewPCG(1, 2))
+	var sb strings.Builder
+	sb.Grow(n + 16)
+	for sb.Len() < n {
+		sb.WriteString(words[r.IntN(len(words))])
+		if r.IntN(12) == 0 {
+			sb.WriteString(".\n")
+		} else {
+			sb.WriteByte(' ')
+		}
+	}
+	return sb.String()[:n]
+}
