@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/tagcount/tagcount/migrations"
+)
+
+// settings are what the service's processes share. Every flag reads
+// TAGCOUNT_<NAME> (dashes as underscores) when not given.
+type settings struct {
+	HTTPAddr        string
+	MySQLDSN        string
+	RedisAddr       string
+	KafkaBrokers    string
+	KafkaTopic      string
+	KafkaPartitions int
+	AuthSecret      string
+	DataDir         string
+	Queue           string
+	PostingPath     string
+	UnleashURL      string
+	UnleashToken    string
+	UnleashRefresh  time.Duration
+	FlagsBootstrap  string
+	ReconcileAt     string
+	LogLevel        string
+	LogFormat       string
+	ShutdownTimeout time.Duration
+	JobPoll         time.Duration
+	JobConcurrency  int
+}
+
+func (s *settings) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API, /healthz, /readyz, /metrics)")
+	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
+	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")
+	fs.StringVar(&s.KafkaBrokers, "kafka-brokers", "", "comma-separated Kafka brokers; empty in dev = embedded broker")
+	fs.StringVar(&s.KafkaTopic, "kafka-topic", "tag-uses", "Kafka topic of tag-use events")
+	fs.IntVar(&s.KafkaPartitions, "kafka-partitions", 8, "partitions of the topic when tagcount creates it")
+	fs.StringVar(&s.AuthSecret, "auth-secret", "", "HS256 secret for bearer tokens (dev: generated and kept in the data dir)")
+	fs.StringVar(&s.DataDir, "data-dir", ".tagcount", "directory for the embedded broker's data, the flags backup and the dev secret")
+	fs.StringVar(&s.Queue, "queue", "tagcount", "asynq queue name")
+	fs.StringVar(&s.PostingPath, "posting-path", "flag", "which path posts take: flag (ask the flags service per author), new, or legacy")
+	fs.StringVar(&s.UnleashURL, "unleash-url", "", "Unleash API URL, e.g. http://unleash:4242/api; empty = bootstrap file only")
+	fs.StringVar(&s.UnleashToken, "unleash-token", "", "Unleash client API token")
+	fs.DurationVar(&s.UnleashRefresh, "unleash-refresh", 15*time.Second, "how often flags are fetched from Unleash")
+	fs.StringVar(&s.FlagsBootstrap, "flags-bootstrap", "", "flags bootstrap JSON file; empty = the one shipped in the binary")
+	fs.StringVar(&s.ReconcileAt, "reconcile-at", "03:00", "UTC time of the nightly reconcile, HH:MM")
+	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&s.LogFormat, "log-format", "text", "text or json")
+	fs.IntVar(&s.JobConcurrency, "job-concurrency", 64, "jobs a worker runs at once")
+	fs.DurationVar(&s.JobPoll, "job-poll", 20*time.Millisecond, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
+	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight work")
+}
+
+// parse parses args into a new flag set named name, with s registered and
+// extra adding command-specific flags. It returns the positional arguments,
+// which only migrate accepts.
+func parse(name string, args []string, stderr io.Writer, s *settings, extra func(fs *flag.FlagSet)) ([]string, error) {
+	fs := flag.NewFlagSet("tagcount "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if s != nil {
+		s.register(fs)
+	}
+	if extra != nil {
+		extra(fs)
+	}
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("TAGCOUNT"))
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, errUsage
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 && name != "migrate" {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if s != nil {
+		if s.PostingPath != "flag" && s.PostingPath != "new" && s.PostingPath != "legacy" {
+			return nil, fmt.Errorf("--posting-path must be flag, new or legacy, not %q", s.PostingPath)
+		}
+		if _, _, err := parseClock(s.ReconcileAt); err != nil {
+			return nil, err
+		}
+	}
+	return fs.Args(), nil
+}
+
+func (s *settings) brokers() []string {
+	var out []string
+	for _, b := range strings.Split(s.KafkaBrokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func parseClock(hhmm string) (hour, minute int, err error) {
+	t, err := time.Parse("15:04", hhmm)
+	if err != nil {
+		return 0, 0, fmt.Errorf("--reconcile-at must be HH:MM (UTC), not %q", hhmm)
+	}
+	return t.Hour(), t.Minute(), nil
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

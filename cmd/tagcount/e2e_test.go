@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+// testStack starts a whole service (API, worker, counter, embedded Kafka) on
+// a fresh database and queue.
+func testStack(t *testing.T, path string) *stack {
+	t.Helper()
+	redisAddr := testdb.RequireRedis(t)
+	cfg, _ := mysql.ParseDSN(testdb.ServerDSN())
+	name := fmt.Sprintf("tc_e2e_%d", time.Now().UnixNano())
+	st, err := startStack(context.Background(), stackOptions{
+		MySQLDSN: cfg.FormatDSN(), Database: name, Create: true, Migrate: true,
+		RedisAddr: redisAddr, Queue: testdb.Queue(t), Path: path, AuthSecret: "test-secret-test-secret-test-secret",
+		DataDir: t.TempDir(), Partitions: 4, GroupID: name, API: true, Worker: true, Counter: true, EmbeddedKafka: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.Close()
+		st2, _ := sqlOpen(cfg.FormatDSN())
+		if st2 != nil {
+			st2.Exec("DROP DATABASE IF EXISTS `" + name + "`")
+			st2.Close()
+		}
+	})
+	return st
+}
+
+type client struct {
+	t     *testing.T
+	base  string
+	token string
+}
+
+func (s *stack) client(t *testing.T, authorID int64, role string) *client {
+	tok, err := s.Auth.IssueToken(authorID, role, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &client{t: t, base: s.URL, token: tok}
+}
+
+// do sends a request and decodes the JSON answer into a map.
+func (c *client) do(method, path string, body any) (int, map[string]any, http.Header) {
+	c.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, c.base+path, rd)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	var m map[string]any
+	raw, _ := io.ReadAll(res.Body)
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			c.t.Fatalf("%s %s: answer is not JSON: %q", method, path, raw)
+		}
+	}
+	return res.StatusCode, m, res.Header
+}
+
+func draftBody(title string, freeforms ...string) map[string]any {
+	return map[string]any{"title": title, "body": "Text.", "tags": map[string]any{
+		"rating": "General Audiences", "warnings": []string{"No Archive Warnings Apply"},
+		"fandoms": []string{"Star Trek"}, "freeforms": freeforms,
+	}}
+}
+
+func id(m map[string]any, key string) string {
+	v, _ := m[key].(float64)
+	return fmt.Sprint(int64(v))
+}
+
+// waitFor polls until cond holds or fails the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the service
+	}
+}
+
+func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
+	t.Parallel()
+	st := testStack(t, "new")
+	c := st.client(t, 42, api.RoleAuthor)
+
+	status, d, _ := c.do("POST", "/v1/drafts", draftBody("First", "Fluff", "Unique e2e tag"))
+	if status != 201 || d["state"] != "draft" {
+		t.Fatalf("create draft: %d %v", status, d)
+	}
+	status, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
+	if status != 202 || res["state"] != "queued" {
+		t.Fatalf("post: %d %v; want 202 queued", status, res)
+	}
+	var posted map[string]any
+	waitFor(t, 15*time.Second, "the draft to be posted", func() bool {
+		_, posted, _ = c.do("GET", "/v1/drafts/"+id(d, "id"), nil)
+		return posted["state"] == "posted"
+	})
+	status, w, _ := c.do("GET", "/v1/works/"+id(posted, "work_id"), nil)
+	tags, _ := w["tags"].(map[string]any)
+	if status != 200 || tags["rating"] != "General Audiences" || fmt.Sprint(tags["freeforms"]) != "[Fluff Unique e2e tag]" {
+		t.Fatalf("work: %d %v", status, w)
+	}
+	waitFor(t, 15*time.Second, "the small tag's count to show the post", func() bool {
+		s, tag, _ := c.do("GET", "/v1/tags?type=freeform&name=unique%20e2e%20tag", nil)
+		return s == 200 && tag["count"] == float64(1) && tag["tier"] == "small"
+	})
+
+	status, again, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
+	if status != 200 || id(again, "work_id") != id(posted, "work_id") {
+		t.Fatalf("posting a posted draft: %d %v; want 200 with the same work", status, again)
+	}
+}
+
+func TestLegacyPathPostsInTheRequest(t *testing.T) {
+	t.Parallel()
+	st := testStack(t, "legacy")
+	c := st.client(t, 5, api.RoleAuthor)
+	_, d, _ := c.do("POST", "/v1/drafts", draftBody("Old way", "Fluff"))
+	status, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
+	if status != 201 || res["state"] != "posted" || res["work_id"] == nil {
+		t.Fatalf("legacy post: %d %v; want 201 posted with work_id", status, res)
+	}
+	status, tag, _ := c.do("GET", "/v1/tags?type=freeform&name=Fluff", nil)
+	if status != 200 || tag["count"] != float64(1) {
+		t.Fatalf("count right after a legacy post: %d %v", status, tag)
+	}
+	status, _, _ = c.do("DELETE", "/v1/works/"+id(res, "work_id"), nil)
+	if status != 204 {
+		t.Fatalf("legacy delete: %d, want 204", status)
+	}
+}
+
+func TestAPIAnswersEveryRuleWithItsDocumentedStatusAndCode(t *testing.T) {
+	t.Parallel()
+	st := testStack(t, "new")
+	alice := st.client(t, 1, api.RoleAuthor)
+	bob := st.client(t, 2, api.RoleAuthor)
+	anon := &client{t: t, base: st.URL}
+	forged := &client{t: t, base: st.URL, token: mustToken(t, api.Auth{Secret: []byte("another secret")}, 1, time.Hour)}
+	expired := &client{t: t, base: st.URL, token: mustToken(t, st.Auth, 1, -time.Minute)}
+
+	_, d, _ := alice.do("POST", "/v1/drafts", draftBody("Mine", "Fluff"))
+	draft := "/v1/drafts/" + id(d, "id")
+	_, queued, _ := alice.do("POST", "/v1/drafts", draftBody("Queued", "Fluff"))
+	queuedPath := "/v1/drafts/" + id(queued, "id")
+
+	big := draftBody("Big")
+	big["body"] = strings.Repeat("x", 5<<20)
+	badRating := draftBody("Bad")
+	badRating["tags"].(map[string]any)["rating"] = "PG"
+
+	cases := []struct {
+		name   string
+		c      *client
+		method string
+		path   string
+		body   any
+		status int
+		code   string
+		field  string
+	}{
+		{"no token", anon, "GET", draft, nil, 401, "unauthorized", ""},
+		{"token signed with another secret", forged, "GET", draft, nil, 401, "unauthorized", ""},
+		{"expired token", expired, "GET", draft, nil, 401, "unauthorized", ""},
+		{"another author's draft", bob, "GET", draft, nil, 404, "not_found", ""},
+		{"another author's draft, replace", bob, "PUT", draft, draftBody("x"), 404, "not_found", ""},
+		{"another author's draft, post", bob, "POST", draft + "/post", nil, 404, "not_found", ""},
+		{"another author's draft, delete", bob, "DELETE", draft, nil, 404, "not_found", ""},
+		{"missing draft", alice, "GET", "/v1/drafts/999999", nil, 404, "not_found", ""},
+		{"non-numeric id", alice, "GET", "/v1/drafts/abc", nil, 404, "not_found", ""},
+		{"missing work", alice, "GET", "/v1/works/999999", nil, 404, "not_found", ""},
+		{"author on an admin route", alice, "GET", "/v1/admin/flags", nil, 403, "forbidden", ""},
+		{"author starting reconcile", alice, "POST", "/v1/admin/reconcile", `{"dry_run":true}`, 403, "forbidden", ""},
+		{"unknown field", alice, "POST", "/v1/drafts", `{"title":"t","body":"b","tags":{},"mood":"happy"}`, 400, "unknown_field", "mood"},
+		{"malformed JSON", alice, "POST", "/v1/drafts", `{"title":`, 400, "malformed_json", ""},
+		{"wrong type", alice, "POST", "/v1/drafts", `{"title":5}`, 400, "wrong_type", "title"},
+		{"empty body", alice, "POST", "/v1/drafts", ``, 400, "empty_body", ""},
+		{"body over the limit", alice, "POST", "/v1/drafts", big, 413, "body_too_large", ""},
+		{"validation", alice, "POST", "/v1/drafts", badRating, 422, "unknown_rating", "tags.rating"},
+		{"validation on replace", alice, "PUT", draft, badRating, 422, "unknown_rating", "tags.rating"},
+		{"unknown route", alice, "GET", "/v1/nothing", nil, 404, "no_such_route", ""},
+		{"too many ids", alice, "GET", "/v1/tags?ids=" + strings.Repeat("1,", 1000) + "1", nil, 422, "", "ids"},
+	}
+	for _, tc := range cases {
+		status, body, _ := tc.c.do(tc.method, tc.path, tc.body)
+		e, _ := body["error"].(map[string]any)
+		if status != tc.status || e == nil || e["message"] == "" || (tc.code != "" && e["code"] != tc.code) || fmt.Sprint(e["field"]) != fmt.Sprint(orNil(tc.field)) {
+			t.Errorf("%s: %d %v; want %d %s field %q", tc.name, status, body, tc.status, tc.code, tc.field)
+		}
+	}
+
+	// State rules: a queued or posted draft cannot be replaced or deleted.
+	alice.do("POST", queuedPath+"/post", nil)
+	waitFor(t, 15*time.Second, "the post", func() bool {
+		_, q, _ := alice.do("GET", queuedPath, nil)
+		return q["state"] == "posted"
+	})
+	if status, body, _ := alice.do("PUT", queuedPath, draftBody("Changed")); status != 409 {
+		t.Errorf("replace a posted draft: %d %v; want 409", status, body)
+	}
+	if status, body, _ := alice.do("DELETE", queuedPath, nil); status != 409 {
+		t.Errorf("delete a posted draft: %d %v; want 409", status, body)
+	}
+	if status, _, _ := alice.do("DELETE", draft, nil); status != 204 {
+		t.Errorf("delete own unposted draft: %d; want 204", status)
+	}
+}
+
+func orNil(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func mustToken(t *testing.T, a api.Auth, authorID int64, ttl time.Duration) string {
+	tok, err := a.IssueToken(authorID, api.RoleAuthor, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestDevCommandPrintsAWorkingTokenAndStopsOnSignal(t *testing.T) {
+	t.Parallel()
+	redisAddr := testdb.RequireRedis(t)
+	cfg, _ := mysql.ParseDSN(testdb.ServerDSN())
+	cfg.DBName = fmt.Sprintf("tc_dev_%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		if db, _ := sqlOpen(testdb.ServerDSN()); db != nil {
+			db.Exec("DROP DATABASE IF EXISTS `" + cfg.DBName + "`")
+			db.Close()
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--http-addr", "127.0.0.1:0", "--mysql-dsn", cfg.FormatDSN(),
+			"--redis-addr", redisAddr, "--data-dir", t.TempDir(), "--queue", testdb.Queue(t), "--kafka-partitions", "2",
+			"--posting-path", "new", "--log-level", "error"}, pw, io.Discard)
+		pw.Close()
+	}()
+	var url, token string
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() && (url == "" || token == "") {
+		if m := regexp.MustCompile(`running at (http://\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+			url = m[1]
+		}
+		if m := regexp.MustCompile(`export TOKEN=(\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+			token = m[1]
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if url == "" || token == "" {
+		t.Fatalf("dev printed no URL or token (url %q)", url)
+	}
+	c := &client{t: t, base: url, token: token}
+	if status, _, _ := c.do("GET", "/healthz", nil); status != 200 {
+		t.Fatalf("healthz: %d", status)
+	}
+	if status, body, _ := c.do("GET", "/readyz", nil); status != 200 {
+		t.Fatalf("readyz: %d %v", status, body)
+	}
+	status, d, _ := c.do("POST", "/v1/drafts", draftBody("Printed token works", "Fluff"))
+	if status != 201 {
+		t.Fatalf("create with the printed token: %d %v", status, d)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev after SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("dev did not stop within 60 s of its context ending")
+	}
+}
+
+func TestLoneWorkerWithoutKafkaBrokersRefusesToStart(t *testing.T) {
+	t.Parallel()
+	redisAddr := testdb.RequireRedis(t)
+	db := testdb.New(t)
+	var stderr strings.Builder
+	err := run(context.Background(), []string{"worker", "--mysql-dsn", db.DSN, "--redis-addr", redisAddr,
+		"--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--kafka-brokers", ""}, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "KAFKA_BROKERS") {
+		t.Fatalf("worker without brokers: %v; want an error naming TAGCOUNT_KAFKA_BROKERS", err)
+	}
+}

@@ -1,0 +1,395 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/poster/loadgen"
+)
+
+// loadgenSettings are the flags of `tagcount loadgen`.
+type loadgenSettings struct {
+	Paths        string
+	URL          string
+	AuthSecret   string
+	MySQLDSN     string
+	RedisAddr    string
+	Concurrency  int
+	Duration     time.Duration
+	Posts        int64
+	Rate         float64
+	Profile      string
+	OpenLoop     bool
+	Seed         uint64
+	Authors      int
+	EditShare    float64
+	DeleteShare  float64
+	BodyChars    int
+	ProbeEvery   int
+	Vocab        loadgen.Vocabulary
+	MaxRetries   int
+	MaxRetryWait time.Duration
+	PollTimeout  time.Duration
+	DrainTimeout time.Duration
+	OutboxWait   time.Duration
+	Ceiling      bool
+	CeilingFor   time.Duration
+	OutJSON      string
+	OutPNG       string
+	OutMarkdown  string
+	LogFile      string
+	PprofDir     string
+	KeepDB       bool
+	JobConc      int
+}
+
+func (s *loadgenSettings) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.Paths, "paths", "legacy,new", "posting paths to run one after the other, each on a fresh database: legacy, new, flag")
+	fs.StringVar(&s.URL, "url", "", "drive an already-running service at this URL instead (one path; needs --auth-secret)")
+	fs.StringVar(&s.AuthSecret, "auth-secret", "", "HS256 secret of the service at --url")
+	fs.StringVar(&s.MySQLDSN, "mysql-dsn", "root@tcp(127.0.0.1:3306)/?parseTime=true",
+		"MySQL/MariaDB server DSN; each path gets its own fresh database on it (with --url: the service's database, for the checks)")
+	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")
+	fs.IntVar(&s.Concurrency, "concurrency", 64, "authors writing at once (closed loop) or most works in flight (open loop)")
+	fs.DurationVar(&s.Duration, "duration", 0, "how long each path is loaded (default 20s when --posts is not set)")
+	fs.Int64Var(&s.Posts, "posts", 0, "number of works each path posts (0: until --duration)")
+	fs.Float64Var(&s.Rate, "rate", 0, "works started per second (0: as fast as the service goes); the peak with --profile weekend-peak")
+	fs.StringVar(&s.Profile, "profile", "steady", "rate profile: steady or weekend-peak (ramps from 20% of --rate to all of it and back)")
+	fs.BoolVar(&s.OpenLoop, "open-loop", false, "start works at --rate whether or not earlier ones finished")
+	fs.Uint64Var(&s.Seed, "seed", 1, "workload seed: the same seed sends the same works")
+	fs.IntVar(&s.Authors, "authors", 1000, "author ids 1..N")
+	fs.Float64Var(&s.EditShare, "edit-share", 0.10, "share of posted works later edited (tags added and removed)")
+	fs.Float64Var(&s.DeleteShare, "delete-share", 0.05, "share of posted works later deleted")
+	fs.IntVar(&s.BodyChars, "body-chars", 1000, "characters in a work's body")
+	fs.IntVar(&s.ProbeEvery, "probe-every", 20, "every n-th work carries a fresh small tag whose count is watched (negative: none)")
+	fs.IntVar(&s.Vocab.Fandoms, "fandoms", loadgen.DefaultVocabulary.Fandoms, "fandom vocabulary size")
+	fs.IntVar(&s.Vocab.Characters, "characters", loadgen.DefaultVocabulary.Characters, "character vocabulary size")
+	fs.IntVar(&s.Vocab.Relationships, "relationships", loadgen.DefaultVocabulary.Relationships, "relationship vocabulary size")
+	fs.IntVar(&s.Vocab.Freeforms, "freeforms", loadgen.DefaultVocabulary.Freeforms, "free-form tag vocabulary size")
+	fs.Float64Var(&s.Vocab.Exponent, "zipf-exponent", loadgen.DefaultVocabulary.Exponent, "Zipf exponent of tag popularity (> 1)")
+	fs.IntVar(&s.MaxRetries, "max-retries", 5, "retries of a 503 or transport error before a work is given up (negative: none)")
+	fs.DurationVar(&s.MaxRetryWait, "max-retry-wait", time.Second, "longest wait honoured from a Retry-After")
+	fs.DurationVar(&s.PollTimeout, "poll-timeout", 30*time.Second, "longest wait for a post to become a work, and for a small tag's count")
+	fs.DurationVar(&s.DrainTimeout, "drain-timeout", 60*time.Second, "longest wait for posts, polls, edits and deletes after the load stops")
+	fs.DurationVar(&s.OutboxWait, "outbox-wait", 15*time.Second, "longest wait for the outbox to drain before the exactness check")
+	fs.BoolVar(&s.Ceiling, "ceiling", true, "also measure the bare posting transaction alone at the same concurrency, on its own fresh database")
+	fs.DurationVar(&s.CeilingFor, "ceiling-duration", 0, "how long the ceiling is measured (default: --duration, at most 10s)")
+	fs.StringVar(&s.OutJSON, "out-json", "loadgen.json", "file for every figure as JSON (empty: none)")
+	fs.StringVar(&s.OutPNG, "out-png", "loadgen.png", "file for the chart of posts/s and Post p99 over time (empty: none)")
+	fs.StringVar(&s.OutMarkdown, "out-md", "", "file for the table as Markdown (empty: none)")
+	fs.StringVar(&s.LogFile, "log-file", "", "the in-process service's log (default: a file in the temp dir)")
+	fs.StringVar(&s.PprofDir, "pprof-dir", "", "write a CPU profile of each path's run to this directory")
+	fs.BoolVar(&s.KeepDB, "keep-db", false, "keep each path's database instead of dropping it")
+	fs.IntVar(&s.JobConc, "job-concurrency", 0, "jobs the in-process worker runs at once (0: the service's default)")
+}
+
+// runLoadgen drives the same production-like posting workload through
+// each posting path of a service started in process on a fresh database
+// (or through the service at --url), measures the machine's ceiling, and
+// prints the comparison; the JSON and the chart go to files.
+func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var s loadgenSettings
+	if _, err := parse("loadgen", args, stderr, nil, s.register); err != nil {
+		return err
+	}
+	if s.Duration <= 0 && s.Posts <= 0 {
+		s.Duration = 20 * time.Second
+	}
+	profile, err := loadgen.ParseProfile(s.Profile)
+	if err != nil {
+		return err
+	}
+	var paths []string
+	for _, p := range strings.Split(s.Paths, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "":
+		case "legacy", "new", "flag":
+			paths = append(paths, p)
+		default:
+			return fmt.Errorf("--paths: unknown path %q (want legacy, new or flag)", p)
+		}
+	}
+	if len(paths) == 0 {
+		return errors.New("--paths names no path")
+	}
+	if s.URL != "" {
+		if len(paths) != 1 {
+			return errors.New("with --url the service runs one path: give --paths with exactly one (its label)")
+		}
+		if s.AuthSecret == "" {
+			return errors.New("with --url, --auth-secret (TAGCOUNT_AUTH_SECRET) is the service's token secret")
+		}
+	}
+
+	runID := randomHex(4)
+	probePrefix := fmt.Sprintf("probe %d", s.Seed)
+	if s.URL != "" {
+		// The service's database may hold an earlier run's probe tags.
+		probePrefix = "probe " + runID
+	}
+	wl, err := loadgen.NewWorkload(loadgen.WorkloadOptions{
+		Seed: s.Seed, Authors: s.Authors, Vocabulary: s.Vocab, EditShare: nonZero(s.EditShare), DeleteShare: nonZero(s.DeleteShare),
+		BodyChars: s.BodyChars, ProbeEvery: s.ProbeEvery, ProbePrefix: probePrefix,
+	})
+	if err != nil {
+		return err
+	}
+
+	logPath := s.LogFile
+	if logPath == "" {
+		logPath = filepath.Join(os.TempDir(), "tagcount-loadgen-"+runID+".log")
+	}
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fmt.Fprintf(stderr, "loadgen: run %s, seed %d; service log: %s\n", runID, s.Seed, logPath)
+	// Handlers log failed requests through the default logger; under load
+	// (the legacy path's deadlocks) that is thousands of lines.
+	defer slog.SetDefault(slog.Default())
+	slog.SetDefault(log)
+
+	rep := &loadgen.Report{Command: "tagcount loadgen " + strings.Join(args, " "), Started: time.Now(), Workload: wl.Options()}
+	server, err := loadgenServer(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer server.Close()
+	var version string
+	server.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version)
+	rep.Machine = loadgen.ThisMachine(version)
+
+	base := loadgen.Config{
+		Workload: wl, Concurrency: s.Concurrency, Duration: s.Duration, Posts: s.Posts, Rate: s.Rate, Profile: profile,
+		OpenLoop: s.OpenLoop, MaxRetries: s.MaxRetries, MaxRetryWait: s.MaxRetryWait, PollTimeout: s.PollTimeout,
+		DrainTimeout: s.DrainTimeout, OutboxWait: s.OutboxWait, Progress: stderr,
+	}
+	secret := randomHex(32)
+	for _, path := range paths {
+		if ctx.Err() != nil {
+			break
+		}
+		cfg := base
+		cfg.Path = path
+		var stopStack func() error
+		var database string
+		if s.URL != "" {
+			cfg.BaseURL, cfg.Auth = s.URL, api.Auth{Secret: []byte(s.AuthSecret)}
+			if db, ok := loadgenServiceDB(ctx, s.MySQLDSN, stderr); ok {
+				defer db.Close()
+				cfg.DB = db
+			}
+		} else {
+			database = "tagcount_loadgen_" + runID + "_" + path
+			st, stop, err := loadgenStack(ctx, s, runID, path, database, secret, log, true)
+			if err != nil {
+				return fmt.Errorf("starting the %s path's service: %w", path, err)
+			}
+			stopStack = stop
+			cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
+		}
+		debug.FreeOSMemory()
+		stopProfile, err := loadgenProfile(s.PprofDir, path, s.Duration/2)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "loadgen: %s path at %s\n", path, cfg.BaseURL)
+		res, err := loadgen.Run(ctx, cfg)
+		stopProfile()
+		if stopStack != nil {
+			if cerr := stopStack(); cerr != nil {
+				fmt.Fprintf(stderr, "loadgen: stopping the %s path's service: %v\n", path, cerr)
+			}
+			loadgenDrop(server, database, s.KeepDB, stderr)
+		}
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, res)
+		fmt.Fprintf(stderr, "loadgen: %s: %.1f posts/s completed, post p99 %.1f ms, %d deadlocks, %d lock-wait timeouts\n",
+			path, res.PostsPerSec, res.Latency["post"].P99, res.Errors.Deadlock, res.Errors.LockWait)
+	}
+
+	if s.Ceiling && s.URL == "" && ctx.Err() == nil {
+		d := s.CeilingFor
+		if d <= 0 && s.Duration > 0 {
+			d = min(s.Duration, 10*time.Second)
+		}
+		database := "tagcount_loadgen_" + runID + "_ceiling"
+		st, stop, err := loadgenStack(ctx, s, runID, "new", database, secret, log, false)
+		if err != nil {
+			return fmt.Errorf("starting the ceiling's database: %w", err)
+		}
+		fmt.Fprintf(stderr, "loadgen: ceiling: the bare posting transaction at concurrency %d\n", s.Concurrency)
+		c, err := loadgen.RunBare(ctx, st.BareTx(), wl, s.Concurrency, d, s.Posts)
+		stop()
+		loadgenDrop(server, database, s.KeepDB, stderr)
+		if err != nil {
+			return err
+		}
+		rep.Ceiling = c
+	}
+
+	rep.Finish()
+	fmt.Fprintln(stdout)
+	if err := rep.WriteText(stdout); err != nil {
+		return err
+	}
+	if s.OutJSON != "" {
+		if err := rep.WriteJSON(s.OutJSON); err != nil {
+			return err
+		}
+	}
+	if s.OutPNG != "" {
+		if err := rep.WritePNG(s.OutPNG); err != nil {
+			return err
+		}
+	}
+	if s.OutMarkdown != "" {
+		f, err := os.Create(s.OutMarkdown)
+		if err != nil {
+			return err
+		}
+		if err := rep.WriteMarkdown(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "loadgen: wrote %s\n", strings.Join(nonEmpty(s.OutJSON, s.OutPNG, s.OutMarkdown), ", "))
+	return ctx.Err()
+}
+
+// loadgenStack starts the service for one path on a fresh database; with
+// roles false only the database and the poster (for the bare transaction).
+// stop closes it and removes its data dir.
+func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database, secret string, log *slog.Logger, roles bool) (st *stack, stop func() error, err error) {
+	dataDir, err := os.MkdirTemp("", "tagcount-loadgen-"+path+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	o := stackOptions{
+		MySQLDSN: s.MySQLDSN, Database: database, Create: true, Migrate: true,
+		RedisAddr: s.RedisAddr, Queue: "loadgen-" + runID + "-" + path, Path: path,
+		AuthSecret: secret, DataDir: dataDir, Logger: log,
+		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true,
+	}
+	if st, err = startStack(ctx, o); err != nil {
+		os.RemoveAll(dataDir)
+		return nil, nil, err
+	}
+	return st, func() error {
+		err := st.Close()
+		os.RemoveAll(dataDir)
+		return err
+	}, nil
+}
+
+// loadgenServer opens the database server without a database, for its
+// version and for dropping the runs' databases.
+func loadgenServer(ctx context.Context, s loadgenSettings) (*sql.DB, error) {
+	cfg, err := mysql.ParseDSN(s.MySQLDSN)
+	if err != nil {
+		return nil, fmt.Errorf("--mysql-dsn: %w", err)
+	}
+	cfg.DBName = ""
+	db, err := migrations.Open(ctx, cfg.FormatDSN())
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// loadgenServiceDB opens the database of the service at --url when the DSN
+// names one, for rows written and the exactness check.
+func loadgenServiceDB(ctx context.Context, dsn string, stderr io.Writer) (*sql.DB, bool) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil || cfg.DBName == "" {
+		fmt.Fprintln(stderr, "loadgen: --mysql-dsn names no database; skipping rows written and the exactness check")
+		return nil, false
+	}
+	db, err := migrations.Open(ctx, dsn)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v; skipping rows written and the exactness check\n", err)
+		return nil, false
+	}
+	return db, true
+}
+
+func loadgenDrop(server *sql.DB, database string, keep bool, stderr io.Writer) {
+	if keep || database == "" {
+		return
+	}
+	if _, err := server.Exec("DROP DATABASE IF EXISTS `" + database + "`"); err != nil {
+		fmt.Fprintf(stderr, "loadgen: dropping %s: %v\n", database, err)
+	}
+}
+
+// loadgenProfile starts a CPU profile of one path's run when dir is set,
+// and dumps every goroutine's stack and a heap profile after dumpAfter
+// (where the service waits and what it holds, halfway through the load).
+func loadgenProfile(dir, path string, dumpAfter time.Duration) (stop func(), err error) {
+	if dir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, path+".cpu.pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	dump := time.AfterFunc(max(dumpAfter, time.Second), func() {
+		if g, err := os.Create(filepath.Join(dir, path+".goroutines.txt")); err == nil {
+			pprof.Lookup("goroutine").WriteTo(g, 1)
+			g.Close()
+		}
+		if h, err := os.Create(filepath.Join(dir, path+".heap.pprof")); err == nil {
+			pprof.Lookup("heap").WriteTo(h, 0)
+			h.Close()
+		}
+	})
+	return func() { dump.Stop(); pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// nonZero turns an explicit 0 share into the workload's "none" (negative),
+// since a zero option means the default there.
+func nonZero(share float64) float64 {
+	if share == 0 {
+		return -1
+	}
+	return share
+}
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

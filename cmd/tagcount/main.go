@@ -1,0 +1,75 @@
+// Command tagcount runs the tagcount service and its tools. It only wires:
+// every subcommand parses its settings (flags with TAGCOUNT_* environment
+// fallbacks) and hands them to the domain packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+type command struct {
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	summary string
+}
+
+var commands = map[string]command{
+	"dev":       {runDev, "run everything in one process on the local MariaDB and Redis, with embedded Kafka"},
+	"api":       {runAPI, "serve the HTTP API"},
+	"worker":    {runWorker, "run background jobs: posting, requeueing, sweeping the outbox, nightly reconcile"},
+	"counter":   {runCounter, "consume tag-use events and keep tag counts"},
+	"migrate":   {runMigrate, "apply (up), roll back (down) or show (version) the schema"},
+	"token":     {runToken, "print a bearer token for local use"},
+	"reconcile": {runReconcile, "find and correct drifted counts now"},
+	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "tagcount:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "tagcount: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return errUsage
+	}
+	return cmd.run(ctx, args[1:], stdout, stderr)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: tagcount <command> [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun `tagcount <command> -h` for a command's flags; every flag also reads TAGCOUNT_<FLAG_NAME>.")
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/unleashtest"
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+// TestMixedRolloutKeepsEveryCountExact has many authors post, edit and delete
+// while ops move the new-path rollout up and down on a real Unleash server;
+// works are posted on one path and edited or deleted on the other. Once the
+// system is quiet every count equals the independent count of posted works.
+func TestMixedRolloutKeepsEveryCountExact(t *testing.T) {
+	t.Parallel()
+	unleash := unleashtest.Start(t)
+	unleash.CreateFlag(t, flags.NewPostingPath)
+	unleash.SetRollout(t, flags.NewPostingPath, 0)
+	// The kill switch and reconcile flag exist too, as the runbook requires.
+	unleash.CreateFlag(t, flags.TierDeferral)
+	unleash.SetRollout(t, flags.TierDeferral, 100)
+	unleash.CreateFlag(t, flags.ReconcileApply)
+	unleash.SetRollout(t, flags.ReconcileApply, 100)
+
+	redisAddr := testdb.RequireRedis(t)
+	cfg, _ := mysql.ParseDSN(testdb.ServerDSN())
+	name := fmt.Sprintf("tc_rollout_%d", time.Now().UnixNano())
+	st, err := startStack(context.Background(), stackOptions{
+		MySQLDSN: cfg.FormatDSN(), Database: name, Create: true, Migrate: true,
+		RedisAddr: redisAddr, Queue: testdb.Queue(t), Path: "flag", AuthSecret: "rollout-secret-rollout-secret",
+		DataDir: t.TempDir(), Partitions: 4, GroupID: name, API: true, Worker: true, Counter: true, EmbeddedKafka: true,
+		Flags:  flags.Config{URL: unleash.APIURL(), Token: unleash.ClientToken(), RefreshInterval: 200 * time.Millisecond},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.Close()
+		st.DB.Exec("DROP DATABASE IF EXISTS `" + name + "`")
+	})
+	if err := st.Flags.WaitForSync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	const authors = 24
+	var (
+		stop         atomic.Bool
+		wg           sync.WaitGroup
+		paths        sync.Map // "legacy"/"new" → *atomic.Int64, from post answers
+		crossEdits   atomic.Int64
+		unexpected   atomic.Int64
+		unexpectedMu sync.Mutex
+		firstBad     string
+	)
+	bump := func(path string) *atomic.Int64 {
+		v, _ := paths.LoadOrStore(path, new(atomic.Int64))
+		return v.(*atomic.Int64)
+	}
+	bad := func(format string, args ...any) {
+		unexpected.Add(1)
+		unexpectedMu.Lock()
+		if firstBad == "" {
+			firstBad = fmt.Sprintf(format, args...)
+		}
+		unexpectedMu.Unlock()
+	}
+	for a := int64(1); a <= authors; a++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := st.client(t, a, api.RoleAuthor)
+			rng := rand.New(rand.NewPCG(uint64(a), 7))
+			for n := 0; !stop.Load(); n++ {
+				body := draftBody(fmt.Sprintf("a%d-%d", a, n), fmt.Sprintf("Tag %d", rng.IntN(40)), fmt.Sprintf("Tag %d", rng.IntN(400)))
+				status, d, _ := c.do("POST", "/v1/drafts", body)
+				if status != 201 {
+					bad("create: %d %v", status, d)
+					continue
+				}
+				status, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
+				if status == 503 {
+					continue // legacy path lost a lock race; nothing was applied
+				}
+				if status != 201 && status != 202 {
+					bad("post: %d %v", status, res)
+					continue
+				}
+				postedOn, _ := res["path"].(string)
+				bump(postedOn).Add(1)
+				// Wait for the work, then edit or delete it a third of the time
+				// each — by then the rollout may have moved the author.
+				var workID string
+				deadline := time.Now().Add(20 * time.Second)
+				for workID == "" && time.Now().Before(deadline) {
+					_, got, _ := c.do("GET", "/v1/drafts/"+id(d, "id"), nil)
+					if got["state"] == "posted" {
+						workID = id(got, "work_id")
+					} else {
+						time.Sleep(10 * time.Millisecond) // polling the job
+					}
+				}
+				if workID == "" {
+					bad("draft %s never posted", id(d, "id"))
+					continue
+				}
+				switch rng.IntN(3) {
+				case 0:
+					edited := draftBody("edited", fmt.Sprintf("Tag %d", rng.IntN(40)), "Edited tag")
+					status, res, _ = c.do("PUT", "/v1/works/"+workID, edited)
+				case 1:
+					status, res, _ = c.do("DELETE", "/v1/works/"+workID, nil)
+				default:
+					continue
+				}
+				if status == 503 {
+					continue
+				}
+				if status != 200 && status != 202 && status != 204 {
+					bad("edit/delete: %d %v", status, res)
+					continue
+				}
+				if res != nil && res["path"] != nil && res["path"] != postedOn {
+					crossEdits.Add(1)
+				} else if status == 204 && postedOn == "new" {
+					crossEdits.Add(1) // 204 is the legacy path's delete
+				}
+			}
+		}()
+	}
+
+	for _, pct := range []int{30, 100, 0, 70, 10, 100, 50} {
+		unleash.SetRollout(t, flags.NewPostingPath, pct)
+		time.Sleep(1500 * time.Millisecond) // let traffic run at this rollout: the load, not a synchronisation
+	}
+	stop.Store(true)
+	wg.Wait()
+
+	if n := unexpected.Load(); n > 0 {
+		t.Fatalf("%d unexpected answers; first: %s", n, firstBad)
+	}
+	legacy, newPath := bump("legacy").Load(), bump("new").Load()
+	if legacy == 0 || newPath == 0 {
+		t.Fatalf("posts by path: legacy %d, new %d; the rollout should have used both", legacy, newPath)
+	}
+	if crossEdits.Load() == 0 {
+		t.Fatal("no work was edited or deleted on the other path than it was posted on")
+	}
+	t.Logf("posts: legacy %d, new %d; edits/deletes on the other path: %d", legacy, newPath, crossEdits.Load())
+
+	// Quiet: no queued drafts and an empty outbox, then exact counts.
+	waitFor(t, 60*time.Second, "the system to go quiet", func() bool {
+		var queued, pending int
+		st.DB.QueryRow("SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&queued)
+		st.DB.QueryRow("SELECT COUNT(*) FROM tag_events").Scan(&pending)
+		return queued == 0 && pending == 0
+	})
+	assertCountsExact(t, st)
+}
+
+// assertCountsExact compares every stored count with an independent count of
+// posted works using the tag.
+func assertCountsExact(t *testing.T, st *stack) {
+	t.Helper()
+	rows, err := st.DB.Query(`SELECT t.id, COALESCE(c.count, 0), COALESCE(u.uses, 0)
+		FROM tags t
+		LEFT JOIN tag_counts c ON c.tag_id = t.id
+		LEFT JOIN (SELECT g.tag_id, COUNT(*) AS uses FROM taggings g JOIN works w ON w.id = g.work_id GROUP BY g.tag_id) u
+		  ON u.tag_id = t.id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	wrong, total := 0, 0
+	for rows.Next() {
+		var id, count, uses int64
+		rows.Scan(&id, &count, &uses)
+		total++
+		if count != uses {
+			wrong++
+			if wrong <= 5 {
+				t.Errorf("tag %d: count %d, posted works using it %d", id, count, uses)
+			}
+		}
+	}
+	if wrong > 0 {
+		t.Fatalf("%d of %d tags have wrong counts", wrong, total)
+	}
+	if total == 0 {
+		t.Fatal("no tags at all")
+	}
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/flags"
+)
+
+// serve runs a stack with the roles picked by set until ctx ends (SIGTERM),
+// then shuts it down gracefully.
+func serve(ctx context.Context, name string, args []string, stdout, stderr io.Writer, set func(*stackOptions)) error {
+	var s settings
+	if _, err := parse(name, args, stderr, &s, nil); err != nil {
+		return err
+	}
+	log := newLogger(stderr, s.LogLevel, s.LogFormat)
+	if s.AuthSecret == "" && name == "api" {
+		return fmt.Errorf("TAGCOUNT_AUTH_SECRET (or --auth-secret) is required")
+	}
+	o := s.stackOptions()
+	o.Logger = log
+	set(&o)
+	st, err := startStack(ctx, o)
+	if err != nil {
+		return err
+	}
+	log.Info("tagcount started", "role", name, "url", st.URL)
+	<-ctx.Done()
+	log.Info("shutting down", "role", name)
+	return st.Close()
+}
+
+func (s *settings) stackOptions() stackOptions {
+	return stackOptions{
+		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Queue: s.Queue, Path: s.PostingPath,
+		AuthSecret: s.AuthSecret, DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
+		Topic: s.KafkaTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
+		ShutdownTimeout: s.ShutdownTimeout, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
+		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
+			BootstrapFile: s.FlagsBootstrap, BackupDir: filepath.Join(s.DataDir, "unleash")},
+	}
+}
+
+func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, "api", args, stdout, stderr, func(o *stackOptions) { o.API = true })
+}
+
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, "worker", args, stdout, stderr, func(o *stackOptions) { o.Worker = true })
+}
+
+func runCounter(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, "counter", args, stdout, stderr, func(o *stackOptions) { o.Counter = true })
+}
+
+// runDev runs every role in one process on the local services, with an
+// embedded Kafka broker, and prints how to try it.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var s settings
+	if _, err := parse("dev", args, stderr, &s, nil); err != nil {
+		return err
+	}
+	log := newLogger(stderr, s.LogLevel, s.LogFormat)
+	if s.AuthSecret == "" {
+		secret, err := devSecret(s.DataDir)
+		if err != nil {
+			return fmt.Errorf("dev secret in %s: %w", s.DataDir, err)
+		}
+		s.AuthSecret = secret
+	}
+	o := s.stackOptions()
+	o.Logger = log
+	o.Create, o.Migrate = true, true
+	o.API, o.Worker, o.Counter = true, true, true
+	o.EmbeddedKafka = true
+	st, err := startStack(ctx, o)
+	if err != nil {
+		return err
+	}
+	auth := api.Auth{Secret: []byte(s.AuthSecret)}
+	tok, _ := auth.IssueToken(42, api.RoleAuthor, 30*24*time.Hour)
+	adminTok, _ := auth.IssueToken(1, api.RoleAdmin, 30*24*time.Hour)
+	fmt.Fprintf(stdout, `tagcount dev is running at %[1]s  (MySQL %[2]s, Redis %[3]s, Kafka %[4]v)
+
+An author token (author 42) and an admin token:
+  export TOKEN=%[5]s
+  export ADMIN=%[6]s
+
+Write a draft, post it, and read the work and a tag count:
+  D=$(curl -s -X POST %[1]s/v1/drafts -H "Authorization: Bearer $TOKEN" -d '{"title":"First","body":"Hello","tags":{"rating":"General Audiences","warnings":["No Archive Warnings Apply"],"fandoms":["Star Trek"],"freeforms":["Fluff"]}}' | sed -E 's/.*"id":([0-9]+).*/\1/'); echo "draft $D"
+  curl -s -X POST %[1]s/v1/drafts/$D/post -H "Authorization: Bearer $TOKEN"
+  W=$(curl -s %[1]s/v1/drafts/$D -H "Authorization: Bearer $TOKEN" | sed -E 's/.*"work_id":([0-9]+).*/\1/'); echo "work $W"
+  curl -s %[1]s/v1/works/$W -H "Authorization: Bearer $TOKEN"
+  curl -s "%[1]s/v1/tags?type=fandom&name=Star%%20Trek" -H "Authorization: Bearer $TOKEN"
+
+Ctrl-C stops it.
+`, st.URL, st.DSN, s.RedisAddr, st.Brokers, tok, adminTok)
+	<-ctx.Done()
+	log.Info("shutting down")
+	return st.Close()
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var s settings
+	var create bool
+	rest, err := parse("migrate", args, stderr, &s, func(fs *flag.FlagSet) {
+		fs.BoolVar(&create, "create", true, "create the database if it does not exist")
+	})
+	if err != nil {
+		return err
+	}
+	return migrate(ctx, s.MySQLDSN, create, rest, stdout)
+}
+
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		authorID int64
+		admin    bool
+		ttl      time.Duration
+		secret   string
+		dataDir  string
+	)
+	if _, err := parse("token", args, stderr, nil, func(fs *flag.FlagSet) {
+		fs.Int64Var(&authorID, "author", 42, "author id (the token's sub)")
+		fs.BoolVar(&admin, "admin", false, "give the token the admin role")
+		fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+		fs.StringVar(&secret, "auth-secret", "", "HS256 secret (default: the dev secret in the data dir)")
+		fs.StringVar(&dataDir, "data-dir", ".tagcount", "data dir holding the dev secret")
+	}); err != nil {
+		return err
+	}
+	if authorID <= 0 {
+		return fmt.Errorf("--author must be a positive id")
+	}
+	if secret == "" {
+		var err error
+		if secret, err = devSecret(dataDir); err != nil {
+			return err
+		}
+	}
+	role := api.RoleAuthor
+	if admin {
+		role = api.RoleAdmin
+	}
+	tok, err := api.Auth{Secret: []byte(secret)}.IssueToken(authorID, role, ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
