@@ -83,7 +83,7 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.Vocab.Freeforms, "freeforms", loadgen.DefaultVocabulary.Freeforms, "free-form tag vocabulary size")
 	fs.Float64Var(&s.Vocab.Exponent, "zipf-exponent", loadgen.DefaultVocabulary.Exponent, "Zipf exponent of tag popularity (> 1)")
 	fs.IntVar(&s.MaxRetries, "max-retries", 5, "retries of a 503 or transport error before a work is given up (negative: none)")
-	fs.DurationVar(&s.MaxRetryWait, "max-retry-wait", time.Second, "longest wait honoured from a Retry-After")
+	fs.DurationVar(&s.MaxRetryWait, "max-retry-wait", time.Second, "longest wait honoured from a Retry-After (each retry adds up to half again as jitter)")
 	fs.DurationVar(&s.PollTimeout, "poll-timeout", 30*time.Second, "longest wait for a post to become a work, and for a small tag's count")
 	fs.DurationVar(&s.DrainTimeout, "drain-timeout", 60*time.Second, "longest wait for posts, polls, edits and deletes after the load stops")
 	fs.DurationVar(&s.OutboxWait, "outbox-wait", 15*time.Second, "longest wait for the outbox to drain before the exactness check")

@@ -332,7 +332,7 @@ func TestLoadgenCountsLegacyDeadlocksByKindRetriesThemAndDropsItsDatabases(t *te
 	// same tag_counts rows in each work's own tag order, so transactions
 	// deadlock.
 	lr := runLoadgenCmd(t, "--paths", "legacy", "--concurrency", "32", "--posts", "400", "--authors", "32",
-		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1",
+		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1", "--max-retries", "20",
 		"--ceiling=false", "--out-png", "")
 	r := lr.Report.Result("legacy")
 	if r == nil {
@@ -364,7 +364,7 @@ func TestLoadgenWithoutRetriesGivesUpDeadlockedWorksAndCountsStayExact(t *testin
 	t.Parallel()
 	const posts = 200
 	lr := runLoadgenCmd(t, "--paths", "legacy", "--concurrency", "32", "--posts", "200", "--authors", "32",
-		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1",
+		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1", "--max-retries", "20",
 		"--max-retries", "-1", "--ceiling=false", "--out-png", "")
 	r := lr.Report.Result("legacy")
 	if r == nil {

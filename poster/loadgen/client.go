@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -138,7 +139,8 @@ type client struct {
 }
 
 // do sends one request, retrying 503s and transport errors up to
-// maxRetries times (waiting Retry-After, capped at maxWait), and decodes a
+// maxRetries times (waiting Retry-After, capped at maxWait, plus jitter),
+// and decodes a
 // success body into out (when out is not nil). want lists the success
 // statuses. It returns the status of the success.
 func (c *client) do(ctx context.Context, op Op, method, path, token string, body []byte, want []int, out any) (int, error) {
@@ -153,7 +155,7 @@ func (c *client) do(ctx context.Context, op Op, method, path, token string, body
 			c.rec.gaveUp()
 			return 0, err
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(jitter(wait))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -176,6 +178,16 @@ func (c *client) nextTry(err error, attempt int) (time.Duration, bool) {
 		wait = 50 * time.Millisecond
 	}
 	return min(wait, c.maxWait), true
+}
+
+// jitter spreads a retry over [wait, 1.5·wait): requests that deadlocked
+// together and all waited the same Retry-After would otherwise come back
+// in the same instant and deadlock again.
+func jitter(wait time.Duration) time.Duration {
+	if wait <= 1 {
+		return wait
+	}
+	return wait + rand.N(wait/2)
 }
 
 func (c *client) once(ctx context.Context, op Op, method, path, token string, body []byte, want []int, out any) (int, error) {

@@ -146,6 +146,24 @@ func TestRetriesWaitForRetryAfterUpToTheCapThenGiveUp(t *testing.T) {
 	}
 }
 
+func TestJitterSpreadsRetriesOverHalfTheirWaitAgain(t *testing.T) {
+	const wait = 100 * time.Millisecond
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		got := jitter(wait)
+		if got < wait || got >= wait+wait/2 {
+			t.Fatalf("jitter(%v) = %v, want within [%v, %v)", wait, got, wait, wait+wait/2)
+		}
+		seen[got] = true
+	}
+	if len(seen) < 100 {
+		t.Errorf("200 jittered waits took only %d distinct values", len(seen))
+	}
+	if got := jitter(0); got != 0 {
+		t.Errorf("jitter(0) = %v", got)
+	}
+}
+
 func TestBareTransactionErrorsCountAsTheirResponsesWould(t *testing.T) {
 	for _, c := range []struct {
 		err  error
