@@ -364,7 +364,7 @@ func TestLoadgenWithoutRetriesGivesUpDeadlockedWorksAndCountsStayExact(t *testin
 	t.Parallel()
 	const posts = 200
 	lr := runLoadgenCmd(t, "--paths", "legacy", "--concurrency", "32", "--posts", "200", "--authors", "32",
-		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1", "--max-retries", "20",
+		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1",
 		"--max-retries", "-1", "--ceiling=false", "--out-png", "")
 	r := lr.Report.Result("legacy")
 	if r == nil {
