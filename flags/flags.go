@@ -227,7 +227,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		unleash.WithAppName(cfg.AppName),
 		unleash.WithRefreshInterval(cfg.RefreshInterval),
 		unleash.WithStorage(st),
-		unleash.WithListener(&listener{log: log}),
+		unleash.WithListener(&listener{log: log, offline: cfg.URL == ""}),
 		unleash.WithHttpClient(&http.Client{Transport: tr, Timeout: cfg.HTTPTimeout}),
 		unleash.WithCustomHeaders(headers),
 	}
@@ -335,9 +335,18 @@ func redactURL(raw string) string {
 }
 
 // listener routes the Unleash client's events to the log.
-type listener struct{ log *slog.Logger }
+type listener struct {
+	log     *slog.Logger
+	offline bool // no server: the client's "ready" follows the offline transport's 304
+}
 
 func (l *listener) OnError(err error)   { l.log.Warn("unleash client error", "err", err) }
 func (l *listener) OnWarning(err error) { l.log.Warn("unleash client warning", "err", err) }
-func (l *listener) OnReady()            { l.log.Info("flag definitions fetched from unleash server") }
-func (l *listener) OnUpdate()           { l.log.Info("flag definitions changed on unleash server") }
+func (l *listener) OnReady() {
+	if l.offline {
+		l.log.Info("flag definitions ready without an unleash server (bootstrap, else defaults)")
+		return
+	}
+	l.log.Info("flag definitions fetched from unleash server")
+}
+func (l *listener) OnUpdate() { l.log.Info("flag definitions changed on unleash server") }
