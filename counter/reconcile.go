@@ -259,12 +259,8 @@ func (r *Reconciler) begin(ctx context.Context, opts ReconcileOptions) (*reconci
 		return fail(fmt.Errorf("reconcile: mark abandoned runs: %w", err))
 	}
 	dry := opts.DryRun || !r.applyOn()
-	var onlyTag any
-	if opts.TagID > 0 {
-		onlyTag = opts.TagID
-	}
 	res, err := conn.ExecContext(ctx,
-		"INSERT INTO reconcile_runs (state, dry_run, only_tag_id) VALUES ('running', ?, ?)", dry, onlyTag)
+		"INSERT INTO reconcile_runs (state, dry_run, only_tag_id) VALUES ('running', ?, ?)", dry, reconcileNullID(opts.TagID))
 	if err != nil {
 		return fail(fmt.Errorf("reconcile: record run: %w", err))
 	}
