@@ -165,14 +165,7 @@ func (a *reconcileArchive) forget(work int64) {
 // count bumps.
 func (a *reconcileArchive) edit(ctx context.Context, legacy bool, work int64, candidates []int64) error {
 	return reconcileRetry(ctx, a.db.DB, sql.LevelRepeatableRead, func(tx *sql.Tx) error {
-		var id int64
-		if err := tx.QueryRowContext(ctx, "SELECT id FROM works WHERE id = ? FOR UPDATE", work).Scan(&id); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return errReconcileGone
-			}
-			return err
-		}
-		have, err := reconcileWorkTags(ctx, tx, work)
+		have, err := reconcileLockWork(ctx, tx, work)
 		if err != nil {
 			return err
 		}
@@ -205,14 +198,7 @@ func (a *reconcileArchive) edit(ctx context.Context, legacy bool, work int64, ca
 // remove deletes a posted work: its taggings go and each tag gets -1.
 func (a *reconcileArchive) remove(ctx context.Context, legacy bool, work int64) error {
 	err := reconcileRetry(ctx, a.db.DB, sql.LevelRepeatableRead, func(tx *sql.Tx) error {
-		var id int64
-		if err := tx.QueryRowContext(ctx, "SELECT id FROM works WHERE id = ? FOR UPDATE", work).Scan(&id); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return errReconcileGone
-			}
-			return err
-		}
-		have, err := reconcileWorkTags(ctx, tx, work)
+		have, err := reconcileLockWork(ctx, tx, work)
 		if err != nil {
 			return err
 		}
@@ -238,7 +224,16 @@ func (a *reconcileArchive) remove(ctx context.Context, legacy bool, work int64) 
 	return err
 }
 
-func reconcileWorkTags(ctx context.Context, tx *sql.Tx, work int64) ([]int64, error) {
+// reconcileLockWork locks a posted work's row and returns its tags in
+// ascending order, or errReconcileGone if the work has been deleted.
+func reconcileLockWork(ctx context.Context, tx *sql.Tx, work int64) ([]int64, error) {
+	var id int64
+	if err := tx.QueryRowContext(ctx, "SELECT id FROM works WHERE id = ? FOR UPDATE", work).Scan(&id); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errReconcileGone
+		}
+		return nil, err
+	}
 	rows, err := tx.QueryContext(ctx, "SELECT tag_id FROM taggings WHERE work_id = ? ORDER BY tag_id", work)
 	if err != nil {
 		return nil, err
