@@ -403,6 +403,26 @@ func (a *reconcileArchive) tagCountsSnapshot() string {
 	return sb.String()
 }
 
+// correctionStamps returns, in order, the updated_at of every tag_counts row
+// written since since: when the database applied each correction.
+func (a *reconcileArchive) correctionStamps(since time.Time) []time.Time {
+	a.t.Helper()
+	rows, err := a.db.Query("SELECT updated_at FROM tag_counts WHERE updated_at >= ? ORDER BY updated_at", since)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer rows.Close()
+	var stamps []time.Time
+	for rows.Next() {
+		var at time.Time
+		if err := rows.Scan(&at); err != nil {
+			a.t.Fatal(err)
+		}
+		stamps = append(stamps, at)
+	}
+	return stamps
+}
+
 // shift adds delta to a tag's stored count: an injected drift of -delta.
 func (a *reconcileArchive) shift(tag, delta int64) {
 	a.t.Helper()

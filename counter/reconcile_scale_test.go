@@ -204,19 +204,7 @@ func TestReconcileScale(t *testing.T) {
 	// The rate, from when the database applied each correction. The posting
 	// load writes no tag_counts rows (nothing applies the outbox here), so
 	// every row written since the run started is a correction.
-	rows, err := db.QueryContext(ctx, "SELECT updated_at FROM tag_counts WHERE updated_at >= ? ORDER BY updated_at", rep.StartedAt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stamps []time.Time
-	for rows.Next() {
-		var at time.Time
-		if err := rows.Scan(&at); err != nil {
-			t.Fatal(err)
-		}
-		stamps = append(stamps, at)
-	}
-	rows.Close()
+	stamps := a.correctionStamps(rep.StartedAt)
 	if len(stamps) != drifted {
 		t.Fatalf("%d rows written during the run; want %d", len(stamps), drifted)
 	}

@@ -509,19 +509,7 @@ func TestReconcileNeverCorrectsFasterThanTheRate(t *testing.T) {
 		t.Fatalf("report %+v; want %d corrections", rep, drifted)
 	}
 	// When the database applied each correction: tag_counts.updated_at.
-	var stamps []time.Time
-	rows, err := a.db.Query("SELECT updated_at FROM tag_counts WHERE updated_at >= ? ORDER BY updated_at", rep.StartedAt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var at time.Time
-		if err := rows.Scan(&at); err != nil {
-			t.Fatal(err)
-		}
-		stamps = append(stamps, at)
-	}
-	rows.Close()
+	stamps := a.correctionStamps(rep.StartedAt)
 	if len(stamps) != drifted {
 		t.Fatalf("%d rows written during the run; want %d", len(stamps), drifted)
 	}
