@@ -20,7 +20,6 @@ type syncOpts struct {
 	authorID      int64           // when non-zero, the draft must be this author's
 	content       *drafts.Content // when set, written to the draft in the same transaction
 	delete        bool            // delete the work and its draft
-	version       int64           // when non-zero (the job), the draft version the job was made for
 }
 
 // errDraftGone means the draft no longer exists (its work was deleted).
