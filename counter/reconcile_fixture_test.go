@@ -37,6 +37,17 @@ func newReconcileArchive(t testing.TB) *reconcileArchive {
 	return &reconcileArchive{t: t, db: testdb.New(t)}
 }
 
+// newSettledReconcileArchive returns a new archive with n freeform tags
+// (ascending ids) and posts works on them, settled: every count right and
+// nothing pending.
+func newSettledReconcileArchive(t testing.TB, n, posts int) (*reconcileArchive, []int64) {
+	t.Helper()
+	a := newReconcileArchive(t)
+	tags := a.tags(n, "freeform")
+	a.settle(context.Background(), posts, tags)
+	return a, tags
+}
+
 // tags creates n tags of type typ and returns their ids in ascending order.
 func (a *reconcileArchive) tags(n int, typ string) []int64 {
 	a.t.Helper()

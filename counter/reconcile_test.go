@@ -204,9 +204,7 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 func TestReconcileDryRunWritesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(10, "freeform")
-	a.settle(ctx, 30, tags)
+	a, tags := newSettledReconcileArchive(t, 10, 30)
 	a.shift(tags[1], 4)
 	a.shift(tags[5], -9)
 	if _, err := a.db.Exec("DELETE FROM tag_counts WHERE tag_id = ?", tags[8]); err != nil {
@@ -247,9 +245,7 @@ func TestReconcileDryRunWritesNothing(t *testing.T) {
 func TestReconcileApplyTurnedOffMidRunStopsCorrecting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(3, "freeform")
-	a.settle(ctx, 6, tags)
+	a, tags := newSettledReconcileArchive(t, 3, 6)
 	for _, tag := range tags {
 		a.shift(tag, 1)
 	}
@@ -361,9 +357,7 @@ func reconcileErrCode(m map[string]any) string {
 func TestReconcileRunsOneAtATimeAcrossWorkers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(4, "freeform")
-	a.settle(ctx, 8, tags)
+	a, tags := newSettledReconcileArchive(t, 4, 8)
 	a.shift(tags[2], 5)
 
 	// Two workers (two Reconcilers on one database) start at the same moment.
@@ -428,9 +422,7 @@ func TestReconcileRunsOneAtATimeAcrossWorkers(t *testing.T) {
 func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(3, "freeform")
-	a.settle(ctx, 6, tags)
+	a, tags := newSettledReconcileArchive(t, 3, 6)
 	a.shift(tags[0], -7)
 
 	// A row left running by a process that died long ago.
@@ -489,10 +481,8 @@ func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
 func TestReconcileNeverCorrectsFasterThanTheRate(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newReconcileArchive(t)
 	const drifted, perSecond = 30, 20.0
-	tags := a.tags(drifted+10, "freeform")
-	a.settle(ctx, 40, tags)
+	a, tags := newSettledReconcileArchive(t, drifted+10, 40)
 	for i, tag := range tags[:drifted] {
 		if i%2 == 0 {
 			a.shift(tag, int64(i+1))
@@ -528,10 +518,7 @@ func TestReconcileNeverCorrectsFasterThanTheRate(t *testing.T) {
 
 func TestReconcileHTTP(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(5, "freeform")
-	a.settle(ctx, 10, tags)
+	a, tags := newSettledReconcileArchive(t, 5, 10)
 	a.shift(tags[1], 3)
 	a.shift(tags[3], -4)
 	r := newTestReconciler(t, a, counter.ReconcileConfig{})
@@ -587,9 +574,7 @@ func TestReconcileHTTP(t *testing.T) {
 func TestReconcileTask(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(3, "freeform")
-	a.settle(ctx, 6, tags)
+	a, tags := newSettledReconcileArchive(t, 3, 6)
 	a.shift(tags[2], 2)
 
 	block := newReconcileBlocker(t)
@@ -631,10 +616,7 @@ func TestReconcileTask(t *testing.T) {
 // The task round-trips through a real asynq server on the machine's Redis.
 func TestReconcileTaskThroughAsynq(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(3, "freeform")
-	a.settle(ctx, 6, tags)
+	a, tags := newSettledReconcileArchive(t, 3, 6)
 	a.shift(tags[0], -6)
 	r := newTestReconciler(t, a, counter.ReconcileConfig{})
 
@@ -681,9 +663,7 @@ func (reconcileAsynqLogger) Fatal(...any) {}
 func TestReconcileMetrics(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a := newReconcileArchive(t)
-	tags := a.tags(4, "freeform")
-	a.settle(ctx, 8, tags)
+	a, tags := newSettledReconcileArchive(t, 4, 8)
 	a.shift(tags[0], 2)
 	a.shift(tags[3], -5)
 
