@@ -176,21 +176,12 @@ func (p *Poster) writeWork(ctx context.Context, tx *sql.Tx, draftID, authorID, w
 			SET w.title = d.title, w.body = d.body, w.version = d.version, w.updated_at = NOW(6) WHERE w.id = ?`, workID); err != nil {
 			return 0, nil, err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT tag_id FROM taggings WHERE work_id = ?`, workID)
+		ids, err := workTagIDs(ctx, tx, workID)
 		if err != nil {
 			return 0, nil, err
 		}
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return 0, nil, err
-			}
+		for _, id := range ids {
 			current[id] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return 0, nil, err
 		}
 	}
 
@@ -244,21 +235,12 @@ func (p *Poster) writeWork(ctx context.Context, tx *sql.Tx, draftID, authorID, w
 func (p *Poster) deleteWork(ctx context.Context, tx *sql.Tx, draftID, workID int64) ([]delta, error) {
 	var deltas []delta
 	if workID != 0 {
-		rows, err := tx.QueryContext(ctx, `SELECT tag_id FROM taggings WHERE work_id = ? ORDER BY position`, workID)
+		ids, err := workTagIDs(ctx, tx, workID)
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, err
-			}
+		for _, id := range ids {
 			deltas = append(deltas, delta{id, -1})
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM taggings WHERE work_id = ?`, workID); err != nil {
 			return nil, err
@@ -271,6 +253,24 @@ func (p *Poster) deleteWork(ctx context.Context, tx *sql.Tx, draftID, workID int
 		return nil, err
 	}
 	return deltas, nil
+}
+
+// workTagIDs returns the tag ids of workID in the order the author listed them.
+func workTagIDs(ctx context.Context, tx *sql.Tx, workID int64) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT tag_id FROM taggings WHERE work_id = ? ORDER BY position`, workID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // writeOutbox writes one tag_events row per delta and returns them with their
