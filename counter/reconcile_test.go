@@ -283,7 +283,7 @@ type reconcileBlocker struct {
 	once    sync.Once
 }
 
-func newReconcileBlocker(t testing.TB) *reconcileBlocker {
+func newReconcileBlocker() *reconcileBlocker {
 	return &reconcileBlocker{started: make(chan struct{}, 8), release: make(chan struct{})}
 }
 
@@ -361,7 +361,7 @@ func TestReconcileRunsOneAtATimeAcrossWorkers(t *testing.T) {
 	a.shift(tags[2], 5)
 
 	// Two workers (two Reconcilers on one database) start at the same moment.
-	block := newReconcileBlocker(t)
+	block := newReconcileBlocker()
 	workers := []*counter.Reconciler{
 		newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress}),
 		newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress}),
@@ -439,7 +439,7 @@ func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
 	// A run whose database session dies mid-run (its process was killed):
 	// the lock goes with the session, the next run starts, and the dead run
 	// can write nothing more.
-	block := newReconcileBlocker(t)
+	block := newReconcileBlocker()
 	victim := newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress})
 	t.Cleanup(block.Release)
 	id, err := victim.Start(ctx, counter.ReconcileOptions{})
@@ -577,7 +577,7 @@ func TestReconcileTask(t *testing.T) {
 	a, tags := newSettledReconcileArchive(t, 3, 6)
 	a.shift(tags[2], 2)
 
-	block := newReconcileBlocker(t)
+	block := newReconcileBlocker()
 	holder := newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress})
 	t.Cleanup(block.Release)
 	id, err := holder.Start(ctx, counter.ReconcileOptions{DryRun: true})
