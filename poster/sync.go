@@ -187,9 +187,7 @@ func (p *Poster) writeWork(ctx context.Context, tx *sql.Tx, draftID, authorID, w
 
 	var deltas []delta
 	desired := make(map[int64]bool, len(tagIDs))
-	var upsert strings.Builder
 	args := make([]any, 0, 3*len(tagIDs))
-	upsert.WriteString("INSERT INTO taggings (work_id, tag_id, position) VALUES ")
 	for i, id := range tagIDs {
 		if desired[id] {
 			continue
@@ -198,13 +196,8 @@ func (p *Poster) writeWork(ctx context.Context, tx *sql.Tx, draftID, authorID, w
 		if !current[id] {
 			deltas = append(deltas, delta{id, +1})
 		}
-		if i > 0 {
-			upsert.WriteByte(',')
-		}
-		upsert.WriteString("(?,?,?)")
 		args = append(args, workID, id, i)
 	}
-	upsert.WriteString(" ON DUPLICATE KEY UPDATE position = VALUES(position)")
 	var removed []any
 	for id := range current {
 		if !desired[id] {
@@ -213,13 +206,15 @@ func (p *Poster) writeWork(ctx context.Context, tx *sql.Tx, draftID, authorID, w
 		}
 	}
 	if len(removed) > 0 {
-		q := "DELETE FROM taggings WHERE work_id = ? AND tag_id IN (" + placeholders(len(removed)) + ")"
+		q := "DELETE FROM taggings WHERE work_id = ? AND tag_id IN (" + repeatJoin("?", ",", len(removed)) + ")"
 		if _, err := tx.ExecContext(ctx, q, append([]any{workID}, removed...)...); err != nil {
 			return 0, nil, err
 		}
 	}
 	if len(args) > 0 {
-		if _, err := tx.ExecContext(ctx, upsert.String(), args...); err != nil {
+		q := "INSERT INTO taggings (work_id, tag_id, position) VALUES " + repeatJoin("(?,?,?)", ",", len(args)/3) +
+			" ON DUPLICATE KEY UPDATE position = VALUES(position)"
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -280,17 +275,11 @@ func writeOutbox(ctx context.Context, tx *sql.Tx, workID int64, deltas []delta, 
 	if len(deltas) == 0 {
 		return nil, nil
 	}
-	var sb strings.Builder
 	args := make([]any, 0, 3*len(deltas))
-	sb.WriteString("INSERT INTO tag_events (tag_id, delta, work_id) VALUES ")
-	for i, d := range deltas {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("(?,?,?)")
+	for _, d := range deltas {
 		args = append(args, d.tagID, d.delta, workID)
 	}
-	res, err := tx.ExecContext(ctx, sb.String(), args...)
+	res, err := tx.ExecContext(ctx, "INSERT INTO tag_events (tag_id, delta, work_id) VALUES "+repeatJoin("(?,?,?)", ",", len(deltas)), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -350,9 +339,11 @@ func (p *Poster) consecutiveIDs(ctx context.Context) bool {
 
 func marshalTags(t drafts.Tags) ([]byte, error) { return json.Marshal(t) }
 
-func placeholders(n int) string {
+// repeatJoin returns n copies of s separated by sep: the placeholder list of
+// an IN (...), the rows of a multi-row VALUES, the terms of an OR.
+func repeatJoin(s, sep string, n int) string {
 	if n <= 0 {
 		return ""
 	}
-	return strings.Repeat("?,", n-1) + "?"
+	return strings.Repeat(s+sep, n-1) + s
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/tagcount/tagcount/drafts"
@@ -65,21 +64,16 @@ func (r *tagResolver) resolve(ctx context.Context, refs []drafts.TagRef) ([]int6
 			ra, rb := refs[create[a]], refs[create[b]]
 			return ra.Type < rb.Type || (ra.Type == rb.Type && ra.Key() < rb.Key())
 		})
-		var sb strings.Builder
 		args := make([]any, 0, 3*len(create))
-		sb.WriteString("INSERT IGNORE INTO tags (type, name, name_key) VALUES ")
-		for n, i := range create {
-			if n > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString("(?,?,?)")
+		for _, i := range create {
 			args = append(args, refs[i].Type, refs[i].Name, refs[i].Key())
 		}
+		q := "INSERT IGNORE INTO tags (type, name, name_key) VALUES " + repeatJoin("(?,?,?)", ",", len(create))
 		// The statement commits alone and inserting a tag twice is harmless,
 		// so a deadlock between two creators is simply tried again.
 		var err error
 		for attempt := 0; attempt < 5; attempt++ {
-			if _, err = r.db.ExecContext(ctx, sb.String(), args...); !api.IsLockConflict(err) {
+			if _, err = r.db.ExecContext(ctx, q, args...); !api.IsLockConflict(err) {
 				break
 			}
 		}
@@ -113,17 +107,11 @@ func (r *tagResolver) resolve(ctx context.Context, refs []drafts.TagRef) ([]int6
 }
 
 func (r *tagResolver) lookup(ctx context.Context, refs []drafts.TagRef, which []int) (map[tagKey]int64, error) {
-	var sb strings.Builder
 	args := make([]any, 0, 2*len(which))
-	sb.WriteString("SELECT id, type, name_key FROM tags WHERE ")
-	for n, i := range which {
-		if n > 0 {
-			sb.WriteString(" OR ")
-		}
-		sb.WriteString("(type = ? AND name_key = ?)")
+	for _, i := range which {
 		args = append(args, refs[i].Type, refs[i].Key())
 	}
-	rows, err := r.db.QueryContext(ctx, sb.String(), args...)
+	rows, err := r.db.QueryContext(ctx, "SELECT id, type, name_key FROM tags WHERE "+repeatJoin("(type = ? AND name_key = ?)", " OR ", len(which)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up tags: %w", err)
 	}
