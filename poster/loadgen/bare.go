@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/drafts/api"
 )
@@ -88,15 +86,6 @@ func RunBare(ctx context.Context, tx BareTx, wl *Workload, concurrency int, d ti
 // classifyTx maps a transaction's error to the kind its HTTP response would
 // have been counted as.
 func classifyTx(err error) ErrorKind {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		switch me.Number {
-		case 1213:
-			return ErrDeadlock
-		case 1205:
-			return ErrLockWait
-		}
-	}
 	switch e := api.Classify(err); {
 	case e.Code == "deadlock":
 		return ErrDeadlock
