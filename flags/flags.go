@@ -69,15 +69,6 @@ func Definitions() []Definition {
 	return append([]Definition(nil), definitions...)
 }
 
-func definition(name string) (Definition, bool) {
-	for _, d := range definitions {
-		if d.Name == name {
-			return d, true
-		}
-	}
-	return Definition{}, false
-}
-
 // Config configures a Client.
 type Config struct {
 	// URL is the Unleash API URL, e.g. http://127.0.0.1:4242/api. Empty runs
