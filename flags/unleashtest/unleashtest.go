@@ -408,8 +408,8 @@ func dropAbandonedDBs(script string) {
 				continue
 			}
 			pid, _ := strconv.Atoi(m[1])
-			if pid == os.Getpid() || syscall.Kill(pid, 0) == nil || errors.Is(syscall.Kill(pid, 0), syscall.EPERM) {
-				continue
+			if err := syscall.Kill(pid, 0); pid == os.Getpid() || err == nil || errors.Is(err, syscall.EPERM) {
+				continue // its test binary is still running
 			}
 			_ = exec.Command("bash", script, "dropdb", name).Run()
 		}
