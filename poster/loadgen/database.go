@@ -25,7 +25,7 @@ type rowCounter struct {
 	db     *sql.DB
 	schema string
 	source string
-	read   func(ctx context.Context, table string) (int64, error)
+	query  string // reads one table's counter, given schema and table; "" when unavailable
 }
 
 // newRowCounter picks the counters the server has: MariaDB's user
@@ -44,37 +44,32 @@ func newRowCounter(ctx context.Context, db *sql.DB) *rowCounter {
 			return rc
 		}
 		rc.source = "mariadb userstat (information_schema.TABLE_STATISTICS.ROWS_CHANGED)"
-		rc.read = func(ctx context.Context, table string) (int64, error) {
-			var n sql.NullInt64
-			err := db.QueryRowContext(ctx, "SELECT ROWS_CHANGED FROM information_schema.TABLE_STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-				rc.schema, table).Scan(&n)
-			if errors.Is(err, sql.ErrNoRows) {
-				return 0, nil
-			}
-			return n.Int64, err
-		}
+		rc.query = "SELECT ROWS_CHANGED FROM information_schema.TABLE_STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
 		return rc
 	}
 	rc.source = "performance_schema.table_io_waits_summary_by_table"
-	rc.read = func(ctx context.Context, table string) (int64, error) {
-		var n sql.NullInt64
-		err := db.QueryRowContext(ctx, "SELECT COUNT_INSERT + COUNT_UPDATE + COUNT_DELETE FROM performance_schema.table_io_waits_summary_by_table WHERE OBJECT_SCHEMA = ? AND OBJECT_NAME = ?",
-			rc.schema, table).Scan(&n)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, nil
-		}
-		return n.Int64, err
-	}
+	rc.query = "SELECT COUNT_INSERT + COUNT_UPDATE + COUNT_DELETE FROM performance_schema.table_io_waits_summary_by_table WHERE OBJECT_SCHEMA = ? AND OBJECT_NAME = ?"
 	if _, err := rc.read(ctx, "tag_counts"); err != nil {
 		rc.source = "unavailable: " + err.Error()
-		rc.read = nil
+		rc.query = ""
 	}
 	return rc
 }
 
+// read returns table's counter; a table the server has no row for yet
+// counts 0.
+func (rc *rowCounter) read(ctx context.Context, table string) (int64, error) {
+	var n sql.NullInt64
+	err := rc.db.QueryRowContext(ctx, rc.query, rc.schema, table).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n.Int64, err
+}
+
 // snapshot reads the counters of tables; nil when unavailable.
 func (rc *rowCounter) snapshot(ctx context.Context, tables ...string) map[string]int64 {
-	if rc == nil || rc.read == nil {
+	if rc == nil || rc.query == "" {
 		return nil
 	}
 	m := make(map[string]int64, len(tables))
