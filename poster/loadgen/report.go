@@ -149,6 +149,17 @@ func always(f func(r *Result) float64) func(r *Result) (float64, bool) {
 	return func(r *Result) (float64, bool) { return f(r), true }
 }
 
+// server is a figure of the database server's status counters, when the
+// run read them.
+func server(f func(s *ServerWork) float64) func(r *Result) (float64, bool) {
+	return func(r *Result) (float64, bool) {
+		if r.Server == nil {
+			return 0, false
+		}
+		return f(r.Server), true
+	}
+}
+
 func rowsPerWork(table string) func(r *Result) (float64, bool) {
 	return func(r *Result) (float64, bool) {
 		w, ok := r.RowsOf(table)
@@ -192,30 +203,10 @@ func figures() []figure {
 			}
 			return "-"
 		}},
-		figure{name: "DB statements / posted work (server-wide)", val: func(r *Result) (float64, bool) {
-			if r.Server == nil {
-				return 0, false
-			}
-			return r.Server.StatementsPerWk, true
-		}, fmt: "%.1f", ratio: true},
-		figure{name: "DB prepares / posted work (server-wide)", val: func(r *Result) (float64, bool) {
-			if r.Server == nil {
-				return 0, false
-			}
-			return r.Server.PreparesPerWk, true
-		}, fmt: "%.1f", ratio: true},
-		figure{name: "DB row-lock waits (server-wide)", val: func(r *Result) (float64, bool) {
-			if r.Server == nil {
-				return 0, false
-			}
-			return float64(r.Server.RowLockWaits), true
-		}, fmt: "%.0f", ratio: true},
-		figure{name: "DB fsyncs / posted work (server-wide)", val: func(r *Result) (float64, bool) {
-			if r.Server == nil {
-				return 0, false
-			}
-			return r.Server.FsyncsPerWk, true
-		}, fmt: "%.2f", ratio: true},
+		figure{name: "DB statements / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.StatementsPerWk }), fmt: "%.1f", ratio: true},
+		figure{name: "DB prepares / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.PreparesPerWk }), fmt: "%.1f", ratio: true},
+		figure{name: "DB row-lock waits (server-wide)", val: server(func(s *ServerWork) float64 { return float64(s.RowLockWaits) }), fmt: "%.0f", ratio: true},
+		figure{name: "DB fsyncs / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.FsyncsPerWk }), fmt: "%.2f", ratio: true},
 		figure{name: "peak RSS (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakRSS) / (1 << 20) }), fmt: "%.0f", ratio: true},
 		figure{name: "peak Go runtime memory (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakGoSys) / (1 << 20) }), fmt: "%.0f", ratio: true},
 		figure{name: "counts (conservation)", text: func(r *Result) string {
