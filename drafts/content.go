@@ -20,9 +20,6 @@ const (
 	TypeFreeform     = "freeform"
 )
 
-// TagTypes lists the tag types in the order a work lists them.
-var TagTypes = []string{TypeRating, TypeWarning, TypeCategory, TypeFandom, TypeRelationship, TypeCharacter, TypeFreeform}
-
 // Fixed vocabularies of API.md.
 var (
 	Ratings    = []string{"General Audiences", "Teen And Up Audiences", "Mature", "Explicit", "Not Rated"}
