@@ -78,7 +78,7 @@ func RunBare(ctx context.Context, tx BareTx, wl *Workload, concurrency int, d ti
 	}
 	rec.mu.Lock()
 	out.Latency = summarize(rec.ops[OpPost])
-	out.Errors = Errors{Deadlock: rec.errs[ErrDeadlock], LockWait: rec.errs[ErrLockWait], Other5xx: rec.errs[ErrOther5xx], Other: rec.errs[ErrOther]}
+	out.Errors = rec.errorCounts()
 	rec.mu.Unlock()
 	return out, nil
 }

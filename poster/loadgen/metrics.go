@@ -127,6 +127,11 @@ func (r *recorder) failure(k ErrorKind) {
 	r.mu.Unlock()
 }
 
+// errorCounts returns the failures by kind; r.mu must be held.
+func (r *recorder) errorCounts() Errors {
+	return Errors{Deadlock: r.errs[ErrDeadlock], LockWait: r.errs[ErrLockWait], Other5xx: r.errs[ErrOther5xx], Other: r.errs[ErrOther], GaveUp: r.gaveUps}
+}
+
 func (r *recorder) count(field *int64) {
 	r.mu.Lock()
 	*field++

@@ -292,7 +292,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	out.PostToPosted = summarize(rec.postToPosted)
 	out.PostToCount = summarize(rec.postToCount)
-	out.Errors = Errors{Deadlock: rec.errs[ErrDeadlock], LockWait: rec.errs[ErrLockWait], Other5xx: rec.errs[ErrOther5xx], Other: rec.errs[ErrOther], GaveUp: rec.gaveUps}
+	out.Errors = rec.errorCounts()
 	missed := rec.missedArrivals
 	rec.mu.Unlock()
 	out.Works = Works{
