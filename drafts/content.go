@@ -115,29 +115,17 @@ func (c Content) Validate() error {
 	if err := checkName("tags.rating", t.Rating); err != nil {
 		return err
 	}
-	if !oneOf(t.Rating, Ratings) {
+	if _, ok := fixedName(Ratings, t.Rating); !ok {
 		return api.Invalid("tags.rating", "unknown_rating", "the rating must be one of: "+strings.Join(Ratings, ", "))
 	}
 	if len(t.Warnings) == 0 {
 		return api.Invalid("tags.warnings", "warning_required", "at least one archive warning is required")
 	}
-	for i, w := range t.Warnings {
-		f := fmt.Sprintf("tags.warnings[%d]", i)
-		if err := checkName(f, w); err != nil {
-			return err
-		}
-		if !oneOf(w, Warnings) {
-			return api.Invalid(f, "unknown_warning", "the warning must be one of: "+strings.Join(Warnings, ", "))
-		}
+	if err := checkFixed("tags.warnings", "warning", t.Warnings, Warnings); err != nil {
+		return err
 	}
-	for i, cat := range t.Categories {
-		f := fmt.Sprintf("tags.categories[%d]", i)
-		if err := checkName(f, cat); err != nil {
-			return err
-		}
-		if !oneOf(cat, Categories) {
-			return api.Invalid(f, "unknown_category", "the category must be one of: "+strings.Join(Categories, ", "))
-		}
+	if err := checkFixed("tags.categories", "category", t.Categories, Categories); err != nil {
+		return err
 	}
 	if len(t.Fandoms) == 0 {
 		return api.Invalid("tags.fandoms", "fandom_required", "at least one fandom is required")
@@ -177,29 +165,42 @@ func checkName(field, name string) error {
 	return nil
 }
 
+// checkFixed checks names listed under field against a fixed vocabulary; an
+// unknown name is a 422 with code unknown_<what>.
+func checkFixed(field, what string, names, set []string) error {
+	for i, n := range names {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if err := checkName(f, n); err != nil {
+			return err
+		}
+		if _, ok := fixedName(set, n); !ok {
+			return api.Invalid(f, "unknown_"+what, "the "+what+" must be one of: "+strings.Join(set, ", "))
+		}
+	}
+	return nil
+}
+
 // canonical spells names from a fixed vocabulary as the vocabulary does, so
 // "general audiences" and "General Audiences" name one tag spelled one way.
 func canonical(set []string, names ...string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
 		out[i] = n
-		k := NameKey(strings.TrimSpace(n))
-		for _, s := range set {
-			if NameKey(s) == k {
-				out[i] = s
-			}
+		if s, ok := fixedName(set, n); ok {
+			out[i] = s
 		}
 	}
 	return out
 }
 
-// oneOf compares case-insensitively, as tag names do.
-func oneOf(name string, set []string) bool {
+// fixedName returns set's spelling of name, compared case-insensitively as
+// tag names are, and whether set holds it.
+func fixedName(set []string, name string) (string, bool) {
 	k := NameKey(strings.TrimSpace(name))
 	for _, s := range set {
 		if NameKey(s) == k {
-			return true
+			return s, true
 		}
 	}
-	return false
+	return "", false
 }
