@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // BenchmarkWorkloadWork is the generator's hot loop: one work slot's
@@ -52,11 +53,11 @@ func BenchmarkZipfRank(b *testing.B) {
 // BenchmarkRecorderLatency is recording one request's latency, under
 // contention from all procs.
 func BenchmarkRecorderLatency(b *testing.B) {
-	rec := newRecorder(timeNow())
+	rec := newRecorder(time.Now())
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			rec.latency(OpPost, 1500_000, timeNow())
+			rec.latency(OpPost, 1500_000, time.Now())
 		}
 	})
 }

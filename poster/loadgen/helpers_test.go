@@ -3,5 +3,3 @@ package loadgen
 import "time"
 
 func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
-func timeNow() time.Time { return time.Now() }

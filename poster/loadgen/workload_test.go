@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -117,7 +118,7 @@ func TestLaterEditsAndDeletesFollowTheMix(t *testing.T) {
 			if wk.Edit.Tags.Rating != wk.Posted.Tags.Rating || !reflect.DeepEqual(wk.Edit.Tags.Fandoms, wk.Posted.Tags.Fandoms) {
 				t.Fatalf("slot %d: the edit changed the rating or fandoms", slot)
 			}
-			if wk.Probe != "" && !contains(wk.Edit.Tags.Freeforms, wk.Probe) {
+			if wk.Probe != "" && !slices.Contains(wk.Edit.Tags.Freeforms, wk.Probe) {
 				t.Fatalf("slot %d: the edit dropped the probe tag", slot)
 			}
 		case LaterDelete:
@@ -142,7 +143,7 @@ func TestEveryProbeEveryWorkCarriesItsOwnTag(t *testing.T) {
 		if (slot%10 == 0) != (wk.Probe != "") {
 			t.Fatalf("slot %d: probe %q", slot, wk.Probe)
 		}
-		if wk.Probe != "" && (!strings.HasPrefix(wk.Probe, "probe run7 ") || !contains(wk.Posted.Tags.Freeforms, wk.Probe)) {
+		if wk.Probe != "" && (!strings.HasPrefix(wk.Probe, "probe run7 ") || !slices.Contains(wk.Posted.Tags.Freeforms, wk.Probe)) {
 			t.Fatalf("slot %d: probe %q not among %v", slot, wk.Probe, wk.Posted.Tags.Freeforms)
 		}
 	}
@@ -225,13 +226,4 @@ func TestWeekendPeakRampsUpAndDown(t *testing.T) {
 	if _, err := ParseProfile("monday"); err == nil {
 		t.Error("unknown profile accepted")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
