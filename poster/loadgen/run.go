@@ -121,7 +121,7 @@ type Result struct {
 	Series          []SeriesPoint             `json:"series"`
 }
 
-// Rows returns the rows written to table, or false.
+// RowsOf returns the rows written to table, or false.
 func (r *Result) RowsOf(table string) (RowsWritten, bool) {
 	for _, w := range r.Rows {
 		if w.Table == table {
