@@ -41,9 +41,8 @@ type Poster interface {
 // Handlers serves the authors' API of API.md. Mount them behind
 // api.Auth.Require; they read the author from the request context.
 type Handlers struct {
-	Store     *Store
-	Poster    Poster
-	BodyLimit int64 // 0 = api.DefaultBodyLimit
+	Store  *Store
+	Poster Poster
 }
 
 type draftResponse struct {
@@ -75,9 +74,9 @@ func author(r *http.Request) int64 {
 	return p.AuthorID
 }
 
-func (h *Handlers) decodeContent(w http.ResponseWriter, r *http.Request) (Content, error) {
+func decodeContent(w http.ResponseWriter, r *http.Request) (Content, error) {
 	var c Content
-	if err := api.Decode(w, r, h.BodyLimit, &c); err != nil {
+	if err := api.Decode(w, r, api.DefaultBodyLimit, &c); err != nil {
 		return Content{}, err
 	}
 	return c, c.Validate()
@@ -86,7 +85,7 @@ func (h *Handlers) decodeContent(w http.ResponseWriter, r *http.Request) (Conten
 // HandleCreateDraft serves POST /v1/drafts.
 func (h *Handlers) HandleCreateDraft() http.Handler {
 	return api.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		c, err := h.decodeContent(w, r)
+		c, err := decodeContent(w, r)
 		if err != nil {
 			return err
 		}
@@ -122,7 +121,7 @@ func (h *Handlers) HandleReplaceDraft() http.Handler {
 		if err != nil {
 			return err
 		}
-		c, err := h.decodeContent(w, r)
+		c, err := decodeContent(w, r)
 		if err != nil {
 			return err
 		}
@@ -198,7 +197,7 @@ func (h *Handlers) HandleUpdateWork() http.Handler {
 		if err != nil {
 			return err
 		}
-		c, err := h.decodeContent(w, r)
+		c, err := decodeContent(w, r)
 		if err != nil {
 			return err
 		}
