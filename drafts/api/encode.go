@@ -1,15 +1,12 @@
 package api
 
 import (
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
 )
-
-var errDriverBadConn = driver.ErrBadConn
 
 // DefaultBodyLimit is the largest request body accepted: a 500,000-character
 // body of four-byte characters plus tags and JSON escaping.

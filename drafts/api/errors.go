@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -128,7 +129,7 @@ func IsUnavailable(err error) bool {
 	var ne net.Error
 	var oe *net.OpError
 	return errors.As(err, &oe) || errors.As(err, &ne) || errors.Is(err, mysql.ErrInvalidConn) ||
-		errors.Is(err, errDriverBadConn)
+		errors.Is(err, driver.ErrBadConn)
 }
 
 // WriteError writes err in the shape of API.md. Internal errors are logged
