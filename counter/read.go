@@ -78,7 +78,6 @@ type Reader struct {
 type cachedCount struct {
 	tc         TagCount
 	nameKey    string
-	read       time.Time // as_of
 	expires    time.Time
 	refreshAt  time.Time // large only; zero otherwise
 	refreshing bool
@@ -238,7 +237,7 @@ func (r *Reader) CountByName(ctx context.Context, typ, name string) (TagCount, b
 		}
 	}
 	r.mu.Unlock()
-	tcs, err := r.loadArgs(ctx, "t.type = ? AND t.name_key = ?", typ, key)
+	tcs, err := r.load(ctx, "t.type = ? AND t.name_key = ?", typ, key)
 	if err != nil {
 		return TagCount{}, false, err
 	}
@@ -330,13 +329,9 @@ type loadedCount struct {
 	nameKey string
 }
 
-func (r *Reader) load(ctx context.Context, where string) ([]loadedCount, error) {
-	return r.loadArgs(ctx, where)
-}
-
-// loadArgs reads tags and counts matching where, caches the medium and
-// large ones, and returns them all.
-func (r *Reader) loadArgs(ctx context.Context, where string, args ...any) ([]loadedCount, error) {
+// load reads tags and counts matching where, caches the medium and large
+// ones, and returns them all.
+func (r *Reader) load(ctx context.Context, where string, args ...any) ([]loadedCount, error) {
 	rows, err := r.db.QueryContext(ctx,
 		`SELECT t.id, t.name, t.type, t.name_key, COALESCE(c.count, 0)
 		 FROM tags t LEFT JOIN tag_counts c ON c.tag_id = t.id
@@ -387,7 +382,7 @@ func (r *Reader) storeLocked(l loadedCount, read time.Time) {
 		}
 	}
 	ttl := r.tiers.interval(l.tc.Count)
-	c := &cachedCount{tc: l.tc, nameKey: l.nameKey, read: read, expires: read.Add(ttl)}
+	c := &cachedCount{tc: l.tc, nameKey: l.nameKey, expires: read.Add(ttl)}
 	if tier == TierLarge {
 		c.refreshAt = read.Add(time.Duration(float64(ttl) * r.tiers.RefreshAhead))
 	}
