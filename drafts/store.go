@@ -65,12 +65,6 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 func (s *Store) FindDraftByID(ctx context.Context, authorID, id int64) (Draft, error) {
 	row := s.DB.QueryRowContext(ctx, `SELECT id, author_id, title, body, tags, state, COALESCE(work_id, 0), version,
 		COALESCE(error, ''), created_at, updated_at FROM drafts WHERE id = ? AND author_id = ?`, id, authorID)
-	return scanDraft(row)
-}
-
-// ScanDraft reads one draft row selected with the column list of
-// DraftColumns.
-func scanDraft(row interface{ Scan(...any) error }) (Draft, error) {
 	var d Draft
 	var tags []byte
 	err := row.Scan(&d.ID, &d.AuthorID, &d.Content.Title, &d.Content.Body, &tags, &d.State, &d.WorkID, &d.Version,
