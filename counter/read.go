@@ -260,11 +260,20 @@ func (r *Reader) cachedLocked(id int64, now time.Time) (TagCount, bool) {
 		return TagCount{}, false
 	}
 	r.hits.WithLabelValues(c.tc.Tier).Inc()
-	if !c.refreshAt.IsZero() && !now.Before(c.refreshAt) && !c.refreshing {
-		c.refreshing = true
+	if c.claimRefresh(now) {
 		go r.refresh(id)
 	}
 	return c.tc, true
+}
+
+// claimRefresh reports whether c is past its refresh point with no refresh
+// under way, and if so marks one under way. The Reader's mu must be held.
+func (c *cachedCount) claimRefresh(now time.Time) bool {
+	if c.refreshAt.IsZero() || now.Before(c.refreshAt) || c.refreshing {
+		return false
+	}
+	c.refreshing = true
+	return true
 }
 
 func (r *Reader) dropLocked(id int64, c *cachedCount) {
@@ -312,8 +321,7 @@ func (r *Reader) Run(ctx context.Context, interval time.Duration) error {
 		var due []int64
 		r.mu.Lock()
 		for id, c := range r.byID {
-			if !c.refreshAt.IsZero() && !now.Before(c.refreshAt) && !c.refreshing {
-				c.refreshing = true
+			if c.claimRefresh(now) {
 				due = append(due, id)
 			}
 		}
