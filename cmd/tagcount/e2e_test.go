@@ -21,27 +21,27 @@ import (
 )
 
 // testStack starts a whole service (API, worker, counter, embedded Kafka) on
-// a fresh database and queue.
-func testStack(t *testing.T, path string) *stack {
+// a fresh database and queue, with o's posting path and flags, and removes
+// the database when the test ends.
+func testStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
-	redisAddr := testdb.RequireRedis(t)
-	cfg, _ := mysql.ParseDSN(testdb.ServerDSN())
 	name := fmt.Sprintf("tc_e2e_%d", time.Now().UnixNano())
-	st, err := startStack(context.Background(), stackOptions{
-		MySQLDSN: cfg.FormatDSN(), Database: name, Create: true, Migrate: true,
-		RedisAddr: redisAddr, Queue: testdb.Queue(t), Path: path, AuthSecret: "test-secret-test-secret-test-secret",
-		DataDir: t.TempDir(), Partitions: 4, GroupID: name, API: true, Worker: true, Counter: true, EmbeddedKafka: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	o.MySQLDSN, o.Database, o.Create, o.Migrate = testdb.ServerDSN(), name, true, true
+	o.RedisAddr, o.Queue = testdb.RequireRedis(t), testdb.Queue(t)
+	o.AuthSecret = "test-secret-test-secret-test-secret"
+	o.DataDir, o.Partitions, o.GroupID = t.TempDir(), 4, name
+	o.API, o.Worker, o.Counter, o.EmbeddedKafka = true, true, true, true
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := startStack(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		st.Close()
-		st2, _ := sqlOpen(cfg.FormatDSN())
-		if st2 != nil {
-			st2.Exec("DROP DATABASE IF EXISTS `" + name + "`")
-			st2.Close()
+		// st.DB is closed by now: drop the database over a pool of our own.
+		if db, _ := sqlOpen(testdb.ServerDSN()); db != nil {
+			db.Exec("DROP DATABASE IF EXISTS `" + name + "`")
+			db.Close()
 		}
 	})
 	return st
@@ -118,7 +118,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
 	t.Parallel()
-	st := testStack(t, "new")
+	st := testStack(t, stackOptions{Path: "new"})
 	c := st.client(t, 42, api.RoleAuthor)
 
 	status, d, _ := c.do("POST", "/v1/drafts", draftBody("First", "Fluff", "Unique e2e tag"))
@@ -152,7 +152,7 @@ func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
 
 func TestLegacyPathPostsInTheRequest(t *testing.T) {
 	t.Parallel()
-	st := testStack(t, "legacy")
+	st := testStack(t, stackOptions{Path: "legacy"})
 	c := st.client(t, 5, api.RoleAuthor)
 	_, d, _ := c.do("POST", "/v1/drafts", draftBody("Old way", "Fluff"))
 	status, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
@@ -171,7 +171,7 @@ func TestLegacyPathPostsInTheRequest(t *testing.T) {
 
 func TestAPIAnswersEveryRuleWithItsDocumentedStatusAndCode(t *testing.T) {
 	t.Parallel()
-	st := testStack(t, "new")
+	st := testStack(t, stackOptions{Path: "new"})
 	alice := st.client(t, 1, api.RoleAuthor)
 	bob := st.client(t, 2, api.RoleAuthor)
 	anon := &client{t: t, base: st.URL}

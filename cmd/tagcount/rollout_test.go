@@ -3,20 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/tagcount/tagcount/drafts/api"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/unleashtest"
-	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
 // TestMixedRolloutKeepsEveryCountExact has many authors post, edit and delete
@@ -34,23 +29,8 @@ func TestMixedRolloutKeepsEveryCountExact(t *testing.T) {
 	unleash.CreateFlag(t, flags.ReconcileApply)
 	unleash.SetRollout(t, flags.ReconcileApply, 100)
 
-	redisAddr := testdb.RequireRedis(t)
-	cfg, _ := mysql.ParseDSN(testdb.ServerDSN())
-	name := fmt.Sprintf("tc_rollout_%d", time.Now().UnixNano())
-	st, err := startStack(context.Background(), stackOptions{
-		MySQLDSN: cfg.FormatDSN(), Database: name, Create: true, Migrate: true,
-		RedisAddr: redisAddr, Queue: testdb.Queue(t), Path: "flag", AuthSecret: "rollout-secret-rollout-secret",
-		DataDir: t.TempDir(), Partitions: 4, GroupID: name, API: true, Worker: true, Counter: true, EmbeddedKafka: true,
-		Flags:  flags.Config{URL: unleash.APIURL(), Token: unleash.ClientToken(), RefreshInterval: 200 * time.Millisecond},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		st.Close()
-		st.DB.Exec("DROP DATABASE IF EXISTS `" + name + "`")
-	})
+	st := testStack(t, stackOptions{Path: "flag",
+		Flags: flags.Config{URL: unleash.APIURL(), Token: unleash.ClientToken(), RefreshInterval: 200 * time.Millisecond}})
 	if err := st.Flags.WaitForSync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
