@@ -87,13 +87,22 @@ func applyBatch(ctx context.Context, db *sql.DB, ids []int64, o applyOpts) (Appl
 			return res, fmt.Errorf("counter: apply %d events: %w", len(ids), err)
 		}
 		backoff := time.Duration(1+rand.IntN(10*res.Attempts)) * time.Millisecond
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return res, fmt.Errorf("counter: apply %d events: %w", len(ids), ctx.Err())
-		case <-t.C:
+		if err := sleepCtx(ctx, backoff); err != nil {
+			return res, fmt.Errorf("counter: apply %d events: %w", len(ids), err)
 		}
+	}
+}
+
+// sleepCtx waits for d and returns nil, or returns ctx's error as soon as
+// ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -514,12 +514,8 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, ids []int64) (Appl
 			return res, err
 		}
 		w.log.Warn("apply failed; retrying", "events", len(ids), "backoff", backoff, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return res, ctx.Err()
-		case <-t.C:
+		if err := sleepCtx(ctx, backoff); err != nil {
+			return res, err
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}

@@ -152,12 +152,8 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 		// Pace to Rate events per second.
 		wait := time.Duration(float64(len(events))/s.cfg.Rate*float64(time.Second)) - time.Since(start)
 		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return total, ctx.Err()
-			case <-t.C:
+			if err := sleepCtx(ctx, wait); err != nil {
+				return total, err
 			}
 		}
 	}
