@@ -104,21 +104,8 @@ func loadgenDatabases(t *testing.T, runID string) []string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?`,
+	return queryStrings(t, db, `SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?`,
 		"tagcount\\_loadgen\\_"+runID+"\\_%")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n)
-	}
-	return names
 }
 
 func dropLoadgenDatabases(t *testing.T, runID string) {
@@ -151,9 +138,9 @@ func (lr *loadgenRun) pathDB(t *testing.T, path string) *sql.DB {
 }
 
 // queryStrings returns the rows of a one-string-column query, sorted.
-func queryStrings(t *testing.T, db *sql.DB, q string) []string {
+func queryStrings(t *testing.T, db *sql.DB, q string, args ...any) []string {
 	t.Helper()
-	rows, err := db.Query(q)
+	rows, err := db.Query(q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
