@@ -312,11 +312,7 @@ func loadgenServer(ctx context.Context, s loadgenSettings) (*sql.DB, error) {
 		return nil, fmt.Errorf("--mysql-dsn: %w", err)
 	}
 	cfg.DBName = ""
-	db, err := migrations.Open(ctx, cfg.FormatDSN())
-	if err != nil {
-		return nil, err
-	}
-	return db, nil
+	return migrations.Open(ctx, cfg.FormatDSN())
 }
 
 // loadgenServiceDB opens the database of the service at --url when the DSN
