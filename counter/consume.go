@@ -396,26 +396,25 @@ func (w *partitionWriter) collect(ctx context.Context, msgs <-chan kafka.Message
 	deadline := time.NewTimer(w.c.cfg.BatchWait)
 	defer deadline.Stop()
 	for len(batch) < w.c.cfg.BatchSize {
+		// Messages already queued come before the deadline and ctx, so a
+		// backlog fills the batch.
+		var m kafka.Message
+		var ok bool
 		select {
-		case m, ok := <-msgs:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, m)
-			continue
+		case m, ok = <-msgs:
 		default:
-		}
-		select {
-		case m, ok := <-msgs:
-			if !ok {
+			select {
+			case m, ok = <-msgs:
+			case <-deadline.C:
+				return batch
+			case <-ctx.Done():
 				return batch
 			}
-			batch = append(batch, m)
-		case <-deadline.C:
-			return batch
-		case <-ctx.Done():
+		}
+		if !ok {
 			return batch
 		}
+		batch = append(batch, m)
 	}
 	return batch
 }
