@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,12 +166,7 @@ func (a *archive) post(ctx context.Context, works [][]int64) ([]Event, error) {
 		return nil, err
 	}
 	var ids strings.Builder
-	for i, w := range workIDs {
-		if i > 0 {
-			ids.WriteByte(',')
-		}
-		ids.WriteString(strconv.FormatInt(w, 10))
-	}
+	writeIDList(&ids, workIDs)
 	rows, err = tx.QueryContext(ctx, "SELECT id, tag_id, delta FROM tag_events WHERE id >= ? AND work_id IN ("+ids.String()+")", firstEvent)
 	if err != nil {
 		return nil, err
