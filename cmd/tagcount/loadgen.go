@@ -238,7 +238,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("starting the ceiling's database: %w", err)
 		}
 		fmt.Fprintf(stderr, "loadgen: ceiling: the bare posting transaction at concurrency %d\n", s.Concurrency)
-		c, err := loadgen.RunBare(ctx, st.BareTx(), wl, s.Concurrency, d, s.Posts)
+		c, err := loadgen.RunBare(ctx, st.Poster.PostContent, wl, s.Concurrency, d, s.Posts)
 		stop()
 		loadgenDrop(server, database, s.KeepDB, stderr)
 		if err != nil {

@@ -357,14 +357,6 @@ func (s *stack) Close() error {
 	return s.err
 }
 
-// BareTx returns the bare new-path posting transaction (no HTTP, no queue),
-// for the load generator's ceiling measurement.
-func (s *stack) BareTx() func(ctx context.Context, authorID int64, c drafts.Content) error {
-	return func(ctx context.Context, authorID int64, c drafts.Content) error {
-		return s.Poster.PostContent(ctx, authorID, c)
-	}
-}
-
 func withDatabase(dsn, database string) (string, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
