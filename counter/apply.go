@@ -135,24 +135,19 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 		}
 	}()
 	sums := make(map[int64]int64)
-	var sb strings.Builder
 	found := make([]int64, 0, min(len(ids), applyChunk))
 	for start := 0; start < len(ids); start += applyChunk {
 		chunk := ids[start:min(start+applyChunk, len(ids))]
 		// The statements are built with the ids inline: they are integers we
 		// format, and the text protocol saves the prepare/close round trips
 		// of a placeholder statement (the pool does not interpolate).
-		sb.Reset()
+		var q string
 		if returning {
-			sb.WriteString("DELETE FROM tag_events WHERE id IN (")
-			writeIDList(&sb, chunk)
-			sb.WriteString(") RETURNING id, tag_id, delta")
+			q = idQuery("DELETE FROM tag_events WHERE id IN (", chunk, ") RETURNING id, tag_id, delta")
 		} else {
-			sb.WriteString("SELECT id, tag_id, delta FROM tag_events WHERE id IN (")
-			writeIDList(&sb, chunk)
-			sb.WriteString(") FOR UPDATE")
+			q = idQuery("SELECT id, tag_id, delta FROM tag_events WHERE id IN (", chunk, ") FOR UPDATE")
 		}
-		rows, err := tx.QueryContext(ctx, sb.String())
+		rows, err := tx.QueryContext(ctx, q)
 		if err != nil {
 			return res, err
 		}
@@ -163,11 +158,7 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 		if returning || len(found) == 0 {
 			continue
 		}
-		sb.Reset()
-		sb.WriteString("DELETE FROM tag_events WHERE id IN (")
-		writeIDList(&sb, found)
-		sb.WriteString(")")
-		if _, err := tx.ExecContext(ctx, sb.String()); err != nil {
+		if _, err := tx.ExecContext(ctx, idQuery("DELETE FROM tag_events WHERE id IN (", found, ")")); err != nil {
 			return res, err
 		}
 	}
@@ -181,7 +172,7 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 	if len(tags) > 0 {
 		// One statement, rows in ascending tag id: concurrent writers lock
 		// tag_counts rows in the same order and cannot deadlock on them.
-		sb.Reset()
+		var sb strings.Builder
 		sb.WriteString("INSERT INTO tag_counts (tag_id, count) VALUES ")
 		for i, tag := range tags {
 			if i > 0 {
@@ -213,11 +204,7 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 		if len(read) > 0 {
 			// The rows are locked by the upsert, so this reads the counts
 			// this transaction commits; the writer tiers tags by them.
-			sb.Reset()
-			sb.WriteString("SELECT tag_id, count FROM tag_counts WHERE tag_id IN (")
-			writeIDList(&sb, read)
-			sb.WriteString(")")
-			rows, err := tx.QueryContext(ctx, sb.String())
+			rows, err := tx.QueryContext(ctx, idQuery("SELECT tag_id, count FROM tag_counts WHERE tag_id IN (", read, ")"))
 			if err != nil {
 				return res, err
 			}
@@ -261,7 +248,12 @@ func scanCounts(rows *sql.Rows, counts map[int64]int64) error {
 	return rows.Err()
 }
 
-func writeIDList(sb *strings.Builder, ids []int64) {
+// idQuery returns prefix, then ids in decimal separated by commas, then
+// suffix: a statement with an inline IN list.
+func idQuery(prefix string, ids []int64, suffix string) string {
+	var sb strings.Builder
+	sb.Grow(len(prefix) + 12*len(ids) + len(suffix))
+	sb.WriteString(prefix)
 	var buf [20]byte
 	for i, id := range ids {
 		if i > 0 {
@@ -269,4 +261,6 @@ func writeIDList(sb *strings.Builder, ids []int64) {
 		}
 		sb.Write(strconv.AppendInt(buf[:0], id, 10))
 	}
+	sb.WriteString(suffix)
+	return sb.String()
 }

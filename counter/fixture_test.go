@@ -165,9 +165,7 @@ func (a *archive) post(ctx context.Context, works [][]int64) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ids strings.Builder
-	writeIDList(&ids, workIDs)
-	rows, err = tx.QueryContext(ctx, "SELECT id, tag_id, delta FROM tag_events WHERE id >= ? AND work_id IN ("+ids.String()+")", firstEvent)
+	rows, err = tx.QueryContext(ctx, idQuery("SELECT id, tag_id, delta FROM tag_events WHERE id >= ? AND work_id IN (", workIDs, ")"), firstEvent)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,7 +203,7 @@ func (r *Reader) Counts(ctx context.Context, ids []int64) ([]TagCount, error) {
 	}
 	r.mu.Unlock()
 	if len(missing) > 0 {
-		tcs, err := r.load(ctx, "t.id IN ("+idList(missing)+")")
+		tcs, err := r.load(ctx, idQuery("t.id IN (", missing, ")"))
 		if err != nil {
 			return nil, err
 		}
@@ -396,12 +395,4 @@ func (r *Reader) storeLocked(l loadedCount, read time.Time) {
 	}
 	r.byID[id] = c
 	r.byName[[2]string{l.tc.Type, l.nameKey}] = id
-}
-
-func idList(ids []int64) string {
-	ids = slices.Clone(ids)
-	slices.Sort(ids)
-	var sb strings.Builder
-	writeIDList(&sb, slices.Compact(ids))
-	return sb.String()
 }
