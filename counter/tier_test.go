@@ -130,6 +130,17 @@ func (r *tierRig) postRound(n int, tags ...int64) {
 	})
 }
 
+// largeAndSmall creates two tags: a large one counted 50,000 and a small
+// one with no count yet.
+func (r *tierRig) largeAndSmall() (large, small int64) {
+	r.t.Helper()
+	tags := r.createTags(2, "fandom")
+	if _, err := r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, 50000)", tags[0]); err != nil {
+		r.t.Fatal(err)
+	}
+	return tags[0], tags[1]
+}
+
 func TestLargeTagIsWrittenOncePerIntervalAndSmallTagsEveryBatch(t *testing.T) {
 	t.Parallel()
 	r := newTierRig(t)
@@ -196,9 +207,7 @@ func TestLargeTagIsWrittenOncePerIntervalAndSmallTagsEveryBatch(t *testing.T) {
 func TestKillSwitchOffFlushesEveryTagEveryBatch(t *testing.T) {
 	t.Parallel()
 	r := newTierRig(t)
-	tags := r.createTags(2, "fandom")
-	large, small := tags[0], tags[1]
-	r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, 50000)", large)
+	large, small := r.largeAndSmall()
 	var deferral atomic.Bool // off
 	r.cfg.TierDeferral = deferral.Load
 	r.startConsumer(r.cfg)
@@ -226,9 +235,7 @@ func TestKillSwitchOffFlushesEveryTagEveryBatch(t *testing.T) {
 func TestShutdownFlushesHeldEvents(t *testing.T) {
 	t.Parallel()
 	r := newTierRig(t)
-	tags := r.createTags(2, "fandom")
-	large, small := tags[0], tags[1]
-	r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, 50000)", large)
+	large, small := r.largeAndSmall()
 	stop := r.startConsumer(r.cfg)
 	for range 3 {
 		r.postRound(10, large, small)
@@ -249,9 +256,7 @@ func TestShutdownFlushesHeldEvents(t *testing.T) {
 func TestRebalanceFlushesHeldEvents(t *testing.T) {
 	t.Parallel()
 	r := newTierRig(t)
-	tags := r.createTags(2, "fandom")
-	large, small := tags[0], tags[1]
-	r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, 50000)", large)
+	large, small := r.largeAndSmall()
 	r.startConsumer(r.cfg)
 	for range 3 {
 		r.postRound(10, large, small)
