@@ -375,12 +375,8 @@ func (r *Reconciler) scan(ctx context.Context, run *reconcileRun, rep *Reconcile
 			break
 		}
 		if r.cfg.ChunkPause > 0 {
-			t := time.NewTimer(r.cfg.ChunkPause)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
+			if err := sleepCtx(ctx, r.cfg.ChunkPause); err != nil {
+				return err
 			}
 		}
 	}
@@ -412,12 +408,8 @@ func (p *reconcilePacer) wait(ctx context.Context) error {
 	}
 	if !p.last.IsZero() {
 		if d := time.Until(p.last.Add(p.interval)); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
+			if err := sleepCtx(ctx, d); err != nil {
+				return err
 			}
 		}
 	}
