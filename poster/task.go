@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -78,14 +79,22 @@ func (p *Poster) HandleTaskError(ctx context.Context, t *asynq.Task, err error) 
 	if retried < maxRetry && !errors.Is(err, asynq.SkipRetry) {
 		return
 	}
-	msg := err.Error()
-	if len(msg) > 1000 {
-		msg = msg[:1000]
-	}
 	if _, uerr := p.cfg.DB.ExecContext(context.WithoutCancel(ctx), `UPDATE drafts SET state = 'failed', error = ?
-		WHERE id = ? AND version = ? AND state = 'queued'`, msg, pl.DraftID, pl.Version); uerr != nil {
+		WHERE id = ? AND version = ? AND state = 'queued'`, failureMessage(err), pl.DraftID, pl.Version); uerr != nil {
 		p.log.ErrorContext(ctx, "marking draft failed", "draft_id", pl.DraftID, "err", uerr)
 	}
+}
+
+// failureMessage is err's text as stored in drafts.error: valid UTF-8 (the
+// column is utf8mb4 and a strict server refuses anything else, which would
+// leave the draft queued) and at most 1,000 bytes, cut between characters.
+func failureMessage(err error) string {
+	const maxLen = 1000 // drafts.error is VARCHAR(1000)
+	msg := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	if len(msg) > maxLen {
+		msg = strings.ToValidUTF8(msg[:maxLen], "")
+	}
+	return msg
 }
 
 // RequeueStale enqueues the job of every draft queued for longer than
