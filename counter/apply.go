@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // ApplyResult reports what one apply transaction did.
@@ -62,11 +59,11 @@ type applyOpts struct {
 // other database error, or ctx's; then nothing was applied (unless the
 // connection broke during COMMIT, when the outcome is unknown — applying
 // the same ids again is always safe).
-func ApplyBatch(ctx context.Context, db *sql.DB, ids []int64) (ApplyResult, error) {
+func ApplyBatch(ctx context.Context, db *migrations.DB, ids []int64) (ApplyResult, error) {
 	return applyBatch(ctx, db, ids, applyOpts{})
 }
 
-func applyBatch(ctx context.Context, db *sql.DB, ids []int64, o applyOpts) (ApplyResult, error) {
+func applyBatch(ctx context.Context, db *migrations.DB, ids []int64, o applyOpts) (ApplyResult, error) {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
@@ -75,7 +72,7 @@ func applyBatch(ctx context.Context, db *sql.DB, ids []int64, o applyOpts) (Appl
 	if len(ids) == 0 {
 		return res, nil
 	}
-	returning := !o.portable && supportsDeleteReturning(ctx, db)
+	returning := !o.portable && db.MariaDB
 	for {
 		res.Attempts++
 		r, err := applyOnce(ctx, db, ids, returning, o.readCount)
@@ -83,48 +80,18 @@ func applyBatch(ctx context.Context, db *sql.DB, ids []int64, o applyOpts) (Appl
 			r.Requested, r.Attempts = res.Requested, res.Attempts
 			return r, nil
 		}
-		if !api.IsLockConflict(err) || res.Attempts >= applyMaxAttempts || ctx.Err() != nil {
+		if !migrations.IsLockConflict(err) || res.Attempts >= applyMaxAttempts || ctx.Err() != nil {
 			return res, fmt.Errorf("counter: apply %d events: %w", len(ids), err)
 		}
 		backoff := time.Duration(1+rand.IntN(10*res.Attempts)) * time.Millisecond
-		if err := sleepCtx(ctx, backoff); err != nil {
+		if err := Sleep(ctx, backoff); err != nil {
 			return res, fmt.Errorf("counter: apply %d events: %w", len(ids), err)
 		}
 	}
 }
 
-// sleepCtx waits for d and returns nil, or returns ctx's error as soon as
-// ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// deleteReturning caches, per pool, whether the server is MariaDB (which
-// has DELETE ... RETURNING; MySQL 8 has not).
-var deleteReturning sync.Map // *sql.DB → bool
-
-func supportsDeleteReturning(ctx context.Context, db *sql.DB) bool {
-	if v, ok := deleteReturning.Load(db); ok {
-		return v.(bool)
-	}
-	var version string
-	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
-		return false // try again next time; the portable path works anywhere
-	}
-	ok := strings.Contains(strings.ToLower(version), "mariadb")
-	deleteReturning.Store(db, ok)
-	return ok
-}
-
 // applyOnce runs one apply transaction for sorted, distinct ids.
-func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, readCount func(int64) bool) (res ApplyResult, err error) {
+func applyOnce(ctx context.Context, db *migrations.DB, ids []int64, returning bool, readCount func(int64) bool) (res ApplyResult, err error) {
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return res, err
@@ -138,14 +105,11 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 	found := make([]int64, 0, min(len(ids), applyChunk))
 	for start := 0; start < len(ids); start += applyChunk {
 		chunk := ids[start:min(start+applyChunk, len(ids))]
-		// The statements are built with the ids inline: they are integers we
-		// format, and the text protocol saves the prepare/close round trips
-		// of a placeholder statement (the pool does not interpolate).
 		var q string
 		if returning {
-			q = idQuery("DELETE FROM tag_events WHERE id IN (", chunk, ") RETURNING id, tag_id, delta")
+			q = migrations.IDList("DELETE FROM tag_events WHERE id IN (", chunk, ") RETURNING id, tag_id, delta")
 		} else {
-			q = idQuery("SELECT id, tag_id, delta FROM tag_events WHERE id IN (", chunk, ") FOR UPDATE")
+			q = migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id IN (", chunk, ") FOR UPDATE")
 		}
 		rows, err := tx.QueryContext(ctx, q)
 		if err != nil {
@@ -158,7 +122,7 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 		if returning || len(found) == 0 {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, idQuery("DELETE FROM tag_events WHERE id IN (", found, ")")); err != nil {
+		if _, err := tx.ExecContext(ctx, migrations.IDList("DELETE FROM tag_events WHERE id IN (", found, ")")); err != nil {
 			return res, err
 		}
 	}
@@ -170,22 +134,7 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 	}
 	slices.Sort(tags)
 	if len(tags) > 0 {
-		// One statement, rows in ascending tag id: concurrent writers lock
-		// tag_counts rows in the same order and cannot deadlock on them.
-		var sb strings.Builder
-		sb.WriteString("INSERT INTO tag_counts (tag_id, count) VALUES ")
-		for i, tag := range tags {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteByte('(')
-			sb.WriteString(strconv.FormatInt(tag, 10))
-			sb.WriteByte(',')
-			sb.WriteString(strconv.FormatInt(sums[tag], 10))
-			sb.WriteByte(')')
-		}
-		sb.WriteString(" ON DUPLICATE KEY UPDATE count = count + VALUES(count)")
-		if _, err := tx.ExecContext(ctx, sb.String()); err != nil {
+		if err := upsertCounts(ctx, tx, tags, sums); err != nil {
 			return res, err
 		}
 		res.Deltas = make(map[int64]int64, len(tags))
@@ -204,7 +153,7 @@ func applyOnce(ctx context.Context, db *sql.DB, ids []int64, returning bool, rea
 		if len(read) > 0 {
 			// The rows are locked by the upsert, so this reads the counts
 			// this transaction commits; the writer tiers tags by them.
-			rows, err := tx.QueryContext(ctx, idQuery("SELECT tag_id, count FROM tag_counts WHERE tag_id IN (", read, ")"))
+			rows, err := tx.QueryContext(ctx, migrations.IDList("SELECT tag_id, count FROM tag_counts WHERE tag_id IN (", read, ")"))
 			if err != nil {
 				return res, err
 			}
@@ -246,21 +195,4 @@ func scanCounts(rows *sql.Rows, counts map[int64]int64) error {
 		counts[tag] = count
 	}
 	return rows.Err()
-}
-
-// idQuery returns prefix, then ids in decimal separated by commas, then
-// suffix: a statement with an inline IN list.
-func idQuery(prefix string, ids []int64, suffix string) string {
-	var sb strings.Builder
-	sb.Grow(len(prefix) + 12*len(ids) + len(suffix))
-	sb.WriteString(prefix)
-	var buf [20]byte
-	for i, id := range ids {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.Write(strconv.AppendInt(buf[:0], id, 10))
-	}
-	sb.WriteString(suffix)
-	return sb.String()
 }

@@ -2,7 +2,6 @@ package counter
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // DefaultGroupID is the consumer group of the counter.
@@ -22,7 +22,7 @@ type ConsumerConfig struct {
 	Brokers []string
 	// Topic defaults to DefaultTopic, GroupID to DefaultGroupID.
 	Topic, GroupID string
-	DB             *sql.DB
+	DB             *migrations.DB
 	// Tiers sets the size tiers; the zero value means DefaultTiers.
 	Tiers Tiers
 	// BatchSize is the most messages one writer applies per transaction
@@ -513,7 +513,7 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, ids []int64) (Appl
 			return res, err
 		}
 		w.log.Warn("apply failed; retrying", "events", len(ids), "backoff", backoff, "err", err)
-		if err := sleepCtx(ctx, backoff); err != nil {
+		if err := Sleep(ctx, backoff); err != nil {
 			return res, err
 		}
 		backoff = min(2*backoff, 5*time.Second)

@@ -9,12 +9,15 @@
 // re-announced by the sweeper, a duplicate finds its row gone and adds
 // nothing. Tags are flushed by size tier (small every batch, medium and large
 // deferred), and the read path caches counts by the same tiers. The
-// nightly reconcile (reconcile*.go) finds and corrects drift.
+// nightly reconcile (package counter/reconcile) finds and corrects drift.
 //
-// Parts: EncodeEvent/DecodeEvent (the wire format), Publisher (announce
-// after commit), Sweeper (re-announce what waited too long), Consumer (the
+// The package owns the tags, tag_counts and tag_events tables. Parts:
+// TagResolver (tag identity and creation), WriteOutbox and BumpCounts (the
+// two paths' count updates, inside the poster's transaction),
+// EncodeEvent/DecodeEvent (the wire format), Publisher (announce after
+// commit), Sweeper (re-announce what waited too long), Consumer (the
 // writers), ApplyBatch (one apply transaction), Reader (the count read
-// API), StartEmbeddedBroker and EnsureTopic (Kafka for development and
+// path), StartEmbeddedBroker and EnsureTopic (Kafka for development and
 // tests). See docs/counter.md for the design and docs/events.md for the
 // wire format.
 package counter

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -35,6 +36,7 @@ type archive struct {
 	pub       *Publisher
 	reg       *prometheus.Registry
 	nextDraft atomic.Int64
+	consumers atomic.Int32
 }
 
 type archiveOpts struct {
@@ -165,7 +167,7 @@ func (a *archive) post(ctx context.Context, works [][]int64) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err = tx.QueryContext(ctx, idQuery("SELECT id, tag_id, delta FROM tag_events WHERE id >= ? AND work_id IN (", workIDs, ")"), firstEvent)
+	rows, err = tx.QueryContext(ctx, migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id >= ? AND work_id IN (", workIDs, ")"), firstEvent)
 	if err != nil {
 		return nil, err
 	}
@@ -355,6 +357,9 @@ func testTiers() Tiers {
 // test ends); stop waits for Run to return and fails the test on an error.
 func (a *archive) startConsumer(cfg ConsumerConfig) (stop func()) {
 	a.t.Helper()
+	if a.consumers.Add(1) > 1 && cfg.Registerer == a.reg {
+		cfg.Registerer = prometheus.NewRegistry() // another process's consumer
+	}
 	c, err := NewConsumer(cfg)
 	if err != nil {
 		a.t.Fatal(err)

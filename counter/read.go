@@ -2,38 +2,29 @@ package counter
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
 )
 
-// MaxBulkIDs is the most tag ids GET /v1/tags?ids= accepts.
+// MaxBulkIDs is the most tag ids one read asks for.
 const MaxBulkIDs = 1000
 
-// TagCount is a tag's count as the read API returns it.
+// TagCount is a tag and its count as of a moment.
 type TagCount struct {
-	ID    int64  `json:"id"`
-	Name  string `json:"name"`
-	Type  string `json:"type"`
-	Count int64  `json:"count"`
-	Tier  string `json:"tier"`
-	// AsOf is when the count was read from MySQL, RFC 3339 with
-	// nanoseconds, UTC.
-	AsOf string `json:"as_of"`
-}
-
-// tagCountsJSON is the body of a bulk read.
-type tagCountsJSON struct {
-	Tags []TagCount `json:"tags"`
+	ID    int64
+	Name  string
+	Type  string
+	Count int64
+	Tier  Tier
+	// AsOf is when the count was read from MySQL.
+	AsOf time.Time
 }
 
 // ReaderOption configures a Reader.
@@ -60,7 +51,7 @@ func ReaderCacheSize(n int) ReaderOption { return func(r *Reader) { r.maxEntries
 // interval, refreshed in the background before it expires so no reader waits
 // on it.
 type Reader struct {
-	db         *sql.DB
+	db         *migrations.DB
 	tiers      Tiers
 	now        func() time.Time
 	log        *slog.Logger
@@ -83,7 +74,7 @@ type cachedCount struct {
 }
 
 // NewReader returns a Reader on db tiered by tiers (zero value: defaults).
-func NewReader(db *sql.DB, tiers Tiers, opts ...ReaderOption) *Reader {
+func NewReader(db *migrations.DB, tiers Tiers, opts ...ReaderOption) *Reader {
 	r := &Reader{
 		db:         db,
 		tiers:      tiers.withDefaults(),
@@ -101,83 +92,6 @@ func NewReader(db *sql.DB, tiers Tiers, opts ...ReaderOption) *Reader {
 	r.misses = metricCounterVec(r.reg, "tagcount_read_cache_misses_total", "Count reads served from MySQL.", "tier")
 	r.refreshes = metricCounterVec(r.reg, "tagcount_read_cache_refreshes_total", "Background refreshes of large tags' cached counts.", "result")
 	return r
-}
-
-// HandleGetTag serves GET /v1/tags/{id}: the tag's count, or 404.
-func (r *Reader) HandleGetTag() http.Handler {
-	return api.HandlerFunc(func(w http.ResponseWriter, req *http.Request) error {
-		id, err := api.PathID(req, "id")
-		if err != nil {
-			return api.NotFound("tag")
-		}
-		tcs, err := r.Counts(req.Context(), []int64{id})
-		if err != nil {
-			return err
-		}
-		if len(tcs) == 0 {
-			return api.NotFound("tag")
-		}
-		api.Encode(w, http.StatusOK, tcs[0])
-		return nil
-	})
-}
-
-// HandleListTags serves GET /v1/tags?name=...&type=... (one tag, as
-// HandleGetTag, or 404) and GET /v1/tags?ids=1,2,3 ({"tags": [...]} in the
-// order asked, unknown ids left out; more than MaxBulkIDs ids is a 422 on
-// field "ids").
-func (r *Reader) HandleListTags() http.Handler {
-	return api.HandlerFunc(func(w http.ResponseWriter, req *http.Request) error {
-		q := req.URL.Query()
-		if q.Has("ids") {
-			ids, err := parseIDList(q.Get("ids"))
-			if err != nil {
-				return err
-			}
-			tcs, err := r.Counts(req.Context(), ids)
-			if err != nil {
-				return err
-			}
-			if tcs == nil {
-				tcs = []TagCount{}
-			}
-			api.Encode(w, http.StatusOK, tagCountsJSON{Tags: tcs})
-			return nil
-		}
-		name := strings.TrimSpace(q.Get("name"))
-		typ := strings.ToLower(strings.TrimSpace(q.Get("type")))
-		switch {
-		case name == "":
-			return api.Invalid("name", "name_required", "give ids, or a tag name and type")
-		case typ == "":
-			return api.Invalid("type", "type_required", "a tag name must come with its type")
-		}
-		tc, ok, err := r.CountByName(req.Context(), typ, name)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return api.NotFound("tag")
-		}
-		api.Encode(w, http.StatusOK, tc)
-		return nil
-	})
-}
-
-func parseIDList(s string) ([]int64, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) > MaxBulkIDs {
-		return nil, api.Invalid("ids", "too_many_ids", fmt.Sprintf("at most %d ids may be asked for at once", MaxBulkIDs))
-	}
-	ids := make([]int64, 0, len(parts))
-	for _, p := range parts {
-		id, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
-		if err != nil || id <= 0 {
-			return nil, api.Invalid("ids", "invalid_id", "ids must be a comma-separated list of positive integers")
-		}
-		ids = append(ids, id)
-	}
-	return ids, nil
 }
 
 // Counts returns the counts of the tags with the given ids that exist, in
@@ -203,12 +117,12 @@ func (r *Reader) Counts(ctx context.Context, ids []int64) ([]TagCount, error) {
 	}
 	r.mu.Unlock()
 	if len(missing) > 0 {
-		tcs, err := r.load(ctx, idQuery("t.id IN (", missing, ")"))
+		tcs, err := r.load(ctx, migrations.IDList("t.id IN (", missing, ")"))
 		if err != nil {
 			return nil, err
 		}
 		for _, c := range tcs {
-			r.misses.WithLabelValues(c.tc.Tier).Inc()
+			r.misses.WithLabelValues(c.tc.Tier.String()).Inc()
 			found[c.tc.ID] = c.tc
 		}
 	}
@@ -222,11 +136,9 @@ func (r *Reader) Counts(ctx context.Context, ids []int64) ([]TagCount, error) {
 	return out, nil
 }
 
-// CountByName returns the count of the tag of type typ named name (compared
-// case-insensitively, as tags.name_key), and whether it exists.
-func (r *Reader) CountByName(ctx context.Context, typ, name string) (TagCount, bool, error) {
-	key := strings.ToLower(strings.TrimSpace(name))
-	typ = strings.ToLower(strings.TrimSpace(typ))
+// CountByKey returns the count of the tag of type typ whose name folds to
+// key (tags.name_key), and whether it exists.
+func (r *Reader) CountByKey(ctx context.Context, typ, key string) (TagCount, bool, error) {
 	now := r.now()
 	r.mu.Lock()
 	if id, ok := r.byName[[2]string{typ, key}]; ok {
@@ -243,7 +155,7 @@ func (r *Reader) CountByName(ctx context.Context, typ, name string) (TagCount, b
 	if len(tcs) == 0 {
 		return TagCount{}, false, nil
 	}
-	r.misses.WithLabelValues(tcs[0].tc.Tier).Inc()
+	r.misses.WithLabelValues(tcs[0].tc.Tier.String()).Inc()
 	return tcs[0].tc, true, nil
 }
 
@@ -258,7 +170,7 @@ func (r *Reader) cachedLocked(id int64, now time.Time) (TagCount, bool) {
 		r.dropLocked(id, c)
 		return TagCount{}, false
 	}
-	r.hits.WithLabelValues(c.tc.Tier).Inc()
+	r.hits.WithLabelValues(c.tc.Tier.String()).Inc()
 	if c.claimRefresh(now) {
 		go r.refresh(id)
 	}
@@ -308,26 +220,22 @@ func (r *Reader) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+	return Every(ctx, interval, r.refreshDue)
+}
+
+// refreshDue refreshes every cached large tag past its refresh point.
+func (r *Reader) refreshDue(context.Context) {
+	now := r.now()
+	var due []int64
+	r.mu.Lock()
+	for id, c := range r.byID {
+		if c.claimRefresh(now) {
+			due = append(due, id)
 		}
-		now := r.now()
-		var due []int64
-		r.mu.Lock()
-		for id, c := range r.byID {
-			if c.claimRefresh(now) {
-				due = append(due, id)
-			}
-		}
-		r.mu.Unlock()
-		for _, id := range due {
-			r.refresh(id)
-		}
+	}
+	r.mu.Unlock()
+	for _, id := range due {
+		r.refresh(id)
 	}
 }
 
@@ -348,15 +256,14 @@ func (r *Reader) load(ctx context.Context, where string, args ...any) ([]loadedC
 	}
 	defer rows.Close()
 	read := r.now()
-	asOf := read.UTC().Format(time.RFC3339Nano)
 	var out []loadedCount
 	for rows.Next() {
 		var l loadedCount
 		if err := rows.Scan(&l.tc.ID, &l.tc.Name, &l.tc.Type, &l.nameKey, &l.tc.Count); err != nil {
 			return nil, fmt.Errorf("counter: read counts: %w", err)
 		}
-		l.tc.Tier = r.tiers.of(l.tc.Count).String()
-		l.tc.AsOf = asOf
+		l.tc.Tier = r.tiers.of(l.tc.Count)
+		l.tc.AsOf = read
 		out = append(out, l)
 	}
 	if err := rows.Err(); err != nil {

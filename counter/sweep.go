@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // SweeperConfig configures a Sweeper.
 type SweeperConfig struct {
-	DB        *sql.DB
+	DB        *migrations.DB
 	Announcer Announcer
 	// OlderThan is the age (by the database clock) past which an outbox row
 	// is re-announced. It must exceed the longest deferral of a tag, the
@@ -79,19 +80,12 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	if s.cfg.DB == nil || s.cfg.Announcer == nil {
 		return errors.New("counter: sweeper needs a DB and an Announcer")
 	}
-	t := time.NewTicker(s.cfg.Interval)
-	defer t.Stop()
-	for {
+	return Every(ctx, s.cfg.Interval, func(ctx context.Context) {
 		if _, err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
 			s.sweepErrors.Inc()
 			s.log.Warn("outbox sweep failed", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // SweepOnce re-announces every outbox row older than OlderThan, in primary
@@ -152,7 +146,7 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 		// Pace to Rate events per second.
 		wait := time.Duration(float64(len(events))/s.cfg.Rate*float64(time.Second)) - time.Since(start)
 		if wait > 0 {
-			if err := sleepCtx(ctx, wait); err != nil {
+			if err := Sleep(ctx, wait); err != nil {
 				return total, err
 			}
 		}

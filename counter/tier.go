@@ -9,7 +9,7 @@ import (
 // tag's count and how long the read path may serve a cached count.
 type Tier int
 
-// The size tiers of DESIGN.md.
+// The size tiers of docs/design.md.
 const (
 	TierSmall  Tier = iota // flushed every batch, never served stale
 	TierMedium             // deferred for an interval growing with size
@@ -57,7 +57,7 @@ type Tiers struct {
 	RefreshAhead float64
 }
 
-// DefaultTiers returns the production defaults of DESIGN.md.
+// DefaultTiers returns the production defaults of docs/design.md.
 func DefaultTiers() Tiers {
 	return Tiers{
 		MediumFrom:        1_000,

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/tagcount/tagcount/drafts/api"
 )
 
 // Tag types, as stored in tags.type.
@@ -20,14 +18,14 @@ const (
 	TypeFreeform     = "freeform"
 )
 
-// Fixed vocabularies of API.md.
+// Fixed vocabularies of docs/api.md.
 var (
 	Ratings    = []string{"General Audiences", "Teen And Up Audiences", "Mature", "Explicit", "Not Rated"}
 	Warnings   = []string{"Creator Chose Not To Use Archive Warnings", "No Archive Warnings Apply", "Graphic Depictions Of Violence", "Major Character Death", "Rape/Non-Con", "Underage"}
 	Categories = []string{"F/F", "F/M", "Gen", "M/M", "Multi", "Other"}
 )
 
-// Limits of API.md.
+// Limits of docs/api.md.
 const (
 	MaxTitle   = 255
 	MaxBody    = 500_000
@@ -93,33 +91,33 @@ func (t Tags) List() []TagRef {
 	return out
 }
 
-// Validate checks c against the rules of API.md and returns a 422 *api.Error
+// Validate checks c against the rules of docs/api.md and returns a *ValidationError
 // naming the first offending field, or nil.
 func (c Content) Validate() error {
 	title := strings.TrimSpace(c.Title)
 	switch {
 	case title == "":
-		return api.Invalid("title", "title_required", "the title must not be empty")
+		return invalid("title", "title_required", "the title must not be empty")
 	case utf8.RuneCountInString(c.Title) > MaxTitle:
-		return api.Invalid("title", "title_too_long", fmt.Sprintf("the title must be at most %d characters", MaxTitle))
+		return invalid("title", "title_too_long", fmt.Sprintf("the title must be at most %d characters", MaxTitle))
 	case !utf8.ValidString(c.Title):
-		return api.Invalid("title", "invalid_utf8", "the title is not valid UTF-8")
+		return invalid("title", "invalid_utf8", "the title is not valid UTF-8")
 	}
 	if utf8.RuneCountInString(c.Body) > MaxBody {
-		return api.Invalid("body", "body_too_long", fmt.Sprintf("the body must be at most %d characters", MaxBody))
+		return invalid("body", "body_too_long", fmt.Sprintf("the body must be at most %d characters", MaxBody))
 	}
 	if !utf8.ValidString(c.Body) {
-		return api.Invalid("body", "invalid_utf8", "the body is not valid UTF-8")
+		return invalid("body", "invalid_utf8", "the body is not valid UTF-8")
 	}
 	t := c.Tags
 	if err := checkName("tags.rating", t.Rating); err != nil {
 		return err
 	}
 	if _, ok := fixedName(Ratings, t.Rating); !ok {
-		return api.Invalid("tags.rating", "unknown_rating", "the rating must be one of: "+strings.Join(Ratings, ", "))
+		return invalid("tags.rating", "unknown_rating", "the rating must be one of: "+strings.Join(Ratings, ", "))
 	}
 	if len(t.Warnings) == 0 {
-		return api.Invalid("tags.warnings", "warning_required", "at least one archive warning is required")
+		return invalid("tags.warnings", "warning_required", "at least one archive warning is required")
 	}
 	if err := checkFixed("tags.warnings", "warning", t.Warnings, Warnings); err != nil {
 		return err
@@ -128,7 +126,7 @@ func (c Content) Validate() error {
 		return err
 	}
 	if len(t.Fandoms) == 0 {
-		return api.Invalid("tags.fandoms", "fandom_required", "at least one fandom is required")
+		return invalid("tags.fandoms", "fandom_required", "at least one fandom is required")
 	}
 	for _, group := range []struct {
 		field string
@@ -142,7 +140,7 @@ func (c Content) Validate() error {
 	}
 	total := 1 + len(t.Warnings) + len(t.Categories) + len(t.Fandoms) + len(t.Relationships) + len(t.Characters) + len(t.Freeforms)
 	if total > MaxTags {
-		return api.Invalid("tags", "too_many_tags", fmt.Sprintf("a work may have at most %d tags", MaxTags))
+		return invalid("tags", "too_many_tags", fmt.Sprintf("a work may have at most %d tags", MaxTags))
 	}
 	return nil
 }
@@ -151,15 +149,15 @@ func checkName(field, name string) error {
 	n := strings.TrimSpace(name)
 	switch {
 	case n == "":
-		return api.Invalid(field, "tag_name_empty", "a tag name must not be empty")
+		return invalid(field, "tag_name_empty", "a tag name must not be empty")
 	case !utf8.ValidString(n):
-		return api.Invalid(field, "invalid_utf8", "a tag name must be valid UTF-8")
+		return invalid(field, "invalid_utf8", "a tag name must be valid UTF-8")
 	case utf8.RuneCountInString(n) > MaxTagName:
-		return api.Invalid(field, "tag_name_too_long", fmt.Sprintf("a tag name must be at most %d characters", MaxTagName))
+		return invalid(field, "tag_name_too_long", fmt.Sprintf("a tag name must be at most %d characters", MaxTagName))
 	}
 	for _, r := range n {
 		if unicode.IsControl(r) {
-			return api.Invalid(field, "tag_name_control_character", "a tag name must not contain control characters")
+			return invalid(field, "tag_name_control_character", "a tag name must not contain control characters")
 		}
 	}
 	return nil
@@ -174,7 +172,7 @@ func checkFixed(field, what string, names, set []string) error {
 			return err
 		}
 		if _, ok := fixedName(set, n); !ok {
-			return api.Invalid(f, "unknown_"+what, "the "+what+" must be one of: "+strings.Join(set, ", "))
+			return invalid(f, "unknown_"+what, "the "+what+" must be one of: "+strings.Join(set, ", "))
 		}
 	}
 	return nil
@@ -203,4 +201,25 @@ func fixedName(set []string, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// Add appends ref's name to the list of its type (the rating replaces the
+// rating): the inverse of List, for reading a work's tags back.
+func (t *Tags) Add(ref TagRef) {
+	switch ref.Type {
+	case TypeRating:
+		t.Rating = ref.Name
+	case TypeWarning:
+		t.Warnings = append(t.Warnings, ref.Name)
+	case TypeCategory:
+		t.Categories = append(t.Categories, ref.Name)
+	case TypeFandom:
+		t.Fandoms = append(t.Fandoms, ref.Name)
+	case TypeRelationship:
+		t.Relationships = append(t.Relationships, ref.Name)
+	case TypeCharacter:
+		t.Characters = append(t.Characters, ref.Name)
+	case TypeFreeform:
+		t.Freeforms = append(t.Freeforms, ref.Name)
+	}
 }

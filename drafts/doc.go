@@ -1,5 +1,6 @@
-// Package drafts is the authors' side of tagcount: draft storage, the
-// validation rules of API.md, and the authors' HTTP API (drafts and works).
-// Turning a draft into a posted work is the poster's job; drafts reaches it
-// through the Poster interface.
+// Package drafts is the authors' side of tagcount: what an author writes
+// (Content), the rules it must follow (Validate, returning a
+// *ValidationError naming the first offending field), and the drafts table
+// (Store), including the posting state transitions the poster asks for. It
+// knows nothing of HTTP: the HTTP layer maps its errors to statuses.
 package drafts

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // Draft states, as stored in drafts.state.
@@ -32,10 +34,11 @@ type Draft struct {
 	UpdatedAt time.Time
 }
 
-// Store keeps drafts in MySQL. It owns the content columns of the drafts
-// table; the poster owns the posting state transitions.
+// Store keeps drafts in MySQL. It owns the drafts table: every statement on
+// it is here, including the posting state transitions the poster asks for
+// (inside the poster's transaction where they must be atomic with the work).
 type Store struct {
-	DB *sql.DB
+	DB *migrations.DB
 }
 
 // CreateDraft inserts a draft for author and returns it. The draft is durable
@@ -60,8 +63,8 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 	return Draft{ID: id, AuthorID: authorID, Content: c, State: StateDraft, Version: 1, CreatedAt: now, UpdatedAt: now}, nil
 }
 
-// FindDraftByID returns author's draft id, or a 404 *api.Error when it does
-// not exist or belongs to someone else.
+// FindDraftByID returns author's draft id, or ErrNotFound when it does not
+// exist or belongs to someone else.
 func (s *Store) FindDraftByID(ctx context.Context, authorID, id int64) (Draft, error) {
 	row := s.DB.QueryRowContext(ctx, `SELECT id, author_id, title, body, tags, state, COALESCE(work_id, 0), version,
 		COALESCE(error, ''), created_at, updated_at FROM drafts WHERE id = ? AND author_id = ?`, id, authorID)
@@ -70,7 +73,7 @@ func (s *Store) FindDraftByID(ctx context.Context, authorID, id int64) (Draft, e
 	err := row.Scan(&d.ID, &d.AuthorID, &d.Content.Title, &d.Content.Body, &tags, &d.State, &d.WorkID, &d.Version,
 		&d.Error, &d.CreatedAt, &d.UpdatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Draft{}, api.NotFound("draft")
+		return Draft{}, ErrNotFound
 	}
 	if err != nil {
 		return Draft{}, fmt.Errorf("read draft: %w", err)
@@ -81,9 +84,10 @@ func (s *Store) FindDraftByID(ctx context.Context, authorID, id int64) (Draft, e
 	return d, nil
 }
 
-// ReplaceDraft replaces the content of author's draft id. It returns 404 when
-// the draft is not the author's, and 409 while the draft is queued or once it
-// is posted (a posted work is edited through its work).
+// ReplaceDraft replaces the content of author's draft id. It returns
+// ErrNotFound when the draft is not the author's, ErrQueued while the draft
+// is queued and ErrPosted once it is posted (a posted work is edited through
+// its work).
 func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content) (Draft, error) {
 	tags, err := json.Marshal(c.Tags)
 	if err != nil {
@@ -101,8 +105,8 @@ func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content)
 	return s.FindDraftByID(ctx, authorID, id)
 }
 
-// DeleteDraft deletes author's unposted draft id: 404 if not the author's,
-// 409 if queued or posted.
+// DeleteDraft deletes author's unposted draft id: ErrNotFound if not the
+// author's, ErrQueued or ErrPosted if queued or posted.
 func (s *Store) DeleteDraft(ctx context.Context, authorID, id int64) error {
 	res, err := s.DB.ExecContext(ctx, `DELETE FROM drafts WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')`, id, authorID)
 	if err != nil {
@@ -121,9 +125,244 @@ func (s *Store) whyNotEditable(ctx context.Context, authorID, id int64) error {
 	}
 	switch d.State {
 	case StateQueued:
-		return api.Conflict("draft_queued", "the draft is being posted; try again once it is posted")
+		return ErrQueued
 	case StatePosted:
-		return api.Conflict("draft_posted", "the draft is posted; edit or delete its work instead")
+		return ErrPosted
 	}
-	return api.Conflict("draft_changed", "the draft changed meanwhile; try again")
+	return ErrChanged
+}
+
+// ErrNotQueued is returned by the Queue methods when no row changed: the
+// draft is not the author's, or not in a state the change applies to.
+var ErrNotQueued = errors.New("draft not queued")
+
+// QueuePost records that author's draft id is to be posted (state queued)
+// and returns the version the post is for. It returns ErrNotQueued when the
+// draft is not the author's or is already queued or posted.
+func (s *Store) QueuePost(ctx context.Context, authorID, id int64) (int64, error) {
+	return s.queue(ctx, `UPDATE drafts SET state = 'queued', queued_at = NOW(6), version = LAST_INSERT_ID(version)
+		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')`, id, authorID)
+}
+
+// QueueEdit writes c to author's draft id (the draft of a posted work),
+// queues the sync of its work and returns the new version. It returns
+// ErrNotQueued when the draft is not the author's or its delete is pending.
+func (s *Store) QueueEdit(ctx context.Context, authorID, id int64, c Content) (int64, error) {
+	tags, err := json.Marshal(c.Tags)
+	if err != nil {
+		return 0, err
+	}
+	return s.queue(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = LAST_INSERT_ID(version + 1),
+		state = 'queued', queued_at = NOW(6), error = NULL, updated_at = NOW(6)
+		WHERE id = ? AND author_id = ? AND delete_requested = 0`, c.Title, c.Body, tags, id, authorID)
+}
+
+// QueueDelete records that author's draft id and its work are to be deleted
+// and returns the new version; ErrNotQueued when it is not the author's.
+func (s *Store) QueueDelete(ctx context.Context, authorID, id int64) (int64, error) {
+	return s.queue(ctx, `UPDATE drafts SET delete_requested = 1, version = LAST_INSERT_ID(version + 1),
+		state = 'queued', queued_at = NOW(6), updated_at = NOW(6)
+		WHERE id = ? AND author_id = ?`, id, authorID)
+}
+
+// queue runs an UPDATE that sets version = LAST_INSERT_ID(...), so the new
+// version comes back without another read.
+func (s *Store) queue(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := s.DB.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return 0, ErrNotQueued
+	}
+	return res.LastInsertId()
+}
+
+// CreateQueued inserts a draft of author already queued for posting, and
+// returns its id: the bare posting transaction's first step, with no HTTP
+// and no job queue.
+func (s *Store) CreateQueued(ctx context.Context, authorID int64, c Content) (int64, error) {
+	tags, err := json.Marshal(c.Tags)
+	if err != nil {
+		return 0, err
+	}
+	res, err := s.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, state, queued_at)
+		VALUES (?, ?, ?, ?, 'queued', NOW(6))`, authorID, c.Title, c.Body, tags)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// Versioned is a draft's content as of a version.
+type Versioned struct {
+	Content Content
+	Version int64
+}
+
+// ReadContents returns the content and version of each draft of ids that
+// exists, by id; drafts deleted meanwhile are missing from the map.
+func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versioned, error) {
+	out := make(map[int64]Versioned, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, title, body, tags, version FROM drafts WHERE id IN (", ids, ")"))
+	if err != nil {
+		return nil, fmt.Errorf("read drafts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var v Versioned
+		var tags []byte
+		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Version); err != nil {
+			return nil, fmt.Errorf("read drafts: %w", err)
+		}
+		if err := json.Unmarshal(tags, &v.Content.Tags); err != nil {
+			return nil, fmt.Errorf("draft %d has unreadable tags: %w", id, err)
+		}
+		out[id] = v
+	}
+	return out, rows.Err()
+}
+
+// Lock is a draft's posting state as read under its row lock.
+type Lock struct {
+	AuthorID        int64
+	State           string
+	WorkID          int64 // 0 until posted
+	Version         int64
+	DeleteRequested bool
+}
+
+// LockForSync locks the rows of ids in q (a transaction), in ascending id
+// order, and returns their posting state by id; drafts that no longer exist
+// are missing from the map.
+func (s *Store) LockForSync(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]Lock, error) {
+	out := make(map[int64]Lock, len(ids))
+	rows, err := q.QueryContext(ctx, migrations.IDList(`SELECT id, author_id, state, COALESCE(work_id, 0), version, delete_requested
+		FROM drafts WHERE id IN (`, ids, ") ORDER BY id FOR UPDATE"))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var l Lock
+		if err := rows.Scan(&id, &l.AuthorID, &l.State, &l.WorkID, &l.Version, &l.DeleteRequested); err != nil {
+			return nil, err
+		}
+		out[id] = l
+	}
+	return out, rows.Err()
+}
+
+// WriteContent writes c to draft id in q as its next version (the legacy
+// path's edit, atomic with the work's change).
+func (s *Store) WriteContent(ctx context.Context, q migrations.Querier, id int64, c Content) error {
+	tags, err := json.Marshal(c.Tags)
+	if err != nil {
+		return err
+	}
+	_, err = q.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = version + 1,
+		updated_at = NOW(6) WHERE id = ?`, c.Title, c.Body, tags, id)
+	return err
+}
+
+// MarkPosted marks each draft of posted (draft id → work id) posted with its
+// work, in q, in one statement.
+func (s *Store) MarkPosted(ctx context.Context, q migrations.Querier, posted map[int64]int64) error {
+	if len(posted) == 0 {
+		return nil
+	}
+	ids := make([]int64, 0, len(posted))
+	var sb strings.Builder
+	sb.WriteString("UPDATE drafts SET state = 'posted', queued_at = NULL, error = NULL, work_id = CASE id")
+	for id, work := range posted {
+		ids = append(ids, id)
+		sb.WriteString(" WHEN " + strconv.FormatInt(id, 10) + " THEN " + strconv.FormatInt(work, 10))
+	}
+	sb.WriteString(" END WHERE id IN (")
+	_, err := q.ExecContext(ctx, migrations.IDList(sb.String(), ids, ")"))
+	return err
+}
+
+// Delete deletes drafts ids in q.
+func (s *Store) Delete(ctx context.Context, q migrations.Querier, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := q.ExecContext(ctx, migrations.IDList("DELETE FROM drafts WHERE id IN (", ids, ")"))
+	return err
+}
+
+// MarkFailed marks draft id failed with msg, if it is still queued at
+// version: a post that gave up, so the author sees it and can post again.
+func (s *Store) MarkFailed(ctx context.Context, id, version int64, msg string) error {
+	_, err := s.DB.ExecContext(ctx, `UPDATE drafts SET state = 'failed', error = ?
+		WHERE id = ? AND version = ? AND state = 'queued'`, msg, id, version)
+	return err
+}
+
+// Queued is a draft whose post (or edit, or delete) is owed.
+type Queued struct {
+	ID      int64
+	Version int64
+}
+
+// ListQueued returns up to limit drafts queued before before, oldest first.
+func (s *Store) ListQueued(ctx context.Context, before time.Time, limit int) ([]Queued, error) {
+	rows, err := s.DB.QueryContext(ctx, `SELECT id, version FROM drafts
+		WHERE state = 'queued' AND queued_at < ? ORDER BY queued_at LIMIT ?`, before.UTC(), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var list []Queued
+	for rows.Next() {
+		var q Queued
+		if err := rows.Scan(&q.ID, &q.Version); err != nil {
+			return nil, err
+		}
+		list = append(list, q)
+	}
+	return list, rows.Err()
+}
+
+// Status is a draft's posting state and its work, if posted.
+type Status struct {
+	State  string
+	WorkID int64
+}
+
+// Statuses returns the posting state of each draft of ids that exists, by
+// id, reading by primary key only.
+func (s *Store) Statuses(ctx context.Context, ids []int64) (map[int64]Status, error) {
+	out := make(map[int64]Status, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, state, COALESCE(work_id, 0) FROM drafts WHERE id IN (", ids, ")"))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var st Status
+		if err := rows.Scan(&id, &st.State, &st.WorkID); err != nil {
+			return nil, err
+		}
+		out[id] = st
+	}
+	return out, rows.Err()
+}
+
+// CountQueued returns how many drafts are queued: posts, edits and deletes
+// not yet done.
+func (s *Store) CountQueued(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&n)
+	return n, err
 }

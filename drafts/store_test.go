@@ -2,6 +2,7 @@ package drafts_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/tagcount/tagcount/drafts"
@@ -58,13 +59,13 @@ func TestAnotherAuthorsDraftIsNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.FindDraftByID(ctx, 2, d.ID); !isStatus(err, 404) {
+	if _, err := s.FindDraftByID(ctx, 2, d.ID); !errors.Is(err, drafts.ErrNotFound) {
 		t.Fatalf("read by another author: %v, want 404", err)
 	}
-	if _, err := s.ReplaceDraft(ctx, 2, d.ID, validContent()); !isStatus(err, 404) {
+	if _, err := s.ReplaceDraft(ctx, 2, d.ID, validContent()); !errors.Is(err, drafts.ErrNotFound) {
 		t.Fatalf("replace by another author: %v, want 404", err)
 	}
-	if err := s.DeleteDraft(ctx, 2, d.ID); !isStatus(err, 404) {
+	if err := s.DeleteDraft(ctx, 2, d.ID); !errors.Is(err, drafts.ErrNotFound) {
 		t.Fatalf("delete by another author: %v, want 404", err)
 	}
 	if _, err := s.FindDraftByID(ctx, 1, d.ID); err != nil {

@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		backupPath = filepath.Join(cfg.BackupDir, backupFileName(cfg.AppName))
 	}
 
-	m := newMetrics(cfg.Registerer, log)
+	m := newMetrics(cfg.Registerer)
 	st := newStore(log, m, boot, backupPath, cfg.URL != "")
 
 	bg, cancel := context.WithCancel(context.Background())

@@ -1,11 +1,10 @@
 package flags
 
 import (
-	"errors"
-	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 type metrics struct {
@@ -21,42 +20,35 @@ type metrics struct {
 }
 
 // newMetrics builds the collectors and registers them with reg (nil: not
-// registered). A collector already registered by another Client on the same
-// registry is shared.
-func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
+// registered). A second registration on one registry panics: a process has
+// one Client.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
 	m := &metrics{
-		evaluations: prometheus.NewCounterVec(prometheus.CounterOpts{
+		evaluations: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "tagcount_flags_evaluations_total",
 			Help: "Flag evaluations by flag and result (on/off); flags not named by the service count as flag=\"other\".",
 		}, []string{"flag", "result"}),
-		evalErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		evalErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "tagcount_flags_evaluation_errors_total",
 			Help: "Flag evaluations that failed on a malformed definition and returned off.",
 		}),
-		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+		syncs: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "tagcount_flags_syncs_total",
 			Help: "Fetches of flag definitions from the Unleash server by result (ok, not_modified, error).",
 		}, []string{"result"}),
-		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{
+		lastSync: f.NewGauge(prometheus.GaugeOpts{
 			Name: "tagcount_flags_last_sync_timestamp_seconds",
 			Help: "Unix time of the last successful fetch from the Unleash server; 0 if none yet.",
 		}),
-		source: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		source: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tagcount_flags_source",
 			Help: "1 for where the flag definitions in use came from (server, backup, bootstrap, default), 0 for the others.",
 		}, []string{"source"}),
-		backupErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		backupErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "tagcount_flags_backup_errors_total",
 			Help: "Failed writes of the flag backup file.",
 		}),
-	}
-	if reg != nil {
-		m.evaluations = register(reg, log, m.evaluations)
-		m.evalErrors = register(reg, log, m.evalErrors)
-		m.syncs = register(reg, log, m.syncs)
-		m.lastSync = register(reg, log, m.lastSync)
-		m.source = register(reg, log, m.source)
-		m.backupErrors = register(reg, log, m.backupErrors)
 	}
 	for _, r := range []string{"ok", "not_modified", "error"} {
 		m.syncs.WithLabelValues(r)
@@ -68,21 +60,6 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 		m.off[d.Name] = m.evaluations.WithLabelValues(d.Name, "off")
 	}
 	return m
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, log *slog.Logger, c C) C {
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	log.Warn("cannot register flags metric; it will not be exported", "err", err)
-	return c
 }
 
 func (m *metrics) evaluated(name string, on bool) {

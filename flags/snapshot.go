@@ -1,8 +1,6 @@
 package flags
 
 import (
-	"encoding/json"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -135,30 +133,4 @@ func parsePercent(v any) (float64, bool) {
 		return f, err == nil
 	}
 	return 0, false
-}
-
-// Handler serves the Snapshot as JSON (GET and HEAD). Authentication is the
-// router's business.
-func (c *Client) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{
-				"code": "method_not_allowed", "message": "use GET",
-			}})
-			return
-		}
-		body, err := json.Marshal(c.Snapshot())
-		if err != nil { // cannot happen: Snapshot holds plain values
-			w.WriteHeader(http.StatusInternalServerError)
-			_, _ = w.Write([]byte(`{"error":{"code":"internal","message":"internal error"}}`))
-			return
-		}
-		if r.Method == http.MethodGet {
-			_, _ = w.Write(append(body, '\n'))
-		}
-	})
 }

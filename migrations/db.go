@@ -3,7 +3,12 @@ package migrations
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -13,10 +18,39 @@ import (
 // and the tests.
 const DefaultDSN = "root@tcp(127.0.0.1:3306)/tagcount?parseTime=true"
 
+// DefaultMaxOpenConns is the size of a pool Open returns.
+const DefaultMaxOpenConns = 64
+
+// DB is a connection pool that knows which server it talks to. Every
+// tagcount package takes a *DB; what differs between MariaDB and MySQL is
+// probed once, when the pool is opened.
+type DB struct {
+	*sql.DB
+	// MariaDB is true on MariaDB, which has DELETE ... RETURNING (MySQL 8
+	// has not).
+	MariaDB bool
+	// ConsecutiveIDs is true when a multi-row INSERT gets consecutive
+	// auto-increment ids (innodb_autoinc_lock_mode 0 or 1, MariaDB's default,
+	// with an increment of 1), so they need not be read back.
+	ConsecutiveIDs bool
+	// Version is the server's VERSION().
+	Version string
+}
+
+// Querier is what a statement runs on: a pool, a transaction or a
+// connection. Functions that must run inside their caller's transaction take
+// one.
+type Querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // Open opens a pool on dsn with the settings every tagcount process needs
-// (parseTime, UTC, client-side interpolation) and pings it. The returned error
-// names the address and how to start MariaDB when the server is unreachable.
-func Open(ctx context.Context, dsn string) (*sql.DB, error) {
+// (parseTime, UTC, client-side interpolation, driver timeouts), pings it and
+// probes the server's flavor. The returned error names the address and how
+// to start MariaDB when the server is unreachable.
+func Open(ctx context.Context, dsn string) (*DB, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("bad MySQL DSN: %w", err)
@@ -28,6 +62,9 @@ func Open(ctx context.Context, dsn string) (*sql.DB, error) {
 	// query, which dominated the posting path's database time. Safe with the
 	// utf8mb4 connection charset; the driver refuses it for unsafe charsets.
 	cfg.InterpolateParams = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second // dial
+	}
 	if cfg.Params == nil {
 		cfg.Params = map[string]string{}
 	}
@@ -37,17 +74,30 @@ func Open(ctx context.Context, dsn string) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bad MySQL DSN: %w", err)
 	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(64)
-	db.SetMaxIdleConns(64)
+	db := &DB{DB: sql.OpenDB(connector)}
+	db.SetMaxOpenConns(DefaultMaxOpenConns)
+	db.SetMaxIdleConns(DefaultMaxOpenConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
+	if err := db.probe(pctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("MySQL at %s is unreachable (%w); start it (e.g. `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`) or set TAGCOUNT_MYSQL_DSN", cfg.Addr, err)
 	}
 	return db, nil
+}
+
+// probe reads what the server is, once per pool.
+func (db *DB) probe(ctx context.Context) error {
+	var mode, step int
+	err := db.QueryRowContext(ctx, "SELECT VERSION(), @@innodb_autoinc_lock_mode, @@auto_increment_increment").
+		Scan(&db.Version, &mode, &step)
+	if err != nil {
+		return err
+	}
+	db.MariaDB = strings.Contains(strings.ToLower(db.Version), "mariadb")
+	db.ConsecutiveIDs = mode < 2 && step == 1
+	return nil
 }
 
 // CreateDatabase creates the database named in dsn if it does not exist,
@@ -69,4 +119,99 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 	defer db.Close()
 	_, err = db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS `"+name+"` CHARACTER SET utf8mb4")
 	return err
+}
+
+// WithDatabase returns dsn naming database instead (when database is not
+// empty). It fails on a malformed DSN or when the result names no database.
+func WithDatabase(dsn, database string) (string, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", fmt.Errorf("bad MySQL DSN: %w", err)
+	}
+	if database != "" {
+		cfg.DBName = database
+	}
+	if cfg.DBName == "" {
+		return "", errors.New("the MySQL DSN names no database")
+	}
+	return cfg.FormatDSN(), nil
+}
+
+// MySQL error numbers that mean "try again": the server rolled the
+// transaction (or statement) back whole, so nothing was half-applied.
+const (
+	ErLockWaitTimeout = 1205
+	ErLockDeadlock    = 1213
+)
+
+// IsLockConflict reports whether err is a deadlock or a lock wait timeout:
+// the server rolled the transaction (or statement) back whole, so running it
+// again is the fix.
+func IsLockConflict(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == ErLockDeadlock || me.Number == ErLockWaitTimeout)
+}
+
+// IsDeadlock reports whether err is a deadlock (rather than a lock wait
+// timeout).
+func IsDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == ErLockDeadlock
+}
+
+// IsUnavailable reports whether err means the database (or another
+// dependency) could not be reached: connection refused, reset, a bad
+// connection, a network timeout.
+func IsUnavailable(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.As(err, &ne) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, driver.ErrBadConn)
+}
+
+// Placeholders returns n copies of s separated by sep: the placeholder list
+// of an IN (...), the rows of a multi-row VALUES, the terms of an OR.
+func Placeholders(s, sep string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat(s+sep, n-1) + s
+}
+
+// IDList returns prefix, then ids in decimal separated by commas, then
+// suffix: a statement with an inline IN list. The ids are integers this
+// process formats, so inlining them is safe, and the text protocol saves
+// the round trips of a prepared statement.
+func IDList(prefix string, ids []int64, suffix string) string {
+	var sb strings.Builder
+	sb.Grow(len(prefix) + 12*len(ids) + len(suffix))
+	sb.WriteString(prefix)
+	var buf [20]byte
+	for i, id := range ids {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.Write(strconv.AppendInt(buf[:0], id, 10))
+	}
+	sb.WriteString(suffix)
+	return sb.String()
+}
+
+// SumsByID runs query (which selects an id and an integer) on q and returns
+// the integers by id: the shape of every per-tag aggregate.
+func SumsByID(ctx context.Context, q Querier, query string, args ...any) (map[int64]int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[int64]int64)
+	for rows.Next() {
+		var id, v int64
+		if err := rows.Scan(&id, &v); err != nil {
+			return nil, err
+		}
+		out[id] = v
+	}
+	return out, rows.Err()
 }

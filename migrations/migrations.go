@@ -7,7 +7,6 @@ package migrations
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -18,17 +17,17 @@ import (
 //go:embed sql/*.sql
 var files embed.FS
 
-func provider(db *sql.DB) (*goose.Provider, error) {
+func provider(db *DB) (*goose.Provider, error) {
 	sub, err := fs.Sub(files, "sql")
 	if err != nil {
 		return nil, err
 	}
-	return goose.NewProvider(goose.DialectMySQL, db, sub)
+	return goose.NewProvider(goose.DialectMySQL, db.DB, sub)
 }
 
 // Up applies every migration not yet applied. It returns an error naming the
 // migration that failed.
-func Up(ctx context.Context, db *sql.DB) error {
+func Up(ctx context.Context, db *DB) error {
 	p, err := provider(db)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
@@ -40,7 +39,7 @@ func Up(ctx context.Context, db *sql.DB) error {
 }
 
 // Down rolls back the most recent migration.
-func Down(ctx context.Context, db *sql.DB) error {
+func Down(ctx context.Context, db *DB) error {
 	p, err := provider(db)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
@@ -52,7 +51,7 @@ func Down(ctx context.Context, db *sql.DB) error {
 }
 
 // Version returns the current schema version (0 for an empty database).
-func Version(ctx context.Context, db *sql.DB) (int64, error) {
+func Version(ctx context.Context, db *DB) (int64, error) {
 	p, err := provider(db)
 	if err != nil {
 		return 0, fmt.Errorf("migrations: %w", err)

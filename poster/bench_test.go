@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -45,7 +46,7 @@ func benchmarkPost(b *testing.B, legacy bool) {
 					b.Error(err)
 					return
 				}
-				if _, err := p.PostDraft(ctx, 1, d.ID); err != nil && !isStatus(err, 503) {
+				if _, err := p.PostDraft(ctx, 1, d.ID); err != nil && !migrations.IsLockConflict(err) {
 					b.Error(err)
 					return
 				}

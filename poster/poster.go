@@ -1,4 +1,6 @@
-// Package poster turns drafts into posted works, on two paths.
+// Package poster turns drafts into posted works, on two paths. It owns the
+// works and taggings tables, and the posting transaction, which exists once
+// and serves both paths.
 //
 // The new path records a post on the draft row (state queued), enqueues an
 // asynq job after that commits, and the job writes the work, its taggings and
@@ -12,15 +14,13 @@
 //
 // Both paths make a work match its draft's content by the same diff, so a
 // work posted on one path can be edited or deleted on the other and every
-// count stays right (DESIGN.md invariants 2 to 5).
+// count stays right (docs/design.md invariants 2 to 5).
 package poster
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -28,14 +28,33 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
 )
 
-// Posting paths, as reported in PostResult.Path and metrics.
+// Posting paths, as reported in Result.Path and metrics.
 const (
 	PathLegacy = "legacy"
 	PathNew    = "new"
 )
+
+// StateDeleted is the state a Result reports for a deleted work.
+const StateDeleted = "deleted"
+
+// Defaults of Config and of the posting job server.
+const (
+	DefaultQueue        = "tagcount"
+	DefaultRequeueAfter = 30 * time.Second
+	DefaultMaxRetry     = 20
+	// DefaultJobConcurrency is how many posting jobs a worker runs at once.
+	DefaultJobConcurrency = 64
+	// DefaultJobPoll is how often an idle worker checks Redis for jobs
+	// (asynq's default of 1s would add up to a second to every post).
+	DefaultJobPoll = 20 * time.Millisecond
+)
+
+// ErrWorkNotFound: the work does not exist, belongs to another author, or
+// its delete is under way.
+var ErrWorkNotFound = errors.New("work not found")
 
 // PathChooser decides per author which path a post takes; the flags package
 // implements it with a sticky gradual rollout.
@@ -58,9 +77,13 @@ type Announcer interface {
 
 // Config configures a Poster.
 type Config struct {
-	DB        *sql.DB
+	// DB serves authors' requests (and the legacy path's posting).
+	DB *migrations.DB
+	// JobDB, if set, is the pool posting jobs use, so authors' requests
+	// never wait for a connection behind a backlog of jobs. Default DB.
+	JobDB     *migrations.DB
 	Queue     *asynq.Client // enqueues post jobs; required for the new path
-	QueueName string        // asynq queue; default "tagcount"
+	QueueName string        // asynq queue; default DefaultQueue
 	Paths     PathChooser   // nil: every author takes the new path
 	Announcer Announcer     // nil: events are not announced (the sweeper still finds them)
 	// RequeueAfter is how long a draft may stay queued before the requeuer
@@ -72,16 +95,22 @@ type Config struct {
 	Now          func() time.Time
 }
 
-// Poster implements drafts.Poster and the post-draft job.
+// Poster posts drafts, edits and deletes works, and runs the posting job.
 type Poster struct {
 	cfg     Config
 	drafts  *drafts.Store
-	tags    *tagResolver
+	tags    *counter.TagResolver
 	log     *slog.Logger
 	metrics *metrics
+}
 
-	autoincOnce sync.Once
-	consecutive bool
+// Result says what a post, edit or delete did. Async results are done
+// shortly, by a background job.
+type Result struct {
+	Async  bool
+	State  string
+	Path   string // empty when nothing was done (already posted)
+	WorkID int64
 }
 
 // New returns a Poster. It panics on a nil DB, which is a wiring bug.
@@ -89,14 +118,17 @@ func New(cfg Config) *Poster {
 	if cfg.DB == nil {
 		panic("poster: nil DB")
 	}
+	if cfg.JobDB == nil {
+		cfg.JobDB = cfg.DB
+	}
 	if cfg.QueueName == "" {
-		cfg.QueueName = "tagcount"
+		cfg.QueueName = DefaultQueue
 	}
 	if cfg.RequeueAfter <= 0 {
-		cfg.RequeueAfter = 30 * time.Second
+		cfg.RequeueAfter = DefaultRequeueAfter
 	}
 	if cfg.MaxRetry <= 0 {
-		cfg.MaxRetry = 20
+		cfg.MaxRetry = DefaultMaxRetry
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -104,7 +136,8 @@ func New(cfg Config) *Poster {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB}, tags: newTagResolver(cfg.DB), log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB}, tags: counter.NewTagResolver(cfg.DB),
+		log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
 }
 
 func (p *Poster) useNewPath(authorID int64) bool {
@@ -112,91 +145,71 @@ func (p *Poster) useNewPath(authorID int64) bool {
 }
 
 // PostDraft posts author's draft on the author's path. Posting a draft that is
-// already queued or posted changes nothing and reports its state.
-func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (drafts.PostResult, error) {
+// already queued or posted changes nothing and reports its state. It returns
+// drafts.ErrNotFound for another author's draft.
+func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result, error) {
 	start := time.Now()
 	if !p.useNewPath(authorID) {
-		res, err := p.sync(ctx, draftID, syncOpts{legacy: true, authorID: authorID, post: true})
+		res, err := p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, post: true})
 		p.metrics.observe(PathLegacy, start, err)
 		return res, err
 	}
-	res, err := p.queue(ctx, draftID, 0, `UPDATE drafts SET state = 'queued', queued_at = NOW(6),
-		version = LAST_INSERT_ID(version)
-		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')`, draftID, authorID)
-	if errors.Is(err, errNoRow) {
+	version, err := p.drafts.QueuePost(ctx, authorID, draftID)
+	if errors.Is(err, drafts.ErrNotQueued) {
 		d, ferr := p.drafts.FindDraftByID(ctx, authorID, draftID)
 		if ferr != nil {
-			return drafts.PostResult{}, ferr
+			return Result{}, ferr
 		}
 		// Already queued or posted: a double click or a retry.
-		return drafts.PostResult{Async: d.State == drafts.StateQueued, State: d.State, WorkID: d.WorkID}, nil
+		return Result{Async: d.State == drafts.StateQueued, State: d.State, WorkID: d.WorkID}, nil
 	}
+	res, err := p.queued(ctx, draftID, 0, version, err)
 	p.metrics.observe(PathNew, start, err)
 	return res, err
 }
 
-// UpdateWork makes author's work match c: +1/-1 for the tag difference.
-func (p *Poster) UpdateWork(ctx context.Context, authorID, workID int64, c drafts.Content) (drafts.PostResult, error) {
+// UpdateWork makes author's work match c: +1/-1 for the tag difference. It
+// returns ErrWorkNotFound for another author's work or one being deleted.
+func (p *Poster) UpdateWork(ctx context.Context, authorID, workID int64, c drafts.Content) (Result, error) {
 	draftID, err := p.draftOfWork(ctx, authorID, workID)
 	if err != nil {
-		return drafts.PostResult{}, err
+		return Result{}, err
 	}
 	if !p.useNewPath(authorID) {
-		return p.sync(ctx, draftID, syncOpts{legacy: true, authorID: authorID, content: &c})
+		return p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, content: &c})
 	}
-	tags, err := marshalTags(c.Tags)
-	if err != nil {
-		return drafts.PostResult{}, err
-	}
-	res, err := p.queue(ctx, draftID, workID, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = LAST_INSERT_ID(version + 1),
-		state = 'queued', queued_at = NOW(6), error = NULL, updated_at = NOW(6)
-		WHERE id = ? AND author_id = ? AND delete_requested = 0`, c.Title, c.Body, tags, draftID, authorID)
-	if errors.Is(err, errNoRow) {
-		return res, api.NotFound("work") // its delete is under way
-	}
-	return res, err
+	version, err := p.drafts.QueueEdit(ctx, authorID, draftID, c)
+	return p.queued(ctx, draftID, workID, version, err)
 }
 
-// DeleteWork deletes author's work; its tags' counts go down.
-func (p *Poster) DeleteWork(ctx context.Context, authorID, workID int64) (drafts.PostResult, error) {
+// DeleteWork deletes author's work; its tags' counts go down. It returns
+// ErrWorkNotFound for another author's work or one already deleted.
+func (p *Poster) DeleteWork(ctx context.Context, authorID, workID int64) (Result, error) {
 	draftID, err := p.draftOfWork(ctx, authorID, workID)
 	if err != nil {
-		return drafts.PostResult{}, err
+		return Result{}, err
 	}
 	if !p.useNewPath(authorID) {
-		return p.sync(ctx, draftID, syncOpts{legacy: true, authorID: authorID, delete: true})
+		return p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, delete: true})
 	}
-	res, err := p.queue(ctx, draftID, workID, `UPDATE drafts SET delete_requested = 1, version = LAST_INSERT_ID(version + 1),
-		state = 'queued', queued_at = NOW(6), updated_at = NOW(6)
-		WHERE id = ? AND author_id = ?`, draftID, authorID)
-	if errors.Is(err, errNoRow) {
-		return res, api.NotFound("work") // deleted meanwhile
-	}
-	return res, err
+	version, err := p.drafts.QueueDelete(ctx, authorID, draftID)
+	return p.queued(ctx, draftID, workID, version, err)
 }
 
-var errNoRow = errors.New("no row changed")
-
-// queue records that a sync of draftID is owed (the UPDATE in query, which
-// must set version = LAST_INSERT_ID(...) so the new version comes back
-// without another read), then enqueues its job. The draft row is the record:
-// if the enqueue fails, the requeuer enqueues the job later, so the answer is
-// still "queued".
-func (p *Poster) queue(ctx context.Context, draftID, workID int64, query string, args ...any) (drafts.PostResult, error) {
-	res, err := p.cfg.DB.ExecContext(ctx, query, args...)
-	if err != nil {
-		return drafts.PostResult{}, err
+// queued finishes a change the drafts store recorded as owed (err from the
+// store, version the new version): it enqueues the job. The draft row is the
+// record: if the enqueue fails, the requeuer enqueues the job later, so the
+// answer is still "queued".
+func (p *Poster) queued(ctx context.Context, draftID, workID, version int64, err error) (Result, error) {
+	if errors.Is(err, drafts.ErrNotQueued) {
+		return Result{}, ErrWorkNotFound // deleted, or its delete is under way
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return drafts.PostResult{}, errNoRow
-	}
-	version, err := res.LastInsertId()
 	if err != nil {
-		return drafts.PostResult{}, err
+		return Result{}, err
 	}
 	if err := p.enqueue(ctx, draftID, version); err != nil {
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
 	}
-	return drafts.PostResult{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID}, nil
+	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID}, nil
 }

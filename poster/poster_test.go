@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/drafts/api"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
@@ -26,7 +24,7 @@ const author = 7
 // env is one test's poster on its own database and queue.
 type env struct {
 	t     *testing.T
-	db    *sql.DB
+	db    *migrations.DB
 	p     *poster.Poster
 	store *drafts.Store
 	queue string
@@ -37,7 +35,7 @@ type env struct {
 type envOpts struct {
 	legacy    bool
 	redisAddr string // default: the machine's Redis
-	db        *sql.DB
+	db        *migrations.DB
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -139,7 +137,7 @@ func (e *env) count(query string, args ...any) int64 {
 	return n.Int64
 }
 
-// assertConserved checks DESIGN.md invariant 5 for every tag:
+// assertConserved checks docs/design.md invariant 5 for every tag:
 // taggings of posted works = stored count + pending outbox deltas.
 func (e *env) assertConserved() {
 	e.t.Helper()
@@ -169,7 +167,7 @@ func TestNewPathPostedTwiceConcurrentlyMakesOneWork(t *testing.T) {
 	d := e.draft(work("Twice", "Fluff", "Angst"))
 
 	var wg sync.WaitGroup
-	results := make([]drafts.PostResult, 8)
+	results := make([]poster.Result, 8)
 	errs := make([]error, 8)
 	for i := range results {
 		wg.Add(1)
@@ -329,8 +327,8 @@ func TestEditEmitsTheTagDifferenceAndDeleteTakesEveryTagAway(t *testing.T) {
 			if n := e.count("SELECT COALESCE(SUM(count), 0) FROM tag_counts") + e.count("SELECT COALESCE(SUM(delta), 0) FROM tag_events"); n != 0 {
 				t.Fatalf("after delete, counts plus pending sum to %d, want 0", n)
 			}
-			if _, err := e.p.FindWorkByID(ctx, author, w); !isStatus(err, http.StatusNotFound) {
-				t.Fatalf("deleted work read: %v, want 404", err)
+			if _, err := e.p.FindWorkByID(ctx, author, w); !errors.Is(err, poster.ErrWorkNotFound) {
+				t.Fatalf("deleted work read: %v, want work not found", err)
 			}
 		})
 	}
@@ -396,9 +394,8 @@ func TestLegacyLockWaitTimeoutIs503AndLeavesTheDraftUntouched(t *testing.T) {
 
 	second := e.draft(work("Second", "Angst"))
 	_, err = e.p.PostDraft(ctx, author, second.ID)
-	apiErr := api.Classify(err)
-	if apiErr.Status != http.StatusServiceUnavailable || apiErr.Code != "lock_wait_timeout" || apiErr.RetryAfter <= 0 {
-		t.Fatalf("post behind a held count row: %v → %+v; want 503 lock_wait_timeout with Retry-After", err, apiErr)
+	if !migrations.IsLockConflict(err) || migrations.IsDeadlock(err) {
+		t.Fatalf("post behind a held count row: %v; want a lock wait timeout (the API answers 503 with Retry-After)", err)
 	}
 	d, _ := e.store.FindDraftByID(ctx, author, second.ID)
 	if d.State != drafts.StateDraft || d.WorkID != 0 {
@@ -444,11 +441,6 @@ func TestSyncJobWithMalformedPayloadIsNotRetried(t *testing.T) {
 	}
 }
 
-func isStatus(err error, status int) bool {
-	var e *api.Error
-	return errors.As(err, &e) && e.Status == status
-}
-
 func TestEditingAWorkWhoseDeleteIsPendingIsNotFound(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t).DB
@@ -463,8 +455,8 @@ func TestEditingAWorkWhoseDeleteIsPendingIsNotFound(t *testing.T) {
 	if del, err := newPath.p.DeleteWork(ctx, author, res.WorkID); err != nil || !del.Async {
 		t.Fatalf("delete = %+v, %v; want queued", del, err)
 	}
-	if _, err := newPath.p.UpdateWork(ctx, author, res.WorkID, work("Too late", "Angst")); !isStatus(err, http.StatusNotFound) {
-		t.Fatalf("edit during a pending delete: %v; want 404", err)
+	if _, err := newPath.p.UpdateWork(ctx, author, res.WorkID, work("Too late", "Angst")); !errors.Is(err, poster.ErrWorkNotFound) {
+		t.Fatalf("edit during a pending delete: %v; want work not found", err)
 	}
 }
 

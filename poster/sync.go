@@ -3,347 +3,291 @@ package poster
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"strings"
+	"math/rand/v2"
+	"slices"
+	"time"
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
 )
 
-type syncOpts struct {
-	legacy        bool            // bump tag_counts in the transaction instead of writing the outbox
-	requireQueued bool            // do nothing unless the draft is queued (the job)
+// request is one draft whose work is to be made to match it.
+type request struct {
+	draftID       int64
+	authorID      int64           // when non-zero, the draft must be this author's (else drafts.ErrNotFound)
+	content       *drafts.Content // when set, written to the draft in the same transaction (a legacy edit)
+	delete        bool            // delete the work and its draft (a legacy delete)
 	post          bool            // a Post: nothing to do once the draft is posted
-	authorID      int64           // when non-zero, the draft must be this author's
-	content       *drafts.Content // when set, written to the draft in the same transaction
-	delete        bool            // delete the work and its draft
+	requireQueued bool            // a job: nothing to do unless the draft is queued
+}
+
+// outcome is what syncing one request did.
+type outcome struct {
+	res Result
+	err error
 }
 
 // errDraftGone means the draft no longer exists (its work was deleted).
 var errDraftGone = errors.New("draft no longer exists")
 
 // errVersionMoved means the draft changed between reading its content and
-// locking it; the caller reads it again.
+// locking it; the request is read again.
 var errVersionMoved = errors.New("draft changed meanwhile")
 
-type delta struct {
-	tagID int64
-	delta int32
+// maxLockRetries bounds how often the new path's transaction is tried
+// again after a deadlock or lock wait timeout before the error is returned.
+const maxLockRetries = 5
+
+// maxVersionRetries bounds how often a request whose draft keeps changing is
+// read again.
+const maxVersionRetries = 5
+
+// syncOne syncs one request; see sync.
+func (p *Poster) syncOne(ctx context.Context, db *migrations.DB, path string, r request) (Result, error) {
+	o := p.sync(ctx, db, path, []request{r})[0]
+	return o.res, o.err
 }
 
-// sync makes the work of draftID match the draft's content, or deletes it, in
-// one transaction; see the package comment. It returns what it did.
-func (p *Poster) sync(ctx context.Context, draftID int64, o syncOpts) (drafts.PostResult, error) {
-	for attempt := 0; ; attempt++ {
-		res, err := p.syncOnce(ctx, draftID, o)
-		if errors.Is(err, errVersionMoved) && attempt < 5 {
+// sync makes the work of each request's draft match the draft's content, or
+// deletes it, in one transaction on db (the posting transaction: the drafts
+// rows, the works and taggings, and the count update — the outbox on the
+// new path, tag_counts bumps on the legacy one — commit together), and
+// returns one outcome per request, in order. Drafts that changed meanwhile
+// are read again; when the transaction fails for any reason but a lock
+// conflict, each request is tried alone, so one draft that cannot be posted
+// does not fail the others.
+func (p *Poster) sync(ctx context.Context, db *migrations.DB, path string, reqs []request) []outcome {
+	out := make([]outcome, len(reqs))
+	todo := make([]int, len(reqs))
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; len(todo) > 0; attempt++ {
+		// One request per draft per transaction: a second one (a later
+		// version's job) goes in the next round, after the first committed.
+		var later []int
+		todo, later = uniqueDrafts(reqs, todo)
+		batch := make([]request, len(todo))
+		for k, i := range todo {
+			batch[k] = reqs[i]
+		}
+		res, err := p.syncBatch(ctx, db, path, batch)
+		if migrations.IsLockConflict(err) && path == PathNew && attempt < maxLockRetries {
+			// The new path takes no lock another author's transaction holds
+			// for long; a conflict (a deadlock with a legacy transaction on
+			// the same draft, a tag's index page) is tried again at once.
+			// The legacy path answers it as the baseline always did.
+			if counter.Sleep(ctx, time.Duration(1+rand.IntN(10*(attempt+1)))*time.Millisecond) == nil {
+				continue
+			}
+		}
+		if err != nil && len(batch) > 1 && !migrations.IsLockConflict(err) && ctx.Err() == nil {
+			for k, i := range todo {
+				r, err := p.syncOne(ctx, db, path, batch[k])
+				out[i] = outcome{r, err}
+			}
+			return out
+		}
+		again := later
+		for k, i := range todo {
+			o := outcome{err: err}
+			if err == nil {
+				o = res[k]
+			}
+			if errors.Is(o.err, errVersionMoved) && attempt < maxVersionRetries+len(reqs) {
+				again = append(again, i)
+				continue
+			}
+			out[i] = o
+		}
+		todo = again
+	}
+	return out
+}
+
+// uniqueDrafts splits todo (indexes into reqs) into the first request of
+// each draft and the rest.
+func uniqueDrafts(reqs []request, todo []int) (first, rest []int) {
+	seen := make(map[int64]bool, len(todo))
+	for _, i := range todo {
+		if seen[reqs[i].draftID] {
+			rest = append(rest, i)
 			continue
 		}
-		return res, err
+		seen[reqs[i].draftID] = true
+		first = append(first, i)
 	}
+	return first, rest
 }
 
-func (p *Poster) syncOnce(ctx context.Context, draftID int64, o syncOpts) (drafts.PostResult, error) {
-	// Read the content and resolve its tags before the transaction: tag
-	// creation must not run while the transaction holds a pooled connection.
-	var (
-		content drafts.Content
-		version int64
-	)
-	if o.content != nil {
-		content = *o.content
-	} else {
-		var tags []byte
-		err := p.cfg.DB.QueryRowContext(ctx, `SELECT title, body, tags, version FROM drafts WHERE id = ?`, draftID).
-			Scan(&content.Title, &content.Body, &tags, &version)
-		if errors.Is(err, sql.ErrNoRows) {
-			return drafts.PostResult{}, errDraftGone
-		}
-		if err != nil {
-			return drafts.PostResult{}, err
-		}
-		if err := json.Unmarshal(tags, &content.Tags); err != nil {
-			return drafts.PostResult{}, fmt.Errorf("draft %d has unreadable tags: %w", draftID, err)
-		}
-	}
-	refs := content.Tags.List()
-	tagIDs, err := p.tags.resolve(ctx, refs)
-	if err != nil {
-		return drafts.PostResult{}, err
-	}
+// plan is one request as the transaction sees it.
+type plan struct {
+	idx     int // of the request in its batch
+	req     request
+	content drafts.Content
+	tagIDs  []int64
+	version int64 // the version read with the content; 0 when the request carries it
+	lock    drafts.Lock
+	workID  int64
+	delete  bool
+	deltas  []counter.Delta
+}
 
+// syncBatch runs the posting transaction once for reqs. It returns a
+// transaction-wide error (nothing was written) or one outcome per request;
+// an outcome holding errVersionMoved wrote nothing for its request.
+func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, reqs []request) ([]outcome, error) {
+	plans, out, err := p.prepare(ctx, reqs)
+	if err != nil {
+		return nil, err
+	}
 	opts := &sql.TxOptions{}
-	if !o.legacy {
+	if path == PathNew {
 		// No gap locks: nothing on the new path may wait on another author.
 		opts.Isolation = sql.LevelReadCommitted
 	}
-	tx, err := p.cfg.DB.BeginTx(ctx, opts)
+	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return drafts.PostResult{}, err
+		return nil, err
 	}
 	defer tx.Rollback()
-
-	var (
-		authorID, workID, lockedVersion int64
-		state                           string
-		deleteRequested                 bool
-	)
-	err = tx.QueryRowContext(ctx, `SELECT author_id, state, COALESCE(work_id, 0), version, delete_requested
-		FROM drafts WHERE id = ? FOR UPDATE`, draftID).Scan(&authorID, &state, &workID, &lockedVersion, &deleteRequested)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && o.authorID != 0 && authorID != o.authorID) {
-		if o.authorID != 0 {
-			return drafts.PostResult{}, api.NotFound("draft")
-		}
-		return drafts.PostResult{}, errDraftGone
-	}
+	writes, err := p.lockAndDecide(ctx, tx, plans, out)
 	if err != nil {
-		return drafts.PostResult{}, err
+		return nil, err
 	}
-	if o.content == nil && lockedVersion != version {
-		return drafts.PostResult{}, errVersionMoved
-	}
-	if o.requireQueued && state != drafts.StateQueued {
-		return drafts.PostResult{State: state, WorkID: workID}, nil
-	}
-	if o.post && state == drafts.StatePosted && !deleteRequested {
-		return drafts.PostResult{State: state, WorkID: workID}, nil
-	}
-
-	path := PathNew
-	if o.legacy {
-		path = PathLegacy
-	}
-	var deltas []delta
-	var result drafts.PostResult
-	if o.delete || deleteRequested {
-		deltas, err = p.deleteWork(ctx, tx, draftID, workID)
-		result = drafts.PostResult{State: "deleted", Path: path, WorkID: workID}
-	} else {
-		workID, deltas, err = p.writeWork(ctx, tx, draftID, authorID, workID, content, tagIDs, o.content != nil)
-		result = drafts.PostResult{State: drafts.StatePosted, Path: path, WorkID: workID}
-	}
+	events, err := p.write(ctx, db, tx, path, writes)
 	if err != nil {
-		return drafts.PostResult{}, err
-	}
-
-	var events []counter.Event
-	if o.legacy {
-		err = bumpCounts(ctx, tx, deltas)
-	} else {
-		events, err = writeOutbox(ctx, tx, workID, deltas, p.consecutiveIDs(ctx))
-	}
-	if err != nil {
-		return drafts.PostResult{}, err
+		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
-		return drafts.PostResult{}, err
+		return nil, err
+	}
+	for _, pl := range writes {
+		i := pl.idx
+		out[i] = outcome{res: Result{State: drafts.StatePosted, Path: path, WorkID: pl.workID}}
+		if pl.delete {
+			out[i].res.State = StateDeleted
+		}
 	}
 	if len(events) > 0 && p.cfg.Announcer != nil {
 		p.cfg.Announcer.Announce(ctx, events)
 	}
-	return result, nil
+	return out, nil
 }
 
-// writeWork creates or updates the work of draftID and its taggings, marks the
-// draft posted, and returns the work id and the tag deltas in the order the
-// author listed the tags (added), then removed tags.
-func (p *Poster) writeWork(ctx context.Context, tx *sql.Tx, draftID, authorID, workID int64, c drafts.Content, tagIDs []int64, writeDraft bool) (int64, []delta, error) {
-	if writeDraft {
-		tags, err := marshalTags(c.Tags)
-		if err != nil {
-			return 0, nil, err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = version + 1,
-			updated_at = NOW(6) WHERE id = ?`, c.Title, c.Body, tags, draftID); err != nil {
-			return 0, nil, err
+// prepare reads the content of the requests that carry none and resolves
+// every request's tags, before the transaction: tag creation must not run
+// while the transaction holds a pooled connection and locks. Requests whose
+// draft is gone get their outcome at once.
+func (p *Poster) prepare(ctx context.Context, reqs []request) ([]*plan, []outcome, error) {
+	out := make([]outcome, len(reqs))
+	var read []int64
+	for _, r := range reqs {
+		if r.content == nil {
+			read = append(read, r.draftID)
 		}
 	}
-	current := map[int64]bool{}
-	if workID == 0 {
-		res, err := tx.ExecContext(ctx, `INSERT INTO works (draft_id, author_id, title, body, version)
-			SELECT id, author_id, title, body, version FROM drafts WHERE id = ?`, draftID)
-		if err != nil {
-			return 0, nil, err
-		}
-		if workID, err = res.LastInsertId(); err != nil {
-			return 0, nil, err
-		}
-	} else {
-		if _, err := tx.ExecContext(ctx, `UPDATE works w JOIN drafts d ON d.id = w.draft_id
-			SET w.title = d.title, w.body = d.body, w.version = d.version, w.updated_at = NOW(6) WHERE w.id = ?`, workID); err != nil {
-			return 0, nil, err
-		}
-		ids, err := workTagIDs(ctx, tx, workID)
-		if err != nil {
-			return 0, nil, err
-		}
-		for _, id := range ids {
-			current[id] = true
-		}
+	contents, err := p.drafts.ReadContents(ctx, read)
+	if err != nil {
+		return nil, nil, err
 	}
-
-	var deltas []delta
-	desired := make(map[int64]bool, len(tagIDs))
-	args := make([]any, 0, 3*len(tagIDs))
-	for i, id := range tagIDs {
-		if desired[id] {
+	plans := make([]*plan, 0, len(reqs))
+	var refs []counter.TagRef
+	for i, r := range reqs {
+		pl := &plan{idx: i, req: r}
+		if r.content != nil {
+			pl.content = *r.content
+		} else if v, ok := contents[r.draftID]; ok {
+			pl.content, pl.version = v.Content, v.Version
+		} else {
+			out[i] = outcome{err: goneError(r)}
 			continue
 		}
-		desired[id] = true
-		if !current[id] {
-			deltas = append(deltas, delta{id, +1})
-		}
-		args = append(args, workID, id, i)
+		refs = append(refs, tagRefs(pl.content)...)
+		plans = append(plans, pl)
 	}
-	var removed []any
-	for id := range current {
-		if !desired[id] {
-			deltas = append(deltas, delta{id, -1})
-			removed = append(removed, id)
-		}
+	ids, err := p.tags.Resolve(ctx, refs)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(removed) > 0 {
-		q := "DELETE FROM taggings WHERE work_id = ? AND tag_id IN (" + repeatJoin("?", ",", len(removed)) + ")"
-		if _, err := tx.ExecContext(ctx, q, append([]any{workID}, removed...)...); err != nil {
-			return 0, nil, err
-		}
+	for _, pl := range plans {
+		n := len(tagRefs(pl.content))
+		pl.tagIDs, ids = ids[:n], ids[n:]
 	}
-	if len(args) > 0 {
-		q := "INSERT INTO taggings (work_id, tag_id, position) VALUES " + repeatJoin("(?,?,?)", ",", len(args)/3) +
-			" ON DUPLICATE KEY UPDATE position = VALUES(position)"
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return 0, nil, err
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE drafts SET state = 'posted', work_id = ?, queued_at = NULL, error = NULL
-		WHERE id = ?`, workID, draftID); err != nil {
-		return 0, nil, err
-	}
-	return workID, deltas, nil
+	return plans, out, nil
 }
 
-// deleteWork deletes the work of draftID (if it was posted), its taggings and
-// the draft, and returns a -1 delta per tag the work had.
-func (p *Poster) deleteWork(ctx context.Context, tx *sql.Tx, draftID, workID int64) ([]delta, error) {
-	var deltas []delta
-	if workID != 0 {
-		ids, err := workTagIDs(ctx, tx, workID)
-		if err != nil {
-			return nil, err
-		}
-		for _, id := range ids {
-			deltas = append(deltas, delta{id, -1})
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM taggings WHERE work_id = ?`, workID); err != nil {
-			return nil, err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM works WHERE id = ?`, workID); err != nil {
-			return nil, err
-		}
+// goneError is what a request learns when its draft does not exist: an
+// author's request is told it is not found; a job has nothing left to do.
+func goneError(r request) error {
+	if r.authorID != 0 {
+		return drafts.ErrNotFound
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM drafts WHERE id = ?`, draftID); err != nil {
-		return nil, err
-	}
-	return deltas, nil
+	return errDraftGone
 }
 
-// workTagIDs returns the tag ids of workID in the order the author listed them.
-func workTagIDs(ctx context.Context, tx *sql.Tx, workID int64) ([]int64, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT tag_id FROM taggings WHERE work_id = ? ORDER BY position`, workID)
+// tagRefs lists c's tags as the counter names them.
+func tagRefs(c drafts.Content) []counter.TagRef {
+	list := c.Tags.List()
+	refs := make([]counter.TagRef, len(list))
+	for i, t := range list {
+		refs[i] = counter.TagRef{Type: t.Type, Name: t.Name, Key: t.Key()}
+	}
+	return refs
+}
+
+// lockAndDecide locks the drafts of plans and decides, for each, whether it
+// is written (returned), or answered at once in out (not the author's,
+// changed meanwhile, nothing to do).
+func (p *Poster) lockAndDecide(ctx context.Context, tx *sql.Tx, plans []*plan, out []outcome) ([]*plan, error) {
+	ids := make([]int64, len(plans))
+	for i, pl := range plans {
+		ids[i] = pl.req.draftID
+	}
+	slices.Sort(ids)
+	locks, err := p.drafts.LockForSync(ctx, tx, slices.Compact(ids))
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
+	var writes []*plan
+	for _, pl := range plans {
+		i := pl.idx
+		l, ok := locks[pl.req.draftID]
+		switch {
+		case !ok || (pl.req.authorID != 0 && l.AuthorID != pl.req.authorID):
+			out[i] = outcome{err: goneError(pl.req)}
+		case pl.req.content == nil && l.Version != pl.version:
+			out[i] = outcome{err: errVersionMoved}
+		case pl.req.requireQueued && l.State != drafts.StateQueued,
+			pl.req.post && l.State == drafts.StatePosted && !l.DeleteRequested:
+			out[i] = outcome{res: Result{State: l.State, WorkID: l.WorkID}}
+		default:
+			pl.lock, pl.workID = l, l.WorkID
+			pl.delete = pl.req.delete || l.DeleteRequested
+			writes = append(writes, pl)
 		}
-		ids = append(ids, id)
 	}
-	return ids, rows.Err()
+	return writes, nil
 }
 
-// writeOutbox writes one tag_events row per delta and returns them with their
-// ids, for announcing after commit. consecutive says the server gives a
-// multi-row INSERT consecutive ids, so they need not be read back.
-func writeOutbox(ctx context.Context, tx *sql.Tx, workID int64, deltas []delta, consecutive bool) ([]counter.Event, error) {
-	if len(deltas) == 0 {
+// write makes the works of plans match (or deletes them) in tx, marks their
+// drafts, and writes the count update of the path; it returns the events to
+// announce after commit.
+func (p *Poster) write(ctx context.Context, db *migrations.DB, tx *sql.Tx, path string, plans []*plan) ([]counter.Event, error) {
+	if len(plans) == 0 {
 		return nil, nil
 	}
-	args := make([]any, 0, 3*len(deltas))
-	for _, d := range deltas {
-		args = append(args, d.tagID, d.delta, workID)
-	}
-	res, err := tx.ExecContext(ctx, "INSERT INTO tag_events (tag_id, delta, work_id) VALUES "+repeatJoin("(?,?,?)", ",", len(deltas)), args...)
-	if err != nil {
+	if err := p.writeWorks(ctx, db, tx, plans); err != nil {
 		return nil, err
 	}
-	first, err := res.LastInsertId()
-	if err != nil {
-		return nil, err
+	var deltas []counter.Delta
+	for _, pl := range plans {
+		deltas = append(deltas, pl.deltas...)
 	}
-	if consecutive {
-		events := make([]counter.Event, len(deltas))
-		for i, d := range deltas {
-			events[i] = counter.Event{ID: first + int64(i), TagID: d.tagID, Delta: d.delta}
-		}
-		return events, nil
+	if path == PathLegacy {
+		return nil, counter.BumpCounts(ctx, tx, deltas)
 	}
-	// With innodb_autoinc_lock_mode=2 (MySQL 8's default) the ids of one
-	// INSERT may interleave with another's: read them back.
-	rows, err := tx.QueryContext(ctx, `SELECT id, tag_id, delta FROM tag_events WHERE id >= ? AND work_id = ?`, first, workID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	events := make([]counter.Event, 0, len(deltas))
-	for rows.Next() {
-		var e counter.Event
-		if err := rows.Scan(&e.ID, &e.TagID, &e.Delta); err != nil {
-			return nil, err
-		}
-		events = append(events, e)
-	}
-	return events, rows.Err()
-}
-
-// bumpCounts is the legacy path's count update: one statement per tag, in
-// the order given, inside the posting transaction. It is the hot-row locking
-// the new path exists to avoid, kept as the baseline.
-func bumpCounts(ctx context.Context, tx *sql.Tx, deltas []delta) error {
-	for _, d := range deltas {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO tag_counts (tag_id, count) VALUES (?, ?)
-			ON DUPLICATE KEY UPDATE count = count + VALUES(count)`, d.tagID, d.delta); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// consecutiveIDs reports, once per process, whether a multi-row INSERT gets
-// consecutive auto-increment ids: innodb_autoinc_lock_mode 0 or 1 (MariaDB's
-// default) with an increment of 1. Unknown means no.
-func (p *Poster) consecutiveIDs(ctx context.Context) bool {
-	p.autoincOnce.Do(func() {
-		var mode, step int
-		err := p.cfg.DB.QueryRowContext(ctx, `SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment`).Scan(&mode, &step)
-		p.consecutive = err == nil && mode < 2 && step == 1
-	})
-	return p.consecutive
-}
-
-func marshalTags(t drafts.Tags) ([]byte, error) { return json.Marshal(t) }
-
-// repeatJoin returns n copies of s separated by sep: the placeholder list of
-// an IN (...), the rows of a multi-row VALUES, the terms of an OR.
-func repeatJoin(s, sep string, n int) string {
-	if n <= 0 {
-		return ""
-	}
-	return strings.Repeat(s+sep, n-1) + s
+	return counter.WriteOutbox(ctx, db, tx, deltas)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -57,7 +58,7 @@ func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &pl); err != nil || pl.DraftID <= 0 {
 		return fmt.Errorf("malformed %s payload %q: %v: %w", TypeSyncDraft, t.Payload(), err, asynq.SkipRetry)
 	}
-	_, err := p.sync(ctx, pl.DraftID, syncOpts{requireQueued: true})
+	_, err := p.syncOne(ctx, p.cfg.JobDB, PathNew, request{draftID: pl.DraftID, requireQueued: true})
 	if errors.Is(err, errDraftGone) {
 		return nil // deleted meanwhile: nothing is owed
 	}
@@ -79,8 +80,7 @@ func (p *Poster) HandleTaskError(ctx context.Context, t *asynq.Task, err error) 
 	if retried < maxRetry && !errors.Is(err, asynq.SkipRetry) {
 		return
 	}
-	if _, uerr := p.cfg.DB.ExecContext(context.WithoutCancel(ctx), `UPDATE drafts SET state = 'failed', error = ?
-		WHERE id = ? AND version = ? AND state = 'queued'`, failureMessage(err), pl.DraftID, pl.Version); uerr != nil {
+	if uerr := p.drafts.MarkFailed(context.WithoutCancel(ctx), pl.DraftID, pl.Version, failureMessage(err)); uerr != nil {
 		p.log.ErrorContext(ctx, "marking draft failed", "draft_id", pl.DraftID, "err", uerr)
 	}
 }
@@ -101,29 +101,13 @@ func failureMessage(err error) string {
 // RequeueAfter: posts pressed while Redis was down, or whose job was lost.
 // It returns how many it enqueued.
 func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
-	cutoff := p.cfg.Now().Add(-p.cfg.RequeueAfter).UTC()
-	rows, err := p.cfg.DB.QueryContext(ctx, `SELECT id, version FROM drafts
-		WHERE state = 'queued' AND queued_at < ? ORDER BY queued_at LIMIT 1000`, cutoff)
+	list, err := p.drafts.ListQueued(ctx, p.cfg.Now().Add(-p.cfg.RequeueAfter), 1000)
 	if err != nil {
 		return 0, err
 	}
-	type owed struct{ id, version int64 }
-	var list []owed
-	for rows.Next() {
-		var o owed
-		if err := rows.Scan(&o.id, &o.version); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		list = append(list, o)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, o := range list {
-		if err := p.enqueue(ctx, o.id, o.version); err != nil {
+	for _, q := range list {
+		if err := p.enqueue(ctx, q.ID, q.Version); err != nil {
 			return n, err
 		}
 		n++
@@ -134,39 +118,23 @@ func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
 
 // RunRequeuer calls RequeueStale every interval until ctx ends.
 func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if n, err := p.RequeueStale(ctx); err != nil {
-				p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
-			} else if n > 0 {
-				p.log.InfoContext(ctx, "requeued queued drafts", "count", n)
-			}
+	return counter.Every(ctx, interval, func(ctx context.Context) {
+		if n, err := p.RequeueStale(ctx); err != nil && ctx.Err() == nil {
+			p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
+		} else if n > 0 {
+			p.log.InfoContext(ctx, "requeued queued drafts", "count", n)
 		}
-	}
+	})
 }
 
 // PostContent is the bare new-path posting transaction with no HTTP and no
 // queue: it stores c as a draft of author and posts it at once. The load
 // generator uses it to measure the machine's ceiling.
 func (p *Poster) PostContent(ctx context.Context, authorID int64, c drafts.Content) error {
-	tags, err := marshalTags(c.Tags)
+	id, err := p.drafts.CreateQueued(ctx, authorID, c)
 	if err != nil {
 		return err
 	}
-	res, err := p.cfg.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, state, queued_at)
-		VALUES (?, ?, ?, ?, 'queued', NOW(6))`, authorID, c.Title, c.Body, tags)
-	if err != nil {
-		return err
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return err
-	}
-	_, err = p.sync(ctx, id, syncOpts{requireQueued: true})
+	_, err = p.syncOne(ctx, p.cfg.JobDB, PathNew, request{draftID: id, requireQueued: true})
 	return err
 }

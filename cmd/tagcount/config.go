@@ -11,7 +11,9 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/poster"
 )
 
 // settings are what the service's processes share. Every flag reads
@@ -44,11 +46,11 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
 	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")
 	fs.StringVar(&s.KafkaBrokers, "kafka-brokers", "", "comma-separated Kafka brokers; empty in dev = embedded broker")
-	fs.StringVar(&s.KafkaTopic, "kafka-topic", "tag-uses", "Kafka topic of tag-use events")
-	fs.IntVar(&s.KafkaPartitions, "kafka-partitions", 8, "partitions of the topic when tagcount creates it")
+	fs.StringVar(&s.KafkaTopic, "kafka-topic", counter.DefaultTopic, "Kafka topic of tag-use events")
+	fs.IntVar(&s.KafkaPartitions, "kafka-partitions", counter.DefaultPartitions, "partitions of the topic when tagcount creates it")
 	fs.StringVar(&s.AuthSecret, "auth-secret", "", "HS256 secret for bearer tokens (dev: generated and kept in the data dir)")
 	fs.StringVar(&s.DataDir, "data-dir", ".tagcount", "directory for the embedded broker's data, the flags backup and the dev secret")
-	fs.StringVar(&s.Queue, "queue", "tagcount", "asynq queue name")
+	fs.StringVar(&s.Queue, "queue", poster.DefaultQueue, "asynq queue name")
 	fs.StringVar(&s.PostingPath, "posting-path", "flag", "which path posts take: flag (ask the flags service per author), new, or legacy")
 	fs.StringVar(&s.UnleashURL, "unleash-url", "", "Unleash API URL, e.g. http://unleash:4242/api; empty = bootstrap file only")
 	fs.StringVar(&s.UnleashToken, "unleash-token", "", "Unleash client API token")
@@ -57,9 +59,9 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.ReconcileAt, "reconcile-at", "03:00", "UTC time of the nightly reconcile, HH:MM")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.LogFormat, "log-format", "text", "text or json")
-	fs.IntVar(&s.JobConcurrency, "job-concurrency", 64, "jobs a worker runs at once")
-	fs.DurationVar(&s.JobPoll, "job-poll", 20*time.Millisecond, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
-	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for in-flight work")
+	fs.IntVar(&s.JobConcurrency, "job-concurrency", poster.DefaultJobConcurrency, "jobs a worker runs at once")
+	fs.DurationVar(&s.JobPoll, "job-poll", poster.DefaultJobPoll, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
+	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
 }
 
 // parse parses args into a new flag set named name, with s registered and

@@ -16,7 +16,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -119,7 +119,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
 	t.Parallel()
 	st := testStack(t, stackOptions{Path: "new"})
-	c := st.client(t, 42, api.RoleAuthor)
+	c := st.client(t, 42, httpapi.RoleAuthor)
 
 	status, d, _ := c.do("POST", "/v1/drafts", draftBody("First", "Fluff", "Unique e2e tag"))
 	if status != 201 || d["state"] != "draft" {
@@ -153,7 +153,7 @@ func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
 func TestLegacyPathPostsInTheRequest(t *testing.T) {
 	t.Parallel()
 	st := testStack(t, stackOptions{Path: "legacy"})
-	c := st.client(t, 5, api.RoleAuthor)
+	c := st.client(t, 5, httpapi.RoleAuthor)
 	_, d, _ := c.do("POST", "/v1/drafts", draftBody("Old way", "Fluff"))
 	status, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
 	if status != 201 || res["state"] != "posted" || res["work_id"] == nil {
@@ -172,10 +172,10 @@ func TestLegacyPathPostsInTheRequest(t *testing.T) {
 func TestAPIAnswersEveryRuleWithItsDocumentedStatusAndCode(t *testing.T) {
 	t.Parallel()
 	st := testStack(t, stackOptions{Path: "new"})
-	alice := st.client(t, 1, api.RoleAuthor)
-	bob := st.client(t, 2, api.RoleAuthor)
+	alice := st.client(t, 1, httpapi.RoleAuthor)
+	bob := st.client(t, 2, httpapi.RoleAuthor)
 	anon := &client{t: t, base: st.URL}
-	forged := &client{t: t, base: st.URL, token: mustToken(t, api.Auth{Secret: []byte("another secret")}, 1, time.Hour)}
+	forged := &client{t: t, base: st.URL, token: mustToken(t, httpapi.Auth{Secret: []byte("another secret")}, 1, time.Hour)}
 	expired := &client{t: t, base: st.URL, token: mustToken(t, st.Auth, 1, -time.Minute)}
 
 	_, d, _ := alice.do("POST", "/v1/drafts", draftBody("Mine", "Fluff"))
@@ -252,8 +252,8 @@ func orNil(s string) any {
 	return s
 }
 
-func mustToken(t *testing.T, a api.Auth, authorID int64, ttl time.Duration) string {
-	tok, err := a.IssueToken(authorID, api.RoleAuthor, ttl)
+func mustToken(t *testing.T, a httpapi.Auth, authorID int64, ttl time.Duration) string {
+	tok, err := a.IssueToken(authorID, httpapi.RoleAuthor, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}

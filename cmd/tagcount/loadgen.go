@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,9 +16,9 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/cmd/tagcount/loadgen"
 	"github.com/tagcount/tagcount/migrations"
-	"github.com/tagcount/tagcount/poster/loadgen"
 )
 
 // loadgenSettings are the flags of `tagcount loadgen`.
@@ -172,9 +171,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer server.Close()
-	var version string
-	server.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version)
-	rep.Machine = loadgen.ThisMachine(version)
+	rep.Machine = loadgen.ThisMachine(server.Version)
 
 	base := loadgen.Config{
 		Workload: wl, Concurrency: s.Concurrency, Duration: s.Duration, Posts: s.Posts, Rate: s.Rate, Profile: profile,
@@ -191,7 +188,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		var stopStack func() error
 		var database string
 		if s.URL != "" {
-			cfg.BaseURL, cfg.Auth = s.URL, api.Auth{Secret: []byte(s.AuthSecret)}
+			cfg.BaseURL, cfg.Auth = s.URL, httpapi.Auth{Secret: []byte(s.AuthSecret)}
 			if db, ok := loadgenServiceDB(ctx, s.MySQLDSN, stderr); ok {
 				defer db.Close()
 				cfg.DB = db
@@ -306,7 +303,7 @@ func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database,
 
 // loadgenServer opens the database server without a database, for its
 // version and for dropping the runs' databases.
-func loadgenServer(ctx context.Context, s loadgenSettings) (*sql.DB, error) {
+func loadgenServer(ctx context.Context, s loadgenSettings) (*migrations.DB, error) {
 	cfg, err := mysql.ParseDSN(s.MySQLDSN)
 	if err != nil {
 		return nil, fmt.Errorf("--mysql-dsn: %w", err)
@@ -317,7 +314,7 @@ func loadgenServer(ctx context.Context, s loadgenSettings) (*sql.DB, error) {
 
 // loadgenServiceDB opens the database of the service at --url when the DSN
 // names one, for rows written and the exactness check.
-func loadgenServiceDB(ctx context.Context, dsn string, stderr io.Writer) (*sql.DB, bool) {
+func loadgenServiceDB(ctx context.Context, dsn string, stderr io.Writer) (*migrations.DB, bool) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil || cfg.DBName == "" {
 		fmt.Fprintln(stderr, "loadgen: --mysql-dsn names no database; skipping rows written and the exactness check")
@@ -331,7 +328,7 @@ func loadgenServiceDB(ctx context.Context, dsn string, stderr io.Writer) (*sql.D
 	return db, true
 }
 
-func loadgenDrop(server *sql.DB, database string, keep bool, stderr io.Writer) {
+func loadgenDrop(server *migrations.DB, database string, keep bool, stderr io.Writer) {
 	if keep || database == "" {
 		return
 	}

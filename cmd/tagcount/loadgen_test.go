@@ -15,8 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/loadgen"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
-	"github.com/tagcount/tagcount/poster/loadgen"
 )
 
 // loadgenRun is one `tagcount loadgen` invocation on in-process stacks over
@@ -125,7 +126,7 @@ func dropLoadgenDatabases(t *testing.T, runID string) {
 // pathDB opens the database a run kept (--keep-db) for path.
 func (lr *loadgenRun) pathDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
-	dsn, err := withDatabase(testdb.ServerDSN(), "tagcount_loadgen_"+lr.RunID+"_"+path)
+	dsn, err := migrations.WithDatabase(testdb.ServerDSN(), "tagcount_loadgen_"+lr.RunID+"_"+path)
 	if err != nil {
 		t.Fatal(err)
 	}

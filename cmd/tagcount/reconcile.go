@@ -14,7 +14,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/migrations"
 )
 
@@ -28,9 +28,9 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		dsn      = fs.String("mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
 		dryRun   = fs.Bool("dry-run", false, "report drift without correcting it")
 		tag      = fs.Int64("tag", 0, "reconcile only this tag id")
-		perSec   = fs.Float64("rate", counter.ReconcileDefaultCorrectionsPerSecond, "most corrections written per second")
-		chunk    = fs.Int("chunk", counter.ReconcileDefaultChunkSize, "tags read per consistent snapshot")
-		pause    = fs.Duration("chunk-pause", counter.ReconcileDefaultChunkPause, "pause between chunks (negative: none)")
+		perSec   = fs.Float64("rate", reconcile.DefaultCorrectionsPerSecond, "most corrections written per second")
+		chunk    = fs.Int("chunk", reconcile.DefaultChunkSize, "tags read per consistent snapshot")
+		pause    = fs.Duration("chunk-pause", reconcile.DefaultChunkPause, "pause between chunks (negative: none)")
 		logLevel = fs.String("log-level", "warn", "debug (every drifted tag), info, warn or error; logs go to stderr")
 	)
 	fs.Usage = func() {
@@ -85,7 +85,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		bar.Set64(scanned)
 	}
-	r := counter.NewReconciler(counter.ReconcileConfig{
+	r := reconcile.New(reconcile.Config{
 		DB:                   db,
 		ChunkSize:            *chunk,
 		CorrectionsPerSecond: *perSec,
@@ -95,7 +95,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	})
 	defer r.Close()
 
-	rep, err := r.Run(ctx, counter.ReconcileOptions{DryRun: *dryRun, TagID: *tag})
+	rep, err := r.Run(ctx, reconcile.Options{DryRun: *dryRun, TagID: *tag})
 	if bar != nil && !bar.IsFinished() {
 		if err == nil {
 			bar.Finish()
@@ -104,9 +104,9 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	switch {
-	case errors.Is(err, counter.ErrReconcileRunning):
+	case errors.Is(err, reconcile.ErrRunning):
 		return fmt.Errorf("%w: nothing was done; wait for it to finish (GET /v1/admin/reconcile/{id} shows its progress) and run this again", err)
-	case errors.Is(err, counter.ErrReconcileTagNotFound):
+	case errors.Is(err, reconcile.ErrTagNotFound):
 		return fmt.Errorf("reconcile: tag %d does not exist", *tag)
 	}
 	if rep.ID != 0 {
@@ -118,7 +118,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 // writeReconcileSummary prints a run's report as a table.
-func writeReconcileSummary(w io.Writer, rep counter.ReconcileReport) error {
+func writeReconcileSummary(w io.Writer, rep reconcile.Report) error {
 	mode := "applied"
 	if rep.DryRun {
 		mode = "dry run (nothing written)"

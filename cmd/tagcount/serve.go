@@ -5,10 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/flags"
 )
 
@@ -43,7 +42,7 @@ func (s *settings) stackOptions() stackOptions {
 		Topic: s.KafkaTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
 		ShutdownTimeout: s.ShutdownTimeout, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
-			BootstrapFile: s.FlagsBootstrap, BackupDir: filepath.Join(s.DataDir, "unleash")},
+			BootstrapFile: s.FlagsBootstrap},
 	}
 }
 
@@ -83,9 +82,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	auth := api.Auth{Secret: []byte(s.AuthSecret)}
-	tok, _ := auth.IssueToken(42, api.RoleAuthor, 30*24*time.Hour)
-	adminTok, _ := auth.IssueToken(1, api.RoleAdmin, 30*24*time.Hour)
+	auth := httpapi.Auth{Secret: []byte(s.AuthSecret)}
+	tok, _ := auth.IssueToken(42, httpapi.RoleAuthor, 30*24*time.Hour)
+	adminTok, _ := auth.IssueToken(1, httpapi.RoleAdmin, 30*24*time.Hour)
 	fmt.Fprintf(stdout, `tagcount dev is running at %[1]s  (MySQL %[2]s, Redis %[3]s, Kafka %[4]v)
 
 An author token (author 42) and an admin token:
@@ -144,11 +143,11 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	role := api.RoleAuthor
+	role := httpapi.RoleAuthor
 	if admin {
-		role = api.RoleAdmin
+		role = httpapi.RoleAdmin
 	}
-	tok, err := api.Auth{Secret: []byte(secret)}.IssueToken(authorID, role, ttl)
+	tok, err := httpapi.Auth{Secret: []byte(secret)}.IssueToken(authorID, role, ttl)
 	if err != nil {
 		return err
 	}

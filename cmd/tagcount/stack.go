@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,15 +14,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/drafts/api"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
@@ -31,7 +30,8 @@ import (
 
 // stackOptions says which parts of the service a process runs and where its
 // dependencies are. dev runs every role; api, worker and counter run one each;
-// loadgen and the end-to-end tests start whole stacks in process.
+// loadgen and the end-to-end tests start whole stacks in process. Zero
+// values take the domain packages' defaults.
 type stackOptions struct {
 	MySQLDSN   string // DSN; Database, when set, replaces its database name
 	Database   string
@@ -61,35 +61,15 @@ type stackOptions struct {
 	RequeueAfter    time.Duration
 	SweepAfter      time.Duration
 	ShutdownTimeout time.Duration
-	JobPoll         time.Duration // how often an idle worker checks for jobs; default 20ms
-	JobConcurrency  int           // jobs run at once; default 64
+	JobPoll         time.Duration // how often an idle worker checks for jobs
+	JobConcurrency  int           // jobs run at once
 	Logger          *slog.Logger
 }
 
-// stack is a running set of tagcount roles.
-type stack struct {
-	URL      string
-	DSN      string
-	DB       *sql.DB
-	Auth     api.Auth
-	Poster   *poster.Poster
-	Flags    *flags.Client
-	Registry *prometheus.Registry
-	Brokers  []string
+// defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
+const defaultShutdownTimeout = 20 * time.Second
 
-	log       *slog.Logger
-	opts      stackOptions
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closers   []func() error
-	errMu     sync.Mutex
-	err       error
-	closeOnce sync.Once
-}
-
-// startStack connects to the dependencies, migrates if asked, and starts the
-// roles in o. It returns an error naming any dependency it cannot reach.
-func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
+func (o stackOptions) withDefaults() stackOptions {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -97,109 +77,162 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		o.HTTPAddr = "127.0.0.1:0"
 	}
 	if o.Queue == "" {
-		o.Queue = "tagcount"
+		o.Queue = poster.DefaultQueue
 	}
 	if o.Topic == "" {
-		o.Topic = "tag-uses"
+		o.Topic = counter.DefaultTopic
 	}
 	if o.Partitions <= 0 {
-		o.Partitions = 8
+		o.Partitions = counter.DefaultPartitions
 	}
 	if o.GroupID == "" {
-		o.GroupID = "tagcount-counter"
+		o.GroupID = counter.DefaultGroupID
 	}
 	if o.JobConcurrency <= 0 {
-		o.JobConcurrency = 64
+		o.JobConcurrency = poster.DefaultJobConcurrency
 	}
 	if o.JobPoll <= 0 {
-		o.JobPoll = 20 * time.Millisecond
+		o.JobPoll = poster.DefaultJobPoll
 	}
 	if o.ShutdownTimeout <= 0 {
-		o.ShutdownTimeout = 20 * time.Second
+		o.ShutdownTimeout = defaultShutdownTimeout
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &stack{opts: o, log: o.Logger, cancel: cancel, Registry: prometheus.NewRegistry()}
-	defer func() {
-		if err != nil {
-			s.Close()
-		}
-	}()
-	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.Auth = api.Auth{Secret: []byte(o.AuthSecret)}
+	if o.Flags.BackupDir == "" && o.DataDir != "" {
+		o.Flags.BackupDir = filepath.Join(o.DataDir, "unleash")
+	}
+	return o
+}
 
-	// MySQL.
-	dsn, err := withDatabase(o.MySQLDSN, o.Database)
+// stack is a running set of tagcount roles.
+type stack struct {
+	URL      string
+	DSN      string
+	DB       *migrations.DB
+	Auth     httpapi.Auth
+	Poster   *poster.Poster
+	Flags    *flags.Client
+	Registry *prometheus.Registry
+	Brokers  []string
+
+	log        *slog.Logger
+	opts       stackOptions
+	runCtx     context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closers    []func() error
+	errMu      sync.Mutex
+	err        error
+	closeOnce  sync.Once
+	queue      *asynq.Client
+	publisher  *counter.Publisher
+	reconciler *reconcile.Reconciler
+}
+
+// startStack connects to the dependencies, migrates if asked, and starts the
+// roles in o. It returns an error naming any dependency it cannot reach.
+func startStack(ctx context.Context, o stackOptions) (*stack, error) {
+	o = o.withDefaults()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &stack{opts: o, log: o.Logger, runCtx: runCtx, cancel: cancel, Registry: prometheus.NewRegistry(),
+		Auth: httpapi.Auth{Secret: []byte(o.AuthSecret)}}
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	steps := []func(context.Context) error{
+		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.buildPoster, s.buildReconciler,
+		s.serveHTTP, s.startWorker, s.startCounter,
+	}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// openDatabase creates (if asked), opens and migrates (if asked) MySQL.
+func (s *stack) openDatabase(ctx context.Context) error {
+	dsn, err := migrations.WithDatabase(s.opts.MySQLDSN, s.opts.Database)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.DSN = dsn
-	if o.Create {
+	if s.opts.Create {
 		if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if s.DB, err = migrations.Open(ctx, dsn); err != nil {
-		return nil, err
+		return err
 	}
 	s.closers = append(s.closers, s.DB.Close)
-	if o.Migrate {
-		if err := migrations.Up(ctx, s.DB); err != nil {
-			return nil, err
-		}
+	if s.opts.Migrate {
+		return migrations.Up(ctx, s.DB)
 	}
+	return nil
+}
 
-	// Redis, for the job queue.
-	var queue *asynq.Client
-	redisOpt := asynq.RedisClientOpt{Addr: o.RedisAddr}
-	if o.API || o.Worker {
-		if err := pingRedis(ctx, o.RedisAddr); err != nil {
-			return nil, err
-		}
-		queue = asynq.NewClient(redisOpt)
-		s.closers = append(s.closers, queue.Close)
+// openQueue connects the job queue's client, for the roles that enqueue.
+func (s *stack) openQueue(ctx context.Context) error {
+	if !s.opts.API && !s.opts.Worker {
+		return nil
 	}
+	if err := pingRedis(ctx, s.opts.RedisAddr); err != nil {
+		return err
+	}
+	s.queue = asynq.NewClient(asynq.RedisClientOpt{Addr: s.opts.RedisAddr})
+	s.closers = append(s.closers, s.queue.Close)
+	return nil
+}
 
-	// Flags.
-	fc := o.Flags
-	if fc.BackupDir == "" && o.DataDir != "" {
-		fc.BackupDir = filepath.Join(o.DataDir, "unleash")
-	}
-	fc.Logger = o.Logger
+func (s *stack) startFlags(ctx context.Context) error {
+	fc := s.opts.Flags
+	fc.Logger = s.log
 	fc.Registerer = s.Registry
+	var err error
 	if s.Flags, err = flags.New(ctx, fc); err != nil {
-		return nil, err
+		return err
 	}
 	s.closers = append(s.closers, s.Flags.Close)
+	return nil
+}
 
-	// Kafka.
-	needKafka := o.Worker || o.Counter
+// startKafka finds (or, embedded, starts) the brokers the worker and the
+// counter share, and makes the worker's publisher.
+func (s *stack) startKafka(ctx context.Context) error {
+	o := s.opts
+	if !o.Worker && !o.Counter {
+		return nil
+	}
 	s.Brokers = o.Brokers
-	if needKafka && len(s.Brokers) == 0 {
-		if !o.EmbeddedKafka {
-			return nil, errors.New("TAGCOUNT_KAFKA_BROKERS (or --kafka-brokers) is required: the worker and the counter must share one Kafka (only `tagcount dev` embeds one)")
+	switch {
+	case len(s.Brokers) > 0:
+		if err := counter.EnsureTopic(ctx, s.Brokers, o.Topic, o.Partitions); err != nil {
+			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
 		}
-		if o.DataDir == "" {
-			return nil, errors.New("no Kafka brokers given and no data dir for the embedded broker")
-		}
+	case !o.EmbeddedKafka:
+		return errors.New("TAGCOUNT_KAFKA_BROKERS (or --kafka-brokers) is required: the worker and the counter must share one Kafka (only `tagcount dev` embeds one)")
+	case o.DataDir == "":
+		return errors.New("no Kafka brokers given and no data dir for the embedded broker")
+	default:
 		b, err := counter.StartEmbeddedBroker(ctx, filepath.Join(o.DataDir, "kafka"), o.Partitions, o.Topic, 0)
 		if err != nil {
-			return nil, fmt.Errorf("embedded Kafka: %w", err)
+			return fmt.Errorf("embedded Kafka: %w", err)
 		}
 		s.closers = append(s.closers, func() error { b.Close(); return nil })
 		s.Brokers = b.Addrs()
-	} else if needKafka {
-		if err := counter.EnsureTopic(ctx, s.Brokers, o.Topic, o.Partitions); err != nil {
-			return nil, fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
-		}
 	}
-	var publisher *counter.Publisher
 	if o.Worker {
-		publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Topic: o.Topic, Logger: o.Logger, Registerer: s.Registry})
+		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Topic: o.Topic, Logger: s.log, Registerer: s.Registry})
 	}
+	return nil
+}
 
-	// Poster.
+// buildPoster makes the process's one Poster. Posting jobs get a pool of
+// their own, so authors' requests never wait for a connection behind a
+// backlog of jobs.
+func (s *stack) buildPoster(ctx context.Context) error {
 	var paths poster.PathChooser
-	switch o.Path {
+	switch s.opts.Path {
 	case "new":
 		paths = poster.FixedPath(true)
 	case "legacy":
@@ -207,129 +240,179 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	default:
 		paths = s.Flags
 	}
-	pcfg := poster.Config{DB: s.DB, Queue: queue, QueueName: o.Queue, Paths: paths, RequeueAfter: o.RequeueAfter,
-		Logger: o.Logger, Registerer: s.Registry}
-	if publisher != nil {
-		pcfg.Announcer = publisher
+	cfg := poster.Config{DB: s.DB, Queue: s.queue, QueueName: s.opts.Queue, Paths: paths, RequeueAfter: s.opts.RequeueAfter,
+		Logger: s.log, Registerer: s.Registry}
+	if s.publisher != nil {
+		cfg.Announcer = s.publisher
 	}
-	s.Poster = poster.New(pcfg)
-	jobPoster := s.Poster
-	if o.Worker {
-		// Posting jobs get a pool of their own, so authors' requests never
-		// wait for a connection behind a backlog of jobs.
-		jobDB, err := migrations.Open(ctx, dsn)
+	if s.opts.Worker {
+		jobDB, err := migrations.Open(ctx, s.DSN)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		jobDB.SetMaxOpenConns(o.JobConcurrency + 4)
-		jobDB.SetMaxIdleConns(o.JobConcurrency + 4)
+		jobDB.SetMaxOpenConns(s.opts.JobConcurrency + 4)
+		jobDB.SetMaxIdleConns(s.opts.JobConcurrency + 4)
 		s.closers = append(s.closers, jobDB.Close)
-		pcfg.DB = jobDB
-		jobPoster = poster.New(pcfg)
+		cfg.JobDB = jobDB
 	}
+	s.Poster = poster.New(cfg)
+	return nil
+}
 
-	reconciler := counter.NewReconciler(counter.ReconcileConfig{DB: s.DB, ReconcileApply: s.Flags.ReconcileApply,
-		Logger: o.Logger, Registerer: s.Registry})
+func (s *stack) buildReconciler(context.Context) error {
+	s.reconciler = reconcile.New(reconcile.Config{DB: s.DB, ReconcileApply: s.Flags.ReconcileApply,
+		Logger: s.log, Registerer: s.Registry})
 	// Closers run in reverse: runs started over HTTP stop before the pool closes.
-	s.closers = append(s.closers, reconciler.Close)
+	s.closers = append(s.closers, s.reconciler.Close)
+	return nil
+}
 
-	// HTTP: every role serves /healthz, /readyz and /metrics; the API role
-	// adds /v1.
-	ln, err := net.Listen("tcp", o.HTTPAddr)
+// serveHTTP serves /healthz, /readyz and /metrics in every role, and the
+// API in the API role. On Close, requests in flight finish (up to the
+// shutdown timeout) before anything they use is closed.
+func (s *stack) serveHTTP(context.Context) error {
+	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", o.HTTPAddr, err)
+		return fmt.Errorf("listen on %s: %w", s.opts.HTTPAddr, err)
 	}
 	s.URL = "http://" + ln.Addr().String()
+	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks()}
 	var handler http.Handler
-	if o.API {
-		reader := counter.NewReader(s.DB, counter.DefaultTiers(), counter.ReaderLogger(o.Logger), counter.ReaderRegisterer(s.Registry))
+	if !s.opts.API {
+		handler = httpapi.NewOpsServer(deps)
+	} else {
+		reader := counter.NewReader(s.DB, counter.DefaultTiers(), counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry))
 		// Large tags' cached counts are refreshed before they expire, so no
 		// reader waits on one.
-		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) }, runCtx)
-		handler = s.routes(&drafts.Handlers{Store: &drafts.Store{DB: s.DB}, Poster: s.Poster}, reader, reconciler)
-	} else {
-		handler = s.opsRoutes()
+		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
+		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB}, s.Poster, reader
+		deps.Reconciler, deps.Flags = s.reconciler, s.Flags
+		handler = httpapi.NewServer(deps)
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	s.goRun("http", func(ctx context.Context) error {
+		drained := make(chan struct{})
 		go func() {
+			defer close(drained)
 			<-ctx.Done()
-			sctx, c := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-			defer c()
+			sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+			defer cancel()
 			srv.Shutdown(sctx)
 		}()
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
+		err := srv.Serve(ln)
+		<-drained // Serve returns at once on Shutdown; the requests in flight are still running
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
 		}
-		return nil
-	}, runCtx)
-
-	if o.Worker {
-		if err := s.startWorker(runCtx, redisOpt, publisher, reconciler, jobPoster); err != nil {
-			return nil, err
-		}
-	}
-	if o.Counter {
-		cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Topic: o.Topic, GroupID: o.GroupID,
-			DB: s.DB, Tiers: counter.DefaultTiers(), TierDeferral: s.Flags.TierDeferral, Logger: o.Logger, Registerer: s.Registry})
-		if err != nil {
-			return nil, err
-		}
-		s.goRun("counter", cons.Run, runCtx)
-	}
-	return s, nil
+		return err
+	})
+	return nil
 }
 
-func (s *stack) startWorker(ctx context.Context, redisOpt asynq.RedisClientOpt, publisher *counter.Publisher, rec *counter.Reconciler, jobs *poster.Poster) error {
+// readyChecks lists the dependencies this process's roles use.
+func (s *stack) readyChecks() []httpapi.Check {
+	checks := []httpapi.Check{{Name: "mysql", Err: s.DB.PingContext}}
+	if s.opts.API || s.opts.Worker {
+		checks = append(checks, httpapi.Check{Name: "redis", Err: func(ctx context.Context) error {
+			return pingRedis(ctx, s.opts.RedisAddr)
+		}})
+	}
+	if s.opts.Worker || s.opts.Counter {
+		checks = append(checks, httpapi.Check{Name: "kafka", Err: s.dialBroker})
+	}
+	return checks
+}
+
+func (s *stack) dialBroker(ctx context.Context) error {
+	var d net.Dialer
+	err := errors.New("no Kafka broker configured")
+	for _, b := range s.Brokers {
+		var c net.Conn
+		if c, err = d.DialContext(ctx, "tcp", b); err == nil {
+			return c.Close()
+		}
+	}
+	return err
+}
+
+// startWorker runs the posting jobs, the nightly reconcile's schedule, the
+// requeuer and the outbox sweeper.
+func (s *stack) startWorker(context.Context) error {
 	o := s.opts
+	if !o.Worker {
+		return nil
+	}
+	redisOpt := asynq.RedisClientOpt{Addr: o.RedisAddr}
 	srv := asynq.NewServer(redisOpt, asynq.Config{
-		Concurrency:     o.JobConcurrency,
-		Queues:          map[string]int{o.Queue: 1},
-		ShutdownTimeout: o.ShutdownTimeout,
-		// asynq's default 1s idle poll would add up to a second to a post.
+		Concurrency:       o.JobConcurrency,
+		Queues:            map[string]int{o.Queue: 1},
+		ShutdownTimeout:   o.ShutdownTimeout,
 		TaskCheckInterval: o.JobPoll,
-		ErrorHandler:      asynq.ErrorHandlerFunc(jobs.HandleTaskError),
+		ErrorHandler:      asynq.ErrorHandlerFunc(s.Poster.HandleTaskError),
 		Logger:            asynqLogger{s.log},
 		LogLevel:          asynq.WarnLevel,
 	})
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(poster.TypeSyncDraft, jobs.HandleSyncDraftTask)
-	mux.HandleFunc(counter.TypeReconcile, rec.HandleReconcileTask)
+	mux.HandleFunc(poster.TypeSyncDraft, s.Poster.HandleSyncDraftTask)
+	mux.HandleFunc(reconcile.TypeRun, s.reconciler.HandleTask)
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("job server: %w", err)
 	}
 	// Closers run in reverse: jobs in flight finish (and announce) before the
 	// publisher flushes and closes.
-	s.closers = append(s.closers, publisher.Close, func() error { srv.Shutdown(); return nil })
-	if o.ReconcileAt != "" {
-		h, m, err := parseClock(o.ReconcileAt)
-		if err != nil {
-			return err
-		}
-		sched := asynq.NewScheduler(redisOpt, &asynq.SchedulerOpts{Location: time.UTC, Logger: asynqLogger{s.log}, LogLevel: asynq.WarnLevel})
-		if _, err := sched.Register(counter.ReconcileSchedule(h, m), counter.NewReconcileTask(counter.ReconcileOptions{}), asynq.Queue(o.Queue),
-			// Every worker registers the schedule; one task per night is enough.
-			asynq.Unique(time.Hour)); err != nil {
-			return fmt.Errorf("schedule reconcile: %w", err)
-		}
-		if err := sched.Start(); err != nil {
-			return fmt.Errorf("scheduler: %w", err)
-		}
-		s.closers = append(s.closers, func() error { sched.Shutdown(); return nil })
+	s.closers = append(s.closers, s.publisher.Close, func() error { srv.Shutdown(); return nil })
+	if err := s.scheduleReconcile(redisOpt); err != nil {
+		return err
 	}
-	s.goRun("requeuer", func(ctx context.Context) error { return jobs.RunRequeuer(ctx, 5*time.Second) }, ctx)
-	sweeper := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: publisher, OlderThan: o.SweepAfter,
+	s.goRun("requeuer", func(ctx context.Context) error { return s.Poster.RunRequeuer(ctx, 5*time.Second) })
+	sweeper := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, OlderThan: o.SweepAfter,
 		Logger: s.log, Registerer: s.Registry})
-	s.goRun("sweeper", sweeper.Run, ctx)
+	s.goRun("sweeper", sweeper.Run)
 	return nil
 }
 
-// goRun runs fn until ctx ends; an error from fn is logged and returned by Close.
-func (s *stack) goRun(name string, fn func(context.Context) error, ctx context.Context) {
+// scheduleReconcile registers the nightly reconcile with asynq's scheduler.
+func (s *stack) scheduleReconcile(redisOpt asynq.RedisClientOpt) error {
+	if s.opts.ReconcileAt == "" {
+		return nil
+	}
+	h, m, err := parseClock(s.opts.ReconcileAt)
+	if err != nil {
+		return err
+	}
+	sched := asynq.NewScheduler(redisOpt, &asynq.SchedulerOpts{Location: time.UTC, Logger: asynqLogger{s.log}, LogLevel: asynq.WarnLevel})
+	if _, err := sched.Register(reconcile.Schedule(h, m), reconcile.NewTask(reconcile.Options{}), asynq.Queue(s.opts.Queue),
+		// Every worker registers the schedule; one task per night is enough.
+		asynq.Unique(time.Hour)); err != nil {
+		return fmt.Errorf("schedule reconcile: %w", err)
+	}
+	if err := sched.Start(); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	s.closers = append(s.closers, func() error { sched.Shutdown(); return nil })
+	return nil
+}
+
+func (s *stack) startCounter(context.Context) error {
+	if !s.opts.Counter {
+		return nil
+	}
+	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
+		DB: s.DB, Tiers: counter.DefaultTiers(), TierDeferral: s.Flags.TierDeferral, Logger: s.log, Registerer: s.Registry})
+	if err != nil {
+		return err
+	}
+	s.goRun("counter", cons.Run)
+	return nil
+}
+
+// goRun runs fn until the stack closes; an error from fn is logged and
+// returned by Close.
+func (s *stack) goRun(name string, fn func(context.Context) error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := fn(s.runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Error("component stopped", "component", name, "err", err)
 			s.errMu.Lock()
 			if s.err == nil {
@@ -355,20 +438,6 @@ func (s *stack) Close() error {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
 	return s.err
-}
-
-func withDatabase(dsn, database string) (string, error) {
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		return "", fmt.Errorf("bad MySQL DSN: %w", err)
-	}
-	if database != "" {
-		cfg.DBName = database
-	}
-	if cfg.DBName == "" {
-		return "", fmt.Errorf("the MySQL DSN names no database")
-	}
-	return cfg.FormatDSN(), nil
 }
 
 func pingRedis(ctx context.Context, addr string) error {

@@ -38,7 +38,7 @@ func StartServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("testdb: mariadb-install-db: %v\n%s", err, out)
 	}
-	s := &Server{t: t, dir: dir, port: freePort(t)}
+	s := &Server{t: t, dir: dir, port: FreePort(t)}
 	s.Start()
 	t.Cleanup(func() { s.Stop(false) })
 	return s
@@ -109,7 +109,7 @@ type Redis struct {
 // StartRedis starts redis-server on a free port, keeping nothing on disk.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	r := &Redis{t: t, port: freePort(t)}
+	r := &Redis{t: t, port: FreePort(t)}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -178,7 +178,8 @@ func RequireRedis(t testing.TB) string {
 	return RedisAddr()
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

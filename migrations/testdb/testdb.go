@@ -6,11 +6,11 @@ package testdb
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -28,7 +28,7 @@ func ServerDSN() string {
 
 // DB is a test's own database.
 type DB struct {
-	*sql.DB
+	*migrations.DB
 	Name string
 	DSN  string // DSN of this database, for code that opens its own pool
 }
@@ -77,4 +77,18 @@ func sanitize(s string) string {
 		}
 	}
 	return sb.String()
+}
+
+// WaitFor polls cond until it holds, failing the test with what when it does
+// not hold within d. It is how a test waits for something asynchronous to
+// happen; it never stands in for a fixed sleep.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for an event
+	}
 }

@@ -1,4 +1,4 @@
-package api
+package httpapi
 
 import (
 	"context"
@@ -56,60 +56,46 @@ func (a Auth) Verify(token string) (Principal, error) {
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.Secret, nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
 	if err != nil {
-		return Principal{}, Unauthorized("the bearer token is invalid or expired")
+		return Principal{}, unauthorized("the bearer token is invalid or expired")
 	}
 	id, err := strconv.ParseInt(c.Subject, 10, 64)
 	if err != nil || id <= 0 {
-		return Principal{}, Unauthorized("the token's subject is not a positive author id")
+		return Principal{}, unauthorized("the token's subject is not a positive author id")
 	}
 	if c.Role != RoleAuthor && c.Role != RoleAdmin {
-		return Principal{}, Unauthorized("the token's role is not author or admin")
+		return Principal{}, unauthorized("the token's role is not author or admin")
 	}
 	return Principal{AuthorID: id, Role: c.Role}, nil
 }
 
 type principalKey struct{}
 
-// PrincipalFrom returns the principal Require stored in ctx.
-func PrincipalFrom(ctx context.Context) (Principal, bool) {
-	p, ok := ctx.Value(principalKey{}).(Principal)
-	return p, ok
+// principalFrom returns the principal requireAuth stored in ctx.
+func principalFrom(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
 }
 
-// WithPrincipal returns ctx carrying p.
-func WithPrincipal(ctx context.Context, p Principal) context.Context {
-	return context.WithValue(ctx, principalKey{}, p)
-}
+// authorID is the id of the author a request acts for.
+func authorID(r *http.Request) int64 { return principalFrom(r.Context()).AuthorID }
 
-// Require wraps next so it runs only with a valid bearer token (401
+// requireAuth wraps next so it runs only with a valid bearer token (401
 // otherwise) and, when admin is true, only for an admin (403 otherwise).
-func (a Auth) Require(admin bool, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func (s *server) requireAuth(admin bool, next http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		h := r.Header.Get("Authorization")
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok || strings.TrimSpace(tok) == "" {
-			WriteError(w, r, Unauthorized("missing bearer token"))
-			return
+			return unauthorized("missing bearer token")
 		}
-		p, err := a.Verify(strings.TrimSpace(tok))
+		p, err := s.auth.Verify(strings.TrimSpace(tok))
 		if err != nil {
-			WriteError(w, r, err)
-			return
+			return err
 		}
 		if admin && !p.IsAdmin() {
-			WriteError(w, r, Forbidden("this route needs the admin role"))
-			return
+			return forbidden("this route needs the admin role")
 		}
-		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		return nil
 	})
-}
-
-// PathID parses the path value name as a positive integer id, or returns a
-// 404 (a malformed id names nothing that exists).
-func PathID(r *http.Request, name string) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue(name), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, NotFound(name)
-	}
-	return id, nil
 }

@@ -1,4 +1,4 @@
-package counter_test
+package reconcile_test
 
 // Builders and a simulated archive for the reconcile tests: posts, edits and
 // deletes on both paths, and an outbox applier that works like the counter.
@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -66,7 +67,7 @@ func (a *reconcileArchive) tags(n int, typ string) []int64 {
 
 // reconcileRetry runs fn in a transaction at isolation iso, again while it
 // fails with a deadlock or lock-wait timeout (which roll it back whole).
-func reconcileRetry(ctx context.Context, db *sql.DB, iso sql.IsolationLevel, fn func(tx *sql.Tx) error) error {
+func reconcileRetry(ctx context.Context, db *migrations.DB, iso sql.IsolationLevel, fn func(tx *sql.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: iso})
 		if err != nil {

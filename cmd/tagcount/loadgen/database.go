@@ -4,9 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/poster"
 )
 
 // RowsWritten counts rows a run changed in a table, from the database's own
@@ -22,7 +27,7 @@ type RowsWritten struct {
 
 // rowCounter reads a table's cumulative changed-row counter.
 type rowCounter struct {
-	db     *sql.DB
+	db     *migrations.DB
 	schema string
 	source string
 	query  string // reads one table's counter, given schema and table; "" when unavailable
@@ -30,15 +35,13 @@ type rowCounter struct {
 
 // newRowCounter picks the counters the server has: MariaDB's user
 // statistics (switched on here) or MySQL's performance_schema.
-func newRowCounter(ctx context.Context, db *sql.DB) *rowCounter {
+func newRowCounter(ctx context.Context, db *migrations.DB) *rowCounter {
 	rc := &rowCounter{db: db}
 	if err := db.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&rc.schema); err != nil {
 		rc.source = "unavailable: " + err.Error()
 		return rc
 	}
-	var version string
-	db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version)
-	if strings.Contains(strings.ToLower(version), "mariadb") {
+	if db.MariaDB {
 		if _, err := db.ExecContext(ctx, "SET GLOBAL userstat = 1"); err != nil {
 			rc.source = "unavailable: SET GLOBAL userstat=1: " + err.Error()
 			return rc
@@ -96,8 +99,7 @@ type Check struct {
 	// independent count (their deltas wait in the outbox).
 	StaleTags int `json:"stale_tags"`
 	// OutboxPending is the number of tag_events rows left; OutboxPendingSmall
-	// those of small tags (stored count below SmallTagMax), which the design
-	// flushes every batch.
+	// those of small tags, which the design flushes every batch.
 	OutboxPending      int64      `json:"outbox_pending_rows"`
 	OutboxPendingSmall int64      `json:"outbox_pending_small_tag_rows"`
 	OutboxDrained      bool       `json:"outbox_drained"`
@@ -115,26 +117,20 @@ type WrongTag struct {
 	Pending     int64 `json:"pending"`
 }
 
-// SmallTagMax is the first count of a medium tag (DESIGN.md's tiers).
-const SmallTagMax = 1000
-
 // waitOutbox waits up to wait for the work still owed to be done: queued
 // drafts (posts, and the new path's edits and deletes, not yet applied) and
 // the outbox — all of it, or at least the small tags' rows when deferred
 // tags hold theirs. It returns the pending outbox rows, total and of small
 // tags.
-func waitOutbox(ctx context.Context, db *sql.DB, wait time.Duration) (total, small int64, waited time.Duration, err error) {
+func waitOutbox(ctx context.Context, db *migrations.DB, wait time.Duration) (total, small int64, waited time.Duration, err error) {
 	start := time.Now()
+	store := &drafts.Store{DB: db}
 	for {
 		var queued int64
-		if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&queued); err != nil {
+		if queued, err = store.CountQueued(ctx); err != nil {
 			return
 		}
-		if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM tag_events").Scan(&total); err != nil {
-			return
-		}
-		if err = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tag_events e LEFT JOIN tag_counts c ON c.tag_id = e.tag_id
-			WHERE COALESCE(c.count, 0) < ?`, SmallTagMax).Scan(&small); err != nil {
+		if total, small, err = counter.OutboxDepth(ctx, db, counter.DefaultTiers().MediumFrom); err != nil {
 			return
 		}
 		waited = time.Since(start)
@@ -146,18 +142,15 @@ func waitOutbox(ctx context.Context, db *sql.DB, wait time.Duration) (total, sma
 		if queued == 0 && small == 0 && waited >= min(wait, 3*time.Second) {
 			return
 		}
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
+		if err = counter.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
-// checkCounts compares every tag's count with the independent count in one
-// consistent snapshot.
-func checkCounts(ctx context.Context, db *sql.DB, outboxWait time.Duration) Check {
+// checkCounts compares every tag's count with the independent count (the
+// reconcile's conservation snapshot) once the outbox has drained.
+func checkCounts(ctx context.Context, db *migrations.DB, outboxWait time.Duration) Check {
 	var c Check
 	pending, small, waited, err := waitOutbox(ctx, db, outboxWait)
 	c.WaitedSeconds = round3(waited.Seconds())
@@ -172,64 +165,30 @@ func checkCounts(ctx context.Context, db *sql.DB, outboxWait time.Duration) Chec
 	return c
 }
 
-func (c *Check) compare(ctx context.Context, db *sql.DB) error {
-	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+func (c *Check) compare(ctx context.Context, db *migrations.DB) error {
+	err := reconcile.Walk(ctx, db, func(st reconcile.TagState) {
+		if st.Works == 0 && st.Stored == 0 && st.Pending == 0 {
+			return // a tag no posted work uses: nothing to compare
+		}
+		c.Tags++
+		if st.Drift() != 0 {
+			c.WrongTags++
+			if len(c.Examples) < 10 {
+				c.Examples = append(c.Examples, WrongTag{TagID: st.TagID, Independent: st.Works, Count: st.Stored, Pending: st.Pending})
+			}
+		}
+		if st.Works != st.Stored {
+			c.StaleTags++
+		}
+	})
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	type terms struct{ indep, count, pending int64 }
-	tags := map[int64]*terms{}
-	get := func(id int64) *terms {
-		t := tags[id]
-		if t == nil {
-			t = &terms{}
-			tags[id] = t
-		}
-		return t
-	}
-	scan := func(q string, set func(t *terms, v int64)) error {
-		rows, err := tx.QueryContext(ctx, q)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id, v int64
-			if err := rows.Scan(&id, &v); err != nil {
-				return err
-			}
-			set(get(id), v)
-		}
-		return rows.Err()
-	}
-	if err := scan("SELECT tag_id, COUNT(*) FROM taggings JOIN works ON works.id = taggings.work_id GROUP BY tag_id",
-		func(t *terms, v int64) { t.indep = v }); err != nil {
-		return fmt.Errorf("independent count: %w", err)
-	}
-	if err := scan("SELECT tag_id, count FROM tag_counts", func(t *terms, v int64) { t.count = v }); err != nil {
-		return fmt.Errorf("tag_counts: %w", err)
-	}
-	if err := scan("SELECT tag_id, CAST(SUM(delta) AS SIGNED) FROM tag_events GROUP BY tag_id", func(t *terms, v int64) { t.pending = v }); err != nil {
-		return fmt.Errorf("tag_events: %w", err)
-	}
-	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM works").Scan(&c.Works); err != nil {
+	if c.Works, err = poster.CountWorks(ctx, db); err != nil {
 		return err
 	}
-	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&c.QueuedDrafts); err != nil {
+	if c.QueuedDrafts, err = (&drafts.Store{DB: db}).CountQueued(ctx); err != nil {
 		return err
-	}
-	c.Tags = len(tags)
-	for id, t := range tags {
-		if t.indep != t.count+t.pending {
-			c.WrongTags++
-			if len(c.Examples) < 10 {
-				c.Examples = append(c.Examples, WrongTag{TagID: id, Independent: t.indep, Count: t.count, Pending: t.pending})
-			}
-		}
-		if t.indep != t.count {
-			c.StaleTags++
-		}
 	}
 	c.Exact = c.WrongTags == 0
 	return nil
@@ -252,7 +211,7 @@ type ServerWork struct {
 var serverStatusVars = []string{"Questions", "Com_commit", "Com_stmt_prepare", "Innodb_data_fsyncs", "Innodb_row_lock_waits"}
 
 // serverStatus reads the global status counters of serverStatusVars.
-func serverStatus(ctx context.Context, db *sql.DB) map[string]int64 {
+func serverStatus(ctx context.Context, db *migrations.DB) map[string]int64 {
 	rows, err := db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('"+strings.Join(serverStatusVars, "','")+"')")
 	if err != nil {
 		return nil

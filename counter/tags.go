@@ -1,23 +1,30 @@
-package poster
+package counter
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sort"
 	"sync"
 
-	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
 )
 
-// tagResolver maps (type, name) to tag ids, creating tags it has not seen.
-// Tag rows are never updated or deleted, so a resolved id is cached for the
-// life of the process. Creation runs in its own autocommit statement, outside
-// any posting transaction, so no posting transaction holds a lock on a tags
-// row or index gap.
-type tagResolver struct {
-	db    *sql.DB
+// TagRef names a tag: its type, its name as first written, and the key that
+// identifies it within its type (the caller's folded name).
+type TagRef struct {
+	Type string
+	Name string
+	Key  string
+}
+
+// TagResolver maps tag references to tag ids, creating the tags it has not
+// seen; it owns the tags table's writes. Tag rows are never deleted and their
+// identity never changes, so a resolved id is cached for the life of the
+// process. Creation runs in its own autocommit statement, outside any posting
+// transaction, so no posting transaction holds a lock on a tags row or index
+// gap.
+type TagResolver struct {
+	db    *migrations.DB
 	mu    sync.RWMutex
 	cache map[tagKey]int64
 }
@@ -27,17 +34,19 @@ type tagKey struct{ typ, key string }
 // maxCachedTags bounds the cache; past it the cache starts over.
 const maxCachedTags = 1 << 20
 
-func newTagResolver(db *sql.DB) *tagResolver {
-	return &tagResolver{db: db, cache: make(map[tagKey]int64)}
+// NewTagResolver returns a TagResolver on db.
+func NewTagResolver(db *migrations.DB) *TagResolver {
+	return &TagResolver{db: db, cache: make(map[tagKey]int64)}
 }
 
-// resolve returns the ids of refs, in order.
-func (r *tagResolver) resolve(ctx context.Context, refs []drafts.TagRef) ([]int64, error) {
+// Resolve returns the ids of refs, in order, creating missing tags. It
+// returns a database error when a lookup or the creation fails.
+func (r *TagResolver) Resolve(ctx context.Context, refs []TagRef) ([]int64, error) {
 	ids := make([]int64, len(refs))
 	var missing []int
 	r.mu.RLock()
 	for i, t := range refs {
-		if id, ok := r.cache[tagKey{t.Type, t.Key()}]; ok {
+		if id, ok := r.cache[tagKey{t.Type, t.Key}]; ok {
 			ids[i] = id
 		} else {
 			missing = append(missing, i)
@@ -53,7 +62,7 @@ func (r *tagResolver) resolve(ctx context.Context, refs []drafts.TagRef) ([]int6
 	}
 	var create []int
 	for _, i := range missing {
-		if _, ok := found[tagKey{refs[i].Type, refs[i].Key()}]; !ok {
+		if _, ok := found[tagKey{refs[i].Type, refs[i].Key}]; !ok {
 			create = append(create, i)
 		}
 	}
@@ -62,18 +71,18 @@ func (r *tagResolver) resolve(ctx context.Context, refs []drafts.TagRef) ([]int6
 		// take their index locks in one order.
 		sort.Slice(create, func(a, b int) bool {
 			ra, rb := refs[create[a]], refs[create[b]]
-			return ra.Type < rb.Type || (ra.Type == rb.Type && ra.Key() < rb.Key())
+			return ra.Type < rb.Type || (ra.Type == rb.Type && ra.Key < rb.Key)
 		})
 		args := make([]any, 0, 3*len(create))
 		for _, i := range create {
-			args = append(args, refs[i].Type, refs[i].Name, refs[i].Key())
+			args = append(args, refs[i].Type, refs[i].Name, refs[i].Key)
 		}
-		q := "INSERT IGNORE INTO tags (type, name, name_key) VALUES " + repeatJoin("(?,?,?)", ",", len(create))
+		q := "INSERT IGNORE INTO tags (type, name, name_key) VALUES " + migrations.Placeholders("(?,?,?)", ",", len(create))
 		// The statement commits alone and inserting a tag twice is harmless,
 		// so a deadlock between two creators is simply tried again.
 		var err error
 		for attempt := 0; attempt < 5; attempt++ {
-			if _, err = r.db.ExecContext(ctx, q, args...); !api.IsLockConflict(err) {
+			if _, err = r.db.ExecContext(ctx, q, args...); !migrations.IsLockConflict(err) {
 				break
 			}
 		}
@@ -97,7 +106,7 @@ func (r *tagResolver) resolve(ctx context.Context, refs []drafts.TagRef) ([]int6
 	}
 	r.mu.Unlock()
 	for _, i := range missing {
-		id, ok := found[tagKey{refs[i].Type, refs[i].Key()}]
+		id, ok := found[tagKey{refs[i].Type, refs[i].Key}]
 		if !ok {
 			return nil, fmt.Errorf("tag %s %q was not created", refs[i].Type, refs[i].Name)
 		}
@@ -106,12 +115,12 @@ func (r *tagResolver) resolve(ctx context.Context, refs []drafts.TagRef) ([]int6
 	return ids, nil
 }
 
-func (r *tagResolver) lookup(ctx context.Context, refs []drafts.TagRef, which []int) (map[tagKey]int64, error) {
+func (r *TagResolver) lookup(ctx context.Context, refs []TagRef, which []int) (map[tagKey]int64, error) {
 	args := make([]any, 0, 2*len(which))
 	for _, i := range which {
-		args = append(args, refs[i].Type, refs[i].Key())
+		args = append(args, refs[i].Type, refs[i].Key)
 	}
-	rows, err := r.db.QueryContext(ctx, "SELECT id, type, name_key FROM tags WHERE "+repeatJoin("(type = ? AND name_key = ?)", " OR ", len(which)), args...)
+	rows, err := r.db.QueryContext(ctx, "SELECT id, type, name_key FROM tags WHERE "+migrations.Placeholders("(type = ? AND name_key = ?)", " OR ", len(which)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up tags: %w", err)
 	}

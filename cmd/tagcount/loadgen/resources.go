@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // Resources is what a run cost the machine. The service runs in this
@@ -45,7 +47,7 @@ type resourceSampler struct {
 	t0        time.Time
 	stopc     chan struct{}
 	done      chan struct{}
-	db        *sql.DB
+	db        *migrations.DB
 	pool0     sql.DBStats
 
 	mu               sync.Mutex
@@ -53,7 +55,7 @@ type resourceSampler struct {
 	peakInUse        int
 }
 
-func startResources(interval time.Duration, db *sql.DB) *resourceSampler {
+func startResources(interval time.Duration, db *migrations.DB) *resourceSampler {
 	s := &resourceSampler{stopc: make(chan struct{}), done: make(chan struct{}), t0: time.Now(), db: db}
 	if db != nil {
 		s.pool0 = db.Stats()

@@ -1,4 +1,4 @@
-package counter_test
+package reconcile_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/reconcile"
 )
 
 // TestReconcileScale is the scale run of docs/reconcile.md. It is not part
@@ -148,22 +148,22 @@ func TestReconcileScale(t *testing.T) {
 	lat, el := measure(func() { time.Sleep(baseline) })
 	report("posting alone", lat, el)
 
-	newR := func(progress func(int64, int64)) *counter.Reconciler {
-		return newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: chunkSize, CorrectionsPerSecond: perSecond,
+	newR := func(progress func(int64, int64)) *reconcile.Reconciler {
+		return newTestReconciler(t, a, reconcile.Config{ChunkSize: chunkSize, CorrectionsPerSecond: perSecond,
 			ChunkPause: chunkPause, Progress: progress})
 	}
 
 	// The hot tag's count alone: the longest snapshot read of the run.
 	one := time.Now()
-	if rep, err := newR(nil).Run(ctx, counter.ReconcileOptions{TagID: 1, DryRun: true}); err != nil || rep.TagsDrifted != 0 {
+	if rep, err := newR(nil).Run(ctx, reconcile.Options{TagID: 1, DryRun: true}); err != nil || rep.TagsDrifted != 0 {
 		t.Fatalf("recount of tag 1: %+v, %v", rep, err)
 	}
 	t.Logf("dry recount of tag 1 (%d uses): %s", works, time.Since(one).Round(time.Millisecond))
 
-	var dry counter.ReconcileReport
+	var dry reconcile.Report
 	lat, el = measure(func() {
 		var err error
-		dry, err = newR(nil).Run(ctx, counter.ReconcileOptions{DryRun: true})
+		dry, err = newR(nil).Run(ctx, reconcile.Options{DryRun: true})
 		if err != nil {
 			t.Errorf("dry run: %v", err)
 		}
@@ -176,12 +176,12 @@ func TestReconcileScale(t *testing.T) {
 
 	// The applying run: posting goes on for the first loadedWindow of it,
 	// then the run finishes alone.
-	var rep counter.ReconcileReport
+	var rep reconcile.Report
 	runDone := make(chan struct{})
 	go func() {
 		defer close(runDone)
 		var err error
-		rep, err = newR(nil).Run(ctx, counter.ReconcileOptions{})
+		rep, err = newR(nil).Run(ctx, reconcile.Options{})
 		if err != nil {
 			t.Errorf("run: %v", err)
 		}

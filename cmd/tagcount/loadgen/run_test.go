@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/poster"
 )
 
 // Runs against the real service (both paths, deadlocks, retries, open
@@ -86,7 +89,7 @@ func TestRateLimitsWorkStartsAndTheWeekendPeakRampsIt(t *testing.T) {
 // serviceError is the response the real API writes for err.
 func serviceError(err error) (int, http.Header, []byte) {
 	w := httptest.NewRecorder()
-	api.WriteError(w, httptest.NewRequest(http.MethodPost, "/v1/drafts/1/post", nil), err)
+	httpapi.WriteError(slog.New(slog.DiscardHandler), w, httptest.NewRequest(http.MethodPost, "/v1/drafts/1/post", nil), err)
 	return w.Code, w.Header(), w.Body.Bytes()
 }
 
@@ -102,8 +105,8 @@ func TestServiceErrorResponsesAreCountedByTheirCode(t *testing.T) {
 		{"lock-wait timeout", fmt.Errorf("posting: %w", &mysql.MySQLError{Number: 1205, Message: "Lock wait timeout"}), ErrLockWait, time.Second, true},
 		{"unreachable dependency", mysql.ErrInvalidConn, ErrOther5xx, 5 * time.Second, true},
 		{"internal", errors.New("boom"), ErrOther5xx, 0, false},
-		{"conflict", api.Conflict("draft_posted", "posted"), ErrOther, 0, false},
-		{"not found", api.NotFound("work"), ErrOther, 0, false},
+		{"conflict", drafts.ErrPosted, ErrOther, 0, false},
+		{"not found", poster.ErrWorkNotFound, ErrOther, 0, false},
 	} {
 		he := responseError(serviceError(c.err))
 		if got := classify(he); got != c.kind {
@@ -173,7 +176,7 @@ func TestBareTransactionErrorsCountAsTheirResponsesWould(t *testing.T) {
 		{fmt.Errorf("bump: %w", &mysql.MySQLError{Number: 1205, Message: "Lock wait timeout"}), ErrLockWait},
 		{&mysql.MySQLError{Number: 1062, Message: "Duplicate entry"}, ErrOther5xx}, // a 500
 		{errors.New("boom"), ErrOther5xx},
-		{api.Invalid("tags.rating", "unknown_rating", "no such rating"), ErrOther},
+		{&drafts.ValidationError{Field: "tags.rating", Code: "unknown_rating", Message: "no such rating"}, ErrOther},
 	} {
 		if got := classifyTx(c.err); got != c.want {
 			t.Errorf("%v: %v, want %v", c.err, got, c.want)

@@ -22,6 +22,8 @@ func TestCheckComparesCountPlusOutboxWithTheIndependentCount(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	exec(t, db,
+		`INSERT INTO tags (id, type, name, name_key) VALUES (10, 'freeform', 'a', 'a'), (11, 'freeform', 'b', 'b'),
+			(12, 'freeform', 'c', 'c'), (13, 'freeform', 'd', 'd')`,
 		`INSERT INTO works (id, draft_id, author_id, title, body, version) VALUES (1, 1, 1, 'a', '', 1), (2, 2, 1, 'b', '', 1)`,
 		`INSERT INTO taggings (work_id, tag_id, position) VALUES (1, 10, 0), (2, 10, 0), (1, 11, 1), (3, 12, 0)`, // work 3 does not exist
 		`INSERT INTO tag_counts (tag_id, count) VALUES (10, 1), (11, 1)`,
@@ -95,7 +97,8 @@ func TestRowsWrittenComeFromTheServersCounters(t *testing.T) {
 func TestCheckWaitsForQueuedDraftsToBeApplied(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
-	exec(t, db, `INSERT INTO drafts (id, author_id, title, body, tags, state) VALUES (1, 1, 't', '', '{}', 'queued')`)
+	exec(t, db, `INSERT INTO drafts (id, author_id, title, body, tags, state) VALUES (1, 1, 't', '', '{}', 'queued')`,
+		`INSERT INTO tags (id, type, name, name_key) VALUES (10, 'freeform', 'a', 'a')`)
 	c := checkCounts(context.Background(), db.DB, 300*time.Millisecond)
 	if c.Error != "" || c.QueuedDrafts != 1 || c.WaitedSeconds < 0.3 {
 		t.Fatalf("a draft left queued: %+v, want it reported after waiting 0.3 s", c)

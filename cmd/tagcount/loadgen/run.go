@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +14,10 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/drafts/api"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // Config is one run of a workload against one service.
@@ -26,7 +27,7 @@ type Config struct {
 	// BaseURL is the service's address, e.g. http://127.0.0.1:8080.
 	BaseURL string
 	// Auth signs each author's token.
-	Auth     api.Auth
+	Auth     httpapi.Auth
 	Workload *Workload
 
 	// Concurrency is the number of authors writing at once (closed loop),
@@ -62,7 +63,7 @@ type Config struct {
 	// DB is the service's database, for rows written and the exactness
 	// check, and to learn when a queued post became a work; nil skips the
 	// first two and polls GET /v1/drafts/{id} for the third.
-	DB *sql.DB
+	DB *migrations.DB
 	// PollAPI polls GET /v1/drafts/{id} for every queued post even when DB
 	// is set, as a web app showing the author "posting..." would.
 	PollAPI bool
@@ -219,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	authors := cfg.Workload.Options().Authors
 	r := &run{cfg: cfg, tokens: make([]string, authors+1)}
 	for a := 1; a <= authors; a++ {
-		tok, err := cfg.Auth.IssueToken(int64(a), api.RoleAuthor, 24*time.Hour)
+		tok, err := cfg.Auth.IssueToken(int64(a), httpapi.RoleAuthor, 24*time.Hour)
 		if err != nil {
 			return nil, fmt.Errorf("loadgen: issuing a token: %w", err)
 		}
@@ -488,7 +489,7 @@ func (r *run) followUp(w Work, tok string, draftID, workID int64, postStart time
 	if w.Later == LaterNone {
 		return
 	}
-	if !sleepCtx(ctx, w.Delay) {
+	if counter.Sleep(ctx, w.Delay) != nil {
 		return
 	}
 	switch w.Later {
@@ -527,7 +528,7 @@ func (r *run) pollPosted(ctx context.Context, tok string, draftID int64, postSta
 	}
 	path := idPath("/v1/drafts/", draftID, "")
 	for wait := 5 * time.Millisecond; ; wait = min(wait*3/2, 250*time.Millisecond) {
-		if !sleepCtx(ctx, wait) || time.Now().After(deadline) {
+		if counter.Sleep(ctx, wait) != nil || time.Now().After(deadline) {
 			return 0
 		}
 		var d draftResponse
@@ -552,7 +553,7 @@ func (r *run) pollProbe(ctx context.Context, name string, postStart time.Time) b
 	path := tagPath(name, drafts.TypeFreeform)
 	tok := r.tokens[1]
 	for wait := 10 * time.Millisecond; ; wait = min(wait*3/2, 200*time.Millisecond) {
-		if !sleepCtx(ctx, wait) || time.Now().After(deadline) {
+		if counter.Sleep(ctx, wait) != nil || time.Now().After(deadline) {
 			return false
 		}
 		var t tagResponse
@@ -561,19 +562,5 @@ func (r *run) pollProbe(ctx context.Context, name string, postStart time.Time) b
 			r.rec.countVisible(time.Since(postStart))
 			return true
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -1,15 +1,12 @@
-package counter_test
+package reconcile_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -21,14 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/reconcile"
 )
 
 func reconcileQuietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func newTestReconciler(t testing.TB, a *reconcileArchive, cfg counter.ReconcileConfig) *counter.Reconciler {
+func newTestReconciler(t testing.TB, a *reconcileArchive, cfg reconcile.Config) *reconcile.Reconciler {
 	t.Helper()
 	cfg.DB = a.db.DB
 	if cfg.Logger == nil {
@@ -40,7 +37,7 @@ func newTestReconciler(t testing.TB, a *reconcileArchive, cfg counter.ReconcileC
 	if cfg.ChunkPause == 0 {
 		cfg.ChunkPause = -1
 	}
-	r := counter.NewReconciler(cfg)
+	r := reconcile.New(cfg)
 	t.Cleanup(func() { r.Close() })
 	return r
 }
@@ -157,8 +154,8 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 
 	// Small chunks and a low rate, so posts and flushes keep committing
 	// between each chunk's snapshot and its corrections.
-	r := newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: 7, CorrectionsPerSecond: 40, ChunkPause: 5 * time.Millisecond})
-	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	r := newTestReconciler(t, a, reconcile.Config{ChunkSize: 7, CorrectionsPerSecond: 40, ChunkPause: 5 * time.Millisecond})
+	rep, err := r.Run(ctx, reconcile.Options{})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -172,8 +169,8 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 	}
 	t.Logf("load: %d operations, %d outbox rows applied; report %+v", ops.Load(), applied.Load(), rep)
 
-	want := counter.ReconcileReport{
-		ID: rep.ID, State: counter.ReconcileStateDone, StartedAt: rep.StartedAt, FinishedAt: rep.FinishedAt,
+	want := reconcile.Report{
+		ID: rep.ID, State: reconcile.StateDone, StartedAt: rep.StartedAt, FinishedAt: rep.FinishedAt,
 		TagsScanned: int64(len(all)), TagsDrifted: 6, TagsCorrected: 6, TotalAbsDrift: 500 + 1000 + 3 + 2 + 37 + 3,
 		LargestDrift: 1000, LargestDriftTagID: hot[1],
 	}
@@ -192,7 +189,7 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 		t.Errorf("the load did not add to the hot tags (count %d)", truth[hot[0]])
 	}
 
-	again, err := r.Run(ctx, counter.ReconcileOptions{DryRun: true})
+	again, err := r.Run(ctx, reconcile.Options{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,27 +211,27 @@ func TestReconcileDryRunWritesNothing(t *testing.T) {
 
 	for _, tc := range []struct {
 		name  string
-		opts  counter.ReconcileOptions
+		opts  reconcile.Options
 		apply func() bool
 	}{
-		{"requested", counter.ReconcileOptions{DryRun: true}, nil},
-		{"reconcile-apply flag off", counter.ReconcileOptions{}, func() bool { return false }},
+		{"requested", reconcile.Options{DryRun: true}, nil},
+		{"reconcile-apply flag off", reconcile.Options{}, func() bool { return false }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := a.tagCountsSnapshot()
-			r := newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: 3, ReconcileApply: tc.apply})
+			r := newTestReconciler(t, a, reconcile.Config{ChunkSize: 3, ReconcileApply: tc.apply})
 			rep, err := r.Run(ctx, tc.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !rep.DryRun || rep.State != counter.ReconcileStateDone || rep.TagsScanned != 10 || rep.TagsDrifted != 3 ||
+			if !rep.DryRun || rep.State != reconcile.StateDone || rep.TagsScanned != 10 || rep.TagsDrifted != 3 ||
 				rep.TagsCorrected != 0 || rep.TotalAbsDrift != 4+9+missing || rep.LargestDrift != 9 || rep.LargestDriftTagID != tags[5] {
 				t.Errorf("report %+v; want a dry run finding 3 drifted tags, total %d, largest +9 on tag %d, correcting none", rep, 4+9+missing, tags[5])
 			}
 			if after := a.tagCountsSnapshot(); after != before {
 				t.Errorf("a dry run wrote tag_counts:\nbefore\n%s\nafter\n%s", before, after)
 			}
-			stored, err := r.Report(ctx, rep.ID)
+			stored, err := r.FindReport(ctx, rep.ID)
 			if err != nil || stored != rep {
 				t.Errorf("Report(%d) = %+v, %v; want %+v", rep.ID, stored, err, rep)
 			}
@@ -251,7 +248,7 @@ func TestReconcileApplyTurnedOffMidRunStopsCorrecting(t *testing.T) {
 	}
 	var apply atomic.Bool
 	apply.Store(true)
-	r := newTestReconciler(t, a, counter.ReconcileConfig{
+	r := newTestReconciler(t, a, reconcile.Config{
 		ChunkSize:      1,
 		ReconcileApply: apply.Load,
 		Progress: func(scanned, _ int64) {
@@ -260,7 +257,7 @@ func TestReconcileApplyTurnedOffMidRunStopsCorrecting(t *testing.T) {
 			}
 		},
 	})
-	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	rep, err := r.Run(ctx, reconcile.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,53 +302,18 @@ func (b *reconcileBlocker) waitStarted(t testing.TB) {
 	}
 }
 
-func reconcileWaitDone(t testing.TB, r *counter.Reconciler, id int64) counter.ReconcileReport {
+func reconcileWaitDone(t testing.TB, r *reconcile.Reconciler, id int64) reconcile.Report {
 	t.Helper()
-	var rep counter.ReconcileReport
+	var rep reconcile.Report
 	reconcileEventually(t, 60*time.Second, fmt.Sprintf("run %d to finish", id), func() bool {
 		var err error
-		rep, err = r.Report(context.Background(), id)
+		rep, err = r.FindReport(context.Background(), id)
 		if err != nil {
 			t.Fatalf("Report(%d): %v", id, err)
 		}
-		return rep.State != counter.ReconcileStateRunning
+		return rep.State != reconcile.StateRunning
 	})
 	return rep
-}
-
-func reconcileServer(t testing.TB, r *counter.Reconciler) *httptest.Server {
-	mux := http.NewServeMux()
-	mux.Handle("POST /v1/admin/reconcile", r.HandleStart())
-	mux.Handle("GET /v1/admin/reconcile/{id}", r.HandleReport())
-	mux.Handle("POST /v1/admin/tags/{id}/recount", r.HandleRecount())
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-// reconcileCall makes a request and decodes the JSON answer into a map.
-func reconcileCall(t testing.TB, method, url, body string) (int, map[string]any) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		t.Fatalf("%s %s: %d, undecodable body: %v", method, url, resp.StatusCode, err)
-	}
-	return resp.StatusCode, m
-}
-
-func reconcileErrCode(m map[string]any) string {
-	e, _ := m["error"].(map[string]any)
-	code, _ := e["code"].(string)
-	return code
 }
 
 func TestReconcileRunsOneAtATimeAcrossWorkers(t *testing.T) {
@@ -362,9 +324,9 @@ func TestReconcileRunsOneAtATimeAcrossWorkers(t *testing.T) {
 
 	// Two workers (two Reconcilers on one database) start at the same moment.
 	block := newReconcileBlocker()
-	workers := []*counter.Reconciler{
-		newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress}),
-		newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress}),
+	workers := []*reconcile.Reconciler{
+		newTestReconciler(t, a, reconcile.Config{Progress: block.Progress}),
+		newTestReconciler(t, a, reconcile.Config{Progress: block.Progress}),
 	}
 	t.Cleanup(block.Release)
 	ids := make([]int64, 2)
@@ -378,43 +340,41 @@ func TestReconcileRunsOneAtATimeAcrossWorkers(t *testing.T) {
 			defer done.Done()
 			ready.Done()
 			<-gate
-			ids[i], errs[i] = w.Start(ctx, counter.ReconcileOptions{})
+			var rep reconcile.Report
+			rep, errs[i] = w.Start(ctx, reconcile.Options{})
+			ids[i] = rep.ID
 		}()
 	}
 	ready.Wait()
 	close(gate)
 	done.Wait()
 	winner := slices.IndexFunc(errs, func(err error) bool { return err == nil })
-	if winner < 0 || !errors.Is(errs[1-winner], counter.ErrReconcileRunning) {
+	if winner < 0 || !errors.Is(errs[1-winner], reconcile.ErrRunning) {
 		t.Fatalf("Start errors %v; want exactly one ErrReconcileRunning", errs)
 	}
 	block.waitStarted(t)
 
 	// While it runs, every way in is refused.
-	if _, err := workers[1-winner].Run(ctx, counter.ReconcileOptions{DryRun: true}); !errors.Is(err, counter.ErrReconcileRunning) {
+	if _, err := workers[1-winner].Run(ctx, reconcile.Options{DryRun: true}); !errors.Is(err, reconcile.ErrRunning) {
 		t.Errorf("Run during a run: %v; want ErrReconcileRunning", err)
 	}
-	srv := reconcileServer(t, workers[1-winner])
-	status, body := reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", `{"dry_run": false}`)
-	if status != http.StatusConflict || reconcileErrCode(body) != "reconcile_running" {
-		t.Errorf("POST /v1/admin/reconcile during a run: %d %v; want 409 reconcile_running", status, body)
+	if _, err := workers[1-winner].Start(ctx, reconcile.Options{}); !errors.Is(err, reconcile.ErrRunning) {
+		t.Errorf("Start during a run: %v; want ErrRunning", err)
 	}
-	status, body = reconcileCall(t, "POST", fmt.Sprintf("%s/v1/admin/tags/%d/recount", srv.URL, tags[2]), "")
-	if status != http.StatusConflict || reconcileErrCode(body) != "reconcile_running" {
-		t.Errorf("recount during a run: %d %v; want 409 reconcile_running", status, body)
+	if _, err := workers[1-winner].Run(ctx, reconcile.Options{TagID: tags[2]}); !errors.Is(err, reconcile.ErrRunning) {
+		t.Errorf("recount during a run: %v; want ErrRunning", err)
 	}
-	status, body = reconcileCall(t, "GET", fmt.Sprintf("%s/v1/admin/reconcile/%d", srv.URL, ids[winner]), "")
-	if status != http.StatusOK || body["state"] != "running" {
-		t.Errorf("GET the running run: %d %v; want 200 running", status, body)
+	if rep, err := workers[1-winner].FindReport(ctx, ids[winner]); err != nil || rep.State != reconcile.StateRunning {
+		t.Errorf("report of the running run: %+v, %v; want running", rep, err)
 	}
 
 	block.Release()
 	rep := reconcileWaitDone(t, workers[winner], ids[winner])
-	if rep.State != counter.ReconcileStateDone || rep.TagsCorrected != 1 {
+	if rep.State != reconcile.StateDone || rep.TagsCorrected != 1 {
 		t.Errorf("report %+v; want done with 1 correction", rep)
 	}
 	// The lock is free again.
-	if _, err := workers[1-winner].Run(ctx, counter.ReconcileOptions{}); err != nil {
+	if _, err := workers[1-winner].Run(ctx, reconcile.Options{}); err != nil {
 		t.Errorf("Run after the first finished: %v", err)
 	}
 }
@@ -431,8 +391,8 @@ func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale, _ := res.LastInsertId()
-	r := newTestReconciler(t, a, counter.ReconcileConfig{})
-	if rep, err := r.Report(ctx, stale); err != nil || rep.State != counter.ReconcileStateFailed || !strings.Contains(rep.Error, "abandoned") {
+	r := newTestReconciler(t, a, reconcile.Config{})
+	if rep, err := r.FindReport(ctx, stale); err != nil || rep.State != reconcile.StateFailed || !strings.Contains(rep.Error, "abandoned") {
 		t.Errorf("Report of a run whose process is gone: %+v, %v; want failed, abandoned", rep, err)
 	}
 
@@ -440,9 +400,10 @@ func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
 	// the lock goes with the session, the next run starts, and the dead run
 	// can write nothing more.
 	block := newReconcileBlocker()
-	victim := newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress})
+	victim := newTestReconciler(t, a, reconcile.Config{Progress: block.Progress})
 	t.Cleanup(block.Release)
-	id, err := victim.Start(ctx, counter.ReconcileOptions{})
+	started, err := victim.Start(ctx, reconcile.Options{})
+	id := started.ID
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,10 +415,10 @@ func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
 	if _, err := a.db.Exec(fmt.Sprintf("KILL CONNECTION %d", holder)); err != nil {
 		t.Fatal(err)
 	}
-	var rep counter.ReconcileReport
+	var rep reconcile.Report
 	reconcileEventually(t, 30*time.Second, "the next run to start", func() bool {
-		rep, err = r.Run(ctx, counter.ReconcileOptions{})
-		if err != nil && !errors.Is(err, counter.ErrReconcileRunning) {
+		rep, err = r.Run(ctx, reconcile.Options{})
+		if err != nil && !errors.Is(err, reconcile.ErrRunning) {
 			t.Fatalf("Run: %v", err)
 		}
 		return err == nil
@@ -465,8 +426,8 @@ func TestReconcileCrashedRunDoesNotBlockTheNext(t *testing.T) {
 	if rep.TagsCorrected != 1 || rep.LargestDrift != 7 {
 		t.Errorf("next run %+v; want the drift of +7 corrected", rep)
 	}
-	old, err := r.Report(ctx, id)
-	if err != nil || old.State != counter.ReconcileStateFailed {
+	old, err := r.FindReport(ctx, id)
+	if err != nil || old.State != reconcile.StateFailed {
 		t.Errorf("the killed run reads %+v, %v; want failed", old, err)
 	}
 	block.Release()
@@ -490,8 +451,8 @@ func TestReconcileNeverCorrectsFasterThanTheRate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := newTestReconciler(t, a, counter.ReconcileConfig{ChunkSize: 8, CorrectionsPerSecond: perSecond, ChunkPause: 30 * time.Millisecond})
-	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	r := newTestReconciler(t, a, reconcile.Config{ChunkSize: 8, CorrectionsPerSecond: perSecond, ChunkPause: 30 * time.Millisecond})
+	rep, err := r.Run(ctx, reconcile.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,61 +477,6 @@ func TestReconcileNeverCorrectsFasterThanTheRate(t *testing.T) {
 	t.Logf("%d corrections at %.2f/s (limit %.0f/s)", len(stamps), overall, perSecond)
 }
 
-func TestReconcileHTTP(t *testing.T) {
-	t.Parallel()
-	a, tags := newSettledReconcileArchive(t, 5, 10)
-	a.shift(tags[1], 3)
-	a.shift(tags[3], -4)
-	r := newTestReconciler(t, a, counter.ReconcileConfig{})
-	srv := reconcileServer(t, r)
-
-	status, body := reconcileCall(t, "POST", fmt.Sprintf("%s/v1/admin/tags/%d/recount", srv.URL, tags[1]), "")
-	if status != http.StatusOK || body["state"] != "done" || body["tags_scanned"] != 1.0 || body["tags_drifted"] != 1.0 ||
-		body["tags_corrected"] != 1.0 || body["largest_drift"] != -3.0 || body["largest_drift_tag_id"] != float64(tags[1]) ||
-		body["tag_id"] != float64(tags[1]) {
-		t.Errorf("recount: %d %v", status, body)
-	}
-	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[1]] != truth[tags[1]] || stored[tags[3]] == truth[tags[3]] {
-		t.Errorf("recount of tag %d: stored %v, true %v; want only that tag corrected", tags[1], stored, truth)
-	}
-	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/tags/987654321/recount", "")
-	if status != http.StatusNotFound || reconcileErrCode(body) != "not_found" {
-		t.Errorf("recount of a missing tag: %d %v", status, body)
-	}
-
-	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", `{"dry_run": true}`)
-	if status != http.StatusAccepted || body["dry_run"] != true {
-		t.Fatalf("start dry run: %d %v", status, body)
-	}
-	rep := reconcileWaitDone(t, r, int64(body["id"].(float64)))
-	status, body = reconcileCall(t, "GET", fmt.Sprintf("%s/v1/admin/reconcile/%d", srv.URL, rep.ID), "")
-	if status != http.StatusOK || body["state"] != "done" || body["dry_run"] != true || body["tags_scanned"] != 5.0 ||
-		body["tags_drifted"] != 1.0 || body["tags_corrected"] != 0.0 || body["total_abs_drift"] != 4.0 ||
-		body["largest_drift"] != 4.0 || body["finished_at"] == nil {
-		t.Errorf("report of the dry run: %d %v", status, body)
-	}
-
-	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", "")
-	if status != http.StatusAccepted || body["dry_run"] != false {
-		t.Fatalf("start with an empty body: %d %v", status, body)
-	}
-	if rep := reconcileWaitDone(t, r, int64(body["id"].(float64))); rep.TagsCorrected != 1 {
-		t.Errorf("report %+v; want 1 correction", rep)
-	}
-	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[3]] != truth[tags[3]] {
-		t.Errorf("tag %d not corrected: stored %d, true %d", tags[3], stored[tags[3]], truth[tags[3]])
-	}
-
-	status, body = reconcileCall(t, "GET", srv.URL+"/v1/admin/reconcile/424242", "")
-	if status != http.StatusNotFound || reconcileErrCode(body) != "not_found" {
-		t.Errorf("GET a missing run: %d %v", status, body)
-	}
-	status, body = reconcileCall(t, "POST", srv.URL+"/v1/admin/reconcile", `{"dryrun": true}`)
-	if status != http.StatusBadRequest || reconcileErrCode(body) != "unknown_field" {
-		t.Errorf("unknown field: %d %v", status, body)
-	}
-}
-
 func TestReconcileTask(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -578,37 +484,38 @@ func TestReconcileTask(t *testing.T) {
 	a.shift(tags[2], 2)
 
 	block := newReconcileBlocker()
-	holder := newTestReconciler(t, a, counter.ReconcileConfig{Progress: block.Progress})
+	holder := newTestReconciler(t, a, reconcile.Config{Progress: block.Progress})
 	t.Cleanup(block.Release)
-	id, err := holder.Start(ctx, counter.ReconcileOptions{DryRun: true})
+	started, err := holder.Start(ctx, reconcile.Options{DryRun: true})
+	id := started.ID
 	if err != nil {
 		t.Fatal(err)
 	}
 	block.waitStarted(t)
-	r := newTestReconciler(t, a, counter.ReconcileConfig{})
-	err = r.HandleReconcileTask(ctx, counter.NewReconcileTask(counter.ReconcileOptions{}))
-	if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, counter.ErrReconcileRunning) {
+	r := newTestReconciler(t, a, reconcile.Config{})
+	err = r.HandleTask(ctx, reconcile.NewTask(reconcile.Options{}))
+	if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, reconcile.ErrRunning) {
 		t.Errorf("task while a run holds the lock: %v; want ErrReconcileRunning wrapped with asynq.SkipRetry", err)
 	}
 	block.Release()
 	reconcileWaitDone(t, holder, id)
 
-	if err := r.HandleReconcileTask(ctx, asynq.NewTask(counter.TypeReconcile, []byte("{"))); !errors.Is(err, asynq.SkipRetry) {
+	if err := r.HandleTask(ctx, asynq.NewTask(reconcile.TypeRun, []byte("{"))); !errors.Is(err, asynq.SkipRetry) {
 		t.Errorf("malformed payload: %v; want asynq.SkipRetry", err)
 	}
-	if err := r.HandleReconcileTask(ctx, counter.NewReconcileTask(counter.ReconcileOptions{})); err != nil {
+	if err := r.HandleTask(ctx, reconcile.NewTask(reconcile.Options{})); err != nil {
 		t.Fatalf("task: %v", err)
 	}
 	if truth, stored := a.trueCounts(), a.storedCounts(); stored[tags[2]] != truth[tags[2]] {
 		t.Errorf("task did not correct tag %d: stored %d, true %d", tags[2], stored[tags[2]], truth[tags[2]])
 	}
 
-	spec := counter.ReconcileSchedule(3, 30)
+	spec := reconcile.Schedule(3, 30)
 	if spec != "CRON_TZ=UTC 30 3 * * *" {
 		t.Errorf("ReconcileSchedule(3, 30) = %q", spec)
 	}
 	sched := asynq.NewScheduler(asynq.RedisClientOpt{Addr: "127.0.0.1:6379"}, nil)
-	if _, err := sched.Register(spec, counter.NewReconcileTask(counter.ReconcileOptions{})); err != nil {
+	if _, err := sched.Register(spec, reconcile.NewTask(reconcile.Options{})); err != nil {
 		t.Errorf("the scheduler rejects %q: %v", spec, err)
 	}
 }
@@ -618,7 +525,7 @@ func TestReconcileTaskThroughAsynq(t *testing.T) {
 	t.Parallel()
 	a, tags := newSettledReconcileArchive(t, 3, 6)
 	a.shift(tags[0], -6)
-	r := newTestReconciler(t, a, counter.ReconcileConfig{})
+	r := newTestReconciler(t, a, reconcile.Config{})
 
 	redis := asynq.RedisClientOpt{Addr: "127.0.0.1:6379"}
 	queue := fmt.Sprintf("reconcile-test-%d", rand.Int64())
@@ -627,7 +534,7 @@ func TestReconcileTaskThroughAsynq(t *testing.T) {
 		Logger: reconcileAsynqLogger{}, LogLevel: asynq.ErrorLevel,
 	})
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(counter.TypeReconcile, r.HandleReconcileTask)
+	mux.HandleFunc(reconcile.TypeRun, r.HandleTask)
 	if err := srv.Start(mux); err != nil {
 		t.Fatalf("asynq server (Redis at %s): %v", redis.Addr, err)
 	}
@@ -639,7 +546,7 @@ func TestReconcileTaskThroughAsynq(t *testing.T) {
 	})
 	client := asynq.NewClient(redis)
 	defer client.Close()
-	if _, err := client.Enqueue(counter.NewReconcileTask(counter.ReconcileOptions{}, asynq.Queue(queue))); err != nil {
+	if _, err := client.Enqueue(reconcile.NewTask(reconcile.Options{}, asynq.Queue(queue))); err != nil {
 		t.Fatal(err)
 	}
 	reconcileEventually(t, 60*time.Second, "the task's run", func() bool {
@@ -668,10 +575,9 @@ func TestReconcileMetrics(t *testing.T) {
 	a.shift(tags[3], -5)
 
 	reg := prometheus.NewRegistry()
-	r := newTestReconciler(t, a, counter.ReconcileConfig{Registerer: reg})
-	newTestReconciler(t, a, counter.ReconcileConfig{Registerer: reg}) // a second on the same registry shares the metrics
-	newTestReconciler(t, a, counter.ReconcileConfig{})                // no registerer: fine
-	rep, err := r.Run(ctx, counter.ReconcileOptions{})
+	r := newTestReconciler(t, a, reconcile.Config{Registerer: reg})
+	newTestReconciler(t, a, reconcile.Config{}) // no registerer: fine
+	rep, err := r.Run(ctx, reconcile.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,11 @@ package loadgen
 
 import (
 	"context"
-	"database/sql"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // postWatcher learns when queued drafts become posted works by reading the
@@ -15,15 +15,15 @@ import (
 // with the backlog, and slow the service it measures most when it is
 // already slow.
 type postWatcher struct {
-	db       *sql.DB
+	drafts   *drafts.Store
 	interval time.Duration
 
 	mu      sync.Mutex
 	pending map[int64]chan int64 // draft id → its work id, 0 if posting failed
 }
 
-func newPostWatcher(db *sql.DB) *postWatcher {
-	return &postWatcher{db: db, interval: 10 * time.Millisecond, pending: map[int64]chan int64{}}
+func newPostWatcher(db *migrations.DB) *postWatcher {
+	return &postWatcher{drafts: &drafts.Store{DB: db}, interval: 10 * time.Millisecond, pending: map[int64]chan int64{}}
 }
 
 // watch returns a channel that receives the draft's work id once it is
@@ -69,28 +69,12 @@ func (w *postWatcher) run(ctx context.Context) {
 }
 
 func (w *postWatcher) check(ctx context.Context, ids []int64) {
-	var sb strings.Builder
-	// By primary key only: a state condition lets the optimizer scan.
-	sb.WriteString("SELECT id, state, COALESCE(work_id, 0) FROM drafts WHERE id IN (")
-	for i, id := range ids {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(strconv.FormatInt(id, 10))
-	}
-	sb.WriteByte(')')
-	rows, err := w.db.QueryContext(ctx, sb.String())
+	statuses, err := w.drafts.Statuses(ctx, ids)
 	if err != nil {
 		return // the next tick tries again
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, workID int64
-		var state string
-		if rows.Scan(&id, &state, &workID) != nil {
-			return
-		}
-		if state != "failed" && (state != "posted" || workID == 0) {
+	for id, st := range statuses {
+		if st.State != drafts.StateFailed && (st.State != drafts.StatePosted || st.WorkID == 0) {
 			continue
 		}
 		w.mu.Lock()
@@ -98,7 +82,7 @@ func (w *postWatcher) check(ctx context.Context, ids []int64) {
 		delete(w.pending, id)
 		w.mu.Unlock()
 		if ch != nil {
-			ch <- workID
+			ch <- st.WorkID
 		}
 	}
 }

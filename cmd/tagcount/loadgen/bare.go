@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/drafts/api"
 )
 
 // BareTx is the bare posting transaction of the new path: the work, its
@@ -86,7 +86,7 @@ func RunBare(ctx context.Context, tx BareTx, wl *Workload, concurrency int, d ti
 // classifyTx maps a transaction's error to the kind its HTTP response would
 // have been counted as.
 func classifyTx(err error) ErrorKind {
-	switch e := api.Classify(err); {
+	switch e := httpapi.ErrorFor(err); {
 	case e.Code == "deadlock":
 		return ErrDeadlock
 	case e.Code == "lock_wait_timeout":

@@ -1,0 +1,135 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tagcount/tagcount/counter/reconcile"
+)
+
+// reconcileRequest is the optional body of the reconcile routes.
+type reconcileRequest struct {
+	DryRun bool `json:"dry_run"`
+}
+
+type reconcileStartedJSON struct {
+	ID     int64  `json:"id"`
+	State  string `json:"state"`
+	DryRun bool   `json:"dry_run"`
+}
+
+// reportJSON is a run's report as the admin API shows it.
+type reportJSON struct {
+	ID                int64      `json:"id"`
+	State             string     `json:"state"`
+	DryRun            bool       `json:"dry_run"`
+	TagID             *int64     `json:"tag_id,omitempty"`
+	StartedAt         time.Time  `json:"started_at"`
+	FinishedAt        *time.Time `json:"finished_at,omitempty"`
+	DurationSeconds   float64    `json:"duration_seconds"`
+	TagsScanned       int64      `json:"tags_scanned"`
+	TagsDrifted       int64      `json:"tags_drifted"`
+	TagsCorrected     int64      `json:"tags_corrected"`
+	TotalAbsDrift     int64      `json:"total_abs_drift"`
+	LargestDrift      int64      `json:"largest_drift"`
+	LargestDriftTagID *int64     `json:"largest_drift_tag_id,omitempty"`
+	Error             string     `json:"error,omitempty"`
+}
+
+func newReportJSON(rep reconcile.Report) reportJSON {
+	out := reportJSON{
+		ID: rep.ID, State: rep.State, DryRun: rep.DryRun, StartedAt: rep.StartedAt.UTC(),
+		DurationSeconds: rep.Duration().Seconds(), TagsScanned: rep.TagsScanned, TagsDrifted: rep.TagsDrifted,
+		TagsCorrected: rep.TagsCorrected, TotalAbsDrift: rep.TotalAbsDrift, LargestDrift: rep.LargestDrift,
+		Error: rep.Error,
+	}
+	if rep.TagID != 0 {
+		out.TagID = &rep.TagID
+	}
+	if !rep.FinishedAt.IsZero() {
+		f := rep.FinishedAt.UTC()
+		out.FinishedAt = &f
+	}
+	if rep.LargestDriftTagID != 0 {
+		out.LargestDriftTagID = &rep.LargestDriftTagID
+	}
+	return out
+}
+
+// reconcileBodyLimit bounds the reconcile routes' small JSON bodies.
+const reconcileBodyLimit = 4 << 10
+
+// handleStartReconcile serves POST /v1/admin/reconcile {"dry_run": bool}:
+// it starts a run in the background and answers 202 {"id", "state",
+// "dry_run"}, or 409 reconcile_running when a run is in progress.
+func (s *server) handleStartReconcile() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		var body reconcileRequest
+		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
+			return err
+		}
+		run, err := s.Reconciler.Start(r.Context(), reconcile.Options{DryRun: body.DryRun})
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Location", "/v1/admin/reconcile/"+strconv.FormatInt(run.ID, 10))
+		encode(w, http.StatusAccepted, reconcileStartedJSON{ID: run.ID, State: run.State, DryRun: run.DryRun})
+		return nil
+	})
+}
+
+// handleGetReconcile serves GET /v1/admin/reconcile/{id}: the run's report.
+func (s *server) handleGetReconcile() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "reconcile run")
+		if err != nil {
+			return err
+		}
+		rep, err := s.Reconciler.FindReport(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, newReportJSON(rep))
+		return nil
+	})
+}
+
+// handleRecount serves POST /v1/admin/tags/{id}/recount (optional body
+// {"dry_run": bool}): it reconciles that one tag now and answers 200 with the
+// run's report; 409 reconcile_running while any run is in progress, since
+// two runs could correct the same tag twice.
+func (s *server) handleRecount() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "tag")
+		if err != nil {
+			return err
+		}
+		var body reconcileRequest
+		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
+			return err
+		}
+		rep, err := s.Reconciler.Run(r.Context(), reconcile.Options{TagID: id, DryRun: body.DryRun})
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, newReportJSON(rep))
+		return nil
+	})
+}
+
+// handleGetFlags serves GET /v1/admin/flags: the flag values this instance
+// evaluates now.
+func (s *server) handleGetFlags() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "no-store")
+		body, err := json.Marshal(s.Flags.Snapshot())
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, err = w.Write(append(body, '\n'))
+		return err
+	})
+}

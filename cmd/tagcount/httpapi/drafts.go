@@ -1,0 +1,240 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/poster"
+)
+
+// tagsJSON is the tag block of a draft or work body.
+type tagsJSON struct {
+	Rating        string   `json:"rating"`
+	Warnings      []string `json:"warnings"`
+	Categories    []string `json:"categories,omitempty"`
+	Fandoms       []string `json:"fandoms"`
+	Relationships []string `json:"relationships,omitempty"`
+	Characters    []string `json:"characters,omitempty"`
+	Freeforms     []string `json:"freeforms,omitempty"`
+}
+
+// contentJSON is the body of POST and PUT on drafts and works.
+type contentJSON struct {
+	Title string   `json:"title"`
+	Body  string   `json:"body"`
+	Tags  tagsJSON `json:"tags"`
+}
+
+func (c contentJSON) content() drafts.Content {
+	return drafts.Content{Title: c.Title, Body: c.Body, Tags: drafts.Tags(c.Tags)}
+}
+
+type draftJSON struct {
+	ID        int64     `json:"id"`
+	AuthorID  int64     `json:"author_id"`
+	Title     string    `json:"title"`
+	Body      string    `json:"body"`
+	Tags      tagsJSON  `json:"tags"`
+	State     string    `json:"state"`
+	WorkID    *int64    `json:"work_id"`
+	Version   int64     `json:"version"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func newDraftJSON(d drafts.Draft) draftJSON {
+	out := draftJSON{ID: d.ID, AuthorID: d.AuthorID, Title: d.Content.Title, Body: d.Content.Body,
+		Tags: tagsJSON(d.Content.Tags), State: d.State, Version: d.Version, Error: d.Error,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+	if d.WorkID != 0 {
+		out.WorkID = &d.WorkID
+	}
+	return out
+}
+
+type workJSON struct {
+	ID        int64     `json:"id"`
+	DraftID   int64     `json:"draft_id"`
+	AuthorID  int64     `json:"author_id"`
+	Title     string    `json:"title"`
+	Body      string    `json:"body"`
+	Tags      tagsJSON  `json:"tags"`
+	PostedAt  time.Time `json:"posted_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// resultJSON says what a post, edit or delete did.
+type resultJSON struct {
+	State  string `json:"state"`
+	Path   string `json:"path"`
+	WorkID int64  `json:"work_id,omitempty"`
+}
+
+func newResultJSON(r poster.Result) resultJSON {
+	return resultJSON{State: r.State, Path: r.Path, WorkID: r.WorkID}
+}
+
+// decodeContent reads and validates a draft or work body.
+func decodeContent(w http.ResponseWriter, r *http.Request) (drafts.Content, error) {
+	var body contentJSON
+	if err := decode(w, r, DefaultBodyLimit, &body); err != nil {
+		return drafts.Content{}, err
+	}
+	c := body.content()
+	return c, c.Validate()
+}
+
+// handleCreateDraft serves POST /v1/drafts.
+func (s *server) handleCreateDraft() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		c, err := decodeContent(w, r)
+		if err != nil {
+			return err
+		}
+		d, err := s.Drafts.CreateDraft(r.Context(), authorID(r), c)
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusCreated, newDraftJSON(d))
+		return nil
+	})
+}
+
+// handleGetDraft serves GET /v1/drafts/{id}.
+func (s *server) handleGetDraft() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "draft")
+		if err != nil {
+			return err
+		}
+		d, err := s.Drafts.FindDraftByID(r.Context(), authorID(r), id)
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, newDraftJSON(d))
+		return nil
+	})
+}
+
+// handleReplaceDraft serves PUT /v1/drafts/{id}.
+func (s *server) handleReplaceDraft() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "draft")
+		if err != nil {
+			return err
+		}
+		c, err := decodeContent(w, r)
+		if err != nil {
+			return err
+		}
+		d, err := s.Drafts.ReplaceDraft(r.Context(), authorID(r), id, c)
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, newDraftJSON(d))
+		return nil
+	})
+}
+
+// handleDeleteDraft serves DELETE /v1/drafts/{id}.
+func (s *server) handleDeleteDraft() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "draft")
+		if err != nil {
+			return err
+		}
+		if err := s.Drafts.DeleteDraft(r.Context(), authorID(r), id); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}
+
+// handlePostDraft serves POST /v1/drafts/{id}/post: 202 when the work is
+// posted by a background job, 201 when it was posted in the request, 200 when
+// the draft was already posted.
+func (s *server) handlePostDraft() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "draft")
+		if err != nil {
+			return err
+		}
+		res, err := s.Poster.PostDraft(r.Context(), authorID(r), id)
+		if err != nil {
+			return err
+		}
+		status := http.StatusCreated
+		switch {
+		case res.Async:
+			status = http.StatusAccepted
+		case res.State == drafts.StatePosted && res.Path == "":
+			status = http.StatusOK // already posted before this request
+		}
+		encode(w, status, newResultJSON(res))
+		return nil
+	})
+}
+
+// handleGetWork serves GET /v1/works/{id}.
+func (s *server) handleGetWork() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "work")
+		if err != nil {
+			return err
+		}
+		wk, err := s.Poster.FindWorkByID(r.Context(), authorID(r), id)
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, workJSON{ID: wk.ID, DraftID: wk.DraftID, AuthorID: wk.AuthorID, Title: wk.Title,
+			Body: wk.Body, Tags: tagsJSON(wk.Tags), PostedAt: wk.PostedAt, UpdatedAt: wk.UpdatedAt})
+		return nil
+	})
+}
+
+// handleUpdateWork serves PUT /v1/works/{id}: 202 (job) or 200 (in request).
+func (s *server) handleUpdateWork() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "work")
+		if err != nil {
+			return err
+		}
+		c, err := decodeContent(w, r)
+		if err != nil {
+			return err
+		}
+		res, err := s.Poster.UpdateWork(r.Context(), authorID(r), id, c)
+		if err != nil {
+			return err
+		}
+		status := http.StatusOK
+		if res.Async {
+			status = http.StatusAccepted
+		}
+		encode(w, status, newResultJSON(res))
+		return nil
+	})
+}
+
+// handleDeleteWork serves DELETE /v1/works/{id}: 202 (job) or 204 (in request).
+func (s *server) handleDeleteWork() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "work")
+		if err != nil {
+			return err
+		}
+		res, err := s.Poster.DeleteWork(r.Context(), authorID(r), id)
+		if err != nil {
+			return err
+		}
+		if res.Async {
+			encode(w, http.StatusAccepted, newResultJSON(res))
+			return nil
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}

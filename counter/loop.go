@@ -1,0 +1,41 @@
+package counter
+
+import (
+	"context"
+	"time"
+)
+
+// Sleep waits for d and returns nil, or returns ctx's error as soon as ctx
+// ends. It is the one cancellable sleep of the service's loops and retries.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Every runs once immediately and then every interval until ctx ends, and
+// returns nil. It is the shape of the service's background loops (the
+// sweeper, the read cache's refresher, the poster's requeuer): each has a
+// config with defaults, a runOnce that tests call directly, and a Run that
+// is Every(ctx, interval, runOnce). A failing round is the loop's to log;
+// the next round tries again.
+func Every(ctx context.Context, interval time.Duration, once func(ctx context.Context)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		once(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
