@@ -178,20 +178,50 @@ func (s *Store) queue(ctx context.Context, query string, args ...any) (int64, er
 	return res.LastInsertId()
 }
 
-// CreateQueued inserts a draft of author already queued for posting, and
-// returns its id: the bare posting transaction's first step, with no HTTP
-// and no job queue.
-func (s *Store) CreateQueued(ctx context.Context, authorID int64, c Content) (int64, error) {
-	tags, err := json.Marshal(c.Tags)
-	if err != nil {
-		return 0, err
+// CreateQueued inserts drafts of author already queued for posting, one
+// per content, and returns their ids in order: the first step of a bulk
+// import or of the bare posting transaction, with no HTTP and no job queue.
+func (s *Store) CreateQueued(ctx context.Context, authorID int64, contents []Content) ([]int64, error) {
+	if !s.DB.ConsecutiveIDs {
+		// The ids of one multi-row INSERT may interleave with another's.
+		ids := make([]int64, len(contents))
+		for i, c := range contents {
+			got, err := s.insertQueued(ctx, authorID, []Content{c})
+			if err != nil {
+				return nil, err
+			}
+			ids[i] = got[0]
+		}
+		return ids, nil
 	}
-	res, err := s.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, state, queued_at)
-		VALUES (?, ?, ?, ?, 'queued', NOW(6))`, authorID, c.Title, c.Body, tags)
-	if err != nil {
-		return 0, err
+	return s.insertQueued(ctx, authorID, contents)
+}
+
+// insertQueued inserts contents in one statement; their ids are
+// consecutive (the caller made sure of it, or there is one).
+func (s *Store) insertQueued(ctx context.Context, authorID int64, contents []Content) ([]int64, error) {
+	args := make([]any, 0, 4*len(contents))
+	for _, c := range contents {
+		tags, err := json.Marshal(c.Tags)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, authorID, c.Title, c.Body, tags)
 	}
-	return res.LastInsertId()
+	res, err := s.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, state, queued_at) VALUES `+
+		migrations.Placeholders("(?, ?, ?, ?, 'queued', NOW(6))", ",", len(contents)), args...)
+	if err != nil {
+		return nil, err
+	}
+	first, err := res.LastInsertId()
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, len(contents))
+	for i := range ids {
+		ids[i] = first + int64(i)
+	}
+	return ids, nil
 }
 
 // Versioned is a draft's content as of a version.

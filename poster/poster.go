@@ -107,10 +107,11 @@ type Poster struct {
 // Result says what a post, edit or delete did. Async results are done
 // shortly, by a background job.
 type Result struct {
-	Async  bool
-	State  string
-	Path   string // empty when nothing was done (already posted)
-	WorkID int64
+	Async   bool
+	State   string
+	Path    string // empty when nothing was done (already posted)
+	WorkID  int64
+	DraftID int64
 }
 
 // New returns a Poster. It panics on a nil DB, which is a wiring bug.
@@ -161,9 +162,10 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 			return Result{}, ferr
 		}
 		// Already queued or posted: a double click or a retry.
-		return Result{Async: d.State == drafts.StateQueued, State: d.State, WorkID: d.WorkID}, nil
+		return Result{Async: d.State == drafts.StateQueued, State: d.State, WorkID: d.WorkID, DraftID: draftID}, nil
 	}
 	res, err := p.queued(ctx, draftID, 0, version, err)
+	res.DraftID = draftID
 	p.metrics.observe(PathNew, start, err)
 	return res, err
 }
@@ -211,5 +213,5 @@ func (p *Poster) queued(ctx context.Context, draftID, workID, version int64, err
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
 	}
-	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID}, nil
+	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID, DraftID: draftID}, nil
 }

@@ -166,7 +166,7 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 	}
 	for _, pl := range writes {
 		i := pl.idx
-		out[i] = outcome{res: Result{State: drafts.StatePosted, Path: path, WorkID: pl.workID}}
+		out[i] = outcome{res: Result{State: drafts.StatePosted, Path: path, WorkID: pl.workID, DraftID: pl.req.draftID}}
 		if pl.delete {
 			out[i].res.State = StateDeleted
 		}
@@ -262,7 +262,7 @@ func (p *Poster) lockAndDecide(ctx context.Context, tx *sql.Tx, plans []*plan, o
 			out[i] = outcome{err: errVersionMoved}
 		case pl.req.requireQueued && l.State != drafts.StateQueued,
 			pl.req.post && l.State == drafts.StatePosted && !l.DeleteRequested:
-			out[i] = outcome{res: Result{State: l.State, WorkID: l.WorkID}}
+			out[i] = outcome{res: Result{State: l.State, WorkID: l.WorkID, DraftID: pl.req.draftID}}
 		default:
 			pl.lock, pl.workID = l, l.WorkID
 			pl.delete = pl.req.delete || l.DeleteRequested

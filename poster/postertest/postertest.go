@@ -1,0 +1,131 @@
+// Package postertest builds posted works for tests through the real posting
+// transaction, in the manner of river's testfactory: one builder per kind of
+// change, with defaults, each calling the poster's own code. Tests never
+// write works, taggings or outbox rows by hand.
+package postertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/poster"
+)
+
+// Opts are a builder's options; nil or zero fields take the defaults.
+type Opts struct {
+	// AuthorID defaults to 1.
+	AuthorID int64
+	// Path is poster.PathNew (default) or poster.PathLegacy.
+	Path string
+}
+
+func (o *Opts) withDefaults() Opts {
+	var out Opts
+	if o != nil {
+		out = *o
+	}
+	if out.AuthorID == 0 {
+		out.AuthorID = 1
+	}
+	if out.Path == "" {
+		out.Path = poster.PathNew
+	}
+	return out
+}
+
+// Content returns a valid draft content titled title carrying exactly refs
+// (a rating listed twice keeps the last).
+func Content(title string, refs ...drafts.TagRef) drafts.Content {
+	c := drafts.Content{Title: title, Body: "Once upon a time."}
+	for _, r := range refs {
+		c.Tags.Add(r)
+	}
+	return c
+}
+
+// Works posts contents in one posting transaction on opts' path and returns
+// the work ids in order and the events the new path announced (none on the
+// legacy path). It fails the test on an error.
+func Works(ctx context.Context, t testing.TB, db *migrations.DB, contents []drafts.Content, opts *Opts) ([]int64, []counter.Event) {
+	t.Helper()
+	o := opts.withDefaults()
+	p, sink := newPoster(db, o)
+	works, err := p.PostContents(ctx, o.AuthorID, o.Path, contents)
+	if err != nil {
+		t.Fatalf("postertest: post %d works: %v", len(contents), err)
+	}
+	return works, sink.take()
+}
+
+// TryWorks is Works returning the error instead of failing the test, for
+// builders called from goroutines other than the test's.
+func TryWorks(ctx context.Context, db *migrations.DB, contents []drafts.Content, opts *Opts) ([]int64, []counter.Event, error) {
+	o := opts.withDefaults()
+	p, sink := newPoster(db, o)
+	works, err := p.PostContents(ctx, o.AuthorID, o.Path, contents)
+	return works, sink.take(), err
+}
+
+// Edit makes work (posted by opts' author) carry c, on opts' path, and
+// returns the events announced. On the new path it records the edit as the
+// API does and runs the posting job's work for it.
+func Edit(ctx context.Context, db *migrations.DB, workID int64, c drafts.Content, opts *Opts) ([]counter.Event, error) {
+	o := opts.withDefaults()
+	p, sink := newPoster(db, o)
+	res, err := p.UpdateWork(ctx, o.AuthorID, workID, c)
+	if err == nil && res.Async {
+		err = p.SyncDrafts(ctx, res.DraftID)
+	}
+	return sink.take(), err
+}
+
+// Delete deletes work (posted by opts' author) on opts' path and returns
+// the events announced, as Edit does.
+func Delete(ctx context.Context, db *migrations.DB, workID int64, opts *Opts) ([]counter.Event, error) {
+	o := opts.withDefaults()
+	p, sink := newPoster(db, o)
+	res, err := p.DeleteWork(ctx, o.AuthorID, workID)
+	if err == nil && res.Async {
+		err = p.SyncDrafts(ctx, res.DraftID)
+	}
+	return sink.take(), err
+}
+
+// newPoster returns a poster without a job queue on opts' path whose
+// announcements are kept in sink.
+func newPoster(db *migrations.DB, o Opts) (*poster.Poster, *sink) {
+	s := &sink{}
+	if o.Path != poster.PathNew && o.Path != poster.PathLegacy {
+		panic(fmt.Sprintf("postertest: unknown path %q", o.Path))
+	}
+	p := poster.New(poster.Config{DB: db, Paths: poster.FixedPath(o.Path == poster.PathNew), Announcer: s,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return p, s
+}
+
+// sink keeps announced events.
+type sink struct {
+	mu     sync.Mutex
+	events []counter.Event
+}
+
+func (s *sink) Announce(_ context.Context, events []counter.Event) {
+	s.mu.Lock()
+	s.events = append(s.events, events...)
+	s.mu.Unlock()
+}
+
+func (s *sink) take() []counter.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.events
+	s.events = nil
+	return out
+}
