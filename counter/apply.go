@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/tagcount/tagcount/migrations"
@@ -13,7 +14,8 @@ import (
 
 // ApplyResult reports what one apply transaction did.
 type ApplyResult struct {
-	// Requested is the number of distinct event ids asked for.
+	// Requested is the number of distinct event ids (ApplyBatch) or tags
+	// (a writer's flush) asked for.
 	Requested int
 	// Applied is the number of outbox rows found, added and deleted. Ids
 	// not found (already applied, or never committed) contribute nothing.
@@ -25,20 +27,31 @@ type ApplyResult struct {
 	// transaction. ApplyBatch reports every written tag; a writer asks only
 	// for tags whose count it does not know yet.
 	Counts map[int64]int64
+	// Full is true when a flush by tag hit its row limit: the tags may have
+	// more rows, which a further transaction applies.
+	Full bool
 	// Attempts is the number of transactions tried (1 without a deadlock or
 	// lock-wait retry).
 	Attempts int
 }
 
-// applyChunk is the largest IN list of one statement of an apply
-// transaction; larger batches run several statements in one transaction.
-const applyChunk = 5000
+// DefaultApplyLimit is the most outbox rows one apply transaction deletes:
+// it bounds how long a flush holds its rows and its partition's writer, so a
+// hot tag's deferred flush of a hundred thousand rows runs as many short
+// transactions with other tags' applies in between.
+const DefaultApplyLimit = 5000
 
 // applyMaxAttempts bounds the deadlock / lock-wait retries of one apply.
 const applyMaxAttempts = 20
 
 // applyOpts tunes an apply; the zero value is what ApplyBatch does.
 type applyOpts struct {
+	// byTag selects the outbox rows of the given tag ids (all their rows,
+	// up to limit) instead of the rows with the given event ids.
+	byTag bool
+	// limit caps the rows of one transaction when byTag (default
+	// DefaultApplyLimit).
+	limit int
 	// readCount, if set, says which written tags' counts to read back;
 	// nil reads all.
 	readCount func(tag int64) bool
@@ -63,35 +76,60 @@ func ApplyBatch(ctx context.Context, db *migrations.DB, ids []int64) (ApplyResul
 	return applyBatch(ctx, db, ids, applyOpts{})
 }
 
-func applyBatch(ctx context.Context, db *migrations.DB, ids []int64, o applyOpts) (ApplyResult, error) {
-	ids = slices.Clone(ids)
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
+// ApplyTags applies the outbox rows of the given tags, as a partition's
+// writer flushes them, in one transaction of at most DefaultApplyLimit
+// rows; Full in the result says rows may remain. Errors are ApplyBatch's.
+func ApplyTags(ctx context.Context, db *migrations.DB, tags []int64) (ApplyResult, error) {
+	return applyBatch(ctx, db, tags, applyOpts{byTag: true})
+}
+
+func applyBatch(ctx context.Context, db *migrations.DB, keys []int64, o applyOpts) (ApplyResult, error) {
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if o.limit <= 0 {
+		o.limit = DefaultApplyLimit
+	}
 	var res ApplyResult
-	res.Requested = len(ids)
-	if len(ids) == 0 {
+	res.Requested = len(keys)
+	if len(keys) == 0 {
 		return res, nil
 	}
 	returning := !o.portable && db.MariaDB
 	for {
 		res.Attempts++
-		r, err := applyOnce(ctx, db, ids, returning, o.readCount)
+		r, err := applyOnce(ctx, db, keys, returning, o)
 		if err == nil {
 			r.Requested, r.Attempts = res.Requested, res.Attempts
 			return r, nil
 		}
 		if !migrations.IsLockConflict(err) || res.Attempts >= applyMaxAttempts || ctx.Err() != nil {
-			return res, fmt.Errorf("counter: apply %d events: %w", len(ids), err)
+			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 		backoff := time.Duration(1+rand.IntN(10*res.Attempts)) * time.Millisecond
 		if err := Sleep(ctx, backoff); err != nil {
-			return res, fmt.Errorf("counter: apply %d events: %w", len(ids), err)
+			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 	}
 }
 
-// applyOnce runs one apply transaction for sorted, distinct ids.
-func applyOnce(ctx context.Context, db *migrations.DB, ids []int64, returning bool, readCount func(int64) bool) (res ApplyResult, err error) {
+// takeRows is the statement that deletes (MariaDB, RETURNING) or locks
+// (MySQL, FOR UPDATE) the outbox rows of an apply and returns them.
+func takeRows(keys []int64, o applyOpts, returning bool) string {
+	where := "id IN ("
+	tail := ")"
+	if o.byTag {
+		where = "tag_id IN ("
+		tail = ") LIMIT " + strconv.Itoa(o.limit) // index order: no sort of a hot tag's rows
+	}
+	if returning {
+		return migrations.IDList("DELETE FROM tag_events WHERE "+where, keys, tail+" RETURNING id, tag_id, delta")
+	}
+	return migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE "+where, keys, tail+" FOR UPDATE")
+}
+
+// applyOnce runs one apply transaction for sorted, distinct keys.
+func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning bool, o applyOpts) (res ApplyResult, err error) {
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return res, err
@@ -102,71 +140,59 @@ func applyOnce(ctx context.Context, db *migrations.DB, ids []int64, returning bo
 		}
 	}()
 	sums := make(map[int64]int64)
-	found := make([]int64, 0, min(len(ids), applyChunk))
-	for start := 0; start < len(ids); start += applyChunk {
-		chunk := ids[start:min(start+applyChunk, len(ids))]
-		var q string
-		if returning {
-			q = migrations.IDList("DELETE FROM tag_events WHERE id IN (", chunk, ") RETURNING id, tag_id, delta")
-		} else {
-			q = migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id IN (", chunk, ") FOR UPDATE")
-		}
-		rows, err := tx.QueryContext(ctx, q)
-		if err != nil {
-			return res, err
-		}
-		if found, err = scanEvents(rows, found[:0], sums); err != nil {
-			return res, err
-		}
-		res.Applied += len(found)
-		if returning || len(found) == 0 {
-			continue
-		}
+	rows, err := tx.QueryContext(ctx, takeRows(keys, o, returning))
+	if err != nil {
+		return res, err
+	}
+	found, err := scanEvents(rows, nil, sums)
+	if err != nil {
+		return res, err
+	}
+	res.Applied = len(found)
+	res.Full = o.byTag && len(found) >= o.limit
+	if !returning && len(found) > 0 {
 		if _, err := tx.ExecContext(ctx, migrations.IDList("DELETE FROM tag_events WHERE id IN (", found, ")")); err != nil {
 			return res, err
 		}
 	}
+	if err := writeSums(ctx, tx, sums, o.readCount, &res); err != nil {
+		return res, err
+	}
+	return res, tx.Commit()
+}
+
+// writeSums adds each non-zero sum to its tag's count in tx and records the
+// deltas and the counts asked for in res.
+func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]int64, readCount func(int64) bool, res *ApplyResult) error {
 	tags := make([]int64, 0, len(sums))
 	for tag, d := range sums {
 		if d != 0 {
 			tags = append(tags, tag)
 		}
 	}
+	if len(tags) == 0 {
+		return nil
+	}
 	slices.Sort(tags)
-	if len(tags) > 0 {
-		if err := upsertCounts(ctx, tx, tags, sums); err != nil {
-			return res, err
-		}
-		res.Deltas = make(map[int64]int64, len(tags))
-		for _, tag := range tags {
-			res.Deltas[tag] = sums[tag]
-		}
-		read := tags
-		if readCount != nil {
-			read = make([]int64, 0, len(tags))
-			for _, tag := range tags {
-				if readCount(tag) {
-					read = append(read, tag)
-				}
-			}
-		}
-		if len(read) > 0 {
-			// The rows are locked by the upsert, so this reads the counts
-			// this transaction commits; the writer tiers tags by them.
-			rows, err := tx.QueryContext(ctx, migrations.IDList("SELECT tag_id, count FROM tag_counts WHERE tag_id IN (", read, ")"))
-			if err != nil {
-				return res, err
-			}
-			res.Counts = make(map[int64]int64, len(read))
-			if err := scanCounts(rows, res.Counts); err != nil {
-				return res, err
-			}
+	if err := upsertCounts(ctx, tx, tags, sums); err != nil {
+		return err
+	}
+	res.Deltas = make(map[int64]int64, len(tags))
+	read := tags[:0:0]
+	for _, tag := range tags {
+		res.Deltas[tag] = sums[tag]
+		if readCount == nil || readCount(tag) {
+			read = append(read, tag)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return res, err
+	if len(read) == 0 {
+		return nil
 	}
-	return res, nil
+	// The rows are locked by the upsert, so this reads the counts this
+	// transaction commits; the writer tiers tags by them.
+	counts, err := migrations.SumsByID(ctx, tx, migrations.IDList("SELECT tag_id, count FROM tag_counts WHERE tag_id IN (", read, ")"))
+	res.Counts = counts
+	return err
 }
 
 // scanEvents reads (id, tag_id, delta) rows, appending ids to found and
@@ -182,17 +208,4 @@ func scanEvents(rows *sql.Rows, found []int64, sums map[int64]int64) ([]int64, e
 		sums[tag] += delta
 	}
 	return found, rows.Err()
-}
-
-// scanCounts reads (tag_id, count) rows into counts and closes rows.
-func scanCounts(rows *sql.Rows, counts map[int64]int64) error {
-	defer rows.Close()
-	for rows.Next() {
-		var tag, count int64
-		if err := rows.Scan(&tag, &count); err != nil {
-			return err
-		}
-		counts[tag] = count
-	}
-	return rows.Err()
 }

@@ -1,4 +1,4 @@
-package counter
+package counter_test
 
 import (
 	"context"
@@ -7,6 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
 // TestCountsExactAfterTenThousandWorks posts 10,000 works of 10 tags (three
@@ -17,7 +20,7 @@ import (
 func TestCountsExactAfterTenThousandWorks(t *testing.T) {
 	t.Parallel()
 	a := newArchive(t, archiveOpts{})
-	hot := a.createTags(3, "rating")
+	hot := a.createTags(3, "warning")
 	pool := a.createTags(2000, "freeform")
 	probes := a.createTags(20, "character")
 	a.startConsumer(a.consumerConfig())
@@ -40,7 +43,7 @@ func TestCountsExactAfterTenThousandWorks(t *testing.T) {
 			}
 			start := time.Now()
 			a.pub.Announce(ctx, ev)
-			waitFor(t, 10*time.Second, "a small tag's count during load", func() bool {
+			testdb.WaitFor(t, 60*time.Second, "a small tag's count during load", func() bool {
 				var n int64
 				a.db.QueryRow("SELECT count FROM tag_counts WHERE tag_id = ?", tag).Scan(&n)
 				return n == 1
@@ -51,7 +54,7 @@ func TestCountsExactAfterTenThousandWorks(t *testing.T) {
 
 	works := workload(rand.New(rand.NewPCG(1, 2)), 10_000, hot, pool, 10)
 	start := time.Now()
-	a.postAll(ctx, works, 20, 4, func(ev []Event) { a.pub.Announce(ctx, ev) })
+	a.postAll(ctx, works, 20, 4, func(ev []counter.Event) { a.pub.Announce(ctx, ev) })
 	posted := time.Since(start)
 	close(loadDone)
 	wg.Wait()

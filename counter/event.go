@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"time"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,11 +11,15 @@ import (
 
 // Event is the announcement of one outbox row: tag_events.id, its tag and
 // its delta. The row, not the message, is the truth; the consumer only uses
-// TagID to route and tier the event.
+// TagID to route, tier and flush the tag.
 type Event struct {
 	ID    int64
 	TagID int64
 	Delta int32
+	// Time is when the row was written, carried as the message's timestamp
+	// (not in the value): a deferred tag is due an interval after it. Zero
+	// means now.
+	Time time.Time
 }
 
 // eventVersion is the first byte of every encoded event value.

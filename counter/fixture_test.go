@@ -1,12 +1,9 @@
-package counter
+package counter_test
 
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,35 +12,32 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
-// testLogger discards logs unless TAGCOUNT_TEST_LOG=1.
-func testLogger() *slog.Logger {
-	if os.Getenv("TAGCOUNT_TEST_LOG") == "1" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// archive is a test's own database, Kafka broker and publisher, with a
-// posting helper that writes like the posting path.
+// archive is a test's own database, Kafka broker and publisher; works are
+// posted through the real posting transaction (postertest) and announced
+// by the test.
 type archive struct {
 	t         testing.TB
 	db        *testdb.DB
-	broker    *EmbeddedBroker
-	pub       *Publisher
+	broker    *counter.EmbeddedBroker
+	pub       *counter.Publisher
 	reg       *prometheus.Registry
-	nextDraft atomic.Int64
 	consumers atomic.Int32
+
+	mu   sync.Mutex
+	refs map[int64]drafts.TagRef // the tags created, by id
 }
 
 type archiveOpts struct {
 	partitions int
 	dataDir    string
 	dropRate   float64
-	noBroker   bool
 }
 
 func newArchive(t testing.TB, o archiveOpts) *archive {
@@ -51,140 +45,53 @@ func newArchive(t testing.TB, o archiveOpts) *archive {
 	db := testdb.New(t)
 	db.SetMaxOpenConns(24)
 	db.SetMaxIdleConns(24)
-	a := &archive{t: t, db: db, reg: prometheus.NewRegistry()}
-	if o.noBroker {
-		return a
-	}
+	a := &archive{t: t, db: db, reg: prometheus.NewRegistry(), refs: make(map[int64]drafts.TagRef)}
 	if o.partitions == 0 {
 		o.partitions = 8
 	}
-	b, err := StartEmbeddedBroker(context.Background(), o.dataDir, o.partitions, DefaultTopic, 0)
+	b, err := counter.StartEmbeddedBroker(context.Background(), o.dataDir, o.partitions, counter.DefaultTopic, 0)
 	if err != nil {
 		t.Fatalf("start broker: %v", err)
 	}
 	a.broker = b
 	t.Cleanup(func() { a.broker.Close() })
-	a.pub = NewPublisher(PublisherConfig{Brokers: b.Addrs(), Logger: testLogger(), Registerer: a.reg, DropRate: o.dropRate})
+	a.pub = counter.NewPublisher(counter.PublisherConfig{Brokers: b.Addrs(), Logger: counter.TestLogger(), Registerer: a.reg, DropRate: o.dropRate})
 	t.Cleanup(func() { a.pub.Close() })
 	return a
 }
 
-// createTags inserts n tags of type typ and returns their ids.
+// createTags creates n tags of type typ and returns their ids.
 func (a *archive) createTags(n int, typ string) []int64 {
 	a.t.Helper()
-	ids := make([]int64, 0, n)
-	for start := 0; start < n; start += 500 {
-		var sb strings.Builder
-		sb.WriteString("INSERT INTO tags (type, name, name_key) VALUES ")
-		end := min(start+500, n)
-		for i := start; i < end; i++ {
-			if i > start {
-				sb.WriteByte(',')
-			}
-			name := fmt.Sprintf("%s Tag %d", strings.ToUpper(typ[:1])+typ[1:], i)
-			fmt.Fprintf(&sb, "('%s','%s','%s')", typ, name, strings.ToLower(name))
-		}
-		if _, err := a.db.Exec(sb.String()); err != nil {
-			a.t.Fatalf("create tags: %v", err)
-		}
+	ids := counter.CreateTags(a.t, a.db.DB, n, typ)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, id := range ids {
+		a.refs[id] = drafts.TagRef{Type: typ, Name: fmt.Sprintf("%s Tag %d", strings.ToUpper(typ[:1])+typ[1:], i)}
 	}
-	rows, err := a.db.Query("SELECT id FROM tags WHERE type = ? ORDER BY id", typ)
-	if err != nil {
-		a.t.Fatalf("create tags: %v", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		rows.Scan(&id)
-		ids = append(ids, id)
-	}
-	return ids[len(ids)-n:]
+	return ids
 }
 
-// post writes works (each a list of tag ids) with their taggings and one
-// +1 tag_events row per tagging in one transaction, as the posting path
-// does, and returns the events to announce after commit.
-func (a *archive) post(ctx context.Context, works [][]int64) ([]Event, error) {
-	tx, err := a.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
+// content is a work carrying exactly tags (created by createTags).
+func (a *archive) content(tags []int64) drafts.Content {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	refs := make([]drafts.TagRef, len(tags))
+	for i, id := range tags {
+		refs[i] = a.refs[id]
 	}
-	defer tx.Rollback()
-	first := a.nextDraft.Add(int64(len(works))) - int64(len(works)) + 1
-	var sb strings.Builder
-	sb.WriteString("INSERT INTO works (draft_id, author_id, title, body, version) VALUES ")
-	for i := range works {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		fmt.Fprintf(&sb, "(%d, 1, 't', 'b', 1)", first+int64(i))
-	}
-	if _, err := tx.ExecContext(ctx, sb.String()); err != nil {
-		return nil, err
-	}
-	workIDs := make([]int64, len(works))
-	rows, err := tx.QueryContext(ctx, "SELECT id, draft_id FROM works WHERE draft_id BETWEEN ? AND ?", first, first+int64(len(works))-1)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var id, draft int64
-		if err := rows.Scan(&id, &draft); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		workIDs[draft-first] = id
-	}
-	rows.Close()
-	var tg, ev strings.Builder
-	tg.WriteString("INSERT INTO taggings (work_id, tag_id, position) VALUES ")
-	ev.WriteString("INSERT INTO tag_events (tag_id, delta, work_id) VALUES ")
-	n := 0
+	return postertest.Content("work", refs...)
+}
+
+// post posts works (each a list of tag ids) in one posting transaction on
+// the new path and returns the events to announce.
+func (a *archive) post(ctx context.Context, works [][]int64) ([]counter.Event, error) {
+	contents := make([]drafts.Content, len(works))
 	for i, tags := range works {
-		for pos, tag := range tags {
-			if n > 0 {
-				tg.WriteByte(',')
-				ev.WriteByte(',')
-			}
-			n++
-			fmt.Fprintf(&tg, "(%d,%d,%d)", workIDs[i], tag, pos)
-			fmt.Fprintf(&ev, "(%d,1,%d)", tag, workIDs[i])
-		}
+		contents[i] = a.content(tags)
 	}
-	if n == 0 {
-		return nil, tx.Commit()
-	}
-	if _, err := tx.ExecContext(ctx, tg.String()); err != nil {
-		return nil, err
-	}
-	res, err := tx.ExecContext(ctx, ev.String())
-	if err != nil {
-		return nil, err
-	}
-	// Every id of the statement is at least its first (LAST_INSERT_ID), so
-	// the primary-key range finds them without an index on work_id.
-	firstEvent, err := res.LastInsertId()
-	if err != nil {
-		return nil, err
-	}
-	rows, err = tx.QueryContext(ctx, migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id >= ? AND work_id IN (", workIDs, ")"), firstEvent)
-	if err != nil {
-		return nil, err
-	}
-	events := make([]Event, 0, n)
-	for rows.Next() {
-		var e Event
-		if err := rows.Scan(&e.ID, &e.TagID, &e.Delta); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		events = append(events, e)
-	}
-	rows.Close()
-	if err := tx.Commit(); err != nil {
-		return nil, err
-	}
-	return events, nil
+	_, events, err := postertest.TryWorks(ctx, a.db.DB, contents, nil)
+	return events, err
 }
 
 // workload draws works of about tagsPerWork tags: every hot tag, then
@@ -208,7 +115,7 @@ func workload(r *rand.Rand, n int, hot, pool []int64, tagsPerWork int) [][]int64
 
 // postAll posts works in transactions of perTx works from workers
 // goroutines and hands each transaction's events to announce.
-func (a *archive) postAll(ctx context.Context, works [][]int64, perTx, workers int, announce func([]Event)) {
+func (a *archive) postAll(ctx context.Context, works [][]int64, perTx, workers int, announce func([]counter.Event)) {
 	a.t.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -235,109 +142,56 @@ func (a *archive) postAll(ctx context.Context, works [][]int64, perTx, workers i
 	}
 }
 
-func (a *archive) countMap(q string) map[int64]int64 {
-	a.t.Helper()
-	rows, err := a.db.Query(q)
-	if err != nil {
-		a.t.Fatalf("%s: %v", q, err)
-	}
-	defer rows.Close()
-	m := make(map[int64]int64)
-	for rows.Next() {
-		var tag, n int64
-		if err := rows.Scan(&tag, &n); err != nil {
-			a.t.Fatal(err)
-		}
-		if n != 0 {
-			m[tag] = n
-		}
-	}
-	return m
-}
-
-// trueCounts counts posted works per tag, independently of the counter.
-func (a *archive) trueCounts() map[int64]int64 {
-	return a.countMap("SELECT t.tag_id, COUNT(*) FROM taggings t JOIN works w ON w.id = t.work_id GROUP BY t.tag_id")
-}
-
-func (a *archive) storedCounts() map[int64]int64 {
-	return a.countMap("SELECT tag_id, count FROM tag_counts")
-}
-
 func (a *archive) outboxDepth() int64 {
-	var n int64
-	if err := a.db.QueryRow("SELECT COUNT(*) FROM tag_events").Scan(&n); err != nil {
+	total, _, err := counter.OutboxDepth(context.Background(), a.db, 0)
+	if err != nil {
 		a.t.Fatal(err)
 	}
+	return total
+}
+
+func (a *archive) count(tag int64) int64 {
+	var n int64
+	a.db.QueryRow("SELECT count FROM tag_counts WHERE tag_id = ?", tag).Scan(&n)
 	return n
 }
 
-// countDiff describes how stored differs from want ("" when equal).
-func countDiff(want, got map[int64]int64) string {
-	var sb strings.Builder
-	n := 0
-	for tag, w := range want {
-		if got[tag] != w {
-			n++
-			if n <= 5 {
-				fmt.Fprintf(&sb, " tag %d: want %d got %d;", tag, w, got[tag])
-			}
-		}
-	}
-	for tag, g := range got {
-		if _, ok := want[tag]; !ok {
-			n++
-			if n <= 5 {
-				fmt.Fprintf(&sb, " tag %d: want 0 got %d;", tag, g)
-			}
-		}
-	}
-	if n == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d tags differ:%s", n, sb.String())
-}
-
 // waitExact polls until the outbox is empty and every stored count equals
-// the true count, failing the test after within.
+// the independent count of posted works (the reconcile's conservation
+// snapshot), failing the test after within.
 func (a *archive) waitExact(within time.Duration) {
 	a.t.Helper()
+	var depth int64
+	var drifted []reconcile.TagState
+	ok := func() bool {
+		var err error
+		if depth = a.outboxDepth(); depth != 0 {
+			return false
+		}
+		drifted, err = reconcile.Drifted(context.Background(), a.db.DB)
+		return err == nil && len(drifted) == 0
+	}
 	deadline := time.Now().Add(within)
-	for {
-		depth := a.outboxDepth()
-		d := countDiff(a.trueCounts(), a.storedCounts())
-		if depth == 0 && d == "" {
-			return
-		}
+	for !ok() {
 		if time.Now().After(deadline) {
-			a.t.Fatalf("counts not exact after %v: outbox depth %d; %s", within, depth, d)
+			a.t.Fatalf("counts not exact after %v: outbox depth %d; drifted %v", within, depth, drifted[:min(len(drifted), 5)])
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polling the counter's effect
 	}
 }
 
-// waitFor polls cond every 20ms until it holds, failing after within.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func (a *archive) metric(name string) float64 { return counter.Metric(a.t, a.reg, name) }
 
 // consumerConfig returns test defaults for a consumer: short tier intervals in
 // real time, so deferral is exercised and still finishes within a test.
-func (a *archive) consumerConfig() ConsumerConfig {
-	return ConsumerConfig{
+func (a *archive) consumerConfig() counter.ConsumerConfig {
+	return counter.ConsumerConfig{
 		Brokers:           a.broker.Addrs(),
 		DB:                a.db.DB,
 		Tiers:             testTiers(),
 		BatchSize:         1000,
 		BatchWait:         10 * time.Millisecond,
-		Logger:            testLogger(),
+		Logger:            counter.TestLogger(),
 		Registerer:        a.reg,
 		HeartbeatInterval: 200 * time.Millisecond,
 		SessionTimeout:    2 * time.Second,
@@ -345,8 +199,8 @@ func (a *archive) consumerConfig() ConsumerConfig {
 }
 
 // testTiers are the default tier boundaries with sub-second intervals.
-func testTiers() Tiers {
-	return Tiers{
+func testTiers() counter.Tiers {
+	return counter.Tiers{
 		MediumMinInterval: 100 * time.Millisecond,
 		MediumMaxInterval: 400 * time.Millisecond,
 		LargeInterval:     300 * time.Millisecond,
@@ -355,12 +209,12 @@ func testTiers() Tiers {
 
 // startConsumer runs a consumer until the returned stop is called (or the
 // test ends); stop waits for Run to return and fails the test on an error.
-func (a *archive) startConsumer(cfg ConsumerConfig) (stop func()) {
+func (a *archive) startConsumer(cfg counter.ConsumerConfig) (stop func()) {
 	a.t.Helper()
 	if a.consumers.Add(1) > 1 && cfg.Registerer == a.reg {
 		cfg.Registerer = prometheus.NewRegistry() // another process's consumer
 	}
-	c, err := NewConsumer(cfg)
+	c, err := counter.NewConsumer(cfg)
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -385,36 +239,14 @@ func (a *archive) startConsumer(cfg ConsumerConfig) (stop func()) {
 	return stop
 }
 
-// startSweeper runs a sweeper re-announcing rows older than olderThan.
-func (a *archive) startSweeper(olderThan time.Duration, ann Announcer) {
-	s := NewSweeper(SweeperConfig{DB: a.db.DB, Announcer: ann, OlderThan: olderThan, Interval: olderThan / 2, Logger: testLogger(), Registerer: a.reg})
+// startSweeper runs a sweeper announcing tags whose rows are older than
+// after, and every old tag again every 4×after (the last resort for an
+// announcement lost twice).
+func (a *archive) startSweeper(after time.Duration) {
+	s := counter.NewSweeper(counter.SweeperConfig{DB: a.db.DB, Announcer: a.pub, After: after, Interval: after / 2,
+		FullEvery: 4 * after, Logger: counter.TestLogger(), Registerer: a.reg})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	a.t.Cleanup(func() { cancel(); <-done })
-}
-
-// metric returns the value of the counter or gauge name on reg, summed
-// over its labels (0 when absent).
-func (a *archive) metric(reg *prometheus.Registry, name string) float64 {
-	a.t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch {
-			case m.Counter != nil:
-				sum += m.Counter.GetValue()
-			case m.Gauge != nil:
-				sum += m.Gauge.GetValue()
-			}
-		}
-	}
-	return sum
 }

@@ -1,15 +1,18 @@
-package counter
+package counter_test
 
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
 // childEnv carries the configuration of a counter run in a child process.
@@ -21,11 +24,11 @@ type childConfig struct {
 }
 
 // TestCounterChildProcess is not a test: it is the counter process that
-// TestCountsExactAfterCounterIsKilledMidBatch starts and kills with SIGKILL.
+// TestCountsExactAfterCounterIsKilledHoldingDeferredTags starts and kills with SIGKILL.
 func TestCounterChildProcess(t *testing.T) {
 	raw := os.Getenv(childEnv)
 	if raw == "" {
-		t.Skip("helper process of TestCountsExactAfterCounterIsKilledMidBatch")
+		t.Skip("helper process of TestCountsExactAfterCounterIsKilledHoldingDeferredTags")
 	}
 	var cc childConfig
 	if err := json.Unmarshal([]byte(raw), &cc); err != nil {
@@ -35,13 +38,14 @@ func TestCounterChildProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewConsumer(ConsumerConfig{
-		Brokers:           cc.Brokers,
-		DB:                db,
-		Tiers:             testTiers(),
+	c, err := counter.NewConsumer(counter.ConsumerConfig{
+		Brokers: cc.Brokers,
+		DB:      db,
+		// Deferred tags wait an hour: held until the test kills it.
+		Tiers:             counter.Tiers{MediumMinInterval: time.Hour, MediumMaxInterval: time.Hour, LargeInterval: time.Hour},
 		BatchSize:         100,
 		BatchWait:         5 * time.Millisecond,
-		Logger:            testLogger(),
+		Logger:            counter.TestLogger(),
 		HeartbeatInterval: 200 * time.Millisecond,
 		SessionTimeout:    2 * time.Second,
 	})
@@ -51,13 +55,20 @@ func TestCounterChildProcess(t *testing.T) {
 	c.Run(context.Background()) // until killed
 }
 
-func TestCountsExactAfterCounterIsKilledMidBatch(t *testing.T) {
+// TestCountsExactAfterCounterIsKilledHoldingDeferredTags kills a counter
+// with SIGKILL while it holds the hot tags' rows for a deferred flush (its
+// offsets committed past their announcements), and checks that its
+// successor finds them in the outbox and counts them, with no sweeper.
+func TestCountsExactAfterCounterIsKilledHoldingDeferredTags(t *testing.T) {
 	t.Parallel()
 	a := newArchive(t, archiveOpts{})
-	works := faultLoad(a, 5)
+	hot := a.createTags(2, "warning")
+	pool := a.createTags(500, "freeform")
+	works := workload(rand.New(rand.NewPCG(5, 7)), 2500, hot, pool, 8)
 	ctx := context.Background()
-	a.postAll(ctx, works, 10, 4, func(ev []Event) { a.pub.Announce(ctx, ev) })
-	total := a.outboxDepth()
+	announce := func(ev []counter.Event) { a.pub.Announce(ctx, ev) }
+	// The hot tags grow past the small tier in the first part...
+	a.postAll(ctx, works[:2000], 10, 4, announce)
 
 	raw, _ := json.Marshal(childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN})
 	child := exec.Command(os.Args[0], "-test.run=^TestCounterChildProcess$")
@@ -66,25 +77,24 @@ func TestCountsExactAfterCounterIsKilledMidBatch(t *testing.T) {
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Kill it while it is applying: once it has drained some of the
-	// outbox but not all of it.
-	waitFor(t, 60*time.Second, "the child counter to apply some events", func() bool {
-		d := a.outboxDepth()
-		return d < total*7/10
-	})
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	testdb.WaitFor(t, 60*time.Second, "the child counter to apply the first part", func() bool { return a.outboxDepth() == 0 })
+	// ...so the child holds their rows of the second part (for an hour),
+	// and applies the rest.
+	a.postAll(ctx, works[2000:], 10, 4, announce)
+	held := int64(2 * 500)
+	testdb.WaitFor(t, 60*time.Second, "the child to apply all but the hot tags' rows", func() bool { return a.outboxDepth() == held })
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	child.Wait()
-	left := a.outboxDepth()
-	if left == 0 {
-		t.Fatal("the child finished before it was killed")
+	if left := a.outboxDepth(); left != held {
+		t.Fatalf("%d rows left after the kill, want the %d held", left, held)
 	}
-	t.Logf("killed the counter with %d of %d events left in the outbox", left, total)
 
 	// A new counter in the same group takes over from the committed
-	// offsets; the sweeper re-announces what the dead one held.
+	// offsets (past the held announcements) and finds in the outbox what
+	// the dead one held.
 	a.startConsumer(a.consumerConfig())
-	a.startSweeper(time.Second, a.pub)
 	a.waitExact(60 * time.Second)
 }

@@ -43,7 +43,8 @@ type PublisherConfig struct {
 // commits. Failures never reach the caller: the outbox row is the record
 // that the event is owed, and the sweeper re-announces what was lost.
 type Publisher struct {
-	w         *kafka.Writer
+	w         *kafka.Writer // asynchronous: the posting path never waits
+	sync      *kafka.Writer // synchronous: the sweeper's
 	transport *kafka.Transport
 	log       *slog.Logger
 	dropRate  float64
@@ -72,7 +73,7 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 		log:       log.With("component", "publisher"),
 		dropRate:  cfg.DropRate,
 		published: metricCounter(cfg.Registerer, "tagcount_events_published_total", "Tag-use events handed to Kafka and acknowledged."),
-		failures:  metricCounter(cfg.Registerer, "tagcount_publish_failures_total", "Tag-use events that could not be published (the sweeper re-announces them)."),
+		failures:  metricCounter(cfg.Registerer, "tagcount_publish_failures_total", "Tag-use events that could not be published (the sweeper announces their tags again)."),
 		dropped:   metricCounter(cfg.Registerer, "tagcount_publish_dropped_total", "Tag-use events dropped on purpose by fault injection (PublisherConfig.DropRate)."),
 	}
 	p.w = &kafka.Writer{
@@ -90,6 +91,15 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 		MaxAttempts:  5,
 		Transport:    p.transport,
 		Completion:   p.completed,
+	}
+	p.sync = &kafka.Writer{
+		Addr:         kafka.TCP(cfg.Brokers...),
+		Topic:        cfg.Topic,
+		Balancer:     &kafka.Hash{},
+		BatchTimeout: cfg.BatchTimeout,
+		RequiredAcks: kafka.RequireOne,
+		MaxAttempts:  3,
+		Transport:    p.transport,
 	}
 	return p
 }
@@ -109,20 +119,10 @@ const announceTimeout = 2 * time.Second
 
 // Announce queues events for publishing and returns without waiting for
 // the broker. It never fails: an event that cannot be published is logged
-// and counted (tagcount_publish_failures_total), and its outbox row is
-// re-announced by the sweeper.
+// and counted (tagcount_publish_failures_total), and the sweeper announces
+// its tag again once the row is older than the recovery budget.
 func (p *Publisher) Announce(ctx context.Context, events []Event) {
-	if len(events) == 0 {
-		return
-	}
-	msgs := make([]kafka.Message, 0, len(events))
-	for _, e := range events {
-		if p.dropRate > 0 && rand.Float64() < p.dropRate {
-			p.dropped.Inc()
-			continue
-		}
-		msgs = append(msgs, kafka.Message{Key: EventKey(e.TagID), Value: EncodeEvent(e)})
-	}
+	msgs := p.messages(events)
 	if len(msgs) == 0 {
 		return
 	}
@@ -137,10 +137,39 @@ func (p *Publisher) Announce(ctx context.Context, events []Event) {
 	}
 }
 
+// AnnounceSync publishes events and waits for the broker's
+// acknowledgement: the sweeper's way, so it knows whether to look at the
+// same rows again. It returns the broker's error, or ctx's.
+func (p *Publisher) AnnounceSync(ctx context.Context, events []Event) error {
+	msgs := p.messages(events)
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := p.sync.WriteMessages(ctx, msgs...); err != nil {
+		p.failures.Add(float64(len(msgs)))
+		return err
+	}
+	p.published.Add(float64(len(msgs)))
+	return nil
+}
+
+// messages encodes events, dropping some when fault injection asks.
+func (p *Publisher) messages(events []Event) []kafka.Message {
+	msgs := make([]kafka.Message, 0, len(events))
+	for _, e := range events {
+		if p.dropRate > 0 && rand.Float64() < p.dropRate {
+			p.dropped.Inc()
+			continue
+		}
+		msgs = append(msgs, kafka.Message{Key: EventKey(e.TagID), Value: EncodeEvent(e), Time: e.Time})
+	}
+	return msgs
+}
+
 // Close flushes queued events, waiting for their acknowledgements or
 // failures, and releases the connections.
 func (p *Publisher) Close() error {
-	err := p.w.Close()
+	err := errors.Join(p.w.Close(), p.sync.Close())
 	p.transport.CloseIdleConnections()
 	return err
 }

@@ -7,28 +7,22 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
 // readRig is a Reader on a test's own database with a test clock.
 type readRig struct {
-	*archive
+	*rig
 	clock *testClock
 	r     *Reader
 }
 
 func newReadRig(t *testing.T) *readRig {
-	a := newArchive(t, archiveOpts{noBroker: true})
+	g := newRig(t)
 	clock := newTestClock()
-	r := NewReader(a.db.DB, Tiers{}, ReaderClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(a.reg))
-	return &readRig{archive: a, clock: clock, r: r}
-}
-
-func (rr *readRig) setCount(tag, n int64) {
-	rr.t.Helper()
-	_, err := rr.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, ?) ON DUPLICATE KEY UPDATE count = VALUES(count)", tag, n)
-	if err != nil {
-		rr.t.Fatal(err)
-	}
+	r := NewReader(g.db.DB, Tiers{}, ReaderClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
+	return &readRig{rig: g, clock: clock, r: r}
 }
 
 func (rr *readRig) read(id int64) TagCount {
@@ -142,7 +136,7 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 	if got := read(large); got.Count != 40_000 {
 		t.Errorf("large before expiry: count %d, want the cached 40000", got.Count)
 	}
-	waitFor(t, 10*time.Second, "the background refresh", func() bool { return read(large).Count == 41_000 })
+	testdb.WaitFor(t, 10*time.Second, "the background refresh", func() bool { return read(large).Count == 41_000 })
 
 	// Reader.Run refreshes without any reader.
 	rr.setCount(large, 42_000)
@@ -151,12 +145,12 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 	var stopped atomic.Bool
 	go func() { rr.r.Run(runCtx, 10*time.Millisecond); stopped.Store(true) }()
 	rr.clock.Advance(25 * time.Minute)
-	waitFor(t, 10*time.Second, "Run's refresh", func() bool {
+	testdb.WaitFor(t, 10*time.Second, "Run's refresh", func() bool {
 		rr.r.mu.Lock()
 		defer rr.r.mu.Unlock()
 		c := rr.r.byID[large]
 		return c != nil && c.tc.Count == 42_000
 	})
 	cancel()
-	waitFor(t, 5*time.Second, "Run to return", stopped.Load)
+	testdb.WaitFor(t, 5*time.Second, "Run to return", stopped.Load)
 }

@@ -2,43 +2,67 @@ package counter
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tagcount/tagcount/migrations"
 )
+
+// Defaults of SweeperConfig.
+const (
+	// DefaultSweepAfter is the age past which an outbox row's announcement
+	// counts as lost. With DefaultSweepInterval it makes the recovery
+	// budget: a lost announcement is counted within about 10 s.
+	DefaultSweepAfter    = 7 * time.Second
+	DefaultSweepInterval = 2 * time.Second
+	// DefaultFullSweepEvery is how often the sweeper looks at every old
+	// row again, not only those that crossed the age since the last sweep:
+	// the last resort for an announcement lost twice.
+	DefaultFullSweepEvery = time.Minute
+)
+
+// SyncAnnouncer announces events and says whether the broker took them.
+type SyncAnnouncer interface {
+	AnnounceSync(ctx context.Context, events []Event) error
+}
 
 // SweeperConfig configures a Sweeper.
 type SweeperConfig struct {
 	DB        *migrations.DB
-	Announcer Announcer
-	// OlderThan is the age (by the database clock) past which an outbox row
-	// is re-announced. It must exceed the longest deferral of a tag, the
-	// medium tier's maximum interval plus jitter (default 45 min).
-	OlderThan time.Duration
-	// Interval is the time between sweeps (default 1 min).
+	Announcer SyncAnnouncer
+	// After is the age (by the database clock) past which a row whose tag
+	// was not flushed is announced again (default DefaultSweepAfter).
+	After time.Duration
+	// Interval is the time between sweeps (default DefaultSweepInterval).
 	Interval time.Duration
-	// ChunkSize is the number of rows read per statement (default 1,000).
-	ChunkSize int
-	// Rate caps re-announced events per second (default 10,000), so a
-	// backlog after an outage does not flood Kafka and the counter.
-	Rate       float64
+	// FullEvery is how often a sweep looks at every old row (default
+	// DefaultFullSweepEvery).
+	FullEvery  time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
 
-// Sweeper re-announces outbox rows that have waited too long, which is how
-// a lost message, a publish that failed, or a deferred event whose writer
-// crashed after committing its offset still gets counted. It also reports
-// the outbox depth and oldest age. Several sweepers (one per instance) are
+// Sweeper announces again the tags whose outbox rows have waited past the
+// recovery budget: a publish that failed, the messages a killed worker had
+// buffered, a message lost on the way. It announces one event per tag (the
+// counter flushes every row of a tag it is told of), dated by the tag's
+// oldest row, so a deferred tag's flush stays due when it was due. Each
+// sweep looks at the rows that crossed the age since the last successful
+// sweep; every FullEvery it looks at all old rows. It also reports the
+// outbox depth and oldest age. Several sweepers (one per instance) are
 // safe: a duplicate announcement adds nothing.
 type Sweeper struct {
 	cfg SweeperConfig
 	log *slog.Logger
+
+	// since is the database time up to which rows were announced by the
+	// last successful sweep; zero: look at every old row.
+	since    time.Time
+	lastFull time.Time
 
 	reannounced prometheus.Counter
 	depth       prometheus.Gauge
@@ -48,34 +72,30 @@ type Sweeper struct {
 
 // NewSweeper returns a Sweeper; cfg.DB and cfg.Announcer are required.
 func NewSweeper(cfg SweeperConfig) *Sweeper {
-	if cfg.OlderThan <= 0 {
-		cfg.OlderThan = 45 * time.Minute
+	if cfg.After <= 0 {
+		cfg.After = DefaultSweepAfter
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Minute
+		cfg.Interval = DefaultSweepInterval
 	}
-	if cfg.ChunkSize <= 0 {
-		cfg.ChunkSize = 1000
+	if cfg.FullEvery <= 0 {
+		cfg.FullEvery = DefaultFullSweepEvery
 	}
-	if cfg.Rate <= 0 {
-		cfg.Rate = 10_000
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	return &Sweeper{
 		cfg:         cfg,
-		log:         log.With("component", "sweeper"),
-		reannounced: metricCounter(cfg.Registerer, "tagcount_events_reannounced_total", "Outbox rows re-announced by the sweeper."),
+		log:         cfg.Logger.With("component", "sweeper"),
+		reannounced: metricCounter(cfg.Registerer, "tagcount_events_reannounced_total", "Tags announced again by the sweeper because their outbox rows waited past the recovery budget."),
 		depth:       metricGauge(cfg.Registerer, "tagcount_outbox_depth", "Rows in the tag_events outbox at the last sweep."),
 		oldestAge:   metricGauge(cfg.Registerer, "tagcount_outbox_oldest_age_seconds", "Age of the oldest tag_events outbox row at the last sweep (0 when empty)."),
-		sweepErrors: metricCounter(cfg.Registerer, "tagcount_sweep_errors_total", "Sweeps that failed on a database error."),
+		sweepErrors: metricCounter(cfg.Registerer, "tagcount_sweep_errors_total", "Sweeps that failed on a database or broker error."),
 	}
 }
 
 // Run sweeps every Interval until ctx is done, then returns nil. A failed
-// sweep is logged and counted, and the next one tries again.
+// sweep is logged and counted, and the next one tries the same rows again.
 func (s *Sweeper) Run(ctx context.Context) error {
 	if s.cfg.DB == nil || s.cfg.Announcer == nil {
 		return errors.New("counter: sweeper needs a DB and an Announcer")
@@ -88,89 +108,74 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	})
 }
 
-// SweepOnce re-announces every outbox row older than OlderThan, in primary
-// key order, ChunkSize rows per statement, at most Rate per second, and
-// updates the outbox gauges. It returns the number of events re-announced
-// and the first database error or ctx's error.
+// SweepOnce announces again every tag with outbox rows older than After
+// that it has not looked at yet (or, on a full sweep, every such tag), and
+// updates the outbox gauges. It returns the number of tags announced and the
+// first database or broker error; after an error the next sweep looks at the
+// same rows again.
 func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 	if err := s.measure(ctx); err != nil {
 		return 0, err
 	}
-	olderUS := s.cfg.OlderThan.Microseconds()
-	// Bound the primary-key walk by the newest old row (found on the
-	// created_at index), so a large outbox of young rows, such as the held
-	// events of deferred tags, is not scanned.
-	var maxID sql.NullInt64
-	err := s.cfg.DB.QueryRowContext(ctx,
-		"SELECT MAX(id) FROM tag_events WHERE created_at < NOW(6) - INTERVAL ? MICROSECOND", olderUS).Scan(&maxID)
+	var cutoff time.Time
+	if err := s.cfg.DB.QueryRowContext(ctx, "SELECT NOW(6) - INTERVAL ? MICROSECOND", s.cfg.After.Microseconds()).Scan(&cutoff); err != nil {
+		return 0, fmt.Errorf("counter: sweep: %w", err)
+	}
+	since := s.since
+	if time.Since(s.lastFull) >= s.cfg.FullEvery {
+		since = time.Time{}
+	}
+	events, err := staleTags(ctx, s.cfg.DB, since, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("counter: sweep: %w", err)
 	}
-	if !maxID.Valid {
-		return 0, nil
-	}
-	var after int64
-	total := 0
-	for {
-		start := time.Now()
-		rows, err := s.cfg.DB.QueryContext(ctx,
-			`SELECT id, tag_id, delta FROM tag_events
-			 WHERE id > ? AND id <= ? AND created_at < NOW(6) - INTERVAL ? MICROSECOND
-			 ORDER BY id LIMIT ?`, after, maxID.Int64, olderUS, s.cfg.ChunkSize)
-		if err != nil {
-			return total, fmt.Errorf("counter: sweep: %w", err)
+	if len(events) > 0 {
+		if err := s.cfg.Announcer.AnnounceSync(ctx, events); err != nil {
+			return 0, fmt.Errorf("counter: sweep: announce %d tags: %w", len(events), err)
 		}
-		events := make([]Event, 0, s.cfg.ChunkSize)
-		for rows.Next() {
-			var e Event
-			if err := rows.Scan(&e.ID, &e.TagID, &e.Delta); err != nil {
-				rows.Close()
-				return total, fmt.Errorf("counter: sweep: %w", err)
-			}
-			events = append(events, e)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return total, fmt.Errorf("counter: sweep: %w", err)
-		}
-		if len(events) == 0 {
-			break
-		}
-		after = events[len(events)-1].ID
-		s.cfg.Announcer.Announce(ctx, events)
 		s.reannounced.Add(float64(len(events)))
-		total += len(events)
-		if len(events) < s.cfg.ChunkSize || after >= maxID.Int64 {
-			break
-		}
-		// Pace to Rate events per second.
-		wait := time.Duration(float64(len(events))/s.cfg.Rate*float64(time.Second)) - time.Since(start)
-		if wait > 0 {
-			if err := Sleep(ctx, wait); err != nil {
-				return total, err
-			}
-		}
+		s.log.Info("announced tags whose outbox rows waited past the recovery budget", "tags", len(events), "older_than", s.cfg.After)
 	}
-	if total > 0 {
-		s.log.Info("re-announced outbox rows", "events", total, "older_than", s.cfg.OlderThan)
+	if since.IsZero() {
+		s.lastFull = time.Now()
 	}
-	return total, nil
+	s.since = cutoff
+	return len(events), nil
+}
+
+// staleTags returns, for each tag with outbox rows created in [since,
+// cutoff), an event naming its newest such row, dated by its oldest.
+func staleTags(ctx context.Context, q migrations.Querier, since, cutoff time.Time) ([]Event, error) {
+	rows, err := q.QueryContext(ctx, `SELECT tag_id, MAX(id), MIN(created_at) FROM tag_events
+		WHERE created_at >= ? AND created_at < ? GROUP BY tag_id`, since, cutoff)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var events []Event
+	for rows.Next() {
+		var e Event
+		if err := rows.Scan(&e.TagID, &e.ID, &e.Time); err != nil {
+			return nil, err
+		}
+		events = append(events, e)
+	}
+	return events, rows.Err()
 }
 
 // measure updates the outbox depth and oldest-age gauges.
 func (s *Sweeper) measure(ctx context.Context) error {
 	var depth int64
-	var ageUS sql.NullInt64
+	var ageUS *int64
 	err := s.cfg.DB.QueryRowContext(ctx,
 		"SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)) FROM tag_events").Scan(&depth, &ageUS)
 	if err != nil {
 		return fmt.Errorf("counter: measure outbox: %w", err)
 	}
 	s.depth.Set(float64(depth))
-	if ageUS.Valid && ageUS.Int64 > 0 {
-		s.oldestAge.Set(float64(ageUS.Int64) / 1e6)
-	} else {
-		s.oldestAge.Set(0)
+	s.oldestAge.Set(0)
+	if ageUS != nil && *ageUS > 0 {
+		s.oldestAge.Set(float64(*ageUS) / 1e6)
 	}
 	return nil
 }

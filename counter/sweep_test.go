@@ -2,65 +2,143 @@ package counter
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
-// recordingAnnouncer remembers what it is asked to announce.
+// recordingAnnouncer remembers what it is asked to announce, and fails
+// while failing is set.
 type recordingAnnouncer struct {
-	mu     sync.Mutex
-	events []Event
+	mu      sync.Mutex
+	events  []Event
+	failing bool
 }
 
-func (r *recordingAnnouncer) Announce(_ context.Context, events []Event) {
+func (r *recordingAnnouncer) AnnounceSync(_ context.Context, events []Event) error {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failing {
+		return errors.New("broker down")
+	}
 	r.events = append(r.events, events...)
-	r.mu.Unlock()
+	return nil
 }
 
-func TestSweeperReannouncesOnlyOldOutboxRows(t *testing.T) {
+func (r *recordingAnnouncer) take() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.events
+	r.events = nil
+	return out
+}
+
+// age makes the outbox rows of tags older by d, as if written d ago.
+func (r *rig) age(d time.Duration, tags ...int64) {
+	r.t.Helper()
+	for _, tag := range tags {
+		if _, err := r.db.Exec("UPDATE tag_events SET created_at = created_at - INTERVAL ? MICROSECOND WHERE tag_id = ?",
+			d.Microseconds(), tag); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+func TestSweeperAnnouncesEachTagWhoseRowsWaitedPastTheBudgetOnce(t *testing.T) {
 	t.Parallel()
-	a := newArchive(t, archiveOpts{noBroker: true})
-	tags := a.createTags(2, "fandom")
-	// 2,500 rows an hour old (three chunks of 1,000), then 10 fresh ones.
-	for range 25 {
-		q := "INSERT INTO tag_events (tag_id, delta, work_id, created_at) VALUES "
-		for i := range 100 {
-			if i > 0 {
-				q += ","
-			}
-			q += "(?, 1, 1, NOW(6) - INTERVAL 1 HOUR)"
-		}
-		args := make([]any, 100)
-		for i := range args {
-			args[i] = tags[i%2]
-		}
-		if _, err := a.db.Exec(q, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 10 {
-		a.db.Exec("INSERT INTO tag_events (tag_id, delta, work_id) VALUES (?, -1, 2)", tags[0])
-	}
+	r := newRig(t)
+	tags := r.createTags(3, "fandom")
+	ctx := context.Background()
+	r.outbox(tags[0], tags[0], tags[1], tags[1], tags[1])
+	r.age(time.Hour, tags[0], tags[1])
+	r.outbox(tags[2], tags[0]) // fresh: their announcement is still in flight
 	rec := &recordingAnnouncer{}
-	s := NewSweeper(SweeperConfig{DB: a.db.DB, Announcer: rec, OlderThan: 45 * time.Minute, Rate: 50_000, Logger: testLogger(), Registerer: a.reg})
-	n, err := s.SweepOnce(context.Background())
+	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 10 * time.Second, Logger: testLogger(), Registerer: r.reg})
+
+	n, err := s.SweepOnce(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 2500 || len(rec.events) != 2500 {
-		t.Fatalf("re-announced %d (%d recorded), want the 2500 old rows", n, len(rec.events))
-	}
-	for i, e := range rec.events {
-		if e.Delta != 1 || (i > 0 && e.ID <= rec.events[i-1].ID) {
-			t.Fatalf("event %d = %+v: want old +1 rows in primary key order", i, e)
+	got := rec.take()
+	var announced []int64
+	for _, e := range got {
+		announced = append(announced, e.TagID)
+		if time.Since(e.Time) < 50*time.Minute {
+			t.Errorf("tag %d announced as written %v, want its oldest row's time (an hour ago)", e.TagID, e.Time)
 		}
 	}
-	if d := a.metric(a.reg, "tagcount_outbox_depth"); d != 2510 {
-		t.Errorf("outbox depth gauge = %v, want 2510", d)
+	slices.Sort(announced)
+	if n != 2 || !slices.Equal(announced, tags[:2]) {
+		t.Fatalf("announced %v (n=%d), want one event for each of %v", announced, n, tags[:2])
 	}
-	if age := a.metric(a.reg, "tagcount_outbox_oldest_age_seconds"); age < 3500 || age > 3700 {
+	if d := metric(t, r.reg, "tagcount_outbox_depth"); d != 7 {
+		t.Errorf("outbox depth gauge = %v, want 7", d)
+	}
+	if age := metric(t, r.reg, "tagcount_outbox_oldest_age_seconds"); age < 3500 || age > 3700 {
 		t.Errorf("oldest age gauge = %v, want about 3600", age)
+	}
+
+	// The next sweep looks only at rows that crossed the age since.
+	if n, err := s.SweepOnce(ctx); err != nil || n != 0 {
+		t.Errorf("second sweep announced %d (%v), want nothing new", n, err)
+	}
+}
+
+func TestSweeperAnnouncesRowsThatCrossTheAgeLater(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	tags := r.createTags(1, "fandom")
+	ctx := context.Background()
+	rec := &recordingAnnouncer{}
+	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 100 * time.Millisecond, Logger: testLogger(), Registerer: r.reg})
+	if n, err := s.SweepOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep of an empty outbox: %d, %v", n, err)
+	}
+	r.outbox(tags...)
+	testdb.WaitFor(t, 10*time.Second, "a later sweep to announce the row once it is old", func() bool {
+		n, err := s.SweepOnce(ctx)
+		return err == nil && n == 1
+	})
+	if got := rec.take(); len(got) != 1 || got[0].TagID != tags[0] {
+		t.Errorf("announced %v, want tag %d once", got, tags[0])
+	}
+}
+
+func TestSweeperLooksAtTheSameRowsAgainAfterTheBrokerFailed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	tags := r.createTags(2, "fandom")
+	ctx := context.Background()
+	r.outbox(tags...)
+	r.age(time.Minute, tags...)
+	rec := &recordingAnnouncer{failing: true}
+	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 10 * time.Second, Logger: testLogger(), Registerer: r.reg})
+	if _, err := s.SweepOnce(ctx); err == nil {
+		t.Fatal("a sweep whose announcement failed reported success")
+	}
+	rec.failing = false
+	if n, err := s.SweepOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("the sweep after the broker came back announced %d (%v), want both tags", n, err)
+	}
+}
+
+func TestFullSweepAnnouncesOldRowsAgain(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	tags := r.createTags(1, "fandom")
+	ctx := context.Background()
+	r.outbox(tags...)
+	r.age(time.Hour, tags...)
+	rec := &recordingAnnouncer{}
+	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 10 * time.Second, FullEvery: time.Nanosecond,
+		Logger: testLogger(), Registerer: r.reg})
+	for range 3 {
+		if n, err := s.SweepOnce(ctx); err != nil || n != 1 {
+			t.Fatalf("a full sweep announced %d (%v), want the old tag again", n, err)
+		}
 	}
 }

@@ -1,59 +1,30 @@
-package counter
+package counter_test
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
-
-// BenchmarkRouteBatch measures a writer's in-memory work per batch of 5,000
-// messages: decoding, tiering, holding deferred tags' ids and aggregating
-// the ids to apply (20% of events on two medium tags, the rest on 20,000
-// small ones).
-func BenchmarkRouteBatch(b *testing.B) {
-	c := &Consumer{tiers: DefaultTiers(), now: time.Now, log: testLogger(), m: newConsumerMetrics(nil)}
-	w := newPartitionWriter(c, nil, 0)
-	w.counts[1], w.counts[2] = 5_000, 20_000
-	r := rand.New(rand.NewPCG(1, 2))
-	batch := make([]kafka.Message, 5000)
-	for i := range batch {
-		tag := int64(3 + r.IntN(20_000))
-		if i%10 < 2 {
-			tag = int64(1 + i%10)
-		}
-		batch[i] = kafka.Message{Offset: int64(i), Key: EventKey(tag), Value: EncodeEvent(Event{ID: int64(i + 1), TagID: tag, Delta: 1})}
-	}
-	now := time.Now()
-	b.ReportAllocs()
-	for b.Loop() {
-		ids, _ := w.route(batch, now, true)
-		if len(ids) != 4000 {
-			b.Fatalf("%d ids to apply, want 4000", len(ids))
-		}
-		for tag := range w.held {
-			w.release(tag)
-		}
-	}
-	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "events/s")
-}
 
 // TestCounterThroughput measures events per second through Kafka (kfake)
 // into MariaDB. It is a measurement, not a check, and runs only when
 // TAGCOUNT_E2E_EVENTS is set (e.g. 500000); see docs/counter.md.
 //
-// The outbox is filled directly with N rows (20% on two hot tags, the rest
-// on 20,000 tags), every row is announced, and then a consumer with the
+// The outbox is filled with N rows by posting works of ten tags through the
+// real posting transaction (two hot tags in every work, the rest from
+// 20,000 tags), every row is announced, and then a consumer with the
 // production tiers and batch settings is started; the clock runs from its
-// start until every event is consumed and every non-deferred one applied.
+// start until every event is consumed and every row applied or held.
 // TAGCOUNT_E2E_DEFERRAL=off applies every event (kill switch off).
 func TestCounterThroughput(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("TAGCOUNT_E2E_EVENTS"))
@@ -72,47 +43,29 @@ func TestCounterThroughput(t *testing.T) {
 
 	// Fill the outbox.
 	start := time.Now()
-	r := rand.New(rand.NewPCG(9, 9))
-	events := make([]Event, 0, n)
-	for len(events) < n {
-		m := min(5000, n-len(events))
-		var sb strings.Builder
-		sb.WriteString("INSERT INTO tag_events (tag_id, delta, work_id) VALUES ")
-		chunk := make([]int64, m)
-		for i := range m {
-			tag := tags[2+r.IntN(20_000)]
-			if i%10 < 2 {
-				tag = hot[i%10]
-			}
-			chunk[i] = tag
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			fmt.Fprintf(&sb, "(%d,1,%d)", tag, (len(events)+i)/10+1)
-		}
-		res, err := a.db.Exec(sb.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		first, _ := res.LastInsertId()
-		for i, tag := range chunk {
-			events = append(events, Event{ID: first + int64(i), TagID: tag, Delta: 1})
-		}
-	}
+	works := workload(rand.New(rand.NewPCG(9, 9)), n/10, hot, tags[2:], 10)
+	var mu sync.Mutex
+	events := make([]counter.Event, 0, n)
+	a.postAll(ctx, works, 500, 4, func(ev []counter.Event) {
+		mu.Lock()
+		events = append(events, ev...)
+		mu.Unlock()
+	})
+	n = len(events)
 	t.Logf("outbox filled with %d rows in %v", n, time.Since(start))
 
 	start = time.Now()
 	for i := 0; i < len(events); i += 5000 {
 		a.pub.Announce(ctx, events[i:min(i+5000, len(events))])
 	}
-	waitFor(t, 5*time.Minute, "every event published", func() bool {
-		return a.metric(a.reg, "tagcount_events_published_total") >= float64(n)
+	testdb.WaitFor(t, 5*time.Minute, "every event published", func() bool {
+		return a.metric("tagcount_events_published_total") >= float64(n)
 	})
 	pubDur := time.Since(start)
 	t.Logf("published %d events in %v: %.0f events/s", n, pubDur, float64(n)/pubDur.Seconds())
 
 	cfg := a.consumerConfig()
-	cfg.Tiers = Tiers{}
+	cfg.Tiers = counter.Tiers{}
 	cfg.BatchSize = 5000
 	if bs, _ := strconv.Atoi(os.Getenv("TAGCOUNT_E2E_BATCH")); bs > 0 {
 		cfg.BatchSize = bs
@@ -120,7 +73,7 @@ func TestCounterThroughput(t *testing.T) {
 	cfg.BatchWait = 20 * time.Millisecond
 	cfg.TierDeferral = func() bool { return deferral }
 	var hotWrites [2]atomic.Int64
-	cfg.OnApply = func(_ int, res ApplyResult) {
+	cfg.OnApply = func(_ int, res counter.ApplyResult) {
 		for i, tag := range hot {
 			if _, ok := res.Deltas[tag]; ok {
 				hotWrites[i].Add(1)
@@ -133,18 +86,18 @@ func TestCounterThroughput(t *testing.T) {
 	// Progress is read from the metrics, not the database, so the
 	// measurement does not load MariaDB (no duplicates are announced, so
 	// applied + held = n means done).
-	waitFor(t, 10*time.Minute, "every event consumed and applied or held", func() bool {
-		return a.metric(a.reg, "tagcount_events_consumed_total") >= float64(n) &&
-			a.metric(a.reg, "tagcount_events_applied_total")+a.metric(a.reg, "tagcount_deferred_events") >= float64(n)
+	testdb.WaitFor(t, 10*time.Minute, "every event consumed and applied or held", func() bool {
+		return a.metric("tagcount_events_consumed_total") >= float64(n) &&
+			a.metric("tagcount_events_applied_total")+a.metric("tagcount_deferred_events") >= float64(n)
 	})
 	dur := time.Since(start)
 	goCPU, dbCPU := processCPU()-goCPU0, mariadbCPU()-dbCPU0
-	held := a.metric(a.reg, "tagcount_deferred_events")
+	held := a.heldRows()
 	t.Logf("deferral=%v partitions=%d batch=%d: consumed %d events in %v: %.0f events/s (%.0f applied, %.0f held for deferred tags); CPU: test process %.1fs, mariadbd %.1fs (wall %.1fs × 2 cores = %.1fs)",
-		deferral, partitions, cfg.BatchSize, n, dur, float64(n)/dur.Seconds(), a.metric(a.reg, "tagcount_events_applied_total"), held,
+		deferral, partitions, cfg.BatchSize, n, dur, float64(n)/dur.Seconds(), a.metric("tagcount_events_applied_total"), held,
 		goCPU.Seconds(), dbCPU.Seconds(), dur.Seconds(), 2*dur.Seconds())
 	t.Logf("tag_counts rows written: %.0f; the two hot tags (%d events each) written %d and %d times",
-		a.metric(a.reg, "tagcount_tag_count_writes_total"), n/10, hotWrites[0].Load(), hotWrites[1].Load())
+		a.metric("tagcount_tag_count_writes_total"), n/10, hotWrites[0].Load(), hotWrites[1].Load())
 
 	start = time.Now()
 	stop()
@@ -185,4 +138,13 @@ func mariadbCPU() time.Duration {
 		return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 	}
 	return 0
+}
+
+// heldRows is the outbox rows of the tags held for a deferred flush: every
+// row left while the consumer still reads or holds them.
+func (a *archive) heldRows() float64 {
+	if a.metric("tagcount_deferred_tags") == 0 {
+		return 0
+	}
+	return float64(a.outboxDepth())
 }

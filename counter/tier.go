@@ -47,10 +47,6 @@ type Tiers struct {
 	// together. 0 means the default 0.1; a negative value disables jitter
 	// (tests).
 	Jitter float64
-	// MaxHeld caps the event ids one deferred tag may hold in memory; a tag
-	// reaching it is flushed early, which bounds the size of a flush
-	// transaction (default 200,000).
-	MaxHeld int
 	// RefreshAhead is the fraction of a large tag's read-cache lifetime
 	// after which the read path refreshes it in the background, so no
 	// reader waits for it (default 0.8).
@@ -66,7 +62,6 @@ func DefaultTiers() Tiers {
 		MediumMaxInterval: 40 * time.Minute,
 		LargeInterval:     30 * time.Minute,
 		Jitter:            0.1,
-		MaxHeld:           200_000,
 		RefreshAhead:      0.8,
 	}
 }
@@ -103,9 +98,6 @@ func (t Tiers) withDefaults() Tiers {
 	}
 	if t.Jitter > 0.5 {
 		t.Jitter = 0.5
-	}
-	if t.MaxHeld <= 0 {
-		t.MaxHeld = d.MaxHeld
 	}
 	if t.RefreshAhead <= 0 || t.RefreshAhead >= 1 {
 		t.RefreshAhead = d.RefreshAhead

@@ -365,7 +365,7 @@ func (s *stack) startWorker(context.Context) error {
 		return err
 	}
 	s.goRun("requeuer", func(ctx context.Context) error { return s.Poster.RunRequeuer(ctx, 5*time.Second) })
-	sweeper := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, OlderThan: o.SweepAfter,
+	sweeper := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, After: o.SweepAfter,
 		Logger: s.log, Registerer: s.Registry})
 	s.goRun("sweeper", sweeper.Run)
 	return nil
