@@ -86,8 +86,8 @@ func (s *Store) FindDraftByID(ctx context.Context, authorID, id int64) (Draft, e
 
 // ReplaceDraft replaces the content of author's draft id. It returns
 // ErrNotFound when the draft is not the author's, ErrQueued while the draft
-// is queued and ErrPosted once it is posted (a posted work is edited through
-// its work).
+// is queued and ErrPosted once it has a work (a posted work is edited
+// through its work, even after an edit of it failed).
 func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content) (Draft, error) {
 	tags, err := json.Marshal(c.Tags)
 	if err != nil {
@@ -95,7 +95,7 @@ func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content)
 	}
 	res, err := s.DB.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = version + 1,
 		state = 'draft', error = NULL, updated_at = NOW(6)
-		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')`, c.Title, c.Body, tags, id, authorID)
+		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`, c.Title, c.Body, tags, id, authorID)
 	if err != nil {
 		return Draft{}, fmt.Errorf("replace draft: %w", err)
 	}
@@ -106,9 +106,11 @@ func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content)
 }
 
 // DeleteDraft deletes author's unposted draft id: ErrNotFound if not the
-// author's, ErrQueued or ErrPosted if queued or posted.
+// author's, ErrQueued if queued, ErrPosted if it has a work (deleting the
+// draft would orphan the work).
 func (s *Store) DeleteDraft(ctx context.Context, authorID, id int64) error {
-	res, err := s.DB.ExecContext(ctx, `DELETE FROM drafts WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')`, id, authorID)
+	res, err := s.DB.ExecContext(ctx, `DELETE FROM drafts WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')
+		AND work_id IS NULL`, id, authorID)
 	if err != nil {
 		return fmt.Errorf("delete draft: %w", err)
 	}
@@ -123,10 +125,12 @@ func (s *Store) whyNotEditable(ctx context.Context, authorID, id int64) error {
 	if err != nil {
 		return err
 	}
-	switch d.State {
-	case StateQueued:
+	switch {
+	case d.State == StateQueued:
 		return ErrQueued
-	case StatePosted:
+	case d.State == StatePosted, d.WorkID != 0:
+		// A failed edit of a posted work leaves its draft failed: the work
+		// is still there, and changes go through it.
 		return ErrPosted
 	}
 	return ErrChanged
@@ -341,10 +345,11 @@ type Queued struct {
 	Version int64
 }
 
-// ListQueued returns up to limit drafts queued before before, oldest first.
-func (s *Store) ListQueued(ctx context.Context, before time.Time, limit int) ([]Queued, error) {
+// ListQueued returns up to limit drafts queued before before with an id
+// greater than after, in id order: a page of a walk over every such draft.
+func (s *Store) ListQueued(ctx context.Context, before time.Time, after int64, limit int) ([]Queued, error) {
 	rows, err := s.DB.QueryContext(ctx, `SELECT id, version FROM drafts
-		WHERE state = 'queued' AND queued_at < ? ORDER BY queued_at LIMIT ?`, before.UTC(), limit)
+		WHERE state = 'queued' AND queued_at < ? AND id > ? ORDER BY id LIMIT ?`, before.UTC(), after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -395,4 +400,14 @@ func (s *Store) CountQueued(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&n)
 	return n, err
+}
+
+// QueuedSince returns, for each draft of ids queued since before before,
+// its version.
+func (s *Store) QueuedSince(ctx context.Context, ids []int64, before time.Time) (map[int64]int64, error) {
+	if len(ids) == 0 {
+		return map[int64]int64{}, nil
+	}
+	return migrations.SumsByID(ctx, s.DB, migrations.IDList("SELECT id, version FROM drafts WHERE state = 'queued' AND queued_at < ? AND id IN (",
+		ids, ")"), before.UTC())
 }

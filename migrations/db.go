@@ -159,6 +159,20 @@ func IsDeadlock(err error) bool {
 	return errors.As(err, &me) && me.Number == ErLockDeadlock
 }
 
+// IsServerBusy reports whether err is the server refusing work for now:
+// too many connections, shutting down, or the connection killed.
+func IsServerBusy(err error) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return false
+	}
+	switch me.Number {
+	case 1040, 1053, 1927: // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED
+		return true
+	}
+	return false
+}
+
 // IsUnavailable reports whether err means the database (or another
 // dependency) could not be reached: connection refused, reset, a bad
 // connection, a network timeout.

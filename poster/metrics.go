@@ -12,6 +12,7 @@ type metrics struct {
 	duration        *prometheus.HistogramVec
 	enqueueFailures prometheus.Counter
 	requeued        prometheus.Counter
+	batchSize       prometheus.Histogram
 }
 
 // newMetrics registers the poster's collectors on reg (nil: none). A second
@@ -31,6 +32,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		enqueueFailures: f.NewCounter(prometheus.CounterOpts{
 			Name: "tagcount_post_enqueue_failures_total",
 			Help: "Post jobs that could not be enqueued at once (the requeuer enqueues them later).",
+		}),
+		batchSize: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tagcount_post_batch_size",
+			Help:    "Drafts posted per posting transaction of the group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
 		requeued: f.NewCounter(prometheus.CounterOpts{
 			Name: "tagcount_post_requeued_total",

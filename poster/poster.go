@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -81,18 +82,26 @@ type Config struct {
 	DB *migrations.DB
 	// JobDB, if set, is the pool posting jobs use, so authors' requests
 	// never wait for a connection behind a backlog of jobs. Default DB.
-	JobDB     *migrations.DB
-	Queue     *asynq.Client // enqueues post jobs; required for the new path
-	QueueName string        // asynq queue; default DefaultQueue
-	Paths     PathChooser   // nil: every author takes the new path
-	Announcer Announcer     // nil: events are not announced (the sweeper still finds them)
+	JobDB *migrations.DB
+	Queue *asynq.Client // enqueues post jobs; required for the new path
+	// Inspector, if set, lets an enqueue replace an archived job of the
+	// same draft version (a failed post posted again) and run a job
+	// waiting for its retry now.
+	Inspector *asynq.Inspector
+	QueueName string      // asynq queue; default DefaultQueue
+	Paths     PathChooser // nil: every author takes the new path
+	Announcer Announcer   // nil: events are not announced (the sweeper still finds them)
 	// RequeueAfter is how long a draft may stay queued before the requeuer
 	// enqueues its job again (Redis was down, or the job was lost).
 	RequeueAfter time.Duration
 	MaxRetry     int
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
-	Now          func() time.Time
+	// Committers and MaxBatch tune the posting jobs' group commit
+	// (defaults DefaultCommitters, DefaultMaxBatch).
+	Committers int
+	MaxBatch   int
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 // Poster posts drafts, edits and deletes works, and runs the posting job.
@@ -102,6 +111,14 @@ type Poster struct {
 	tags    *counter.TagResolver
 	log     *slog.Logger
 	metrics *metrics
+
+	commitOnce sync.Once
+	commit     *committer // started by the first posting job
+
+	owedMu sync.Mutex
+	owed   map[int64]int64 // draft id → version whose job could not be enqueued
+
+	scanAfter int64 // the requeuer's place in its walk over stale drafts
 }
 
 // Result says what a post, edit or delete did. Async results are done
@@ -137,8 +154,24 @@ func New(cfg Config) *Poster {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Committers <= 0 {
+		cfg.Committers = DefaultCommitters
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
 	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB}, tags: counter.NewTagResolver(cfg.DB),
-		log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]int64)}
+}
+
+// Close stops the group commit once no posting job runs (after the job
+// server's shutdown). It never fails.
+func (p *Poster) Close() error {
+	p.commitOnce.Do(func() {}) // none started from here on
+	if p.commit != nil {
+		p.commit.close()
+	}
+	return nil
 }
 
 func (p *Poster) useNewPath(authorID int64) bool {
@@ -178,7 +211,7 @@ func (p *Poster) UpdateWork(ctx context.Context, authorID, workID int64, c draft
 		return Result{}, err
 	}
 	if !p.useNewPath(authorID) {
-		return p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, content: &c})
+		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, content: &c}))
 	}
 	version, err := p.drafts.QueueEdit(ctx, authorID, draftID, c)
 	return p.queued(ctx, draftID, workID, version, err)
@@ -192,10 +225,19 @@ func (p *Poster) DeleteWork(ctx context.Context, authorID, workID int64) (Result
 		return Result{}, err
 	}
 	if !p.useNewPath(authorID) {
-		return p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, delete: true})
+		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, delete: true}))
 	}
 	version, err := p.drafts.QueueDelete(ctx, authorID, draftID)
 	return p.queued(ctx, draftID, workID, version, err)
+}
+
+// workGone reports a work whose draft disappeared under a change of it
+// (another request deleted it meanwhile) as the work not found.
+func workGone(res Result, err error) (Result, error) {
+	if errors.Is(err, drafts.ErrNotFound) {
+		return res, ErrWorkNotFound
+	}
+	return res, err
 }
 
 // queued finishes a change the drafts store recorded as owed (err from the
@@ -209,9 +251,10 @@ func (p *Poster) queued(ctx context.Context, draftID, workID, version int64, err
 	if err != nil {
 		return Result{}, err
 	}
-	if err := p.enqueue(ctx, draftID, version); err != nil {
+	if err := p.enqueue(ctx, draftID, version, false); err != nil {
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
+		p.owe(draftID, version)
 	}
 	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID, DraftID: draftID}, nil
 }

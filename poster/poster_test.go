@@ -23,17 +23,19 @@ const author = 7
 
 // env is one test's poster on its own database and queue.
 type env struct {
-	t     *testing.T
-	db    *migrations.DB
-	p     *poster.Poster
-	store *drafts.Store
-	queue string
-	redis string
-	sink  *eventSink
+	t         *testing.T
+	db        *migrations.DB
+	p         *poster.Poster
+	store     *drafts.Store
+	queue     string
+	redis     string
+	inspector *asynq.Inspector
+	sink      *eventSink
 }
 
 type envOpts struct {
 	legacy    bool
+	maxBatch  int
 	redisAddr string // default: the machine's Redis
 	db        *migrations.DB
 }
@@ -51,8 +53,10 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
 	t.Cleanup(func() { client.Close() })
-	e.p = poster.New(poster.Config{DB: e.db, Queue: client, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
-		Announcer: e.sink, RequeueAfter: time.Nanosecond})
+	e.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis})
+	t.Cleanup(func() { e.inspector.Close() })
+	e.p = poster.New(poster.Config{DB: e.db, Queue: client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
+		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch})
 	e.store = &drafts.Store{DB: e.db}
 	return e
 }
@@ -61,14 +65,15 @@ func newEnv(t *testing.T, o envOpts) *env {
 func (e *env) startWorker() {
 	srv := asynq.NewServer(asynq.RedisClientOpt{Addr: e.redis}, asynq.Config{
 		Concurrency: 8, Queues: map[string]int{e.queue: 1}, LogLevel: asynq.ErrorLevel, TaskCheckInterval: 10 * time.Millisecond,
-		ErrorHandler: asynq.ErrorHandlerFunc(e.p.HandleTaskError),
+		RetryDelayFunc: func(n int, _ error, _ *asynq.Task) time.Duration { return poster.RetryDelay(n) },
+		ErrorHandler:   asynq.ErrorHandlerFunc(e.p.HandleTaskError),
 	})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(poster.TypeSyncDraft, e.p.HandleSyncDraftTask)
 	if err := srv.Start(mux); err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(srv.Shutdown)
+	e.t.Cleanup(func() { srv.Shutdown(); e.p.Close() })
 }
 
 // eventSink records announced events.

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 
-	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // TypeSyncDraft is the job that makes a queued draft's work match it: posts
@@ -28,14 +28,18 @@ type syncPayload struct {
 
 // NewSyncDraftTask returns the job for version of draftID. Its task id makes
 // enqueueing the same version twice (a double click, the requeuer) harmless.
-func NewSyncDraftTask(draftID, version int64, queue string, maxRetry int) *asynq.Task {
+func NewSyncDraftTask(draftID, version int64, queue string, maxRetry int, opts ...asynq.Option) *asynq.Task {
 	b, _ := json.Marshal(syncPayload{DraftID: draftID, Version: version})
-	return asynq.NewTask(TypeSyncDraft, b,
-		asynq.TaskID(fmt.Sprintf("draft-sync:%d:%d", draftID, version)),
-		asynq.Queue(queue), asynq.MaxRetry(maxRetry), asynq.Timeout(time.Minute))
+	all := []asynq.Option{asynq.TaskID(taskID(draftID, version)), asynq.Queue(queue), asynq.MaxRetry(maxRetry), asynq.Timeout(time.Minute)}
+	return asynq.NewTask(TypeSyncDraft, b, append(all, opts...)...)
 }
 
-func (p *Poster) enqueue(ctx context.Context, draftID, version int64) error {
+// enqueue enqueues the job of version of draftID. When a job with the same
+// id exists already it is left alone if it is pending or running; an
+// archived or completed one (a post that failed and is posted again) is
+// replaced; one waiting to be retried is run now when urgent (the requeuer
+// found its draft waiting too long, so its dependencies may be back).
+func (p *Poster) enqueue(ctx context.Context, draftID, version int64, urgent bool) error {
 	if p.cfg.Queue == nil {
 		return errors.New("no job queue configured")
 	}
@@ -43,26 +47,75 @@ func (p *Poster) enqueue(ctx context.Context, draftID, version int64) error {
 	// records the post, and the requeuer enqueues it later.
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	_, err := p.cfg.Queue.EnqueueContext(ctx, NewSyncDraftTask(draftID, version, p.cfg.QueueName, p.cfg.MaxRetry))
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil
+	task := NewSyncDraftTask(draftID, version, p.cfg.QueueName, p.cfg.MaxRetry)
+	_, err := p.cfg.Queue.EnqueueContext(ctx, task)
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return err
 	}
-	return err
+	if p.cfg.Inspector == nil {
+		return nil // the job exists; without an inspector, trust it to run
+	}
+	id := taskID(draftID, version)
+	info, err := p.cfg.Inspector.GetTaskInfo(p.cfg.QueueName, id)
+	if err != nil {
+		return err
+	}
+	switch info.State {
+	case asynq.TaskStateArchived, asynq.TaskStateCompleted:
+		if err := p.cfg.Inspector.DeleteTask(p.cfg.QueueName, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			return err
+		}
+		_, err := p.cfg.Queue.EnqueueContext(ctx, task)
+		if errors.Is(err, asynq.ErrTaskIDConflict) {
+			return nil // enqueued meanwhile by another process
+		}
+		return err
+	case asynq.TaskStateRetry, asynq.TaskStateScheduled:
+		if urgent {
+			return p.cfg.Inspector.RunTask(p.cfg.QueueName, id)
+		}
+	}
+	return nil
 }
 
-// HandleSyncDraftTask runs the job. Running it again, or for a draft that was
-// already synced, changes nothing. A payload that cannot be read is dropped
-// with asynq.SkipRetry.
+func taskID(draftID, version int64) string { return fmt.Sprintf("draft-sync:%d:%d", draftID, version) }
+
+// HandleSyncDraftTask runs the job: it hands the draft to the group
+// commit, which posts it with the other drafts waiting. Running it again,
+// or for a draft that was already synced, changes nothing. A payload that
+// cannot be read, and an error that retrying cannot fix, end the job with
+// asynq.SkipRetry (the draft is marked failed); a dependency that is down
+// or slow is retried soon (RetryDelay).
 func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 	var pl syncPayload
 	if err := json.Unmarshal(t.Payload(), &pl); err != nil || pl.DraftID <= 0 {
 		return fmt.Errorf("malformed %s payload %q: %v: %w", TypeSyncDraft, t.Payload(), err, asynq.SkipRetry)
 	}
-	_, err := p.syncOne(ctx, p.cfg.JobDB, PathNew, request{draftID: pl.DraftID, requireQueued: true})
-	if errors.Is(err, errDraftGone) {
-		return nil // deleted meanwhile: nothing is owed
+	p.commitOnce.Do(func() { p.commit = newCommitter(p, p.cfg.Committers, p.cfg.MaxBatch) })
+	_, err := p.commit.submit(ctx, request{draftID: pl.DraftID, requireQueued: true})
+	switch {
+	case err == nil, errors.Is(err, errDraftGone):
+		return nil // done, or deleted meanwhile: nothing is owed
+	case transient(err):
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+}
+
+// transient reports whether err may go away by itself: a dependency down,
+// slow or busy, a lock conflict, a deadline.
+func transient(err error) bool {
+	return migrations.IsUnavailable(err) || migrations.IsLockConflict(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || migrations.IsServerBusy(err)
+}
+
+// RetryDelay is how long a failed posting job waits before its retry n:
+// short and capped (100 ms doubling up to 5 s, ±20%), so a post whose
+// dependencies are back is posted within seconds, not asynq's default of
+// minutes growing to hours.
+func RetryDelay(n int) time.Duration {
+	d := min(100*time.Millisecond<<min(n, 10), 5*time.Second)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 // HandleTaskError is the asynq server's error handler: once a sync job has
@@ -95,83 +148,4 @@ func failureMessage(err error) string {
 		msg = strings.ToValidUTF8(msg[:maxLen], "")
 	}
 	return msg
-}
-
-// RequeueStale enqueues the job of every draft queued for longer than
-// RequeueAfter: posts pressed while Redis was down, or whose job was lost.
-// It returns how many it enqueued.
-func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
-	list, err := p.drafts.ListQueued(ctx, p.cfg.Now().Add(-p.cfg.RequeueAfter), 1000)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, q := range list {
-		if err := p.enqueue(ctx, q.ID, q.Version); err != nil {
-			return n, err
-		}
-		n++
-	}
-	p.metrics.requeued.Add(float64(n))
-	return n, nil
-}
-
-// RunRequeuer calls RequeueStale every interval until ctx ends.
-func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
-	return counter.Every(ctx, interval, func(ctx context.Context) {
-		if n, err := p.RequeueStale(ctx); err != nil && ctx.Err() == nil {
-			p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
-		} else if n > 0 {
-			p.log.InfoContext(ctx, "requeued queued drafts", "count", n)
-		}
-	})
-}
-
-// PostContent is the bare new-path posting transaction with no HTTP and no
-// queue: it stores c as a draft of author and posts it at once. The load
-// generator uses it to measure the machine's ceiling.
-func (p *Poster) PostContent(ctx context.Context, authorID int64, c drafts.Content) error {
-	_, err := p.PostContents(ctx, authorID, PathNew, []drafts.Content{c})
-	return err
-}
-
-// PostContents stores each of contents as a draft of author, queued, and
-// posts them all in one posting transaction on path (PathNew or
-// PathLegacy), with no HTTP and no job queue: a bulk import, and the test
-// builders' way to make works through the real posting transaction. It
-// returns the work ids in order, or the first error.
-func (p *Poster) PostContents(ctx context.Context, authorID int64, path string, contents []drafts.Content) ([]int64, error) {
-	ids, err := p.drafts.CreateQueued(ctx, authorID, contents)
-	if err != nil {
-		return nil, err
-	}
-	reqs := make([]request, len(ids))
-	for i, id := range ids {
-		reqs[i] = request{draftID: id, requireQueued: true}
-	}
-	works := make([]int64, len(contents))
-	for i, o := range p.sync(ctx, p.cfg.JobDB, path, reqs) {
-		if o.err != nil {
-			return nil, o.err
-		}
-		works[i] = o.res.WorkID
-	}
-	return works, nil
-}
-
-// SyncDrafts does what the posting job does for each queued draft of ids:
-// it posts it, applies its edit or deletes it, on the new path, in one
-// transaction. Drafts that are not queued are left alone. It returns the
-// first error.
-func (p *Poster) SyncDrafts(ctx context.Context, ids ...int64) error {
-	reqs := make([]request, len(ids))
-	for i, id := range ids {
-		reqs[i] = request{draftID: id, requireQueued: true}
-	}
-	for _, o := range p.sync(ctx, p.cfg.JobDB, PathNew, reqs) {
-		if o.err != nil && !errors.Is(o.err, errDraftGone) {
-			return o.err
-		}
-	}
-	return nil
 }

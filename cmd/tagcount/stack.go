@@ -124,6 +124,7 @@ type stack struct {
 	err        error
 	closeOnce  sync.Once
 	queue      *asynq.Client
+	inspector  *asynq.Inspector
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
 }
@@ -180,7 +181,8 @@ func (s *stack) openQueue(ctx context.Context) error {
 		return err
 	}
 	s.queue = asynq.NewClient(asynq.RedisClientOpt{Addr: s.opts.RedisAddr})
-	s.closers = append(s.closers, s.queue.Close)
+	s.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: s.opts.RedisAddr})
+	s.closers = append(s.closers, s.queue.Close, s.inspector.Close)
 	return nil
 }
 
@@ -240,8 +242,8 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	default:
 		paths = s.Flags
 	}
-	cfg := poster.Config{DB: s.DB, Queue: s.queue, QueueName: s.opts.Queue, Paths: paths, RequeueAfter: s.opts.RequeueAfter,
-		Logger: s.log, Registerer: s.Registry}
+	cfg := poster.Config{DB: s.DB, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
+		RequeueAfter: s.opts.RequeueAfter, Logger: s.log, Registerer: s.Registry}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
@@ -348,6 +350,7 @@ func (s *stack) startWorker(context.Context) error {
 		Queues:            map[string]int{o.Queue: 1},
 		ShutdownTimeout:   o.ShutdownTimeout,
 		TaskCheckInterval: o.JobPoll,
+		RetryDelayFunc:    retryDelay,
 		ErrorHandler:      asynq.ErrorHandlerFunc(s.Poster.HandleTaskError),
 		Logger:            asynqLogger{s.log},
 		LogLevel:          asynq.WarnLevel,
@@ -358,17 +361,28 @@ func (s *stack) startWorker(context.Context) error {
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("job server: %w", err)
 	}
-	// Closers run in reverse: jobs in flight finish (and announce) before the
-	// publisher flushes and closes.
-	s.closers = append(s.closers, s.publisher.Close, func() error { srv.Shutdown(); return nil })
+	// Closers run in reverse: jobs in flight finish (and announce), then the
+	// group commit stops, before the publisher flushes and closes.
+	s.closers = append(s.closers, s.publisher.Close, s.Poster.Close, func() error { srv.Shutdown(); return nil })
 	if err := s.scheduleReconcile(redisOpt); err != nil {
 		return err
 	}
-	s.goRun("requeuer", func(ctx context.Context) error { return s.Poster.RunRequeuer(ctx, 5*time.Second) })
+	s.goRun("requeuer", func(ctx context.Context) error { return s.Poster.RunRequeuer(ctx, poster.DefaultRequeueEvery) })
 	sweeper := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, After: o.SweepAfter,
 		Logger: s.log, Registerer: s.Registry})
 	s.goRun("sweeper", sweeper.Run)
 	return nil
+}
+
+// retryDelay is how long each kind of job waits before a retry.
+func retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	switch t.Type() {
+	case poster.TypeSyncDraft:
+		return poster.RetryDelay(n)
+	case reconcile.TypeRun:
+		return reconcile.RetryDelay(n)
+	}
+	return asynq.DefaultRetryDelayFunc(n, err, t)
 }
 
 // scheduleReconcile registers the nightly reconcile with asynq's scheduler.

@@ -493,12 +493,31 @@ func TestReconcileTask(t *testing.T) {
 	}
 	block.waitStarted(t)
 	r := newTestReconciler(t, a, reconcile.Config{})
+	// A dry run started by hand holds the lock at 03:00: the night's run
+	// is retried later, not skipped.
 	err = r.HandleTask(ctx, reconcile.NewTask(reconcile.Options{}))
-	if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, reconcile.ErrRunning) {
-		t.Errorf("task while a run holds the lock: %v; want ErrReconcileRunning wrapped with asynq.SkipRetry", err)
+	if errors.Is(err, asynq.SkipRetry) || !errors.Is(err, reconcile.ErrRunning) {
+		t.Errorf("task while a dry run holds the lock: %v; want ErrRunning, retried", err)
 	}
 	block.Release()
 	reconcileWaitDone(t, holder, id)
+
+	// A full applying run holds the lock: it does the night's work.
+	block = newReconcileBlocker()
+	fullHolder := newTestReconciler(t, a, reconcile.Config{Progress: block.Progress})
+	t.Cleanup(block.Release)
+	started, err = fullHolder.Start(ctx, reconcile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block.waitStarted(t)
+	err = r.HandleTask(ctx, reconcile.NewTask(reconcile.Options{}))
+	if !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, reconcile.ErrRunning) {
+		t.Errorf("task while a full run holds the lock: %v; want ErrRunning with asynq.SkipRetry", err)
+	}
+	block.Release()
+	reconcileWaitDone(t, fullHolder, started.ID)
+	a.shift(tags[2], 2)
 
 	if err := r.HandleTask(ctx, asynq.NewTask(reconcile.TypeRun, []byte("{"))); !errors.Is(err, asynq.SkipRetry) {
 		t.Errorf("malformed payload: %v; want asynq.SkipRetry", err)

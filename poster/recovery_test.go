@@ -1,0 +1,179 @@
+package poster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations/testdb"
+	"github.com/tagcount/tagcount/poster"
+)
+
+// version reads a draft's version.
+func (e *env) version(draftID int64) int64 {
+	e.t.Helper()
+	return e.count("SELECT version FROM drafts WHERE id = ?", draftID)
+}
+
+func TestFailedPostPostedAgainIsPosted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	d := e.draft(work("Again", "Fluff"))
+	if _, err := e.p.PostDraft(ctx, author, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Its job used its last retry: asynq keeps it archived, and the draft
+	// is marked failed.
+	id := fmt.Sprintf("draft-sync:%d:%d", d.ID, e.version(d.ID))
+	if err := e.inspector.ArchiveTask(e.queue, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.MarkFailed(ctx, d.ID, e.version(d.ID), "gave up"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.p.PostDraft(ctx, author, d.ID)
+	if err != nil || res.State != drafts.StateQueued {
+		t.Fatalf("post again = %+v, %v; want queued", res, err)
+	}
+	e.startWorker()
+	e.waitState(d.ID, drafts.StatePosted)
+}
+
+func TestRequeuerRunsAJobWaitingForItsRetryNow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	d := e.draft(work("Waiting", "Fluff"))
+	if _, err := e.p.PostDraft(ctx, author, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The job failed while the database was down and waits an hour for
+	// its retry, as asynq's default backoff would make it.
+	id := fmt.Sprintf("draft-sync:%d:%d", d.ID, e.version(d.ID))
+	if err := e.inspector.DeleteTask(e.queue, id); err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
+	defer client.Close()
+	if _, err := client.Enqueue(poster.NewSyncDraftTask(d.ID, e.version(d.ID), e.queue, 5), asynq.ProcessIn(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker()
+	// The requeuer finds the draft queued for too long and runs its job.
+	if _, err := e.p.RequeueStale(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(d.ID, drafts.StatePosted)
+}
+
+func TestRequeuerReachesEveryStaleDraft(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	ids, err := e.store.CreateQueued(ctx, author, make([]drafts.Content, 1201))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db.Exec("UPDATE drafts SET queued_at = NOW(6) - INTERVAL 1 HOUR")
+	// A page per pass: the second pass goes on where the first stopped.
+	total := 0
+	for range 2 {
+		n, err := e.p.RequeueStale(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != len(ids) {
+		t.Fatalf("two passes requeued %d, want every one of the %d stale drafts", total, len(ids))
+	}
+}
+
+func TestRetryDelayIsShortAndCapped(t *testing.T) {
+	t.Parallel()
+	for n := range 30 {
+		d := poster.RetryDelay(n)
+		if d <= 0 || d > 6*time.Second {
+			t.Errorf("RetryDelay(%d) = %v, want within (0, 6s]", n, d)
+		}
+	}
+}
+
+func TestABatchWithOnePoisonedDraftPostsTheOthersAndFailsOnlyIt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	ids, err := e.store.CreateQueued(ctx, author, []drafts.Content{work("A", "Fluff"), work("Poisoned", "Angst"), work("B", "Fluff")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A row nothing can post: its tags are not what a draft's tags are.
+	e.db.Exec(`UPDATE drafts SET tags = '{"rating": 5}' WHERE id = ?`, ids[1])
+
+	if err := e.p.SyncDrafts(ctx, ids...); err == nil {
+		t.Fatal("the poisoned draft posted")
+	}
+	for _, id := range []int64{ids[0], ids[2]} {
+		if d, err := e.store.FindDraftByID(ctx, author, id); err != nil || d.State != drafts.StatePosted {
+			t.Errorf("draft %d beside the poisoned one: %+v, %v; want posted", id, d, err)
+		}
+	}
+	// Its job gives up at once (retrying cannot fix it) and marks it failed.
+	task := poster.NewSyncDraftTask(ids[1], e.version(ids[1]), e.queue, 5)
+	if err := e.p.HandleSyncDraftTask(ctx, task); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("job of the poisoned draft: %v; want SkipRetry", err)
+	}
+	e.startWorker()
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
+	defer client.Close()
+	if _, err := client.Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+	testdb.WaitFor(t, 30*time.Second, "the poisoned draft marked failed", func() bool {
+		return e.count("SELECT COUNT(*) FROM drafts WHERE id = ? AND state = 'failed'", ids[1]) == 1
+	})
+	e.assertConserved()
+}
+
+func TestALonePostIsPostedWithoutWaitingForABatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{maxBatch: 1000})
+	e.startWorker()
+	d := e.draft(work("Alone", "Fluff"))
+	if _, err := e.p.PostDraft(context.Background(), author, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState(d.ID, drafts.StatePosted)
+}
+
+func TestDraftWithAWorkIsChangedThroughItsWorkOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{legacy: true})
+	ctx := context.Background()
+	d := e.draft(work("Posted", "Fluff"))
+	res, err := e.p.PostDraft(ctx, author, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An edit of the work failed: its draft is failed, the work remains.
+	e.db.Exec("UPDATE drafts SET state = 'failed' WHERE id = ?", d.ID)
+	if _, err := e.store.ReplaceDraft(ctx, author, d.ID, work("Replaced")); !errors.Is(err, drafts.ErrPosted) {
+		t.Errorf("replace the draft of a work: %v; want ErrPosted", err)
+	}
+	if err := e.store.DeleteDraft(ctx, author, d.ID); !errors.Is(err, drafts.ErrPosted) {
+		t.Errorf("delete the draft of a work: %v; want ErrPosted", err)
+	}
+	if _, err := e.p.DeleteWork(ctx, author, res.WorkID); err != nil {
+		t.Fatalf("delete the work: %v", err)
+	}
+	if _, err := e.p.DeleteWork(ctx, author, res.WorkID); !errors.Is(err, poster.ErrWorkNotFound) {
+		t.Errorf("delete it again: %v; want ErrWorkNotFound", err)
+	}
+	e.assertConserved()
+}

@@ -1,0 +1,187 @@
+package poster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tagcount/tagcount/counter"
+)
+
+// DefaultRequeueEvery is how often the requeuer runs.
+const DefaultRequeueEvery = 2 * time.Second
+
+// requeuePage is how many queued drafts the requeuer reads per statement.
+const requeuePage = 1000
+
+// owe remembers a draft whose job could not be enqueued (Redis down), so
+// the requeuer enqueues it as soon as Redis answers.
+func (p *Poster) owe(draftID, version int64) {
+	p.owedMu.Lock()
+	p.owed[draftID] = version
+	p.owedMu.Unlock()
+}
+
+// RequeueStale enqueues the jobs owed: those this process could not
+// enqueue (Redis was down), those of drafts whose job's worker died, the
+// jobs waiting for a retry once the database answers again (run now, so a
+// post whose dependencies are back is posted within seconds), and, one
+// page per call, drafts queued for longer than RequeueAfter whose job was
+// lost (the page moves on each call, so none is starved). It returns how
+// many jobs it enqueued or ran, and the first error.
+func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
+	n, err := p.requeueOwed(ctx)
+	if err != nil {
+		return n, err
+	}
+	rescued, err := p.rescueOrphans(ctx)
+	if n += rescued; err != nil {
+		return n, err
+	}
+	retried, err := p.runRetries(ctx)
+	if n += retried; err != nil {
+		return n, err
+	}
+	paged, err := p.requeuePage(ctx)
+	n += paged
+	p.metrics.requeued.Add(float64(n))
+	return n, err
+}
+
+// requeuePage enqueues (or revives) the jobs of the next page of drafts
+// queued for longer than RequeueAfter.
+func (p *Poster) requeuePage(ctx context.Context) (int, error) {
+	list, err := p.drafts.ListQueued(ctx, p.cfg.Now().Add(-p.cfg.RequeueAfter), p.scanAfter, requeuePage)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, q := range list {
+		if err := p.enqueue(ctx, q.ID, q.Version, true); err != nil {
+			return n, err
+		}
+		n++
+		p.scanAfter = q.ID
+	}
+	if len(list) < requeuePage {
+		p.scanAfter = 0 // the next call starts over
+	}
+	return n, nil
+}
+
+// runRetries runs now every posting job waiting for a retry, once the
+// database answers: what they waited for is back.
+func (p *Poster) runRetries(ctx context.Context) (int, error) {
+	if p.cfg.Inspector == nil {
+		return 0, nil
+	}
+	q, err := p.cfg.Inspector.GetQueueInfo(p.cfg.QueueName)
+	if err != nil || q.Retry == 0 {
+		return 0, nil // no queue yet, or nothing waits
+	}
+	if err := p.cfg.JobDB.PingContext(ctx); err != nil {
+		return 0, nil // still down: the jobs keep waiting
+	}
+	n, err := p.cfg.Inspector.RunAllRetryTasks(p.cfg.QueueName)
+	return n, err
+}
+
+// requeueOwed enqueues the jobs this process could not enqueue.
+func (p *Poster) requeueOwed(ctx context.Context) (int, error) {
+	p.owedMu.Lock()
+	owed := make(map[int64]int64, len(p.owed))
+	for id, v := range p.owed {
+		owed[id] = v
+	}
+	p.owedMu.Unlock()
+	n := 0
+	for id, v := range owed {
+		if err := p.enqueue(ctx, id, v, false); err != nil {
+			return n, err
+		}
+		n++
+		p.owedMu.Lock()
+		if p.owed[id] == v {
+			delete(p.owed, id)
+		}
+		p.owedMu.Unlock()
+	}
+	return n, nil
+}
+
+// RunRequeuer calls RequeueStale every interval until ctx ends.
+func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
+	return counter.Every(ctx, interval, func(ctx context.Context) {
+		if n, err := p.RequeueStale(ctx); err != nil && ctx.Err() == nil {
+			p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
+		} else if n > 0 {
+			p.log.InfoContext(ctx, "requeued queued drafts", "count", n)
+		}
+	})
+}
+
+// rescueOrphans enqueues a second job for each draft queued for longer
+// than RequeueAfter whose job is active with no live worker on it (its
+// worker was killed): asynq itself retries such a job only after its
+// 30-second lease and its recoverer's minute. Running a draft's job twice
+// is harmless. It returns how many it enqueued.
+func (p *Poster) rescueOrphans(ctx context.Context) (int, error) {
+	if p.cfg.Inspector == nil || p.cfg.Queue == nil {
+		return 0, nil
+	}
+	active, err := p.cfg.Inspector.ListActiveTasks(p.cfg.QueueName, asynq.PageSize(1000))
+	if errors.Is(err, asynq.ErrQueueNotFound) || len(active) == 0 {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	servers, err := p.cfg.Inspector.Servers()
+	if err != nil {
+		return 0, err
+	}
+	running := make(map[string]bool)
+	for _, s := range servers {
+		for _, w := range s.ActiveWorkers {
+			running[w.TaskID] = true
+		}
+	}
+	var orphans []syncPayload
+	for _, t := range active {
+		var pl syncPayload
+		if running[t.ID] || t.Type != TypeSyncDraft || json.Unmarshal(t.Payload, &pl) != nil {
+			continue
+		}
+		orphans = append(orphans, pl)
+	}
+	return p.rescue(ctx, orphans)
+}
+
+// rescue enqueues a second job for each draft of orphans still queued at
+// its version since before RequeueAfter.
+func (p *Poster) rescue(ctx context.Context, orphans []syncPayload) (int, error) {
+	ids := make([]int64, len(orphans))
+	for i, o := range orphans {
+		ids[i] = o.DraftID
+	}
+	stale, err := p.drafts.QueuedSince(ctx, ids, p.cfg.Now().Add(-p.cfg.RequeueAfter))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range orphans {
+		if stale[o.DraftID] != o.Version {
+			continue
+		}
+		task := NewSyncDraftTask(o.DraftID, o.Version, p.cfg.QueueName, p.cfg.MaxRetry, asynq.TaskID(taskID(o.DraftID, o.Version)+":rescue"))
+		if _, err := p.cfg.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
