@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -120,17 +121,13 @@ func (e *env) draft(c drafts.Content) drafts.Draft {
 
 func (e *env) waitState(draftID int64, state string) drafts.Draft {
 	e.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		d, err := e.store.FindDraftByID(context.Background(), author, draftID)
-		if err == nil && d.State == state {
-			return d
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("draft %d did not reach state %s: %+v, %v", draftID, state, d, err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling the job's effect
-	}
+	var d drafts.Draft
+	testdb.WaitFor(e.t, 15*time.Second, fmt.Sprintf("draft %d to reach state %s", draftID, state), func() bool {
+		var err error
+		d, err = e.store.FindDraftByID(context.Background(), author, draftID)
+		return err == nil && d.State == state
+	})
+	return d
 }
 
 func (e *env) count(query string, args ...any) int64 {
@@ -142,27 +139,17 @@ func (e *env) count(query string, args ...any) int64 {
 	return n.Int64
 }
 
-// assertConserved checks docs/design.md invariant 5 for every tag:
-// taggings of posted works = stored count + pending outbox deltas.
+// assertConserved checks docs/design.md invariant 5 for every tag with the
+// reconcile's snapshot: taggings of posted works = stored count + pending
+// outbox deltas.
 func (e *env) assertConserved() {
 	e.t.Helper()
-	rows, err := e.db.Query(`SELECT t.id,
-		(SELECT COUNT(*) FROM taggings g JOIN works w ON w.id = g.work_id WHERE g.tag_id = t.id),
-		COALESCE((SELECT count FROM tag_counts c WHERE c.tag_id = t.id), 0),
-		COALESCE((SELECT SUM(delta) FROM tag_events v WHERE v.tag_id = t.id), 0)
-		FROM tags t`)
+	drifted, err := reconcile.Drifted(context.Background(), e.db)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, uses, stored, pending int64
-		if err := rows.Scan(&id, &uses, &stored, &pending); err != nil {
-			e.t.Fatal(err)
-		}
-		if uses != stored+pending {
-			e.t.Errorf("tag %d: %d uses but count %d + pending %d", id, uses, stored, pending)
-		}
+	for _, st := range drifted {
+		e.t.Errorf("tag %d: %d uses but count %d + pending %d", st.TagID, st.Works, st.Stored, st.Pending)
 	}
 }
 
@@ -229,6 +216,9 @@ func TestNewPathWritesOutboxRowsAndNoCountRow(t *testing.T) {
 	if len(ids) != 4 {
 		t.Fatalf("%d outbox rows, want 4", len(ids))
 	}
+	// The job announces after its transaction commits, so the draft may
+	// read posted before the announcement is made.
+	testdb.WaitFor(t, 15*time.Second, "the job to announce its events", func() bool { return len(e.sink.ids()) >= len(ids) })
 	if got := e.sink.ids(); fmt.Sprint(got) != fmt.Sprint(ids) {
 		t.Fatalf("announced %v, outbox holds %v", got, ids)
 	}
@@ -294,19 +284,14 @@ func TestEditEmitsTheTagDifferenceAndDeleteTakesEveryTagAway(t *testing.T) {
 			if _, err := e.p.UpdateWork(ctx, author, w, edited); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(15 * time.Second)
-			for {
-				got, err := e.p.FindWorkByID(ctx, author, w)
-				if err == nil && got.Title == "Edited" {
-					if fmt.Sprint(got.Tags.Freeforms) != "[Fluff Hurt/Comfort]" {
-						t.Fatalf("freeforms after edit = %v", got.Tags.Freeforms)
-					}
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("edit not applied: %+v %v", got, err)
-				}
-				time.Sleep(10 * time.Millisecond) // polling the job's effect
+			var got poster.Work
+			testdb.WaitFor(t, 15*time.Second, "the edit to be applied", func() bool {
+				var err error
+				got, err = e.p.FindWorkByID(ctx, author, w)
+				return err == nil && got.Title == "Edited"
+			})
+			if fmt.Sprint(got.Tags.Freeforms) != "[Fluff Hurt/Comfort]" {
+				t.Fatalf("freeforms after edit = %v", got.Tags.Freeforms)
 			}
 			e.assertConserved()
 			if !legacy {
@@ -321,13 +306,7 @@ func TestEditEmitsTheTagDifferenceAndDeleteTakesEveryTagAway(t *testing.T) {
 			if _, err := e.p.DeleteWork(ctx, author, w); err != nil {
 				t.Fatal(err)
 			}
-			deadline = time.Now().Add(15 * time.Second)
-			for e.count("SELECT COUNT(*) FROM works") != 0 {
-				if time.Now().After(deadline) {
-					t.Fatal("work not deleted")
-				}
-				time.Sleep(10 * time.Millisecond) // polling the job's effect
-			}
+			testdb.WaitFor(t, 15*time.Second, "the work to be deleted", func() bool { return e.count("SELECT COUNT(*) FROM works") == 0 })
 			e.assertConserved()
 			if n := e.count("SELECT COALESCE(SUM(count), 0) FROM tag_counts") + e.count("SELECT COALESCE(SUM(delta), 0) FROM tag_events"); n != 0 {
 				t.Fatalf("after delete, counts plus pending sum to %d, want 0", n)
@@ -361,13 +340,9 @@ func TestWorkPostedOnOnePathEditsAndDeletesOnTheOther(t *testing.T) {
 	if _, err := newPath.p.DeleteWork(ctx, author, res.WorkID); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for newPath.count("SELECT COUNT(*) FROM works") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("delete on the new path not applied")
-		}
-		time.Sleep(10 * time.Millisecond) // polling the job's effect
-	}
+	testdb.WaitFor(t, 15*time.Second, "the delete on the new path to be applied", func() bool {
+		return newPath.count("SELECT COUNT(*) FROM works") == 1
+	})
 	newPath.assertConserved()
 }
 

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
 // postAndWait posts a draft with the given freeforms on the new path and
@@ -17,14 +19,13 @@ func postAndWait(t *testing.T, st *stack, c *client, title string, freeforms ...
 	_, d, _ := c.do("POST", "/v1/drafts", draftBody(title, freeforms...))
 	c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
 	var posted map[string]any
-	waitFor(t, 15*time.Second, "the draft to be posted", func() bool {
+	testdb.WaitFor(t, 15*time.Second, "the draft to be posted", func() bool {
 		_, posted, _ = c.do("GET", "/v1/drafts/"+id(d, "id"), nil)
 		return posted["state"] == "posted"
 	})
-	waitFor(t, 15*time.Second, "the outbox to drain", func() bool {
-		var n int
-		st.DB.QueryRow("SELECT COUNT(*) FROM tag_events").Scan(&n)
-		return n == 0
+	testdb.WaitFor(t, 15*time.Second, "the outbox to drain", func() bool {
+		n, _, err := counter.OutboxDepth(t.Context(), st.DB, 0)
+		return err == nil && n == 0
 	})
 	return id(posted, "work_id")
 }
@@ -142,7 +143,7 @@ func TestReconcileRoutesCorrectDriftAndReportIt(t *testing.T) {
 func waitRun(t *testing.T, admin *client, runID string) map[string]any {
 	t.Helper()
 	var run map[string]any
-	waitFor(t, 30*time.Second, "run "+runID+" to finish", func() bool {
+	testdb.WaitFor(t, 30*time.Second, "run "+runID+" to finish", func() bool {
 		_, run, _ = admin.do("GET", "/v1/admin/reconcile/"+runID, nil)
 		return run["state"] != "running"
 	})

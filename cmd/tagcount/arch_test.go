@@ -26,7 +26,7 @@ var layer = map[string]int{
 	"counter/reconcile":    3, // reads the posted works' side (poster) and the counts' side (counter)
 	"poster/postertest":    3,
 	"migrations/testdb":    1,
-	"flags/unleashtest":    1,
+	"flags/unleashtest":    2, // test support: takes testdb's FreePort
 	"cmd/tagcount/httpapi": 4,
 	"cmd/tagcount/loadgen": 5,
 	"cmd/tagcount":         6,

@@ -104,18 +104,6 @@ func id(m map[string]any, key string) string {
 	return fmt.Sprint(int64(v))
 }
 
-// waitFor polls until cond holds or fails the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the service
-	}
-}
-
 func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
 	t.Parallel()
 	st := testStack(t, stackOptions{Path: "new"})
@@ -130,7 +118,7 @@ func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
 		t.Fatalf("post: %d %v; want 202 queued", status, res)
 	}
 	var posted map[string]any
-	waitFor(t, 15*time.Second, "the draft to be posted", func() bool {
+	testdb.WaitFor(t, 15*time.Second, "the draft to be posted", func() bool {
 		_, posted, _ = c.do("GET", "/v1/drafts/"+id(d, "id"), nil)
 		return posted["state"] == "posted"
 	})
@@ -139,7 +127,7 @@ func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {
 	if status != 200 || tags["rating"] != "General Audiences" || fmt.Sprint(tags["freeforms"]) != "[Fluff Unique e2e tag]" {
 		t.Fatalf("work: %d %v", status, w)
 	}
-	waitFor(t, 15*time.Second, "the small tag's count to show the post", func() bool {
+	testdb.WaitFor(t, 15*time.Second, "the small tag's count to show the post", func() bool {
 		s, tag, _ := c.do("GET", "/v1/tags?type=freeform&name=unique%20e2e%20tag", nil)
 		return s == 200 && tag["count"] == float64(1) && tag["tier"] == "small"
 	})
@@ -230,7 +218,7 @@ func TestAPIAnswersEveryRuleWithItsDocumentedStatusAndCode(t *testing.T) {
 
 	// State rules: a queued or posted draft cannot be replaced or deleted.
 	alice.do("POST", queuedPath+"/post", nil)
-	waitFor(t, 15*time.Second, "the post", func() bool {
+	testdb.WaitFor(t, 15*time.Second, "the post", func() bool {
 		_, q, _ := alice.do("GET", queuedPath, nil)
 		return q["state"] == "posted"
 	})

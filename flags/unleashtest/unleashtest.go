@@ -1,10 +1,13 @@
 // Package unleashtest runs a real unleash-server (7.5.1, from npm) on the
 // local PostgreSQL for tests, and drives it through its admin API.
 //
-// It needs `bash .ci/unleash.sh install` to have run once on the machine
-// (CI runs it before the tests), Node.js >= 20 and PostgreSQL on
-// 127.0.0.1:5432 with trust auth for user postgres. A test that cannot get a
-// server fails; it never skips.
+// When unleash-server is not installed it installs it first, with `bash
+// .ci/unleash.sh install` (once per machine: test binaries starting at the
+// same moment wait for the one that installs). It needs Node.js >= 20, the
+// npm registry for that first install, and PostgreSQL on 127.0.0.1:5432
+// with trust auth for user postgres. A test that cannot get a server fails
+// with the reason (the installer's output when it could not install); it
+// never skips.
 //
 // Each server gets its own database and port. The server process exits when
 // the test binary does, even if the binary is killed: it watches its stdin.
@@ -17,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
 const (
@@ -45,7 +49,9 @@ const (
 	clientToken = "default:development.tagcount-unleashtest-client"
 
 	startTimeout = 90 * time.Second
-	installHint  = "run `bash .ci/unleash.sh install` from the repository root (needs Node.js >= 20 and the npm registry)"
+	// installTimeout bounds the first install, below go test's default
+	// timeout, so a stuck npm fails the test with its output.
+	installTimeout = 8 * time.Minute
 )
 
 // Server is a running unleash-server for tests.
@@ -67,10 +73,10 @@ type Server struct {
 // Start starts a dedicated unleash-server on a free port with its own
 // database, ready to serve when Start returns. The server is stopped and its
 // database dropped when the test finishes. Start fails the test (never
-// skips) when it cannot start one, naming the install script.
+// skips) when it cannot install or start one, saying why.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s, err := start()
+	s, err := start(t)
 	if err != nil {
 		t.Fatalf("unleashtest: cannot start unleash-server %s: %v", Version, err)
 	}
@@ -104,7 +110,7 @@ func Shared(t testing.TB) *Server {
 			return shared.s
 		}
 	}
-	s, err := start()
+	s, err := start(t)
 	if err != nil {
 		t.Fatalf("unleashtest: cannot start unleash-server %s: %v", Version, err)
 	}
@@ -247,21 +253,18 @@ func (s *Server) admin(t testing.TB, method, path string, in, out any) {
 
 var dbSeq atomic.Int64
 
-func start() (*Server, error) {
+func start(t testing.TB) (*Server, error) {
 	script, err := findScript()
 	if err != nil {
 		return nil, err
 	}
-	if err := checkInstalled(script); err != nil {
+	if err := ensureInstalled(t, script); err != nil {
 		return nil, err
 	}
 	dropAbandonedDBs(script)
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a free port can be taken before the server binds it
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
+		port := testdb.FreePort(t)
 		s := &Server{
 			port:   port,
 			db:     fmt.Sprintf("tagcount_ut_%d_%d", os.Getpid(), dbSeq.Add(1)),
@@ -311,7 +314,7 @@ func (s *Server) launch() error {
 	for {
 		select {
 		case <-s.exited:
-			return fmt.Errorf("unleash-server exited during start (%s); output:\n%s", installHint, s.output.String())
+			return fmt.Errorf("unleash-server exited during start (is PostgreSQL up on 127.0.0.1:5432?); output:\n%s", s.output.String())
 		default:
 		}
 		if s.ready() {
@@ -372,19 +375,73 @@ func findScript() (string, error) {
 	}
 }
 
-func checkInstalled(script string) error {
+// install serialises installs within this test binary; the lock file
+// serialises them between binaries.
+var install sync.Mutex
+
+// ensureInstalled installs unleash-server with the script when it is not
+// installed. Under an exclusive lock on a file next to the install
+// directory, so that of several test binaries starting at once one installs
+// and the others wait, then find it installed. It returns the installer's
+// output when the install fails.
+func ensureInstalled(t testing.TB, script string) error {
+	home, err := installHome(script)
+	if err != nil {
+		return err
+	}
+	if checkInstalled(home) == nil {
+		return nil
+	}
+	install.Lock()
+	defer install.Unlock()
+	if err := os.MkdirAll(filepath.Dir(home), 0o755); err != nil {
+		return err
+	}
+	lockPath := filepath.Join(filepath.Dir(home), filepath.Base(home)+".install.lock")
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // releases the lock
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", lockPath, err)
+	}
+	if checkInstalled(home) == nil {
+		return nil // another test binary installed it while this one waited
+	}
+	t.Logf("unleashtest: unleash-server %s is not installed in %s; installing it", Version, home)
+	ctx, cancel := context.WithTimeout(context.Background(), installTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "bash", script, "install").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("bash %s install: %v; its output:\n%s", script, err, out)
+	}
+	if err := checkInstalled(home); err != nil {
+		return fmt.Errorf("%w; the installer's output:\n%s", err, out)
+	}
+	t.Logf("unleashtest: installed unleash-server %s in %s", Version, home)
+	return nil
+}
+
+// installHome is the install directory the script uses.
+func installHome(script string) (string, error) {
 	out, err := exec.Command("bash", script, "home").Output()
 	if err != nil {
-		return fmt.Errorf("bash %s home: %v", script, err)
+		return "", fmt.Errorf("bash %s home: %v", script, err)
 	}
-	home := strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), nil
+}
+
+// checkInstalled returns an error unless unleash-server Version is
+// installed in home.
+func checkInstalled(home string) error {
 	b, err := os.ReadFile(filepath.Join(home, "node_modules", "unleash-server", "package.json"))
 	if err != nil {
-		return fmt.Errorf("unleash-server is not installed in %s: %s", home, installHint)
+		return fmt.Errorf("unleash-server is not installed in %s", home)
 	}
 	var pkg struct{ Version string }
 	if json.Unmarshal(b, &pkg) != nil || pkg.Version != Version {
-		return fmt.Errorf("unleash-server in %s is %q, want %s: %s", home, pkg.Version, Version, installHint)
+		return fmt.Errorf("unleash-server in %s is %q, want %s", home, pkg.Version, Version)
 	}
 	return nil
 }
@@ -414,15 +471,6 @@ func dropAbandonedDBs(script string) {
 			_ = exec.Command("bash", script, "dropdb", name).Run()
 		}
 	})
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // tailBuffer keeps the last max bytes written to it.

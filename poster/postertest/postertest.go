@@ -98,6 +98,39 @@ func Delete(ctx context.Context, db *migrations.DB, workID int64, opts *Opts) ([
 	return sink.take(), err
 }
 
+// Queued stores contents as drafts of opts' author whose Post is recorded
+// (state queued) but whose posting job has not run yet, and returns their
+// ids; Sync runs that job. Only the new path queues, so opts' Path is not
+// used. It fails the test on an error.
+func Queued(ctx context.Context, t testing.TB, db *migrations.DB, contents []drafts.Content, opts *Opts) []int64 {
+	t.Helper()
+	o := opts.withDefaults()
+	ids, err := (&drafts.Store{DB: db}).CreateQueued(ctx, o.AuthorID, contents)
+	if err != nil {
+		t.Fatalf("postertest: queue %d drafts: %v", len(contents), err)
+	}
+	return ids
+}
+
+// Sync does what a worker's posting job does for each queued draft of ids
+// (posts it, applies its edit or deletes it, on the new path) and returns
+// the events announced, with the first error.
+func Sync(ctx context.Context, db *migrations.DB, ids ...int64) ([]counter.Event, error) {
+	p, sink := newPoster(db, Opts{AuthorID: 1, Path: poster.PathNew})
+	err := p.SyncDrafts(ctx, ids...)
+	return sink.take(), err
+}
+
+// EventIDs returns the outbox row ids of events, in order, as the counter
+// applies them (counter.ApplyBatch).
+func EventIDs(events []counter.Event) []int64 {
+	ids := make([]int64, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	return ids
+}
+
 // newPoster returns a poster without a job queue on opts' path whose
 // announcements are kept in sink.
 func newPoster(db *migrations.DB, o Opts) (*poster.Poster, *sink) {

@@ -2,11 +2,17 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
+	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 func exec(t *testing.T, db *testdb.DB, queries ...string) {
@@ -18,27 +24,52 @@ func exec(t *testing.T, db *testdb.DB, queries ...string) {
 	}
 }
 
+func freeform(names ...string) []drafts.TagRef {
+	refs := make([]drafts.TagRef, len(names))
+	for i, n := range names {
+		refs[i] = drafts.TagRef{Type: drafts.TypeFreeform, Name: n}
+	}
+	return refs
+}
+
+// tagID returns the id of the freeform tag name (creating it if missing).
+func tagID(t *testing.T, db *testdb.DB, name string) int64 {
+	t.Helper()
+	ids, err := counter.NewTagResolver(db.DB).Resolve(context.Background(), []counter.TagRef{{Type: drafts.TypeFreeform, Name: name, Key: drafts.NameKey(name)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids[0]
+}
+
 func TestCheckComparesCountPlusOutboxWithTheIndependentCount(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	db := testdb.New(t)
-	exec(t, db,
-		`INSERT INTO tags (id, type, name, name_key) VALUES (10, 'freeform', 'a', 'a'), (11, 'freeform', 'b', 'b'),
-			(12, 'freeform', 'c', 'c'), (13, 'freeform', 'd', 'd')`,
-		`INSERT INTO works (id, draft_id, author_id, title, body, version) VALUES (1, 1, 1, 'a', '', 1), (2, 2, 1, 'b', '', 1)`,
-		`INSERT INTO taggings (work_id, tag_id, position) VALUES (1, 10, 0), (2, 10, 0), (1, 11, 1), (3, 12, 0)`, // work 3 does not exist
-		`INSERT INTO tag_counts (tag_id, count) VALUES (10, 1), (11, 1)`,
-		`INSERT INTO tag_events (tag_id, delta, work_id) VALUES (10, 1, 2)`, // tag 10's second use, still in the outbox
-	)
-	c := checkCounts(context.Background(), db.DB, 500*time.Millisecond)
+	legacy := &postertest.Opts{Path: poster.PathLegacy}
+	// Tags a and b counted in the posting transaction; c and d used by a
+	// work since deleted (rows of count 0, no uses: nothing to compare);
+	// a's second use posted on the new path, its +1 still in the outbox.
+	postertest.Works(ctx, t, db.DB, []drafts.Content{postertest.Content("one", freeform("a", "b")...)}, legacy)
+	gone, _ := postertest.Works(ctx, t, db.DB, []drafts.Content{postertest.Content("gone", freeform("c", "d")...)}, legacy)
+	if _, err := postertest.Delete(ctx, db.DB, gone[0], legacy); err != nil {
+		t.Fatal(err)
+	}
+	postertest.Works(ctx, t, db.DB, []drafts.Content{postertest.Content("two", freeform("a")...)}, nil)
+
+	c := checkCounts(ctx, db.DB, 500*time.Millisecond)
 	if c.Error != "" || !c.Exact || c.WrongTags != 0 || c.Tags != 2 {
 		t.Fatalf("conserved counts judged %+v", c)
 	}
 	if c.OutboxDrained || c.OutboxPending != 1 || c.OutboxPendingSmall != 1 || c.StaleTags != 1 || c.Works != 2 {
-		t.Errorf("outbox figures %+v, want 1 pending small-tag row and tag 10 stale", c)
+		t.Errorf("outbox figures %+v, want 1 pending small-tag row and tag a stale", c)
 	}
 
-	exec(t, db, `INSERT INTO tag_counts (tag_id, count) VALUES (13, 3)`, `UPDATE tag_counts SET count = 2 WHERE tag_id = 11`)
-	c = checkCounts(context.Background(), db.DB, 0)
+	// Injected drift, the fault under test: b counted twice, d counted
+	// with no work using it.
+	exec(t, db, fmt.Sprintf(`UPDATE tag_counts SET count = 3 WHERE tag_id = %d`, tagID(t, db, "d")),
+		fmt.Sprintf(`UPDATE tag_counts SET count = 2 WHERE tag_id = %d`, tagID(t, db, "b")))
+	c = checkCounts(ctx, db.DB, 0)
 	if c.Exact || c.WrongTags != 2 || len(c.Examples) != 2 {
 		t.Fatalf("two drifted tags judged %+v", c)
 	}
@@ -46,32 +77,52 @@ func TestCheckComparesCountPlusOutboxWithTheIndependentCount(t *testing.T) {
 
 func TestWatcherReportsPostedAndFailedDrafts(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	db := testdb.New(t)
-	exec(t, db, `INSERT INTO drafts (id, author_id, title, body, tags, state) VALUES
-		(1, 1, 't', '', '{}', 'queued'), (2, 1, 't', '', '{}', 'queued'), (3, 1, 't', '', '{}', 'queued')`)
+	ids := postertest.Queued(ctx, t, db.DB, []drafts.Content{postertest.Content("posted", freeform("a")...),
+		postertest.Content("failed", freeform("a")...), postertest.Content("waiting", freeform("a")...)}, nil)
 	w := newPostWatcher(db.DB)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go w.run(ctx)
-	posted, failed, waiting := w.watch(1), w.watch(2), w.watch(3)
-	exec(t, db, `UPDATE drafts SET state = 'posted', work_id = 77 WHERE id = 1`, `UPDATE drafts SET state = 'failed' WHERE id = 2`)
+	posted, failed, waiting := w.watch(ids[0]), w.watch(ids[1]), w.watch(ids[2])
+
+	// A worker posts the first; the second's job gives up.
+	if _, err := postertest.Sync(ctx, db.DB, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	store := &drafts.Store{DB: db.DB}
+	if err := store.MarkFailed(ctx, ids[1], 1, "gave up"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := store.FindDraftByID(ctx, 1, ids[0])
+	if err != nil || d.WorkID == 0 {
+		t.Fatalf("posted draft %+v, %v", d, err)
+	}
 	for _, c := range []struct {
 		ch   <-chan int64
 		want int64
-	}{{posted, 77}, {failed, 0}} {
+	}{{posted, d.WorkID}, {failed, 0}} {
 		select {
 		case got := <-c.ch:
 			if got != c.want {
 				t.Errorf("work id %d, want %d", got, c.want)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("the watcher did not report a finished draft")
 		}
 	}
+	// The poll that reported them read the queued draft too, and kept it.
 	select {
 	case id := <-waiting:
 		t.Fatalf("a queued draft reported as %d", id)
-	case <-time.After(100 * time.Millisecond):
+	default:
+	}
+	w.mu.Lock()
+	_, still := w.pending[ids[2]]
+	w.mu.Unlock()
+	if !still {
+		t.Error("the watcher stopped watching a draft still queued")
 	}
 }
 
@@ -96,43 +147,43 @@ func TestRowsWrittenComeFromTheServersCounters(t *testing.T) {
 
 func TestCheckWaitsForQueuedDraftsToBeApplied(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	db := testdb.New(t)
-	exec(t, db, `INSERT INTO drafts (id, author_id, title, body, tags, state) VALUES (1, 1, 't', '', '{}', 'queued')`,
-		`INSERT INTO tags (id, type, name, name_key) VALUES (10, 'freeform', 'a', 'a')`)
-	c := checkCounts(context.Background(), db.DB, 300*time.Millisecond)
-	if c.Error != "" || c.QueuedDrafts != 1 || c.WaitedSeconds < 0.3 {
-		t.Fatalf("a draft left queued: %+v, want it reported after waiting 0.3 s", c)
+	queued := postertest.Queued(ctx, t, db.DB, []drafts.Content{postertest.Content("t", freeform("a")...)}, nil)
+	c := checkCounts(ctx, db.DB, 300*time.Millisecond)
+	if c.Error != "" || c.QueuedDrafts != 1 {
+		t.Fatalf("a draft left queued: %+v, want it reported", c)
 	}
 
-	// The worker posts it while the check waits.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		time.Sleep(500 * time.Millisecond) // the job runs after the check started
-		tx, err := db.Begin()
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer tx.Rollback()
-		for _, q := range []string{
-			`INSERT INTO works (id, draft_id, author_id, title, body, version) VALUES (1, 1, 1, 't', '', 1)`,
-			`INSERT INTO taggings (work_id, tag_id, position) VALUES (1, 10, 0)`,
-			`INSERT INTO tag_counts (tag_id, count) VALUES (10, 1)`,
-			`UPDATE drafts SET state = 'posted', work_id = 1 WHERE id = 1`,
-		} {
-			if _, err := tx.Exec(q); err != nil {
-				t.Errorf("%s: %v", q, err)
-				return
-			}
-		}
-		if err := tx.Commit(); err != nil {
-			t.Error(err)
-		}
-	}()
-	c = checkCounts(context.Background(), db.DB, 10*time.Second)
-	<-done
-	if c.Error != "" || !c.Exact || c.QueuedDrafts != 0 || c.Works != 1 || c.Tags != 1 || c.WaitedSeconds < 0.5 || c.WaitedSeconds > 5 {
+	// The check runs on a pool that keeps no idle connection, so each
+	// statement it finishes shows in the pool's MaxIdleClosed: once its
+	// first one (counting queued drafts) is done, it has seen the draft
+	// queued and must wait for it.
+	checkDB, err := migrations.Open(ctx, db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer checkDB.Close()
+	checkDB.SetMaxIdleConns(0)
+	before := checkDB.Stats().MaxIdleClosed
+	result := make(chan Check, 1)
+	go func() { result <- checkCounts(ctx, checkDB, time.Minute) }()
+	testdb.WaitFor(t, 30*time.Second, "the check to read the queued draft", func() bool {
+		return checkDB.Stats().MaxIdleClosed > before
+	})
+
+	// The worker posts it and the counter applies its outbox rows while the
+	// check waits.
+	events, err := postertest.Sync(ctx, db.DB, queued...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := counter.ApplyBatch(ctx, db.DB, postertest.EventIDs(events)); err != nil {
+		t.Fatal(err)
+	}
+	c = <-result
+	t.Logf("the check waited %.3f s", c.WaitedSeconds)
+	if c.Error != "" || !c.Exact || !c.OutboxDrained || c.QueuedDrafts != 0 || c.Works != 1 || c.Tags != 1 {
 		t.Errorf("check %+v, want it to wait for the queued draft and then see its work", c)
 	}
 }
