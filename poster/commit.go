@@ -10,9 +10,9 @@ const (
 	// DefaultCommitters is how many posting transactions a worker runs at
 	// once. Few: each carries a batch, and the database's cores are shared
 	// with the authors' requests, which must keep their latency.
-	DefaultCommitters = 2
+	DefaultCommitters = 3
 	// DefaultMaxBatch is the most drafts one posting transaction posts.
-	DefaultMaxBatch = 64
+	DefaultMaxBatch = 128
 )
 
 // committer posts the drafts that posting jobs hand it by group commit:

@@ -47,7 +47,7 @@ const (
 	DefaultRequeueAfter = 30 * time.Second
 	DefaultMaxRetry     = 20
 	// DefaultJobConcurrency is how many posting jobs a worker runs at once.
-	DefaultJobConcurrency = 64
+	DefaultJobConcurrency = 256
 	// DefaultJobPoll is how often an idle worker checks Redis for jobs
 	// (asynq's default of 1s would add up to a second to every post).
 	DefaultJobPoll = 20 * time.Millisecond

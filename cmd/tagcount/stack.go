@@ -252,8 +252,10 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		jobDB.SetMaxOpenConns(s.opts.JobConcurrency + 4)
-		jobDB.SetMaxIdleConns(s.opts.JobConcurrency + 4)
+		// The jobs' group commit holds one connection per committer; the
+		// rest is for the requeuer and marking failed posts.
+		jobDB.SetMaxOpenConns(poster.DefaultCommitters + 4)
+		jobDB.SetMaxIdleConns(poster.DefaultCommitters + 4)
 		s.closers = append(s.closers, jobDB.Close)
 		cfg.JobDB = jobDB
 	}
