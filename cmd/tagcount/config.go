@@ -39,9 +39,20 @@ type settings struct {
 	ShutdownTimeout time.Duration
 	JobPoll         time.Duration
 	JobConcurrency  int
+	Tiers           counter.Tiers
+	// PublishDropRate is fault injection for soak tests: the share of
+	// announcements the worker drops as if lost.
+	PublishDropRate float64
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
+	t := counter.DefaultTiers()
+	fs.Int64Var(&s.Tiers.MediumFrom, "tier-medium-from", t.MediumFrom, "smallest count of a medium tag (deferred flush, cached reads)")
+	fs.Int64Var(&s.Tiers.LargeFrom, "tier-large-from", t.LargeFrom, "smallest count of a large tag")
+	fs.DurationVar(&s.Tiers.MediumMinInterval, "tier-medium-min", t.MediumMinInterval, "flush interval of the smallest medium tag")
+	fs.DurationVar(&s.Tiers.MediumMaxInterval, "tier-medium-max", t.MediumMaxInterval, "flush interval of the largest medium tag")
+	fs.DurationVar(&s.Tiers.LargeInterval, "tier-large-interval", t.LargeInterval, "flush interval (and read cache lifetime) of a large tag")
+	fs.Float64Var(&s.PublishDropRate, "fault-publish-drop-rate", 0, "testing only: share of announcements the worker drops, as if lost")
 	fs.StringVar(&s.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API, /healthz, /readyz, /metrics)")
 	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
 	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")

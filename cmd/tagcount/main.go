@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"token":     {runToken, "print a bearer token for local use"},
 	"reconcile": {runReconcile, "find and correct drifted counts now"},
 	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
+	"broker":    {runBroker, "run the embedded Kafka-protocol broker on its own (development, soak tests)"},
 }
 
 func main() {

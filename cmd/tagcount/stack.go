@@ -63,6 +63,8 @@ type stackOptions struct {
 	ShutdownTimeout time.Duration
 	JobPoll         time.Duration // how often an idle worker checks for jobs
 	JobConcurrency  int           // jobs run at once
+	Tiers           counter.Tiers // zero fields take counter.DefaultTiers
+	PublishDropRate float64       // fault injection (soak tests)
 	Logger          *slog.Logger
 }
 
@@ -224,7 +226,8 @@ func (s *stack) startKafka(ctx context.Context) error {
 		s.Brokers = b.Addrs()
 	}
 	if o.Worker {
-		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Topic: o.Topic, Logger: s.log, Registerer: s.Registry})
+		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Topic: o.Topic, Logger: s.log,
+			Registerer: s.Registry, DropRate: o.PublishDropRate})
 	}
 	return nil
 }
@@ -285,7 +288,7 @@ func (s *stack) serveHTTP(context.Context) error {
 	if !s.opts.API {
 		handler = httpapi.NewOpsServer(deps)
 	} else {
-		reader := counter.NewReader(s.DB, counter.DefaultTiers(), counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry))
+		reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry))
 		// Large tags' cached counts are refreshed before they expire, so no
 		// reader waits on one.
 		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
@@ -414,7 +417,7 @@ func (s *stack) startCounter(context.Context) error {
 		return nil
 	}
 	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
-		DB: s.DB, Tiers: counter.DefaultTiers(), TierDeferral: s.Flags.TierDeferral, Logger: s.log, Registerer: s.Registry})
+		DB: s.DB, Tiers: s.opts.Tiers, TierDeferral: s.Flags.TierDeferral, Logger: s.log, Registerer: s.Registry})
 	if err != nil {
 		return err
 	}
