@@ -95,6 +95,7 @@ type consumerMetrics struct {
 	heldTags      *prometheus.GaugeVec
 	heldEvents    *prometheus.GaugeVec
 	backlog       prometheus.Gauge
+	announceAge   prometheus.Histogram
 }
 
 func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
@@ -113,6 +114,7 @@ func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
 		heldTags:      metricGaugeVec(reg, "tagcount_deferred_tags", "Tags whose outbox rows are held for a deferred flush.", "tier"),
 		heldEvents:    metricGaugeVec(reg, "tagcount_deferred_events", "Announcements received for tags while they were held.", "tier"),
 		backlog:       metricGauge(reg, "tagcount_flush_backlog_tags", "Tags whose flush hit the row limit of one transaction and goes on in the next rounds."),
+		announceAge:   metricHistogram(reg, "tagcount_event_age_seconds", "Age of announcements when a writer reads them: from the outbox row's commit (the message time) to the counter; small tags are applied in the same round.", prometheus.ExponentialBuckets(0.001, 2, 16)),
 	}
 }
 

@@ -1,12 +1,12 @@
 package counter
 
 import (
-	"time"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 )
 
 // Event is the announcement of one outbox row: tag_events.id, its tag and

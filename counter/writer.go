@@ -270,6 +270,9 @@ func (w *partitionWriter) route(batch []kafka.Message, now time.Time, deferral b
 			continue
 		}
 		consumed++
+		if !m.Time.IsZero() {
+			w.c.m.announceAge.Observe(max(0, time.Since(m.Time).Seconds()))
+		}
 		if h := w.held[e.TagID]; h != nil {
 			h.events++
 			w.c.m.heldEvents.WithLabelValues(h.tier.String()).Inc()

@@ -230,18 +230,20 @@ func (s *Store) insertQueued(ctx context.Context, authorID int64, contents []Con
 
 // Versioned is a draft's content as of a version.
 type Versioned struct {
-	Content Content
-	Version int64
+	Content  Content
+	Version  int64
+	QueuedAt time.Time // zero when not queued
 }
 
-// ReadContents returns the content and version of each draft of ids that
-// exists, by id; drafts deleted meanwhile are missing from the map.
+// ReadContents returns the content, version and queue time of each draft
+// of ids that exists, by id; drafts deleted meanwhile are missing from the
+// map.
 func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versioned, error) {
 	out := make(map[int64]Versioned, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, title, body, tags, version FROM drafts WHERE id IN (", ids, ")"))
+	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, title, body, tags, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
 	if err != nil {
 		return nil, fmt.Errorf("read drafts: %w", err)
 	}
@@ -250,9 +252,11 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 		var id int64
 		var v Versioned
 		var tags []byte
-		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Version); err != nil {
+		var queued sql.NullTime
+		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Version, &queued); err != nil {
 			return nil, fmt.Errorf("read drafts: %w", err)
 		}
+		v.QueuedAt = queued.Time
 		if err := json.Unmarshal(tags, &v.Content.Tags); err != nil {
 			return nil, fmt.Errorf("draft %d has unreadable tags: %w", id, err)
 		}
@@ -397,9 +401,17 @@ func (s *Store) Statuses(ctx context.Context, ids []int64) (map[int64]Status, er
 // CountQueued returns how many drafts are queued: posts, edits and deletes
 // not yet done.
 func (s *Store) CountQueued(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'queued'").Scan(&n)
+	n, _, err := s.Backlog(ctx)
 	return n, err
+}
+
+// Backlog returns how many drafts are queued and when the oldest of them
+// was (zero when none is).
+func (s *Store) Backlog(ctx context.Context) (int64, time.Time, error) {
+	var n int64
+	var oldest sql.NullTime
+	err := s.DB.QueryRowContext(ctx, "SELECT COUNT(*), MIN(queued_at) FROM drafts WHERE state = 'queued'").Scan(&n, &oldest)
+	return n, oldest.Time, err
 }
 
 // QueuedSince returns, for each draft of ids queued since before before,

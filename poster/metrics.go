@@ -13,6 +13,9 @@ type metrics struct {
 	enqueueFailures prometheus.Counter
 	requeued        prometheus.Counter
 	batchSize       prometheus.Histogram
+	queuedFor       prometheus.Histogram
+	backlog         prometheus.Gauge
+	backlogAge      prometheus.Gauge
 }
 
 // newMetrics registers the poster's collectors on reg (nil: none). A second
@@ -37,6 +40,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name:    "tagcount_post_batch_size",
 			Help:    "Drafts posted per posting transaction of the group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
+		}),
+		queuedFor: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tagcount_post_queued_seconds",
+			Help:    "Time from a Post (or an edit or delete) being queued to its work being written, on the new path.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		backlog: f.NewGauge(prometheus.GaugeOpts{
+			Name: "tagcount_posting_backlog_drafts",
+			Help: "Drafts queued for posting (posts, edits, deletes not yet done), at the requeuer's last pass.",
+		}),
+		backlogAge: f.NewGauge(prometheus.GaugeOpts{
+			Name: "tagcount_posting_backlog_oldest_age_seconds",
+			Help: "Age of the oldest queued draft at the requeuer's last pass (0 when none waits).",
 		}),
 		requeued: f.NewCounter(prometheus.CounterOpts{
 			Name: "tagcount_post_requeued_total",

@@ -34,6 +34,7 @@ func (p *Poster) owe(draftID, version int64) {
 // lost (the page moves on each call, so none is starved). It returns how
 // many jobs it enqueued or ran, and the first error.
 func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
+	p.measureBacklog(ctx)
 	n, err := p.requeueOwed(ctx)
 	if err != nil {
 		return n, err
@@ -184,4 +185,17 @@ func (p *Poster) rescue(ctx context.Context, orphans []syncPayload) (int, error)
 		n++
 	}
 	return n, nil
+}
+
+// measureBacklog updates the backlog gauges.
+func (p *Poster) measureBacklog(ctx context.Context) {
+	n, oldest, err := p.drafts.Backlog(ctx)
+	if err != nil {
+		return
+	}
+	p.metrics.backlog.Set(float64(n))
+	p.metrics.backlogAge.Set(0)
+	if !oldest.IsZero() {
+		p.metrics.backlogAge.Set(max(0, p.cfg.Now().Sub(oldest).Seconds()))
+	}
 }

@@ -128,7 +128,8 @@ type plan struct {
 	req     request
 	content drafts.Content
 	tagIDs  []int64
-	version int64 // the version read with the content; 0 when the request carries it
+	version int64     // the version read with the content; 0 when the request carries it
+	queued  time.Time // when the draft was queued, if it was
 	lock    drafts.Lock
 	workID  int64
 	delete  bool
@@ -164,7 +165,11 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 	if err := tx.Commit(); err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	for _, pl := range writes {
+		if path == PathNew && !pl.queued.IsZero() {
+			p.metrics.queuedFor.Observe(now.Sub(pl.queued).Seconds())
+		}
 		i := pl.idx
 		out[i] = outcome{res: Result{State: drafts.StatePosted, Path: path, WorkID: pl.workID, DraftID: pl.req.draftID}}
 		if pl.delete {
@@ -200,7 +205,7 @@ func (p *Poster) prepare(ctx context.Context, reqs []request) ([]*plan, []outcom
 		if r.content != nil {
 			pl.content = *r.content
 		} else if v, ok := contents[r.draftID]; ok {
-			pl.content, pl.version = v.Content, v.Version
+			pl.content, pl.version, pl.queued = v.Content, v.Version, v.QueuedAt
 		} else {
 			out[i] = outcome{err: goneError(r)}
 			continue
