@@ -20,8 +20,9 @@ type ApplyResult struct {
 	// Applied is the number of outbox rows found, added and deleted. Ids
 	// not found (already applied, or never committed) contribute nothing.
 	Applied int
-	// Deltas holds, for every tag_counts row written, the delta added.
-	// Tags whose found deltas sum to zero are not written.
+	// Deltas holds, for every tag_counts row written, the change of its
+	// count (works logged-in readers see). Tags whose found deltas sum to
+	// zero in both numbers are not written.
 	Deltas map[int64]int64
 	// Counts holds, for tag_counts rows written, the count after the
 	// transaction. ApplyBatch reports every written tag; a writer asks only
@@ -123,9 +124,9 @@ func takeRows(keys []int64, o applyOpts, returning bool) string {
 		tail = ") LIMIT " + strconv.Itoa(o.limit) // index order: no sort of a hot tag's rows
 	}
 	if returning {
-		return migrations.IDList("DELETE FROM tag_events WHERE "+where, keys, tail+" RETURNING id, tag_id, delta")
+		return migrations.IDList("DELETE FROM tag_events WHERE "+where, keys, tail+" RETURNING id, tag_id, delta, public_delta")
 	}
-	return migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE "+where, keys, tail+" FOR UPDATE")
+	return migrations.IDList("SELECT id, tag_id, delta, public_delta FROM tag_events WHERE "+where, keys, tail+" FOR UPDATE")
 }
 
 // applyOnce runs one apply transaction for sorted, distinct keys.
@@ -139,7 +140,7 @@ func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning b
 			tx.Rollback()
 		}
 	}()
-	sums := make(map[int64]int64)
+	sums := make(map[int64]Sum)
 	rows, err := tx.QueryContext(ctx, takeRows(keys, o, returning))
 	if err != nil {
 		return res, err
@@ -163,10 +164,10 @@ func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning b
 
 // writeSums adds each non-zero sum to its tag's count in tx and records the
 // deltas and the counts asked for in res.
-func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]int64, readCount func(int64) bool, res *ApplyResult) error {
+func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]Sum, readCount func(int64) bool, res *ApplyResult) error {
 	tags := make([]int64, 0, len(sums))
 	for tag, d := range sums {
-		if d != 0 {
+		if !d.IsZero() {
 			tags = append(tags, tag)
 		}
 	}
@@ -180,7 +181,7 @@ func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]int64, readCount 
 	res.Deltas = make(map[int64]int64, len(tags))
 	read := tags[:0:0]
 	for _, tag := range tags {
-		res.Deltas[tag] = sums[tag]
+		res.Deltas[tag] = sums[tag].Count
 		if readCount == nil || readCount(tag) {
 			read = append(read, tag)
 		}
@@ -195,17 +196,21 @@ func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]int64, readCount 
 	return err
 }
 
-// scanEvents reads (id, tag_id, delta) rows, appending ids to found and
-// adding deltas to sums, and closes rows.
-func scanEvents(rows *sql.Rows, found []int64, sums map[int64]int64) ([]int64, error) {
+// scanEvents reads (id, tag_id, delta, public_delta) rows, appending ids
+// to found and adding the deltas to sums, and closes rows.
+func scanEvents(rows *sql.Rows, found []int64, sums map[int64]Sum) ([]int64, error) {
 	defer rows.Close()
 	for rows.Next() {
-		var id, tag, delta int64
-		if err := rows.Scan(&id, &tag, &delta); err != nil {
+		var id, tag int64
+		var d Sum
+		if err := rows.Scan(&id, &tag, &d.Count, &d.Public); err != nil {
 			return found, err
 		}
 		found = append(found, id)
-		sums[tag] += delta
+		s := sums[tag]
+		s.Count += d.Count
+		s.Public += d.Public
+		sums[tag] = s
 	}
 	return found, rows.Err()
 }

@@ -49,27 +49,50 @@ func CountTags(ctx context.Context, q migrations.Querier) (int64, error) {
 	return n, err
 }
 
-// StoredCounts returns tag_counts.count of the tags in [lo, hi] that have a
-// row, by tag id.
-func StoredCounts(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]int64, error) {
-	return migrations.SumsByID(ctx, q, `SELECT tag_id, count FROM tag_counts WHERE tag_id BETWEEN ? AND ?`, lo, hi)
+// StoredCounts returns tag_counts' two numbers of the tags in [lo, hi] that
+// have a row, by tag id.
+func StoredCounts(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]Sum, error) {
+	return SumsByID(ctx, q, `SELECT tag_id, count, public_count FROM tag_counts WHERE tag_id BETWEEN ? AND ?`, lo, hi)
 }
 
-// PendingDeltas returns the sum of the outbox rows' deltas of the tags in
+// PendingDeltas returns the sums of the outbox rows' deltas of the tags in
 // [lo, hi] that have any, by tag id.
-func PendingDeltas(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]int64, error) {
-	return migrations.SumsByID(ctx, q,
-		`SELECT tag_id, CAST(SUM(delta) AS SIGNED) FROM tag_events WHERE tag_id BETWEEN ? AND ? GROUP BY tag_id`, lo, hi)
+func PendingDeltas(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]Sum, error) {
+	return SumsByID(ctx, q, `SELECT tag_id, CAST(SUM(delta) AS SIGNED), CAST(SUM(public_delta) AS SIGNED)
+		FROM tag_events WHERE tag_id BETWEEN ? AND ? GROUP BY tag_id`, lo, hi)
 }
 
-// CorrectCount adds drift to tag's stored count as one autocommit statement
-// on q, so it holds the row lock for one statement only; hasRow says whether
-// the snapshot saw a tag_counts row (an UPDATE that finds none falls back to
-// an upsert). It returns the statement's error unclassified: a lock conflict
-// rolled it back whole and may be retried, anything else must not be.
-func CorrectCount(ctx context.Context, q migrations.Querier, tag, drift int64, hasRow bool) error {
+// SumsByID runs query (which selects an id and two integers) on q and
+// returns the pairs by id: the shape of every per-tag aggregate of both
+// numbers.
+func SumsByID(ctx context.Context, q migrations.Querier, query string, args ...any) (map[int64]Sum, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[int64]Sum)
+	for rows.Next() {
+		var id int64
+		var s Sum
+		if err := rows.Scan(&id, &s.Count, &s.Public); err != nil {
+			return nil, err
+		}
+		out[id] = s
+	}
+	return out, rows.Err()
+}
+
+// CorrectCount adds drift to tag's stored numbers as one autocommit
+// statement on q, so it holds the row lock for one statement only; hasRow
+// says whether the snapshot saw a tag_counts row (an UPDATE that finds none
+// falls back to an upsert). It returns the statement's error unclassified:
+// a lock conflict rolled it back whole and may be retried, anything else
+// must not be.
+func CorrectCount(ctx context.Context, q migrations.Querier, tag int64, drift Sum, hasRow bool) error {
 	if hasRow {
-		res, err := q.ExecContext(ctx, "UPDATE tag_counts SET count = count + ? WHERE tag_id = ?", drift, tag)
+		res, err := q.ExecContext(ctx, `UPDATE tag_counts SET count = count + ?, public_count = public_count + ?,
+			version = version + 1 WHERE tag_id = ?`, drift.Count, drift.Public, tag)
 		if err != nil {
 			return err
 		}
@@ -77,8 +100,9 @@ func CorrectCount(ctx context.Context, q migrations.Querier, tag, drift int64, h
 			return err
 		}
 	}
-	_, err := q.ExecContext(ctx,
-		"INSERT INTO tag_counts (tag_id, count) VALUES (?, ?) ON DUPLICATE KEY UPDATE count = count + ?", tag, drift, drift)
+	_, err := q.ExecContext(ctx, `INSERT INTO tag_counts (tag_id, count, public_count, version) VALUES (?, ?, ?, 1)
+		ON DUPLICATE KEY UPDATE count = count + VALUES(count), public_count = public_count + VALUES(public_count),
+		version = version + 1`, tag, drift.Count, drift.Public)
 	return err
 }
 

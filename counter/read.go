@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -16,13 +17,15 @@ import (
 // MaxBulkIDs is the most tag ids one read asks for.
 const MaxBulkIDs = 1000
 
-// TagCount is a tag and its count as of a moment.
+// TagCount is a tag and its numbers as of a moment: Count for logged-in
+// readers, PublicCount for everyone.
 type TagCount struct {
-	ID    int64
-	Name  string
-	Type  string
-	Count int64
-	Tier  Tier
+	ID          int64
+	Name        string
+	Type        string
+	Count       int64
+	PublicCount int64
+	Tier        Tier
 	// AsOf is when the count was read from MySQL.
 	AsOf time.Time
 }
@@ -248,7 +251,7 @@ type loadedCount struct {
 // ones, and returns them all.
 func (r *Reader) load(ctx context.Context, where string, args ...any) ([]loadedCount, error) {
 	rows, err := r.db.QueryContext(ctx,
-		`SELECT t.id, t.name, t.type, t.name_key, COALESCE(c.count, 0)
+		`SELECT t.id, t.name, t.type, t.name_key, COALESCE(c.count, 0), COALESCE(c.public_count, 0)
 		 FROM tags t LEFT JOIN tag_counts c ON c.tag_id = t.id
 		 WHERE `+where, args...)
 	if err != nil {
@@ -259,7 +262,7 @@ func (r *Reader) load(ctx context.Context, where string, args ...any) ([]loadedC
 	var out []loadedCount
 	for rows.Next() {
 		var l loadedCount
-		if err := rows.Scan(&l.tc.ID, &l.tc.Name, &l.tc.Type, &l.nameKey, &l.tc.Count); err != nil {
+		if err := rows.Scan(&l.tc.ID, &l.tc.Name, &l.tc.Type, &l.nameKey, &l.tc.Count, &l.tc.PublicCount); err != nil {
 			return nil, fmt.Errorf("counter: read counts: %w", err)
 		}
 		l.tc.Tier = r.tiers.of(l.tc.Count)
@@ -302,4 +305,93 @@ func (r *Reader) storeLocked(l loadedCount, read time.Time) {
 	}
 	r.byID[id] = c
 	r.byName[[2]string{l.tc.Type, l.nameKey}] = id
+}
+
+// ExactCounts returns the numbers of the tags with the given ids that
+// exist, in the order given, each id once, for any tier: the stored numbers
+// plus the outbox deltas still pending, read in one consistent snapshot, so
+// they equal an independent count of the posted works at that moment. It
+// returns a database error when the snapshot cannot be read.
+func (r *Reader) ExactCounts(ctx context.Context, ids []int64) ([]TagCount, error) {
+	seen := make(map[int64]bool, len(ids))
+	uniq := make([]int64, 0, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			uniq = append(uniq, id)
+		}
+	}
+	if len(uniq) == 0 {
+		return nil, nil
+	}
+	tcs, err := r.exact(ctx, migrations.IDList("t.id IN (", uniq, ")"))
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[int64]TagCount, len(tcs))
+	for _, tc := range tcs {
+		byID[tc.ID] = tc
+	}
+	out := make([]TagCount, 0, len(tcs))
+	for _, id := range uniq {
+		if tc, ok := byID[id]; ok {
+			out = append(out, tc)
+		}
+	}
+	return out, nil
+}
+
+// ExactCountByKey is ExactCounts for the tag of type typ whose name folds
+// to key; it reports whether the tag exists.
+func (r *Reader) ExactCountByKey(ctx context.Context, typ, key string) (TagCount, bool, error) {
+	tcs, err := r.exact(ctx, "t.type = ? AND t.name_key = ?", typ, key)
+	if err != nil || len(tcs) == 0 {
+		return TagCount{}, false, err
+	}
+	return tcs[0], true, nil
+}
+
+// exact reads the tags matching where, their stored numbers and their
+// pending outbox deltas in one read-only consistent snapshot.
+func (r *Reader) exact(ctx context.Context, where string, args ...any) (_ []TagCount, err error) {
+	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("counter: exact read: %w", err)
+	}
+	defer tx.Rollback()
+	read := r.now()
+	rows, err := tx.QueryContext(ctx, `SELECT t.id, t.name, t.type, COALESCE(c.count, 0), COALESCE(c.public_count, 0)
+		FROM tags t LEFT JOIN tag_counts c ON c.tag_id = t.id WHERE `+where+` ORDER BY t.id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("counter: exact read: %w", err)
+	}
+	var out []TagCount
+	for rows.Next() {
+		tc := TagCount{AsOf: read}
+		if err := rows.Scan(&tc.ID, &tc.Name, &tc.Type, &tc.Count, &tc.PublicCount); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("counter: exact read: %w", err)
+		}
+		out = append(out, tc)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(out) == 0 {
+		return out, err
+	}
+	ids := make([]int64, len(out))
+	for i, tc := range out {
+		ids[i] = tc.ID
+	}
+	pending, err := SumsByID(ctx, tx, migrations.IDList(`SELECT tag_id, CAST(SUM(delta) AS SIGNED), CAST(SUM(public_delta) AS SIGNED)
+		FROM tag_events WHERE tag_id IN (`, ids, ") GROUP BY tag_id"))
+	if err != nil {
+		return nil, fmt.Errorf("counter: exact read: %w", err)
+	}
+	for i := range out {
+		p := pending[out[i].ID]
+		out[i].Count += p.Count
+		out[i].PublicCount += p.Public
+		out[i].Tier = r.tiers.of(out[i].Count)
+	}
+	return out, nil
 }

@@ -44,12 +44,31 @@ type Tags struct {
 	Freeforms     []string `json:"freeforms,omitempty"`
 }
 
-// Content is what an author writes: a draft's or a work's title, body and tags.
+// Visibilities of a work: who may see it.
+const (
+	VisibilityPublic     = "public"     // everyone
+	VisibilityRegistered = "registered" // logged-in readers only
+)
+
+// Content is what an author writes: a draft's or a work's title, body,
+// tags and who may read it (empty: public).
 type Content struct {
-	Title string `json:"title"`
-	Body  string `json:"body"`
-	Tags  Tags   `json:"tags"`
+	Title      string
+	Body       string
+	Tags       Tags
+	Visibility string
 }
+
+// visibility is c's visibility as stored: empty is public.
+func (c Content) visibility() string {
+	if c.Visibility == "" {
+		return VisibilityPublic
+	}
+	return c.Visibility
+}
+
+// Public reports whether anyone, logged in or not, may see c.
+func (c Content) Public() bool { return c.visibility() == VisibilityPublic }
 
 // TagRef names a tag: its type and its name as first written.
 type TagRef struct {
@@ -108,6 +127,9 @@ func (c Content) Validate() error {
 	}
 	if !utf8.ValidString(c.Body) {
 		return invalid("body", "invalid_utf8", "the body is not valid UTF-8")
+	}
+	if v := c.Visibility; v != "" && v != VisibilityPublic && v != VisibilityRegistered {
+		return invalid("visibility", "unknown_visibility", "the visibility must be public or registered")
 	}
 	t := c.Tags
 	if err := checkName("tags.rating", t.Rating); err != nil {

@@ -50,8 +50,8 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	res, err := s.DB.ExecContext(ctx,
-		`INSERT INTO drafts (author_id, title, body, tags, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		authorID, c.Title, c.Body, tags, now, now)
+		`INSERT INTO drafts (author_id, title, body, tags, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		authorID, c.Title, c.Body, tags, c.visibility(), now, now)
 	if err != nil {
 		return Draft{}, fmt.Errorf("create draft: %w", err)
 	}
@@ -66,11 +66,11 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 // FindDraftByID returns author's draft id, or ErrNotFound when it does not
 // exist or belongs to someone else.
 func (s *Store) FindDraftByID(ctx context.Context, authorID, id int64) (Draft, error) {
-	row := s.DB.QueryRowContext(ctx, `SELECT id, author_id, title, body, tags, state, COALESCE(work_id, 0), version,
+	row := s.DB.QueryRowContext(ctx, `SELECT id, author_id, title, body, tags, visibility, state, COALESCE(work_id, 0), version,
 		COALESCE(error, ''), created_at, updated_at FROM drafts WHERE id = ? AND author_id = ?`, id, authorID)
 	var d Draft
 	var tags []byte
-	err := row.Scan(&d.ID, &d.AuthorID, &d.Content.Title, &d.Content.Body, &tags, &d.State, &d.WorkID, &d.Version,
+	err := row.Scan(&d.ID, &d.AuthorID, &d.Content.Title, &d.Content.Body, &tags, &d.Content.Visibility, &d.State, &d.WorkID, &d.Version,
 		&d.Error, &d.CreatedAt, &d.UpdatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Draft{}, ErrNotFound
@@ -93,9 +93,9 @@ func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content)
 	if err != nil {
 		return Draft{}, err
 	}
-	res, err := s.DB.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = version + 1,
+	res, err := s.DB.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, visibility = ?, version = version + 1,
 		state = 'draft', error = NULL, updated_at = NOW(6)
-		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`, c.Title, c.Body, tags, id, authorID)
+		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`, c.Title, c.Body, tags, c.visibility(), id, authorID)
 	if err != nil {
 		return Draft{}, fmt.Errorf("replace draft: %w", err)
 	}
@@ -156,9 +156,9 @@ func (s *Store) QueueEdit(ctx context.Context, authorID, id int64, c Content) (i
 	if err != nil {
 		return 0, err
 	}
-	return s.queue(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = LAST_INSERT_ID(version + 1),
+	return s.queue(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, visibility = ?, version = LAST_INSERT_ID(version + 1),
 		state = 'queued', queued_at = NOW(6), error = NULL, updated_at = NOW(6)
-		WHERE id = ? AND author_id = ? AND delete_requested = 0`, c.Title, c.Body, tags, id, authorID)
+		WHERE id = ? AND author_id = ? AND delete_requested = 0`, c.Title, c.Body, tags, c.visibility(), id, authorID)
 }
 
 // QueueDelete records that author's draft id and its work are to be deleted
@@ -210,10 +210,10 @@ func (s *Store) insertQueued(ctx context.Context, authorID int64, contents []Con
 		if err != nil {
 			return nil, err
 		}
-		args = append(args, authorID, c.Title, c.Body, tags)
+		args = append(args, authorID, c.Title, c.Body, tags, c.visibility())
 	}
-	res, err := s.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, state, queued_at) VALUES `+
-		migrations.Placeholders("(?, ?, ?, ?, 'queued', NOW(6))", ",", len(contents)), args...)
+	res, err := s.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, visibility, state, queued_at) VALUES `+
+		migrations.Placeholders("(?, ?, ?, ?, ?, 'queued', NOW(6))", ",", len(contents)), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +243,7 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, title, body, tags, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
+	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
 	if err != nil {
 		return nil, fmt.Errorf("read drafts: %w", err)
 	}
@@ -253,7 +253,7 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 		var v Versioned
 		var tags []byte
 		var queued sql.NullTime
-		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Version, &queued); err != nil {
+		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Content.Visibility, &v.Version, &queued); err != nil {
 			return nil, fmt.Errorf("read drafts: %w", err)
 		}
 		v.QueuedAt = queued.Time
@@ -303,8 +303,8 @@ func (s *Store) WriteContent(ctx context.Context, q migrations.Querier, id int64
 	if err != nil {
 		return err
 	}
-	_, err = q.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, version = version + 1,
-		updated_at = NOW(6) WHERE id = ?`, c.Title, c.Body, tags, id)
+	_, err = q.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, visibility = ?, version = version + 1,
+		updated_at = NOW(6) WHERE id = ?`, c.Title, c.Body, tags, c.visibility(), id)
 	return err
 }
 

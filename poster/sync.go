@@ -291,8 +291,5 @@ func (p *Poster) write(ctx context.Context, db *migrations.DB, tx *sql.Tx, path 
 	for _, pl := range plans {
 		deltas = append(deltas, pl.deltas...)
 	}
-	if path == PathLegacy {
-		return nil, counter.BumpCounts(ctx, tx, deltas)
-	}
-	return counter.WriteOutbox(ctx, db, tx, deltas)
+	return p.countChange(ctx, tx, path, deltas)
 }

@@ -14,14 +14,42 @@ import (
 
 // Work is a posted work as its author reads it.
 type Work struct {
-	ID        int64
-	DraftID   int64
-	AuthorID  int64
-	Title     string
-	Body      string
-	Tags      drafts.Tags
-	PostedAt  time.Time
-	UpdatedAt time.Time
+	ID         int64
+	DraftID    int64
+	AuthorID   int64
+	Title      string
+	Body       string
+	Tags       drafts.Tags
+	Visibility string
+	Hidden     bool // by a moderator: it counts for nobody, but stays its author's
+	PostedAt   time.Time
+	UpdatedAt  time.Time
+}
+
+// workState is a posted work's tags and who may see it.
+type workState struct {
+	tags           []int64
+	public, hidden bool
+}
+
+// weight is how much the work counts now.
+func (st *workState) weight() counter.Sum { return weight(st.public, st.hidden) }
+
+// weight is how much a work counts in each of a tag's numbers: for
+// logged-in readers unless hidden, for everyone if also public.
+func weight(public, hidden bool) counter.Sum {
+	switch {
+	case hidden:
+		return counter.Sum{}
+	case public:
+		return counter.Sum{Count: 1, Public: 1}
+	}
+	return counter.Sum{Count: 1}
+}
+
+// delta is the change of a tag's numbers from old to now, as an outbox row.
+func delta(work, tag int64, old, now counter.Sum) counter.Delta {
+	return counter.Delta{WorkID: work, TagID: tag, Delta: int32(now.Count - old.Count), PublicDelta: int32(now.Public - old.Public)}
 }
 
 // writeWorks makes the works of plans match their content (or deletes
@@ -47,7 +75,7 @@ func (p *Poster) writeWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, 
 			pl.lock.Version++
 		}
 	}
-	current, err := currentTags(ctx, tx, plans)
+	current, err := currentState(ctx, tx, plans)
 	if err != nil {
 		return err
 	}
@@ -72,31 +100,45 @@ func (p *Poster) writeWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, 
 	return p.drafts.MarkPosted(ctx, tx, posted)
 }
 
-// currentTags returns the tag ids each already posted work of plans has
-// now, in the order the author listed them, by work id.
-func currentTags(ctx context.Context, q migrations.Querier, plans []*plan) (map[int64][]int64, error) {
+// currentState returns, for each already posted work of plans, its tags
+// in the order the author listed them and how it counts, by work id.
+func currentState(ctx context.Context, q migrations.Querier, plans []*plan) (map[int64]*workState, error) {
 	var works []int64
 	for _, pl := range plans {
 		if pl.workID != 0 {
 			works = append(works, pl.workID)
 		}
 	}
-	out := make(map[int64][]int64, len(works))
+	return workStates(ctx, q, works)
+}
+
+// workStates returns the state of works, by work id.
+func workStates(ctx context.Context, q migrations.Querier, works []int64) (map[int64]*workState, error) {
+	out := make(map[int64]*workState, len(works))
 	if len(works) == 0 {
 		return out, nil
 	}
-	rows, err := q.QueryContext(ctx, migrations.IDList("SELECT work_id, tag_id FROM taggings WHERE work_id IN (",
-		works, ") ORDER BY work_id, position"))
+	rows, err := q.QueryContext(ctx, migrations.IDList(`SELECT w.id, w.visibility = 'public', w.hidden, tg.tag_id
+		FROM works w LEFT JOIN taggings tg ON tg.work_id = w.id WHERE w.id IN (`, works, ") ORDER BY w.id, tg.position"))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var work, tag int64
-		if err := rows.Scan(&work, &tag); err != nil {
+		var work int64
+		var public, hidden bool
+		var tag *int64
+		if err := rows.Scan(&work, &public, &hidden, &tag); err != nil {
 			return nil, err
 		}
-		out[work] = append(out[work], tag)
+		st := out[work]
+		if st == nil {
+			st = &workState{public: public, hidden: hidden}
+			out[work] = st
+		}
+		if tag != nil {
+			st.tags = append(st.tags, *tag)
+		}
 	}
 	return out, rows.Err()
 }
@@ -107,12 +149,12 @@ func insertWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, plans []*pl
 	if len(plans) == 0 {
 		return nil
 	}
-	args := make([]any, 0, 5*len(plans))
+	args := make([]any, 0, 6*len(plans))
 	for _, pl := range plans {
-		args = append(args, pl.req.draftID, pl.lock.AuthorID, pl.content.Title, pl.content.Body, pl.lock.Version)
+		args = append(args, pl.req.draftID, pl.lock.AuthorID, pl.content.Title, pl.content.Body, visibility(pl.content), pl.lock.Version)
 	}
-	res, err := tx.ExecContext(ctx, "INSERT INTO works (draft_id, author_id, title, body, version) VALUES "+
-		migrations.Placeholders("(?,?,?,?,?)", ",", len(plans)), args...)
+	res, err := tx.ExecContext(ctx, "INSERT INTO works (draft_id, author_id, title, body, visibility, version) VALUES "+
+		migrations.Placeholders("(?,?,?,?,?,?)", ",", len(plans)), args...)
 	if err != nil {
 		return err
 	}
@@ -145,8 +187,8 @@ func insertWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, plans []*pl
 // updateWorks writes the content of already posted works.
 func updateWorks(ctx context.Context, tx *sql.Tx, plans []*plan) error {
 	for _, pl := range plans {
-		if _, err := tx.ExecContext(ctx, `UPDATE works SET title = ?, body = ?, version = ?, updated_at = NOW(6) WHERE id = ?`,
-			pl.content.Title, pl.content.Body, pl.lock.Version, pl.workID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE works SET title = ?, body = ?, visibility = ?, version = ?, updated_at = NOW(6) WHERE id = ?`,
+			pl.content.Title, pl.content.Body, visibility(pl.content), pl.lock.Version, pl.workID); err != nil {
 			return err
 		}
 	}
@@ -154,16 +196,18 @@ func updateWorks(ctx context.Context, tx *sql.Tx, plans []*plan) error {
 }
 
 // deleteWorks deletes the works of the deleting plans, their taggings and
-// the drafts (all of deleted), with a -1 delta per tag each work had.
-func (p *Poster) deleteWorks(ctx context.Context, tx *sql.Tx, plans []*plan, current map[int64][]int64, deleted []int64) error {
+// the drafts (all of deleted), taking away what each work counted for each
+// tag it had.
+func (p *Poster) deleteWorks(ctx context.Context, tx *sql.Tx, plans []*plan, current map[int64]*workState, deleted []int64) error {
 	var works []int64
 	for _, pl := range plans {
-		if !pl.delete || pl.workID == 0 {
+		st := current[pl.workID]
+		if !pl.delete || st == nil {
 			continue
 		}
 		works = append(works, pl.workID)
-		for _, tag := range current[pl.workID] {
-			pl.deltas = append(pl.deltas, counter.Delta{WorkID: pl.workID, TagID: tag, Delta: -1})
+		for _, tag := range st.tags {
+			pl.deltas = append(pl.deltas, delta(pl.workID, tag, st.weight(), counter.Sum{}))
 		}
 	}
 	if len(works) > 0 {
@@ -179,32 +223,44 @@ func (p *Poster) deleteWorks(ctx context.Context, tx *sql.Tx, plans []*plan, cur
 
 // writeTaggings makes the taggings of the works of the writing plans match
 // their tags (inserting, repositioning and removing rows, one statement
-// each for all works) and fills their deltas.
-func writeTaggings(ctx context.Context, tx *sql.Tx, plans []*plan, current map[int64][]int64) error {
+// for all works' inserts, one per edited work's removals) and fills their
+// deltas: per work, the change of each tag's numbers in the order the
+// author listed the tags, then for the tags it lost.
+func writeTaggings(ctx context.Context, tx *sql.Tx, plans []*plan, current map[int64]*workState) error {
 	var upsert []any
 	for _, pl := range plans {
 		if pl.delete {
 			continue
 		}
-		had := make(map[int64]bool, len(current[pl.workID]))
-		for _, tag := range current[pl.workID] {
+		old := current[pl.workID]
+		if old == nil {
+			old = &workState{}
+		}
+		had := make(map[int64]bool, len(old.tags))
+		for _, tag := range old.tags {
 			had[tag] = true
 		}
+		// An author's edit keeps a moderator's hiding.
+		now := weight(pl.content.Public(), old.hidden)
 		want := make(map[int64]bool, len(pl.tagIDs))
 		for i, tag := range pl.tagIDs {
 			if want[tag] {
 				continue
 			}
 			want[tag] = true
-			if !had[tag] {
-				pl.deltas = append(pl.deltas, counter.Delta{WorkID: pl.workID, TagID: tag, Delta: +1})
+			was := counter.Sum{}
+			if had[tag] {
+				was = old.weight()
+			}
+			if d := delta(pl.workID, tag, was, now); d.Delta != 0 || d.PublicDelta != 0 {
+				pl.deltas = append(pl.deltas, d)
 			}
 			upsert = append(upsert, pl.workID, tag, i)
 		}
 		var removed []int64
-		for _, tag := range current[pl.workID] {
+		for _, tag := range old.tags {
 			if !want[tag] {
-				pl.deltas = append(pl.deltas, counter.Delta{WorkID: pl.workID, TagID: tag, Delta: -1})
+				pl.deltas = append(pl.deltas, delta(pl.workID, tag, old.weight(), counter.Sum{}))
 				removed = append(removed, tag)
 			}
 		}
@@ -231,9 +287,9 @@ func writeTaggings(ctx context.Context, tx *sql.Tx, plans []*plan, current map[i
 // author listed them, or ErrWorkNotFound.
 func (p *Poster) FindWorkByID(ctx context.Context, authorID, workID int64) (Work, error) {
 	var w Work
-	err := p.cfg.DB.QueryRowContext(ctx, `SELECT id, draft_id, author_id, title, body, posted_at, updated_at
+	err := p.cfg.DB.QueryRowContext(ctx, `SELECT id, draft_id, author_id, title, body, visibility, hidden, posted_at, updated_at
 		FROM works WHERE id = ? AND author_id = ?`, workID, authorID).
-		Scan(&w.ID, &w.DraftID, &w.AuthorID, &w.Title, &w.Body, &w.PostedAt, &w.UpdatedAt)
+		Scan(&w.ID, &w.DraftID, &w.AuthorID, &w.Title, &w.Body, &w.Visibility, &w.Hidden, &w.PostedAt, &w.UpdatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Work{}, ErrWorkNotFound
 	}
@@ -267,13 +323,24 @@ func (p *Poster) draftOfWork(ctx context.Context, authorID, workID int64) (int64
 }
 
 // CountUses returns, for the tags in [lo, hi] that posted works use, how
-// many works use each: the posted works' side of the conservation identity,
-// read in the caller's snapshot q.
-func CountUses(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]int64, error) {
+// many unhidden works use each, and how many of those are public: the
+// posted works' side of the conservation identity, read in the caller's
+// snapshot q.
+func CountUses(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]counter.Sum, error) {
 	// A range scan of taggings_tag (tag_id, work_id) with a primary-key
 	// probe of works each.
-	return migrations.SumsByID(ctx, q, `SELECT tg.tag_id, COUNT(*) FROM taggings tg STRAIGHT_JOIN works w ON w.id = tg.work_id
+	return counter.SumsByID(ctx, q, `SELECT tg.tag_id, CAST(SUM(NOT w.hidden) AS SIGNED),
+		CAST(SUM(NOT w.hidden AND w.visibility = 'public') AS SIGNED)
+		FROM taggings tg STRAIGHT_JOIN works w ON w.id = tg.work_id
 		WHERE tg.tag_id BETWEEN ? AND ? GROUP BY tg.tag_id`, lo, hi)
+}
+
+// visibility is c's visibility as a works row stores it.
+func visibility(c drafts.Content) string {
+	if c.Public() {
+		return drafts.VisibilityPublic
+	}
+	return drafts.VisibilityRegistered
 }
 
 // CountWorks returns how many works are posted.

@@ -87,19 +87,22 @@ type Options struct {
 // reconcile_runs. Drift is works − stored − pending for a tag; a positive
 // drift means the stored count was too low.
 type Report struct {
-	ID                int64
-	State             string // running, done, failed
-	DryRun            bool
-	TagID             int64 // the only tag reconciled, 0 for all tags
-	StartedAt         time.Time
-	FinishedAt        time.Time // zero while running
-	TagsScanned       int64
-	TagsDrifted       int64
-	TagsCorrected     int64
-	TotalAbsDrift     int64
-	LargestDrift      int64 // signed; the drift of largest absolute value
-	LargestDriftTagID int64 // 0 when nothing drifted
-	Error             string
+	ID            int64
+	State         string // running, done, failed
+	DryRun        bool
+	TagID         int64 // the only tag reconciled, 0 for all tags
+	StartedAt     time.Time
+	FinishedAt    time.Time // zero while running
+	TagsScanned   int64
+	TagsDrifted   int64
+	TagsCorrected int64
+	TotalAbsDrift int64 // of count (logged-in readers)
+	// TotalAbsPublicDrift is the same for public_count (not stored in
+	// reconcile_runs: reported by the run that found it).
+	TotalAbsPublicDrift int64
+	LargestDrift        int64 // signed; the count drift of largest absolute value
+	LargestDriftTagID   int64 // 0 when nothing drifted
+	Error               string
 }
 
 // Duration is how long the run took, or has taken so far if still running.

@@ -208,7 +208,7 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 			t.Errorf("tag %d: stored %d, posted works %d", id, st.Stored, st.Works)
 		}
 	}
-	if n := states[hot[0]].Works; n <= settled {
+	if n := states[hot[0]].Works.Count; n <= settled {
 		t.Errorf("the load did not add to the hot tags (count %d)", n)
 	}
 
@@ -230,7 +230,7 @@ func TestReconcileDryRunWritesNothing(t *testing.T) {
 	if _, err := a.db.Exec("DELETE FROM tag_counts WHERE tag_id = ?", tags[8]); err != nil {
 		t.Fatal(err)
 	}
-	missing := a.states()[tags[8]].Works
+	missing := a.states()[tags[8]].Works.Count
 
 	for _, tc := range []struct {
 		name  string

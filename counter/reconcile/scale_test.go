@@ -100,7 +100,10 @@ func TestReconcileScale(t *testing.T) {
 	exec(`UPDATE tag_counts SET count = count + IF(tag_id % 4 = 0, 1 + tag_id % 5, -(1 + tag_id % 7)) WHERE tag_id % 2 = 0 AND tag_id % 20 <> 10`)
 	exec(`DELETE FROM tag_counts WHERE tag_id % 20 = 10`)
 	var wantAbs int64
-	if err := reconcile.Walk(ctx, db.DB, func(st reconcile.TagState) { wantAbs += max(st.Drift(), -st.Drift()) }); err != nil {
+	if err := reconcile.Walk(ctx, db.DB, func(st reconcile.TagState) {
+		d := st.Drift()
+		wantAbs += max(d.Count, -d.Count) + max(d.Public, -d.Public)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	exec("ANALYZE TABLE taggings, works, tag_counts, tag_events")

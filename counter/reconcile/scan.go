@@ -81,13 +81,14 @@ func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []Tag
 	for _, st := range chunk {
 		rep.TagsScanned++
 		d := st.Drift()
-		if d == 0 {
+		if d.IsZero() {
 			continue
 		}
 		rep.TagsDrifted++
-		rep.TotalAbsDrift += abs(d)
-		if abs(d) > abs(rep.LargestDrift) {
-			rep.LargestDrift, rep.LargestDriftTagID = d, st.TagID
+		rep.TotalAbsDrift += abs(d.Count)
+		rep.TotalAbsPublicDrift += abs(d.Public)
+		if abs(d.Count) > abs(rep.LargestDrift) {
+			rep.LargestDrift, rep.LargestDriftTagID = d.Count, st.TagID
 		}
 		r.log.Debug("tag drifted", "run", run.id, "tag", st.TagID, "drift", d,
 			"works", st.Works, "stored", st.Stored, "pending", st.Pending)
@@ -98,7 +99,7 @@ func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []Tag
 			return err
 		}
 		if err := r.correct(ctx, run.conn, st, d); err != nil {
-			return fmt.Errorf("correct tag %d by %+d: %w", st.TagID, d, err)
+			return fmt.Errorf("correct tag %d by %+d (public %+d): %w", st.TagID, d.Count, d.Public, err)
 		}
 		rep.TagsCorrected++
 		r.metrics.corrections.Inc()
@@ -121,7 +122,7 @@ func (r *Reconciler) recordProgress(ctx context.Context, run *session, rep *Repo
 // back whole, so retrying them cannot apply a correction twice; any other
 // error stops the run (never retried: a write whose outcome is unknown must
 // not be repeated).
-func (r *Reconciler) correct(ctx context.Context, conn *sql.Conn, st TagState, drift int64) error {
+func (r *Reconciler) correct(ctx context.Context, conn *sql.Conn, st TagState, drift counter.Sum) error {
 	for attempt := 1; ; attempt++ {
 		err := counter.CorrectCount(ctx, conn, st.TagID, drift, st.HasRow)
 		if err == nil || attempt >= 4 || !migrations.IsLockConflict(err) {

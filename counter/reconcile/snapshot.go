@@ -11,23 +11,28 @@ import (
 )
 
 // TagState is one tag's terms of the conservation identity, read in one
-// consistent snapshot:
+// consistent snapshot, for each of its two numbers (count: works logged-in
+// readers see; public: works anyone sees):
 //
 //	Works = Stored + Pending
 //
-// where Works counts the posted works using the tag, Stored is its
-// tag_counts row (0 without one) and Pending the sum of its outbox deltas.
+// where Works counts the posted, unhidden works using the tag (and the
+// public ones among them), Stored is its tag_counts row (0 without one) and
+// Pending the sum of its outbox deltas.
 type TagState struct {
 	TagID   int64
-	Works   int64
-	Stored  int64
+	Works   counter.Sum
+	Stored  counter.Sum
 	HasRow  bool
-	Pending int64
+	Pending counter.Sum
 }
 
-// Drift is how far the identity fails: positive when the stored count is
-// too low.
-func (s TagState) Drift() int64 { return s.Works - s.Stored - s.Pending }
+// Drift is how far the identity fails, for each number: positive when the
+// stored number is too low.
+func (s TagState) Drift() counter.Sum {
+	return counter.Sum{Count: s.Works.Count - s.Stored.Count - s.Pending.Count,
+		Public: s.Works.Public - s.Stored.Public - s.Pending.Public}
+}
 
 // ReadSnapshot reads the terms of tags ids (ascending) in one consistent,
 // non-locking snapshot on conn: posting and flushing never wait on it.
@@ -102,7 +107,7 @@ func Walk(ctx context.Context, db *migrations.DB, fn func(TagState)) error {
 func Drifted(ctx context.Context, db *migrations.DB) ([]TagState, error) {
 	var out []TagState
 	err := Walk(ctx, db, func(st TagState) {
-		if st.Drift() != 0 {
+		if !st.Drift().IsZero() {
 			out = append(out, st)
 		}
 	})

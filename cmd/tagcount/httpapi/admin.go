@@ -133,3 +133,25 @@ func (s *server) handleGetFlags() http.Handler {
 		return err
 	})
 }
+
+// handleHideWork serves POST /v1/admin/works/{id}/hide and .../unhide: a
+// moderator hides a work (it counts for nobody) or shows it again. 200 with
+// what was done, 404 for an unknown work.
+func (s *server) handleHideWork(hidden bool) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "work")
+		if err != nil {
+			return err
+		}
+		res, err := s.Poster.SetHidden(r.Context(), id, hidden)
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, struct {
+			WorkID int64  `json:"work_id"`
+			Hidden bool   `json:"hidden"`
+			Path   string `json:"path"`
+		}{res.WorkID, hidden, res.Path})
+		return nil
+	})
+}

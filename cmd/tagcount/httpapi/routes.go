@@ -27,6 +27,8 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/admin/reconcile/{id}", admin(s.handleGetReconcile()))
 	mux.Handle("POST /v1/admin/tags/{id}/recount", admin(s.handleRecount()))
 	mux.Handle("GET /v1/admin/flags", admin(s.handleGetFlags()))
+	mux.Handle("POST /v1/admin/works/{id}/hide", admin(s.handleHideWork(true)))
+	mux.Handle("POST /v1/admin/works/{id}/unhide", admin(s.handleHideWork(false)))
 
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Code: "no_such_route", Message: "no route " + r.Method + " " + r.URL.Path}

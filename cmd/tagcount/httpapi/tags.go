@@ -11,20 +11,51 @@ import (
 	"github.com/tagcount/tagcount/drafts"
 )
 
-// tagJSON is a tag's count as the read API returns it.
+// tagJSON is a tag's numbers as the read API returns them.
 type tagJSON struct {
-	ID    int64  `json:"id"`
-	Name  string `json:"name"`
-	Type  string `json:"type"`
-	Count int64  `json:"count"`
-	Tier  string `json:"tier"`
-	// AsOf is when the count was read, RFC 3339 with nanoseconds, UTC.
+	ID   int64  `json:"id"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Count is the posted works a logged-in reader can see; PublicCount
+	// those anyone can see.
+	Count       int64  `json:"count"`
+	PublicCount int64  `json:"public_count"`
+	Tier        string `json:"tier"`
+	// AsOf is when the numbers were read, RFC 3339 with nanoseconds, UTC.
 	AsOf string `json:"as_of"`
+	// Consistency is "tiered" (the size tier's cache) or "exact" (stored
+	// plus pending, one snapshot).
+	Consistency string `json:"consistency"`
 }
 
-func newTagJSON(tc counter.TagCount) tagJSON {
-	return tagJSON{ID: tc.ID, Name: tc.Name, Type: tc.Type, Count: tc.Count, Tier: tc.Tier.String(),
-		AsOf: tc.AsOf.UTC().Format(time.RFC3339Nano)}
+func newTagJSON(tc counter.TagCount, consistency string) tagJSON {
+	return tagJSON{ID: tc.ID, Name: tc.Name, Type: tc.Type, Count: tc.Count, PublicCount: tc.PublicCount,
+		Tier: tc.Tier.String(), AsOf: tc.AsOf.UTC().Format(time.RFC3339Nano), Consistency: consistency}
+}
+
+// Consistencies a count read may ask for.
+const (
+	consistencyTiered = "tiered"
+	consistencyExact  = "exact"
+)
+
+// consistency reads the query's consistency parameter.
+func consistency(r *http.Request) (string, error) {
+	switch c := r.URL.Query().Get("consistency"); c {
+	case "", consistencyTiered:
+		return consistencyTiered, nil
+	case consistencyExact:
+		return c, nil
+	}
+	return "", invalid("consistency", "unknown_consistency", "consistency must be tiered or exact")
+}
+
+// counts reads ids' numbers with the consistency asked for.
+func (s *server) counts(r *http.Request, ids []int64, c string) ([]counter.TagCount, error) {
+	if c == consistencyExact {
+		return s.Counts.ExactCounts(r.Context(), ids)
+	}
+	return s.Counts.Counts(r.Context(), ids)
 }
 
 // handleGetTag serves GET /v1/tags/{id}: the tag's count, or 404.
@@ -34,14 +65,18 @@ func (s *server) handleGetTag() http.Handler {
 		if err != nil {
 			return err
 		}
-		tcs, err := s.Counts.Counts(r.Context(), []int64{id})
+		c, err := consistency(r)
+		if err != nil {
+			return err
+		}
+		tcs, err := s.counts(r, []int64{id}, c)
 		if err != nil {
 			return err
 		}
 		if len(tcs) == 0 {
 			return errTagNotFound
 		}
-		encode(w, http.StatusOK, newTagJSON(tcs[0]))
+		encode(w, http.StatusOK, newTagJSON(tcs[0], c))
 		return nil
 	})
 }
@@ -53,12 +88,16 @@ func (s *server) handleGetTag() http.Handler {
 func (s *server) handleListTags() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		q := r.URL.Query()
+		c, err := consistency(r)
+		if err != nil {
+			return err
+		}
 		if q.Has("ids") {
 			ids, err := parseIDList(q.Get("ids"))
 			if err != nil {
 				return err
 			}
-			tcs, err := s.Counts.Counts(r.Context(), ids)
+			tcs, err := s.counts(r, ids, c)
 			if err != nil {
 				return err
 			}
@@ -66,7 +105,7 @@ func (s *server) handleListTags() http.Handler {
 				Tags []tagJSON `json:"tags"`
 			}{Tags: make([]tagJSON, len(tcs))}
 			for i, tc := range tcs {
-				out.Tags[i] = newTagJSON(tc)
+				out.Tags[i] = newTagJSON(tc, c)
 			}
 			encode(w, http.StatusOK, out)
 			return nil
@@ -79,14 +118,18 @@ func (s *server) handleListTags() http.Handler {
 		case typ == "":
 			return invalid("type", "type_required", "a tag name must come with its type")
 		}
-		tc, ok, err := s.Counts.CountByKey(r.Context(), typ, drafts.NameKey(name))
+		byKey := s.Counts.CountByKey
+		if c == consistencyExact {
+			byKey = s.Counts.ExactCountByKey
+		}
+		tc, ok, err := byKey(r.Context(), typ, drafts.NameKey(name))
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return errTagNotFound
 		}
-		encode(w, http.StatusOK, newTagJSON(tc))
+		encode(w, http.StatusOK, newTagJSON(tc, c))
 		return nil
 	})
 }

@@ -115,6 +115,7 @@ type WrongTag struct {
 	Independent int64 `json:"independent"`
 	Count       int64 `json:"count"`
 	Pending     int64 `json:"pending"`
+	PublicDrift int64 `json:"public_drift,omitempty"`
 }
 
 // waitOutbox waits up to wait for the work still owed to be done: queued
@@ -167,14 +168,15 @@ func checkCounts(ctx context.Context, db *migrations.DB, outboxWait time.Duratio
 
 func (c *Check) compare(ctx context.Context, db *migrations.DB) error {
 	err := reconcile.Walk(ctx, db, func(st reconcile.TagState) {
-		if st.Works == 0 && st.Stored == 0 && st.Pending == 0 {
+		if st.Works.IsZero() && st.Stored.IsZero() && st.Pending.IsZero() {
 			return // a tag no posted work uses: nothing to compare
 		}
 		c.Tags++
-		if st.Drift() != 0 {
+		if !st.Drift().IsZero() {
 			c.WrongTags++
 			if len(c.Examples) < 10 {
-				c.Examples = append(c.Examples, WrongTag{TagID: st.TagID, Independent: st.Works, Count: st.Stored, Pending: st.Pending})
+				c.Examples = append(c.Examples, WrongTag{TagID: st.TagID, Independent: st.Works.Count, Count: st.Stored.Count,
+					Pending: st.Pending.Count, PublicDrift: st.Drift().Public})
 			}
 		}
 		if st.Works != st.Stored {

@@ -1,0 +1,90 @@
+package poster
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations"
+)
+
+// SetHidden hides a work (a moderator's decision: it counts for nobody, in
+// either number, but stays its author's to read and edit) or shows it
+// again, moving its tags' numbers by the difference on the path its author
+// takes, in one transaction with the change. It returns ErrWorkNotFound for
+// a work that does not exist, and reports a work already in that state as
+// done with nothing changed.
+func (p *Poster) SetHidden(ctx context.Context, workID int64, hidden bool) (Result, error) {
+	var authorID, draftID int64
+	err := p.cfg.DB.QueryRowContext(ctx, `SELECT author_id, draft_id FROM works WHERE id = ?`, workID).Scan(&authorID, &draftID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Result{}, ErrWorkNotFound
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	path := PathLegacy
+	if p.useNewPath(authorID) {
+		path = PathNew
+	}
+	opts := &sql.TxOptions{}
+	if path == PathNew {
+		opts.Isolation = sql.LevelReadCommitted
+	}
+	tx, err := p.cfg.DB.BeginTx(ctx, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	defer tx.Rollback()
+	events, err := p.hide(ctx, tx, path, draftID, workID, hidden)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, err
+	}
+	if len(events) > 0 && p.cfg.Announcer != nil {
+		p.cfg.Announcer.Announce(ctx, events)
+	}
+	return Result{State: "posted", Path: path, WorkID: workID, DraftID: draftID}, nil
+}
+
+// hide changes the work's hidden flag in tx under its draft's lock (so it
+// cannot interleave with a sync of the same work) and writes the count
+// change.
+func (p *Poster) hide(ctx context.Context, tx *sql.Tx, path string, draftID, workID int64, hidden bool) ([]counter.Event, error) {
+	if _, err := p.drafts.LockForSync(ctx, tx, []int64{draftID}); err != nil {
+		return nil, err
+	}
+	states, err := workStates(ctx, tx, []int64{workID})
+	if err != nil {
+		return nil, err
+	}
+	st := states[workID]
+	if st == nil {
+		return nil, ErrWorkNotFound // deleted meanwhile
+	}
+	if st.hidden == hidden {
+		return nil, nil
+	}
+	before := st.weight()
+	st.hidden = hidden
+	deltas := make([]counter.Delta, len(st.tags))
+	for i, tag := range st.tags {
+		deltas[i] = delta(workID, tag, before, st.weight())
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE works SET hidden = ? WHERE id = ?`, hidden, workID); err != nil {
+		return nil, err
+	}
+	return p.countChange(ctx, tx, path, deltas)
+}
+
+// countChange writes deltas as the path counts: bumps in the transaction on
+// the legacy path, outbox rows (to announce after commit) on the new one.
+func (p *Poster) countChange(ctx context.Context, tx migrations.Querier, path string, deltas []counter.Delta) ([]counter.Event, error) {
+	if path == PathLegacy {
+		return nil, counter.BumpCounts(ctx, tx, deltas)
+	}
+	return counter.WriteOutbox(ctx, p.cfg.DB, tx, deltas)
+}
