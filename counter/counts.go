@@ -14,9 +14,11 @@ import (
 // a range of tags. The reconcile reads them, with the posted works' side,
 // inside one consistent snapshot (q is that snapshot's connection).
 
-// TagIDs returns up to limit tag ids greater than after, ascending.
-func TagIDs(ctx context.Context, q migrations.Querier, after int64, limit int) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, "SELECT id FROM tags WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+// TagIDs returns up to limit ids of tags (of type typ, unless empty)
+// greater than after, ascending.
+func TagIDs(ctx context.Context, q migrations.Querier, typ string, after int64, limit int) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, "SELECT id FROM tags WHERE id > ? AND (? = '' OR type = ?) ORDER BY id LIMIT ?",
+		after, typ, typ, limit)
 	if err != nil {
 		return nil, fmt.Errorf("tag ids: %w", err)
 	}
@@ -42,10 +44,10 @@ func TagExists(ctx context.Context, q migrations.Querier, id int64) (bool, error
 	return err == nil, err
 }
 
-// CountTags returns the number of tags.
-func CountTags(ctx context.Context, q migrations.Querier) (int64, error) {
+// CountTags returns the number of tags (of type typ, unless empty).
+func CountTags(ctx context.Context, q migrations.Querier, typ string) (int64, error) {
 	var n int64
-	err := q.QueryRowContext(ctx, "SELECT COUNT(*) FROM tags").Scan(&n)
+	err := q.QueryRowContext(ctx, "SELECT COUNT(*) FROM tags WHERE ? = '' OR type = ?", typ, typ).Scan(&n)
 	return n, err
 }
 

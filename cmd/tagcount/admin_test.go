@@ -125,8 +125,18 @@ func TestReconcileRoutesCorrectDriftAndReportIt(t *testing.T) {
 	if status != 202 || body["dry_run"] != false {
 		t.Fatalf("start with an empty body: %d %v", status, body)
 	}
-	if run := waitRun(t, admin, id(body, "id")); run["tags_corrected"] != 1.0 {
+	applied := id(body, "id")
+	if run := waitRun(t, admin, applied); run["tags_corrected"] != 1.0 {
 		t.Errorf("report %v; want 1 correction", run)
+	}
+	status, list, _ := admin.do("GET", "/v1/admin/reconcile/"+applied+"/corrections?limit=10", nil)
+	cs, _ := list["corrections"].([]any)
+	if status != 200 || len(cs) != 1 {
+		t.Fatalf("corrections of the run: %d %v", status, list)
+	}
+	if c := cs[0].(map[string]any); c["tag_id"] != float64(steady) || c["stored_count"] != -1.0 || c["true_count"] != 3.0 ||
+		c["drift"] != 4.0 || c["corrected_at"] == nil {
+		t.Errorf("correction %v; want tag %d corrected from -1 to 3", c, steady)
 	}
 	if drifted, err := reconcile.Drifted(t.Context(), st.DB); err != nil || len(drifted) != 0 {
 		t.Errorf("after the runs, drifted tags %v, %v; want none", drifted, err)

@@ -205,7 +205,7 @@ func assertConserved(t *testing.T, st *stack) {
 		}
 		t.Errorf("tag %d: count %d + pending %d, posted works using it %d", d.TagID, d.Stored, d.Pending, d.Works)
 	}
-	total, err := counter.CountTags(ctx, st.DB)
+	total, err := counter.CountTags(ctx, st.DB, "")
 	if err != nil {
 		t.Fatal(err)
 	}

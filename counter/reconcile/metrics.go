@@ -16,6 +16,8 @@ type metrics struct {
 	lastSuccess prometheus.Gauge
 	corrections prometheus.Counter
 	runs        *prometheus.CounterVec
+	negative    prometheus.Gauge
+	publicDrift prometheus.Gauge
 }
 
 // newMetrics registers the metrics on reg (nil registers nothing). A
@@ -30,14 +32,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lastSuccess: f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_reconcile_last_success_timestamp_seconds", Help: "Unix time at which the last successful full reconcile run finished."}),
 		corrections: f.NewCounter(prometheus.CounterOpts{Name: "tagcount_reconcile_corrections_total", Help: "Count corrections written by reconcile."}),
 		runs:        f.NewCounterVec(prometheus.CounterOpts{Name: "tagcount_reconcile_runs_total", Help: "Reconcile runs finished, by state (done, failed)."}, []string{"state"}),
+		negative: f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_reconcile_negative_counts",
+			Help: "Tags with a negative stored count found by the last finished full reconcile run: always a bug."}),
+		publicDrift: f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_reconcile_last_total_abs_public_drift",
+			Help: "Sum of absolute public_count drift found by the last finished full reconcile run."}),
 	}
 }
 
 func (m *metrics) observe(rep Report) {
 	m.runs.WithLabelValues(rep.State).Inc()
-	if rep.TagID != 0 || rep.State != StateDone {
+	if rep.TagID != 0 || rep.Scope != "" || rep.State != StateDone {
 		return
 	}
+	m.negative.Set(float64(rep.NegativeCounts))
+	m.publicDrift.Set(float64(rep.TotalAbsPublicDrift))
 	m.drifted.Set(float64(rep.TagsDrifted))
 	m.corrected.Set(float64(rep.TagsCorrected))
 	m.totalDrift.Set(float64(rep.TotalAbsDrift))

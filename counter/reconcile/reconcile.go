@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +56,14 @@ const lockExpr = "CONCAT('tagcount_reconcile:', LEFT(MD5(COALESCE(DATABASE(), ''
 // Config configures a Reconciler. Zero values take the defaults
 // above; a negative ChunkPause means no pause.
 type Config struct {
+	// DB is the primary: the lock, the corrections and the reports.
 	DB *migrations.DB
+	// ReadDB, if set, is where the snapshots are read (a replica), so a run
+	// over a large archive loads the primary with its corrections only.
+	// Relative corrections stay right on a lagging replica (see
+	// docs/reconcile.md); a run waits until the replica has seen its own
+	// start. Default DB.
+	ReadDB *migrations.DB
 	// ChunkSize is how many tags (by id) one consistent snapshot reads.
 	ChunkSize int
 	// CorrectionsPerSecond caps how fast corrections are written.
@@ -75,12 +83,31 @@ type Config struct {
 	Progress func(scanned, total int64)
 }
 
-// Options says what one run does.
+// Options says what one run does; with no scope it covers every tag.
 type Options struct {
 	// DryRun computes and reports drift without correcting anything.
 	DryRun bool
 	// TagID, if non-zero, reconciles that tag only.
 	TagID int64
+	// Type, if set, limits the run to tags of that type.
+	Type string
+	// TagIDs, if set, limits the run to these tags.
+	TagIDs []int64
+}
+
+// full reports whether o covers every tag.
+func (o Options) full() bool { return o.TagID == 0 && o.Type == "" && len(o.TagIDs) == 0 }
+
+// scope describes o's limits for the run's report ("" for every tag).
+func (o Options) scope() string {
+	var parts []string
+	if o.Type != "" {
+		parts = append(parts, "type "+o.Type)
+	}
+	if len(o.TagIDs) > 0 {
+		parts = append(parts, fmt.Sprintf("%d tags", len(o.TagIDs)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Report is what a run found and did, as persisted in
@@ -97,12 +124,15 @@ type Report struct {
 	TagsDrifted   int64
 	TagsCorrected int64
 	TotalAbsDrift int64 // of count (logged-in readers)
-	// TotalAbsPublicDrift is the same for public_count (not stored in
-	// reconcile_runs: reported by the run that found it).
+	// TotalAbsPublicDrift is the same for public_count.
 	TotalAbsPublicDrift int64
 	LargestDrift        int64 // signed; the count drift of largest absolute value
 	LargestDriftTagID   int64 // 0 when nothing drifted
-	Error               string
+	// NegativeCounts is how many tags had a negative stored number: a bug
+	// somewhere, always reported (log, metric) and corrected.
+	NegativeCounts int64
+	Scope          string // the run's limits beyond TagID, "" for none
+	Error          string
 }
 
 // Duration is how long the run took, or has taken so far if still running.
@@ -218,8 +248,39 @@ type session struct {
 	opts    Options
 	dryRun  bool
 	conn    *sql.Conn
+	read    *sql.Conn // where snapshots are read: conn, or a replica's
 	started time.Time
 }
+
+// openSnapshots gives run the connection its snapshots are read on: its
+// own session, or one to the replica once the replica has seen the run's
+// start (so it has every correction of the runs before).
+func (r *Reconciler) openSnapshots(ctx context.Context, run *session) error {
+	run.read = run.conn
+	if r.cfg.ReadDB == nil || r.cfg.ReadDB == r.cfg.DB {
+		return nil
+	}
+	read, err := r.cfg.ReadDB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: connect to the read database: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, replicaWait)
+	defer cancel()
+	for {
+		if seen, err := runExists(wctx, read, run.id); err == nil && seen {
+			run.read = read
+			return nil
+		}
+		if err := counter.Sleep(wctx, 100*time.Millisecond); err != nil {
+			read.Close()
+			return fmt.Errorf("reconcile: the read database has not caught up with the primary within %v", replicaWait)
+		}
+	}
+}
+
+// replicaWait bounds how long a run waits for the read database to catch
+// up with the primary.
+const replicaWait = time.Minute
 
 // begin takes the lock, marks runs left 'running' by dead processes failed,
 // and records the new run.
@@ -264,20 +325,14 @@ func (r *Reconciler) begin(ctx context.Context, opts Options) (*session, error) 
 		return fail(fmt.Errorf("reconcile: mark abandoned runs: %w", err))
 	}
 	dry := opts.DryRun || !r.applyOn()
-	res, err := conn.ExecContext(ctx,
-		"INSERT INTO reconcile_runs (state, dry_run, only_tag_id) VALUES ('running', ?, ?)", dry, nullID(opts.TagID))
-	if err != nil {
+	run := &session{opts: opts, dryRun: dry, conn: conn}
+	if run.id, run.started, err = recordRun(ctx, conn, dry, opts); err != nil {
 		return fail(fmt.Errorf("reconcile: record run: %w", err))
 	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return fail(fmt.Errorf("reconcile: record run: %w", err))
+	if err := r.openSnapshots(ctx, run); err != nil {
+		return fail(err)
 	}
-	run := &session{id: id, opts: opts, dryRun: dry, conn: conn}
-	if err := conn.QueryRowContext(ctx, "SELECT started_at FROM reconcile_runs WHERE id = ?", id).Scan(&run.started); err != nil {
-		return fail(fmt.Errorf("reconcile: record run: %w", err))
-	}
-	r.log.Info("reconcile run started", "run", id, "dry_run", dry, "tag", opts.TagID)
+	r.log.Info("reconcile run started", "run", run.id, "dry_run", dry, "tag", opts.TagID, "scope", opts.scope())
 	return run, nil
 }
 
@@ -305,22 +360,20 @@ func (r *Reconciler) finish(run *session, rep Report, runErr error) (Report, err
 	rep.State = StateDone
 	if runErr != nil {
 		rep.State = StateFailed
-		rep.Error = runErr.Error()
-		if len(rep.Error) > 1000 {
-			rep.Error = rep.Error[:1000]
+		rep.Error = strings.ToValidUTF8(runErr.Error(), "\uFFFD")
+		if len(rep.Error) > 1000 { // reconcile_runs.error is VARCHAR(1000): cut between characters
+			rep.Error = strings.ToValidUTF8(rep.Error[:1000], "")
 		}
 	}
-	const q = `UPDATE reconcile_runs SET state = ?, finished_at = NOW(6), tags_scanned = ?, tags_drifted = ?,
-		tags_corrected = ?, total_abs_drift = ?, largest_drift = ?, largest_drift_tag_id = ?, error = ?
-		WHERE id = ? AND state = 'running'`
-	args := []any{rep.State, rep.TagsScanned, rep.TagsDrifted, rep.TagsCorrected, rep.TotalAbsDrift,
-		rep.LargestDrift, nullID(rep.LargestDriftTagID), nullString(rep.Error), run.id}
 	// Record the outcome before freeing the lock: a running row with a free
 	// lock then always means a dead run.
-	if _, err := run.conn.ExecContext(ctx, q, args...); err != nil {
-		if _, err2 := r.cfg.DB.ExecContext(ctx, q, args...); err2 != nil {
+	if err := recordOutcome(ctx, run.conn, run.id, rep); err != nil {
+		if err2 := recordOutcome(ctx, r.cfg.DB, run.id, rep); err2 != nil {
 			r.log.Error("reconcile: could not record the run's outcome", "run", run.id, "err", err2)
 		}
+	}
+	if run.read != run.conn {
+		run.read.Close()
 	}
 	release(run.conn)
 	if stored, err := r.FindReport(ctx, run.id); err == nil {
@@ -344,7 +397,7 @@ func (r *Reconciler) finish(run *session, rep Report, runErr error) (Report, err
 // marked running whose lock is free lost its process; it is marked failed
 // here rather than reported as running forever.
 func (r *Reconciler) FindReport(ctx context.Context, id int64) (Report, error) {
-	rep, err := r.readReport(ctx, id)
+	rep, err := readReport(ctx, r.cfg.DB, id)
 	if err != nil || rep.State != StateRunning {
 		return rep, err
 	}
@@ -355,30 +408,7 @@ func (r *Reconciler) FindReport(ctx context.Context, id int64) (Report, error) {
 		"abandoned: the process running it stopped before it finished", id); err != nil {
 		return Report{}, fmt.Errorf("reconcile: report %d: %w", id, err)
 	}
-	return r.readReport(ctx, id)
-}
-
-func (r *Reconciler) readReport(ctx context.Context, id int64) (Report, error) {
-	var rep Report
-	var onlyTag, largestTag sql.NullInt64
-	var finished sql.NullTime
-	var errText sql.NullString
-	err := r.cfg.DB.QueryRowContext(ctx, `SELECT id, state, dry_run, only_tag_id, started_at, finished_at,
-		tags_scanned, tags_drifted, tags_corrected, total_abs_drift, largest_drift, largest_drift_tag_id, error
-		FROM reconcile_runs WHERE id = ?`, id).Scan(&rep.ID, &rep.State, &rep.DryRun, &onlyTag, &rep.StartedAt,
-		&finished, &rep.TagsScanned, &rep.TagsDrifted, &rep.TagsCorrected, &rep.TotalAbsDrift, &rep.LargestDrift,
-		&largestTag, &errText)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Report{}, ErrRunNotFound
-	}
-	if err != nil {
-		return Report{}, fmt.Errorf("reconcile: report %d: %w", id, err)
-	}
-	rep.TagID = onlyTag.Int64
-	rep.LargestDriftTagID = largestTag.Int64
-	rep.FinishedAt = finished.Time
-	rep.Error = errText.String
-	return rep, nil
+	return readReport(ctx, r.cfg.DB, id)
 }
 
 // release frees the lock and closes the session. The session is
@@ -409,11 +439,4 @@ func nullID(id int64) any {
 		return nil
 	}
 	return id
-}
-
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }

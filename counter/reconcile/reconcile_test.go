@@ -195,7 +195,8 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 	want := reconcile.Report{
 		ID: rep.ID, State: reconcile.StateDone, StartedAt: rep.StartedAt, FinishedAt: rep.FinishedAt,
 		TagsScanned: int64(len(all)), TagsDrifted: 6, TagsCorrected: 6, TotalAbsDrift: 500 + 1000 + 3 + 2 + 37 + 3,
-		LargestDrift: 1000, LargestDriftTagID: hot[1],
+		TotalAbsPublicDrift: 3, // the missing row lost its public_count too
+		LargestDrift:        1000, LargestDriftTagID: hot[1],
 	}
 	if rep != want {
 		t.Errorf("report:\n got %+v\nwant %+v", rep, want)

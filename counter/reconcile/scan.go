@@ -2,8 +2,8 @@ package reconcile
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
@@ -12,20 +12,19 @@ import (
 
 // execute scans and corrects, then records the outcome and frees the lock.
 func (r *Reconciler) execute(ctx context.Context, run *session) (Report, error) {
-	rep := Report{ID: run.id, State: StateRunning, DryRun: run.dryRun, TagID: run.opts.TagID, StartedAt: run.started}
+	rep := Report{ID: run.id, State: StateRunning, DryRun: run.dryRun, TagID: run.opts.TagID, Scope: run.opts.scope(),
+		StartedAt: run.started}
 	err := r.scan(ctx, run, &rep)
 	return r.finish(run, rep, err)
 }
 
-// scan walks the tags chunk by chunk, each chunk read in one consistent
-// snapshot, and corrects what drifted.
+// scan walks the run's tags chunk by chunk, each chunk read in one
+// consistent snapshot, and records and (when applying) corrects what
+// drifted.
 func (r *Reconciler) scan(ctx context.Context, run *session, rep *Report) error {
-	total := int64(1)
-	if run.opts.TagID == 0 {
-		var err error
-		if total, err = counter.CountTags(ctx, run.conn); err != nil {
-			return fmt.Errorf("count tags: %w", err)
-		}
+	total, err := r.total(ctx, run)
+	if err != nil {
+		return fmt.Errorf("count tags: %w", err)
 	}
 	r.progress(0, total)
 	pace := newPacer(r.cfg.CorrectionsPerSecond)
@@ -35,11 +34,15 @@ func (r *Reconciler) scan(ctx context.Context, run *session, rep *Report) error 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		chunk, err := r.readChunk(ctx, run.conn, after, run.opts.TagID)
-		if err != nil || len(chunk) == 0 {
+		ids, err := r.nextChunk(ctx, run, after)
+		if err != nil || len(ids) == 0 {
 			return err
 		}
-		after = chunk[len(chunk)-1].TagID
+		after = ids[len(ids)-1]
+		chunk, err := ReadSnapshot(ctx, run.read, ids)
+		if err != nil {
+			return err
+		}
 		if applying && !r.applyOn() {
 			applying = false
 			r.log.Warn("reconcile-apply turned off during the run; no further corrections", "run", run.id)
@@ -47,11 +50,11 @@ func (r *Reconciler) scan(ctx context.Context, run *session, rep *Report) error 
 		if err := r.correctChunk(ctx, run, chunk, applying, pace, rep); err != nil {
 			return err
 		}
-		if err := r.recordProgress(ctx, run, rep); err != nil {
-			return err
+		if err := recordProgress(ctx, run.conn, run.id, rep); err != nil {
+			return fmt.Errorf("record progress: %w", err)
 		}
 		r.progress(rep.TagsScanned, total)
-		if run.opts.TagID != 0 || len(chunk) < r.cfg.ChunkSize {
+		if len(ids) < r.cfg.ChunkSize {
 			return nil
 		}
 		if r.cfg.ChunkPause > 0 {
@@ -62,24 +65,45 @@ func (r *Reconciler) scan(ctx context.Context, run *session, rep *Report) error 
 	}
 }
 
-// readChunk reads the snapshot of the next chunk of tags after id after, or
-// of tag only.
-func (r *Reconciler) readChunk(ctx context.Context, conn *sql.Conn, after, only int64) ([]TagState, error) {
-	if only != 0 {
-		return ReadSnapshot(ctx, conn, []int64{only})
+// total is how many tags the run covers, as it starts.
+func (r *Reconciler) total(ctx context.Context, run *session) (int64, error) {
+	switch o := run.opts; {
+	case o.TagID != 0:
+		return 1, nil
+	case len(o.TagIDs) > 0:
+		return int64(len(o.TagIDs)), nil
 	}
-	ids, err := counter.TagIDs(ctx, conn, after, r.cfg.ChunkSize)
-	if err != nil || len(ids) == 0 {
-		return nil, err
-	}
-	return ReadSnapshot(ctx, conn, ids)
+	return counter.CountTags(ctx, run.read, run.opts.Type)
 }
 
-// correctChunk reports and (when applying) corrects the drifted tags of one
-// chunk, paced.
+// nextChunk returns the ids of the run's next chunk of tags after id after.
+func (r *Reconciler) nextChunk(ctx context.Context, run *session, after int64) ([]int64, error) {
+	switch o := run.opts; {
+	case o.TagID != 0:
+		if after >= o.TagID {
+			return nil, nil
+		}
+		return []int64{o.TagID}, nil
+	case len(o.TagIDs) > 0:
+		ids := slices.Compact(slices.Sorted(slices.Values(o.TagIDs)))
+		i, _ := slices.BinarySearch(ids, after+1)
+		ids = ids[i:]
+		return ids[:min(len(ids), r.cfg.ChunkSize)], nil
+	}
+	return counter.TagIDs(ctx, run.read, run.opts.Type, after, r.cfg.ChunkSize)
+}
+
+// correctChunk reports, records and (when applying) corrects the drifted
+// tags of one chunk, paced.
 func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []TagState, applying bool, pace *pacer, rep *Report) error {
+	var found []TagState
 	for _, st := range chunk {
 		rep.TagsScanned++
+		if st.Stored.Count < 0 || st.Stored.Public < 0 {
+			rep.NegativeCounts++
+			r.log.Error("a tag's stored count is negative: a bug somewhere; correcting it", "run", run.id, "tag", st.TagID,
+				"count", st.Stored.Count, "public_count", st.Stored.Public, "works", st.Works.Count)
+		}
 		d := st.Drift()
 		if d.IsZero() {
 			continue
@@ -90,41 +114,35 @@ func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []Tag
 		if abs(d.Count) > abs(rep.LargestDrift) {
 			rep.LargestDrift, rep.LargestDriftTagID = d.Count, st.TagID
 		}
-		r.log.Debug("tag drifted", "run", run.id, "tag", st.TagID, "drift", d,
-			"works", st.Works, "stored", st.Stored, "pending", st.Pending)
+		r.log.Debug("tag drifted", "run", run.id, "tag", st.TagID, "drift", d.Count, "public_drift", d.Public,
+			"works", st.Works.Count, "stored", st.Stored.Count, "pending", st.Pending.Count)
 		if !applying {
+			found = append(found, st)
 			continue
 		}
 		if err := pace.wait(ctx); err != nil {
 			return err
 		}
-		if err := r.correct(ctx, run.conn, st, d); err != nil {
+		if err := r.correct(ctx, run, st); err != nil {
 			return fmt.Errorf("correct tag %d by %+d (public %+d): %w", st.TagID, d.Count, d.Public, err)
 		}
 		rep.TagsCorrected++
 		r.metrics.corrections.Inc()
 	}
-	return nil
-}
-
-func (r *Reconciler) recordProgress(ctx context.Context, run *session, rep *Report) error {
-	if _, err := run.conn.ExecContext(ctx, `UPDATE reconcile_runs SET tags_scanned = ?, tags_drifted = ?,
-		tags_corrected = ?, total_abs_drift = ?, largest_drift = ?, largest_drift_tag_id = ? WHERE id = ?`,
-		rep.TagsScanned, rep.TagsDrifted, rep.TagsCorrected, rep.TotalAbsDrift, rep.LargestDrift,
-		nullID(rep.LargestDriftTagID), run.id); err != nil {
-		return fmt.Errorf("record progress: %w", err)
+	if err := insertCorrections(ctx, run.conn, run.id, found, false); err != nil {
+		return fmt.Errorf("record drift: %w", err)
 	}
 	return nil
 }
 
-// correct applies one relative correction as its own autocommit statement
-// on the run's session. Deadlock and lock-wait timeouts roll the statement
-// back whole, so retrying them cannot apply a correction twice; any other
-// error stops the run (never retried: a write whose outcome is unknown must
-// not be repeated).
-func (r *Reconciler) correct(ctx context.Context, conn *sql.Conn, st TagState, drift counter.Sum) error {
+// correct applies and records one relative correction as its own short
+// transaction on the run's session, so it holds the row lock briefly.
+// Deadlock and lock-wait timeouts roll it back whole, so retrying them
+// cannot apply a correction twice; any other error stops the run (never
+// retried: a write whose outcome is unknown must not be repeated).
+func (r *Reconciler) correct(ctx context.Context, run *session, st TagState) error {
 	for attempt := 1; ; attempt++ {
-		err := counter.CorrectCount(ctx, conn, st.TagID, drift, st.HasRow)
+		err := recordCorrection(ctx, run.conn, run.id, st)
 		if err == nil || attempt >= 4 || !migrations.IsLockConflict(err) {
 			return err
 		}

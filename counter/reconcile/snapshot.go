@@ -27,6 +27,12 @@ type TagState struct {
 	Pending counter.Sum
 }
 
+// truth is what the stored numbers should be: the works less what is
+// still pending.
+func (s TagState) truth() counter.Sum {
+	return counter.Sum{Count: s.Works.Count - s.Pending.Count, Public: s.Works.Public - s.Pending.Public}
+}
+
 // Drift is how far the identity fails, for each number: positive when the
 // stored number is too low.
 func (s TagState) Drift() counter.Sum {
@@ -87,7 +93,7 @@ func Walk(ctx context.Context, db *migrations.DB, fn func(TagState)) error {
 	defer conn.Close()
 	var after int64
 	for {
-		ids, err := counter.TagIDs(ctx, conn, after, DefaultChunkSize)
+		ids, err := counter.TagIDs(ctx, conn, "", after, DefaultChunkSize)
 		if err != nil || len(ids) == 0 {
 			return err
 		}

@@ -2,16 +2,21 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 )
 
-// reconcileRequest is the optional body of the reconcile routes.
+// reconcileRequest is the optional body of the reconcile routes: a dry
+// run, and a scope (a tag type, or tag ids).
 type reconcileRequest struct {
-	DryRun bool `json:"dry_run"`
+	DryRun bool    `json:"dry_run"`
+	Type   string  `json:"type,omitempty"`
+	TagIDs []int64 `json:"tag_ids,omitempty"`
 }
 
 type reconcileStartedJSON struct {
@@ -22,28 +27,31 @@ type reconcileStartedJSON struct {
 
 // reportJSON is a run's report as the admin API shows it.
 type reportJSON struct {
-	ID                int64      `json:"id"`
-	State             string     `json:"state"`
-	DryRun            bool       `json:"dry_run"`
-	TagID             *int64     `json:"tag_id,omitempty"`
-	StartedAt         time.Time  `json:"started_at"`
-	FinishedAt        *time.Time `json:"finished_at,omitempty"`
-	DurationSeconds   float64    `json:"duration_seconds"`
-	TagsScanned       int64      `json:"tags_scanned"`
-	TagsDrifted       int64      `json:"tags_drifted"`
-	TagsCorrected     int64      `json:"tags_corrected"`
-	TotalAbsDrift     int64      `json:"total_abs_drift"`
-	LargestDrift      int64      `json:"largest_drift"`
-	LargestDriftTagID *int64     `json:"largest_drift_tag_id,omitempty"`
-	Error             string     `json:"error,omitempty"`
+	ID                  int64      `json:"id"`
+	State               string     `json:"state"`
+	DryRun              bool       `json:"dry_run"`
+	TagID               *int64     `json:"tag_id,omitempty"`
+	StartedAt           time.Time  `json:"started_at"`
+	FinishedAt          *time.Time `json:"finished_at,omitempty"`
+	DurationSeconds     float64    `json:"duration_seconds"`
+	TagsScanned         int64      `json:"tags_scanned"`
+	TagsDrifted         int64      `json:"tags_drifted"`
+	TagsCorrected       int64      `json:"tags_corrected"`
+	TotalAbsDrift       int64      `json:"total_abs_drift"`
+	TotalAbsPublicDrift int64      `json:"total_abs_public_drift"`
+	LargestDrift        int64      `json:"largest_drift"`
+	LargestDriftTagID   *int64     `json:"largest_drift_tag_id,omitempty"`
+	NegativeCounts      int64      `json:"negative_counts"`
+	Scope               string     `json:"scope,omitempty"`
+	Error               string     `json:"error,omitempty"`
 }
 
 func newReportJSON(rep reconcile.Report) reportJSON {
 	out := reportJSON{
 		ID: rep.ID, State: rep.State, DryRun: rep.DryRun, StartedAt: rep.StartedAt.UTC(),
 		DurationSeconds: rep.Duration().Seconds(), TagsScanned: rep.TagsScanned, TagsDrifted: rep.TagsDrifted,
-		TagsCorrected: rep.TagsCorrected, TotalAbsDrift: rep.TotalAbsDrift, LargestDrift: rep.LargestDrift,
-		Error: rep.Error,
+		TagsCorrected: rep.TagsCorrected, TotalAbsDrift: rep.TotalAbsDrift, TotalAbsPublicDrift: rep.TotalAbsPublicDrift,
+		LargestDrift: rep.LargestDrift, NegativeCounts: rep.NegativeCounts, Scope: rep.Scope, Error: rep.Error,
 	}
 	if rep.TagID != 0 {
 		out.TagID = &rep.TagID
@@ -70,7 +78,10 @@ func (s *server) handleStartReconcile() http.Handler {
 		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
 			return err
 		}
-		run, err := s.Reconciler.Start(r.Context(), reconcile.Options{DryRun: body.DryRun})
+		if len(body.TagIDs) > counter.MaxBulkIDs {
+			return invalid("tag_ids", "too_many_ids", fmt.Sprintf("at most %d tag ids may be given", counter.MaxBulkIDs))
+		}
+		run, err := s.Reconciler.Start(r.Context(), reconcile.Options{DryRun: body.DryRun, Type: body.Type, TagIDs: body.TagIDs})
 		if err != nil {
 			return err
 		}
@@ -154,4 +165,70 @@ func (s *server) handleHideWork(hidden bool) http.Handler {
 		}{res.WorkID, hidden, res.Path})
 		return nil
 	})
+}
+
+// correctionJSON is one drifted tag a reconcile run found.
+type correctionJSON struct {
+	TagID        int64      `json:"tag_id"`
+	StoredCount  int64      `json:"stored_count"`
+	TrueCount    int64      `json:"true_count"`
+	Drift        int64      `json:"drift"`
+	StoredPublic int64      `json:"stored_public_count"`
+	TruePublic   int64      `json:"true_public_count"`
+	PublicDrift  int64      `json:"public_drift"`
+	CorrectedAt  *time.Time `json:"corrected_at"`
+}
+
+// handleListCorrections serves GET /v1/admin/reconcile/{id}/corrections
+// ?after=TAG_ID&limit=N (default 100, at most 1,000): a page of the run's
+// corrections in tag id order, and the after of the next page.
+func (s *server) handleListCorrections() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "reconcile run")
+		if err != nil {
+			return err
+		}
+		after, limit, err := page(r)
+		if err != nil {
+			return err
+		}
+		list, err := s.Reconciler.Corrections(r.Context(), id, after, limit)
+		if err != nil {
+			return err
+		}
+		out := struct {
+			Corrections []correctionJSON `json:"corrections"`
+			NextAfter   *int64           `json:"next_after"`
+		}{Corrections: make([]correctionJSON, len(list))}
+		for i, c := range list {
+			out.Corrections[i] = correctionJSON{TagID: c.TagID, StoredCount: c.Stored.Count, TrueCount: c.True.Count,
+				Drift: c.Drift.Count, StoredPublic: c.Stored.Public, TruePublic: c.True.Public, PublicDrift: c.Drift.Public}
+			if !c.CorrectedAt.IsZero() {
+				at := c.CorrectedAt.UTC()
+				out.Corrections[i].CorrectedAt = &at
+			}
+		}
+		if len(list) == limit {
+			out.NextAfter = &list[len(list)-1].TagID
+		}
+		encode(w, http.StatusOK, out)
+		return nil
+	})
+}
+
+// page reads the after and limit query parameters of a paged list.
+func page(r *http.Request) (after int64, limit int, err error) {
+	q := r.URL.Query()
+	limit = 100
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
+			return 0, 0, invalid("limit", "invalid_limit", "limit must be a whole number from 1 to 1000")
+		}
+	}
+	if v := q.Get("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			return 0, 0, invalid("after", "invalid_after", "after must be a tag id")
+		}
+	}
+	return after, limit, nil
 }

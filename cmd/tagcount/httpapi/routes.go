@@ -25,6 +25,7 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 
 	mux.Handle("POST /v1/admin/reconcile", admin(s.handleStartReconcile()))
 	mux.Handle("GET /v1/admin/reconcile/{id}", admin(s.handleGetReconcile()))
+	mux.Handle("GET /v1/admin/reconcile/{id}/corrections", admin(s.handleListCorrections()))
 	mux.Handle("POST /v1/admin/tags/{id}/recount", admin(s.handleRecount()))
 	mux.Handle("GET /v1/admin/flags", admin(s.handleGetFlags()))
 	mux.Handle("POST /v1/admin/works/{id}/hide", admin(s.handleHideWork(true)))
