@@ -42,6 +42,9 @@ type ConsumerConfig struct {
 	// tagcount.tier-deferral). When it returns false every tag is flushed
 	// every round, including those already held. Nil means on.
 	TierDeferral func() bool
+	// Paused, when it returns true (the flag tagcount.counter-pause),
+	// pauses applying as Control.Pause does. Nil means never.
+	Paused func() bool
 	// Now is the clock of tier intervals (default time.Now). Batching
 	// windows use real time.
 	Now        func() time.Time
@@ -72,6 +75,8 @@ type Consumer struct {
 	log   *slog.Logger
 	m     *consumerMetrics
 
+	board *switchboard
+
 	// counts keeps each partition's count cache across generations, so a
 	// partition that stays with this consumer over a rebalance keeps
 	// knowing its tags' tiers. A writer owns its partition's map while it
@@ -96,6 +101,8 @@ type consumerMetrics struct {
 	heldEvents    *prometheus.GaugeVec
 	backlog       prometheus.Gauge
 	announceAge   prometheus.Histogram
+	paused        prometheus.Gauge
+	catchUpRate   prometheus.Gauge
 }
 
 func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
@@ -114,6 +121,8 @@ func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
 		heldTags:      metricGaugeVec(reg, "tagcount_deferred_tags", "Tags whose outbox rows are held for a deferred flush.", "tier"),
 		heldEvents:    metricGaugeVec(reg, "tagcount_deferred_events", "Announcements received for tags while they were held.", "tier"),
 		backlog:       metricGauge(reg, "tagcount_flush_backlog_tags", "Tags whose flush hit the row limit of one transaction and goes on in the next rounds."),
+		paused:        metricGauge(reg, "tagcount_counter_paused", "1 while the counter is paused (it applies nothing; the outbox grows)."),
+		catchUpRate:   metricGauge(reg, "tagcount_counter_catch_up_rows_per_second", "The catch-up's cap on outbox rows applied per second after a resume; 0 when not catching up."),
 		announceAge:   metricHistogram(reg, "tagcount_event_age_seconds", "Age of announcements when a writer reads them: from the outbox row's commit (the message time) to the counter; small tags are applied in the same round.", prometheus.ExponentialBuckets(0.001, 2, 16)),
 	}
 }
@@ -154,12 +163,14 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	m := newConsumerMetrics(cfg.Registerer)
 	return &Consumer{
 		cfg:    cfg,
 		tiers:  cfg.Tiers.withDefaults(),
 		now:    cfg.Now,
 		log:    cfg.Logger.With("component", "counter", "group", cfg.GroupID),
-		m:      newConsumerMetrics(cfg.Registerer),
+		m:      m,
+		board:  &switchboard{control: Control{DB: cfg.DB}, flag: cfg.Paused, m: m},
 		counts: make(map[int]map[int64]int64),
 	}, nil
 }
@@ -237,6 +248,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation) {
 	assigned := gen.Assignments[c.cfg.Topic]
 	c.log.Info("partitions assigned", "generation", gen.ID, "partitions", len(assigned))
+	c.board.assign(len(assigned))
 	pending, err := c.pendingTags(ctx)
 	if err != nil {
 		// The sweeper announces what waits too long; the writers go on.

@@ -158,8 +158,11 @@ func (w *partitionWriter) finish(runCtx context.Context) {
 	for tag := range w.backlog {
 		tags = append(tags, tag)
 	}
+	if w.c.board.current(fctx).Paused {
+		tags = nil // paused: the outbox keeps the rows for the partition's next writer
+	}
 	for len(tags) > 0 && fctx.Err() == nil {
-		res, err := w.apply(fctx, tags)
+		res, err := w.apply(fctx, tags, w.c.cfg.ApplyLimit)
 		if err != nil {
 			w.log.Warn("final flush failed; the outbox keeps the rows for the partition's next writer", "tags", len(tags), "err", err)
 			break
@@ -230,17 +233,26 @@ func (w *partitionWriter) collect(ctx context.Context, msgs <-chan kafka.Message
 // round routes a batch's announcements, applies the small tags and the
 // held tags that came due in one bounded transaction, then one bounded
 // transaction of the backlog, and commits the offset after the batch.
+// While the counter is paused it only holds what is announced; while it
+// catches up after a pause, its applies are paced.
 func (w *partitionWriter) round(ctx context.Context, batch []kafka.Message) {
+	sw := w.c.board.current(ctx)
 	deferral := w.c.cfg.TierDeferral == nil || w.c.cfg.TierDeferral()
-	due := w.route(batch, w.c.now(), deferral)
-	if len(due) > 0 {
-		if _, err := w.applyUntilDone(ctx, due); err != nil {
-			return // ctx ended: nothing of this batch is committed
+	due := w.route(batch, w.c.now(), deferral, sw.Paused)
+	if !sw.Paused {
+		pace := pacing{perSecond: sw.CatchUpPerSecond, limit: w.c.cfg.ApplyLimit}
+		if pace.perSecond > 0 {
+			pace.limit = min(pace.limit, max(1, pace.perSecond/10))
 		}
-	}
-	if len(w.backlog) > 0 {
-		if _, err := w.applyUntilDone(ctx, sortedKeys(w.backlog)); err != nil {
-			return
+		if len(due) > 0 {
+			if _, err := w.applyUntilDone(ctx, due, pace); err != nil {
+				return // ctx ended: nothing of this batch is committed
+			}
+		}
+		if len(w.backlog) > 0 {
+			if _, err := w.applyUntilDone(ctx, sortedKeys(w.backlog), pace); err != nil {
+				return
+			}
 		}
 	}
 	if len(batch) > 0 {
@@ -249,6 +261,15 @@ func (w *partitionWriter) round(ctx context.Context, batch []kafka.Message) {
 		w.c.m.lag.WithLabelValues(w.label).Set(float64(max(0, last.HighWaterMark-w.next)))
 		w.commit()
 	}
+	if sw.CatchUpPerSecond > 0 {
+		w.c.board.report(ctx, w.partition, len(w.backlog))
+	}
+}
+
+// pacing is how a round applies: at most limit rows per transaction, and,
+// when perSecond > 0 (a catch-up), at most perSecond rows per second.
+type pacing struct {
+	perSecond, limit int
 }
 
 // route decodes a batch and returns the tags to flush now: small tags
@@ -257,7 +278,7 @@ func (w *partitionWriter) round(ctx context.Context, batch []kafka.Message) {
 // until their announcement is an interval old (a re-announced old row is
 // due at once). A tag not seen before counts as small: its first apply
 // tells its size.
-func (w *partitionWriter) route(batch []kafka.Message, now time.Time, deferral bool) []int64 {
+func (w *partitionWriter) route(batch []kafka.Message, now time.Time, deferral, paused bool) []int64 {
 	tiers := w.c.tiers
 	now0 := make(map[int64]bool)
 	consumed := 0
@@ -282,13 +303,20 @@ func (w *partitionWriter) route(batch []kafka.Message, now time.Time, deferral b
 		if count, known := w.counts[e.TagID]; known {
 			tier = tiers.of(count)
 		}
-		if !deferral || tier == TierSmall {
+		switch {
+		case paused:
+			w.hold(e.TagID, tier, time.Time{})
+			w.held[e.TagID].due = time.Time{} // due as soon as the counter resumes
+		case !deferral || tier == TierSmall:
 			now0[e.TagID] = true
-			continue
+		default:
+			w.hold(e.TagID, tier, m.Time)
 		}
-		w.hold(e.TagID, tier, m.Time)
 	}
 	w.c.m.consumed.Add(float64(consumed))
+	if paused {
+		return nil
+	}
 	for tag, h := range w.held {
 		if !deferral || !now.Before(h.due) {
 			now0[tag] = true
@@ -325,12 +353,15 @@ func (w *partitionWriter) release(tag int64) {
 	w.c.m.heldEvents.WithLabelValues(h.tier.String()).Sub(float64(h.events))
 }
 
-// applyUntilDone applies tags, retrying with backoff while the database
-// fails, until it succeeds or ctx ends.
-func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64) (ApplyResult, error) {
+// applyUntilDone applies tags as pace allows, retrying with backoff while
+// the database fails, until it succeeds or ctx ends.
+func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64, pace pacing) (ApplyResult, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		res, err := w.apply(ctx, tags)
+		if err := w.c.board.wait(ctx, pace.perSecond, pace.limit); err != nil {
+			return ApplyResult{}, err
+		}
+		res, err := w.apply(ctx, tags, pace.limit)
 		if err == nil {
 			return res, nil
 		}
@@ -346,11 +377,12 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64) (App
 	}
 }
 
-// apply runs one bounded apply transaction of tags' outbox rows, records
-// its effects, and keeps the tags in the backlog while rows may remain.
-func (w *partitionWriter) apply(ctx context.Context, tags []int64) (ApplyResult, error) {
+// apply runs one apply transaction of at most limit of tags' outbox rows,
+// records its effects, and keeps the tags in the backlog while rows may
+// remain.
+func (w *partitionWriter) apply(ctx context.Context, tags []int64, limit int) (ApplyResult, error) {
 	start := time.Now()
-	res, err := applyBatch(ctx, w.c.cfg.DB, tags, applyOpts{byTag: true, limit: w.c.cfg.ApplyLimit, readCount: w.needsCount})
+	res, err := applyBatch(ctx, w.c.cfg.DB, tags, applyOpts{byTag: true, limit: limit, readCount: w.needsCount})
 	if err != nil {
 		return res, err
 	}

@@ -9,7 +9,8 @@ import (
 )
 
 func testWriter() *partitionWriter {
-	c := &Consumer{tiers: Tiers{Jitter: -1}.withDefaults(), now: time.Now, log: testLogger(), m: newConsumerMetrics(nil)}
+	c := &Consumer{tiers: Tiers{Jitter: -1}.withDefaults(), now: time.Now, log: testLogger(), m: newConsumerMetrics(nil),
+		board: &switchboard{}}
 	return newPartitionWriter(c, nil, 0)
 }
 
@@ -30,7 +31,7 @@ func TestRouteFlushesSmallTagsAndHoldsDeferredOnesFromWhenTheyWereWritten(t *tes
 		message(3, large, now.Add(-29*time.Minute)), // announced late: written 29 minutes ago
 		{Offset: 4, Value: []byte{7}},               // malformed
 	}
-	due := w.route(batch, clock.Now(), true)
+	due := w.route(batch, clock.Now(), true, false)
 	if len(due) != 2 || due[0] != unknown || due[1] != small {
 		t.Fatalf("flushed now %v, want the unknown and the small tag", due)
 	}
@@ -38,15 +39,15 @@ func TestRouteFlushesSmallTagsAndHoldsDeferredOnesFromWhenTheyWereWritten(t *tes
 		t.Fatalf("held %v, want the medium and the large tag", w.held)
 	}
 	clock.Advance(2 * time.Minute)
-	if due := w.route(nil, clock.Now(), true); len(due) != 1 || due[0] != large {
+	if due := w.route(nil, clock.Now(), true, false); len(due) != 1 || due[0] != large {
 		t.Fatalf("after 2 minutes flushed %v, want the large tag (written 31 minutes ago)", due)
 	}
 	clock.Advance(time.Minute)
-	if due := w.route(nil, clock.Now(), true); len(due) != 1 || due[0] != medium {
+	if due := w.route(nil, clock.Now(), true, false); len(due) != 1 || due[0] != medium {
 		t.Fatalf("after 3 minutes flushed %v, want the medium tag", due)
 	}
 	// With deferral off nothing is held.
-	if due := w.route([]kafka.Message{message(5, large, time.Now())}, clock.Now(), false); len(due) != 1 || len(w.held) != 0 {
+	if due := w.route([]kafka.Message{message(5, large, time.Now())}, clock.Now(), false, false); len(due) != 1 || len(w.held) != 0 {
 		t.Fatalf("deferral off: flushed %v, held %v", due, w.held)
 	}
 }
@@ -69,7 +70,7 @@ func BenchmarkRouteBatch(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if due := w.route(batch, now, true); len(due) == 0 {
+		if due := w.route(batch, now, true, false); len(due) == 0 {
 			b.Fatal("nothing to flush")
 		}
 		for tag := range w.held {

@@ -44,6 +44,10 @@ const (
 	// ReconcileApply is a kill switch: off makes reconcile report drift
 	// without writing corrections.
 	ReconcileApply = "tagcount.reconcile-apply"
+	// CounterPause is a switch: on makes the counter apply nothing (posts
+	// go on and the outbox grows) until it is off again; the admin route
+	// POST /v1/admin/counter/pause does the same.
+	CounterPause = "tagcount.counter-pause"
 )
 
 // Definition describes one named flag.
@@ -62,6 +66,7 @@ var definitions = []Definition{
 	{Name: NewPostingPath, PerAuthor: true, Description: "on: the author's posts take the new outbox path; off: the legacy synchronous path"},
 	{Name: TierDeferral, Description: "kill switch; off: the counter flushes every tag every batch"},
 	{Name: ReconcileApply, Description: "kill switch; off: reconcile reports drift without writing"},
+	{Name: CounterPause, Description: "on: the counter applies nothing, the outbox grows; off: it applies"},
 }
 
 // Definitions returns the service's named flags, in a stable order.
@@ -248,6 +253,9 @@ func (c *Client) TierDeferral() bool { return c.Enabled(TierDeferral, 0) }
 
 // ReconcileApply reports whether reconcile writes its corrections.
 func (c *Client) ReconcileApply() bool { return c.Enabled(ReconcileApply, 0) }
+
+// CounterPaused reports whether the counter is paused by the flag.
+func (c *Client) CounterPaused() bool { return c.Enabled(CounterPause, 0) }
 
 // Enabled evaluates the named flag for the author (authorID <= 0: no author;
 // the instance id then stands in for the userId). It returns false for an

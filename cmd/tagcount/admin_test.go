@@ -172,13 +172,17 @@ func TestFlagsRouteShowsWhatThisInstanceEvaluates(t *testing.T) {
 		t.Fatalf("GET: %d %v %v", status, got, h)
 	}
 	flagList, _ := got["flags"].([]any)
-	if got["source"] != "bootstrap" || got["last_sync"] != nil || len(flagList) != 3 {
+	if got["source"] != "bootstrap" || got["last_sync"] != nil || len(flagList) != 4 {
 		t.Fatalf("snapshot = %v", got)
 	}
-	for i, want := range []string{"tagcount.new-posting-path", "tagcount.tier-deferral", "tagcount.reconcile-apply"} {
+	for i, want := range []string{"tagcount.new-posting-path", "tagcount.tier-deferral", "tagcount.reconcile-apply", "tagcount.counter-pause"} {
 		f := flagList[i].(map[string]any)
-		if f["name"] != want || f["default"] != false || f["defined"] != true || f["rollout_percent"] != 100.0 {
-			t.Errorf("flag %d = %v, want %s defined at 100%% with default off", i, f, want)
+		rollout := 100.0
+		if want == "tagcount.counter-pause" {
+			rollout = 0 // shipped off
+		}
+		if f["name"] != want || f["default"] != false || f["defined"] != true || f["rollout_percent"] != rollout {
+			t.Errorf("flag %d = %v, want %s defined at %v%% with default off", i, f, want, rollout)
 		}
 		if _, hasValue := f["value"]; hasValue != (i > 0) {
 			t.Errorf("flag %s value = %v; want a value only for instance-wide flags", want, f["value"])

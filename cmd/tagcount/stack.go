@@ -293,7 +293,7 @@ func (s *stack) serveHTTP(context.Context) error {
 		// reader waits on one.
 		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
 		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB}, s.Poster, reader
-		deps.Reconciler, deps.Flags = s.reconciler, s.Flags
+		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 		handler = httpapi.NewServer(deps)
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
@@ -417,7 +417,8 @@ func (s *stack) startCounter(context.Context) error {
 		return nil
 	}
 	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
-		DB: s.DB, Tiers: s.opts.Tiers, TierDeferral: s.Flags.TierDeferral, Logger: s.log, Registerer: s.Registry})
+		DB: s.DB, Tiers: s.opts.Tiers, TierDeferral: s.Flags.TierDeferral, Paused: s.Flags.CounterPaused,
+		Logger: s.log, Registerer: s.Registry})
 	if err != nil {
 		return err
 	}

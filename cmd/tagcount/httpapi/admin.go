@@ -232,3 +232,84 @@ func page(r *http.Request) (after int64, limit int, err error) {
 	}
 	return after, limit, nil
 }
+
+// counterJSON is the counter's switches and how far a catch-up has come.
+type counterJSON struct {
+	// State is running, paused or catching_up.
+	State            string    `json:"state"`
+	CatchUpPerSecond int       `json:"catch_up_per_second,omitempty"`
+	Backlog          int64     `json:"backlog"`
+	BacklogAtResume  int64     `json:"backlog_at_resume,omitempty"`
+	Progress         *float64  `json:"catch_up_progress,omitempty"` // 0..1 of the backlog at resume worked off
+	ChangedAt        time.Time `json:"changed_at"`
+}
+
+func newCounterJSON(st counter.ControlState, flagPaused bool) counterJSON {
+	out := counterJSON{State: "running", Backlog: st.Backlog, ChangedAt: st.ChangedAt.UTC()}
+	switch {
+	case st.Paused || flagPaused:
+		out.State = "paused"
+	case st.CatchUpPerSecond > 0:
+		out.State, out.CatchUpPerSecond, out.BacklogAtResume = "catching_up", st.CatchUpPerSecond, st.BacklogAtResume
+		if st.BacklogAtResume > 0 {
+			p := min(1, max(0, 1-float64(st.Backlog)/float64(st.BacklogAtResume)))
+			out.Progress = &p
+		}
+	}
+	return out
+}
+
+// handleGetCounter serves GET /v1/admin/counter: paused, running or
+// catching up, with the outbox backlog and the catch-up's progress.
+func (s *server) handleGetCounter() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		st, err := s.Control.State(r.Context())
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, newCounterJSON(st, s.Flags.CounterPaused()))
+		return nil
+	})
+}
+
+// handlePauseCounter serves POST /v1/admin/counter/pause: every counter
+// stops applying; posts go on and the outbox grows.
+func (s *server) handlePauseCounter() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.Control.Pause(r.Context()); err != nil {
+			return err
+		}
+		return s.writeCounter(w, r)
+	})
+}
+
+// handleResumeCounter serves POST /v1/admin/counter/resume
+// {"catch_up_per_second": n}: counters apply again, the backlog at most n
+// outbox rows per second per counter process (default
+// counter.DefaultCatchUpPerSecond).
+func (s *server) handleResumeCounter() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		var body struct {
+			CatchUpPerSecond int `json:"catch_up_per_second"`
+		}
+		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
+			return err
+		}
+		if body.CatchUpPerSecond < 0 {
+			return invalid("catch_up_per_second", "invalid_rate", "catch_up_per_second must be positive")
+		}
+		if err := s.Control.Resume(r.Context(), body.CatchUpPerSecond); err != nil {
+			return err
+		}
+		return s.writeCounter(w, r)
+	})
+}
+
+func (s *server) writeCounter(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.Control.State(r.Context())
+	if err != nil {
+		return err
+	}
+	encode(w, http.StatusOK, newCounterJSON(st, s.Flags.CounterPaused()))
+	return nil
+}

@@ -28,6 +28,9 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/admin/reconcile/{id}/corrections", admin(s.handleListCorrections()))
 	mux.Handle("POST /v1/admin/tags/{id}/recount", admin(s.handleRecount()))
 	mux.Handle("GET /v1/admin/flags", admin(s.handleGetFlags()))
+	mux.Handle("GET /v1/admin/counter", admin(s.handleGetCounter()))
+	mux.Handle("POST /v1/admin/counter/pause", admin(s.handlePauseCounter()))
+	mux.Handle("POST /v1/admin/counter/resume", admin(s.handleResumeCounter()))
 	mux.Handle("POST /v1/admin/works/{id}/hide", admin(s.handleHideWork(true)))
 	mux.Handle("POST /v1/admin/works/{id}/unhide", admin(s.handleHideWork(false)))
 

@@ -31,6 +31,7 @@ type Deps struct {
 	Counts     *counter.Reader
 	Reconciler *reconcile.Reconciler
 	Flags      *flags.Client
+	Control    counter.Control
 
 	// Registry is served at /metrics; the server's own request metrics are
 	// registered on it.
