@@ -95,6 +95,50 @@ func recordedNames(rf ruleFile) []string {
 	return names
 }
 
+func TestMonitoringAlertsLinkARunbookSectionOfOperations(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^#+ (.+)$`).FindAllStringSubmatch(string(raw), -1) {
+		anchors[markdownAnchor(m[1])] = true
+	}
+	alerts := 0
+	for _, g := range readRules(t).Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			alerts++
+			link := r.Annotations["runbook_url"]
+			section, ok := strings.CutPrefix(link, "docs/operations.md#")
+			if !ok || !anchors[section] {
+				t.Errorf("alert %s: runbook_url %q is not a section of docs/operations.md", r.Alert, link)
+			}
+		}
+	}
+	if alerts == 0 {
+		t.Error("no alerts found in the rules")
+	}
+}
+
+// markdownAnchor is the fragment a Markdown renderer gives a heading:
+// lower case, punctuation dropped, spaces as dashes.
+func markdownAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('0' <= r && r <= '9'):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 func TestMonitoringRecordingRulesHaveValuesOnALiveStack(t *testing.T) {
 	t.Parallel()
 	prometheusBin := requireTool(t, "prometheus", "prometheus")
