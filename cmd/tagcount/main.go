@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"reconcile": {runReconcile, "find and correct drifted counts now"},
 	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
 	"broker":    {runBroker, "run the embedded Kafka-protocol broker on its own (development, soak tests)"},
+	"queues":    {runQueues, "serve the job queue's web UI (asynqmon) for operators; keep it private"},
 }
 
 func main() {
