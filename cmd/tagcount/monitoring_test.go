@@ -334,9 +334,6 @@ func (p *prometheusServer) query(t *testing.T, q string) []promSample {
 var notExposedByDev = map[string]string{
 	// Made by Prometheus itself for every target, not by tagcount.
 	"up": "Prometheus's scrape health",
-	// The reconcile's negative-count gauge is being added to the reconcile
-	// package alongside these rules.
-	"tagcount_reconcile_negative_counts": "added by the reconcile package's negative-count check",
 }
 
 func TestMonitoringRulesAndDashboardNameOnlyMetricsTheServiceExposes(t *testing.T) {
