@@ -72,12 +72,18 @@ func (b *EmbeddedBroker) Close() { b.cluster.Close() }
 // partition count). It returns an error when no broker answers or the
 // controller refuses the topic.
 func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return ensureTopic(ctx, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1})
+}
+
+// ensureTopic creates the topic tc describes unless it exists.
+func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) error {
 	if len(brokers) == 0 {
 		return errors.New("counter: EnsureTopic needs brokers")
 	}
-	if partitions <= 0 {
-		partitions = DefaultPartitions
+	if tc.NumPartitions <= 0 {
+		tc.NumPartitions = DefaultPartitions
 	}
+	topic := tc.Topic
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	transport := &kafka.Transport{}
@@ -85,9 +91,7 @@ func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{
-			Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1}},
-		})
+		resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{tc}})
 		if err == nil {
 			err = resp.Errors[topic]
 			if err == nil || errors.Is(err, kafka.TopicAlreadyExists) {
@@ -99,10 +103,8 @@ func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions
 		if !errors.As(err, &ne) && !errors.Is(err, kafka.NotController) && !errors.Is(err, kafka.LeaderNotAvailable) {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("counter: create topic %s: %w (last error: %v)", topic, ctx.Err(), lastErr)
-		case <-time.After(time.Duration(100*(attempt+1)) * time.Millisecond):
+		if err := Sleep(ctx, time.Duration(100*(attempt+1))*time.Millisecond); err != nil {
+			return fmt.Errorf("counter: create topic %s: %w (last error: %v)", topic, err, lastErr)
 		}
 	}
 	return fmt.Errorf("counter: create topic %s: %w", topic, lastErr)

@@ -21,6 +21,7 @@ const childEnv = "TAGCOUNT_COUNTER_CHILD"
 type childConfig struct {
 	Brokers []string
 	DSN     string
+	Stream  bool // also run the count-change stream
 }
 
 // TestCounterChildProcess is not a test: it is the counter process that
@@ -51,6 +52,10 @@ func TestCounterChildProcess(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cc.Stream {
+		go counter.NewStream(counter.StreamConfig{DB: db, Brokers: cc.Brokers, Interval: 50 * time.Millisecond,
+			Logger: counter.TestLogger()}).Run(context.Background())
 	}
 	c.Run(context.Background()) // until killed
 }

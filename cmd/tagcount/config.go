@@ -24,6 +24,7 @@ type settings struct {
 	RedisAddr       string
 	KafkaBrokers    string
 	KafkaTopic      string
+	CountsTopic     string
 	KafkaPartitions int
 	AuthSecret      string
 	DataDir         string
@@ -57,6 +58,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
 	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")
 	fs.StringVar(&s.KafkaBrokers, "kafka-brokers", "", "comma-separated Kafka brokers; empty in dev = embedded broker")
+	fs.StringVar(&s.CountsTopic, "kafka-counts-topic", counter.DefaultCountsTopic, "compacted Kafka topic of the count-change stream")
 	fs.StringVar(&s.KafkaTopic, "kafka-topic", counter.DefaultTopic, "Kafka topic of tag-use events")
 	fs.IntVar(&s.KafkaPartitions, "kafka-partitions", counter.DefaultPartitions, "partitions of the topic when tagcount creates it")
 	fs.StringVar(&s.AuthSecret, "auth-secret", "", "HS256 secret for bearer tokens (dev: generated and kept in the data dir)")

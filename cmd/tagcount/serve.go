@@ -39,7 +39,7 @@ func (s *settings) stackOptions() stackOptions {
 	return stackOptions{
 		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Queue: s.Queue, Path: s.PostingPath,
 		AuthSecret: s.AuthSecret, DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
-		Topic: s.KafkaTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
+		Topic: s.KafkaTopic, CountsTopic: s.CountsTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
 		ShutdownTimeout: s.ShutdownTimeout, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
 		Tiers: s.Tiers, PublishDropRate: s.PublishDropRate,
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,

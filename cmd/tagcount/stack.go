@@ -50,6 +50,7 @@ type stackOptions struct {
 	// broker nobody else sees.
 	EmbeddedKafka bool
 	Topic         string
+	CountsTopic   string // the count-change stream's compacted topic
 	Partitions    int
 	GroupID       string
 
@@ -83,6 +84,9 @@ func (o stackOptions) withDefaults() stackOptions {
 	}
 	if o.Topic == "" {
 		o.Topic = counter.DefaultTopic
+	}
+	if o.CountsTopic == "" {
+		o.CountsTopic = counter.DefaultCountsTopic
 	}
 	if o.Partitions <= 0 {
 		o.Partitions = counter.DefaultPartitions
@@ -224,6 +228,11 @@ func (s *stack) startKafka(ctx context.Context) error {
 		}
 		s.closers = append(s.closers, func() error { b.Close(); return nil })
 		s.Brokers = b.Addrs()
+	}
+	if o.Counter {
+		if err := counter.EnsureCountsTopic(ctx, s.Brokers, o.CountsTopic, o.Partitions); err != nil {
+			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
+		}
 	}
 	if o.Worker {
 		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Topic: o.Topic, Logger: s.log,
@@ -423,6 +432,9 @@ func (s *stack) startCounter(context.Context) error {
 		return err
 	}
 	s.goRun("counter", cons.Run)
+	stream := counter.NewStream(counter.StreamConfig{DB: s.DB, Brokers: s.Brokers, Topic: s.opts.CountsTopic,
+		Logger: s.log, Registerer: s.Registry})
+	s.goRun("count-stream", stream.Run)
 	return nil
 }
 

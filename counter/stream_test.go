@@ -1,0 +1,133 @@
+package counter_test
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+// mirror is what a downstream consumer of the count-change stream keeps:
+// each tag's latest numbers, by version.
+type mirror struct {
+	mu   sync.Mutex
+	tags map[int64]counter.CountChange
+	seen int // messages read, duplicates included
+}
+
+// follow reads the count-change topic from its start into m until ctx ends.
+func (m *mirror) follow(ctx context.Context, t *testing.T, brokers []string) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: counter.DefaultCountsTopic,
+		GroupID: "mirror-" + strconv.FormatInt(time.Now().UnixNano(), 36), StartOffset: kafka.FirstOffset,
+		MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	for {
+		msg, err := r.ReadMessage(ctx)
+		if err != nil {
+			return
+		}
+		tag, err := strconv.ParseInt(string(msg.Key), 10, 64)
+		c, derr := counter.DecodeCountChange(msg.Value)
+		if err != nil || derr != nil {
+			t.Errorf("malformed count change %q: %v %v", msg.Value, err, derr)
+			continue
+		}
+		m.mu.Lock()
+		m.seen++
+		if old, ok := m.tags[tag]; !ok || c.Version > old.Version {
+			m.tags[tag] = c // stale and duplicate messages are dropped by version
+		}
+		m.mu.Unlock()
+	}
+}
+
+// differs describes how m differs from tag_counts ("" when equal).
+func (m *mirror) differs(a *archive) string {
+	rows, err := a.db.Query("SELECT tag_id, count, public_count, version FROM tag_counts")
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for rows.Next() {
+		var tag int64
+		var c counter.CountChange
+		rows.Scan(&tag, &c.Count, &c.PublicCount, &c.Version)
+		n++
+		if got := m.tags[tag]; got.Count != c.Count || got.PublicCount != c.PublicCount || got.Version != c.Version {
+			b, _ := json.Marshal(got)
+			return "tag " + strconv.FormatInt(tag, 10) + " mirrored as " + string(b)
+		}
+	}
+	if n != len(m.tags) {
+		return strconv.Itoa(len(m.tags)) + " tags mirrored, " + strconv.Itoa(n) + " counted"
+	}
+	return ""
+}
+
+// TestAMirrorOfTheCountStreamEqualsTheCountsEvenAfterACounterIsKilled runs
+// a counter with the count-change stream in a child process, kills it with
+// SIGKILL while works are posted, runs both again here, and checks that a
+// consumer keeping the latest version of each tag from the stream ends with
+// exactly tag_counts.
+func TestAMirrorOfTheCountStreamEqualsTheCountsEvenAfterACounterIsKilled(t *testing.T) {
+	t.Parallel()
+	a := newArchive(t, archiveOpts{})
+	ctx := context.Background()
+	if err := counter.EnsureCountsTopic(ctx, a.broker.Addrs(), "", 4); err != nil {
+		t.Fatal(err)
+	}
+	hot := a.createTags(2, "warning")
+	pool := a.createTags(200, "freeform")
+	works := workload(rand.New(rand.NewPCG(6, 6)), 1200, hot, pool, 6)
+	announce := func(ev []counter.Event) { a.pub.Announce(ctx, ev) }
+
+	raw, _ := json.Marshal(childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN, Stream: true})
+	child := exec.Command(os.Args[0], "-test.run=^TestCounterChildProcess$")
+	child.Env = append(os.Environ(), childEnv+"="+string(raw))
+	child.Stdout, child.Stderr = os.Stderr, os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	a.postAll(ctx, works[:600], 10, 4, announce)
+	testdb.WaitFor(t, 60*time.Second, "the child to count and publish some", func() bool {
+		var n int
+		a.db.QueryRow("SELECT COUNT(*) FROM tag_counts").Scan(&n)
+		return n > 0
+	})
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+
+	a.startConsumer(a.consumerConfig())
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go counter.NewStream(counter.StreamConfig{DB: a.db.DB, Brokers: a.broker.Addrs(), Interval: 50 * time.Millisecond,
+		Logger: counter.TestLogger()}).Run(sctx)
+	a.postAll(ctx, works[600:], 10, 4, announce)
+	a.waitExact(60 * time.Second)
+
+	m := &mirror{tags: map[int64]counter.CountChange{}}
+	go m.follow(sctx, t, a.broker.Addrs())
+	var diff string
+	testdb.WaitFor(t, 60*time.Second, "the mirror to equal tag_counts", func() bool {
+		diff = m.differs(a)
+		return diff == ""
+	})
+	m.mu.Lock()
+	t.Logf("mirror of %d tags from %d messages", len(m.tags), m.seen)
+	m.mu.Unlock()
+}
