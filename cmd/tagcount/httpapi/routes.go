@@ -8,25 +8,24 @@ import (
 
 // addRoutes maps the whole HTTP API of docs/api.md.
 func (s *server) addRoutes(mux *http.ServeMux) {
-	author := func(h http.Handler) http.Handler { return s.requireAuth(false, h) }
-	admin := func(h http.Handler) http.Handler { return s.requireAuth(true, h) }
+	mux.Handle("POST /v1/drafts", s.api(classWrite, DefaultBodyLimit, s.handleCreateDraft()))
+	mux.Handle("GET /v1/drafts/{id}", s.api(classRead, 0, s.handleGetDraft()))
+	mux.Handle("PUT /v1/drafts/{id}", s.api(classWrite, DefaultBodyLimit, s.handleReplaceDraft()))
+	mux.Handle("DELETE /v1/drafts/{id}", s.api(classWrite, 0, s.handleDeleteDraft()))
+	mux.Handle("POST /v1/drafts/{id}/post", s.api(classWrite, 0, s.handlePostDraft()))
+	mux.Handle("GET /v1/works/{id}", s.api(classRead, 0, s.handleGetWork()))
+	mux.Handle("PUT /v1/works/{id}", s.api(classWrite, DefaultBodyLimit, s.handleUpdateWork()))
+	mux.Handle("DELETE /v1/works/{id}", s.api(classWrite, 0, s.handleDeleteWork()))
 
-	mux.Handle("POST /v1/drafts", author(s.handleCreateDraft()))
-	mux.Handle("GET /v1/drafts/{id}", author(s.handleGetDraft()))
-	mux.Handle("PUT /v1/drafts/{id}", author(s.handleReplaceDraft()))
-	mux.Handle("DELETE /v1/drafts/{id}", author(s.handleDeleteDraft()))
-	mux.Handle("POST /v1/drafts/{id}/post", author(s.handlePostDraft()))
-	mux.Handle("GET /v1/works/{id}", author(s.handleGetWork()))
-	mux.Handle("PUT /v1/works/{id}", author(s.handleUpdateWork()))
-	mux.Handle("DELETE /v1/works/{id}", author(s.handleDeleteWork()))
+	mux.Handle("GET /v1/tags/{id}", s.api(classRead, 0, s.handleGetTag()))
+	mux.Handle("GET /v1/tags", s.api(classRead, 0, s.handleListTags()))
 
-	mux.Handle("GET /v1/tags/{id}", author(s.handleGetTag()))
-	mux.Handle("GET /v1/tags", author(s.handleListTags()))
-
-	mux.Handle("POST /v1/admin/reconcile", admin(s.handleStartReconcile()))
-	mux.Handle("GET /v1/admin/reconcile/{id}", admin(s.handleGetReconcile()))
-	mux.Handle("POST /v1/admin/tags/{id}/recount", admin(s.handleRecount()))
-	mux.Handle("GET /v1/admin/flags", admin(s.handleGetFlags()))
+	mux.Handle("POST /v1/admin/reconcile", s.api(classAdmin, reconcileBodyLimit, s.handleStartReconcile()))
+	mux.Handle("GET /v1/admin/reconcile/{id}", s.api(classAdmin, 0, s.handleGetReconcile()))
+	mux.Handle("POST /v1/admin/tags/{id}/recount", s.api(classAdmin, reconcileBodyLimit, s.handleRecount()))
+	mux.Handle("GET /v1/admin/flags", s.api(classAdmin, 0, s.handleGetFlags()))
+	// Health is read when things go wrong: no database slot to wait for.
+	mux.Handle("GET /v1/admin/health", s.requireAuth(true, s.rateLimit(classAdmin, s.handleHealth())))
 
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Code: "no_such_route", Message: "no route " + r.Method + " " + r.URL.Path}
