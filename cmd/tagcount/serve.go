@@ -43,6 +43,7 @@ func (s *settings) stackOptions() stackOptions {
 		ShutdownTimeout: s.ShutdownTimeout, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},
+		Edge: s.Edge.edge(),
 	}
 }
 

@@ -64,6 +64,11 @@ type stackOptions struct {
 	JobPoll         time.Duration // how often an idle worker checks for jobs
 	JobConcurrency  int           // jobs run at once
 	Logger          *slog.Logger
+	// Edge is the HTTP layer's deadlines, timeouts and limits. Its zero
+	// rate limits are off, so the load generator and the tests, which start
+	// stacks in process, measure the service rather than the limiter; the
+	// serving commands fill it from settings, whose defaults are httpapi's.
+	Edge httpapi.Edge
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -124,6 +129,7 @@ type stack struct {
 	err        error
 	closeOnce  sync.Once
 	queue      *asynq.Client
+	redis      *redis.Client // the API's rate limiter and the readiness check
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
 }
@@ -271,12 +277,28 @@ func (s *stack) buildReconciler(context.Context) error {
 // API in the API role. On Close, requests in flight finish (up to the
 // shutdown timeout) before anything they use is closed.
 func (s *stack) serveHTTP(context.Context) error {
+	if s.opts.API {
+		if err := s.Auth.Check(); err != nil {
+			return err
+		}
+	}
+	if s.opts.API || s.opts.Worker {
+		// One long-lived client with short timeouts: a slow Redis must not
+		// hold requests (the limiter fails open) or readiness probes.
+		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, DialTimeout: time.Second,
+			ReadTimeout: time.Second, WriteTimeout: time.Second, ContextTimeoutEnabled: true})
+		s.closers = append(s.closers, s.redis.Close)
+	}
 	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.opts.HTTPAddr, err)
 	}
 	s.URL = "http://" + ln.Addr().String()
-	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks()}
+	edge := s.opts.Edge
+	edge.DBSlots = s.DB.Stats().MaxOpenConnections
+	edge.RateLimits.Redis = s.redis
+	edge = edge.WithDefaults()
+	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks(), Edge: edge}
 	var handler http.Handler
 	if !s.opts.API {
 		handler = httpapi.NewOpsServer(deps)
@@ -289,7 +311,8 @@ func (s *stack) serveHTTP(context.Context) error {
 		deps.Reconciler, deps.Flags = s.reconciler, s.Flags
 		handler = httpapi.NewServer(deps)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: edge.ReadHeaderTimeout, ReadTimeout: edge.ReadTimeout,
+		WriteTimeout: edge.WriteTimeout, IdleTimeout: edge.IdleTimeout, MaxHeaderBytes: edge.MaxHeaderBytes}
 	s.goRun("http", func(ctx context.Context) error {
 		drained := make(chan struct{})
 		go func() {
@@ -309,13 +332,14 @@ func (s *stack) serveHTTP(context.Context) error {
 	return nil
 }
 
-// readyChecks lists the dependencies this process's roles use.
+// readyChecks lists the dependencies this process's roles use. Redis is
+// optional for the API alone: a Post is recorded on the draft row and
+// enqueued once Redis is back, so the API still serves its role.
 func (s *stack) readyChecks() []httpapi.Check {
 	checks := []httpapi.Check{{Name: "mysql", Err: s.DB.PingContext}}
-	if s.opts.API || s.opts.Worker {
-		checks = append(checks, httpapi.Check{Name: "redis", Err: func(ctx context.Context) error {
-			return pingRedis(ctx, s.opts.RedisAddr)
-		}})
+	if s.redis != nil {
+		checks = append(checks, httpapi.Check{Name: "redis", Optional: !s.opts.Worker,
+			Err: func(ctx context.Context) error { return s.redis.Ping(ctx).Err() }})
 	}
 	if s.opts.Worker || s.opts.Counter {
 		checks = append(checks, httpapi.Check{Name: "kafka", Err: s.dialBroker})
