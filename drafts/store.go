@@ -42,14 +42,24 @@ type Store struct {
 }
 
 // CreateDraft inserts a draft for author and returns it. The draft is durable
-// when CreateDraft returns nil.
+// when CreateDraft returns nil; when ctx ends first it returns ctx's error
+// and the draft is not saved.
 func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Draft, error) {
 	tags, err := json.Marshal(c.Tags)
 	if err != nil {
 		return Draft{}, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	res, err := s.DB.ExecContext(ctx,
+	// An explicit transaction, not autocommit: an INSERT the server got
+	// but had not answered when ctx ended would still commit on its own,
+	// saving a draft the client was told failed; without a COMMIT it is
+	// rolled back when the driver drops the connection.
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return Draft{}, fmt.Errorf("create draft: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx,
 		`INSERT INTO drafts (author_id, title, body, tags, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		authorID, c.Title, c.Body, tags, now, now)
 	if err != nil {
@@ -58,6 +68,9 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 	id, err := res.LastInsertId()
 	if err != nil {
 		return Draft{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Draft{}, fmt.Errorf("create draft: %w", err)
 	}
 	// Everything in the row is known: no need to read it back.
 	return Draft{ID: id, AuthorID: authorID, Content: c, State: StateDraft, Version: 1, CreatedAt: now, UpdatedAt: now}, nil

@@ -237,7 +237,9 @@ func readAll(w http.ResponseWriter, r *http.Request, limit, hint int64, discard 
 		dst = io.Discard
 	}
 	_, err := io.Copy(dst, http.MaxBytesReader(w, r.Body, limit))
-	rc.SetReadDeadline(time.Time{})
+	if err == nil {
+		rc.SetReadDeadline(time.Time{})
+	} // else the deadline stays: the server must not wait for the rest before answering
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, &Error{Status: http.StatusRequestTimeout, Code: "request_timeout",
