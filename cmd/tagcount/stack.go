@@ -283,10 +283,11 @@ func (s *stack) serveHTTP(context.Context) error {
 		}
 	}
 	if s.opts.API || s.opts.Worker {
-		// One long-lived client with short timeouts: a slow Redis must not
-		// hold requests (the limiter fails open) or readiness probes.
+		// One long-lived client with short timeouts and no retries: a slow
+		// or absent Redis must not hold requests (the limiter fails open at
+		// once) or readiness probes.
 		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, DialTimeout: time.Second,
-			ReadTimeout: time.Second, WriteTimeout: time.Second, ContextTimeoutEnabled: true})
+			ReadTimeout: time.Second, WriteTimeout: time.Second, ContextTimeoutEnabled: true, MaxRetries: -1})
 		s.closers = append(s.closers, s.redis.Close)
 	}
 	ln, err := net.Listen("tcp", s.opts.HTTPAddr)

@@ -164,9 +164,10 @@ func (a *testAPI) metric(name string, labels ...string) float64 {
 	return 0
 }
 
-// testRedis is a client of the machine's Redis that the test closes.
+// testRedis is a Redis client as the stack makes it, closed when the test
+// ends.
 func testRedis(t *testing.T, addr string) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
 	return c
 }

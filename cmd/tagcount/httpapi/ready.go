@@ -53,10 +53,11 @@ func (c checkResult) state() string {
 	return stateDown
 }
 
-// readiness runs the checks at most once per readyCacheTTL.
+// readiness runs the checks at most once per ttl (readyCacheTTL when 0).
 type readiness struct {
 	checks []Check
 	log    *slog.Logger
+	ttl    time.Duration
 
 	mu      sync.Mutex
 	at      time.Time
@@ -69,7 +70,11 @@ type readiness struct {
 func (rd *readiness) current(ctx context.Context) []checkResult {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
-	if rd.results != nil && time.Since(rd.at) < readyCacheTTL {
+	ttl := rd.ttl
+	if ttl <= 0 {
+		ttl = readyCacheTTL
+	}
+	if rd.results != nil && time.Since(rd.at) < ttl {
 		return rd.results
 	}
 	// A caller that hangs up must not fail the checks everyone else reads.
