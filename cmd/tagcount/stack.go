@@ -64,10 +64,12 @@ type stackOptions struct {
 	JobPoll         time.Duration // how often an idle worker checks for jobs
 	JobConcurrency  int           // jobs run at once
 	Logger          *slog.Logger
-	// Edge is the HTTP layer's deadlines, timeouts and limits. Its zero
-	// rate limits are off, so the load generator and the tests, which start
-	// stacks in process, measure the service rather than the limiter; the
-	// serving commands fill it from settings, whose defaults are httpapi's.
+	// Edge is the HTTP layer's deadlines, timeouts and limits; the serving
+	// commands fill it from settings, whose defaults are httpapi's. The
+	// load generator and the tests start stacks in process and measure the
+	// service, not its guards: zero rate limits are off, and a zero request
+	// timeout is the driver's I/O timeout, past InnoDB's lock wait timeout,
+	// so a post stuck behind locks is reported as the database reports it.
 	Edge httpapi.Edge
 }
 
@@ -286,8 +288,8 @@ func (s *stack) serveHTTP(context.Context) error {
 		// One long-lived client with short timeouts and no retries: a slow
 		// or absent Redis must not hold requests (the limiter fails open at
 		// once) or readiness probes.
-		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, DialTimeout: time.Second,
-			ReadTimeout: time.Second, WriteTimeout: time.Second, ContextTimeoutEnabled: true, MaxRetries: -1})
+		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
 		s.closers = append(s.closers, s.redis.Close)
 	}
 	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
@@ -296,6 +298,9 @@ func (s *stack) serveHTTP(context.Context) error {
 	}
 	s.URL = "http://" + ln.Addr().String()
 	edge := s.opts.Edge
+	if edge.RequestTimeout == 0 {
+		edge.RequestTimeout = migrations.DefaultIOTimeout // see stackOptions.Edge
+	}
 	edge.DBSlots = s.DB.Stats().MaxOpenConnections
 	edge.RateLimits.Redis = s.redis
 	edge = edge.WithDefaults()

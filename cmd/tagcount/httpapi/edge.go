@@ -25,7 +25,7 @@ const (
 	DefaultRequestTimeout    = 10 * time.Second
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 15 * time.Second
-	DefaultWriteTimeout      = 30 * time.Second
+	DefaultWriteTimeout      = DefaultRequestTimeout + writeMargin
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10 // a bearer token is a few hundred bytes
 	// DefaultMaxInFlight is four requests per connection of the default
@@ -40,6 +40,10 @@ const (
 	// once: sixteen 4 MiB bodies, or a thousand typical ones.
 	DefaultBodyBytesInFlight = 64 << 20
 )
+
+// writeMargin is how much longer than the deadline the write timeout is by
+// default: time to write the answer of a request that used all of it.
+const writeMargin = 20 * time.Second
 
 // Edge is how the HTTP layer keeps the service answering: deadlines, the
 // http.Server's timeouts, shedding when full, and rate limits. Zero fields
@@ -65,7 +69,8 @@ type Edge struct {
 	MaxHeaderBytes                                            int
 }
 
-// WithDefaults returns e with its zero fields set to the defaults.
+// WithDefaults returns e with its zero fields set to the defaults; a zero
+// write timeout is the deadline plus a margin to write the answer.
 func (e Edge) WithDefaults() Edge {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -76,7 +81,7 @@ func (e Edge) WithDefaults() Edge {
 	def(&e.QueueWait, DefaultQueueWait)
 	def(&e.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&e.ReadTimeout, DefaultReadTimeout)
-	def(&e.WriteTimeout, DefaultWriteTimeout)
+	def(&e.WriteTimeout, e.RequestTimeout+writeMargin)
 	def(&e.IdleTimeout, DefaultIdleTimeout)
 	def(&e.RateLimits.Timeout, DefaultRateLimitTimeout)
 	if e.MaxInFlight <= 0 {

@@ -167,7 +167,7 @@ func (a *testAPI) metric(name string, labels ...string) float64 {
 // testRedis is a Redis client as the stack makes it, closed when the test
 // ends.
 func testRedis(t *testing.T, addr string) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	return c
 }

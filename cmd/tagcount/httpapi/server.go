@@ -1,8 +1,9 @@
 // Package httpapi is tagcount's one HTTP layer: every route (routes.go shows
 // the whole surface), the handlers and their request and response types,
-// decoding and encoding, bearer-token authentication, the error shape and
-// the one table that maps the domain packages' errors to statuses
-// (errors.go). It is the only package below main that serves HTTP; the
+// decoding and encoding, bearer-token authentication, the guards every
+// request meets (request ids, deadlines, shedding and rate limits: edge.go,
+// ratelimit.go), readiness, the error shape and the one table that maps the
+// domain packages' errors to statuses (errors.go). It is the only package below main that serves HTTP; the
 // domain packages it calls know nothing of it.
 package httpapi
 
@@ -83,8 +84,8 @@ func newServer(d Deps) *server {
 }
 
 // outer wraps every route: the request id first, so every answer and log
-// line carries it, then the deadline, then the metrics (inside the deadline,
-// so they see the route the mux matched).
+// line carries it, then the deadline, then the metrics, which must get the
+// very request the mux gets to see the route it matched.
 func (s *server) outer(mux *http.ServeMux) http.Handler {
 	return withRequestID(s.deadline(s.instrument(mux)))
 }
