@@ -42,14 +42,15 @@ type Store struct {
 }
 
 // CreateDraft inserts a draft for author and returns it. The draft is durable
-// when CreateDraft returns nil.
+// when CreateDraft returns nil; when ctx ends first it returns ctx's error
+// and the draft is not saved.
 func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Draft, error) {
 	tags, err := json.Marshal(c.Tags)
 	if err != nil {
 		return Draft{}, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	res, err := s.DB.ExecContext(ctx,
+	res, err := s.exec(ctx,
 		`INSERT INTO drafts (author_id, title, body, tags, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		authorID, c.Title, c.Body, tags, c.visibility(), now, now)
 	if err != nil {
@@ -61,6 +62,26 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 	}
 	// Everything in the row is known: no need to read it back.
 	return Draft{ID: id, AuthorID: authorID, Content: c, State: StateDraft, Version: 1, CreatedAt: now, UpdatedAt: now}, nil
+}
+
+// exec runs one write of an author's request in an explicit transaction,
+// not autocommit: a statement the server received but had not answered
+// when ctx ended (a database that stopped answering) would still commit on
+// its own, saving a change the client was told failed; without a COMMIT it
+// is rolled back when the driver drops the connection. (Only a deadline
+// passing while the COMMIT itself is in flight leaves the outcome
+// unknown.)
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return res, tx.Commit()
 }
 
 // FindDraftByID returns author's draft id, or ErrNotFound when it does not
@@ -93,7 +114,7 @@ func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content)
 	if err != nil {
 		return Draft{}, err
 	}
-	res, err := s.DB.ExecContext(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, visibility = ?, version = version + 1,
+	res, err := s.exec(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, visibility = ?, version = version + 1,
 		state = 'draft', error = NULL, updated_at = NOW(6)
 		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`, c.Title, c.Body, tags, c.visibility(), id, authorID)
 	if err != nil {
@@ -109,7 +130,7 @@ func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content)
 // author's, ErrQueued if queued, ErrPosted if it has a work (deleting the
 // draft would orphan the work).
 func (s *Store) DeleteDraft(ctx context.Context, authorID, id int64) error {
-	res, err := s.DB.ExecContext(ctx, `DELETE FROM drafts WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')
+	res, err := s.exec(ctx, `DELETE FROM drafts WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed')
 		AND work_id IS NULL`, id, authorID)
 	if err != nil {
 		return fmt.Errorf("delete draft: %w", err)
@@ -172,7 +193,7 @@ func (s *Store) QueueDelete(ctx context.Context, authorID, id int64) (int64, err
 // queue runs an UPDATE that sets version = LAST_INSERT_ID(...), so the new
 // version comes back without another read.
 func (s *Store) queue(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := s.DB.ExecContext(ctx, query, args...)
+	res, err := s.exec(ctx, query, args...)
 	if err != nil {
 		return 0, err
 	}

@@ -21,6 +21,14 @@ const DefaultDSN = "root@tcp(127.0.0.1:3306)/tagcount?parseTime=true"
 // DefaultMaxOpenConns is the size of a pool Open returns.
 const DefaultMaxOpenConns = 64
 
+// DefaultIOTimeout is the driver's read and write timeout when the DSN sets
+// none (readTimeout, writeTimeout): how long one packet may take to arrive or
+// leave before the connection is given up. It bounds a statement that runs
+// without a context deadline on a server that stopped answering, so it must
+// be longer than the longest legitimate statement: reconcile's snapshot
+// queries take tens of seconds on a large archive.
+const DefaultIOTimeout = 60 * time.Second
+
 // DB is a connection pool that knows which server it talks to. Every
 // tagcount package takes a *DB; what differs between MariaDB and MySQL is
 // probed once, when the pool is opened.
@@ -51,25 +59,10 @@ type Querier interface {
 // probes the server's flavor. The returned error names the address and how
 // to start MariaDB when the server is unreachable.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	cfg, err := mysql.ParseDSN(dsn)
+	cfg, err := openConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("bad MySQL DSN: %w", err)
+		return nil, err
 	}
-	cfg.ParseTime = true
-	cfg.Loc = time.UTC
-	// Interpolate arguments client-side: a server-side prepared statement
-	// costs three round trips (prepare, execute, close) and a parse for every
-	// query, which dominated the posting path's database time. Safe with the
-	// utf8mb4 connection charset; the driver refuses it for unsafe charsets.
-	cfg.InterpolateParams = true
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second // dial
-	}
-	if cfg.Params == nil {
-		cfg.Params = map[string]string{}
-	}
-	// Every session reads and writes UTC, whatever the server's zone.
-	cfg.Params["time_zone"] = "'+00:00'"
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bad MySQL DSN: %w", err)
@@ -85,6 +78,36 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("MySQL at %s is unreachable (%w); start it (e.g. `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`) or set TAGCOUNT_MYSQL_DSN", cfg.Addr, err)
 	}
 	return db, nil
+}
+
+// openConfig parses dsn and adds the settings Open promises.
+func openConfig(dsn string) (*mysql.Config, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("bad MySQL DSN: %w", err)
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	// Interpolate arguments client-side: a server-side prepared statement
+	// costs three round trips (prepare, execute, close) and a parse for every
+	// query, which dominated the posting path's database time. Safe with the
+	// utf8mb4 connection charset; the driver refuses it for unsafe charsets.
+	cfg.InterpolateParams = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second // dial
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = DefaultIOTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultIOTimeout
+	}
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	// Every session reads and writes UTC, whatever the server's zone.
+	cfg.Params["time_zone"] = "'+00:00'"
+	return cfg, nil
 }
 
 // probe reads what the server is, once per pool.

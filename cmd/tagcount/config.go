@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
@@ -44,6 +46,7 @@ type settings struct {
 	// PublishDropRate is fault injection for soak tests: the share of
 	// announcements the worker drops as if lost.
 	PublishDropRate float64
+	Edge            edgeSettings
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -75,6 +78,83 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.JobConcurrency, "job-concurrency", poster.DefaultJobConcurrency, "jobs a worker runs at once")
 	fs.DurationVar(&s.JobPoll, "job-poll", poster.DefaultJobPoll, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
+	s.Edge.register(fs)
+}
+
+// edgeSettings are the HTTP layer's deadlines, limits and rate limits
+// (docs/operations.md, "Limits and timeouts").
+type edgeSettings struct {
+	RequestTimeout    time.Duration
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	MaxInFlight       int
+	QueueWait         time.Duration
+	BodyBytesInFlight int64
+
+	Writes, Reads, Admin, Anonymous httpapi.RateLimit
+	RateLimitPrefix                 string
+	RateLimitTimeout                time.Duration
+	TrustedProxies                  string
+	trustedProxies                  []netip.Prefix // parsed by validate
+}
+
+func (e *edgeSettings) register(fs *flag.FlagSet) {
+	fs.DurationVar(&e.RequestTimeout, "request-timeout", httpapi.DefaultRequestTimeout, "every API request's deadline; past it the answer is 503 timeout")
+	fs.DurationVar(&e.ReadHeaderTimeout, "http-read-header-timeout", httpapi.DefaultReadHeaderTimeout, "how long a client may take to send a request's headers")
+	fs.DurationVar(&e.ReadTimeout, "http-read-timeout", httpapi.DefaultReadTimeout, "how long a client may take to send a whole request")
+	fs.DurationVar(&e.WriteTimeout, "http-write-timeout", httpapi.DefaultWriteTimeout, "how long a request may take from its headers to the end of its answer; longer than --request-timeout")
+	fs.DurationVar(&e.IdleTimeout, "http-idle-timeout", httpapi.DefaultIdleTimeout, "how long an idle keep-alive connection is kept")
+	fs.IntVar(&e.MaxHeaderBytes, "http-max-header-bytes", httpapi.DefaultMaxHeaderBytes, "largest request header block")
+	fs.IntVar(&e.MaxInFlight, "max-in-flight", httpapi.DefaultMaxInFlight, "API requests served at once; more are answered 503 overloaded")
+	fs.DurationVar(&e.QueueWait, "queue-wait", httpapi.DefaultQueueWait, "longest wait for a database slot or body memory before 503 overloaded")
+	fs.Int64Var(&e.BodyBytesInFlight, "body-bytes-in-flight", httpapi.DefaultBodyBytesInFlight, "bytes of request bodies held in memory at once")
+	for _, l := range []struct {
+		name, who string
+		limit     *httpapi.RateLimit
+		def       httpapi.RateLimit
+	}{
+		{"writes", "an author's writes (POST, PUT, DELETE)", &e.Writes, httpapi.DefaultWriteLimit},
+		{"reads", "an author's reads (GET)", &e.Reads, httpapi.DefaultReadLimit},
+		{"admin", "an admin's requests to admin routes", &e.Admin, httpapi.DefaultAdminLimit},
+		{"anonymous", "requests without a valid token, per client address", &e.Anonymous, httpapi.DefaultAnonymousLimit},
+	} {
+		fs.Float64Var(&l.limit.PerSecond, "rate-limit-"+l.name, l.def.PerSecond, "requests a second allowed for "+l.who+"; 0 = unlimited")
+		fs.IntVar(&l.limit.Burst, "rate-limit-"+l.name+"-burst", l.def.Burst, "requests at once allowed for "+l.who+" after a quiet spell")
+	}
+	fs.StringVar(&e.RateLimitPrefix, "rate-limit-prefix", httpapi.DefaultRateLimitPrefix, "prefix of the rate limiter's Redis keys; replicas sharing it share the limits")
+	fs.DurationVar(&e.RateLimitTimeout, "rate-limit-timeout", httpapi.DefaultRateLimitTimeout, "longest wait for the rate limiter's Redis; past it the request is served")
+	fs.StringVar(&e.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client address")
+}
+
+// validate parses the trusted proxies and checks the timeouts fit together.
+func (e *edgeSettings) validate() error {
+	e.trustedProxies = nil
+	for _, c := range strings.Split(e.TrustedProxies, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %q is not a CIDR such as 10.0.0.0/8", c)
+		}
+		e.trustedProxies = append(e.trustedProxies, p.Masked())
+	}
+	if e.WriteTimeout <= e.RequestTimeout {
+		return fmt.Errorf("--http-write-timeout (%v) must be longer than --request-timeout (%v), or a timed-out request's 503 is never sent",
+			e.WriteTimeout, e.RequestTimeout)
+	}
+	return nil
+}
+
+func (e *edgeSettings) edge() httpapi.Edge {
+	return httpapi.Edge{RequestTimeout: e.RequestTimeout, MaxInFlight: e.MaxInFlight, QueueWait: e.QueueWait,
+		BodyBytesInFlight: e.BodyBytesInFlight, ReadHeaderTimeout: e.ReadHeaderTimeout, ReadTimeout: e.ReadTimeout,
+		WriteTimeout: e.WriteTimeout, IdleTimeout: e.IdleTimeout, MaxHeaderBytes: e.MaxHeaderBytes,
+		RateLimits: httpapi.RateLimits{Prefix: e.RateLimitPrefix, Timeout: e.RateLimitTimeout,
+			Writes: e.Writes, Reads: e.Reads, Admin: e.Admin, Anonymous: e.Anonymous, TrustedProxies: e.trustedProxies}}
 }
 
 // parse parses args into a new flag set named name, with s registered and
@@ -106,6 +186,9 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 		if _, _, err := parseClock(s.ReconcileAt); err != nil {
 			return nil, err
 		}
+		if err := s.Edge.validate(); err != nil {
+			return nil, err
+		}
 	}
 	return fs.Args(), nil
 }
@@ -134,8 +217,10 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	// Every line logged with a request's context names the request.
+	return slog.New(httpapi.LogHandler(h))
 }

@@ -26,8 +26,22 @@ import (
 func testStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
 	name := fmt.Sprintf("tc_e2e_%d", time.Now().UnixNano())
-	o.MySQLDSN, o.Database, o.Create, o.Migrate = testdb.ServerDSN(), name, true, true
+	if o.MySQLDSN == "" {
+		o.MySQLDSN = testdb.ServerDSN()
+	}
+	o.Database, o.Create, o.Migrate = name, true, true
 	o.RedisAddr, o.Queue = testdb.RequireRedis(t), testdb.Queue(t)
+	// The tests poll one author's drafts many times a second: limits far
+	// above that, on the test's own keys, so the limiter runs but never
+	// decides a test (edge_test.go checks the real defaults).
+	if o.Edge.RateLimits.Prefix == "" {
+		o.Edge.RateLimits.Prefix = o.Queue + ":"
+	}
+	if (o.Edge.RateLimits.Writes == httpapi.RateLimit{}) {
+		generous := httpapi.RateLimit{PerSecond: 10000, Burst: 10000}
+		o.Edge.RateLimits.Writes, o.Edge.RateLimits.Reads = generous, generous
+		o.Edge.RateLimits.Admin, o.Edge.RateLimits.Anonymous = generous, generous
+	}
 	o.AuthSecret = "test-secret-test-secret-test-secret"
 	o.DataDir, o.Partitions, o.GroupID = t.TempDir(), 4, name
 	o.API, o.Worker, o.Counter, o.EmbeddedKafka = true, true, true, true

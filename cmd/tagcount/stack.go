@@ -67,6 +67,13 @@ type stackOptions struct {
 	Tiers           counter.Tiers // zero fields take counter.DefaultTiers
 	PublishDropRate float64       // fault injection (soak tests)
 	Logger          *slog.Logger
+	// Edge is the HTTP layer's deadlines, timeouts and limits; the serving
+	// commands fill it from settings, whose defaults are httpapi's. The
+	// load generator and the tests start stacks in process and measure the
+	// service, not its guards: zero rate limits are off, and a zero request
+	// timeout is the driver's I/O timeout, past InnoDB's lock wait timeout,
+	// so a post stuck behind locks is reported as the database reports it.
+	Edge httpapi.Edge
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -131,6 +138,7 @@ type stack struct {
 	closeOnce  sync.Once
 	queue      *asynq.Client
 	inspector  *asynq.Inspector
+	redis      *redis.Client // the API's rate limiter and the readiness check
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
 }
@@ -287,12 +295,32 @@ func (s *stack) buildReconciler(context.Context) error {
 // API in the API role. On Close, requests in flight finish (up to the
 // shutdown timeout) before anything they use is closed.
 func (s *stack) serveHTTP(context.Context) error {
+	if s.opts.API {
+		if err := s.Auth.Check(); err != nil {
+			return err
+		}
+	}
+	if s.opts.API || s.opts.Worker {
+		// One long-lived client with short timeouts and no retries: a slow
+		// or absent Redis must not hold requests (the limiter fails open at
+		// once) or readiness probes.
+		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
+		s.closers = append(s.closers, s.redis.Close)
+	}
 	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.opts.HTTPAddr, err)
 	}
 	s.URL = "http://" + ln.Addr().String()
-	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks()}
+	edge := s.opts.Edge
+	if edge.RequestTimeout == 0 {
+		edge.RequestTimeout = migrations.DefaultIOTimeout // see stackOptions.Edge
+	}
+	edge.DBSlots = s.DB.Stats().MaxOpenConnections
+	edge.RateLimits.Redis = s.redis
+	edge = edge.WithDefaults()
+	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks(), Edge: edge}
 	var handler http.Handler
 	if !s.opts.API {
 		handler = httpapi.NewOpsServer(deps)
@@ -305,7 +333,8 @@ func (s *stack) serveHTTP(context.Context) error {
 		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 		handler = httpapi.NewServer(deps)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: edge.ReadHeaderTimeout, ReadTimeout: edge.ReadTimeout,
+		WriteTimeout: edge.WriteTimeout, IdleTimeout: edge.IdleTimeout, MaxHeaderBytes: edge.MaxHeaderBytes}
 	s.goRun("http", func(ctx context.Context) error {
 		drained := make(chan struct{})
 		go func() {
@@ -325,13 +354,14 @@ func (s *stack) serveHTTP(context.Context) error {
 	return nil
 }
 
-// readyChecks lists the dependencies this process's roles use.
+// readyChecks lists the dependencies this process's roles use. Redis is
+// optional for the API alone: a Post is recorded on the draft row and
+// enqueued once Redis is back, so the API still serves its role.
 func (s *stack) readyChecks() []httpapi.Check {
 	checks := []httpapi.Check{{Name: "mysql", Err: s.DB.PingContext}}
-	if s.opts.API || s.opts.Worker {
-		checks = append(checks, httpapi.Check{Name: "redis", Err: func(ctx context.Context) error {
-			return pingRedis(ctx, s.opts.RedisAddr)
-		}})
+	if s.redis != nil {
+		checks = append(checks, httpapi.Check{Name: "redis", Optional: !s.opts.Worker,
+			Err: func(ctx context.Context) error { return s.redis.Ping(ctx).Err() }})
 	}
 	if s.opts.Worker || s.opts.Counter {
 		checks = append(checks, httpapi.Check{Name: "kafka", Err: s.dialBroker})

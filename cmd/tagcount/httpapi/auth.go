@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,9 +34,45 @@ type claims struct {
 	jwt.RegisteredClaims
 }
 
+// UnmarshalJSON refuses a time claim written as a string: RFC 7519 makes
+// exp, nbf and iat numbers, and jwt's NumericDate would otherwise read
+// "exp": "99999999999" as a number.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	var times struct {
+		Exp json.RawMessage `json:"exp"`
+		Nbf json.RawMessage `json:"nbf"`
+		Iat json.RawMessage `json:"iat"`
+	}
+	if err := json.Unmarshal(b, &times); err != nil {
+		return err
+	}
+	for name, raw := range map[string]json.RawMessage{"exp": times.Exp, "nbf": times.Nbf, "iat": times.Iat} {
+		if bytes.HasPrefix(bytes.TrimSpace(raw), []byte(`"`)) {
+			return fmt.Errorf("claim %s is a string, not a number", name)
+		}
+	}
+	type plain claims // without this method
+	return json.Unmarshal(b, (*plain)(c))
+}
+
+// MinSecretLen is the shortest secret the API accepts: an HS256 key shorter
+// than the hash (32 bytes) is weaker than the signature it makes, and a
+// short one can be found by trying.
+const MinSecretLen = 32
+
 // Auth verifies HS256 bearer tokens signed with Secret.
 type Auth struct {
 	Secret []byte
+}
+
+// Check returns an error naming TAGCOUNT_AUTH_SECRET when the secret is
+// shorter than MinSecretLen bytes, nil when the API may start with it.
+func (a Auth) Check() error {
+	if len(a.Secret) < MinSecretLen {
+		return fmt.Errorf("TAGCOUNT_AUTH_SECRET (or --auth-secret) must be at least %d bytes, not %d; generate one with `openssl rand -hex 32`",
+			MinSecretLen, len(a.Secret))
+	}
+	return nil
 }
 
 // IssueToken returns an HS256 token for author with role, valid for ttl.
@@ -79,17 +118,30 @@ func principalFrom(ctx context.Context) Principal {
 // authorID is the id of the author a request acts for.
 func authorID(r *http.Request) int64 { return principalFrom(r.Context()).AuthorID }
 
+// bearerToken returns the token of an Authorization header; the scheme's
+// name is case-insensitive (RFC 9110, section 11.1).
+func bearerToken(h string) (string, bool) {
+	scheme, tok, _ := strings.Cut(strings.TrimSpace(h), " ")
+	tok = strings.TrimSpace(tok)
+	return tok, strings.EqualFold(scheme, "Bearer") && tok != ""
+}
+
 // requireAuth wraps next so it runs only with a valid bearer token (401
-// otherwise) and, when admin is true, only for an admin (403 otherwise).
+// otherwise) and, when admin is true, only for an admin (403 otherwise). A
+// request without a valid token counts against its client address's rate
+// limit, so guessing tokens is throttled like any other abuse.
 func (s *server) requireAuth(admin bool, next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		h := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || strings.TrimSpace(tok) == "" {
-			return unauthorized("missing bearer token")
+		tok, ok := bearerToken(r.Header.Get("Authorization"))
+		var p Principal
+		var err error = unauthorized("missing bearer token")
+		if ok {
+			p, err = s.auth.Verify(tok)
 		}
-		p, err := s.auth.Verify(strings.TrimSpace(tok))
 		if err != nil {
+			if lerr := s.limiter.allow(r.Context(), classAnonymous, s.limiter.clientAddr(r)); lerr != nil {
+				return lerr
+			}
 			return err
 		}
 		if admin && !p.IsAdmin() {

@@ -125,9 +125,15 @@ type errorDetail struct {
 }
 
 // WriteError writes err in the API's error shape. Server-side failures are
-// logged with the request and shown only as their code's sentence.
+// logged with the request and shown only as their code's sentence; past the
+// request's deadline they are all 503 timeout.
 func WriteError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
 	e := ErrorFor(err)
+	if e.Status >= 500 && e.Code != "timeout" && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		// The failure is the deadline's doing (the driver closes a
+		// connection whose context ended, and reports a bad connection).
+		e = ErrorFor(context.DeadlineExceeded)
+	}
 	if e.Status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
 			"status", e.Status, "code", e.Code, "err", err)

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,31 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
-
-// handleReady serves GET /readyz: whether each dependency this process uses
-// answers.
-func (s *server) handleReady() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		checks := map[string]string{}
-		ok := true
-		for _, c := range s.Ready {
-			if err := c.Err(ctx); err != nil {
-				checks[c.Name] = err.Error()
-				ok = false
-			} else {
-				checks[c.Name] = "ok"
-			}
-		}
-		status := http.StatusOK
-		if !ok {
-			status = http.StatusServiceUnavailable
-			w.Header().Set("Retry-After", "5")
-		}
-		encode(w, status, map[string]any{"ready": ok, "checks": checks})
-	})
-}
 
 // instrument counts and times requests by route pattern.
 func (s *server) instrument(next http.Handler) http.Handler {
@@ -55,7 +29,7 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		}
 		requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+		s.log.DebugContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
 	})
 }
 

@@ -8,31 +8,30 @@ import (
 
 // addRoutes maps the whole HTTP API of docs/api.md.
 func (s *server) addRoutes(mux *http.ServeMux) {
-	author := func(h http.Handler) http.Handler { return s.requireAuth(false, h) }
-	admin := func(h http.Handler) http.Handler { return s.requireAuth(true, h) }
+	mux.Handle("POST /v1/drafts", s.api(classWrite, DefaultBodyLimit, s.handleCreateDraft()))
+	mux.Handle("GET /v1/drafts/{id}", s.api(classRead, 0, s.handleGetDraft()))
+	mux.Handle("PUT /v1/drafts/{id}", s.api(classWrite, DefaultBodyLimit, s.handleReplaceDraft()))
+	mux.Handle("DELETE /v1/drafts/{id}", s.api(classWrite, 0, s.handleDeleteDraft()))
+	mux.Handle("POST /v1/drafts/{id}/post", s.api(classWrite, 0, s.handlePostDraft()))
+	mux.Handle("GET /v1/works/{id}", s.api(classRead, 0, s.handleGetWork()))
+	mux.Handle("PUT /v1/works/{id}", s.api(classWrite, DefaultBodyLimit, s.handleUpdateWork()))
+	mux.Handle("DELETE /v1/works/{id}", s.api(classWrite, 0, s.handleDeleteWork()))
 
-	mux.Handle("POST /v1/drafts", author(s.handleCreateDraft()))
-	mux.Handle("GET /v1/drafts/{id}", author(s.handleGetDraft()))
-	mux.Handle("PUT /v1/drafts/{id}", author(s.handleReplaceDraft()))
-	mux.Handle("DELETE /v1/drafts/{id}", author(s.handleDeleteDraft()))
-	mux.Handle("POST /v1/drafts/{id}/post", author(s.handlePostDraft()))
-	mux.Handle("GET /v1/works/{id}", author(s.handleGetWork()))
-	mux.Handle("PUT /v1/works/{id}", author(s.handleUpdateWork()))
-	mux.Handle("DELETE /v1/works/{id}", author(s.handleDeleteWork()))
+	mux.Handle("GET /v1/tags/{id}", s.api(classRead, 0, s.handleGetTag()))
+	mux.Handle("GET /v1/tags", s.api(classRead, 0, s.handleListTags()))
 
-	mux.Handle("GET /v1/tags/{id}", author(s.handleGetTag()))
-	mux.Handle("GET /v1/tags", author(s.handleListTags()))
-
-	mux.Handle("POST /v1/admin/reconcile", admin(s.handleStartReconcile()))
-	mux.Handle("GET /v1/admin/reconcile/{id}", admin(s.handleGetReconcile()))
-	mux.Handle("GET /v1/admin/reconcile/{id}/corrections", admin(s.handleListCorrections()))
-	mux.Handle("POST /v1/admin/tags/{id}/recount", admin(s.handleRecount()))
-	mux.Handle("GET /v1/admin/flags", admin(s.handleGetFlags()))
-	mux.Handle("GET /v1/admin/counter", admin(s.handleGetCounter()))
-	mux.Handle("POST /v1/admin/counter/pause", admin(s.handlePauseCounter()))
-	mux.Handle("POST /v1/admin/counter/resume", admin(s.handleResumeCounter()))
-	mux.Handle("POST /v1/admin/works/{id}/hide", admin(s.handleHideWork(true)))
-	mux.Handle("POST /v1/admin/works/{id}/unhide", admin(s.handleHideWork(false)))
+	mux.Handle("POST /v1/admin/reconcile", s.api(classAdmin, reconcileBodyLimit, s.handleStartReconcile()))
+	mux.Handle("GET /v1/admin/reconcile/{id}", s.api(classAdmin, 0, s.handleGetReconcile()))
+	mux.Handle("GET /v1/admin/reconcile/{id}/corrections", s.api(classAdmin, 0, s.handleListCorrections()))
+	mux.Handle("POST /v1/admin/tags/{id}/recount", s.api(classAdmin, reconcileBodyLimit, s.handleRecount()))
+	mux.Handle("GET /v1/admin/flags", s.api(classAdmin, 0, s.handleGetFlags()))
+	mux.Handle("GET /v1/admin/counter", s.api(classAdmin, 0, s.handleGetCounter()))
+	mux.Handle("POST /v1/admin/counter/pause", s.api(classAdmin, 0, s.handlePauseCounter()))
+	mux.Handle("POST /v1/admin/counter/resume", s.api(classAdmin, reconcileBodyLimit, s.handleResumeCounter()))
+	mux.Handle("POST /v1/admin/works/{id}/hide", s.api(classAdmin, 0, s.handleHideWork(true)))
+	mux.Handle("POST /v1/admin/works/{id}/unhide", s.api(classAdmin, 0, s.handleHideWork(false)))
+	// Health is read when things go wrong: no database slot to wait for.
+	mux.Handle("GET /v1/admin/health", s.requireAuth(true, s.rateLimit(classAdmin, s.handleHealth())))
 
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Code: "no_such_route", Message: "no route " + r.Method + " " + r.URL.Path}

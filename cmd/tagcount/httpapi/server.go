@@ -1,13 +1,13 @@
 // Package httpapi is tagcount's one HTTP layer: every route (routes.go shows
 // the whole surface), the handlers and their request and response types,
-// decoding and encoding, bearer-token authentication, the error shape and
-// the one table that maps the domain packages' errors to statuses
-// (errors.go). It is the only package below main that serves HTTP; the
+// decoding and encoding, bearer-token authentication, the guards every
+// request meets (request ids, deadlines, shedding and rate limits: edge.go,
+// ratelimit.go), readiness, the error shape and the one table that maps the
+// domain packages' errors to statuses (errors.go). It is the only package below main that serves HTTP; the
 // domain packages it calls know nothing of it.
 package httpapi
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 
@@ -38,18 +38,18 @@ type Deps struct {
 	Registry *prometheus.Registry
 	// Ready lists what /readyz checks.
 	Ready []Check
-}
-
-// Check is one readiness check: Err returns nil when the dependency answers.
-type Check struct {
-	Name string
-	Err  func(ctx context.Context) error
+	// Edge is the deadlines, limits and rate limits requests meet.
+	Edge Edge
 }
 
 type server struct {
 	Deps
-	log  *slog.Logger
-	auth Auth
+	log     *slog.Logger
+	auth    Auth
+	edge    Edge
+	shed    *shedder
+	limiter *limiter
+	ready   *readiness
 }
 
 // NewServer returns the whole HTTP API of docs/api.md with the operational
@@ -59,7 +59,7 @@ func NewServer(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
 	s.addOpsRoutes(mux)
-	return s.instrument(mux)
+	return s.outer(mux)
 }
 
 // NewOpsServer returns only the operational routes, for a process without
@@ -68,7 +68,7 @@ func NewOpsServer(d Deps) http.Handler {
 	s := newServer(d)
 	mux := http.NewServeMux()
 	s.addOpsRoutes(mux)
-	return s.instrument(mux)
+	return s.outer(mux)
 }
 
 func newServer(d Deps) *server {
@@ -78,7 +78,30 @@ func newServer(d Deps) *server {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
-	return &server{Deps: d, log: d.Logger, auth: d.Auth}
+	log := slog.New(LogHandler(d.Logger.Handler()))
+	e := d.Edge.WithDefaults()
+	return &server{Deps: d, log: log, auth: d.Auth, edge: e, shed: newShedder(e, d.Registry),
+		limiter: newLimiter(e.RateLimits, d.Registry, log), ready: &readiness{checks: d.Ready, log: log}}
+}
+
+// outer wraps every route: the request id first, so every answer and log
+// line carries it, then the deadline, then the metrics, which must get the
+// very request the mux gets to see the route it matched.
+func (s *server) outer(mux *http.ServeMux) http.Handler {
+	return withRequestID(s.deadline(s.instrument(mux)))
+}
+
+// api wraps an API route's handler in what a request meets, in this order:
+// the in-flight cap, authentication (a request without a valid token is
+// limited by its address), the rate limit of its class, all answered before
+// any database work; then, for a route with a body, the body read within
+// bodyLimit and the body memory budget; then a database slot.
+func (s *server) api(class string, bodyLimit int64, h http.Handler) http.Handler {
+	h = s.dbSlot(h)
+	if bodyLimit > 0 {
+		h = s.readBody(bodyLimit, h)
+	}
+	return s.capInFlight(s.requireAuth(class == classAdmin, s.rateLimit(class, h)))
 }
 
 // handle adapts a handler that returns its error; the error is written in

@@ -1,0 +1,201 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+// busyStatements counts the statements other sessions run on db now.
+func busyStatements(t *testing.T, db *testdb.DB, like string) int {
+	t.Helper()
+	var n int
+	err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.processlist
+		WHERE db = ? AND id <> CONNECTION_ID() AND command <> 'Sleep' AND info LIKE ?`, db.Name, like).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// lockTable holds a write lock on table from a connection of its own until
+// the returned unlock is called (or the test ends): every statement on the
+// table waits, as on a database that stopped answering.
+func lockTable(t *testing.T, db *testdb.DB, table string) (unlock func()) {
+	t.Helper()
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "LOCK TABLES "+table+" WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	done := false
+	unlock = func() {
+		if !done {
+			done = true
+			conn.ExecContext(context.Background(), "UNLOCK TABLES")
+			conn.Close()
+		}
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+func TestARequestPastItsDeadlineAnswers503TimeoutAndSavesNothing(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, nil, Edge{RequestTimeout: 300 * time.Millisecond})
+	tok := api.token(7, RoleAuthor)
+	unlock := lockTable(t, api.DB, "drafts")
+
+	for _, req := range []struct{ method, path string }{{"POST", "/v1/drafts"}, {"GET", "/v1/drafts/1"}} {
+		var body any
+		if req.method == "POST" {
+			body = draftContent("Never saved")
+		}
+		res := api.do(req.method, req.path, tok, body)
+		if res.Status != http.StatusServiceUnavailable || res.code() != "timeout" || res.Header.Get("Retry-After") == "" {
+			t.Errorf("%s %s on a database that does not answer: %d %v Retry-After %q; want 503 timeout with Retry-After",
+				req.method, req.path, res.Status, res.Body, res.Header.Get("Retry-After"))
+		}
+	}
+
+	// The statements the server got run once the lock goes; none may save
+	// a draft the client was told was not saved.
+	unlock()
+	testdb.WaitFor(t, 30*time.Second, "the abandoned statements to finish", func() bool {
+		return busyStatements(t, api.DB, "%drafts%") == 0
+	})
+	var n int
+	if err := api.DB.QueryRow("SELECT COUNT(*) FROM drafts").Scan(&n); err != nil || n != 0 {
+		t.Errorf("drafts after a create answered 503: %d (%v); want 0", n, err)
+	}
+}
+
+func TestFullInFlightCapAnswers503OverloadedAtOnce(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, nil, Edge{MaxInFlight: 1})
+	tok := api.token(7, RoleAuthor)
+	release := api.holdBody("POST", "/v1/drafts", tok, 100)
+	testdb.WaitFor(t, 10*time.Second, "the slow request to be in flight", func() bool {
+		return api.metric("tagcount_http_in_flight") == 1
+	})
+
+	res := api.do("GET", "/v1/drafts/1", tok, nil)
+	if res.Status != http.StatusServiceUnavailable || res.code() != "overloaded" || res.Header.Get("Retry-After") != "1" {
+		t.Errorf("a request past the in-flight cap: %d %v Retry-After %q; want 503 overloaded, Retry-After 1",
+			res.Status, res.Body, res.Header.Get("Retry-After"))
+	}
+	if n := api.metric("tagcount_http_shed_total", "reason", "in_flight"); n != 1 {
+		t.Errorf("tagcount_http_shed_total{reason=in_flight} = %v; want 1", n)
+	}
+
+	release()
+	testdb.WaitFor(t, 10*time.Second, "the slow request to end", func() bool {
+		return api.metric("tagcount_http_in_flight") == 0
+	})
+	if res := api.do("GET", "/v1/drafts/1", tok, nil); res.Status != http.StatusNotFound {
+		t.Errorf("once the cap has room: %d %v; want the route's own 404", res.Status, res.Body)
+	}
+}
+
+func TestARequestWaitingTooLongForADatabaseSlotAnswers503Overloaded(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, nil, Edge{DBSlots: 1, QueueWait: 50 * time.Millisecond})
+	tok := api.token(7, RoleAuthor)
+	created := api.do("POST", "/v1/drafts", tok, draftContent("Locked"))
+	path := "/v1/drafts/" + strconv.Itoa(int(created.Body["id"].(float64)))
+
+	// The only slot goes to a replace that waits on the draft's row lock.
+	tx, err := api.DB.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("SELECT id FROM drafts FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	replaced := make(chan answer, 1)
+	go func() { replaced <- api.do("PUT", path, tok, draftContent("Replaced")) }()
+	testdb.WaitFor(t, 10*time.Second, "the replace to wait on the lock", func() bool {
+		return busyStatements(t, api.DB, "UPDATE drafts%") == 1
+	})
+
+	res := api.do("GET", path, tok, nil)
+	if res.Status != http.StatusServiceUnavailable || res.code() != "overloaded" || res.Header.Get("Retry-After") != "1" {
+		t.Errorf("a read with no database slot free: %d %v Retry-After %q; want 503 overloaded, Retry-After 1",
+			res.Status, res.Body, res.Header.Get("Retry-After"))
+	}
+	if n := api.metric("tagcount_http_shed_total", "reason", "db_wait"); n < 1 {
+		t.Errorf("tagcount_http_shed_total{reason=db_wait} = %v; want at least 1", n)
+	}
+	tx.Rollback()
+	if res := <-replaced; res.Status != http.StatusOK {
+		t.Errorf("the replace holding the slot: %d %v; want 200 once the lock is gone", res.Status, res.Body)
+	}
+}
+
+func TestBodiesBeyondTheMemoryBudgetAnswer503Overloaded(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, nil, Edge{BodyBytesInFlight: 1000, QueueWait: 50 * time.Millisecond})
+	tok := api.token(7, RoleAuthor)
+	release := api.holdBody("POST", "/v1/drafts", tok, 800)
+	testdb.WaitFor(t, 10*time.Second, "the slow body to be counted", func() bool {
+		return api.metric("tagcount_http_body_bytes_in_flight") == 800
+	})
+
+	big := draftContent("Too much at once")
+	big["body"] = strings.Repeat("x", 300)
+	res := api.do("POST", "/v1/drafts", tok, big)
+	if res.Status != http.StatusServiceUnavailable || res.code() != "overloaded" || res.Header.Get("Retry-After") != "1" {
+		t.Errorf("a body past the memory budget: %d %v Retry-After %q; want 503 overloaded, Retry-After 1",
+			res.Status, res.Body, res.Header.Get("Retry-After"))
+	}
+	if n := api.metric("tagcount_http_shed_total", "reason", "body_bytes"); n < 1 {
+		t.Errorf("tagcount_http_shed_total{reason=body_bytes} = %v; want at least 1", n)
+	}
+
+	release()
+	testdb.WaitFor(t, 10*time.Second, "the slow body to be let go", func() bool {
+		return api.metric("tagcount_http_body_bytes_in_flight") == 0
+	})
+	if res := api.do("POST", "/v1/drafts", tok, big); res.Status != http.StatusCreated {
+		t.Errorf("once the budget has room: %d %v; want 201", res.Status, res.Body)
+	}
+}
+
+func TestABodyThatStopsArrivingIsCutOffAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, nil, Edge{RequestTimeout: 300 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(api.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// One byte of a hundred, then nothing: a client trickling its body.
+	_, err = conn.Write([]byte("POST /v1/drafts HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer " +
+		api.token(7, RoleAuthor) + "\r\nContent-Length: 100\r\n\r\n{"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a trickling body: %v", err)
+	}
+	defer res.Body.Close()
+	var body struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	json.NewDecoder(res.Body).Decode(&body)
+	if res.StatusCode != http.StatusRequestTimeout || body.Error.Code != "request_timeout" {
+		t.Errorf("a body that stopped arriving: %d %q; want 408 request_timeout", res.StatusCode, body.Error.Code)
+	}
+}

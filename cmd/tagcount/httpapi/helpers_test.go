@@ -1,0 +1,197 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+var testSecret = []byte("httpapi-test-secret-of-32-bytes!")
+
+// testAPI is NewServer on a test's own database, served over real TCP.
+type testAPI struct {
+	t    *testing.T
+	URL  string
+	DB   *testdb.DB
+	Reg  *prometheus.Registry
+	Auth Auth
+	Logs *syncBuffer
+}
+
+// newTestAPI serves the API with the drafts store on db (a new database
+// when nil) and the edge settings e.
+func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
+	t.Helper()
+	if db == nil {
+		db = testdb.New(t)
+	}
+	a := &testAPI{t: t, DB: db, Reg: prometheus.NewRegistry(), Auth: Auth{Secret: testSecret}, Logs: &syncBuffer{}}
+	log := slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := httptest.NewServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB},
+		Registry: a.Reg, Ready: ready, Edge: e}))
+	t.Cleanup(srv.Close)
+	a.URL = srv.URL
+	return a
+}
+
+// token returns a valid author (or admin) token for author.
+func (a *testAPI) token(author int64, role string) string {
+	a.t.Helper()
+	tok, err := a.Auth.IssueToken(author, role, time.Hour)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return tok
+}
+
+type answer struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+}
+
+// code is the error code of an error answer.
+func (a answer) code() string {
+	e, _ := a.Body["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+// do sends a request with the bearer token tok (none when empty), body
+// (JSON-encoded unless a string) and extra headers (name, value pairs).
+func (a *testAPI) do(method, path, tok string, body any, headers ...string) answer {
+	a.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, a.URL+path, rd)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	out := answer{Status: res.StatusCode, Header: res.Header}
+	raw, _ := io.ReadAll(res.Body)
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out.Body); err != nil {
+			a.t.Fatalf("%s %s: answer is not JSON: %q", method, path, raw)
+		}
+	}
+	return out
+}
+
+// holdBody starts a request whose body never finishes arriving: it holds
+// whatever the server gives a request reading its body until the test ends
+// or release is called.
+func (a *testAPI) holdBody(method, path, tok string, contentLength int) (release func()) {
+	a.t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(a.URL, "http://"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	_, err = io.WriteString(conn, method+" "+path+" HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer "+tok+
+		"\r\nContent-Length: "+strconv.Itoa(contentLength)+"\r\n\r\n{")
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { conn.Close() }) }
+	a.t.Cleanup(release)
+	return release
+}
+
+// metric returns the value of the metric name whose labels include the
+// given name, value pairs (0 when there is none).
+func (a *testAPI) metric(name string, labels ...string) float64 {
+	a.t.Helper()
+	mfs, err := a.Reg.Gather()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// testRedis is a Redis client as the stack makes it, closed when the test
+// ends.
+func testRedis(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// syncBuffer is a log destination safe for the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func draftContent(title string) map[string]any {
+	return map[string]any{"title": title, "body": "Text.", "tags": map[string]any{
+		"rating": "General Audiences", "warnings": []string{"No Archive Warnings Apply"},
+		"fandoms": []string{"Star Trek"}}}
+}

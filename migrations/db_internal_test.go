@@ -1,0 +1,26 @@
+package migrations
+
+import (
+	"testing"
+	"time"
+)
+
+func TestOpenSetsDriverTimeoutsTheDSNLeavesOut(t *testing.T) {
+	t.Parallel()
+	cfg, err := openConfig("root@tcp(127.0.0.1:3306)/tagcount")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReadTimeout != DefaultIOTimeout || cfg.WriteTimeout != DefaultIOTimeout || cfg.Timeout == 0 {
+		t.Errorf("DSN without timeouts: read %v, write %v, dial %v; want %v, %v and a dial timeout",
+			cfg.ReadTimeout, cfg.WriteTimeout, cfg.Timeout, DefaultIOTimeout, DefaultIOTimeout)
+	}
+	cfg, err = openConfig("root@tcp(127.0.0.1:3306)/tagcount?readTimeout=5m&writeTimeout=7s&timeout=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReadTimeout != 5*time.Minute || cfg.WriteTimeout != 7*time.Second || cfg.Timeout != 2*time.Second {
+		t.Errorf("DSN with timeouts: read %v, write %v, dial %v; want the DSN's 5m, 7s, 2s",
+			cfg.ReadTimeout, cfg.WriteTimeout, cfg.Timeout)
+	}
+}
