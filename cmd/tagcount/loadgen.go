@@ -102,16 +102,52 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 // (or through the service at --url), measures the machine's ceiling, and
 // prints the comparison; the JSON and the chart go to files.
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, paths, err := parseLoadgen(args, stderr)
+	if err != nil {
+		return err
+	}
+	lg, err := startLoadgen(ctx, s, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer lg.close()
+	for _, path := range paths {
+		if ctx.Err() != nil {
+			break
+		}
+		res, err := lg.runPath(ctx, path)
+		if err != nil {
+			return err
+		}
+		lg.rep.Results = append(lg.rep.Results, res)
+		fmt.Fprintf(stderr, "loadgen: %s: %.1f posts/s completed, post p99 %.1f ms, %d deadlocks, %d lock-wait timeouts\n",
+			path, res.PostsPerSec, res.Latency["post"].P99, res.Errors.Deadlock, res.Errors.LockWait)
+	}
+	if s.Ceiling && s.URL == "" && ctx.Err() == nil {
+		if lg.rep.Ceiling, err = lg.runCeiling(ctx); err != nil {
+			return err
+		}
+	}
+	lg.rep.Finish()
+	fmt.Fprintln(stdout)
+	if err := lg.rep.WriteText(stdout); err != nil {
+		return err
+	}
+	if err := writeLoadgenFiles(lg.rep, s, stderr); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// parseLoadgen parses and checks loadgen's flags, and returns the paths to
+// run in order.
+func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, error) {
 	var s loadgenSettings
 	if _, err := parse("loadgen", args, stderr, nil, s.register); err != nil {
-		return err
+		return s, nil, err
 	}
 	if s.Duration <= 0 && s.Posts <= 0 {
 		s.Duration = 20 * time.Second
-	}
-	profile, err := loadgen.ParseProfile(s.Profile)
-	if err != nil {
-		return err
 	}
 	var paths []string
 	for _, p := range strings.Split(s.Paths, ",") {
@@ -120,135 +156,169 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case "legacy", "new", "flag":
 			paths = append(paths, p)
 		default:
-			return fmt.Errorf("--paths: unknown path %q (want legacy, new or flag)", p)
+			return s, nil, fmt.Errorf("--paths: unknown path %q (want legacy, new or flag)", p)
 		}
 	}
 	if len(paths) == 0 {
-		return errors.New("--paths names no path")
+		return s, nil, errors.New("--paths names no path")
 	}
 	if s.URL != "" {
 		if len(paths) != 1 {
-			return errors.New("with --url the service runs one path: give --paths with exactly one (its label)")
+			return s, nil, errors.New("with --url the service runs one path: give --paths with exactly one (its label)")
 		}
 		if s.AuthSecret == "" {
-			return errors.New("with --url, --auth-secret (TAGCOUNT_AUTH_SECRET) is the service's token secret")
+			return s, nil, errors.New("with --url, --auth-secret (TAGCOUNT_AUTH_SECRET) is the service's token secret")
 		}
 	}
+	return s, paths, nil
+}
 
-	runID := randomHex(4)
-	probePrefix := fmt.Sprintf("probe %d", s.Seed)
-	if s.URL != "" {
-		// The service's database may hold an earlier run's probe tags.
-		probePrefix = "probe " + runID
-	}
-	wl, err := loadgen.NewWorkload(loadgen.WorkloadOptions{
-		Seed: s.Seed, Authors: s.Authors, Vocabulary: s.Vocab, EditShare: nonZero(s.EditShare), DeleteShare: nonZero(s.DeleteShare),
-		BodyChars: s.BodyChars, ProbeEvery: s.ProbeEvery, ProbePrefix: probePrefix,
-	})
+// loadgenSession is what the runs of one `tagcount loadgen` share: the
+// workload, the service log, the database server and the report.
+type loadgenSession struct {
+	s       loadgenSettings
+	runID   string
+	secret  string // signs the in-process stacks' tokens
+	wl      *loadgen.Workload
+	base    loadgen.Config // every path's run, but for the path and the service
+	log     *slog.Logger
+	logFile *os.File
+	prevLog *slog.Logger
+	server  *migrations.DB
+	rep     *loadgen.Report
+	stderr  io.Writer
+}
+
+// startLoadgen builds the workload, opens the service log and the database
+// server, and starts the report.
+func startLoadgen(ctx context.Context, s loadgenSettings, args []string, stderr io.Writer) (*loadgenSession, error) {
+	profile, err := loadgen.ParseProfile(s.Profile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	logPath := s.LogFile
-	if logPath == "" {
-		logPath = filepath.Join(os.TempDir(), "tagcount-loadgen-"+runID+".log")
+	lg := &loadgenSession{s: s, runID: randomHex(4), secret: randomHex(32), stderr: stderr}
+	if lg.wl, err = loadgenWorkload(s, lg.runID); err != nil {
+		return nil, err
 	}
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return err
+	if err := lg.openLog(); err != nil {
+		return nil, err
 	}
-	defer logFile.Close()
-	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	fmt.Fprintf(stderr, "loadgen: run %s, seed %d; service log: %s\n", runID, s.Seed, logPath)
-	// Handlers log failed requests through the default logger; under load
-	// (the legacy path's deadlocks) that is thousands of lines.
-	defer slog.SetDefault(slog.Default())
-	slog.SetDefault(log)
-
-	rep := &loadgen.Report{Command: "tagcount loadgen " + strings.Join(args, " "), Started: time.Now(), Workload: wl.Options()}
-	server, err := loadgenServer(ctx, s)
-	if err != nil {
-		return err
+	lg.rep = &loadgen.Report{Command: "tagcount loadgen " + strings.Join(args, " "), Started: time.Now(), Workload: lg.wl.Options()}
+	if lg.server, err = loadgenServer(ctx, s); err != nil {
+		lg.close()
+		return nil, err
 	}
-	defer server.Close()
-	rep.Machine = loadgen.ThisMachine(server.Version)
-
-	base := loadgen.Config{
-		Workload: wl, Concurrency: s.Concurrency, Duration: s.Duration, Posts: s.Posts, Rate: s.Rate, Profile: profile,
+	lg.rep.Machine = loadgen.ThisMachine(lg.server.Version)
+	lg.base = loadgen.Config{
+		Workload: lg.wl, Concurrency: s.Concurrency, Duration: s.Duration, Posts: s.Posts, Rate: s.Rate, Profile: profile,
 		OpenLoop: s.OpenLoop, MaxRetries: s.MaxRetries, MaxRetryWait: s.MaxRetryWait, PollTimeout: s.PollTimeout,
 		DrainTimeout: s.DrainTimeout, OutboxWait: s.OutboxWait, Progress: stderr,
 	}
-	secret := randomHex(32)
-	for _, path := range paths {
-		if ctx.Err() != nil {
-			break
-		}
-		cfg := base
-		cfg.Path = path
-		var stopStack func() error
-		var database string
-		if s.URL != "" {
-			cfg.BaseURL, cfg.Auth = s.URL, httpapi.Auth{Secret: []byte(s.AuthSecret)}
-			if db, ok := loadgenServiceDB(ctx, s.MySQLDSN, stderr); ok {
-				defer db.Close()
-				cfg.DB = db
-			}
-		} else {
-			database = "tagcount_loadgen_" + runID + "_" + path
-			st, stop, err := loadgenStack(ctx, s, runID, path, database, secret, log, true)
-			if err != nil {
-				return fmt.Errorf("starting the %s path's service: %w", path, err)
-			}
-			stopStack = stop
-			cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
-		}
-		debug.FreeOSMemory()
-		stopProfile, err := loadgenProfile(s.PprofDir, path, s.Duration/2)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "loadgen: %s path at %s\n", path, cfg.BaseURL)
-		res, err := loadgen.Run(ctx, cfg)
-		stopProfile()
-		if stopStack != nil {
-			if cerr := stopStack(); cerr != nil {
-				fmt.Fprintf(stderr, "loadgen: stopping the %s path's service: %v\n", path, cerr)
-			}
-			loadgenDrop(server, database, s.KeepDB, stderr)
-		}
-		if err != nil {
-			return err
-		}
-		rep.Results = append(rep.Results, res)
-		fmt.Fprintf(stderr, "loadgen: %s: %.1f posts/s completed, post p99 %.1f ms, %d deadlocks, %d lock-wait timeouts\n",
-			path, res.PostsPerSec, res.Latency["post"].P99, res.Errors.Deadlock, res.Errors.LockWait)
-	}
+	return lg, nil
+}
 
-	if s.Ceiling && s.URL == "" && ctx.Err() == nil {
-		d := s.CeilingFor
-		if d <= 0 && s.Duration > 0 {
-			d = min(s.Duration, 10*time.Second)
-		}
-		database := "tagcount_loadgen_" + runID + "_ceiling"
-		st, stop, err := loadgenStack(ctx, s, runID, "new", database, secret, log, false)
-		if err != nil {
-			return fmt.Errorf("starting the ceiling's database: %w", err)
-		}
-		fmt.Fprintf(stderr, "loadgen: ceiling: the bare posting transaction at concurrency %d\n", s.Concurrency)
-		c, err := loadgen.RunBare(ctx, st.Poster.PostContent, wl, s.Concurrency, d, s.Posts)
-		stop()
-		loadgenDrop(server, database, s.KeepDB, stderr)
-		if err != nil {
-			return err
-		}
-		rep.Ceiling = c
+// loadgenWorkload is the workload of s; with --url its probe tags are named
+// after the run, since the service's database may hold an earlier run's.
+func loadgenWorkload(s loadgenSettings, runID string) (*loadgen.Workload, error) {
+	probePrefix := fmt.Sprintf("probe %d", s.Seed)
+	if s.URL != "" {
+		probePrefix = "probe " + runID
 	}
+	return loadgen.NewWorkload(loadgen.WorkloadOptions{
+		Seed: s.Seed, Authors: s.Authors, Vocabulary: s.Vocab, EditShare: nonZero(s.EditShare), DeleteShare: nonZero(s.DeleteShare),
+		BodyChars: s.BodyChars, ProbeEvery: s.ProbeEvery, ProbePrefix: probePrefix,
+	})
+}
 
-	rep.Finish()
-	fmt.Fprintln(stdout)
-	if err := rep.WriteText(stdout); err != nil {
+// openLog sends the in-process service's warnings to the log file, and the
+// default logger there too until close.
+func (lg *loadgenSession) openLog() error {
+	logPath := lg.s.LogFile
+	if logPath == "" {
+		logPath = filepath.Join(os.TempDir(), "tagcount-loadgen-"+lg.runID+".log")
+	}
+	f, err := os.Create(logPath)
+	if err != nil {
 		return err
 	}
+	lg.logFile = f
+	lg.log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fmt.Fprintf(lg.stderr, "loadgen: run %s, seed %d; service log: %s\n", lg.runID, lg.s.Seed, logPath)
+	// Handlers log failed requests through the default logger; under load
+	// (the legacy path's deadlocks) that is thousands of lines.
+	lg.prevLog = slog.Default()
+	slog.SetDefault(lg.log)
+	return nil
+}
+
+func (lg *loadgenSession) close() {
+	if lg.server != nil {
+		lg.server.Close()
+	}
+	slog.SetDefault(lg.prevLog)
+	lg.logFile.Close()
+}
+
+// runPath runs the workload through one path: on a fresh in-process stack,
+// or through the service at --url.
+func (lg *loadgenSession) runPath(ctx context.Context, path string) (*loadgen.Result, error) {
+	s := lg.s
+	cfg := lg.base
+	cfg.Path = path
+	stopStack := func() {}
+	if s.URL != "" {
+		cfg.BaseURL, cfg.Auth = s.URL, httpapi.Auth{Secret: []byte(s.AuthSecret)}
+		if db, ok := loadgenServiceDB(ctx, s.MySQLDSN, lg.stderr); ok {
+			defer db.Close()
+			cfg.DB = db
+		}
+	} else {
+		database := "tagcount_loadgen_" + lg.runID + "_" + path
+		st, stop, err := loadgenStack(ctx, s, lg.runID, path, database, lg.secret, lg.log, true)
+		if err != nil {
+			return nil, fmt.Errorf("starting the %s path's service: %w", path, err)
+		}
+		stopStack = func() {
+			if err := stop(); err != nil {
+				fmt.Fprintf(lg.stderr, "loadgen: stopping the %s path's service: %v\n", path, err)
+			}
+			loadgenDrop(lg.server, database, s.KeepDB, lg.stderr)
+		}
+		cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
+	}
+	defer stopStack()
+	debug.FreeOSMemory()
+	stopProfile, err := loadgenProfile(s.PprofDir, path, s.Duration/2)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(lg.stderr, "loadgen: %s path at %s\n", path, cfg.BaseURL)
+	defer stopProfile()
+	return loadgen.Run(ctx, cfg)
+}
+
+// runCeiling measures the bare posting transaction alone on its own fresh
+// database, at the runs' concurrency.
+func (lg *loadgenSession) runCeiling(ctx context.Context) (*loadgen.Ceiling, error) {
+	s := lg.s
+	d := s.CeilingFor
+	if d <= 0 && s.Duration > 0 {
+		d = min(s.Duration, 10*time.Second)
+	}
+	database := "tagcount_loadgen_" + lg.runID + "_ceiling"
+	st, stop, err := loadgenStack(ctx, s, lg.runID, "new", database, lg.secret, lg.log, false)
+	if err != nil {
+		return nil, fmt.Errorf("starting the ceiling's database: %w", err)
+	}
+	fmt.Fprintf(lg.stderr, "loadgen: ceiling: the bare posting transaction at concurrency %d\n", s.Concurrency)
+	c, err := loadgen.RunBare(ctx, st.Poster.PostContent, lg.wl, s.Concurrency, d, s.Posts)
+	stop()
+	loadgenDrop(lg.server, database, s.KeepDB, lg.stderr)
+	return c, err
+}
+
+// writeLoadgenFiles writes the report to the files s asks for.
+func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer) error {
 	if s.OutJSON != "" {
 		if err := rep.WriteJSON(s.OutJSON); err != nil {
 			return err
@@ -273,7 +343,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	fmt.Fprintf(stderr, "loadgen: wrote %s\n", strings.Join(nonEmpty(s.OutJSON, s.OutPNG, s.OutMarkdown), ", "))
-	return ctx.Err()
+	return nil
 }
 
 // loadgenStack starts the service for one path on a fresh database; with
