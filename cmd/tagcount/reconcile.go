@@ -70,7 +70,8 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return err
 }
 
-// parseReconcile parses and checks reconcile's flags.
+// parseReconcile parses and checks reconcile's flags; it returns
+// flag.ErrHelp after printing them when args ask for help.
 func parseReconcile(args []string, stderr io.Writer) (reconcileFlags, error) {
 	var f reconcileFlags
 	fs := flag.NewFlagSet("tagcount reconcile", flag.ContinueOnError)
@@ -87,9 +88,6 @@ func parseReconcile(args []string, stderr io.Writer) (reconcileFlags, error) {
 		fs.PrintDefaults()
 	}
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("TAGCOUNT")); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return f, errUsage
-		}
 		return f, err
 	}
 	if fs.NArg() > 0 {
