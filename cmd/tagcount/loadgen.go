@@ -55,6 +55,7 @@ type loadgenSettings struct {
 	PprofDir     string
 	KeepDB       bool
 	JobConc      int
+	DBLatency    time.Duration
 }
 
 func (s *loadgenSettings) register(fs *flag.FlagSet) {
@@ -95,6 +96,8 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.PprofDir, "pprof-dir", "", "write a CPU profile of each path's run to this directory")
 	fs.BoolVar(&s.KeepDB, "keep-db", false, "keep each path's database instead of dropping it")
 	fs.IntVar(&s.JobConc, "job-concurrency", 0, "jobs the in-process worker runs at once (0: the service's default)")
+	fs.DurationVar(&s.DBLatency, "db-latency", 0,
+		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -162,6 +165,9 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 	if len(paths) == 0 {
 		return s, nil, errors.New("--paths names no path")
 	}
+	if s.DBLatency < 0 || (s.DBLatency > 0 && s.URL != "") {
+		return s, nil, errors.New("--db-latency is a positive delay, and applies only to the stacks loadgen starts (not with --url)")
+	}
 	if s.URL != "" {
 		if len(paths) != 1 {
 			return s, nil, errors.New("with --url the service runs one path: give --paths with exactly one (its label)")
@@ -187,6 +193,7 @@ type loadgenSession struct {
 	server  *migrations.DB
 	rep     *loadgen.Report
 	stderr  io.Writer
+	unlink  func() // forgets the delay line's network, if any
 }
 
 // startLoadgen builds the workload, opens the service log and the database
@@ -214,7 +221,45 @@ func startLoadgen(ctx context.Context, s loadgenSettings, args []string, stderr 
 		OpenLoop: s.OpenLoop, MaxRetries: s.MaxRetries, MaxRetryWait: s.MaxRetryWait, PollTimeout: s.PollTimeout,
 		DrainTimeout: s.DrainTimeout, OutboxWait: s.OutboxWait, Progress: stderr,
 	}
+	if s.DBLatency > 0 {
+		if err := lg.startLink(ctx); err != nil {
+			lg.close()
+			return nil, err
+		}
+	}
 	return lg, nil
+}
+
+// Calibration of the delay line's CPU cost: connections and time per phase.
+const (
+	linkCalibrationConns = 16
+	linkCalibrationPhase = time.Second
+)
+
+// startLink puts a delay line of --db-latency between the stacks loadgen
+// starts and their database: the DSN they are given dials through it. It
+// first measures what the line costs in CPU, while nothing else runs.
+func (lg *loadgenSession) startLink(ctx context.Context) error {
+	cfg, err := mysql.ParseDSN(lg.s.MySQLDSN)
+	if err != nil {
+		return fmt.Errorf("--mysql-dsn: %w", err)
+	}
+	if cfg.Net != "tcp" {
+		return fmt.Errorf("--db-latency needs a TCP --mysql-dsn, not %q", cfg.Net)
+	}
+	fmt.Fprintf(lg.stderr, "loadgen: db link: %v each way; measuring its CPU cost (%v)\n", lg.s.DBLatency, 2*linkCalibrationPhase)
+	cost, err := loadgen.MeasureDelayCost(ctx, lg.s.DBLatency, linkCalibrationConns, linkCalibrationPhase)
+	if err != nil {
+		return fmt.Errorf("measuring the delay line's cost: %w", err)
+	}
+	line := loadgen.NewDelayLine(lg.s.DBLatency)
+	cfg.Net = "tcp+delay-" + lg.runID
+	lg.unlink = line.RegisterMySQL(cfg.Net)
+	// Both paths and the ceiling start their stacks from this DSN.
+	lg.s.MySQLDSN = cfg.FormatDSN()
+	lg.base.DBLink, lg.base.DBLinkCost = line, &cost
+	lg.rep.DBLink = &loadgen.DBLink{OneWayMs: float64(lg.s.DBLatency) / float64(time.Millisecond), Cost: cost}
+	return nil
 }
 
 // loadgenWorkload is the workload of s; with --url its probe tags are named
@@ -254,6 +299,9 @@ func (lg *loadgenSession) openLog() error {
 func (lg *loadgenSession) close() {
 	if lg.server != nil {
 		lg.server.Close()
+	}
+	if lg.unlink != nil {
+		lg.unlink()
 	}
 	slog.SetDefault(lg.prevLog)
 	lg.logFile.Close()

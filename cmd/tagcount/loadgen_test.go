@@ -406,3 +406,32 @@ func tableRow(table [][]string, name string) []string {
 	}
 	return nil
 }
+
+func TestLoadgenWithADatabaseLatencyDelaysEveryStackAndReportsTheLink(t *testing.T) {
+	t.Parallel()
+	const posts = 60
+	lr := runLoadgenCmd(t, "--paths", "new", "--concurrency", "8", "--posts", "60", "--db-latency", "1ms", "--out-png", "")
+	rep := lr.Report
+	if l := rep.DBLink; l == nil || l.OneWayMs != 1 || l.Cost.DirectRoundTrips == 0 || l.Cost.DelayRoundTrips == 0 {
+		t.Fatalf("report's link %+v, want 1 ms and a calibration", l)
+	}
+	r := rep.Result("new")
+	if r == nil {
+		t.Fatalf("no new result:\n%s", lr.Stdout)
+	}
+	if u := r.DBLink; u == nil || u.OneWayMs != 1 || u.Packets == 0 || u.PacketsPerWk <= 0 || u.CPUSeconds < 0 {
+		t.Errorf("the path's link use %+v, want its packets", u)
+	}
+	if r.Works.Completed != posts || r.Errors.GaveUp != 0 {
+		t.Errorf("works %+v, errors %+v: want all %d posted through the link", r.Works, r.Errors, posts)
+	}
+	checkExact(t, r)
+	if c := rep.Ceiling; c == nil || c.Posts == 0 {
+		t.Errorf("ceiling %+v, want bare transactions through the link", c)
+	}
+	for _, want := range []string{"DB link: packets / posted work", "db link: every packet"} {
+		if !strings.Contains(lr.Stdout, want) {
+			t.Errorf("the table lacks %q:\n%s", want, lr.Stdout)
+		}
+	}
+}

@@ -67,6 +67,10 @@ type Config struct {
 	// PollAPI polls GET /v1/drafts/{id} for every queued post even when DB
 	// is set, as a web app showing the author "posting..." would.
 	PollAPI bool
+	// DBLink is the delay line between the service and its database when
+	// the run models a network hop (nil: none); DBLinkCost prices its CPU.
+	DBLink     *DelayLine
+	DBLinkCost *DelayCost
 	// Progress receives a progress line every second; nil for none.
 	Progress io.Writer
 	// HTTPClient defaults to one with a connection pool sized for the run.
@@ -119,6 +123,7 @@ type Result struct {
 	Resources       Resources                 `json:"resources"`
 	Check           *Check                    `json:"check,omitempty"`
 	Server          *ServerWork               `json:"db_server,omitempty"` // server-wide status counters during the run
+	DBLink          *DBLinkUse                `json:"db_link,omitempty"`
 	Series          []SeriesPoint             `json:"series"`
 }
 
@@ -318,11 +323,17 @@ type meters struct {
 	before  map[string]int64 // rows changed per table
 	status0 map[string]int64 // server status counters
 	res     *resourceSampler
+	link    *DelayLine
+	cost    *DelayCost
+	link0   DelayStats
 }
 
 // startMeters reads the counters a run's figures are differences of.
 func startMeters(ctx context.Context, cfg Config) *meters {
-	m := &meters{db: cfg.DB, wait: cfg.OutboxWait}
+	m := &meters{db: cfg.DB, wait: cfg.OutboxWait, link: cfg.DBLink, cost: cfg.DBLinkCost}
+	if m.link != nil {
+		m.link0 = m.link.Stats()
+	}
 	if cfg.DB != nil {
 		m.rows = newRowCounter(ctx, cfg.DB)
 		m.before = m.rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
@@ -336,6 +347,9 @@ func startMeters(ctx context.Context, cfg Config) *meters {
 func (m *meters) stop(ctx context.Context, out *Result) {
 	completed := out.Works.Completed
 	out.Resources = m.res.stop(completed)
+	if m.link != nil {
+		out.DBLink = linkUse(m.link, m.cost, m.link0, m.link.Stats(), completed, out.Resources.CPUSeconds)
+	}
 	if m.db == nil {
 		return
 	}
