@@ -219,7 +219,7 @@ func startLoadgen(ctx context.Context, s loadgenSettings, args []string, stderr 
 	lg.base = loadgen.Config{
 		Workload: lg.wl, Concurrency: s.Concurrency, Duration: s.Duration, Posts: s.Posts, Rate: s.Rate, Profile: profile,
 		OpenLoop: s.OpenLoop, MaxRetries: s.MaxRetries, MaxRetryWait: s.MaxRetryWait, PollTimeout: s.PollTimeout,
-		DrainTimeout: s.DrainTimeout, OutboxWait: s.OutboxWait, Progress: stderr,
+		DrainTimeout: s.DrainTimeout, OutboxWait: s.OutboxWait, Progress: stderr, RedisAddr: s.RedisAddr,
 	}
 	if s.DBLatency > 0 {
 		if err := lg.startLink(ctx); err != nil {

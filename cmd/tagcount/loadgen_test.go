@@ -223,6 +223,10 @@ func TestLoadgenRunsBothPathsOnRealStacksWithTheSameWorksAndExactCounts(t *testi
 		if r.Server == nil || r.Server.Commits == 0 || r.Resources.Pool == nil || r.Resources.CPUSeconds <= 0 || r.Resources.PeakRSS == 0 {
 			t.Errorf("%s: resources %+v, server %+v", r.Path, r.Resources, r.Server)
 		}
+		// The job queue's workers poll Redis on both paths.
+		if r.Redis == nil || r.Redis.Commands <= 0 || r.Redis.CommandsPerW <= 0 {
+			t.Errorf("%s: Redis commands %+v, want some", r.Path, r.Redis)
+		}
 		for _, table := range []string{"tag_counts", "tag_events"} {
 			if w, ok := r.RowsOf(table); !ok || w.Rows < 0 {
 				t.Errorf("%s: rows written to %s unknown: %+v", r.Path, table, w)

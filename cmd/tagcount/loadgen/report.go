@@ -228,6 +228,12 @@ func resourceFigures() []figure {
 func serverFigures() []figure {
 	return []figure{
 		{name: "DB statements / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.StatementsPerWk }), fmt: "%.1f", ratio: true},
+		{name: "Redis commands / posted work (server-wide)", val: func(r *Result) (float64, bool) {
+			if r.Redis == nil {
+				return 0, false
+			}
+			return r.Redis.CommandsPerW, true
+		}, fmt: "%.1f", ratio: true},
 		{name: "DB prepares / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.PreparesPerWk }), fmt: "%.1f", ratio: true},
 		{name: "DB row-lock waits (server-wide)", val: server(func(s *ServerWork) float64 { return float64(s.RowLockWaits) }), fmt: "%.0f", ratio: true},
 		{name: "DB fsyncs / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.FsyncsPerWk }), fmt: "%.2f", ratio: true},

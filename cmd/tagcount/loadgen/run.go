@@ -67,6 +67,9 @@ type Config struct {
 	// PollAPI polls GET /v1/drafts/{id} for every queued post even when DB
 	// is set, as a web app showing the author "posting..." would.
 	PollAPI bool
+	// RedisAddr is the Redis server of the service's job queue, whose
+	// command counters the run reads; empty skips them.
+	RedisAddr string
 	// DBLink is the delay line between the service and its database when
 	// the run models a network hop (nil: none); DBLinkCost prices its CPU.
 	DBLink     *DelayLine
@@ -124,6 +127,10 @@ type Result struct {
 	Check           *Check                    `json:"check,omitempty"`
 	Server          *ServerWork               `json:"db_server,omitempty"` // server-wide status counters during the run
 	DBLink          *DBLinkUse                `json:"db_link,omitempty"`
+	// Redis is the commands the Redis server ran during the run, from
+	// INFO commandstats. Server-wide: the machine's Redis is shared, so
+	// other clients' commands (other tests, other services) count too.
+	Redis *RedisWork `json:"redis_server,omitempty"`
 	Series          []SeriesPoint             `json:"series"`
 }
 
@@ -326,6 +333,9 @@ type meters struct {
 	link    *DelayLine
 	cost    *DelayCost
 	link0   DelayStats
+	redis   *redisCounter
+	calls0  int64 // Redis commands so far
+	redisOK bool
 }
 
 // startMeters reads the counters a run's figures are differences of.
@@ -334,6 +344,8 @@ func startMeters(ctx context.Context, cfg Config) *meters {
 	if m.link != nil {
 		m.link0 = m.link.Stats()
 	}
+	m.redis = newRedisCounter(cfg.RedisAddr)
+	m.calls0, m.redisOK = m.redis.calls(ctx)
 	if cfg.DB != nil {
 		m.rows = newRowCounter(ctx, cfg.DB)
 		m.before = m.rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
@@ -350,6 +362,10 @@ func (m *meters) stop(ctx context.Context, out *Result) {
 	if m.link != nil {
 		out.DBLink = linkUse(m.link, m.cost, m.link0, m.link.Stats(), completed, out.Resources.CPUSeconds)
 	}
+	if calls, ok := m.redis.calls(ctx); ok && m.redisOK {
+		out.Redis = redisWork(m.calls0, calls, completed)
+	}
+	m.redis.close()
 	if m.db == nil {
 		return
 	}
