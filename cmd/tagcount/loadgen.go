@@ -56,6 +56,27 @@ type loadgenSettings struct {
 	KeepDB       bool
 	JobConc      int
 	DBLatency    time.Duration
+	Capacity     capacitySettings
+}
+
+// capacitySettings are the flags of loadgen's --find-capacity mode.
+type capacitySettings struct {
+	Find      bool
+	MaxP99    time.Duration
+	Probe     time.Duration
+	InFlight  int
+	Start     float64
+	MaxProbes int
+}
+
+func (c *capacitySettings) register(fs *flag.FlagSet) {
+	fs.BoolVar(&c.Find, "find-capacity", false,
+		"instead of one run per path, search each path's capacity: the highest open-loop rate at which Post p99 stays under --capacity-p99 and no request fails")
+	fs.DurationVar(&c.MaxP99, "capacity-p99", loadgen.DefaultCapacityP99, "with --find-capacity: the Post p99 a probe must stay under")
+	fs.DurationVar(&c.Probe, "probe-duration", loadgen.DefaultProbeDuration, "with --find-capacity: how long each probe loads its fresh service")
+	fs.IntVar(&c.InFlight, "probe-in-flight", loadgen.DefaultProbeInFlight, "with --find-capacity: most works in flight in a probe; an arrival beyond fails it")
+	fs.Float64Var(&c.Start, "capacity-start", loadgen.DefaultCapacityStart, "with --find-capacity: the first rate probed (doubled until a probe fails, then bisected)")
+	fs.IntVar(&c.MaxProbes, "capacity-probes", loadgen.DefaultCapacityMaxProbes, "with --find-capacity: most probes per path")
 }
 
 func (s *loadgenSettings) register(fs *flag.FlagSet) {
@@ -98,6 +119,7 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.JobConc, "job-concurrency", 0, "jobs the in-process worker runs at once (0: the service's default)")
 	fs.DurationVar(&s.DBLatency, "db-latency", 0,
 		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
+	s.Capacity.register(fs)
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -114,6 +136,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer lg.close()
+	if s.Capacity.Find {
+		return lg.findCapacity(ctx, paths, stdout)
+	}
 	for _, path := range paths {
 		if ctx.Err() != nil {
 			break
@@ -167,6 +192,9 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 	}
 	if s.DBLatency < 0 || (s.DBLatency > 0 && s.URL != "") {
 		return s, nil, errors.New("--db-latency is a positive delay, and applies only to the stacks loadgen starts (not with --url)")
+	}
+	if c := s.Capacity; c.Find && (s.URL != "" || c.Probe <= 0 || c.InFlight <= 0 || c.MaxP99 <= 0 || c.Start <= 0 || c.MaxProbes <= 0) {
+		return s, nil, errors.New("--find-capacity needs positive --capacity-* and --probe-* values, and fresh in-process stacks (not --url)")
 	}
 	if s.URL != "" {
 		if len(paths) != 1 {
@@ -310,39 +338,84 @@ func (lg *loadgenSession) close() {
 // runPath runs the workload through one path: on a fresh in-process stack,
 // or through the service at --url.
 func (lg *loadgenSession) runPath(ctx context.Context, path string) (*loadgen.Result, error) {
-	s := lg.s
 	cfg := lg.base
 	cfg.Path = path
-	stopStack := func() {}
-	if s.URL != "" {
-		cfg.BaseURL, cfg.Auth = s.URL, httpapi.Auth{Secret: []byte(s.AuthSecret)}
-		if db, ok := loadgenServiceDB(ctx, s.MySQLDSN, lg.stderr); ok {
-			defer db.Close()
-			cfg.DB = db
-		}
-	} else {
-		database := "tagcount_loadgen_" + lg.runID + "_" + path
-		st, stop, err := loadgenStack(ctx, s, lg.runID, path, database, lg.secret, lg.log, true)
-		if err != nil {
-			return nil, fmt.Errorf("starting the %s path's service: %w", path, err)
-		}
-		stopStack = func() {
-			if err := stop(); err != nil {
-				fmt.Fprintf(lg.stderr, "loadgen: stopping the %s path's service: %v\n", path, err)
-			}
-			loadgenDrop(lg.server, database, s.KeepDB, lg.stderr)
-		}
-		cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
+	if lg.s.URL == "" {
+		return lg.runOnStack(ctx, cfg, lg.runID, path)
 	}
-	defer stopStack()
+	cfg.BaseURL, cfg.Auth = lg.s.URL, httpapi.Auth{Secret: []byte(lg.s.AuthSecret)}
+	if db, ok := loadgenServiceDB(ctx, lg.s.MySQLDSN, lg.stderr); ok {
+		defer db.Close()
+		cfg.DB = db
+	}
+	return lg.profiled(ctx, cfg)
+}
+
+// runOnStack runs cfg on a fresh in-process stack of cfg.Path, whose
+// database is named after label and queue after runID, and drops the
+// database after (unless --keep-db).
+func (lg *loadgenSession) runOnStack(ctx context.Context, cfg loadgen.Config, runID, label string) (*loadgen.Result, error) {
+	database := "tagcount_loadgen_" + lg.runID + "_" + label
+	st, stop, err := loadgenStack(ctx, lg.s, runID, cfg.Path, database, lg.secret, lg.log, true)
+	if err != nil {
+		return nil, fmt.Errorf("starting the %s path's service: %w", cfg.Path, err)
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			fmt.Fprintf(lg.stderr, "loadgen: stopping the %s path's service: %v\n", cfg.Path, err)
+		}
+		loadgenDrop(lg.server, database, lg.s.KeepDB, lg.stderr)
+	}()
+	cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
+	return lg.profiled(ctx, cfg)
+}
+
+// profiled runs cfg, with a CPU profile when --pprof-dir asks for one.
+func (lg *loadgenSession) profiled(ctx context.Context, cfg loadgen.Config) (*loadgen.Result, error) {
 	debug.FreeOSMemory()
-	stopProfile, err := loadgenProfile(s.PprofDir, path, s.Duration/2)
+	stopProfile, err := loadgenProfile(lg.s.PprofDir, cfg.Path, cfg.Duration/2)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(lg.stderr, "loadgen: %s path at %s\n", path, cfg.BaseURL)
 	defer stopProfile()
+	fmt.Fprintf(lg.stderr, "loadgen: %s path at %s\n", cfg.Path, cfg.BaseURL)
 	return loadgen.Run(ctx, cfg)
+}
+
+// findCapacity searches each path's capacity with short open-loop probes,
+// each on a fresh stack, and prints and writes the probes and capacities.
+func (lg *loadgenSession) findCapacity(ctx context.Context, paths []string, stdout io.Writer) error {
+	c := lg.s.Capacity
+	lg.rep.Capacity = &loadgen.CapacityReport{MaxP99Ms: float64(c.MaxP99) / float64(time.Millisecond),
+		ProbeSeconds: c.Probe.Seconds(), InFlight: c.InFlight}
+	o := loadgen.CapacityOptions{MaxP99: c.MaxP99, Start: c.Start, MaxProbes: c.MaxProbes}
+	var err error
+	for _, path := range paths {
+		n := 0
+		probe := func(ctx context.Context, rate float64) (*loadgen.Result, error) {
+			n++
+			fmt.Fprintf(lg.stderr, "loadgen: capacity of %s: probe %d at %.1f works/s\n", path, n, rate)
+			cfg := lg.base
+			cfg.Path, cfg.Rate, cfg.OpenLoop, cfg.Profile = path, rate, true, loadgen.Steady
+			cfg.Duration, cfg.Posts, cfg.Concurrency = c.Probe, 0, c.InFlight
+			return lg.runOnStack(ctx, cfg, fmt.Sprintf("%s-p%d", lg.runID, n), fmt.Sprintf("%s_p%d", path, n))
+		}
+		var pc *loadgen.PathCapacity
+		pc, err = loadgen.FindCapacity(ctx, path, o, probe)
+		lg.rep.Capacity.Paths = append(lg.rep.Capacity.Paths, pc)
+		if err != nil {
+			break
+		}
+	}
+	lg.rep.Finish()
+	fmt.Fprintln(stdout)
+	if werr := lg.rep.WriteText(stdout); werr != nil {
+		return werr
+	}
+	if werr := writeLoadgenFiles(lg.rep, lg.s, lg.stderr); werr != nil {
+		return werr
+	}
+	return err
 }
 
 // runCeiling measures the bare posting transaction alone on its own fresh
@@ -372,7 +445,7 @@ func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer)
 			return err
 		}
 	}
-	if s.OutPNG != "" {
+	if s.OutPNG != "" && len(rep.Results) > 0 {
 		if err := rep.WritePNG(s.OutPNG); err != nil {
 			return err
 		}

@@ -439,3 +439,46 @@ func TestLoadgenWithADatabaseLatencyDelaysEveryStackAndReportsTheLink(t *testing
 		}
 	}
 }
+
+func TestLoadgenFindCapacityProbesFreshStacksAndReportsTheHighestPassingRate(t *testing.T) {
+	t.Parallel()
+	lr := runLoadgenCmd(t, "--paths", "new", "--find-capacity", "--probe-duration", "1s", "--capacity-start", "10",
+		"--capacity-probes", "2", "--capacity-p99", "5s")
+	c := lr.Report.Capacity
+	if c == nil || len(c.Paths) != 1 || c.Paths[0].Path != "new" {
+		t.Fatalf("capacity %+v, want the new path's", c)
+	}
+	pc := c.Paths[0]
+	if len(pc.Probes) != 2 || pc.Probes[0].Rate != 10 {
+		t.Fatalf("probes %+v, want two, the first at 10/s", pc.Probes)
+	}
+	// After a pass the rate doubles; after a failure it halves.
+	first, second := pc.Probes[0], pc.Probes[1]
+	if want := map[bool]float64{true: 20, false: 5}[first.OK]; second.Rate != want {
+		t.Errorf("second probe at %v/s after the first (ok %v), want %v/s", second.Rate, first.OK, want)
+	}
+	var good, bad float64
+	for _, p := range pc.Probes {
+		if p.Posts == 0 || p.Exact == nil || !*p.Exact {
+			t.Errorf("probe %+v: want posts measured and exact counts", p)
+		}
+		if p.OK != (p.Why == "") {
+			t.Errorf("probe %+v: a verdict and its reasons disagree", p)
+		}
+		switch {
+		case p.OK && p.Rate > good:
+			good = p.Rate
+		case !p.OK && (bad == 0 || p.Rate < bad):
+			bad = p.Rate
+		}
+	}
+	if pc.Capacity != good || pc.FirstBad != bad {
+		t.Errorf("capacity %v and first bad %v, want the highest passing (%v) and lowest failing (%v) probe", pc.Capacity, pc.FirstBad, good, bad)
+	}
+	if !strings.Contains(lr.Stdout, "capacity new") || len(lr.Report.Results) != 0 {
+		t.Errorf("printed:\n%s", lr.Stdout)
+	}
+	if left := loadgenDatabases(t, lr.RunID); len(left) != 0 {
+		t.Errorf("the probes left their databases behind: %v", left)
+	}
+}

@@ -25,6 +25,9 @@ type Report struct {
 	// and its database (--db-latency) for every path and the ceiling; nil
 	// without one.
 	DBLink *DBLink `json:"db_link,omitempty"`
+	// Capacity is the capacity search of --find-capacity, which runs
+	// probes instead of Results.
+	Capacity *CapacityReport `json:"capacity,omitempty"`
 }
 
 // Machine describes where a report was measured.
@@ -80,6 +83,9 @@ func (rep *Report) Finish() {
 		}
 	}
 	rep.Targets = Targets(rep.Result("legacy"), rep.Result("new"))
+	if rep.Capacity != nil {
+		rep.Capacity.Finish()
+	}
 }
 
 // Target is one goal of issue 6 and whether the run met it.
@@ -388,6 +394,9 @@ func formatNum(format string, v float64) string {
 // WriteText writes the table aligned for a terminal, and the ceiling and
 // targets below it.
 func (rep *Report) WriteText(w io.Writer) error {
+	if len(rep.Results) == 0 && rep.Capacity != nil {
+		return rep.Capacity.WriteText(w)
+	}
 	rows := rep.Table()
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
@@ -422,6 +431,14 @@ func (rep *Report) WriteText(w io.Writer) error {
 // WriteMarkdown writes the table as GitHub Markdown, and the ceiling and
 // targets below it.
 func (rep *Report) WriteMarkdown(w io.Writer) error {
+	if len(rep.Results) == 0 && rep.Capacity != nil {
+		io.WriteString(w, "```\n")
+		if err := rep.Capacity.WriteText(w); err != nil {
+			return err
+		}
+		_, err := io.WriteString(w, "```\n")
+		return err
+	}
 	rows := rep.Table()
 	var b strings.Builder
 	for n, row := range rows {

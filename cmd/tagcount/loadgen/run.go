@@ -130,8 +130,8 @@ type Result struct {
 	// Redis is the commands the Redis server ran during the run, from
 	// INFO commandstats. Server-wide: the machine's Redis is shared, so
 	// other clients' commands (other tests, other services) count too.
-	Redis *RedisWork `json:"redis_server,omitempty"`
-	Series          []SeriesPoint             `json:"series"`
+	Redis  *RedisWork    `json:"redis_server,omitempty"`
+	Series []SeriesPoint `json:"series"`
 }
 
 // RowsOf returns the rows written to table, or false.
