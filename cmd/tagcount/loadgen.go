@@ -438,14 +438,18 @@ func (lg *loadgenSession) runCeiling(ctx context.Context) (*loadgen.Ceiling, err
 	return c, err
 }
 
-// writeLoadgenFiles writes the report to the files s asks for.
+// writeLoadgenFiles writes the report to the files s asks for; a chart
+// only of runs (a capacity search has none).
 func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer) error {
+	if len(rep.Results) == 0 {
+		s.OutPNG = ""
+	}
 	if s.OutJSON != "" {
 		if err := rep.WriteJSON(s.OutJSON); err != nil {
 			return err
 		}
 	}
-	if s.OutPNG != "" && len(rep.Results) > 0 {
+	if s.OutPNG != "" {
 		if err := rep.WritePNG(s.OutPNG); err != nil {
 			return err
 		}
