@@ -71,9 +71,9 @@ func (a runtimeAlarm) Close()              { a.t.Stop() }
 // Delay is the one-way delay.
 func (l *DelayLine) Delay() time.Duration { return l.delay }
 
-// Dial connects to addr over TCP through the link; connecting takes one
-// round trip more, as a TCP handshake over the link would. It returns the
-// dial error, or ctx's when it ends first.
+// Dial connects to addr over TCP through the link, waiting one round trip
+// of the link as a TCP handshake over it would. It returns the dial error,
+// or ctx's when it ends first.
 func (l *DelayLine) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
@@ -93,8 +93,8 @@ func (l *DelayLine) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return l.Wrap(c), nil
 }
 
-// Wrap returns c seen through the link. Closing the result flushes what was
-// written (at most one delay later) and closes c.
+// Wrap returns c seen through the link. Closing the result sends what was
+// written before, then closes c.
 func (l *DelayLine) Wrap(c net.Conn) net.Conn {
 	dc := &delayConn{
 		Conn: c, line: l,
@@ -102,12 +102,16 @@ func (l *DelayLine) Wrap(c net.Conn) net.Conn {
 		closing: make(chan struct{}), abandon: make(chan struct{}), broken: make(chan struct{}), pumpsDone: make(chan struct{}),
 		rdl: newDeadline(), wdl: newDeadline(), rtimer: l.clock.NewTimer(),
 	}
-	var pumps sync.WaitGroup
-	pumps.Add(2)
-	go func() { defer pumps.Done(); dc.send() }()
-	go func() { defer pumps.Done(); dc.receive() }()
-	go func() { pumps.Wait(); close(dc.pumpsDone) }()
+	dc.pumpsLeft.Store(2)
+	go func() { dc.send(); dc.pumpDone() }()
+	go func() { dc.receive(); dc.pumpDone() }()
 	return dc
+}
+
+func (c *delayConn) pumpDone() {
+	if c.pumpsLeft.Add(-1) == 0 {
+		close(c.pumpsDone)
+	}
 }
 
 // RegisterMySQL makes the MySQL driver dial DSNs whose network is name
@@ -125,9 +129,8 @@ type DelayStats struct {
 	Bytes   int64
 	// Waits counts the packets whose delivery waited for their due time
 	// (the rest were due already when their turn came); Late is the sum
-	// of how long after the due time those waits ended: timers wake late,
-	// and later on an idle process, whose runtime sleeps in whole
-	// milliseconds.
+	// of how long after the due time those waits ended: wake-ups take
+	// time, and more on a busy machine.
 	Waits int64
 	Late  time.Duration
 }
@@ -190,7 +193,8 @@ type delayConn struct {
 	broken    chan struct{} // closed when sending failed; werr says why
 	werr      error
 	pumpsDone chan struct{} // closed when send and receive returned
-	received  atomic.Int64  // bytes read from the real connection
+	pumpsLeft atomic.Int32
+	received  atomic.Int64 // bytes read from the real connection
 
 	rmu    sync.Mutex // one Read at a time; guards the fields below
 	rbuf   []byte     // the rest of the packet being read
