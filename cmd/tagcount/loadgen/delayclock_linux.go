@@ -11,10 +11,12 @@ import (
 )
 
 // newLinkClock returns the clock of a link on Linux: real time, with
-// alarms that are timerfds in Go's network poller. The runtime's own
-// timers are precise while the process is busy, but an idle runtime
-// sleeps in its poller in whole milliseconds, so a 250 µs link would
-// behave like a 1 ms one; a timerfd wakes the poller when it expires.
+// alarms that are both a runtime timer and a timerfd in Go's network
+// poller, whichever rings first. The runtime's timers are precise while
+// the process is busy, but an idle runtime sleeps in its poller in whole
+// milliseconds, so a 250 µs link would behave like a 1 ms one; a timerfd
+// wakes the poller when it expires, but the goroutine it readies waits
+// behind the busy process's others (milliseconds, measured).
 func newLinkClock() clock { return timerfdClock{} }
 
 type timerfdClock struct{}
@@ -30,11 +32,13 @@ func (timerfdClock) NewTimer() alarm {
 	return newRuntimeAlarm()
 }
 
-// fdAlarm is a timerfd read by a goroutine of its own, which passes an
-// expiry on to C when the time set by the latest Reset has come.
+// fdAlarm is a timerfd read by a goroutine of its own and a runtime
+// timer, either of which passes the time on to C when the time set by the
+// latest Reset has come.
 type fdAlarm struct {
 	f  *os.File
 	fd int
+	rt *time.Timer
 	ch chan time.Time
 
 	mu    sync.Mutex
@@ -49,8 +53,19 @@ func newFDAlarm() (*fdAlarm, error) {
 	}
 	// A non-blocking descriptor makes a File that reads through the poller.
 	a := &fdAlarm{f: os.NewFile(uintptr(fd), "timerfd"), fd: fd, ch: make(chan time.Time, 1)}
+	a.rt = time.AfterFunc(time.Hour, a.ring)
+	a.rt.Stop()
 	go a.forward()
 	return a, nil
+}
+
+// ring is the runtime timer's expiry.
+func (a *fdAlarm) ring() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.armed {
+		a.fireOrArm()
+	}
 }
 
 func (a *fdAlarm) forward() {
@@ -72,12 +87,13 @@ func (a *fdAlarm) forward() {
 func (a *fdAlarm) fireOrArm() {
 	wait := time.Until(a.at)
 	if wait > 0 {
+		a.rt.Reset(wait)
 		ts := unix.NsecToTimespec(int64(wait))
 		if unix.TimerfdSettime(a.fd, 0, &unix.ItimerSpec{Value: ts}, nil) == nil {
 			return
 		}
 	}
-	a.armed = false
+	a.disarm()
 	select {
 	case a.ch <- time.Now():
 	default:
@@ -95,9 +111,16 @@ func (a *fdAlarm) Reset(at time.Time) {
 func (a *fdAlarm) Stop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.armed = false
-	unix.TimerfdSettime(a.fd, 0, &unix.ItimerSpec{}, nil)
+	a.disarm()
 	a.drain()
+}
+
+// disarm stops both clocks, so that the one that did not ring does not
+// wake a goroutine for nothing.
+func (a *fdAlarm) disarm() {
+	a.armed = false
+	a.rt.Stop()
+	unix.TimerfdSettime(a.fd, 0, &unix.ItimerSpec{}, nil)
 }
 
 func (a *fdAlarm) C() <-chan time.Time { return a.ch }
