@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -159,21 +158,22 @@ func (e *edgeSettings) edge() httpapi.Edge {
 
 // parse parses args into a new flag set named name, with s registered and
 // extra adding command-specific flags. It returns the positional arguments,
-// which only migrate accepts.
+// which only migrate accepts, or flag.ErrHelp after printing the flags when
+// args ask for help.
 func parse(name string, args []string, stderr io.Writer, s *settings, extra func(fs *flag.FlagSet)) ([]string, error) {
 	fs := flag.NewFlagSet("tagcount "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tagcount %s [flags]\n\nflags (each also read from TAGCOUNT_<NAME>):\n", name)
+		fs.PrintDefaults()
+	}
 	if s != nil {
 		s.register(fs)
 	}
 	if extra != nil {
 		extra(fs)
 	}
-	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("TAGCOUNT"))
-	if errors.Is(err, flag.ErrHelp) {
-		return nil, errUsage
-	}
-	if err != nil {
+	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("TAGCOUNT")); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 && name != "migrate" {

@@ -55,6 +55,28 @@ type loadgenSettings struct {
 	PprofDir     string
 	KeepDB       bool
 	JobConc      int
+	DBLatency    time.Duration
+	Capacity     capacitySettings
+}
+
+// capacitySettings are the flags of loadgen's --find-capacity mode.
+type capacitySettings struct {
+	Find      bool
+	MaxP99    time.Duration
+	Probe     time.Duration
+	InFlight  int
+	Start     float64
+	MaxProbes int
+}
+
+func (c *capacitySettings) register(fs *flag.FlagSet) {
+	fs.BoolVar(&c.Find, "find-capacity", false,
+		"instead of one run per path, search each path's capacity: the highest open-loop rate at which Post p99 stays under --capacity-p99 and no request fails")
+	fs.DurationVar(&c.MaxP99, "capacity-p99", loadgen.DefaultCapacityP99, "with --find-capacity: the Post p99 a probe must stay under")
+	fs.DurationVar(&c.Probe, "probe-duration", loadgen.DefaultProbeDuration, "with --find-capacity: how long each probe loads its fresh service")
+	fs.IntVar(&c.InFlight, "probe-in-flight", loadgen.DefaultProbeInFlight, "with --find-capacity: most works in flight in a probe; an arrival beyond fails it")
+	fs.Float64Var(&c.Start, "capacity-start", loadgen.DefaultCapacityStart, "with --find-capacity: the first rate probed (doubled until a probe fails, then bisected)")
+	fs.IntVar(&c.MaxProbes, "capacity-probes", loadgen.DefaultCapacityMaxProbes, "with --find-capacity: most probes per path")
 }
 
 func (s *loadgenSettings) register(fs *flag.FlagSet) {
@@ -95,6 +117,9 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.PprofDir, "pprof-dir", "", "write a CPU profile of each path's run to this directory")
 	fs.BoolVar(&s.KeepDB, "keep-db", false, "keep each path's database instead of dropping it")
 	fs.IntVar(&s.JobConc, "job-concurrency", 0, "jobs the in-process worker runs at once (0: the service's default)")
+	fs.DurationVar(&s.DBLatency, "db-latency", 0,
+		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
+	s.Capacity.register(fs)
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -102,16 +127,55 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 // (or through the service at --url), measures the machine's ceiling, and
 // prints the comparison; the JSON and the chart go to files.
 func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, paths, err := parseLoadgen(args, stderr)
+	if err != nil {
+		return err
+	}
+	lg, err := startLoadgen(ctx, s, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer lg.close()
+	if s.Capacity.Find {
+		return lg.findCapacity(ctx, paths, stdout)
+	}
+	for _, path := range paths {
+		if ctx.Err() != nil {
+			break
+		}
+		res, err := lg.runPath(ctx, path)
+		if err != nil {
+			return err
+		}
+		lg.rep.Results = append(lg.rep.Results, res)
+		fmt.Fprintf(stderr, "loadgen: %s: %.1f posts/s completed, post p99 %.1f ms, %d deadlocks, %d lock-wait timeouts\n",
+			path, res.PostsPerSec, res.Latency["post"].P99, res.Errors.Deadlock, res.Errors.LockWait)
+	}
+	if s.Ceiling && s.URL == "" && ctx.Err() == nil {
+		if lg.rep.Ceiling, err = lg.runCeiling(ctx); err != nil {
+			return err
+		}
+	}
+	lg.rep.Finish()
+	fmt.Fprintln(stdout)
+	if err := lg.rep.WriteText(stdout); err != nil {
+		return err
+	}
+	if err := writeLoadgenFiles(lg.rep, s, stderr); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// parseLoadgen parses and checks loadgen's flags, and returns the paths to
+// run in order.
+func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, error) {
 	var s loadgenSettings
 	if _, err := parse("loadgen", args, stderr, nil, s.register); err != nil {
-		return err
+		return s, nil, err
 	}
 	if s.Duration <= 0 && s.Posts <= 0 {
 		s.Duration = 20 * time.Second
-	}
-	profile, err := loadgen.ParseProfile(s.Profile)
-	if err != nil {
-		return err
 	}
 	var paths []string
 	for _, p := range strings.Split(s.Paths, ",") {
@@ -120,134 +184,265 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case "legacy", "new", "flag":
 			paths = append(paths, p)
 		default:
-			return fmt.Errorf("--paths: unknown path %q (want legacy, new or flag)", p)
+			return s, nil, fmt.Errorf("--paths: unknown path %q (want legacy, new or flag)", p)
 		}
 	}
 	if len(paths) == 0 {
-		return errors.New("--paths names no path")
+		return s, nil, errors.New("--paths names no path")
+	}
+	if s.DBLatency < 0 || (s.DBLatency > 0 && s.URL != "") {
+		return s, nil, errors.New("--db-latency is a positive delay, and applies only to the stacks loadgen starts (not with --url)")
+	}
+	if c := s.Capacity; c.Find && (s.URL != "" || c.Probe <= 0 || c.InFlight <= 0 || c.MaxP99 <= 0 || c.Start <= 0 || c.MaxProbes <= 0) {
+		return s, nil, errors.New("--find-capacity needs positive --capacity-* and --probe-* values, and fresh in-process stacks (not --url)")
 	}
 	if s.URL != "" {
 		if len(paths) != 1 {
-			return errors.New("with --url the service runs one path: give --paths with exactly one (its label)")
+			return s, nil, errors.New("with --url the service runs one path: give --paths with exactly one (its label)")
 		}
 		if s.AuthSecret == "" {
-			return errors.New("with --url, --auth-secret (TAGCOUNT_AUTH_SECRET) is the service's token secret")
+			return s, nil, errors.New("with --url, --auth-secret (TAGCOUNT_AUTH_SECRET) is the service's token secret")
 		}
 	}
+	return s, paths, nil
+}
 
-	runID := randomHex(4)
+// loadgenSession is what the runs of one `tagcount loadgen` share: the
+// workload, the service log, the database server and the report.
+type loadgenSession struct {
+	s       loadgenSettings
+	runID   string
+	secret  string // signs the in-process stacks' tokens
+	wl      *loadgen.Workload
+	base    loadgen.Config // every path's run, but for the path and the service
+	log     *slog.Logger
+	logFile *os.File
+	prevLog *slog.Logger
+	server  *migrations.DB
+	rep     *loadgen.Report
+	stderr  io.Writer
+	unlink  func() // forgets the delay line's network, if any
+}
+
+// startLoadgen builds the workload, opens the service log and the database
+// server, and starts the report.
+func startLoadgen(ctx context.Context, s loadgenSettings, args []string, stderr io.Writer) (*loadgenSession, error) {
+	profile, err := loadgen.ParseProfile(s.Profile)
+	if err != nil {
+		return nil, err
+	}
+	lg := &loadgenSession{s: s, runID: randomHex(4), secret: randomHex(32), stderr: stderr}
+	if lg.wl, err = loadgenWorkload(s, lg.runID); err != nil {
+		return nil, err
+	}
+	if err := lg.openLog(); err != nil {
+		return nil, err
+	}
+	lg.rep = &loadgen.Report{Command: "tagcount loadgen " + strings.Join(args, " "), Started: time.Now(), Workload: lg.wl.Options()}
+	if lg.server, err = loadgenServer(ctx, s); err != nil {
+		lg.close()
+		return nil, err
+	}
+	lg.rep.Machine = loadgen.ThisMachine(lg.server.Version)
+	lg.base = loadgen.Config{
+		Workload: lg.wl, Concurrency: s.Concurrency, Duration: s.Duration, Posts: s.Posts, Rate: s.Rate, Profile: profile,
+		OpenLoop: s.OpenLoop, MaxRetries: s.MaxRetries, MaxRetryWait: s.MaxRetryWait, PollTimeout: s.PollTimeout,
+		DrainTimeout: s.DrainTimeout, OutboxWait: s.OutboxWait, Progress: stderr, RedisAddr: s.RedisAddr,
+	}
+	if s.DBLatency > 0 {
+		if err := lg.startLink(ctx); err != nil {
+			lg.close()
+			return nil, err
+		}
+	}
+	return lg, nil
+}
+
+// Calibration of the delay line's CPU cost: connections and time per phase.
+const (
+	linkCalibrationConns = 16
+	linkCalibrationPhase = time.Second
+)
+
+// startLink puts a delay line of --db-latency between the stacks loadgen
+// starts and their database: the DSN they are given dials through it. It
+// first measures what the line costs in CPU, while nothing else runs.
+func (lg *loadgenSession) startLink(ctx context.Context) error {
+	cfg, err := mysql.ParseDSN(lg.s.MySQLDSN)
+	if err != nil {
+		return fmt.Errorf("--mysql-dsn: %w", err)
+	}
+	if cfg.Net != "tcp" {
+		return fmt.Errorf("--db-latency needs a TCP --mysql-dsn, not %q", cfg.Net)
+	}
+	fmt.Fprintf(lg.stderr, "loadgen: db link: %v each way; measuring its CPU cost (%v)\n", lg.s.DBLatency, 2*linkCalibrationPhase)
+	cost, err := loadgen.MeasureDelayCost(ctx, lg.s.DBLatency, linkCalibrationConns, linkCalibrationPhase)
+	if err != nil {
+		return fmt.Errorf("measuring the delay line's cost: %w", err)
+	}
+	line := loadgen.NewDelayLine(lg.s.DBLatency)
+	cfg.Net = "tcp+delay-" + lg.runID
+	lg.unlink = line.RegisterMySQL(cfg.Net)
+	// Both paths and the ceiling start their stacks from this DSN.
+	lg.s.MySQLDSN = cfg.FormatDSN()
+	lg.base.DBLink, lg.base.DBLinkCost = line, &cost
+	lg.rep.DBLink = &loadgen.DBLink{OneWayMs: float64(lg.s.DBLatency) / float64(time.Millisecond), Cost: cost}
+	return nil
+}
+
+// loadgenWorkload is the workload of s; with --url its probe tags are named
+// after the run, since the service's database may hold an earlier run's.
+func loadgenWorkload(s loadgenSettings, runID string) (*loadgen.Workload, error) {
 	probePrefix := fmt.Sprintf("probe %d", s.Seed)
 	if s.URL != "" {
-		// The service's database may hold an earlier run's probe tags.
 		probePrefix = "probe " + runID
 	}
-	wl, err := loadgen.NewWorkload(loadgen.WorkloadOptions{
+	return loadgen.NewWorkload(loadgen.WorkloadOptions{
 		Seed: s.Seed, Authors: s.Authors, Vocabulary: s.Vocab, EditShare: nonZero(s.EditShare), DeleteShare: nonZero(s.DeleteShare),
 		BodyChars: s.BodyChars, ProbeEvery: s.ProbeEvery, ProbePrefix: probePrefix,
 	})
-	if err != nil {
-		return err
-	}
+}
 
-	logPath := s.LogFile
+// openLog sends the in-process service's warnings to the log file, and the
+// default logger there too until close.
+func (lg *loadgenSession) openLog() error {
+	logPath := lg.s.LogFile
 	if logPath == "" {
-		logPath = filepath.Join(os.TempDir(), "tagcount-loadgen-"+runID+".log")
+		logPath = filepath.Join(os.TempDir(), "tagcount-loadgen-"+lg.runID+".log")
 	}
-	logFile, err := os.Create(logPath)
+	f, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
-	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	fmt.Fprintf(stderr, "loadgen: run %s, seed %d; service log: %s\n", runID, s.Seed, logPath)
+	lg.logFile = f
+	lg.log = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fmt.Fprintf(lg.stderr, "loadgen: run %s, seed %d; service log: %s\n", lg.runID, lg.s.Seed, logPath)
 	// Handlers log failed requests through the default logger; under load
 	// (the legacy path's deadlocks) that is thousands of lines.
-	defer slog.SetDefault(slog.Default())
-	slog.SetDefault(log)
+	lg.prevLog = slog.Default()
+	slog.SetDefault(lg.log)
+	return nil
+}
 
-	rep := &loadgen.Report{Command: "tagcount loadgen " + strings.Join(args, " "), Started: time.Now(), Workload: wl.Options()}
-	server, err := loadgenServer(ctx, s)
+func (lg *loadgenSession) close() {
+	if lg.server != nil {
+		lg.server.Close()
+	}
+	if lg.unlink != nil {
+		lg.unlink()
+	}
+	slog.SetDefault(lg.prevLog)
+	lg.logFile.Close()
+}
+
+// runPath runs the workload through one path: on a fresh in-process stack,
+// or through the service at --url.
+func (lg *loadgenSession) runPath(ctx context.Context, path string) (*loadgen.Result, error) {
+	cfg := lg.base
+	cfg.Path = path
+	if lg.s.URL == "" {
+		return lg.runOnStack(ctx, cfg, lg.runID, path)
+	}
+	cfg.BaseURL, cfg.Auth = lg.s.URL, httpapi.Auth{Secret: []byte(lg.s.AuthSecret)}
+	if db, ok := loadgenServiceDB(ctx, lg.s.MySQLDSN, lg.stderr); ok {
+		defer db.Close()
+		cfg.DB = db
+	}
+	return lg.profiled(ctx, cfg)
+}
+
+// runOnStack runs cfg on a fresh in-process stack of cfg.Path, whose
+// database is named after label and queue after runID, and drops the
+// database after (unless --keep-db).
+func (lg *loadgenSession) runOnStack(ctx context.Context, cfg loadgen.Config, runID, label string) (*loadgen.Result, error) {
+	database := "tagcount_loadgen_" + lg.runID + "_" + label
+	st, stop, err := loadgenStack(ctx, lg.s, runID, cfg.Path, database, lg.secret, lg.log, true)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("starting the %s path's service: %w", cfg.Path, err)
 	}
-	defer server.Close()
-	rep.Machine = loadgen.ThisMachine(server.Version)
+	defer func() {
+		if err := stop(); err != nil {
+			fmt.Fprintf(lg.stderr, "loadgen: stopping the %s path's service: %v\n", cfg.Path, err)
+		}
+		loadgenDrop(lg.server, database, lg.s.KeepDB, lg.stderr)
+	}()
+	cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
+	return lg.profiled(ctx, cfg)
+}
 
-	base := loadgen.Config{
-		Workload: wl, Concurrency: s.Concurrency, Duration: s.Duration, Posts: s.Posts, Rate: s.Rate, Profile: profile,
-		OpenLoop: s.OpenLoop, MaxRetries: s.MaxRetries, MaxRetryWait: s.MaxRetryWait, PollTimeout: s.PollTimeout,
-		DrainTimeout: s.DrainTimeout, OutboxWait: s.OutboxWait, Progress: stderr,
+// profiled runs cfg, with a CPU profile when --pprof-dir asks for one.
+func (lg *loadgenSession) profiled(ctx context.Context, cfg loadgen.Config) (*loadgen.Result, error) {
+	debug.FreeOSMemory()
+	stopProfile, err := loadgenProfile(lg.s.PprofDir, cfg.Path, cfg.Duration/2)
+	if err != nil {
+		return nil, err
 	}
-	secret := randomHex(32)
+	defer stopProfile()
+	fmt.Fprintf(lg.stderr, "loadgen: %s path at %s\n", cfg.Path, cfg.BaseURL)
+	return loadgen.Run(ctx, cfg)
+}
+
+// findCapacity searches each path's capacity with short open-loop probes,
+// each on a fresh stack, and prints and writes the probes and capacities.
+func (lg *loadgenSession) findCapacity(ctx context.Context, paths []string, stdout io.Writer) error {
+	c := lg.s.Capacity
+	lg.rep.Capacity = &loadgen.CapacityReport{MaxP99Ms: float64(c.MaxP99) / float64(time.Millisecond),
+		ProbeSeconds: c.Probe.Seconds(), InFlight: c.InFlight}
+	o := loadgen.CapacityOptions{MaxP99: c.MaxP99, Start: c.Start, MaxProbes: c.MaxProbes}
+	var err error
 	for _, path := range paths {
-		if ctx.Err() != nil {
+		n := 0
+		probe := func(ctx context.Context, rate float64) (*loadgen.Result, error) {
+			n++
+			fmt.Fprintf(lg.stderr, "loadgen: capacity of %s: probe %d at %.1f works/s\n", path, n, rate)
+			cfg := lg.base
+			cfg.Path, cfg.Rate, cfg.OpenLoop, cfg.Profile = path, rate, true, loadgen.Steady
+			cfg.Duration, cfg.Posts, cfg.Concurrency = c.Probe, 0, c.InFlight
+			return lg.runOnStack(ctx, cfg, fmt.Sprintf("%s-p%d", lg.runID, n), fmt.Sprintf("%s_p%d", path, n))
+		}
+		var pc *loadgen.PathCapacity
+		pc, err = loadgen.FindCapacity(ctx, path, o, probe)
+		lg.rep.Capacity.Paths = append(lg.rep.Capacity.Paths, pc)
+		if err != nil {
 			break
 		}
-		cfg := base
-		cfg.Path = path
-		var stopStack func() error
-		var database string
-		if s.URL != "" {
-			cfg.BaseURL, cfg.Auth = s.URL, httpapi.Auth{Secret: []byte(s.AuthSecret)}
-			if db, ok := loadgenServiceDB(ctx, s.MySQLDSN, stderr); ok {
-				defer db.Close()
-				cfg.DB = db
-			}
-		} else {
-			database = "tagcount_loadgen_" + runID + "_" + path
-			st, stop, err := loadgenStack(ctx, s, runID, path, database, secret, log, true)
-			if err != nil {
-				return fmt.Errorf("starting the %s path's service: %w", path, err)
-			}
-			stopStack = stop
-			cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
-		}
-		debug.FreeOSMemory()
-		stopProfile, err := loadgenProfile(s.PprofDir, path, s.Duration/2)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "loadgen: %s path at %s\n", path, cfg.BaseURL)
-		res, err := loadgen.Run(ctx, cfg)
-		stopProfile()
-		if stopStack != nil {
-			if cerr := stopStack(); cerr != nil {
-				fmt.Fprintf(stderr, "loadgen: stopping the %s path's service: %v\n", path, cerr)
-			}
-			loadgenDrop(server, database, s.KeepDB, stderr)
-		}
-		if err != nil {
-			return err
-		}
-		rep.Results = append(rep.Results, res)
-		fmt.Fprintf(stderr, "loadgen: %s: %.1f posts/s completed, post p99 %.1f ms, %d deadlocks, %d lock-wait timeouts\n",
-			path, res.PostsPerSec, res.Latency["post"].P99, res.Errors.Deadlock, res.Errors.LockWait)
 	}
-
-	if s.Ceiling && s.URL == "" && ctx.Err() == nil {
-		d := s.CeilingFor
-		if d <= 0 && s.Duration > 0 {
-			d = min(s.Duration, 10*time.Second)
-		}
-		database := "tagcount_loadgen_" + runID + "_ceiling"
-		st, stop, err := loadgenStack(ctx, s, runID, "new", database, secret, log, false)
-		if err != nil {
-			return fmt.Errorf("starting the ceiling's database: %w", err)
-		}
-		fmt.Fprintf(stderr, "loadgen: ceiling: the bare posting transaction at concurrency %d\n", s.Concurrency)
-		c, err := loadgen.RunBare(ctx, st.Poster.PostContent, wl, s.Concurrency, d, s.Posts)
-		stop()
-		loadgenDrop(server, database, s.KeepDB, stderr)
-		if err != nil {
-			return err
-		}
-		rep.Ceiling = c
-	}
-
-	rep.Finish()
+	lg.rep.Finish()
 	fmt.Fprintln(stdout)
-	if err := rep.WriteText(stdout); err != nil {
-		return err
+	if werr := lg.rep.WriteText(stdout); werr != nil {
+		return werr
+	}
+	if werr := writeLoadgenFiles(lg.rep, lg.s, lg.stderr); werr != nil {
+		return werr
+	}
+	return err
+}
+
+// runCeiling measures the bare posting transaction alone on its own fresh
+// database, at the runs' concurrency.
+func (lg *loadgenSession) runCeiling(ctx context.Context) (*loadgen.Ceiling, error) {
+	s := lg.s
+	d := s.CeilingFor
+	if d <= 0 && s.Duration > 0 {
+		d = min(s.Duration, 10*time.Second)
+	}
+	database := "tagcount_loadgen_" + lg.runID + "_ceiling"
+	st, stop, err := loadgenStack(ctx, s, lg.runID, "new", database, lg.secret, lg.log, false)
+	if err != nil {
+		return nil, fmt.Errorf("starting the ceiling's database: %w", err)
+	}
+	fmt.Fprintf(lg.stderr, "loadgen: ceiling: the bare posting transaction at concurrency %d\n", s.Concurrency)
+	c, err := loadgen.RunBare(ctx, st.Poster.PostContent, lg.wl, s.Concurrency, d, s.Posts)
+	stop()
+	loadgenDrop(lg.server, database, s.KeepDB, lg.stderr)
+	return c, err
+}
+
+// writeLoadgenFiles writes the report to the files s asks for; a chart
+// only of runs (a capacity search has none).
+func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer) error {
+	if len(rep.Results) == 0 {
+		s.OutPNG = ""
 	}
 	if s.OutJSON != "" {
 		if err := rep.WriteJSON(s.OutJSON); err != nil {
@@ -273,7 +468,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	fmt.Fprintf(stderr, "loadgen: wrote %s\n", strings.Join(nonEmpty(s.OutJSON, s.OutPNG, s.OutMarkdown), ", "))
-	return ctx.Err()
+	return nil
 }
 
 // loadgenStack starts the service for one path on a fresh database; with

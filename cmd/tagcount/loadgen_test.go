@@ -223,6 +223,10 @@ func TestLoadgenRunsBothPathsOnRealStacksWithTheSameWorksAndExactCounts(t *testi
 		if r.Server == nil || r.Server.Commits == 0 || r.Resources.Pool == nil || r.Resources.CPUSeconds <= 0 || r.Resources.PeakRSS == 0 {
 			t.Errorf("%s: resources %+v, server %+v", r.Path, r.Resources, r.Server)
 		}
+		// The job queue's workers poll Redis on both paths.
+		if r.Redis == nil || r.Redis.Commands <= 0 || r.Redis.CommandsPerW <= 0 {
+			t.Errorf("%s: Redis commands %+v, want some", r.Path, r.Redis)
+		}
 		for _, table := range []string{"tag_counts", "tag_events"} {
 			if w, ok := r.RowsOf(table); !ok || w.Rows < 0 {
 				t.Errorf("%s: rows written to %s unknown: %+v", r.Path, table, w)
@@ -405,4 +409,76 @@ func tableRow(table [][]string, name string) []string {
 		}
 	}
 	return nil
+}
+
+func TestLoadgenWithADatabaseLatencyDelaysEveryStackAndReportsTheLink(t *testing.T) {
+	t.Parallel()
+	const posts = 60
+	lr := runLoadgenCmd(t, "--paths", "new", "--concurrency", "8", "--posts", "60", "--db-latency", "1ms", "--out-png", "")
+	rep := lr.Report
+	if l := rep.DBLink; l == nil || l.OneWayMs != 1 || l.Cost.DirectRoundTrips == 0 || l.Cost.DelayRoundTrips == 0 {
+		t.Fatalf("report's link %+v, want 1 ms and a calibration", l)
+	}
+	r := rep.Result("new")
+	if r == nil {
+		t.Fatalf("no new result:\n%s", lr.Stdout)
+	}
+	if u := r.DBLink; u == nil || u.OneWayMs != 1 || u.Packets == 0 || u.PacketsPerWk <= 0 || u.CPUSeconds < 0 {
+		t.Errorf("the path's link use %+v, want its packets", u)
+	}
+	if r.Works.Completed != posts || r.Errors.GaveUp != 0 {
+		t.Errorf("works %+v, errors %+v: want all %d posted through the link", r.Works, r.Errors, posts)
+	}
+	checkExact(t, r)
+	if c := rep.Ceiling; c == nil || c.Posts == 0 {
+		t.Errorf("ceiling %+v, want bare transactions through the link", c)
+	}
+	for _, want := range []string{"DB link: packets / posted work", "db link: every packet"} {
+		if !strings.Contains(lr.Stdout, want) {
+			t.Errorf("the table lacks %q:\n%s", want, lr.Stdout)
+		}
+	}
+}
+
+func TestLoadgenFindCapacityProbesFreshStacksAndReportsTheHighestPassingRate(t *testing.T) {
+	t.Parallel()
+	lr := runLoadgenCmd(t, "--paths", "new", "--find-capacity", "--probe-duration", "1s", "--capacity-start", "10",
+		"--capacity-probes", "2", "--capacity-p99", "5s")
+	c := lr.Report.Capacity
+	if c == nil || len(c.Paths) != 1 || c.Paths[0].Path != "new" {
+		t.Fatalf("capacity %+v, want the new path's", c)
+	}
+	pc := c.Paths[0]
+	if len(pc.Probes) != 2 || pc.Probes[0].Rate != 10 {
+		t.Fatalf("probes %+v, want two, the first at 10/s", pc.Probes)
+	}
+	// After a pass the rate doubles; after a failure it halves.
+	first, second := pc.Probes[0], pc.Probes[1]
+	if want := map[bool]float64{true: 20, false: 5}[first.OK]; second.Rate != want {
+		t.Errorf("second probe at %v/s after the first (ok %v), want %v/s", second.Rate, first.OK, want)
+	}
+	var good, bad float64
+	for _, p := range pc.Probes {
+		if p.Posts == 0 || p.Exact == nil || !*p.Exact {
+			t.Errorf("probe %+v: want posts measured and exact counts", p)
+		}
+		if p.OK != (p.Why == "") {
+			t.Errorf("probe %+v: a verdict and its reasons disagree", p)
+		}
+		switch {
+		case p.OK && p.Rate > good:
+			good = p.Rate
+		case !p.OK && (bad == 0 || p.Rate < bad):
+			bad = p.Rate
+		}
+	}
+	if pc.Capacity != good || pc.FirstBad != bad {
+		t.Errorf("capacity %v and first bad %v, want the highest passing (%v) and lowest failing (%v) probe", pc.Capacity, pc.FirstBad, good, bad)
+	}
+	if !strings.Contains(lr.Stdout, "capacity new") || len(lr.Report.Results) != 0 {
+		t.Errorf("printed:\n%s", lr.Stdout)
+	}
+	if left := loadgenDatabases(t, lr.RunID); len(left) != 0 {
+		t.Errorf("the probes left their databases behind: %v", left)
+	}
 }

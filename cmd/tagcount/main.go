@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -30,6 +31,7 @@ var commands = map[string]command{
 	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
 	"broker":    {runBroker, "run the embedded Kafka-protocol broker on its own (development, soak tests)"},
 	"queues":    {runQueues, "serve the job queue's web UI (asynqmon) for operators; keep it private"},
+	"version":   {runVersion, "print the version and build information"},
 }
 
 func main() {
@@ -60,7 +62,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		usage(stderr)
 		return errUsage
 	}
-	return cmd.run(ctx, args[1:], stdout, stderr)
+	err := cmd.run(ctx, args[1:], stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		// -h, -help and --help printed the command's flags as asked.
+		return nil
+	}
+	return err
 }
 
 func usage(w io.Writer) {

@@ -23,80 +23,101 @@ var pathColors = []color.RGBA{
 }
 
 // WritePNG draws, per path over the seconds of its run, completed posts/s
-// (top) and the p99 latency of Post requests (bottom, log scale).
+// (top) and the p99 latency of Post requests (bottom, log scale). It
+// returns the error of drawing or of writing the file.
 func (rep *Report) WritePNG(path string) error {
-	rate := plot.New()
-	rate.Title.Text = "Completed posts per second"
-	rate.X.Label.Text = "seconds since the path's run started"
-	rate.Y.Label.Text = "posts/s"
-	rate.Y.Min = 0
-	rate.Legend.Top = true
-	rate.Add(plotter.NewGrid())
-
-	p99 := plot.New()
-	p99.Title.Text = "p99 latency of POST /v1/drafts/{id}/post (1 s buckets)"
-	p99.X.Label.Text = "seconds since the path's run started"
-	p99.Y.Label.Text = "ms (log scale)"
-	p99.Y.Scale = plot.LogScale{}
-	p99.Y.Tick.Marker = logTicks{}
-	p99.Legend.Top = true
-	p99.Add(plotter.NewGrid())
-
-	anyLatency := false
-	var maxRate, maxP99, maxX float64
+	rate, p99 := newRatePlot(), newP99Plot()
+	var ext extent
 	for i, r := range rep.Results {
-		var pr, pl plotter.XYs
-		for _, s := range r.Series {
-			x := float64(s.Second) + 0.5
-			maxX = max(maxX, x+0.5)
-			pr = append(pr, plotter.XY{X: x, Y: float64(s.Completed)})
-			maxRate = max(maxRate, float64(s.Completed))
-			if s.PostRequests > 0 && s.PostP99Ms > 0 {
-				pl = append(pl, plotter.XY{X: x, Y: s.PostP99Ms})
-				maxP99 = max(maxP99, s.PostP99Ms)
-			}
-		}
-		c := pathColors[i%len(pathColors)]
-		label := fmt.Sprintf("%s (%.0f posts/s)", r.Path, r.PostsPerSec)
-		if len(pr) > 0 {
-			l, err := plotter.NewLine(pr)
-			if err != nil {
-				return err
-			}
-			l.Color, l.Width = c, vg.Points(1.5)
-			rate.Add(l)
-			rate.Legend.Add(label, l)
-		}
-		if len(pl) > 0 {
-			anyLatency = true
-			l, err := plotter.NewLine(pl)
-			if err != nil {
-				return err
-			}
-			l.Color, l.Width = c, vg.Points(1.5)
-			p99.Add(l)
-			p99.Legend.Add(fmt.Sprintf("%s (run p99 %.1f ms)", r.Path, r.Latency["post"].P99), l)
+		if err := addPathLines(rate, p99, r, pathColors[i%len(pathColors)], &ext); err != nil {
+			return err
 		}
 	}
 	// Room above the lines for the legend.
-	rate.Y.Max = max(1, maxRate) * 1.3
+	rate.Y.Max = max(1, ext.rate) * 1.3
 	rate.X.Min, p99.X.Min = 0, 0
-	rate.X.Max, p99.X.Max = max(maxX, 1), max(maxX, 1)
-	if anyLatency {
-		p99.Y.Max = maxP99 * 4
+	rate.X.Max, p99.X.Max = max(ext.x, 1), max(ext.x, 1)
+	if ext.p99 > 0 {
+		p99.Y.Max = ext.p99 * 4
 	} else {
 		// A log axis needs a positive range even with nothing to show.
 		p99.Y.Min, p99.Y.Max = 1, 10
 	}
+	return savePNG(path, rate, p99)
+}
 
+func newRatePlot() *plot.Plot {
+	p := plot.New()
+	p.Title.Text = "Completed posts per second"
+	p.X.Label.Text = "seconds since the path's run started"
+	p.Y.Label.Text = "posts/s"
+	p.Y.Min = 0
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p
+}
+
+func newP99Plot() *plot.Plot {
+	p := plot.New()
+	p.Title.Text = "p99 latency of POST /v1/drafts/{id}/post (1 s buckets)"
+	p.X.Label.Text = "seconds since the path's run started"
+	p.Y.Label.Text = "ms (log scale)"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = logTicks{}
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p
+}
+
+// extent is the largest values drawn, for the axes' ranges.
+type extent struct{ rate, p99, x float64 }
+
+// addPathLines draws r's completed posts/s on rate and its Post p99 on
+// p99 (seconds without a Post left out), in colour c.
+func addPathLines(rate, p99 *plot.Plot, r *Result, c color.RGBA, ext *extent) error {
+	var pr, pl plotter.XYs
+	for _, s := range r.Series {
+		x := float64(s.Second) + 0.5
+		ext.x = max(ext.x, x+0.5)
+		pr = append(pr, plotter.XY{X: x, Y: float64(s.Completed)})
+		ext.rate = max(ext.rate, float64(s.Completed))
+		if s.PostRequests > 0 && s.PostP99Ms > 0 {
+			pl = append(pl, plotter.XY{X: x, Y: s.PostP99Ms})
+			ext.p99 = max(ext.p99, s.PostP99Ms)
+		}
+	}
+	add := func(p *plot.Plot, xys plotter.XYs, label string) error {
+		if len(xys) == 0 {
+			return nil
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color, l.Width = c, vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(label, l)
+		return nil
+	}
+	if err := add(rate, pr, fmt.Sprintf("%s (%.0f posts/s)", r.Path, r.PostsPerSec)); err != nil {
+		return err
+	}
+	return add(p99, pl, fmt.Sprintf("%s (run p99 %.1f ms)", r.Path, r.Latency["post"].P99))
+}
+
+// savePNG draws the plots one above the other into a PNG file at path.
+func savePNG(path string, plots ...*plot.Plot) error {
 	const w, h = 10 * vg.Inch, 8 * vg.Inch
 	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(110), vgimg.UseBackgroundColor(color.White))
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 2, Cols: 1, PadTop: vg.Points(6), PadBottom: vg.Points(6), PadLeft: vg.Points(6), PadRight: vg.Points(12), PadY: vg.Points(18)}
-	plots := [][]*plot.Plot{{rate}, {p99}}
-	canvases := plot.Align(plots, tiles, dc)
-	for i := range plots {
-		plots[i][0].Draw(canvases[i][0])
+	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadTop: vg.Points(6), PadBottom: vg.Points(6), PadLeft: vg.Points(6), PadRight: vg.Points(12), PadY: vg.Points(18)}
+	grid := make([][]*plot.Plot, len(plots))
+	for i, p := range plots {
+		grid[i] = []*plot.Plot{p}
+	}
+	canvases := plot.Align(grid, tiles, dc)
+	for i := range grid {
+		grid[i][0].Draw(canvases[i][0])
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -21,6 +21,13 @@ type Report struct {
 	Results  []*Result       `json:"results"`
 	Ceiling  *Ceiling        `json:"ceiling,omitempty"`
 	Targets  []Target        `json:"targets,omitempty"`
+	// DBLink is the network hop modelled between the in-process service
+	// and its database (--db-latency) for every path and the ceiling; nil
+	// without one.
+	DBLink *DBLink `json:"db_link,omitempty"`
+	// Capacity is the capacity search of --find-capacity, which runs
+	// probes instead of Results.
+	Capacity *CapacityReport `json:"capacity,omitempty"`
 }
 
 // Machine describes where a report was measured.
@@ -76,6 +83,9 @@ func (rep *Report) Finish() {
 		}
 	}
 	rep.Targets = Targets(rep.Result("legacy"), rep.Result("new"))
+	if rep.Capacity != nil {
+		rep.Capacity.Finish()
+	}
 }
 
 // Target is one goal of issue 6 and whether the run met it.
@@ -122,11 +132,12 @@ func Targets(legacy, nw *Result) []Target {
 
 // figure is one row of the table.
 type figure struct {
-	name  string
-	val   func(r *Result) (float64, bool)
-	fmt   string
-	text  func(r *Result) string // instead of val, for non-numeric rows
-	ratio bool
+	name     string
+	val      func(r *Result) (float64, bool)
+	fmt      string
+	text     func(r *Result) string // instead of val, for non-numeric rows
+	ratio    bool
+	optional bool // left out when no path has a value
 }
 
 func lat(get func(r *Result) LatencySummary, q func(LatencySummary) float64) func(r *Result) (float64, bool) {
@@ -178,38 +189,89 @@ func figures() []figure {
 	fs = append(fs, latencyRows("post", func(r *Result) LatencySummary { return r.Latency["post"] })...)
 	fs = append(fs, latencyRows("Post→work posted", func(r *Result) LatencySummary { return r.PostToPosted })...)
 	fs = append(fs, latencyRows("Post→small-tag count", func(r *Result) LatencySummary { return r.PostToCount })...)
-	fs = append(fs,
-		figure{name: "small-tag count timeouts", val: always(func(r *Result) float64 { return float64(r.Works.ProbeTimeout) }), fmt: "%.0f"},
-		figure{name: "errors: deadlock", val: always(func(r *Result) float64 { return float64(r.Errors.Deadlock) }), fmt: "%.0f", ratio: true},
-		figure{name: "errors: lock-wait timeout", val: always(func(r *Result) float64 { return float64(r.Errors.LockWait) }), fmt: "%.0f", ratio: true},
-		figure{name: "errors: other 5xx", val: always(func(r *Result) float64 { return float64(r.Errors.Other5xx) }), fmt: "%.0f", ratio: true},
-		figure{name: "errors: other", val: always(func(r *Result) float64 { return float64(r.Errors.Other) }), fmt: "%.0f", ratio: true},
-		figure{name: "requests given up", val: always(func(r *Result) float64 { return float64(r.Errors.GaveUp) }), fmt: "%.0f", ratio: true},
-		figure{name: "works edited / deleted later", text: func(r *Result) string { return fmt.Sprintf("%d / %d", r.Works.Edited, r.Works.Deleted) }},
-		figure{name: "tag_counts rows written / posted work", val: rowsPerWork("tag_counts"), fmt: "%.3f", ratio: true},
-		figure{name: "tag_events rows written / posted work", val: rowsPerWork("tag_events"), fmt: "%.3f", ratio: true},
-		figure{name: "process CPU (s)", val: always(func(r *Result) float64 { return r.Resources.CPUSeconds }), fmt: "%.1f", ratio: true},
-		figure{name: "process CPU / posted work (ms)", val: always(func(r *Result) float64 { return r.Resources.CPUMsPerPost }), fmt: "%.2f", ratio: true},
-		figure{name: "database CPU (s)", val: func(r *Result) (float64, bool) { return r.Resources.DBCPUSeconds, r.Resources.DBCPUSeconds >= 0 }, fmt: "%.1f", ratio: true},
-		figure{name: "DB pool: waits for a connection", val: func(r *Result) (float64, bool) {
+	fs = append(fs, errorFigures()...)
+	fs = append(fs, resourceFigures()...)
+	fs = append(fs, serverFigures()...)
+	fs = append(fs, linkFigures()...)
+	return append(fs, checkFigures()...)
+}
+
+func errorFigures() []figure {
+	return []figure{
+		{name: "small-tag count timeouts", val: always(func(r *Result) float64 { return float64(r.Works.ProbeTimeout) }), fmt: "%.0f"},
+		{name: "errors: deadlock", val: always(func(r *Result) float64 { return float64(r.Errors.Deadlock) }), fmt: "%.0f", ratio: true},
+		{name: "errors: lock-wait timeout", val: always(func(r *Result) float64 { return float64(r.Errors.LockWait) }), fmt: "%.0f", ratio: true},
+		{name: "errors: other 5xx", val: always(func(r *Result) float64 { return float64(r.Errors.Other5xx) }), fmt: "%.0f", ratio: true},
+		{name: "errors: other", val: always(func(r *Result) float64 { return float64(r.Errors.Other) }), fmt: "%.0f", ratio: true},
+		{name: "requests given up", val: always(func(r *Result) float64 { return float64(r.Errors.GaveUp) }), fmt: "%.0f", ratio: true},
+		{name: "works edited / deleted later", text: func(r *Result) string { return fmt.Sprintf("%d / %d", r.Works.Edited, r.Works.Deleted) }},
+	}
+}
+
+func resourceFigures() []figure {
+	return []figure{
+		{name: "tag_counts rows written / posted work", val: rowsPerWork("tag_counts"), fmt: "%.3f", ratio: true},
+		{name: "tag_events rows written / posted work", val: rowsPerWork("tag_events"), fmt: "%.3f", ratio: true},
+		{name: "process CPU (s)", val: always(func(r *Result) float64 { return r.Resources.CPUSeconds }), fmt: "%.1f", ratio: true},
+		{name: "process CPU / posted work (ms)", val: always(func(r *Result) float64 { return r.Resources.CPUMsPerPost }), fmt: "%.2f", ratio: true},
+		{name: "database CPU (s)", val: func(r *Result) (float64, bool) { return r.Resources.DBCPUSeconds, r.Resources.DBCPUSeconds >= 0 }, fmt: "%.1f", ratio: true},
+		{name: "DB pool: waits for a connection", val: func(r *Result) (float64, bool) {
 			return float64(poolOf(r).Waits), r.Resources.Pool != nil
 		}, fmt: "%.0f", ratio: true},
-		figure{name: "DB pool: mean wait (ms)", val: func(r *Result) (float64, bool) {
+		{name: "DB pool: mean wait (ms)", val: func(r *Result) (float64, bool) {
 			return poolOf(r).WaitMsMean, r.Resources.Pool != nil
 		}, fmt: "%.2f", ratio: true},
-		figure{name: "DB pool: peak in use / max", text: func(r *Result) string {
+		{name: "DB pool: peak in use / max", text: func(r *Result) string {
 			if p := r.Resources.Pool; p != nil {
 				return fmt.Sprintf("%d / %d", p.PeakInUse, p.MaxOpen)
 			}
 			return "-"
 		}},
-		figure{name: "DB statements / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.StatementsPerWk }), fmt: "%.1f", ratio: true},
-		figure{name: "DB prepares / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.PreparesPerWk }), fmt: "%.1f", ratio: true},
-		figure{name: "DB row-lock waits (server-wide)", val: server(func(s *ServerWork) float64 { return float64(s.RowLockWaits) }), fmt: "%.0f", ratio: true},
-		figure{name: "DB fsyncs / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.FsyncsPerWk }), fmt: "%.2f", ratio: true},
-		figure{name: "peak RSS (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakRSS) / (1 << 20) }), fmt: "%.0f", ratio: true},
-		figure{name: "peak Go runtime memory (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakGoSys) / (1 << 20) }), fmt: "%.0f", ratio: true},
-		figure{name: "counts (conservation)", text: func(r *Result) string {
+	}
+}
+
+// serverFigures are of the database server, and of this process's memory.
+func serverFigures() []figure {
+	return []figure{
+		{name: "DB statements / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.StatementsPerWk }), fmt: "%.1f", ratio: true},
+		{name: "Redis commands / posted work (server-wide)", val: func(r *Result) (float64, bool) {
+			if r.Redis == nil {
+				return 0, false
+			}
+			return r.Redis.CommandsPerW, true
+		}, fmt: "%.1f", ratio: true},
+		{name: "DB prepares / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.PreparesPerWk }), fmt: "%.1f", ratio: true},
+		{name: "DB row-lock waits (server-wide)", val: server(func(s *ServerWork) float64 { return float64(s.RowLockWaits) }), fmt: "%.0f", ratio: true},
+		{name: "DB fsyncs / posted work (server-wide)", val: server(func(s *ServerWork) float64 { return s.FsyncsPerWk }), fmt: "%.2f", ratio: true},
+		{name: "peak RSS (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakRSS) / (1 << 20) }), fmt: "%.0f", ratio: true},
+		{name: "peak Go runtime memory (MiB)", val: always(func(r *Result) float64 { return float64(r.Resources.PeakGoSys) / (1 << 20) }), fmt: "%.0f", ratio: true},
+	}
+}
+
+// link is a figure of the delay line to the database, when the run had
+// one.
+func link(f func(u *DBLinkUse) float64) func(r *Result) (float64, bool) {
+	return func(r *Result) (float64, bool) {
+		if r.DBLink == nil {
+			return 0, false
+		}
+		return f(r.DBLink), true
+	}
+}
+
+// linkFigures are shown only for runs with a delay line (--db-latency).
+func linkFigures() []figure {
+	return []figure{
+		{name: "DB link: packets / posted work", val: link(func(u *DBLinkUse) float64 { return u.PacketsPerWk }), fmt: "%.1f", ratio: true, optional: true},
+		{name: "DB link: mean wake-up lateness (µs)", val: link(func(u *DBLinkUse) float64 { return u.LateUsMean }), fmt: "%.0f", ratio: true, optional: true},
+		{name: "DB link: delay line CPU, est. (s)", val: link(func(u *DBLinkUse) float64 { return u.CPUSeconds }), fmt: "%.2f", ratio: true, optional: true},
+		{name: "DB link: share of process CPU, est.", val: link(func(u *DBLinkUse) float64 { return u.CPUShare }), fmt: "%.3f", ratio: true, optional: true},
+	}
+}
+
+func checkFigures() []figure {
+	return []figure{
+		{name: "counts (conservation)", text: func(r *Result) string {
 			switch {
 			case r.Check == nil:
 				return "not checked"
@@ -220,7 +282,7 @@ func figures() []figure {
 			}
 			return fmt.Sprintf("NOT exact: %d wrong", r.Check.WrongTags)
 		}},
-		figure{name: "outbox drained", text: func(r *Result) string {
+		{name: "outbox drained", text: func(r *Result) string {
 			switch {
 			case r.Check == nil || r.Check.Error != "":
 				return "-"
@@ -229,8 +291,7 @@ func figures() []figure {
 			}
 			return fmt.Sprintf("no: %d rows (%d small)", r.Check.OutboxPending, r.Check.OutboxPendingSmall)
 		}},
-	)
-	return fs
+	}
 }
 
 // Table returns the report's figures as rows: a header, then one row per
@@ -247,6 +308,9 @@ func (rep *Report) Table() [][]string {
 	}
 	rows := [][]string{head}
 	for _, f := range figures() {
+		if f.optional && !rep.anyValue(f) {
+			continue
+		}
 		row := []string{f.name}
 		vals := make([]float64, len(rep.Results))
 		oks := make([]bool, len(rep.Results))
@@ -268,6 +332,15 @@ func (rep *Report) Table() [][]string {
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+func (rep *Report) anyValue(f figure) bool {
+	for _, r := range rep.Results {
+		if _, ok := f.val(r); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func ratio(f figure, vals []float64, oks []bool) string {
@@ -321,6 +394,9 @@ func formatNum(format string, v float64) string {
 // WriteText writes the table aligned for a terminal, and the ceiling and
 // targets below it.
 func (rep *Report) WriteText(w io.Writer) error {
+	if len(rep.Results) == 0 && rep.Capacity != nil {
+		return rep.Capacity.WriteText(w)
+	}
 	rows := rep.Table()
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
@@ -355,6 +431,14 @@ func (rep *Report) WriteText(w io.Writer) error {
 // WriteMarkdown writes the table as GitHub Markdown, and the ceiling and
 // targets below it.
 func (rep *Report) WriteMarkdown(w io.Writer) error {
+	if len(rep.Results) == 0 && rep.Capacity != nil {
+		io.WriteString(w, "```\n")
+		if err := rep.Capacity.WriteText(w); err != nil {
+			return err
+		}
+		_, err := io.WriteString(w, "```\n")
+		return err
+	}
 	rows := rep.Table()
 	var b strings.Builder
 	for n, row := range rows {
@@ -366,6 +450,9 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		if n == 0 {
 			b.WriteString("| --- |" + strings.Repeat(" ---: |", len(row)-1) + "\n")
 		}
+	}
+	if n := rep.linkNote(); n != "" {
+		b.WriteString("\nDatabase link: " + n + "\n")
 	}
 	if c := rep.Ceiling; c != nil {
 		fmt.Fprintf(&b, "\nCeiling — the bare posting transaction alone (no HTTP, no queue), %d concurrent: **%s posts/s** over %.1f s (p99 %.1f ms; %d deadlocks, %d lock-wait timeouts, %d other errors).\n",
@@ -386,6 +473,9 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 }
 
 func (rep *Report) writeNotes(b *strings.Builder) {
+	if n := rep.linkNote(); n != "" {
+		b.WriteString("\ndb link: " + n + "\n")
+	}
 	if c := rep.Ceiling; c != nil {
 		fmt.Fprintf(b, "\nceiling: the bare posting transaction alone (no HTTP, no queue), %d concurrent: %s posts/s over %.1f s (p99 %.1f ms; %d deadlocks, %d lock-wait timeouts, %d other errors)\n",
 			c.Concurrency, formatNum("%.0f", c.PostsPerSec), c.Seconds, c.Latency.P99, c.Errors.Deadlock, c.Errors.LockWait, c.Errors.Other5xx+c.Errors.Other)
@@ -400,6 +490,25 @@ func (rep *Report) writeNotes(b *strings.Builder) {
 			fmt.Fprintf(b, "  %s  %-42s want %-8s got %s\n", mark, t.Name, t.Want, t.Got)
 		}
 	}
+}
+
+// linkNote says what the modelled database hop was and how its CPU was
+// estimated; "" without one.
+func (rep *Report) linkNote() string {
+	l := rep.DBLink
+	if l == nil {
+		return ""
+	}
+	c := l.Cost
+	return fmt.Sprintf("every packet between the service and its database was delayed %.3f ms each way in this process, "+
+		"for every path and the ceiling (a delay line: a round trip takes at least %.3f ms; packets in flight and other "+
+		"connections do not wait for each other). \"Wake-up lateness\" is how long after their due time packets were handed on: "+
+		"what the line added to the delay. Its CPU is an estimate: before the runs, %d connections ping-ponged %d-byte messages "+
+		"over loopback for %.1f s directly (%.1f µs of process CPU per round trip) and %.1f s through the line (%.1f µs and "+
+		"%.1f packets per round trip): %.1f µs per packet more, times the packets each path sent. An idle process pays more per timer "+
+		"wake-up than a busy one, so the estimate likely errs high.",
+		l.OneWayMs, 2*l.OneWayMs, c.Conns, calibrationMessage, c.PhaseSeconds, c.DirectCPUUs, c.PhaseSeconds, c.DelayCPUUs,
+		c.PacketsPerRT, c.CPUUsPerPacket)
 }
 
 func runeLen(s string) int { return len([]rune(s)) }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sampleReport() *Report {
@@ -145,4 +146,50 @@ func TestThousandsSeparators(t *testing.T) {
 			t.Errorf("formatNum(%v) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func TestDatabaseLinkRowsAndNoteOnlyWhenTheRunHadALink(t *testing.T) {
+	rep := sampleReport()
+	var text bytes.Buffer
+	rep.WriteText(&text)
+	if strings.Contains(text.String(), "DB link") || strings.Contains(text.String(), "db link") {
+		t.Errorf("a run without a link shows link figures:\n%s", text.String())
+	}
+
+	line := NewDelayLine(250 * time.Microsecond)
+	cost := &DelayCost{Conns: 16, PhaseSeconds: 1, DirectCPUUs: 10, DelayCPUUs: 30, PacketsPerRT: 2, CPUUsPerPacket: 10}
+	rep.DBLink = &DBLink{OneWayMs: 0.25, Cost: *cost}
+	for i, r := range rep.Results {
+		before := DelayStats{Packets: 1000, Waits: 500, Late: 5 * time.Millisecond}
+		after := DelayStats{Conns: 4, Packets: 1000 + int64(i+1)*70_000, Bytes: 1 << 20, Waits: 500 + 1000, Late: 5*time.Millisecond + 50*time.Millisecond}
+		r.DBLink = linkUse(line, cost, before, after, r.Works.Completed, 2)
+	}
+	rows := rep.Table()
+	row := tableRow(rows, "DB link: packets / posted work")
+	if row == nil || row[1] != "50.0" || row[2] != "5.0" {
+		t.Errorf("packets per work row %q (works %d and %d)", row, rep.Results[0].Works.Completed, rep.Results[1].Works.Completed)
+	}
+	if row := tableRow(rows, "DB link: mean wake-up lateness (µs)"); row == nil || row[1] != "50" {
+		t.Errorf("lateness row %q, want 50 µs: 50 ms late over 1000 waits", row)
+	}
+	if row := tableRow(rows, "DB link: delay line CPU, est. (s)"); row == nil || row[1] != "0.70" || row[2] != "1.40" {
+		t.Errorf("CPU row %q, want 70,000 and 140,000 packets at 10 µs", row)
+	}
+	if row := tableRow(rows, "DB link: share of process CPU, est."); row == nil || row[1] != "0.350" {
+		t.Errorf("CPU share row %q, want 0.7 s of 2 s", row)
+	}
+	text.Reset()
+	rep.WriteText(&text)
+	if !strings.Contains(text.String(), "db link: every packet between the service and its database was delayed 0.250 ms each way") {
+		t.Errorf("text lacks the link's note:\n%s", text.String())
+	}
+}
+
+func tableRow(rows [][]string, name string) []string {
+	for _, r := range rows {
+		if r[0] == name {
+			return r
+		}
+	}
+	return nil
 }

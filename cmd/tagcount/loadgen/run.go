@@ -67,6 +67,13 @@ type Config struct {
 	// PollAPI polls GET /v1/drafts/{id} for every queued post even when DB
 	// is set, as a web app showing the author "posting..." would.
 	PollAPI bool
+	// RedisAddr is the Redis server of the service's job queue, whose
+	// command counters the run reads; empty skips them.
+	RedisAddr string
+	// DBLink is the delay line between the service and its database when
+	// the run models a network hop (nil: none); DBLinkCost prices its CPU.
+	DBLink     *DelayLine
+	DBLinkCost *DelayCost
 	// Progress receives a progress line every second; nil for none.
 	Progress io.Writer
 	// HTTPClient defaults to one with a connection pool sized for the run.
@@ -119,7 +126,12 @@ type Result struct {
 	Resources       Resources                 `json:"resources"`
 	Check           *Check                    `json:"check,omitempty"`
 	Server          *ServerWork               `json:"db_server,omitempty"` // server-wide status counters during the run
-	Series          []SeriesPoint             `json:"series"`
+	DBLink          *DBLinkUse                `json:"db_link,omitempty"`
+	// Redis is the commands the Redis server ran during the run, from
+	// INFO commandstats. Server-wide: the machine's Redis is shared, so
+	// other clients' commands (other tests, other services) count too.
+	Redis  *RedisWork    `json:"redis_server,omitempty"`
+	Series []SeriesPoint `json:"series"`
 }
 
 // RowsOf returns the rows written to table, or false.
@@ -217,24 +229,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	authors := cfg.Workload.Options().Authors
-	r := &run{cfg: cfg, tokens: make([]string, authors+1)}
-	for a := 1; a <= authors; a++ {
-		tok, err := cfg.Auth.IssueToken(int64(a), httpapi.RoleAuthor, 24*time.Hour)
-		if err != nil {
-			return nil, fmt.Errorf("loadgen: issuing a token: %w", err)
-		}
-		r.tokens[a] = tok
+	r, err := newRun(cfg)
+	if err != nil {
+		return nil, err
 	}
-
-	var rows *rowCounter
-	var before, status0 map[string]int64
-	if cfg.DB != nil {
-		rows = newRowCounter(ctx, cfg.DB)
-		before = rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
-		status0 = serverStatus(ctx, cfg.DB)
-	}
-
+	m := startMeters(ctx, cfg)
 	start := time.Now()
 	r.rec = newRecorder(start)
 	r.c = &client{base: cfg.BaseURL, hc: cfg.HTTPClient, rec: r.rec, maxRetries: cfg.MaxRetries, maxWait: cfg.MaxRetryWait}
@@ -245,48 +244,66 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.watcher = newPostWatcher(cfg.DB)
 		go r.watcher.run(fctx)
 	}
-	res := startResources(250*time.Millisecond, cfg.DB)
+	m.res = startResources(250*time.Millisecond, cfg.DB)
 
 	stopProgress := r.progress(start)
 	loadEnd := r.load(ctx, start)
+	r.drain(ctx, cancelFollow)
+	stopProgress()
 
-	// Drain: wait for the follow-ups, then cut them off.
+	out := r.result(start, loadEnd)
+	m.stop(ctx, out)
+	return out, nil
+}
+
+// newRun returns the state of a run of cfg, with a token for every author.
+func newRun(cfg Config) (*run, error) {
+	authors := cfg.Workload.Options().Authors
+	r := &run{cfg: cfg, tokens: make([]string, authors+1)}
+	for a := 1; a <= authors; a++ {
+		tok, err := cfg.Auth.IssueToken(int64(a), httpapi.RoleAuthor, 24*time.Hour)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: issuing a token: %w", err)
+		}
+		r.tokens[a] = tok
+	}
+	return r, nil
+}
+
+// drain waits for the follow-ups (polls, later edits and deletes), and cuts
+// them off after the drain timeout or when ctx ends.
+func (r *run) drain(ctx context.Context, cancelFollow context.CancelFunc) {
 	drained := make(chan struct{})
 	go func() { r.follow.Wait(); close(drained) }()
 	select {
 	case <-drained:
-	case <-time.After(cfg.DrainTimeout):
+	case <-time.After(r.cfg.DrainTimeout):
 		cancelFollow()
 		<-drained
 	case <-ctx.Done():
 		cancelFollow()
 		<-drained
 	}
-	stopProgress()
+}
 
-	rec := r.rec
-	rec.mu.Lock()
-	completed, accepted, lastCompletion := rec.completed, rec.accepted, rec.lastCompletion
-	rec.mu.Unlock()
+// result is what the recorder and the counters measured, timed from start
+// to the end of the load or the last completion, whichever is later.
+func (r *run) result(start, loadEnd time.Time) *Result {
+	cfg, rec := r.cfg, r.rec
 	out := &Result{
 		Path: cfg.Path, Started: start, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Profile: cfg.Profile, OpenLoop: cfg.OpenLoop,
 		LoadSeconds: round3(loadEnd.Sub(start).Seconds()),
 	}
+	rec.mu.Lock()
 	window := loadEnd.Sub(start)
-	if lastCompletion.After(loadEnd) {
-		window = lastCompletion.Sub(start)
+	if rec.lastCompletion.After(loadEnd) {
+		window = rec.lastCompletion.Sub(start)
 	}
 	out.Seconds = round3(window.Seconds())
 	if window > 0 {
-		out.PostsPerSec = round3(float64(completed) / window.Seconds())
-		out.AcceptedPerSec = round3(float64(accepted) / loadEnd.Sub(start).Seconds())
+		out.PostsPerSec = round3(float64(rec.completed) / window.Seconds())
+		out.AcceptedPerSec = round3(float64(rec.accepted) / loadEnd.Sub(start).Seconds())
 	}
-	out.Resources = res.stop(completed)
-	if cfg.DB != nil {
-		out.Server = serverWork(status0, serverStatus(ctx, cfg.DB), completed)
-	}
-
-	rec.mu.Lock()
 	out.Latency = map[string]LatencySummary{}
 	for op := range numOps {
 		out.Latency[op.String()] = summarize(rec.ops[op])
@@ -294,33 +311,80 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	out.PostToPosted = summarize(rec.postToPosted)
 	out.PostToCount = summarize(rec.postToCount)
 	out.Errors = rec.errorCounts()
-	missed := rec.missedArrivals
-	rec.mu.Unlock()
 	out.Works = Works{
-		Started: r.started.Load(), Created: r.created.Load(), Accepted: accepted, Completed: completed,
+		Started: r.started.Load(), Created: r.created.Load(), Accepted: rec.accepted, Completed: rec.completed,
 		NotCompleted: r.notDone.Load(), Failed: r.failed.Load(), Edited: r.edited.Load(), Deleted: r.deleted.Load(),
-		ProbeTimeout: r.probeTO.Load(), Missed: missed,
+		ProbeTimeout: r.probeTO.Load(), Missed: rec.missedArrivals,
 	}
+	rec.mu.Unlock()
 	out.Series = rec.series()
+	return out
+}
 
-	if cfg.DB != nil {
-		chk := checkCounts(ctx, cfg.DB, cfg.OutboxWait)
-		out.Check = &chk
-		after := rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
-		for _, t := range []string{"tag_counts", "tag_events"} {
-			w := RowsWritten{Table: t, Source: rows.source}
-			if before != nil && after != nil {
-				w.Rows = after[t] - before[t]
-				if completed > 0 {
-					w.PerWork = round3(float64(w.Rows) / float64(completed))
-				}
-			} else {
-				w.Rows = -1
-			}
-			out.Rows = append(out.Rows, w)
-		}
+// meters are the run's measurements from outside the HTTP client: the
+// database's row and status counters, and the machine's resources.
+type meters struct {
+	db      *migrations.DB
+	wait    time.Duration // OutboxWait
+	rows    *rowCounter
+	before  map[string]int64 // rows changed per table
+	status0 map[string]int64 // server status counters
+	res     *resourceSampler
+	link    *DelayLine
+	cost    *DelayCost
+	link0   DelayStats
+	redis   *redisCounter
+	calls0  int64 // Redis commands so far
+	redisOK bool
+}
+
+// startMeters reads the counters a run's figures are differences of.
+func startMeters(ctx context.Context, cfg Config) *meters {
+	m := &meters{db: cfg.DB, wait: cfg.OutboxWait, link: cfg.DBLink, cost: cfg.DBLinkCost}
+	if m.link != nil {
+		m.link0 = m.link.Stats()
 	}
-	return out, nil
+	m.redis = newRedisCounter(cfg.RedisAddr)
+	m.calls0, m.redisOK = m.redis.calls(ctx)
+	if cfg.DB != nil {
+		m.rows = newRowCounter(ctx, cfg.DB)
+		m.before = m.rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
+		m.status0 = serverStatus(ctx, cfg.DB)
+	}
+	return m
+}
+
+// stop adds to out what the meters measured, and the exactness check once
+// the work still owed is done.
+func (m *meters) stop(ctx context.Context, out *Result) {
+	completed := out.Works.Completed
+	out.Resources = m.res.stop(completed)
+	if m.link != nil {
+		out.DBLink = linkUse(m.link, m.cost, m.link0, m.link.Stats(), completed, out.Resources.CPUSeconds)
+	}
+	if calls, ok := m.redis.calls(ctx); ok && m.redisOK {
+		out.Redis = redisWork(m.calls0, calls, completed)
+	}
+	m.redis.close()
+	if m.db == nil {
+		return
+	}
+	out.Server = serverWork(m.status0, serverStatus(ctx, m.db), completed)
+	chk := checkCounts(ctx, m.db, m.wait)
+	out.Check = &chk
+	after := m.rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
+	for _, t := range []string{"tag_counts", "tag_events"} {
+		w := RowsWritten{Table: t, Source: m.rows.source}
+		if m.before != nil && after != nil {
+			w.Rows = after[t] - m.before[t]
+			if completed > 0 {
+				w.PerWork = round3(float64(w.Rows) / float64(completed))
+			}
+		} else {
+			w.Rows = -1
+		}
+		out.Rows = append(out.Rows, w)
+	}
 }
 
 // load starts works until the run's end, waits for the works under way to
@@ -336,61 +400,78 @@ func (r *run) load(ctx context.Context, start time.Time) time.Time {
 	}
 	lim := cfg.limiter()
 	if lim != nil && cfg.Profile == WeekendPeak {
-		go func() {
-			t := time.NewTicker(100 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-lctx.Done():
-					return
-				case now := <-t.C:
-					lim.SetLimit(rate.Limit(cfg.rateAt(now.Sub(start))))
-				}
-			}
-		}()
+		go r.followProfile(lctx, lim, start)
 	}
 	var wg sync.WaitGroup
 	if cfg.OpenLoop {
-		sem := make(chan struct{}, cfg.Concurrency)
-		for slot := int64(0); cfg.Posts <= 0 || slot < cfg.Posts; slot++ {
-			if err := lim.Wait(lctx); err != nil {
-				break
-			}
-			select {
-			case sem <- struct{}{}:
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					r.work(ctx, slot)
-				}()
-			default:
-				r.rec.count(&r.rec.missedArrivals)
-			}
-		}
+		r.loadOpen(ctx, lctx, lim, &wg)
 	} else {
-		c := int64(cfg.Concurrency)
-		for w := range c {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for slot := w; cfg.Posts <= 0 || slot < cfg.Posts; slot += c {
-					if lctx.Err() != nil {
-						return
-					}
-					if lim != nil && lim.Wait(lctx) != nil {
-						return
-					}
-					r.work(ctx, slot)
-				}
-			}()
-		}
+		r.loadClosed(ctx, lctx, lim, &wg)
 	}
 	<-waitCh(&wg, lctx)
 	end := time.Now()
 	r.stopped.Store(true)
 	wg.Wait()
 	return end
+}
+
+// followProfile sets lim to the profile's rate ten times a second until
+// lctx ends.
+func (r *run) followProfile(lctx context.Context, lim *rate.Limiter, start time.Time) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-lctx.Done():
+			return
+		case now := <-t.C:
+			lim.SetLimit(rate.Limit(r.cfg.rateAt(now.Sub(start))))
+		}
+	}
+}
+
+// loadOpen starts a work at every arrival of lim until lctx ends, with at
+// most Concurrency in flight; arrivals beyond are counted as missed. Works
+// run under ctx, so those under way when the load stops finish.
+func (r *run) loadOpen(ctx, lctx context.Context, lim *rate.Limiter, wg *sync.WaitGroup) {
+	sem := make(chan struct{}, r.cfg.Concurrency)
+	for slot := int64(0); r.cfg.Posts <= 0 || slot < r.cfg.Posts; slot++ {
+		if err := lim.Wait(lctx); err != nil {
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				r.work(ctx, slot)
+			}()
+		default:
+			r.rec.count(&r.rec.missedArrivals)
+		}
+	}
+}
+
+// loadClosed runs Concurrency authors, each starting its next work when
+// the last one was posted (and lim allows), until lctx ends.
+func (r *run) loadClosed(ctx, lctx context.Context, lim *rate.Limiter, wg *sync.WaitGroup) {
+	c := int64(r.cfg.Concurrency)
+	for w := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for slot := w; r.cfg.Posts <= 0 || slot < r.cfg.Posts; slot += c {
+				if lctx.Err() != nil {
+					return
+				}
+				if lim != nil && lim.Wait(lctx) != nil {
+					return
+				}
+				r.work(ctx, slot)
+			}
+		}()
+	}
 }
 
 // limiter returns the limiter of work starts, at the profile's rate at the
