@@ -77,6 +77,8 @@ func TestCountsExactAfterCounterIsKilledHoldingDeferredTags(t *testing.T) {
 
 	raw, _ := json.Marshal(childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN})
 	child := exec.Command(os.Args[0], "-test.run=^TestCounterChildProcess$")
+	// The child dies with the test binary, even when that is killed.
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	child.Env = append(os.Environ(), childEnv+"="+string(raw))
 	child.Stdout, child.Stderr = os.Stderr, os.Stderr
 	if err := child.Start(); err != nil {

@@ -78,6 +78,8 @@ func TestWorkerKilledMidBatchLeavesEveryDraftPostedOnceOrQueued(t *testing.T) {
 
 	raw, _ := json.Marshal(workerChild{DSN: tdb.DSN, Redis: e.redis, Queue: e.queue})
 	child := exec.Command(os.Args[0], "-test.run=^TestWorkerChildProcess$")
+	// The child dies with the test binary, even when that is killed.
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	child.Env = append(os.Environ(), workerChildEnv+"="+string(raw))
 	child.Stdout, child.Stderr = os.Stderr, os.Stderr
 	if err := child.Start(); err != nil {
