@@ -17,6 +17,9 @@ var (
 	ErrPosted = errors.New("the draft is posted; edit or delete its work instead")
 	// ErrChanged: the draft changed between reading and writing it.
 	ErrChanged = errors.New("the draft changed meanwhile; try again")
+	// ErrDraftQuota: the author keeps as many unposted drafts as the store
+	// allows; posting or deleting one makes room.
+	ErrDraftQuota = errors.New("too many unposted drafts; post or delete some first")
 )
 
 // ValidationError is content that breaks a rule of the API: Field is the

@@ -39,20 +39,39 @@ type Draft struct {
 // (inside the poster's transaction where they must be atomic with the work).
 type Store struct {
 	DB *migrations.DB
+	// MaxDrafts is the most unposted drafts (state draft or failed, no
+	// work) an author keeps; CreateDraft refuses one more with
+	// ErrDraftQuota. 0 means no limit.
+	MaxDrafts int
 }
+
+// DefaultMaxDrafts is the drafts quota the service runs with: far more
+// unfinished drafts than a writer keeps (a prolific one has a few dozen),
+// few enough that a script creating drafts in a loop stops at a size the
+// archive does not notice.
+const DefaultMaxDrafts = 500
 
 // CreateDraft inserts a draft for author and returns it. The draft is durable
 // when CreateDraft returns nil; when ctx ends first it returns ctx's error
-// and the draft is not saved.
+// and the draft is not saved. It returns ErrDraftQuota when the author
+// already keeps MaxDrafts unposted drafts.
 func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Draft, error) {
 	tags, err := json.Marshal(c.Tags)
 	if err != nil {
 		return Draft{}, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	res, err := s.exec(ctx,
-		`INSERT INTO drafts (author_id, title, body, tags, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		authorID, c.Title, c.Body, tags, c.visibility(), now, now)
+	res, err := s.inTx(ctx, func(tx *sql.Tx) (sql.Result, error) {
+		if err := s.checkDraftQuota(ctx, tx, authorID); err != nil {
+			return nil, err
+		}
+		return tx.ExecContext(ctx,
+			`INSERT INTO drafts (author_id, title, body, tags, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			authorID, c.Title, c.Body, tags, c.visibility(), now, now)
+	})
+	if errors.Is(err, ErrDraftQuota) {
+		return Draft{}, err
+	}
 	if err != nil {
 		return Draft{}, fmt.Errorf("create draft: %w", err)
 	}
@@ -72,16 +91,44 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 // passing while the COMMIT itself is in flight leaves the outcome
 // unknown.)
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.inTx(ctx, func(tx *sql.Tx) (sql.Result, error) { return tx.ExecContext(ctx, query, args...) })
+}
+
+// inTx runs fn in a transaction and commits it when fn succeeds (see exec).
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) (sql.Result, error)) (sql.Result, error) {
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, query, args...)
+	res, err := fn(tx)
 	if err != nil {
 		return nil, err
 	}
 	return res, tx.Commit()
+}
+
+// checkDraftQuota returns ErrDraftQuota when author keeps MaxDrafts
+// unposted drafts, counted in tx from the drafts_author_state index alone.
+// The count is a plain read, not a lock: creates of one author racing
+// each other may pass it together, so the quota can be overshot by the
+// author's creates in flight (the write rate limit keeps those few). A
+// locking read would serialise them at the price of deadlocks between
+// the gap locks of concurrent inserts.
+func (s *Store) checkDraftQuota(ctx context.Context, tx *sql.Tx, authorID int64) error {
+	if s.MaxDrafts <= 0 {
+		return nil
+	}
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM drafts WHERE author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`,
+		authorID).Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n >= s.MaxDrafts {
+		return fmt.Errorf("%w (%d kept, at most %d)", ErrDraftQuota, n, s.MaxDrafts)
+	}
+	return nil
 }
 
 // FindDraftByID returns author's draft id, or ErrNotFound when it does not
@@ -366,14 +413,15 @@ func (s *Store) MarkFailed(ctx context.Context, id, version int64, msg string) e
 
 // Queued is a draft whose post (or edit, or delete) is owed.
 type Queued struct {
-	ID      int64
-	Version int64
+	ID       int64
+	AuthorID int64
+	Version  int64
 }
 
 // ListQueued returns up to limit drafts queued before before with an id
 // greater than after, in id order: a page of a walk over every such draft.
 func (s *Store) ListQueued(ctx context.Context, before time.Time, after int64, limit int) ([]Queued, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, version FROM drafts
+	rows, err := s.DB.QueryContext(ctx, `SELECT id, author_id, version FROM drafts
 		WHERE state = 'queued' AND queued_at < ? AND id > ? ORDER BY id LIMIT ?`, before.UTC(), after, limit)
 	if err != nil {
 		return nil, err
@@ -382,7 +430,7 @@ func (s *Store) ListQueued(ctx context.Context, before time.Time, after int64, l
 	var list []Queued
 	for rows.Next() {
 		var q Queued
-		if err := rows.Scan(&q.ID, &q.Version); err != nil {
+		if err := rows.Scan(&q.ID, &q.AuthorID, &q.Version); err != nil {
 			return nil, err
 		}
 		list = append(list, q)
@@ -423,6 +471,17 @@ func (s *Store) Statuses(ctx context.Context, ids []int64) (map[int64]Status, er
 // not yet done.
 func (s *Store) CountQueued(ctx context.Context) (int64, error) {
 	n, _, err := s.Backlog(ctx)
+	return n, err
+}
+
+// CountQueuedBy returns how many of author's drafts are queued (posts,
+// edits and deletes not yet done), counting at most upTo of them from the
+// drafts_author_state index: a bounded read on every Post, however many
+// an importer has queued.
+func (s *Store) CountQueuedBy(ctx context.Context, authorID int64, upTo int) (int, error) {
+	var n int
+	err := s.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM drafts WHERE author_id = ? AND state = 'queued' LIMIT ?) q`,
+		authorID, upTo).Scan(&n)
 	return n, err
 }
 
