@@ -136,3 +136,40 @@ func (r *TagResolver) lookup(ctx context.Context, refs []TagRef, which []int) (m
 	}
 	return out, rows.Err()
 }
+
+// Existing reports, for each of refs in order, whether the tag exists: a
+// read-only look-up (it creates nothing) through the same cache as
+// Resolve, so tags seen once cost no query again. It returns a database
+// error when the look-up fails.
+func (r *TagResolver) Existing(ctx context.Context, refs []TagRef) ([]bool, error) {
+	out := make([]bool, len(refs))
+	var missing []int
+	r.mu.RLock()
+	for i, t := range refs {
+		if _, ok := r.cache[tagKey{t.Type, t.Key}]; ok {
+			out[i] = true
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	r.mu.RUnlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	found, err := r.lookup(ctx, refs, missing)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if len(r.cache) > maxCachedTags {
+		r.cache = make(map[tagKey]int64)
+	}
+	for k, v := range found {
+		r.cache[k] = v
+	}
+	r.mu.Unlock()
+	for _, i := range missing {
+		_, out[i] = found[tagKey{refs[i].Type, refs[i].Key}]
+	}
+	return out, nil
+}

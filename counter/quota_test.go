@@ -1,0 +1,107 @@
+package counter_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+func freeform(name string) counter.TagRef {
+	return counter.TagRef{Type: "freeform", Name: name, Key: name}
+}
+
+func TestTheNewTagQuotaChargesEachNewNameOnceADayAndStartsOverAtMidnightUTC(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testdb.RequireRedis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	tags := counter.NewTagResolver(db.DB)
+	if _, err := tags.Resolve(ctx, []counter.TagRef{freeform("old")}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 23, 22, 0, 0, 0, time.UTC)
+	q := counter.NewTagQuota(counter.TagQuotaConfig{Tags: tags, Redis: rdb, PerDay: 3, Prefix: testdb.Queue(t) + ":",
+		Now: func() time.Time { return now }})
+
+	charge := func(author int64, names ...string) error {
+		refs := make([]counter.TagRef, len(names))
+		for i, n := range names {
+			refs[i] = freeform(n)
+		}
+		return q.Charge(ctx, author, refs)
+	}
+	if err := charge(1, "old", "a", "b", "a"); err != nil {
+		t.Fatalf("an existing tag and two new ones, one listed twice: %v", err)
+	}
+	if err := charge(1, "a", "b"); err != nil {
+		t.Fatalf("the same new names saved again: %v; they are charged once a day", err)
+	}
+	err := charge(1, "c", "d")
+	var qe *counter.QuotaError
+	if !errors.As(err, &qe) || !errors.Is(err, counter.ErrNewTagQuota) {
+		t.Fatalf("two more new names with one left: %v; want a QuotaError", err)
+	}
+	if want := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC); qe.Used != 2 || qe.Asked != 2 || qe.Limit != 3 || !qe.RetryAt().Equal(want) {
+		t.Errorf("quota error %+v; want 2 used, 2 asked, limit 3, reset at %v", qe, want)
+	}
+	if err := charge(1, "c"); err != nil {
+		t.Fatalf("the last one left: %v (a refused save records nothing)", err)
+	}
+	if err := charge(2, "c", "d", "e"); err != nil {
+		t.Fatalf("another author: %v; the quota is per author", err)
+	}
+	if _, err := tags.Resolve(ctx, []counter.TagRef{freeform("e")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := charge(1, "old", "e"); err != nil {
+		t.Fatalf("tags that exist by now: %v; only new ones are charged", err)
+	}
+	now = now.Add(2 * time.Hour)
+	if err := charge(1, "f", "g", "h"); err != nil {
+		t.Fatalf("the next day: %v; the allowance starts over", err)
+	}
+}
+
+func TestTheNewTagQuotaAllowsSavesWhenRedisIsDown(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	r := testdb.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	reg := prometheus.NewRegistry()
+	q := counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(db.DB), Redis: rdb, PerDay: 1,
+		Registerer: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r.Stop()
+	refs := []counter.TagRef{freeform("x"), freeform("y")}
+	if err := q.Charge(context.Background(), 1, refs); err != nil {
+		t.Fatalf("a save over the quota with Redis down: %v; want it allowed (fail open)", err)
+	}
+	if n := metricValue(t, reg, "tagcount_quota_errors_total"); n != 1 {
+		t.Errorf("tagcount_quota_errors_total = %v; want 1", n)
+	}
+}
+
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
