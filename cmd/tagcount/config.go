@@ -13,6 +13,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -46,6 +47,8 @@ type settings struct {
 	// announcements the worker drops as if lost.
 	PublishDropRate float64
 	Edge            edgeSettings
+	MaxDrafts       int
+	NewTagsPerDay   int
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -78,6 +81,8 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.JobPoll, "job-poll", poster.DefaultJobPoll, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
 	s.Edge.register(fs)
+	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
+	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", counter.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
 }
 
 // edgeSettings are the HTTP layer's deadlines, limits and rate limits

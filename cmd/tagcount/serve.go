@@ -44,7 +44,7 @@ func (s *settings) stackOptions() stackOptions {
 		Tiers: s.Tiers, PublishDropRate: s.PublishDropRate,
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},
-		Edge: s.Edge.edge(),
+		Edge: s.Edge.edge(), MaxDrafts: s.MaxDrafts, NewTagsPerDay: s.NewTagsPerDay,
 	}
 }
 

@@ -74,6 +74,11 @@ type stackOptions struct {
 	// timeout is the driver's I/O timeout, past InnoDB's lock wait timeout,
 	// so a post stuck behind locks is reported as the database reports it.
 	Edge httpapi.Edge
+	// MaxDrafts and NewTagsPerDay are the quotas (unposted drafts per
+	// author, new tags per author per day); 0 turns one off, as in the
+	// stacks loadgen and the tests start. The serving commands fill them
+	// from settings, whose defaults are the domain packages'.
+	MaxDrafts, NewTagsPerDay int
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -329,7 +334,9 @@ func (s *stack) serveHTTP(context.Context) error {
 		// Large tags' cached counts are refreshed before they expire, so no
 		// reader waits on one.
 		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
-		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB}, s.Poster, reader
+		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
+		deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
+			PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Logger: s.log, Registerer: s.Registry})
 		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 		handler = httpapi.NewServer(deps)
 	}

@@ -97,6 +97,9 @@ func (s *server) handleCreateDraft() http.Handler {
 		if err != nil {
 			return err
 		}
+		if err := s.chargeNewTags(r, c); err != nil {
+			return err
+		}
 		d, err := s.Drafts.CreateDraft(r.Context(), authorID(r), c)
 		if err != nil {
 			return err
@@ -131,6 +134,9 @@ func (s *server) handleReplaceDraft() http.Handler {
 		}
 		c, err := decodeContent(w, r)
 		if err != nil {
+			return err
+		}
+		if err := s.chargeNewTags(r, c); err != nil {
 			return err
 		}
 		d, err := s.Drafts.ReplaceDraft(r.Context(), authorID(r), id, c)
@@ -209,6 +215,9 @@ func (s *server) handleUpdateWork() http.Handler {
 		}
 		c, err := decodeContent(w, r)
 		if err != nil {
+			return err
+		}
+		if err := s.chargeNewTags(r, c); err != nil {
 			return err
 		}
 		res, err := s.Poster.UpdateWork(r.Context(), authorID(r), id, c)

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
@@ -45,6 +48,11 @@ var domainErrors = []struct {
 	{drafts.ErrQueued, http.StatusConflict, "draft_queued", ""},
 	{drafts.ErrPosted, http.StatusConflict, "draft_posted", ""},
 	{drafts.ErrChanged, http.StatusConflict, "draft_changed", ""},
+	// Waiting does not make room for a draft (posting or deleting one
+	// does): 422, not a 429 a client would retry.
+	{drafts.ErrDraftQuota, http.StatusUnprocessableEntity, "quota_exceeded", ""},
+	// The day's allowance comes back at midnight UTC: 429 with Retry-After.
+	{counter.ErrNewTagQuota, http.StatusTooManyRequests, "quota_exceeded", ""},
 	{poster.ErrWorkNotFound, http.StatusNotFound, "not_found", "work not found"},
 	{errTagNotFound, http.StatusNotFound, "not_found", "tag not found"},
 	{reconcile.ErrTagNotFound, http.StatusNotFound, "not_found", "tag not found"},
@@ -70,7 +78,7 @@ func ErrorFor(err error) *Error {
 			if msg == "" {
 				msg = err.Error()
 			}
-			return &Error{Status: d.status, Code: d.code, Message: msg}
+			return &Error{Status: d.status, Code: d.code, Message: msg, RetryAfter: retryAfter(err)}
 		}
 	}
 	var ve *drafts.ValidationError
@@ -88,6 +96,16 @@ func ErrorFor(err error) *Error {
 		return unavailable("dependency_unavailable", "a service tagcount depends on is unavailable; nothing was saved, try again shortly", 5)
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+}
+
+// retryAfter is the seconds until err says the request may succeed
+// (rounded up, at least 1), or 0 when it does not say.
+func retryAfter(err error) int {
+	var r interface{ RetryAt() time.Time }
+	if !errors.As(err, &r) {
+		return 0
+	}
+	return max(int(math.Ceil(time.Until(r.RetryAt()).Seconds())), 1)
 }
 
 func invalid(field, code, message string) *Error {

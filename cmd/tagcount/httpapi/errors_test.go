@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/poster"
@@ -27,6 +29,8 @@ func TestEveryDomainErrorHasItsStatusAndCode(t *testing.T) {
 		{fmt.Errorf("replace: %w", drafts.ErrQueued), 409, "draft_queued", 0},
 		{drafts.ErrPosted, 409, "draft_posted", 0},
 		{drafts.ErrChanged, 409, "draft_changed", 0},
+		{fmt.Errorf("create: %w", drafts.ErrDraftQuota), 422, "quota_exceeded", 0},
+		{&counter.QuotaError{Limit: 2, Reset: time.Now().Add(90*time.Second - time.Millisecond)}, 429, "quota_exceeded", 90},
 		{poster.ErrWorkNotFound, 404, "not_found", 0},
 		{reconcile.ErrRunning, 409, "reconcile_running", 0},
 		{reconcile.ErrRunNotFound, 404, "not_found", 0},

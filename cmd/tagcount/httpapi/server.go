@@ -32,6 +32,9 @@ type Deps struct {
 	Reconciler *reconcile.Reconciler
 	Flags      *flags.Client
 	Control    counter.Control
+	// TagQuota, when set, bounds the tags an author creates a day; nil
+	// means no quota.
+	TagQuota *counter.TagQuota
 
 	// Registry is served at /metrics; the server's own request metrics are
 	// registered on it.
@@ -50,6 +53,7 @@ type server struct {
 	shed    *shedder
 	limiter *limiter
 	ready   *readiness
+	quotas  *prometheus.CounterVec // refusals by quota
 }
 
 // NewServer returns the whole HTTP API of docs/api.md with the operational
@@ -81,7 +85,8 @@ func newServer(d Deps) *server {
 	log := slog.New(LogHandler(d.Logger.Handler()))
 	e := d.Edge.WithDefaults()
 	return &server{Deps: d, log: log, auth: d.Auth, edge: e, shed: newShedder(e, d.Registry),
-		limiter: newLimiter(e.RateLimits, d.Registry, log), ready: &readiness{checks: d.Ready, log: log}}
+		limiter: newLimiter(e.RateLimits, d.Registry, log), ready: &readiness{checks: d.Ready, log: log},
+		quotas: newQuotaRejections(d.Registry)}
 }
 
 // outer wraps every route: the request id first, so every answer and log
@@ -109,6 +114,9 @@ func (s *server) api(class string, bodyLimit int64, h http.Handler) http.Handler
 func (s *server) handle(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
+			if q := quotaOf(err); q != "" {
+				s.quotas.WithLabelValues(q).Inc()
+			}
 			WriteError(s.log, w, r, err)
 		}
 	})
