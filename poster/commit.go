@@ -22,11 +22,15 @@ const (
 // the drafts that arrive while a transaction runs share the next one, so a
 // transaction, its round trips and its commit are paid per batch, not per
 // post. One draft that cannot be posted does not fail the others: sync
-// tries a failed batch's drafts one by one.
+// tries a failed batch's drafts one by one. Drafts of the bulk queue wait
+// apart, and fill a transaction only after every interactive draft waiting
+// (fair.go): a person's post joins the next transaction, not the one after
+// an import's backlog.
 type committer struct {
 	p        *Poster
 	maxBatch int
 	queue    chan *submission
+	bulk     chan *submission
 
 	wg   sync.WaitGroup
 	stop chan struct{}
@@ -40,7 +44,8 @@ type submission struct {
 }
 
 func newCommitter(p *Poster, committers, maxBatch int) *committer {
-	c := &committer{p: p, maxBatch: maxBatch, queue: make(chan *submission, 4*maxBatch), stop: make(chan struct{})}
+	c := &committer{p: p, maxBatch: maxBatch, queue: make(chan *submission, 4*maxBatch),
+		bulk: make(chan *submission, 4*maxBatch), stop: make(chan struct{})}
 	c.wg.Add(committers)
 	for range committers {
 		go c.loop()
@@ -48,13 +53,17 @@ func newCommitter(p *Poster, committers, maxBatch int) *committer {
 	return c
 }
 
-// submit posts r in the next batch and returns its outcome, or ctx's error
-// if ctx ends first (the batch may still post it: running the job again is
-// harmless).
-func (c *committer) submit(ctx context.Context, r request) (Result, error) {
+// submit posts r in the next batch (behind the interactive drafts, when
+// bulk) and returns its outcome, or ctx's error if ctx ends first (the
+// batch may still post it: running the job again is harmless).
+func (c *committer) submit(ctx context.Context, r request, bulk bool) (Result, error) {
 	s := &submission{ctx: ctx, req: r, done: make(chan outcome, 1)}
+	queue := c.queue
+	if bulk {
+		queue = c.bulk
+	}
 	select {
-	case c.queue <- s:
+	case queue <- s:
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	}
@@ -70,23 +79,35 @@ func (c *committer) loop() {
 	defer c.wg.Done()
 	batch := make([]*submission, 0, c.maxBatch)
 	for {
-		select {
-		case s := <-c.queue:
-			batch = append(batch[:0], s)
-		case <-c.stop:
-			return
-		}
-	fill:
-		for len(batch) < c.maxBatch {
+		var s *submission
+		select { // an interactive draft first, if one waits
+		case s = <-c.queue:
+		default:
 			select {
-			case s := <-c.queue:
-				batch = append(batch, s)
-			default:
-				break fill
+			case s = <-c.queue:
+			case s = <-c.bulk:
+			case <-c.stop:
+				return
 			}
 		}
+		batch = fill(append(batch[:0], s), c.maxBatch, c.queue, c.bulk)
 		c.post(batch)
 	}
+}
+
+// fill appends to batch what waits on the channels, in order, up to limit.
+func fill(batch []*submission, limit int, chans ...chan *submission) []*submission {
+	for _, ch := range chans {
+		for more := true; more && len(batch) < limit; {
+			select {
+			case s := <-ch:
+				batch = append(batch, s)
+			default:
+				more = false
+			}
+		}
+	}
+	return batch
 }
 
 // post runs one posting transaction for batch and hands each submission

@@ -88,7 +88,11 @@ type Config struct {
 	// same draft version (a failed post posted again) and run a job
 	// waiting for its retry now.
 	Inspector *asynq.Inspector
-	QueueName string      // asynq queue; default DefaultQueue
+	QueueName string // asynq queue; default DefaultQueue
+	// BulkAfter sends the jobs of an author with this many drafts queued
+	// (the new one included) to BulkQueue(QueueName) (see fair.go); 0
+	// puts every job on QueueName, first come first served.
+	BulkAfter int
 	Paths     PathChooser // nil: every author takes the new path
 	Announcer Announcer   // nil: events are not announced (the sweeper still finds them)
 	// RequeueAfter is how long a draft may stay queued before the requeuer
@@ -116,7 +120,7 @@ type Poster struct {
 	commit     *committer // started by the first posting job
 
 	owedMu sync.Mutex
-	owed   map[int64]int64 // draft id → version whose job could not be enqueued
+	owed   map[int64]owedJob // draft id → the job that could not be enqueued
 
 	scanAfter int64 // the requeuer's place in its walk over stale drafts
 }
@@ -161,7 +165,7 @@ func New(cfg Config) *Poster {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
 	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB}, tags: counter.NewTagResolver(cfg.DB),
-		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]int64)}
+		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]owedJob)}
 }
 
 // Close stops the group commit once no posting job runs (after the job
@@ -197,7 +201,7 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 		// Already queued or posted: a double click or a retry.
 		return Result{Async: d.State == drafts.StateQueued, State: d.State, WorkID: d.WorkID, DraftID: draftID}, nil
 	}
-	res, err := p.queued(ctx, draftID, 0, version, err)
+	res, err := p.queued(ctx, authorID, draftID, 0, version, err)
 	res.DraftID = draftID
 	p.metrics.observe(PathNew, start, err)
 	return res, err
@@ -214,7 +218,7 @@ func (p *Poster) UpdateWork(ctx context.Context, authorID, workID int64, c draft
 		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, content: &c}))
 	}
 	version, err := p.drafts.QueueEdit(ctx, authorID, draftID, c)
-	return p.queued(ctx, draftID, workID, version, err)
+	return p.queued(ctx, authorID, draftID, workID, version, err)
 }
 
 // DeleteWork deletes author's work; its tags' counts go down. It returns
@@ -228,7 +232,7 @@ func (p *Poster) DeleteWork(ctx context.Context, authorID, workID int64) (Result
 		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, delete: true}))
 	}
 	version, err := p.drafts.QueueDelete(ctx, authorID, draftID)
-	return p.queued(ctx, draftID, workID, version, err)
+	return p.queued(ctx, authorID, draftID, workID, version, err)
 }
 
 // workGone reports a work whose draft disappeared under a change of it
@@ -241,20 +245,21 @@ func workGone(res Result, err error) (Result, error) {
 }
 
 // queued finishes a change the drafts store recorded as owed (err from the
-// store, version the new version): it enqueues the job. The draft row is the
-// record: if the enqueue fails, the requeuer enqueues the job later, so the
-// answer is still "queued".
-func (p *Poster) queued(ctx context.Context, draftID, workID, version int64, err error) (Result, error) {
+// store, version the new version) for author: it enqueues the job, on the
+// author's queue. The draft row is the record: if the enqueue fails, the
+// requeuer enqueues the job later, so the answer is still "queued".
+func (p *Poster) queued(ctx context.Context, authorID, draftID, workID, version int64, err error) (Result, error) {
 	if errors.Is(err, drafts.ErrNotQueued) {
 		return Result{}, ErrWorkNotFound // deleted, or its delete is under way
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	if err := p.enqueue(ctx, draftID, version, false); err != nil {
+	queue := p.queueFor(ctx, authorID)
+	if err := p.enqueue(ctx, queue, draftID, version, false); err != nil {
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
-		p.owe(draftID, version)
+		p.owe(draftID, owedJob{version: version, queue: queue})
 	}
 	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID, DraftID: draftID}, nil
 }

@@ -39,6 +39,7 @@ type envOpts struct {
 	maxBatch  int
 	redisAddr string // default: the machine's Redis
 	db        *migrations.DB
+	bulkAfter int
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -57,7 +58,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis})
 	t.Cleanup(func() { e.inspector.Close() })
 	e.p = poster.New(poster.Config{DB: e.db, Queue: client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
-		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch})
+		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter})
 	e.store = &drafts.Store{DB: e.db}
 	return e
 }
@@ -65,7 +66,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 // startWorker runs the post jobs of this test's queue until the test ends.
 func (e *env) startWorker() {
 	srv := asynq.NewServer(asynq.RedisClientOpt{Addr: e.redis}, asynq.Config{
-		Concurrency: 8, Queues: map[string]int{e.queue: 1}, LogLevel: asynq.ErrorLevel, TaskCheckInterval: 10 * time.Millisecond,
+		Concurrency: 8, Queues: poster.JobQueues(e.queue), LogLevel: asynq.ErrorLevel, TaskCheckInterval: 10 * time.Millisecond,
 		RetryDelayFunc: func(n int, _ error, _ *asynq.Task) time.Duration { return poster.RetryDelay(n) },
 		ErrorHandler:   asynq.ErrorHandlerFunc(e.p.HandleTaskError),
 	})

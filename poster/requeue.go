@@ -18,11 +18,17 @@ const DefaultRequeueEvery = 2 * time.Second
 // requeuePage is how many queued drafts the requeuer reads per statement.
 const requeuePage = 1000
 
+// owedJob is a job this process could not enqueue.
+type owedJob struct {
+	version int64
+	queue   string
+}
+
 // owe remembers a draft whose job could not be enqueued (Redis down), so
 // the requeuer enqueues it as soon as Redis answers.
-func (p *Poster) owe(draftID, version int64) {
+func (p *Poster) owe(draftID int64, job owedJob) {
 	p.owedMu.Lock()
-	p.owed[draftID] = version
+	p.owed[draftID] = job
 	p.owedMu.Unlock()
 }
 
@@ -61,8 +67,14 @@ func (p *Poster) requeuePage(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
+	queues := make(map[int64]string) // by author: one count per author a page
 	for _, q := range list {
-		if err := p.enqueue(ctx, q.ID, q.Version, true); err != nil {
+		queue, ok := queues[q.AuthorID]
+		if !ok {
+			queue = p.queueFor(ctx, q.AuthorID)
+			queues[q.AuthorID] = queue
+		}
+		if err := p.enqueue(ctx, queue, q.ID, q.Version, true); err != nil {
 			return n, err
 		}
 		n++
@@ -80,28 +92,34 @@ func (p *Poster) runRetries(ctx context.Context) (int, error) {
 	if p.cfg.Inspector == nil {
 		return 0, nil
 	}
-	q, err := p.cfg.Inspector.GetQueueInfo(p.cfg.QueueName)
-	if err != nil || q.Retry == 0 {
-		return 0, nil // no queue yet, or nothing waits
+	n := 0
+	for _, queue := range p.queues() {
+		q, err := p.cfg.Inspector.GetQueueInfo(queue)
+		if err != nil || q.Retry == 0 {
+			continue // no queue yet, or nothing waits
+		}
+		if err := p.cfg.JobDB.PingContext(ctx); err != nil {
+			return n, nil // still down: the jobs keep waiting
+		}
+		ran, err := p.cfg.Inspector.RunAllRetryTasks(queue)
+		if n += ran; err != nil {
+			return n, err
+		}
 	}
-	if err := p.cfg.JobDB.PingContext(ctx); err != nil {
-		return 0, nil // still down: the jobs keep waiting
-	}
-	n, err := p.cfg.Inspector.RunAllRetryTasks(p.cfg.QueueName)
-	return n, err
+	return n, nil
 }
 
 // requeueOwed enqueues the jobs this process could not enqueue.
 func (p *Poster) requeueOwed(ctx context.Context) (int, error) {
 	p.owedMu.Lock()
-	owed := make(map[int64]int64, len(p.owed))
+	owed := make(map[int64]owedJob, len(p.owed))
 	for id, v := range p.owed {
 		owed[id] = v
 	}
 	p.owedMu.Unlock()
 	n := 0
 	for id, v := range owed {
-		if err := p.enqueue(ctx, id, v, false); err != nil {
+		if err := p.enqueue(ctx, v.queue, id, v.version, false); err != nil {
 			return n, err
 		}
 		n++
@@ -134,7 +152,19 @@ func (p *Poster) rescueOrphans(ctx context.Context) (int, error) {
 	if p.cfg.Inspector == nil || p.cfg.Queue == nil {
 		return 0, nil
 	}
-	active, err := p.cfg.Inspector.ListActiveTasks(p.cfg.QueueName, asynq.PageSize(1000))
+	n := 0
+	for _, queue := range p.queues() {
+		rescued, err := p.rescueOrphansOf(ctx, queue)
+		if n += rescued; err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// rescueOrphansOf rescues the orphans of queue (see rescueOrphans).
+func (p *Poster) rescueOrphansOf(ctx context.Context, queue string) (int, error) {
+	active, err := p.cfg.Inspector.ListActiveTasks(queue, asynq.PageSize(1000))
 	if errors.Is(err, asynq.ErrQueueNotFound) || len(active) == 0 {
 		return 0, nil
 	}
@@ -159,12 +189,12 @@ func (p *Poster) rescueOrphans(ctx context.Context) (int, error) {
 		}
 		orphans = append(orphans, pl)
 	}
-	return p.rescue(ctx, orphans)
+	return p.rescue(ctx, queue, orphans)
 }
 
-// rescue enqueues a second job for each draft of orphans still queued at
-// its version since before RequeueAfter.
-func (p *Poster) rescue(ctx context.Context, orphans []syncPayload) (int, error) {
+// rescue enqueues on queue a second job for each draft of orphans still
+// queued at its version since before RequeueAfter.
+func (p *Poster) rescue(ctx context.Context, queue string, orphans []syncPayload) (int, error) {
 	ids := make([]int64, len(orphans))
 	for i, o := range orphans {
 		ids[i] = o.DraftID
@@ -178,7 +208,7 @@ func (p *Poster) rescue(ctx context.Context, orphans []syncPayload) (int, error)
 		if stale[o.DraftID] != o.Version {
 			continue
 		}
-		task := NewSyncDraftTask(o.DraftID, o.Version, p.cfg.QueueName, p.cfg.MaxRetry, asynq.TaskID(taskID(o.DraftID, o.Version)+":rescue"))
+		task := NewSyncDraftTask(o.DraftID, o.Version, queue, p.cfg.MaxRetry, asynq.TaskID(taskID(o.DraftID, o.Version)+":rescue"))
 		if _, err := p.cfg.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return n, err
 		}

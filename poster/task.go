@@ -34,12 +34,14 @@ func NewSyncDraftTask(draftID, version int64, queue string, maxRetry int, opts .
 	return asynq.NewTask(TypeSyncDraft, b, append(all, opts...)...)
 }
 
-// enqueue enqueues the job of version of draftID. When a job with the same
-// id exists already it is left alone if it is pending or running; an
-// archived or completed one (a post that failed and is posted again) is
-// replaced; one waiting to be retried is run now when urgent (the requeuer
-// found its draft waiting too long, so its dependencies may be back).
-func (p *Poster) enqueue(ctx context.Context, draftID, version int64, urgent bool) error {
+// enqueue enqueues the job of version of draftID on queue. When a job with
+// the same id exists already there it is left alone if it is pending or
+// running; an archived or completed one (a post that failed and is posted
+// again) is replaced; one waiting to be retried is run now when urgent
+// (the requeuer found its draft waiting too long, so its dependencies may
+// be back). A job of the same id on the other queue (the author's class
+// changed meanwhile) may run too: running a job twice is harmless.
+func (p *Poster) enqueue(ctx context.Context, queue string, draftID, version int64, urgent bool) error {
 	if p.cfg.Queue == nil {
 		return errors.New("no job queue configured")
 	}
@@ -47,7 +49,7 @@ func (p *Poster) enqueue(ctx context.Context, draftID, version int64, urgent boo
 	// records the post, and the requeuer enqueues it later.
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	task := NewSyncDraftTask(draftID, version, p.cfg.QueueName, p.cfg.MaxRetry)
+	task := NewSyncDraftTask(draftID, version, queue, p.cfg.MaxRetry)
 	_, err := p.cfg.Queue.EnqueueContext(ctx, task)
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return err
@@ -56,13 +58,13 @@ func (p *Poster) enqueue(ctx context.Context, draftID, version int64, urgent boo
 		return nil // the job exists; without an inspector, trust it to run
 	}
 	id := taskID(draftID, version)
-	info, err := p.cfg.Inspector.GetTaskInfo(p.cfg.QueueName, id)
+	info, err := p.cfg.Inspector.GetTaskInfo(queue, id)
 	if err != nil {
 		return err
 	}
 	switch info.State {
 	case asynq.TaskStateArchived, asynq.TaskStateCompleted:
-		if err := p.cfg.Inspector.DeleteTask(p.cfg.QueueName, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+		if err := p.cfg.Inspector.DeleteTask(queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 			return err
 		}
 		_, err := p.cfg.Queue.EnqueueContext(ctx, task)
@@ -72,7 +74,7 @@ func (p *Poster) enqueue(ctx context.Context, draftID, version int64, urgent boo
 		return err
 	case asynq.TaskStateRetry, asynq.TaskStateScheduled:
 		if urgent {
-			return p.cfg.Inspector.RunTask(p.cfg.QueueName, id)
+			return p.cfg.Inspector.RunTask(queue, id)
 		}
 	}
 	return nil
@@ -92,7 +94,8 @@ func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("malformed %s payload %q: %v: %w", TypeSyncDraft, t.Payload(), err, asynq.SkipRetry)
 	}
 	p.commitOnce.Do(func() { p.commit = newCommitter(p, p.cfg.Committers, p.cfg.MaxBatch) })
-	_, err := p.commit.submit(ctx, request{draftID: pl.DraftID, requireQueued: true})
+	queue, _ := asynq.GetQueueName(ctx)
+	_, err := p.commit.submit(ctx, request{draftID: pl.DraftID, requireQueued: true}, p.isBulk(queue))
 	switch {
 	case err == nil, errors.Is(err, errDraftGone):
 		return nil // done, or deleted meanwhile: nothing is owed

@@ -49,6 +49,7 @@ type settings struct {
 	Edge            edgeSettings
 	MaxDrafts       int
 	NewTagsPerDay   int
+	BulkAfter       int
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -82,6 +83,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
 	s.Edge.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
+	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")
 	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", counter.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
 }
 

@@ -79,6 +79,10 @@ type stackOptions struct {
 	// stacks loadgen and the tests start. The serving commands fill them
 	// from settings, whose defaults are the domain packages'.
 	MaxDrafts, NewTagsPerDay int
+	// BulkAfter is fair posting's threshold (poster.Config.BulkAfter); 0
+	// takes poster.DefaultBulkAfter, a negative value puts every post on
+	// one queue, first come first served.
+	BulkAfter int
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -114,6 +118,9 @@ func (o stackOptions) withDefaults() stackOptions {
 	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = defaultShutdownTimeout
+	}
+	if o.BulkAfter == 0 {
+		o.BulkAfter = poster.DefaultBulkAfter
 	}
 	if o.Flags.BackupDir == "" && o.DataDir != "" {
 		o.Flags.BackupDir = filepath.Join(o.DataDir, "unleash")
@@ -268,7 +275,7 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		paths = s.Flags
 	}
 	cfg := poster.Config{DB: s.DB, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
-		RequeueAfter: s.opts.RequeueAfter, Logger: s.log, Registerer: s.Registry}
+		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
@@ -398,7 +405,7 @@ func (s *stack) startWorker(context.Context) error {
 	redisOpt := asynq.RedisClientOpt{Addr: o.RedisAddr}
 	srv := asynq.NewServer(redisOpt, asynq.Config{
 		Concurrency:       o.JobConcurrency,
-		Queues:            map[string]int{o.Queue: 1},
+		Queues:            poster.JobQueues(o.Queue), // fair posting: the interactive and the bulk queue
 		ShutdownTimeout:   o.ShutdownTimeout,
 		TaskCheckInterval: o.JobPoll,
 		RetryDelayFunc:    retryDelay,
