@@ -139,7 +139,7 @@ func (s *server) requireAuth(admin bool, next http.Handler) http.Handler {
 			p, err = s.auth.Verify(tok)
 		}
 		if err != nil {
-			if lerr := s.limiter.allow(r.Context(), classAnonymous, s.limiter.clientAddr(r)); lerr != nil {
+			if lerr := s.limited(r, classAnonymous, s.limiter.clientAddr(r)); lerr != nil {
 				return lerr
 			}
 			return err

@@ -158,10 +158,13 @@ func (s *server) capInFlight(next http.Handler) http.Handler {
 		if s.shed.inFlight.Add(1) > int64(s.edge.MaxInFlight) {
 			return s.shed.overloaded(shedInFlight)
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), inFlightKey{}, true)))
 		return nil
 	})
 }
+
+// inFlightKey marks a request's context as counted in flight.
+type inFlightKey struct{}
 
 // dbSlot runs next holding one of DBSlots slots, waiting at most QueueWait
 // for one (503 overloaded past it), so requests beyond what the pool can

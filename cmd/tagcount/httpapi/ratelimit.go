@@ -83,14 +83,22 @@ type limiter struct {
 	cfg     RateLimits
 	lim     *redis_rate.Limiter
 	errs    *prometheus.CounterVec
+	repeats *prometheus.CounterVec
 	log     *slog.Logger
 	lastLog atomic.Int64 // unix nanoseconds of the last fail-open warning
+	denied  denials
+	held    atomic.Int64 // repeats being held
 }
 
 func newLimiter(cfg RateLimits, reg prometheus.Registerer, log *slog.Logger) *limiter {
-	errs := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+	f := promauto.With(reg)
+	errs := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tagcount_rate_limit_errors_total",
 		Help: "Requests served without a rate-limit decision because Redis failed or was slow (fail open), by class.",
+	}, []string{"class"})
+	repeats := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tagcount_rate_limit_repeats_total",
+		Help: "Requests sent while their author (or address) was told to wait: answered 429 without asking Redis, after a hold, by class.",
 	}, []string{"class"})
 	if cfg.Redis == nil {
 		return nil
@@ -98,7 +106,8 @@ func newLimiter(cfg RateLimits, reg prometheus.Registerer, log *slog.Logger) *li
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultRateLimitTimeout
 	}
-	return &limiter{cfg: cfg, lim: redis_rate.NewLimiter(cfg.Redis), errs: errs, log: log}
+	return &limiter{cfg: cfg, lim: redis_rate.NewLimiter(cfg.Redis), errs: errs, repeats: repeats, log: log,
+		denied: denials{until: map[string]time.Time{}}}
 }
 
 func (l *limiter) limitOf(class string) RateLimit {
@@ -115,18 +124,25 @@ func (l *limiter) limitOf(class string) RateLimit {
 
 // allow takes one request of class for key (an author id or a client
 // address) and returns a 429 *Error when it is over the limit, nil
-// otherwise, including when Redis cannot say in time.
-func (l *limiter) allow(ctx context.Context, class, key string) *Error {
+// otherwise, including when Redis cannot say in time. A request sent
+// while key is still told to wait (a repeat) is answered from the denial
+// remembered, with hold: how long it is held before the answer.
+func (l *limiter) allow(ctx context.Context, class, key string) (e *Error, hold time.Duration) {
 	if l == nil {
-		return nil
+		return nil, 0
 	}
 	limit := l.limitOf(class)
 	if limit.PerSecond <= 0 {
-		return nil
+		return nil, 0
+	}
+	k := class + ":" + key
+	if until, ok := l.denied.get(k); ok {
+		l.repeats.WithLabelValues(class).Inc()
+		return rateLimited(time.Until(until)), time.Until(until)
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
-	res, err := l.lim.Allow(ctx, l.cfg.Prefix+class+":"+key, limit.gcra())
+	res, err := l.lim.Allow(ctx, l.cfg.Prefix+k, limit.gcra())
 	if err != nil {
 		l.errs.WithLabelValues(class).Inc()
 		// One warning per 10 s: when Redis is down, every request fails open.
@@ -134,21 +150,27 @@ func (l *limiter) allow(ctx context.Context, class, key string) *Error {
 			l.lastLog.Store(now)
 			l.log.WarnContext(ctx, "rate limiter unavailable; serving requests unlimited", "class", class, "err", err)
 		}
-		return nil
+		return nil, 0
 	}
 	if res.Allowed > 0 {
-		return nil
+		return nil, 0
 	}
+	l.denied.set(k, time.Now().Add(res.RetryAfter))
+	return rateLimited(res.RetryAfter), 0
+}
+
+// rateLimited is the 429 of a request over its limit for retryAfter more.
+func rateLimited(retryAfter time.Duration) *Error {
 	return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 		Message:    "too many requests; slow down and try again after Retry-After seconds",
-		RetryAfter: max(int(math.Ceil(res.RetryAfter.Seconds())), 1)}
+		RetryAfter: max(int(math.Ceil(retryAfter.Seconds())), 1)}
 }
 
 // rateLimit wraps next so an author over the limit of class is answered
 // 429 before next runs.
 func (s *server) rateLimit(class string, next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		if err := s.limiter.allow(r.Context(), class, strconv.FormatInt(authorID(r), 10)); err != nil {
+		if err := s.limited(r, class, strconv.FormatInt(authorID(r), 10)); err != nil {
 			return err
 		}
 		next.ServeHTTP(w, r)

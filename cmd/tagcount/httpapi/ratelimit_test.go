@@ -117,3 +117,31 @@ func TestRequestsWithoutAValidTokenAreLimitedPerClientAddress(t *testing.T) {
 		t.Errorf("another client behind the proxy: %d; want 401, its own limit", res.Status)
 	}
 }
+
+func TestARequestSentWhileToldToWaitIsAnswered429WithoutAskingRedisAgain(t *testing.T) {
+	t.Parallel()
+	redis := testdb.StartRedis(t)
+	rl := RateLimits{Redis: testRedis(t, redis.Addr()), Prefix: testdb.Queue(t) + ":", Reads: slow(1)}
+	api := newTestAPI(t, nil, Edge{RateLimits: rl})
+	tok := api.token(1, RoleAuthor)
+	if res := api.do("GET", "/v1/drafts/1", tok, nil); res.Status != http.StatusNotFound {
+		t.Fatalf("the burst of one: %d %v", res.Status, res.Body)
+	}
+	if res := api.do("GET", "/v1/drafts/1", tok, nil); res.Status != http.StatusTooManyRequests {
+		t.Fatalf("past the burst: %d %v; want 429", res.Status, res.Body)
+	}
+	// With Redis gone the limiter would fail open: a 429 now comes from the
+	// denial this replica remembers.
+	redis.Stop()
+	res := api.do("GET", "/v1/drafts/1", tok, nil)
+	if res.Status != http.StatusTooManyRequests || res.code() != "rate_limited" || res.Header.Get("Retry-After") == "" {
+		t.Errorf("sent again while told to wait: %d %v Retry-After %q; want 429 rate_limited with Retry-After",
+			res.Status, res.Body, res.Header.Get("Retry-After"))
+	}
+	if n := api.metric("tagcount_rate_limit_repeats_total", "class", "reads"); n != 1 {
+		t.Errorf("tagcount_rate_limit_repeats_total{class=reads} = %v; want 1", n)
+	}
+	if n := api.metric("tagcount_rate_limit_errors_total", "class", "reads"); n != 0 {
+		t.Errorf("tagcount_rate_limit_errors_total{class=reads} = %v; want 0: the repeat never asked Redis", n)
+	}
+}
