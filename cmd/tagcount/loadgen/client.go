@@ -79,11 +79,15 @@ func classify(err error) ErrorKind {
 }
 
 // retryable reports whether a request that failed with err may be sent
-// again: a 503 (the API promises nothing was applied) or a transport error.
+// again: a 503 (the API promises nothing was applied), a 429 rate_limited
+// (nothing was done; a client that honours Retry-After comes back after
+// it) or a transport error. A quota's 429 is not retried: its wait is
+// until midnight.
 func retryable(err error) (time.Duration, bool) {
 	var he *httpError
 	if errors.As(err, &he) {
-		return he.retryAfter, he.status == http.StatusServiceUnavailable
+		return he.retryAfter, he.status == http.StatusServiceUnavailable ||
+			(he.status == http.StatusTooManyRequests && he.code == "rate_limited")
 	}
 	return 0, !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
@@ -207,8 +211,10 @@ func (c *client) once(ctx context.Context, op Op, method, path, token string, bo
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		c.rec.latency(op, time.Since(start), start)
+		c.rec.status(0, false)
 		return 0, err
 	}
+	c.rec.status(resp.StatusCode, resp.Header.Get("Retry-After") != "")
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	c.rec.latency(op, time.Since(start), start)

@@ -149,6 +149,14 @@ func waitOutbox(ctx context.Context, db *migrations.DB, wait time.Duration) (tot
 	}
 }
 
+// CheckCounts is the exactness check of a run, for runs that share a
+// service (Config.NoCheck): it waits up to outboxWait for the queued
+// drafts and the outbox to drain, then compares every tag's count with
+// the independent count.
+func CheckCounts(ctx context.Context, db *migrations.DB, outboxWait time.Duration) Check {
+	return checkCounts(ctx, db, outboxWait)
+}
+
 // checkCounts compares every tag's count with the independent count (the
 // reconcile's conservation snapshot) once the outbox has drained.
 func checkCounts(ctx context.Context, db *migrations.DB, outboxWait time.Duration) Check {

@@ -2,6 +2,8 @@ package loadgen
 
 import (
 	"math"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -82,10 +84,12 @@ type recorder struct {
 	missedArrivals int64
 	lastCompletion time.Time
 	buckets        []*bucket
+	statuses       map[int]int64 // answers by HTTP status; 0: no answer (a transport error)
+	noRetryAfter   int64         // 429s and 503s without a Retry-After
 }
 
 func newRecorder(start time.Time) *recorder {
-	r := &recorder{start: start, postToPosted: newHist(), postToCount: newHist()}
+	r := &recorder{start: start, postToPosted: newHist(), postToCount: newHist(), statuses: map[int]int64{}}
 	for i := range r.ops {
 		r.ops[i] = newHist()
 	}
@@ -118,6 +122,37 @@ func (r *recorder) latency(op Op, d time.Duration, at time.Time) {
 		r.bucketAt(at).save.RecordValue(us)
 	}
 	r.mu.Unlock()
+}
+
+// status counts an answer with HTTP status code (0: none came), and
+// whether a 429 or 503 came without the Retry-After the API promises.
+func (r *recorder) status(code int, retryAfter bool) {
+	r.mu.Lock()
+	r.statuses[code]++
+	if (code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable) && !retryAfter {
+		r.noRetryAfter++
+	}
+	r.mu.Unlock()
+}
+
+// statusCounts returns the answers by status, "transport" for none; r.mu
+// must be held.
+func (r *recorder) statusCounts() map[string]int64 {
+	return StatusCounts(r.statuses)
+}
+
+// StatusCounts names the counts of answers by HTTP status as a report
+// shows them: the status as a string, "transport" when no answer came.
+func StatusCounts(byCode map[int]int64) map[string]int64 {
+	out := make(map[string]int64, len(byCode))
+	for code, n := range byCode {
+		k := strconv.Itoa(code)
+		if code == 0 {
+			k = "transport"
+		}
+		out[k] = n
+	}
+	return out
 }
 
 func (r *recorder) failure(k ErrorKind) {

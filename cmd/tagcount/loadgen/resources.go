@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"database/sql"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/metrics"
@@ -216,4 +217,27 @@ func procCPU(pid int) float64 {
 		return -1
 	}
 	return (ut + st) / 100
+}
+
+// findRedisServer returns the pid of the local redis-server listening on
+// addr's port (its command line names it), or 0.
+func findRedisServer(addr string) int {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil || !bytes.HasPrefix(b, []byte("redis-server")) {
+			continue
+		}
+		for _, arg := range strings.Fields(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))) {
+			if strings.HasSuffix(arg, ":"+port) || arg == port {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+				return pid
+			}
+		}
+	}
+	return 0
 }

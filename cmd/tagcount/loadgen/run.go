@@ -64,6 +64,10 @@ type Config struct {
 	// check, and to learn when a queued post became a work; nil skips the
 	// first two and polls GET /v1/drafts/{id} for the third.
 	DB *migrations.DB
+	// NoCheck skips the rows written, the server's counters and the
+	// exactness check: another run shares the service (a scenario's other
+	// class), and the caller checks once both are done (CheckCounts).
+	NoCheck bool
 	// PollAPI polls GET /v1/drafts/{id} for every queued post even when DB
 	// is set, as a web app showing the author "posting..." would.
 	PollAPI bool
@@ -132,6 +136,11 @@ type Result struct {
 	// other clients' commands (other tests, other services) count too.
 	Redis  *RedisWork    `json:"redis_server,omitempty"`
 	Series []SeriesPoint `json:"series"`
+	// Statuses counts every answer by HTTP status, retries included
+	// ("transport": none came).
+	Statuses map[string]int64 `json:"statuses"`
+	// MissingRetryAfter counts 429 and 503 answers without Retry-After.
+	MissingRetryAfter int64 `json:"missing_retry_after"`
 }
 
 // RowsOf returns the rows written to table, or false.
@@ -259,15 +268,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // newRun returns the state of a run of cfg, with a token for every author.
 func newRun(cfg Config) (*run, error) {
 	authors := cfg.Workload.Options().Authors
+	base := cfg.Workload.Options().AuthorBase
 	r := &run{cfg: cfg, tokens: make([]string, authors+1)}
 	for a := 1; a <= authors; a++ {
-		tok, err := cfg.Auth.IssueToken(int64(a), httpapi.RoleAuthor, 24*time.Hour)
+		tok, err := cfg.Auth.IssueToken(base+int64(a), httpapi.RoleAuthor, 24*time.Hour)
 		if err != nil {
 			return nil, fmt.Errorf("loadgen: issuing a token: %w", err)
 		}
 		r.tokens[a] = tok
 	}
 	return r, nil
+}
+
+// token is the token of author (an id of the run's workload).
+func (r *run) token(author int64) string {
+	return r.tokens[author-r.cfg.Workload.Options().AuthorBase]
 }
 
 // drain waits for the follow-ups (polls, later edits and deletes), and cuts
@@ -311,6 +326,7 @@ func (r *run) result(start, loadEnd time.Time) *Result {
 	out.PostToPosted = summarize(rec.postToPosted)
 	out.PostToCount = summarize(rec.postToCount)
 	out.Errors = rec.errorCounts()
+	out.Statuses, out.MissingRetryAfter = rec.statusCounts(), rec.noRetryAfter
 	out.Works = Works{
 		Started: r.started.Load(), Created: r.created.Load(), Accepted: rec.accepted, Completed: rec.completed,
 		NotCompleted: r.notDone.Load(), Failed: r.failed.Load(), Edited: r.edited.Load(), Deleted: r.deleted.Load(),
@@ -341,12 +357,15 @@ type meters struct {
 // startMeters reads the counters a run's figures are differences of.
 func startMeters(ctx context.Context, cfg Config) *meters {
 	m := &meters{db: cfg.DB, wait: cfg.OutboxWait, link: cfg.DBLink, cost: cfg.DBLinkCost}
+	if cfg.NoCheck {
+		m.db = nil
+	}
 	if m.link != nil {
 		m.link0 = m.link.Stats()
 	}
 	m.redis = newRedisCounter(cfg.RedisAddr)
 	m.calls0, m.redisOK = m.redis.calls(ctx)
-	if cfg.DB != nil {
+	if cfg.DB != nil && !cfg.NoCheck {
 		m.rows = newRowCounter(ctx, cfg.DB)
 		m.before = m.rows.snapshot(ctx, "tag_counts", "tag_events", "taggings")
 		m.status0 = serverStatus(ctx, cfg.DB)
@@ -514,7 +533,7 @@ func waitCh(wg *sync.WaitGroup, ctx context.Context) <-chan struct{} {
 func (r *run) work(ctx context.Context, slot int64) {
 	r.started.Add(1)
 	w := r.cfg.Workload.Work(slot)
-	tok := r.tokens[w.AuthorID]
+	tok := r.token(w.AuthorID)
 	create, _ := json.Marshal(w.Draft)
 	var d draftResponse
 	if _, err := r.c.do(ctx, OpSave, http.MethodPost, "/v1/drafts", tok, create, []int{http.StatusCreated, http.StatusOK}, &d); err != nil || d.ID <= 0 {
@@ -554,7 +573,7 @@ func (r *run) followUp(w Work, tok string, draftID, workID int64, postStart time
 		probe.Add(1)
 		go func() {
 			defer probe.Done()
-			if !r.pollProbe(ctx, w.Probe, postStart) {
+			if !r.pollProbe(ctx, w.Probe, tok, postStart) {
 				r.probeTO.Add(1)
 			}
 		}()
@@ -627,12 +646,11 @@ func (r *run) pollPosted(ctx context.Context, tok string, draftID int64, postSta
 	}
 }
 
-// pollProbe polls the probe tag's count until it shows the work, and
-// reports whether it did before the poll timeout.
-func (r *run) pollProbe(ctx context.Context, name string, postStart time.Time) bool {
+// pollProbe polls, as the work's author (tok), the probe tag's count until
+// it shows the work, and reports whether it did before the poll timeout.
+func (r *run) pollProbe(ctx context.Context, name, tok string, postStart time.Time) bool {
 	deadline := postStart.Add(r.cfg.PollTimeout)
 	path := tagPath(name, drafts.TypeFreeform)
-	tok := r.tokens[1]
 	for wait := 10 * time.Millisecond; ; wait = min(wait*3/2, 200*time.Millisecond) {
 		if counter.Sleep(ctx, wait) != nil || time.Now().After(deadline) {
 			return false

@@ -48,7 +48,10 @@ func (l Later) String() string {
 // WorkloadOptions configure a Workload. Zero values take the defaults.
 type WorkloadOptions struct {
 	Seed    uint64
-	Authors int // author ids 1..Authors; default 1000
+	Authors int // author ids AuthorBase+1..AuthorBase+Authors; default 1000
+	// AuthorBase offsets the author ids, so workloads driven side by side
+	// (a scenario's classes) have authors of their own.
+	AuthorBase int64
 	Vocabulary
 	// EditShare and DeleteShare are the shares of posted works later edited
 	// or deleted (defaults 0.10 and 0.05; a negative value means 0).
@@ -93,8 +96,8 @@ func NewWorkload(o WorkloadOptions) (*Workload, error) {
 	if o.Authors == 0 {
 		o.Authors = 1000
 	}
-	if o.Authors < 0 {
-		return nil, fmt.Errorf("loadgen: authors %d < 1", o.Authors)
+	if o.Authors < 0 || o.AuthorBase < 0 {
+		return nil, fmt.Errorf("loadgen: authors %d < 1 or author base %d < 0", o.Authors, o.AuthorBase)
 	}
 	v := &o.Vocabulary
 	d := DefaultVocabulary
@@ -172,7 +175,7 @@ func splitmix(x uint64) uint64 {
 // Work returns work slot slot (>= 0).
 func (w *Workload) Work(slot int64) Work {
 	a := int64(w.o.Authors)
-	wk := Work{Slot: slot, AuthorID: slot%a + 1, Index: slot / a}
+	wk := Work{Slot: slot, AuthorID: w.o.AuthorBase + slot%a + 1, Index: slot / a}
 	r := w.rngFor(wk.AuthorID, wk.Index)
 	if w.o.ProbeEvery > 0 && slot%int64(w.o.ProbeEvery) == 0 {
 		wk.Probe = w.o.ProbePrefix + " " + strconv.FormatInt(slot, 10)

@@ -1,0 +1,175 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tagcount/tagcount/counter"
+)
+
+// FloodConfig is a connection flood: many connections held open at once,
+// some sending nothing, the others sending a large body slowly, each
+// opened again as soon as the server closes it.
+type FloodConfig struct {
+	BaseURL string
+	// Conns is how many connections are held at once (default 2,000).
+	Conns int
+	// IdleShare is the share of them that send nothing (default 0.5).
+	IdleShare float64
+	// Tokens sign the slow bodies' requests, one per connection in turn:
+	// valid tokens of many authors, so neither authentication nor an
+	// author's rate limit stops a request before its body is read.
+	Tokens []string
+	// BodyBytes is the Content-Length each slow body announces (default
+	// 1 MiB); Trickle is how often it sends its next 64 bytes (default 1 s).
+	BodyBytes int
+	Trickle   time.Duration
+}
+
+// FloodResult is what a flood's connections went through.
+type FloodResult struct {
+	Seconds float64 `json:"s"`
+	Conns   int     `json:"connections"`
+	// Opened counts connections opened (again after every close).
+	Opened int64 `json:"opened"`
+	// Statuses are the answers the slow bodies got.
+	Statuses map[string]int64 `json:"statuses"`
+	// ClosedUnanswered counts connections the server closed without an
+	// answer (an idle one past its header timeout).
+	ClosedUnanswered int64 `json:"closed_unanswered"`
+}
+
+type flood struct {
+	cfg        FloodConfig
+	host       string
+	opened     atomic.Int64
+	unanswered atomic.Int64
+	mu         sync.Mutex
+	statuses   map[int]int64
+}
+
+// RunFlood holds the flood's connections until ctx ends, then closes them
+// all and returns what happened. It fails only on a bad config.
+func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("loadgen: flood: bad base URL %q", cfg.BaseURL)
+	}
+	if cfg.Conns <= 0 {
+		cfg.Conns = 2000
+	}
+	if cfg.IdleShare <= 0 {
+		cfg.IdleShare = 0.5
+	}
+	if cfg.BodyBytes <= 0 {
+		cfg.BodyBytes = 1 << 20
+	}
+	if cfg.Trickle <= 0 {
+		cfg.Trickle = time.Second
+	}
+	idle := int(float64(cfg.Conns) * min(cfg.IdleShare, 1))
+	if len(cfg.Tokens) == 0 && idle < cfg.Conns {
+		return nil, errors.New("loadgen: flood: slow bodies need tokens")
+	}
+	f := &flood{cfg: cfg, host: u.Host, statuses: map[int]int64{}}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range cfg.Conns {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if i < idle {
+					f.idle(ctx)
+				} else {
+					f.slowBody(ctx, cfg.Tokens[i%len(cfg.Tokens)])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &FloodResult{Seconds: round3(time.Since(start).Seconds()), Conns: cfg.Conns, Opened: f.opened.Load(),
+		Statuses: StatusCounts(f.statuses), ClosedUnanswered: f.unanswered.Load()}, nil
+}
+
+// dial opens one connection, closed when ctx ends or when the returned
+// close is called; nil after a pause when it cannot (the server refuses
+// connections: that is the flood's doing).
+func (f *flood) dial(ctx context.Context) (conn net.Conn, close func()) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", f.host)
+	if err != nil {
+		counter.Sleep(ctx, 50*time.Millisecond)
+		return nil, nil
+	}
+	f.opened.Add(1)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	return conn, func() { stop(); conn.Close() }
+}
+
+// idle opens a connection and sends nothing until the server closes it.
+func (f *flood) idle(ctx context.Context) {
+	conn, closeConn := f.dial(ctx)
+	if conn == nil {
+		return
+	}
+	defer closeConn()
+	var b [1]byte
+	if _, err := conn.Read(b[:]); err != nil && ctx.Err() == nil {
+		f.unanswered.Add(1)
+	}
+}
+
+// slowBody announces a large body and sends it a little at a time until
+// the server answers or closes the connection.
+func (f *flood) slowBody(ctx context.Context, token string) {
+	conn, closeConn := f.dial(ctx)
+	if conn == nil {
+		return
+	}
+	defer closeConn()
+	head := fmt.Sprintf("POST /v1/drafts HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+		f.host, token, f.cfg.BodyBytes)
+	if _, err := conn.Write([]byte(head)); err != nil {
+		return
+	}
+	br := bufio.NewReader(conn)
+	chunk := make([]byte, 64)
+	for i := range chunk {
+		chunk[i] = ' '
+	}
+	for sent := 0; ctx.Err() == nil; sent += len(chunk) {
+		if sent < f.cfg.BodyBytes {
+			conn.SetWriteDeadline(time.Now().Add(f.cfg.Trickle))
+			conn.Write(chunk[:min(len(chunk), f.cfg.BodyBytes-sent)])
+		}
+		// Waiting for an answer is the pause between chunks.
+		conn.SetReadDeadline(time.Now().Add(f.cfg.Trickle))
+		if _, err := br.Peek(1); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if ctx.Err() == nil {
+				f.unanswered.Add(1)
+			}
+			return
+		}
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if resp, err := http.ReadResponse(br, nil); err == nil {
+			resp.Body.Close()
+			f.mu.Lock()
+			f.statuses[resp.StatusCode]++
+			f.mu.Unlock()
+		}
+		return
+	}
+}
