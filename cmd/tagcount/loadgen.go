@@ -57,6 +57,7 @@ type loadgenSettings struct {
 	JobConc      int
 	DBLatency    time.Duration
 	Capacity     capacitySettings
+	Scenario     scenarioSettings
 }
 
 // capacitySettings are the flags of loadgen's --find-capacity mode.
@@ -120,6 +121,7 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.DBLatency, "db-latency", 0,
 		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
 	s.Capacity.register(fs)
+	s.Scenario.register(fs)
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -136,6 +138,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer lg.close()
+	if s.Scenario.Name != "" {
+		return lg.runScenario(ctx, args, stdout)
+	}
 	if s.Capacity.Find {
 		return lg.findCapacity(ctx, paths, stdout)
 	}
@@ -195,6 +200,9 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 	}
 	if c := s.Capacity; c.Find && (s.URL != "" || c.Probe <= 0 || c.InFlight <= 0 || c.MaxP99 <= 0 || c.Start <= 0 || c.MaxProbes <= 0) {
 		return s, nil, errors.New("--find-capacity needs positive --capacity-* and --probe-* values, and fresh in-process stacks (not --url)")
+	}
+	if err := s.Scenario.validate(s); err != nil {
+		return s, nil, err
 	}
 	if s.URL != "" {
 		if len(paths) != 1 {
@@ -474,7 +482,8 @@ func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer)
 // loadgenStack starts the service for one path on a fresh database; with
 // roles false only the database and the poster (for the bare transaction).
 // stop closes it and removes its data dir.
-func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database, secret string, log *slog.Logger, roles bool) (st *stack, stop func() error, err error) {
+func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database, secret string, log *slog.Logger, roles bool,
+	adjust ...func(*stackOptions)) (st *stack, stop func() error, err error) {
 	dataDir, err := os.MkdirTemp("", "tagcount-loadgen-"+path+"-")
 	if err != nil {
 		return nil, nil, err
@@ -484,6 +493,9 @@ func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database,
 		RedisAddr: s.RedisAddr, Queue: "loadgen-" + runID + "-" + path, Path: path,
 		AuthSecret: secret, DataDir: dataDir, Logger: log,
 		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true,
+	}
+	for _, a := range adjust {
+		a(&o)
 	}
 	if st, err = startStack(ctx, o); err != nil {
 		os.RemoveAll(dataDir)
