@@ -107,7 +107,7 @@ func newLimiter(cfg RateLimits, reg prometheus.Registerer, log *slog.Logger) *li
 		cfg.Timeout = DefaultRateLimitTimeout
 	}
 	return &limiter{cfg: cfg, lim: redis_rate.NewLimiter(cfg.Redis), errs: errs, repeats: repeats, log: log,
-		denied: denials{until: map[string]time.Time{}}}
+		denied: denials{until: map[string]denial{}}}
 }
 
 func (l *limiter) limitOf(class string) RateLimit {
@@ -136,9 +136,9 @@ func (l *limiter) allow(ctx context.Context, class, key string) (e *Error, hold 
 		return nil, 0
 	}
 	k := class + ":" + key
-	if until, ok := l.denied.get(k); ok {
+	if dn, ok := l.denied.get(k); ok {
 		l.repeats.WithLabelValues(class).Inc()
-		return rateLimited(time.Until(until)), time.Until(until)
+		return rateLimited(time.Until(dn.until)), time.Until(dn.retryAt)
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
@@ -155,8 +155,10 @@ func (l *limiter) allow(ctx context.Context, class, key string) (e *Error, hold 
 	if res.Allowed > 0 {
 		return nil, 0
 	}
-	l.denied.set(k, time.Now().Add(res.RetryAfter))
-	return rateLimited(res.RetryAfter), 0
+	e = rateLimited(res.RetryAfter)
+	now := time.Now()
+	l.denied.set(k, denial{until: now.Add(res.RetryAfter), retryAt: now.Add(time.Duration(e.RetryAfter) * time.Second)})
+	return e, 0
 }
 
 // rateLimited is the 429 of a request over its limit for retryAfter more.

@@ -12,47 +12,55 @@ import (
 // Retry-After) would otherwise be answered as fast as it sends, each 429
 // costing a token check, a Redis round trip and an answer: on a busy
 // machine, CPU taken from everyone else. So each replica remembers a
-// denial until the time Redis gave, and a request of the same author (or
-// address) arriving before it is a repeat: answered without asking Redis,
-// and only once that time has come. The denial is exact for that long
+// denial: until when Redis said the key is over its limit, and the
+// Retry-After the client was given (whole seconds, so no earlier). A
+// request of the same author (or address) arriving before the former is
+// a repeat: answered 429 without asking Redis, and only once the
+// Retry-After given has passed. The denial is exact for that long
 // whichever replica a request reaches (other replicas' requests can only
 // push it later), and a client that honours Retry-After never meets the
 // hold. A looping client on n connections is slowed to about n requests
-// per emission interval, each costing a map look-up and a timer.
+// per Retry-After, each costing a map look-up and a timer.
 const (
-	// maxHold caps one hold (a limit's emission interval is well below).
+	// maxHold caps one hold.
 	maxHold = time.Second
 	// maxDenials bounds the remembered denials before expired ones are
 	// dropped.
 	maxDenials = 1 << 16
 )
 
-// denials are the keys told to wait, each until when.
+// denial is one key told to wait.
+type denial struct {
+	until   time.Time // when the limit allows the key one more request
+	retryAt time.Time // when the Retry-After the client was given ends
+}
+
+// denials are the keys told to wait.
 type denials struct {
 	mu    sync.Mutex
-	until map[string]time.Time
+	until map[string]denial
 }
 
-// get returns until when key was told to wait, if that is still to come.
-func (d *denials) get(key string) (time.Time, bool) {
+// get returns the denial of key, if its limit still refuses it.
+func (d *denials) get(key string) (denial, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	until, ok := d.until[key]
-	if ok && !time.Now().Before(until) {
+	dn, ok := d.until[key]
+	if ok && !time.Now().Before(dn.until) {
 		delete(d.until, key)
-		return time.Time{}, false
+		return denial{}, false
 	}
-	return until, ok
+	return dn, ok
 }
 
-// set remembers that key is told to wait until until.
-func (d *denials) set(key string, until time.Time) {
+// set remembers the denial of key.
+func (d *denials) set(key string, dn denial) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.until) >= maxDenials {
 		now := time.Now()
 		for k, u := range d.until {
-			if !now.Before(u) {
+			if !now.Before(u.until) {
 				delete(d.until, k)
 			}
 		}
@@ -60,7 +68,7 @@ func (d *denials) set(key string, until time.Time) {
 			clear(d.until) // all live: forgetting only costs Redis calls
 		}
 	}
-	d.until[key] = until
+	d.until[key] = dn
 }
 
 // limited takes one request of class for key and returns its 429 when it
