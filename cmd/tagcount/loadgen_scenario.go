@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,7 @@ type scenarioSettings struct {
 	StormAlone     time.Duration
 	BulkPosts      int64
 	BulkConc       int
+	BulkBatch      int
 	BulkWriteLimit float64
 	BulkAfter      int
 	FloodConns     int
@@ -57,6 +59,8 @@ func (c *scenarioSettings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.StormAlone, "storm-alone", 5*time.Second, "retry-storm: the window with the storm alone in which its rejections' CPU is measured")
 	fs.Int64Var(&c.BulkPosts, "bulk-posts", 5000, "bulk-import: works the bulk author submits at once")
 	fs.IntVar(&c.BulkConc, "bulk-concurrency", 64, "bulk-import: the bulk author's requests in flight")
+	fs.IntVar(&c.BulkBatch, "bulk-batch", 5000,
+		"bulk-import: the bulk author saves this many drafts, then posts them all at once, batch after batch (the drafts quota is raised to fit one batch)")
 	fs.Float64Var(&c.BulkWriteLimit, "bulk-write-limit", 1000,
 		"bulk-import: writes a second an author may send (burst: --bulk-posts); at the service's default of 5/s the limiter alone spreads an import over hours (0: the default)")
 	fs.IntVar(&c.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "with --scenario: the service's --bulk-after (0: one posting queue, first come first served)")
@@ -78,7 +82,7 @@ func (c *scenarioSettings) validate(s loadgenSettings) error {
 		return errors.New("--scenario runs its own in-process stacks: not with --url, --find-capacity or --db-latency")
 	}
 	if c.NormalAuthors <= 0 || c.NormalRate <= 0 || c.StormConns <= 0 || c.StormAlone <= 0 || c.BulkPosts <= 0 ||
-		c.BulkConc <= 0 || c.BulkWriteLimit < 0 || c.BulkAfter < 0 || c.FloodConns <= 0 || c.FloodIdleShare < 0 ||
+		c.BulkConc <= 0 || c.BulkBatch <= 0 || c.BulkWriteLimit < 0 || c.BulkAfter < 0 || c.FloodConns <= 0 || c.FloodIdleShare < 0 ||
 		c.FloodIdleShare > 1 || c.FloodBodyBytes <= 0 || c.AfterFlood <= 0 {
 		return errors.New("--scenario: --normal-*, --storm-*, --bulk-*, --flood-* and --after-flood take positive values (shares within 0..1)")
 	}
@@ -124,7 +128,7 @@ func scenarioLimits(writes httpapi.RateLimit) httpapi.RateLimits {
 }
 
 // settings lists what the scenario's services run with.
-func (lg *loadgenSession) settings(limits httpapi.RateLimits) []loadgen.Setting {
+func (lg *loadgenSession) settings(limits httpapi.RateLimits, maxDrafts int) []loadgen.Setting {
 	c := lg.s.Scenario
 	rl := func(l httpapi.RateLimit) string { return fmt.Sprintf("%g/s, burst %d", l.PerSecond, l.Burst) }
 	fair := fmt.Sprintf("an author's posts past %d queued go to the bulk queue", c.BulkAfter)
@@ -133,7 +137,7 @@ func (lg *loadgenSession) settings(limits httpapi.RateLimits) []loadgen.Setting 
 	}
 	return []loadgen.Setting{
 		{Name: "rate limits", Value: fmt.Sprintf("writes %s, reads %s, anonymous %s", rl(limits.Writes), rl(limits.Reads), rl(limits.Anonymous))},
-		{Name: "quotas", Value: fmt.Sprintf("%d unposted drafts, %d new tags a day", drafts.DefaultMaxDrafts, counter.DefaultNewTagsPerDay)},
+		{Name: "quotas", Value: fmt.Sprintf("%d unposted drafts, %d new tags a day", maxDrafts, counter.DefaultNewTagsPerDay)},
 		{Name: "fair posting", Value: fair},
 		{Name: "normal authors", Value: fmt.Sprintf("%d, %g works/s in all for %v (open loop, at most %d in flight)",
 			c.NormalAuthors, c.NormalRate, lg.s.Duration, lg.s.Concurrency)},
@@ -141,15 +145,17 @@ func (lg *loadgenSession) settings(limits httpapi.RateLimits) []loadgen.Setting 
 }
 
 // onScenarioStack starts a fresh stack for phase with limits, the quotas
-// and fair posting, calls fn with it, and stops it.
-func (lg *loadgenSession) onScenarioStack(ctx context.Context, phase string, limits httpapi.RateLimits, fn func(st *stack) error) error {
+// (maxDrafts unposted drafts) and fair posting, calls fn with it, and
+// stops it.
+func (lg *loadgenSession) onScenarioStack(ctx context.Context, phase string, limits httpapi.RateLimits, maxDrafts int,
+	fn func(st *stack) error) error {
 	label := strings.ReplaceAll(phase, "-", "_")
 	database := "tagcount_loadgen_" + lg.runID + "_" + label
 	runID := lg.runID + "-" + phase
 	limits.Prefix = "loadgen-" + runID + ":"
 	st, stop, err := loadgenStack(ctx, lg.s, runID, "new", database, lg.secret, lg.log, true, func(o *stackOptions) {
 		o.Edge = httpapi.Edge{RequestTimeout: httpapi.DefaultRequestTimeout, RateLimits: limits}
-		o.MaxDrafts, o.NewTagsPerDay = drafts.DefaultMaxDrafts, counter.DefaultNewTagsPerDay
+		o.MaxDrafts, o.NewTagsPerDay = maxDrafts, counter.DefaultNewTagsPerDay
 		o.BulkAfter = oneQueueIfZero(lg.s.Scenario.BulkAfter)
 	})
 	if err != nil {
@@ -186,13 +192,13 @@ func (lg *loadgenSession) normalConfig(st *stack, d time.Duration) (loadgen.Conf
 // fresh services, and prices the storm's rejections with the storm alone.
 func (lg *loadgenSession) retryStorm(ctx context.Context, rep *loadgen.ScenarioReport) error {
 	limits := scenarioLimits(httpapi.DefaultWriteLimit)
-	rep.Settings = append(lg.settings(limits), loadgen.Setting{Name: "storm",
+	rep.Settings = append(lg.settings(limits, drafts.DefaultMaxDrafts), loadgen.Setting{Name: "storm",
 		Value: fmt.Sprintf("one token, POST /v1/drafts on %d connections, each sending again as soon as it is answered; then alone for %v",
 			lg.s.Scenario.StormConns, lg.s.Scenario.StormAlone)})
 	for _, phase := range []string{loadgen.PhaseCalm, loadgen.PhaseStorm} {
 		run := &loadgen.ScenarioRun{Name: phase}
 		rep.Runs = append(rep.Runs, run)
-		err := lg.onScenarioStack(ctx, phase, limits, func(st *stack) error {
+		err := lg.onScenarioStack(ctx, phase, limits, drafts.DefaultMaxDrafts, func(st *stack) error {
 			cfg, err := lg.normalConfig(st, lg.s.Duration)
 			if err != nil {
 				return err
@@ -239,8 +245,10 @@ func (lg *loadgenSession) stormBeside(ctx context.Context, st *stack, cfg loadge
 	return err
 }
 
-// bulkImport runs the normal authors beside one author submitting
-// --bulk-posts works at once, and checks every count once all are posted.
+// bulkImport runs one author submitting --bulk-posts works at once beside
+// the normal authors, and checks every count once all are posted. The
+// importer saves its drafts first; the normal authors start, and a
+// quarter into their run the importer posts every draft at once.
 func (lg *loadgenSession) bulkImport(ctx context.Context, rep *loadgen.ScenarioReport) error {
 	c := lg.s.Scenario
 	writes := httpapi.DefaultWriteLimit
@@ -248,11 +256,13 @@ func (lg *loadgenSession) bulkImport(ctx context.Context, rep *loadgen.ScenarioR
 		writes = httpapi.RateLimit{PerSecond: c.BulkWriteLimit, Burst: int(c.BulkPosts)}
 	}
 	limits := scenarioLimits(writes)
-	rep.Settings = append(lg.settings(limits), loadgen.Setting{Name: "bulk author",
-		Value: fmt.Sprintf("one, %d works (save, edit, Post each) with %d requests in flight, tags from a small vocabulary", c.BulkPosts, c.BulkConc)})
+	maxDrafts := max(drafts.DefaultMaxDrafts, c.BulkBatch)
+	rep.Settings = append(lg.settings(limits, maxDrafts), loadgen.Setting{Name: "bulk author",
+		Value: fmt.Sprintf("one, %d works in batches of %d: a batch's drafts saved and edited, then all of them posted at once (the first batch a quarter into the normal authors' run), %d requests in flight; tags from a small vocabulary",
+			c.BulkPosts, c.BulkBatch, c.BulkConc)})
 	run := &loadgen.ScenarioRun{Name: loadgen.PhaseBulkImport}
 	rep.Runs = append(rep.Runs, run)
-	return lg.onScenarioStack(ctx, loadgen.PhaseBulkImport, limits, func(st *stack) error {
+	return lg.onScenarioStack(ctx, loadgen.PhaseBulkImport, limits, maxDrafts, func(st *stack) error {
 		normal, err := lg.normalConfig(st, lg.s.Duration)
 		if err != nil {
 			return err
@@ -261,18 +271,38 @@ func (lg *loadgenSession) bulkImport(ctx context.Context, rep *loadgen.ScenarioR
 		if err != nil {
 			return err
 		}
-		bulkDone := make(chan *loadgen.Result, 1)
-		go func() {
-			res, _ := loadgen.Run(ctx, bulk)
-			bulkDone <- res
-		}()
-		res, err := loadgen.Run(ctx, normal)
-		run.Classes = append(run.Classes, &loadgen.ClassResult{Class: loadgen.ClassNormal, Result: res})
-		bres := <-bulkDone
+		type outcome struct {
+			res *loadgen.Result
+			err error
+		}
+		normalDone := make(chan outcome, 1)
+		var startNormal sync.Once
+		start := func() {
+			startNormal.Do(func() {
+				go func() {
+					res, err := loadgen.Run(ctx, normal)
+					normalDone <- outcome{res, err}
+				}()
+			})
+		}
+		bulk.ImportReady = func(batch int) {
+			if batch == 0 {
+				start()
+				counter.Sleep(ctx, lg.s.Duration/4)
+			}
+			fmt.Fprintf(lg.stderr, "loadgen: bulk-import: posting batch %d at once\n", batch+1)
+		}
+		fmt.Fprintf(lg.stderr, "loadgen: bulk-import: the bulk author saves its first %d drafts\n", c.BulkBatch)
+		bres, berr := loadgen.Run(ctx, bulk)
+		start() // had the import failed before its first batch
+		n := <-normalDone
+		if n.res != nil {
+			run.Classes = append(run.Classes, &loadgen.ClassResult{Class: loadgen.ClassNormal, Result: n.res})
+		}
 		if bres != nil {
 			run.Classes = append(run.Classes, &loadgen.ClassResult{Class: loadgen.ClassBulk, Result: bres})
 		}
-		if err != nil {
+		if err := errors.Join(n.err, berr); err != nil {
 			return err
 		}
 		chk := loadgen.CheckCounts(ctx, st.DB, lg.s.OutboxWait)
@@ -281,8 +311,9 @@ func (lg *loadgenSession) bulkImport(ctx context.Context, rep *loadgen.ScenarioR
 	})
 }
 
-// bulkConfig is the bulk author's run on st: --bulk-posts works, as fast
-// as --bulk-concurrency requests in flight go. An import names the tags
+// bulkConfig is the bulk author's run on st: --bulk-posts works, saved and
+// posted in batches of --bulk-batch, as fast as --bulk-concurrency
+// requests in flight go. An import names the tags
 // of its few fandoms, not thousands of new ones a day: its tags come
 // from a small vocabulary, within the new-tag quota.
 func (lg *loadgenSession) bulkConfig(st *stack) (loadgen.Config, error) {
@@ -297,6 +328,7 @@ func (lg *loadgenSession) bulkConfig(st *stack) (loadgen.Config, error) {
 	cfg := lg.base
 	cfg.Path, cfg.Workload, cfg.BaseURL, cfg.Auth, cfg.DB, cfg.NoCheck = loadgen.ClassBulk, wl, st.URL, st.Auth, st.DB, true
 	cfg.Concurrency, cfg.Posts, cfg.Duration, cfg.Rate, cfg.OpenLoop = s.Scenario.BulkConc, s.Scenario.BulkPosts, 0, 0, false
+	cfg.ImportBatch = s.Scenario.BulkBatch
 	cfg.PollTimeout, cfg.DrainTimeout, cfg.Progress = 5*time.Minute, 5*time.Minute, nil
 	return cfg, nil
 }
@@ -306,13 +338,13 @@ func (lg *loadgenSession) bulkConfig(st *stack) (loadgen.Config, error) {
 func (lg *loadgenSession) flood(ctx context.Context, rep *loadgen.ScenarioReport) error {
 	c := lg.s.Scenario
 	limits := scenarioLimits(httpapi.DefaultWriteLimit)
-	rep.Settings = append(lg.settings(limits), loadgen.Setting{Name: "flood",
+	rep.Settings = append(lg.settings(limits, drafts.DefaultMaxDrafts), loadgen.Setting{Name: "flood",
 		Value: fmt.Sprintf("%d connections, %.0f%% idle, the others announcing %d-byte bodies under %d authors' tokens and sending 64 bytes a second; then the normal authors alone for %v",
 			c.FloodConns, 100*c.FloodIdleShare, c.FloodBodyBytes, floodAuthors, c.AfterFlood)})
 	during := &loadgen.ScenarioRun{Name: loadgen.PhaseFlood}
 	after := &loadgen.ScenarioRun{Name: loadgen.PhaseAfterFlood}
 	rep.Runs = append(rep.Runs, during, after)
-	return lg.onScenarioStack(ctx, loadgen.PhaseFlood, limits, func(st *stack) error {
+	return lg.onScenarioStack(ctx, loadgen.PhaseFlood, limits, drafts.DefaultMaxDrafts, func(st *stack) error {
 		tokens := make([]string, floodAuthors)
 		for i := range tokens {
 			var err error

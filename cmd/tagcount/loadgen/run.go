@@ -44,6 +44,15 @@ type Config struct {
 	// OpenLoop starts works at Rate whether or not earlier ones finished
 	// (up to Concurrency in flight; arrivals beyond are counted as missed).
 	OpenLoop bool
+	// ImportBatch, when set, runs the works as an importer does: it saves
+	// this many drafts, then posts them all at once, Concurrency requests
+	// in flight, batch after batch, until Posts works (Rate and OpenLoop
+	// do not apply). A batch below the drafts quota fits in it.
+	ImportBatch int
+	// ImportReady, if set, is called with each batch's number (from 0)
+	// once its drafts are saved, before they are posted; it may block,
+	// to post them at a moment of the caller's choosing.
+	ImportReady func(batch int)
 
 	// MaxRetries is how often a 503 or a transport error is retried before
 	// the work is given up (default 5; negative: never retry). MaxRetryWait
@@ -174,6 +183,9 @@ func (c *Config) defaults() error {
 	}
 	if c.OpenLoop && c.Rate <= 0 {
 		return errors.New("loadgen: an open loop needs a rate")
+	}
+	if c.ImportBatch > 0 && c.Posts <= 0 {
+		return errors.New("loadgen: an import needs a number of posts")
 	}
 	if c.MaxRetries == 0 {
 		c.MaxRetries = 5
@@ -422,9 +434,12 @@ func (r *run) load(ctx context.Context, start time.Time) time.Time {
 		go r.followProfile(lctx, lim, start)
 	}
 	var wg sync.WaitGroup
-	if cfg.OpenLoop {
+	switch {
+	case cfg.ImportBatch > 0:
+		r.loadImport(ctx, lctx)
+	case cfg.OpenLoop:
 		r.loadOpen(ctx, lctx, lim, &wg)
-	} else {
+	default:
 		r.loadClosed(ctx, lctx, lim, &wg)
 	}
 	<-waitCh(&wg, lctx)
@@ -493,6 +508,40 @@ func (r *run) loadClosed(ctx, lctx context.Context, lim *rate.Limiter, wg *sync.
 	}
 }
 
+// loadImport saves ImportBatch works, then posts them all, Concurrency
+// requests in flight, batch after batch until Posts works or lctx ends.
+func (r *run) loadImport(ctx, lctx context.Context) {
+	batch := int64(r.cfg.ImportBatch)
+	for first := int64(0); first < r.cfg.Posts && lctx.Err() == nil; first += batch {
+		saved := make([]savedWork, min(batch, r.cfg.Posts-first))
+		ok := make([]bool, len(saved))
+		r.each(len(saved), func(i int) { saved[i], ok[i] = r.save(ctx, first+int64(i)) })
+		if r.cfg.ImportReady != nil {
+			r.cfg.ImportReady(int(first / batch))
+		}
+		r.each(len(saved), func(i int) {
+			if ok[i] {
+				r.post(ctx, saved[i])
+			}
+		})
+	}
+}
+
+// each calls fn(0..n-1) with Concurrency calls at once, and returns when
+// all returned.
+func (r *run) each(n int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(r.cfg.Concurrency, n) {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				fn(int(i))
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // limiter returns the limiter of work starts, at the profile's rate at the
 // start of the run, or nil when starts are not limited.
 func (c *Config) limiter() *rate.Limiter {
@@ -531,6 +580,21 @@ func waitCh(wg *sync.WaitGroup, ctx context.Context) <-chan struct{} {
 // post it; then, without holding up the author, see it posted, watch its
 // probe tag's count, and later edit or delete it.
 func (r *run) work(ctx context.Context, slot int64) {
+	if sw, ok := r.save(ctx, slot); ok {
+		r.post(ctx, sw)
+	}
+}
+
+// savedWork is a work slot saved as a draft, not yet posted.
+type savedWork struct {
+	w   Work
+	tok string
+	id  int64
+}
+
+// save starts work slot: saves its draft and edits it once. It reports
+// false when the work failed on the way.
+func (r *run) save(ctx context.Context, slot int64) (savedWork, bool) {
 	r.started.Add(1)
 	w := r.cfg.Workload.Work(slot)
 	tok := r.token(w.AuthorID)
@@ -538,18 +602,23 @@ func (r *run) work(ctx context.Context, slot int64) {
 	var d draftResponse
 	if _, err := r.c.do(ctx, OpSave, http.MethodPost, "/v1/drafts", tok, create, []int{http.StatusCreated, http.StatusOK}, &d); err != nil || d.ID <= 0 {
 		r.failed.Add(1)
-		return
+		return savedWork{}, false
 	}
 	r.created.Add(1)
 	id := int64(d.ID)
 	edit, _ := json.Marshal(w.Posted)
 	if _, err := r.c.do(ctx, OpSave, http.MethodPut, idPath("/v1/drafts/", id, ""), tok, edit, []int{http.StatusOK}, nil); err != nil {
 		r.failed.Add(1)
-		return
+		return savedWork{}, false
 	}
+	return savedWork{w: w, tok: tok, id: id}, true
+}
+
+// post posts a saved work and follows it up in the background.
+func (r *run) post(ctx context.Context, sw savedWork) {
 	postStart := time.Now()
 	var p draftResponse
-	if _, err := r.c.do(ctx, OpPost, http.MethodPost, idPath("/v1/drafts/", id, "/post"), tok, nil, []int{http.StatusAccepted, http.StatusCreated, http.StatusOK}, &p); err != nil {
+	if _, err := r.c.do(ctx, OpPost, http.MethodPost, idPath("/v1/drafts/", sw.id, "/post"), sw.tok, nil, []int{http.StatusAccepted, http.StatusCreated, http.StatusOK}, &p); err != nil {
 		r.failed.Add(1)
 		return
 	}
@@ -562,7 +631,7 @@ func (r *run) work(ctx context.Context, slot int64) {
 	r.follow.Add(1)
 	go func() {
 		defer r.follow.Done()
-		r.followUp(w, tok, id, workID, postStart)
+		r.followUp(sw.w, sw.tok, sw.id, workID, postStart)
 	}()
 }
 
