@@ -83,7 +83,10 @@ type Config struct {
 	// JobDB, if set, is the pool posting jobs use, so authors' requests
 	// never wait for a connection behind a backlog of jobs. Default DB.
 	JobDB *migrations.DB
-	Queue *asynq.Client // enqueues post jobs; required for the new path
+	// Writes, if set, is a pool from migrations.OpenManualCommit for the
+	// authors' own draft writes (see drafts.Store.Writes).
+	Writes *migrations.DB
+	Queue  *asynq.Client // enqueues post jobs; required for the new path
 	// Inspector, if set, lets an enqueue replace an archived job of the
 	// same draft version (a failed post posted again) and run a job
 	// waiting for its retry now.
@@ -160,7 +163,7 @@ func New(cfg Config) *Poster {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB}, tags: counter.NewTagResolver(cfg.DB),
+	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: counter.NewTagResolver(cfg.DB),
 		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]int64)}
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -40,9 +42,14 @@ func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
 	if db == nil {
 		db = testdb.New(t)
 	}
+	writes, err := migrations.OpenManualCommit(context.Background(), db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writes.Close() })
 	a := &testAPI{t: t, DB: db, Reg: prometheus.NewRegistry(), Auth: Auth{Secret: testSecret}, Logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := httptest.NewServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB},
+	srv := httptest.NewServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB, Writes: writes},
 		Registry: a.Reg, Ready: ready, Edge: e}))
 	t.Cleanup(srv.Close)
 	a.URL = srv.URL
