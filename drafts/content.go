@@ -33,7 +33,8 @@ const (
 	MaxTagName = 100
 )
 
-// Tags is the tag block of a draft or work as the author wrote it.
+// Tags is the tag block of a draft or work as the author wrote it; its JSON
+// is both the stored form and the API's "tags" object (docs/api.md).
 type Tags struct {
 	Rating        string   `json:"rating"`
 	Warnings      []string `json:"warnings"`
