@@ -18,6 +18,9 @@ const (
 	TypeFreeform     = "freeform"
 )
 
+// Types are every tag type, in the order a work lists them.
+var Types = []string{TypeRating, TypeWarning, TypeCategory, TypeFandom, TypeRelationship, TypeCharacter, TypeFreeform}
+
 // Fixed vocabularies of docs/api.md.
 var (
 	Ratings    = []string{"General Audiences", "Teen And Up Audiences", "Mature", "Explicit", "Not Rated"}
