@@ -47,7 +47,9 @@ func testStack(t *testing.T, o stackOptions) *stack {
 	o.AuthSecret = "test-secret-test-secret-test-secret"
 	o.DataDir, o.Partitions, o.GroupID = t.TempDir(), 4, name
 	o.API, o.Worker, o.Counter, o.EmbeddedKafka = true, true, true, true
-	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	st, err := startStack(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
