@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -53,8 +54,14 @@ func TestAPostsRequestIDRidesInItsJobOntoItsAnnouncedEvents(t *testing.T) {
 	e.startWorker()
 	e.waitState(traced.ID, drafts.StatePosted)
 	e.waitState(old.ID, drafts.StatePosted)
-	// Four tags each: rating, warning, fandom, one freeform.
-	if got := e.sink.requestIDs(); got["req-traced"] != 4 || got[""] != 4 {
+	// Four tags each: rating, warning, fandom, one freeform. The events are
+	// announced after the commit that marks the drafts posted.
+	var got map[string]int
+	testdb.WaitFor(t, 15*time.Second, "both posts' events to be announced", func() bool {
+		got = e.sink.requestIDs()
+		return got["req-traced"]+got[""] == 8
+	})
+	if got["req-traced"] != 4 || got[""] != 4 {
 		t.Errorf("announced events by request id: %v; want 4 of req-traced and 4 without", got)
 	}
 }
@@ -74,7 +81,12 @@ func TestAPostOwedWhileRedisIsDownKeepsItsRequestID(t *testing.T) {
 	}
 	e.startWorker()
 	e.waitState(d.ID, drafts.StatePosted)
-	if got := e.sink.requestIDs(); got["req-offline"] != 4 || len(got) != 1 {
+	var got map[string]int
+	testdb.WaitFor(t, 15*time.Second, "the post's events to be announced", func() bool {
+		got = e.sink.requestIDs()
+		return len(got) > 0
+	})
+	if got["req-offline"] != 4 || len(got) != 1 {
 		t.Errorf("announced events by request id: %v; want all 4 of req-offline", got)
 	}
 }
