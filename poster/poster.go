@@ -119,7 +119,7 @@ type Poster struct {
 	commit     *committer // started by the first posting job
 
 	owedMu sync.Mutex
-	owed   map[int64]int64 // draft id → version whose job could not be enqueued
+	owed   map[int64]owedJob // by draft id: jobs that could not be enqueued
 
 	scanAfter int64 // the requeuer's place in its walk over stale drafts
 }
@@ -164,7 +164,7 @@ func New(cfg Config) *Poster {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
 	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: counter.NewTagResolver(cfg.DB),
-		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]int64)}
+		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]owedJob)}
 }
 
 // Close stops the group commit once no posting job runs (after the job
@@ -257,7 +257,7 @@ func (p *Poster) queued(ctx context.Context, draftID, workID, version int64, err
 	if err := p.enqueue(ctx, draftID, version, false); err != nil {
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
-		p.owe(draftID, version)
+		p.owe(ctx, draftID, version)
 	}
 	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID, DraftID: draftID}, nil
 }

@@ -83,6 +83,8 @@ func (o stackOptions) withDefaults() stackOptions {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	// Every line logged with a request's (or a posting job's) context names it.
+	o.Logger = slog.New(httpapi.LogHandler(o.Logger.Handler()))
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = "127.0.0.1:0"
 	}

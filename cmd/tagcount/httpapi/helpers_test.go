@@ -81,6 +81,7 @@ func (a answer) code() string {
 
 // do sends a request with the bearer token tok (none when empty), body
 // (JSON-encoded unless a string) and extra headers (name, value pairs).
+// The request and its answer are checked against the OpenAPI document.
 func (a *testAPI) do(method, path, tok string, body any, headers ...string) answer {
 	a.t.Helper()
 	var rd io.Reader
@@ -99,10 +100,13 @@ func (a *testAPI) do(method, path, tok string, body any, headers ...string) answ
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := apiValidator(a.t).Client(a.t).Do(req)
 	if err != nil {
 		a.t.Fatalf("%s %s: %v", method, path, err)
 	}
