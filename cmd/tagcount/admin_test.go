@@ -112,6 +112,10 @@ func TestReconcileRoutesCorrectDriftAndReportIt(t *testing.T) {
 	if status, body, _ := admin.do("POST", "/v1/admin/tags/987654321/recount", ""); status != 404 {
 		t.Errorf("recount of a missing tag: %d %v", status, body)
 	}
+	// A recount is one tag: a run's scope fields are refused, not ignored.
+	if status, body, _ := admin.do("POST", fmt.Sprintf("/v1/admin/tags/%d/recount", drifter), `{"type": "fandom"}`); status != 400 || body["error"].(map[string]any)["code"] != "unknown_field" {
+		t.Errorf("recount with a run's scope: %d %v; want 400 unknown_field", status, body)
+	}
 	status, body, _ = admin.do("POST", "/v1/admin/reconcile", `{"dry_run": true}`)
 	if status != 202 || body["dry_run"] != true || body["state"] != "running" {
 		t.Fatalf("start a dry run: %d %v", status, body)

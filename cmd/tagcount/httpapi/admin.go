@@ -117,7 +117,9 @@ func (s *server) handleRecount() http.Handler {
 		if err != nil {
 			return err
 		}
-		var body reconcileRequest
+		var body struct {
+			DryRun bool `json:"dry_run"`
+		}
 		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
 			return err
 		}
