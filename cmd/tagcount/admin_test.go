@@ -116,6 +116,15 @@ func TestReconcileRoutesCorrectDriftAndReportIt(t *testing.T) {
 	if status, body, _ := admin.do("POST", fmt.Sprintf("/v1/admin/tags/%d/recount", drifter), `{"type": "fandom"}`); status != 400 || body["error"].(map[string]any)["code"] != "unknown_field" {
 		t.Errorf("recount with a run's scope: %d %v; want 400 unknown_field", status, body)
 	}
+	for _, bad := range []struct{ body, code, field string }{
+		{`{"type": "fandoms"}`, "unknown_type", "type"},
+		{`{"type": "fandom", "tag_ids": [1]}`, "scope_conflict", "type"},
+	} {
+		status, body, _ := admin.do("POST", "/v1/admin/reconcile", bad.body)
+		if e, _ := body["error"].(map[string]any); status != 422 || e["code"] != bad.code || e["field"] != bad.field {
+			t.Errorf("start a run with %s: %d %v; want 422 %s on %s", bad.body, status, body, bad.code, bad.field)
+		}
+	}
 	status, body, _ = admin.do("POST", "/v1/admin/reconcile", `{"dry_run": true}`)
 	if status != 202 || body["dry_run"] != true || body["state"] != "running" {
 		t.Fatalf("start a dry run: %d %v", status, body)
