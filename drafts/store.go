@@ -39,6 +39,10 @@ type Draft struct {
 // (inside the poster's transaction where they must be atomic with the work).
 type Store struct {
 	DB *migrations.DB
+	// Writes, when set, is a pool from migrations.OpenManualCommit for the
+	// authors' own writes (create, save, delete, queue): one round trip
+	// fewer each than a transaction on DB.
+	Writes *migrations.DB
 	// MaxDrafts is the most unposted drafts (state draft or failed, no
 	// work) an author keeps; CreateDraft refuses one more with
 	// ErrDraftQuota. 0 means no limit.
@@ -60,18 +64,13 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 	if err != nil {
 		return Draft{}, err
 	}
-	now := time.Now().UTC().Truncate(time.Microsecond)
-	res, err := s.inTx(ctx, func(tx *sql.Tx) (sql.Result, error) {
-		if err := s.checkDraftQuota(ctx, tx, authorID); err != nil {
-			return nil, err
-		}
-		return tx.ExecContext(ctx,
-			`INSERT INTO drafts (author_id, title, body, tags, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			authorID, c.Title, c.Body, tags, c.visibility(), now, now)
-	})
-	if errors.Is(err, ErrDraftQuota) {
+	if err := s.checkDraftQuota(ctx, authorID); err != nil {
 		return Draft{}, err
 	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	res, err := s.exec(ctx,
+		`INSERT INTO drafts (author_id, title, body, tags, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		authorID, c.Title, c.Body, tags, c.visibility(), now, now)
 	if err != nil {
 		return Draft{}, fmt.Errorf("create draft: %w", err)
 	}
@@ -80,28 +79,28 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 		return Draft{}, err
 	}
 	// Everything in the row is known: no need to read it back.
+	c.Visibility = c.visibility()
 	return Draft{ID: id, AuthorID: authorID, Content: c, State: StateDraft, Version: 1, CreatedAt: now, UpdatedAt: now}, nil
 }
 
-// exec runs one write of an author's request in an explicit transaction,
-// not autocommit: a statement the server received but had not answered
-// when ctx ended (a database that stopped answering) would still commit on
-// its own, saving a change the client was told failed; without a COMMIT it
-// is rolled back when the driver drops the connection. (Only a deadline
-// passing while the COMMIT itself is in flight leaves the outcome
-// unknown.)
+// exec runs one write of an author's request so that it commits only if
+// the request is still alive to commit it, never as an autocommit
+// statement: a statement the server received but had not answered when ctx
+// ended (a database that stopped answering) would still commit on its own,
+// saving a change the client was told failed. On Writes that is
+// ExecCommitted's two round trips; without it, an explicit transaction on
+// DB. (Only a deadline passing while the COMMIT itself is in flight leaves
+// the outcome unknown.)
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return s.inTx(ctx, func(tx *sql.Tx) (sql.Result, error) { return tx.ExecContext(ctx, query, args...) })
-}
-
-// inTx runs fn in a transaction and commits it when fn succeeds (see exec).
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) (sql.Result, error)) (sql.Result, error) {
+	if s.Writes != nil {
+		return s.Writes.ExecCommitted(ctx, query, args...)
+	}
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	res, err := fn(tx)
+	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,18 +108,19 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) (sql.Result, error
 }
 
 // checkDraftQuota returns ErrDraftQuota when author keeps MaxDrafts
-// unposted drafts, counted in tx from the drafts_author_state index alone.
-// The count is a plain read, not a lock: creates of one author racing
-// each other may pass it together, so the quota can be overshot by the
-// author's creates in flight (the write rate limit keeps those few). A
-// locking read would serialise them at the price of deadlocks between
-// the gap locks of concurrent inserts.
-func (s *Store) checkDraftQuota(ctx context.Context, tx *sql.Tx, authorID int64) error {
+// unposted drafts, counted from the drafts_author_state index alone. The
+// count is a plain read before the insert, not a lock (in the insert's
+// transaction it would be the same consistent read): creates of one
+// author racing each other may pass it together, so the quota can be
+// overshot by the author's creates in flight (the write rate limit keeps
+// those few). A locking read would serialise them at the price of
+// deadlocks between the gap locks of concurrent inserts.
+func (s *Store) checkDraftQuota(ctx context.Context, authorID int64) error {
 	if s.MaxDrafts <= 0 {
 		return nil
 	}
 	var n int
-	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM drafts WHERE author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`,
+	err := s.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM drafts WHERE author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`,
 		authorID).Scan(&n)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 
 	"time"
 
@@ -18,17 +19,20 @@ const DefaultRequeueEvery = 2 * time.Second
 // requeuePage is how many queued drafts the requeuer reads per statement.
 const requeuePage = 1000
 
-// owedJob is a job this process could not enqueue.
+// owedJob is a job this process could not enqueue: the draft's version,
+// the request that asked for it and the queue it goes to.
 type owedJob struct {
-	version int64
-	queue   string
+	version   int64
+	requestID string
+	queue     string
 }
 
-// owe remembers a draft whose job could not be enqueued (Redis down), so
-// the requeuer enqueues it as soon as Redis answers.
-func (p *Poster) owe(draftID int64, job owedJob) {
+// owe remembers a draft whose job could not be enqueued on queue (Redis
+// down), so the requeuer enqueues it, for the same request, as soon as
+// Redis answers.
+func (p *Poster) owe(ctx context.Context, queue string, draftID, version int64) {
 	p.owedMu.Lock()
-	p.owed[draftID] = job
+	p.owed[draftID] = owedJob{version: version, requestID: RequestID(ctx), queue: queue}
 	p.owedMu.Unlock()
 }
 
@@ -112,19 +116,16 @@ func (p *Poster) runRetries(ctx context.Context) (int, error) {
 // requeueOwed enqueues the jobs this process could not enqueue.
 func (p *Poster) requeueOwed(ctx context.Context) (int, error) {
 	p.owedMu.Lock()
-	owed := make(map[int64]owedJob, len(p.owed))
-	for id, v := range p.owed {
-		owed[id] = v
-	}
+	owed := maps.Clone(p.owed)
 	p.owedMu.Unlock()
 	n := 0
-	for id, v := range owed {
-		if err := p.enqueue(ctx, v.queue, id, v.version, false); err != nil {
+	for id, j := range owed {
+		if err := p.enqueue(WithRequestID(ctx, j.requestID), j.queue, id, j.version, false); err != nil {
 			return n, err
 		}
 		n++
 		p.owedMu.Lock()
-		if p.owed[id] == v {
+		if p.owed[id] == j {
 			delete(p.owed, id)
 		}
 		p.owedMu.Unlock()
@@ -208,7 +209,7 @@ func (p *Poster) rescue(ctx context.Context, queue string, orphans []syncPayload
 		if stale[o.DraftID] != o.Version {
 			continue
 		}
-		task := NewSyncDraftTask(o.DraftID, o.Version, queue, p.cfg.MaxRetry, asynq.TaskID(taskID(o.DraftID, o.Version)+":rescue"))
+		task := newSyncTask(o, queue, p.cfg.MaxRetry, asynq.TaskID(taskID(o.DraftID, o.Version)+":rescue"))
 		if _, err := p.cfg.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return n, err
 		}

@@ -58,6 +58,8 @@ type stackOptions struct {
 
 	Flags       flags.Config
 	ReconcileAt string // HH:MM UTC; empty = no nightly schedule
+	// ReconcileReadDSN, if set, is the replica reconcile snapshots are read from.
+	ReconcileReadDSN string
 	// RequeueAfter and SweepAfter override the worker's defaults (tests).
 	RequeueAfter    time.Duration
 	SweepAfter      time.Duration
@@ -92,6 +94,8 @@ func (o stackOptions) withDefaults() stackOptions {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	// Every line logged with a request's (or a posting job's) context names it.
+	o.Logger = slog.New(httpapi.LogHandler(o.Logger.Handler()))
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = "127.0.0.1:0"
 	}
@@ -141,6 +145,7 @@ type stack struct {
 
 	log        *slog.Logger
 	opts       stackOptions
+	writes     *migrations.DB // authors' draft writes (API role)
 	runCtx     context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -193,7 +198,16 @@ func (s *stack) openDatabase(ctx context.Context) error {
 	}
 	s.closers = append(s.closers, s.DB.Close)
 	if s.opts.Migrate {
-		return migrations.Up(ctx, s.DB)
+		if err := migrations.Up(ctx, s.DB); err != nil {
+			return err
+		}
+	}
+	if s.opts.API {
+		// Authors' own writes take one round trip fewer on their own pool.
+		if s.writes, err = migrations.OpenManualCommit(ctx, dsn); err != nil {
+			return err
+		}
+		s.closers = append(s.closers, s.writes.Close)
 	}
 	return nil
 }
@@ -274,7 +288,7 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	default:
 		paths = s.Flags
 	}
-	cfg := poster.Config{DB: s.DB, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
+	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
 		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
@@ -295,9 +309,17 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	return nil
 }
 
-func (s *stack) buildReconciler(context.Context) error {
-	s.reconciler = reconcile.New(reconcile.Config{DB: s.DB, ReconcileApply: s.Flags.ReconcileApply,
-		Logger: s.log, Registerer: s.Registry})
+func (s *stack) buildReconciler(ctx context.Context) error {
+	cfg := reconcile.Config{DB: s.DB, ReconcileApply: s.Flags.ReconcileApply, Logger: s.log, Registerer: s.Registry}
+	if s.opts.ReconcileReadDSN != "" {
+		read, err := migrations.Open(ctx, s.opts.ReconcileReadDSN)
+		if err != nil {
+			return fmt.Errorf("--reconcile-read-dsn: %w", err)
+		}
+		s.closers = append(s.closers, read.Close)
+		cfg.ReadDB = read
+	}
+	s.reconciler = reconcile.New(cfg)
 	// Closers run in reverse: runs started over HTTP stop before the pool closes.
 	s.closers = append(s.closers, s.reconciler.Close)
 	return nil
@@ -341,7 +363,7 @@ func (s *stack) serveHTTP(context.Context) error {
 		// Large tags' cached counts are refreshed before they expire, so no
 		// reader waits on one.
 		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
-		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
+		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
 		deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
 			PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Logger: s.log, Registerer: s.Registry})
 		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}

@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/drafts"
 )
 
 // reconcileRequest is the optional body of the reconcile routes: a dry
@@ -78,8 +81,13 @@ func (s *server) handleStartReconcile() http.Handler {
 		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
 			return err
 		}
-		if len(body.TagIDs) > counter.MaxBulkIDs {
+		switch {
+		case len(body.TagIDs) > counter.MaxBulkIDs:
 			return invalid("tag_ids", "too_many_ids", fmt.Sprintf("at most %d tag ids may be given", counter.MaxBulkIDs))
+		case body.Type != "" && !slices.Contains(drafts.Types, body.Type):
+			return invalid("type", "unknown_type", "the type must be one of: "+strings.Join(drafts.Types, ", "))
+		case body.Type != "" && len(body.TagIDs) > 0:
+			return invalid("type", "scope_conflict", "a run is scoped by type or by tag_ids, not both")
 		}
 		run, err := s.Reconciler.Start(r.Context(), reconcile.Options{DryRun: body.DryRun, Type: body.Type, TagIDs: body.TagIDs})
 		if err != nil {
@@ -117,7 +125,9 @@ func (s *server) handleRecount() http.Handler {
 		if err != nil {
 			return err
 		}
-		var body reconcileRequest
+		var body struct {
+			DryRun bool `json:"dry_run"`
+		}
 		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
 			return err
 		}
@@ -179,6 +189,29 @@ type correctionJSON struct {
 	CorrectedAt  *time.Time `json:"corrected_at"`
 }
 
+func newCorrectionJSON(c reconcile.Correction) correctionJSON {
+	out := correctionJSON{TagID: c.TagID, StoredCount: c.Stored.Count, TrueCount: c.True.Count, Drift: c.Drift.Count,
+		StoredPublic: c.Stored.Public, TruePublic: c.True.Public, PublicDrift: c.Drift.Public}
+	if !c.CorrectedAt.IsZero() {
+		at := c.CorrectedAt.UTC()
+		out.CorrectedAt = &at
+	}
+	return out
+}
+
+// MarshalReconcileReport encodes rep as GET /v1/admin/reconcile/{id}
+// answers it, so other clients of the format (`tagcount reconcile --json`)
+// keep its field names; it returns json.Marshal's error.
+func MarshalReconcileReport(rep reconcile.Report) ([]byte, error) {
+	return json.Marshal(newReportJSON(rep))
+}
+
+// MarshalCorrection encodes c as GET /v1/admin/reconcile/{id}/corrections
+// lists it; it returns json.Marshal's error.
+func MarshalCorrection(c reconcile.Correction) ([]byte, error) {
+	return json.Marshal(newCorrectionJSON(c))
+}
+
 // handleListCorrections serves GET /v1/admin/reconcile/{id}/corrections
 // ?after=TAG_ID&limit=N (default 100, at most 1,000): a page of the run's
 // corrections in tag id order, and the after of the next page.
@@ -201,12 +234,7 @@ func (s *server) handleListCorrections() http.Handler {
 			NextAfter   *int64           `json:"next_after"`
 		}{Corrections: make([]correctionJSON, len(list))}
 		for i, c := range list {
-			out.Corrections[i] = correctionJSON{TagID: c.TagID, StoredCount: c.Stored.Count, TrueCount: c.True.Count,
-				Drift: c.Drift.Count, StoredPublic: c.Stored.Public, TruePublic: c.True.Public, PublicDrift: c.Drift.Public}
-			if !c.CorrectedAt.IsZero() {
-				at := c.CorrectedAt.UTC()
-				out.Corrections[i].CorrectedAt = &at
-			}
+			out.Corrections[i] = newCorrectionJSON(c)
 		}
 		if len(list) == limit {
 			out.NextAfter = &list[len(list)-1].TagID
