@@ -84,6 +84,21 @@ func ListTags(ctx context.Context, q migrations.Querier, after int64, limit int)
 	return scanTagRows(rows)
 }
 
+// TagByKey returns the tag of type typ whose key is key, and whether
+// there is one.
+func TagByKey(ctx context.Context, q migrations.Querier, typ, key string) (TagRow, bool, error) {
+	rows, err := q.QueryContext(ctx, "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags WHERE type = ? AND name_key = ?",
+		typ, key)
+	if err != nil {
+		return TagRow{}, false, err
+	}
+	list, err := scanTagRows(rows)
+	if err != nil || len(list) == 0 {
+		return TagRow{}, false, err
+	}
+	return list[0], true, nil
+}
+
 // SetNameKey gives tag id the key key in q. It returns the database's
 // error when another tag of its type holds that key.
 func SetNameKey(ctx context.Context, q migrations.Querier, id int64, key string) error {

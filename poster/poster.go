@@ -99,9 +99,19 @@ type Config struct {
 	// (defaults DefaultCommitters, DefaultMaxBatch).
 	Committers int
 	MaxBatch   int
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	Now        func() time.Time
+	// WrangleRowsPerTx and WrangleRowsPerSecond cap the rows the wrangling
+	// jobs of this process write per transaction and per second (defaults
+	// DefaultWrangleRowsPerTx, DefaultWrangleRowsPerSecond); WranglePoll is
+	// how often an idle runner looks for jobs.
+	WrangleRowsPerTx     int
+	WrangleRowsPerSecond int
+	WranglePoll          time.Duration
+	// OnWrangleCommit, if set, is called after each transaction of a
+	// wrangling job (the load generator's commit log).
+	OnWrangleCommit func(WrangleCommit)
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+	Now             func() time.Time
 }
 
 // Poster posts drafts, edits and deletes works, and runs the posting job.
@@ -111,6 +121,7 @@ type Poster struct {
 	tags    *counter.TagResolver
 	log     *slog.Logger
 	metrics *metrics
+	wrangle *wrangler
 
 	commitOnce sync.Once
 	commit     *committer // started by the first posting job
@@ -161,7 +172,7 @@ func New(cfg Config) *Poster {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
 	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB}, tags: counter.NewTagResolver(cfg.DB),
-		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]int64)}
+		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]int64)}
 }
 
 // Close stops the group commit once no posting job runs (after the job
