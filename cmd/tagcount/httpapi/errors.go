@@ -50,6 +50,12 @@ var domainErrors = []struct {
 	{reconcile.ErrTagNotFound, http.StatusNotFound, "not_found", "tag not found"},
 	{reconcile.ErrRunNotFound, http.StatusNotFound, "not_found", "reconcile run not found"},
 	{reconcile.ErrRunning, http.StatusConflict, "reconcile_running", ""},
+	{poster.ErrTagNotFound, http.StatusNotFound, "not_found", ""},
+	{poster.ErrJobNotFound, http.StatusNotFound, "not_found", "wrangling job not found"},
+	{poster.ErrSynonymOfItself, http.StatusUnprocessableEntity, "synonym_of_itself", ""},
+	{poster.ErrSynonymTypeMismatch, http.StatusUnprocessableEntity, "synonym_type_mismatch", ""},
+	{poster.ErrSynonymChain, http.StatusConflict, "synonym_chain", ""},
+	{poster.ErrNotSynonym, http.StatusConflict, "not_a_synonym", ""},
 }
 
 // errTagNotFound is the count read path's "no such tag".
