@@ -21,11 +21,12 @@ type tagJSON struct {
 	Count       int64 `json:"count"`
 	PublicCount int64 `json:"public_count"`
 	// Canonical says whether the tag is one readers filter by; a synonym
-	// names its canonical tag in SynonymOf instead. A canonical tag's
-	// FilterCount and PublicFilterCount are its posted works and those of
-	// its synonyms, each work once, for the same two audiences.
+	// names its canonical tag in SynonymOf (null for a canonical tag). A
+	// canonical tag's FilterCount and PublicFilterCount are its posted
+	// works and those of its synonyms, each work once, for the same two
+	// audiences; a synonym has none.
 	Canonical         bool   `json:"canonical"`
-	SynonymOf         *int64 `json:"synonym_of,omitempty"`
+	SynonymOf         *int64 `json:"synonym_of"`
 	FilterCount       *int64 `json:"filter_count,omitempty"`
 	PublicFilterCount *int64 `json:"public_filter_count,omitempty"`
 	Tier              string `json:"tier"`
