@@ -18,6 +18,7 @@ import (
 // under LockTags) waits for every transaction that read the old mapping,
 // and every later one waits for the switch and reads the new one, so a
 // wrangling job started by the switch sees every work filed the old way.
+// It returns the database's error (a lock conflict may be retried).
 func Canonicals(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]int64, error) {
 	if len(ids) == 0 {
 		return map[int64]int64{}, nil
@@ -36,7 +37,8 @@ type TagRow struct {
 }
 
 // LockTags locks the rows of ids for update in q, in ascending id order
-// (so two switches lock in one order), and returns those that exist.
+// (so two switches lock in one order), and returns those that exist, or
+// the database's error.
 func LockTags(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]TagRow, error) {
 	rows, err := q.QueryContext(ctx, migrations.IDList("SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags WHERE id IN (",
 		ids, ") ORDER BY id FOR UPDATE"))
@@ -53,6 +55,7 @@ func LockTags(ctx context.Context, q migrations.Querier, ids []int64) (map[int64
 
 // HasSynonyms reports whether some tag is a synonym of id, locking the
 // index range it reads in q so that no tag becomes one before q commits.
+// It returns the database's error.
 func HasSynonyms(ctx context.Context, q migrations.Querier, id int64) (bool, error) {
 	var one int
 	err := q.QueryRowContext(ctx, "SELECT 1 FROM tags WHERE synonym_of = ? LIMIT 1 FOR UPDATE", id).Scan(&one)
@@ -64,6 +67,7 @@ func HasSynonyms(ctx context.Context, q migrations.Querier, id int64) (bool, err
 
 // SetSynonymOf makes tag id a synonym of canonical in q, or canonical
 // again when canonical is 0. The caller holds the row's lock (LockTags).
+// It returns the database's error.
 func SetSynonymOf(ctx context.Context, q migrations.Querier, id, canonical int64) error {
 	var target any
 	if canonical != 0 {
@@ -74,7 +78,7 @@ func SetSynonymOf(ctx context.Context, q migrations.Querier, id, canonical int64
 }
 
 // ListTags returns up to limit tags with ids greater than after, in id
-// order.
+// order, or the database's error.
 func ListTags(ctx context.Context, q migrations.Querier, after int64, limit int) ([]TagRow, error) {
 	rows, err := q.QueryContext(ctx, "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags WHERE id > ? ORDER BY id LIMIT ?",
 		after, limit)
@@ -85,7 +89,7 @@ func ListTags(ctx context.Context, q migrations.Querier, after int64, limit int)
 }
 
 // TagByKey returns the tag of type typ whose key is key, and whether
-// there is one.
+// there is one, or the database's error.
 func TagByKey(ctx context.Context, q migrations.Querier, typ, key string) (TagRow, bool, error) {
 	rows, err := q.QueryContext(ctx, "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags WHERE type = ? AND name_key = ?",
 		typ, key)

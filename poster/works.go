@@ -373,6 +373,7 @@ func CountUses(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int
 // filed under, how many unhidden works are filed under each, and how many
 // of those are public, as Filter and PublicFilter: the works' side of the
 // filter counts' conservation identity, read in the caller's snapshot q.
+// It returns the database's error.
 func CountFilters(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]counter.Sum, error) {
 	// A range scan of work_filters_tag (tag_id, work_id) with a
 	// primary-key probe of works each.

@@ -57,6 +57,7 @@ type loadgenSettings struct {
 	JobConc      int
 	DBLatency    time.Duration
 	Capacity     capacitySettings
+	Wrangling    wranglingSettings
 }
 
 // capacitySettings are the flags of loadgen's --find-capacity mode.
@@ -120,6 +121,7 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.DBLatency, "db-latency", 0,
 		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
 	s.Capacity.register(fs)
+	s.Wrangling.register(fs)
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -138,6 +140,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer lg.close()
 	if s.Capacity.Find {
 		return lg.findCapacity(ctx, paths, stdout)
+	}
+	if s.Wrangling.Scenario == "wrangling" {
+		return lg.runWranglingScenario(ctx, stdout)
 	}
 	for _, path := range paths {
 		if ctx.Err() != nil {
@@ -189,6 +194,10 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 	}
 	if len(paths) == 0 {
 		return s, nil, errors.New("--paths names no path")
+	}
+	if w := s.Wrangling; (w.Scenario != "paths" && w.Scenario != "wrangling") ||
+		(w.Scenario == "wrangling" && (s.URL != "" || s.Capacity.Find || w.SeedWorks <= 0 || w.RowsPerTx < 4 || w.PerSecond <= w.RowsPerTx)) {
+		return s, nil, errors.New("--scenario is paths or wrangling; wrangling starts its own stacks (not --url, not --find-capacity) and needs --wrangle-seed-works > 0 and 4 ≤ --wrangle-rows-per-tx < --wrangle-rows-per-second")
 	}
 	if s.DBLatency < 0 || (s.DBLatency > 0 && s.URL != "") {
 		return s, nil, errors.New("--db-latency is a positive delay, and applies only to the stacks loadgen starts (not with --url)")
@@ -472,9 +481,11 @@ func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer)
 }
 
 // loadgenStack starts the service for one path on a fresh database; with
-// roles false only the database and the poster (for the bare transaction).
+// roles false only the database and the poster (for the bare transaction);
+// extra adjusts the options (a scenario's settings).
 // stop closes it and removes its data dir.
-func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database, secret string, log *slog.Logger, roles bool) (st *stack, stop func() error, err error) {
+func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database, secret string, log *slog.Logger, roles bool,
+	extra ...func(*stackOptions)) (st *stack, stop func() error, err error) {
 	dataDir, err := os.MkdirTemp("", "tagcount-loadgen-"+path+"-")
 	if err != nil {
 		return nil, nil, err
@@ -484,6 +495,9 @@ func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database,
 		RedisAddr: s.RedisAddr, Queue: "loadgen-" + runID + "-" + path, Path: path,
 		AuthSecret: secret, DataDir: dataDir, Logger: log,
 		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true,
+	}
+	for _, set := range extra {
+		set(&o)
 	}
 	if st, err = startStack(ctx, o); err != nil {
 		os.RemoveAll(dataDir)

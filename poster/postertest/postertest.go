@@ -167,7 +167,8 @@ func (s *sink) take() []counter.Event {
 // their taggings and the tags' synonyms alone (not from work_filters, the
 // counts or the outbox): count and public count the unhidden works using
 // the tag; a canonical tag's filter numbers count the unhidden works using
-// it or any of its synonyms, each once; a synonym's are 0.
+// it or any of its synonyms, each once; a synonym's are 0. It returns the
+// database's error.
 func Recount(ctx context.Context, db *migrations.DB) (map[int64]counter.Sum, error) {
 	uses, err := counter.SumsByID(ctx, db, `SELECT t.id, CAST(COALESCE(SUM(NOT w.hidden), 0) AS SIGNED),
 		CAST(COALESCE(SUM(NOT w.hidden AND w.visibility = 'public'), 0) AS SIGNED)
