@@ -20,7 +20,15 @@ type Event struct {
 	// (not in the value): a deferred tag is due an interval after it. Zero
 	// means now.
 	Time time.Time
+	// RequestID names the client request whose change wrote the row, when
+	// known, carried as the message's RequestIDHeader (not in the value), so
+	// the counter's log line of the transaction that counts it names it too.
+	RequestID string
 }
+
+// RequestIDHeader is the Kafka header of an announcement that carries its
+// Event.RequestID.
+const RequestIDHeader = "request-id"
 
 // eventVersion is the first byte of every encoded event value.
 const eventVersion byte = 1

@@ -161,7 +161,11 @@ func (p *Publisher) messages(events []Event) []kafka.Message {
 			p.dropped.Inc()
 			continue
 		}
-		msgs = append(msgs, kafka.Message{Key: EventKey(e.TagID), Value: EncodeEvent(e), Time: e.Time})
+		m := kafka.Message{Key: EventKey(e.TagID), Value: EncodeEvent(e), Time: e.Time}
+		if e.RequestID != "" {
+			m.Headers = []kafka.Header{{Key: RequestIDHeader, Value: []byte(e.RequestID)}}
+		}
+		msgs = append(msgs, m)
 	}
 	return msgs
 }

@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -35,6 +36,10 @@ type partitionWriter struct {
 	// each round applies one more bounded transaction of them, after the
 	// round's small tags, so a large flush never holds up small tags.
 	backlog map[int64]bool
+	// requests holds, per tag, the request ids of its announcements not yet
+	// applied, for the log line of the transaction that applies them.
+	requests map[int64][]string
+	tracked  int // request ids in requests
 
 	next      int64 // offset after the last message processed
 	committed int64 // last offset committed
@@ -54,6 +59,7 @@ func newPartitionWriter(c *Consumer, gen *kafka.Generation, partition int) *part
 		counts:    c.takeCounts(partition),
 		held:      make(map[int64]*heldTag),
 		backlog:   make(map[int64]bool),
+		requests:  make(map[int64][]string),
 		next:      -1,
 		committed: -1,
 	}
@@ -291,6 +297,7 @@ func (w *partitionWriter) route(batch []kafka.Message, now time.Time, deferral, 
 			continue
 		}
 		consumed++
+		w.noteRequest(e.TagID, m.Headers)
 		if !m.Time.IsZero() {
 			w.c.m.announceAge.Observe(max(0, time.Since(m.Time).Seconds()))
 		}
@@ -394,6 +401,9 @@ func (w *partitionWriter) apply(ctx context.Context, tags []int64, limit int) (A
 	}
 	w.c.m.tagWrites.Add(float64(len(res.Deltas)))
 	w.remember(res)
+	if !res.Full {
+		w.logCounted(tags, res)
+	}
 	for _, tag := range tags {
 		switch {
 		case res.Full && !w.backlog[tag]:
@@ -448,4 +458,57 @@ func (w *partitionWriter) commit() {
 		return
 	}
 	w.committed = w.next
+}
+
+// Bounds of the request ids a writer keeps for its log lines: a few per
+// tag (a hot tag held for its interval sees thousands of posts), and a
+// total, so a long pause cannot grow them without end. Ids past them are
+// not logged; the posts are counted all the same.
+const (
+	maxRequestIDsPerTag  = 16
+	maxTrackedRequestIDs = 100_000
+)
+
+// noteRequest remembers the request id an announcement of tag carries, if
+// any, until the transaction that applies tag.
+func (w *partitionWriter) noteRequest(tag int64, headers []kafka.Header) {
+	if w.tracked >= maxTrackedRequestIDs {
+		return
+	}
+	for _, h := range headers {
+		if h.Key != RequestIDHeader || len(h.Value) == 0 {
+			continue
+		}
+		ids := w.requests[tag]
+		if id := string(h.Value); len(ids) < maxRequestIDsPerTag && !slices.Contains(ids, id) {
+			w.requests[tag] = append(ids, id)
+			w.tracked++
+		}
+	}
+}
+
+// logCounted logs, at info level, the request ids whose announcements of
+// tags the apply transaction res handled: one line per transaction, and
+// none when no announcement carried an id (the sweeper's, a legacy post's).
+// A transaction applies every outbox row of its tags, so a row committed
+// before an earlier transaction of its tag was counted by that one; its
+// announcement still gets a line here (events=0 when no row was left).
+func (w *partitionWriter) logCounted(tags []int64, res ApplyResult) {
+	if w.tracked == 0 {
+		return
+	}
+	var ids []string
+	for _, tag := range tags {
+		if r, ok := w.requests[tag]; ok {
+			ids = append(ids, r...)
+			w.tracked -= len(r)
+			delete(w.requests, tag)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	w.log.Info("counted", "events", res.Applied, "tags", len(tags), "request_ids", ids)
 }

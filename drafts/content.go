@@ -17,6 +17,9 @@ const (
 	TypeFreeform     = "freeform"
 )
 
+// Types are every tag type, in the order a work lists them.
+var Types = []string{TypeRating, TypeWarning, TypeCategory, TypeFandom, TypeRelationship, TypeCharacter, TypeFreeform}
+
 // Fixed vocabularies of docs/api.md.
 var (
 	Ratings    = []string{"General Audiences", "Teen And Up Audiences", "Mature", "Explicit", "Not Rated"}
@@ -32,7 +35,8 @@ const (
 	MaxTagName = 100
 )
 
-// Tags is the tag block of a draft or work as the author wrote it.
+// Tags is the tag block of a draft or work as the author wrote it; its JSON
+// is both the stored form and the API's "tags" object (docs/api.md).
 type Tags struct {
 	Rating        string   `json:"rating"`
 	Warnings      []string `json:"warnings"`

@@ -39,6 +39,10 @@ type Draft struct {
 // (inside the poster's transaction where they must be atomic with the work).
 type Store struct {
 	DB *migrations.DB
+	// Writes, when set, is a pool from migrations.OpenManualCommit for the
+	// authors' own writes (create, save, delete, queue): one round trip
+	// fewer each than a transaction on DB.
+	Writes *migrations.DB
 }
 
 // CreateDraft inserts a draft for author and returns it. The draft is durable
@@ -64,14 +68,18 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 	return Draft{ID: id, AuthorID: authorID, Content: c, State: StateDraft, Version: 1, CreatedAt: now, UpdatedAt: now}, nil
 }
 
-// exec runs one write of an author's request in an explicit transaction,
-// not autocommit: a statement the server received but had not answered
-// when ctx ended (a database that stopped answering) would still commit on
-// its own, saving a change the client was told failed; without a COMMIT it
-// is rolled back when the driver drops the connection. (Only a deadline
-// passing while the COMMIT itself is in flight leaves the outcome
-// unknown.)
+// exec runs one write of an author's request so that it commits only if
+// the request is still alive to commit it, never as an autocommit
+// statement: a statement the server received but had not answered when ctx
+// ended (a database that stopped answering) would still commit on its own,
+// saving a change the client was told failed. On Writes that is
+// ExecCommitted's two round trips; without it, an explicit transaction on
+// DB. (Only a deadline passing while the COMMIT itself is in flight leaves
+// the outcome unknown.)
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s.Writes != nil {
+		return s.Writes.ExecCommitted(ctx, query, args...)
+	}
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err

@@ -43,6 +43,8 @@ type DB struct {
 	ConsecutiveIDs bool
 	// Version is the server's VERSION().
 	Version string
+
+	manualCommit bool // autocommit is off (OpenManualCommit)
 }
 
 // Querier is what a statement runs on: a pool, a transaction or a
@@ -63,6 +65,64 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	return open(ctx, cfg)
+}
+
+// OpenManualCommit opens a pool like Open whose sessions run with
+// autocommit off, for ExecCommitted only: every statement opens a
+// transaction that nothing but ExecCommitted's COMMIT ends. It fails as Open
+// does.
+func OpenManualCommit(ctx context.Context, dsn string) (*DB, error) {
+	cfg, err := openConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Params["autocommit"] = "0"
+	db, err := open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	db.manualCommit = true
+	return db, nil
+}
+
+// ExecCommitted runs one write on db (from OpenManualCommit) and commits it:
+// two round trips where an explicit transaction takes three (START
+// TRANSACTION, the statement, COMMIT), with the same promise. The write is
+// saved only if its caller is still there to send COMMIT: when ctx ends
+// first, the driver drops the connection and the server rolls the statement
+// back, so a client told its write failed never finds it saved (only a
+// deadline passing while COMMIT itself is in flight leaves the outcome
+// unknown). It returns the statement's or COMMIT's error, with nothing
+// saved but in that one case.
+func (db *DB) ExecCommitted(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if !db.manualCommit {
+		return nil, errors.New("migrations: ExecCommitted needs a pool from OpenManualCommit")
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	res, err := conn.ExecContext(ctx, query, args...)
+	if err == nil {
+		_, err = conn.ExecContext(ctx, "COMMIT")
+	}
+	if err != nil {
+		// A failed statement (a duplicate key, a lock wait timeout) leaves
+		// its transaction open: roll it back, or do not reuse the connection.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		return nil, err
+	}
+	return res, nil
+}
+
+// open opens, pings and probes a pool on cfg.
+func open(ctx context.Context, cfg *mysql.Config) (*DB, error) {
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bad MySQL DSN: %w", err)

@@ -104,16 +104,39 @@ func (c *committer) post(batch []*submission) {
 		return
 	}
 	reqs := make([]request, len(live))
+	ids := make(map[int64]string, len(live))
 	for i, s := range live {
 		reqs[i] = s.req
+		if id := RequestID(s.ctx); id != "" {
+			ids[s.req.draftID] = id
+		}
 	}
 	// The batch outlives any one job's context: its transaction serves
 	// them all, and the worker's shutdown waits for the jobs in flight.
-	outs := c.p.sync(context.WithoutCancel(live[0].ctx), c.p.cfg.JobDB, PathNew, reqs)
+	ctx := withDraftRequestIDs(context.WithoutCancel(live[0].ctx), ids)
+	outs := c.p.sync(ctx, c.p.cfg.JobDB, PathNew, reqs)
 	for i, s := range live {
 		s.done <- outs[i]
 	}
 	c.p.metrics.batchSize.Observe(float64(len(live)))
+	c.logPosted(ctx, live, outs)
+}
+
+// logPosted logs, at info level, one line per posting transaction naming
+// the requests whose drafts it synced (with their drafts, in the same
+// order), so a post's request id shows where its job ran; none when no job
+// carried a request id. Jobs that failed are logged by HandleTaskError.
+func (c *committer) logPosted(ctx context.Context, live []*submission, outs []outcome) {
+	var ids []string
+	var drafts []int64
+	for i, s := range live {
+		if id := requestIDOf(ctx, s.req.draftID); id != "" && outs[i].err == nil {
+			ids, drafts = append(ids, id), append(drafts, s.req.draftID)
+		}
+	}
+	if len(ids) > 0 {
+		c.p.log.InfoContext(ctx, "posted", "drafts", len(live), "request_ids", ids, "draft_ids", drafts)
+	}
 }
 
 // close stops the committer goroutines once the jobs in flight are done.

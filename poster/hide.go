@@ -44,6 +44,7 @@ func (p *Poster) SetHidden(ctx context.Context, workID int64, hidden bool) (Resu
 	if err := tx.Commit(); err != nil {
 		return Result{}, err
 	}
+	stampRequestIDs(ctx, nil, events)
 	if len(events) > 0 && p.cfg.Announcer != nil {
 		p.cfg.Announcer.Announce(ctx, events)
 	}

@@ -83,7 +83,10 @@ type Config struct {
 	// JobDB, if set, is the pool posting jobs use, so authors' requests
 	// never wait for a connection behind a backlog of jobs. Default DB.
 	JobDB *migrations.DB
-	Queue *asynq.Client // enqueues post jobs; required for the new path
+	// Writes, if set, is a pool from migrations.OpenManualCommit for the
+	// authors' own draft writes (see drafts.Store.Writes).
+	Writes *migrations.DB
+	Queue  *asynq.Client // enqueues post jobs; required for the new path
 	// Inspector, if set, lets an enqueue replace an archived job of the
 	// same draft version (a failed post posted again) and run a job
 	// waiting for its retry now.
@@ -127,7 +130,7 @@ type Poster struct {
 	commit     *committer // started by the first posting job
 
 	owedMu sync.Mutex
-	owed   map[int64]int64 // draft id → version whose job could not be enqueued
+	owed   map[int64]owedJob // by draft id: jobs that could not be enqueued
 
 	scanAfter int64 // the requeuer's place in its walk over stale drafts
 }
@@ -171,8 +174,8 @@ func New(cfg Config) *Poster {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB}, tags: counter.NewTagResolver(cfg.DB),
-		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]int64)}
+	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: counter.NewTagResolver(cfg.DB),
+		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
 }
 
 // Close stops the group commit once no posting job runs (after the job
@@ -265,7 +268,7 @@ func (p *Poster) queued(ctx context.Context, draftID, workID, version int64, err
 	if err := p.enqueue(ctx, draftID, version, false); err != nil {
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
-		p.owe(draftID, version)
+		p.owe(ctx, draftID, version)
 	}
 	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID, DraftID: draftID}, nil
 }

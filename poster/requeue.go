@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 
 	"time"
 
@@ -18,11 +19,18 @@ const DefaultRequeueEvery = 2 * time.Second
 // requeuePage is how many queued drafts the requeuer reads per statement.
 const requeuePage = 1000
 
+// owedJob is a job this process could not enqueue: the draft's version,
+// and the request that asked for it.
+type owedJob struct {
+	version   int64
+	requestID string
+}
+
 // owe remembers a draft whose job could not be enqueued (Redis down), so
-// the requeuer enqueues it as soon as Redis answers.
-func (p *Poster) owe(draftID, version int64) {
+// the requeuer enqueues it, for the same request, as soon as Redis answers.
+func (p *Poster) owe(ctx context.Context, draftID, version int64) {
 	p.owedMu.Lock()
-	p.owed[draftID] = version
+	p.owed[draftID] = owedJob{version: version, requestID: RequestID(ctx)}
 	p.owedMu.Unlock()
 }
 
@@ -94,19 +102,16 @@ func (p *Poster) runRetries(ctx context.Context) (int, error) {
 // requeueOwed enqueues the jobs this process could not enqueue.
 func (p *Poster) requeueOwed(ctx context.Context) (int, error) {
 	p.owedMu.Lock()
-	owed := make(map[int64]int64, len(p.owed))
-	for id, v := range p.owed {
-		owed[id] = v
-	}
+	owed := maps.Clone(p.owed)
 	p.owedMu.Unlock()
 	n := 0
-	for id, v := range owed {
-		if err := p.enqueue(ctx, id, v, false); err != nil {
+	for id, j := range owed {
+		if err := p.enqueue(WithRequestID(ctx, j.requestID), id, j.version, false); err != nil {
 			return n, err
 		}
 		n++
 		p.owedMu.Lock()
-		if p.owed[id] == v {
+		if p.owed[id] == j {
 			delete(p.owed, id)
 		}
 		p.owedMu.Unlock()
@@ -178,7 +183,7 @@ func (p *Poster) rescue(ctx context.Context, orphans []syncPayload) (int, error)
 		if stale[o.DraftID] != o.Version {
 			continue
 		}
-		task := NewSyncDraftTask(o.DraftID, o.Version, p.cfg.QueueName, p.cfg.MaxRetry, asynq.TaskID(taskID(o.DraftID, o.Version)+":rescue"))
+		task := newSyncTask(o, p.cfg.QueueName, p.cfg.MaxRetry, asynq.TaskID(taskID(o.DraftID, o.Version)+":rescue"))
 		if _, err := p.cfg.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return n, err
 		}

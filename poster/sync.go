@@ -177,6 +177,7 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 			out[i].res.State = StateDeleted
 		}
 	}
+	stampRequestIDs(ctx, writes, events)
 	if len(events) > 0 && p.cfg.Announcer != nil {
 		p.cfg.Announcer.Announce(ctx, events)
 	}

@@ -24,17 +24,26 @@ const enqueueTimeout = 500 * time.Millisecond
 type syncPayload struct {
 	DraftID int64 `json:"draft_id"`
 	Version int64 `json:"version"`
+	// RequestID is the request that asked for the change, if known; the
+	// job's log lines and announcements carry it. Jobs enqueued before it
+	// existed have none.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // NewSyncDraftTask returns the job for version of draftID. Its task id makes
 // enqueueing the same version twice (a double click, the requeuer) harmless.
 func NewSyncDraftTask(draftID, version int64, queue string, maxRetry int, opts ...asynq.Option) *asynq.Task {
-	b, _ := json.Marshal(syncPayload{DraftID: draftID, Version: version})
-	all := []asynq.Option{asynq.TaskID(taskID(draftID, version)), asynq.Queue(queue), asynq.MaxRetry(maxRetry), asynq.Timeout(time.Minute)}
+	return newSyncTask(syncPayload{DraftID: draftID, Version: version}, queue, maxRetry, opts...)
+}
+
+func newSyncTask(pl syncPayload, queue string, maxRetry int, opts ...asynq.Option) *asynq.Task {
+	b, _ := json.Marshal(pl)
+	all := []asynq.Option{asynq.TaskID(taskID(pl.DraftID, pl.Version)), asynq.Queue(queue), asynq.MaxRetry(maxRetry), asynq.Timeout(time.Minute)}
 	return asynq.NewTask(TypeSyncDraft, b, append(all, opts...)...)
 }
 
-// enqueue enqueues the job of version of draftID. When a job with the same
+// enqueue enqueues the job of version of draftID, for the request ctx
+// carries (RequestID). When a job with the same
 // id exists already it is left alone if it is pending or running; an
 // archived or completed one (a post that failed and is posted again) is
 // replaced; one waiting to be retried is run now when urgent (the requeuer
@@ -47,7 +56,7 @@ func (p *Poster) enqueue(ctx context.Context, draftID, version int64, urgent boo
 	// records the post, and the requeuer enqueues it later.
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	task := NewSyncDraftTask(draftID, version, p.cfg.QueueName, p.cfg.MaxRetry)
+	task := newSyncTask(syncPayload{DraftID: draftID, Version: version, RequestID: RequestID(ctx)}, p.cfg.QueueName, p.cfg.MaxRetry)
 	_, err := p.cfg.Queue.EnqueueContext(ctx, task)
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return err
@@ -91,6 +100,7 @@ func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &pl); err != nil || pl.DraftID <= 0 {
 		return fmt.Errorf("malformed %s payload %q: %v: %w", TypeSyncDraft, t.Payload(), err, asynq.SkipRetry)
 	}
+	ctx = WithRequestID(ctx, pl.RequestID)
 	p.commitOnce.Do(func() { p.commit = newCommitter(p, p.cfg.Committers, p.cfg.MaxBatch) })
 	_, err := p.commit.submit(ctx, request{draftID: pl.DraftID, requireQueued: true})
 	switch {
@@ -129,6 +139,7 @@ func (p *Poster) HandleTaskError(ctx context.Context, t *asynq.Task, err error) 
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	var pl syncPayload
 	_ = json.Unmarshal(t.Payload(), &pl)
+	ctx = WithRequestID(ctx, pl.RequestID)
 	p.log.WarnContext(ctx, "post job failed", "draft_id", pl.DraftID, "retry", retried, "max_retry", maxRetry, "err", err)
 	if retried < maxRetry && !errors.Is(err, asynq.SkipRetry) {
 		return

@@ -189,3 +189,27 @@ func TestFlagsRouteShowsWhatThisInstanceEvaluates(t *testing.T) {
 		}
 	}
 }
+
+func TestCounterRoutesPauseAndResumeTheCounters(t *testing.T) {
+	t.Parallel()
+	st := testStack(t, stackOptions{Path: "new"})
+	admin := st.client(t, 1, httpapi.RoleAdmin)
+	if status, body, _ := admin.do("GET", "/v1/admin/counter", nil); status != 200 || body["state"] != "running" {
+		t.Fatalf("counter before a pause: %d %v; want running", status, body)
+	}
+	if status, body, _ := admin.do("POST", "/v1/admin/counter/pause", nil); status != 200 || body["state"] != "paused" {
+		t.Fatalf("pause: %d %v; want paused", status, body)
+	}
+	status, body, _ := admin.do("POST", "/v1/admin/counter/resume", `{"catch_up_per_second": -1}`)
+	if e, _ := body["error"].(map[string]any); status != 422 || e["code"] != "invalid_rate" {
+		t.Errorf("resume at a negative rate: %d %v; want 422 invalid_rate", status, body)
+	}
+	status, body, _ = admin.do("POST", "/v1/admin/counter/resume", map[string]any{"catch_up_per_second": 500})
+	if status != 200 || (body["state"] != "catching_up" && body["state"] != "running") {
+		t.Errorf("resume: %d %v; want catching up (or running, with no backlog)", status, body)
+	}
+	status, body, _ = admin.do("GET", "/v1/admin/reconcile/1/corrections?limit=0", nil)
+	if e, _ := body["error"].(map[string]any); status != 422 || e["code"] != "invalid_limit" {
+		t.Errorf("corrections with limit 0: %d %v; want 422 invalid_limit", status, body)
+	}
+}

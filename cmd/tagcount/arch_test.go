@@ -30,12 +30,16 @@ var layer = map[string]int{
 	"cmd/tagcount/httpapi": 4,
 	"cmd/tagcount/loadgen": 5,
 	"cmd/tagcount":         6,
+
+	// Test support: checks HTTP traffic against the API's OpenAPI document.
+	"cmd/tagcount/httpapi/openapitest": 4,
 }
 
 // mayImportHTTP are the packages that may import net/http: the binary and
 // its HTTP layer, the load generator (an HTTP client), flags (the Unleash
 // client's transport) and test helpers that drive servers.
-var mayImportHTTP = []string{"cmd/tagcount", "cmd/tagcount/httpapi", "cmd/tagcount/loadgen", "flags", "flags/unleashtest"}
+var mayImportHTTP = []string{"cmd/tagcount", "cmd/tagcount/httpapi", "cmd/tagcount/httpapi/openapitest", "cmd/tagcount/loadgen",
+	"flags", "flags/unleashtest"}
 
 type listedPackage struct {
 	ImportPath string

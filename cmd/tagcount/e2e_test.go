@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi/openapitest"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -45,7 +47,9 @@ func testStack(t *testing.T, o stackOptions) *stack {
 	o.AuthSecret = "test-secret-test-secret-test-secret"
 	o.DataDir, o.Partitions, o.GroupID = t.TempDir(), 4, name
 	o.API, o.Worker, o.Counter, o.EmbeddedKafka = true, true, true, true
-	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	st, err := startStack(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -62,9 +66,30 @@ func testStack(t *testing.T, o stackOptions) *stack {
 }
 
 type client struct {
-	t     *testing.T
-	base  string
-	token string
+	t      *testing.T
+	base   string
+	token  string
+	header http.Header // sent with every request
+}
+
+// apiDoc is the API's OpenAPI document, loaded once per test binary.
+var apiDoc = sync.OnceValues(func() (*openapitest.Validator, error) {
+	doc, err := httpapi.OpenAPI()
+	if err != nil {
+		return nil, err
+	}
+	return openapitest.New(doc)
+})
+
+// apiClient returns an HTTP client that checks every request and answer
+// against the API's OpenAPI document and fails t on a mismatch.
+func apiClient(t testing.TB) *http.Client {
+	t.Helper()
+	v, err := apiDoc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Client(t)
 }
 
 func (s *stack) client(t *testing.T, authorID int64, role string) *client {
@@ -75,7 +100,8 @@ func (s *stack) client(t *testing.T, authorID int64, role string) *client {
 	return &client{t: t, base: s.URL, token: tok}
 }
 
-// do sends a request and decodes the JSON answer into a map.
+// do sends a request and decodes the JSON answer into a map. The request
+// and its answer are checked against the OpenAPI document.
 func (c *client) do(method, path string, body any) (int, map[string]any, http.Header) {
 	c.t.Helper()
 	var rd io.Reader
@@ -88,10 +114,16 @@ func (c *client) do(method, path string, body any) (int, map[string]any, http.He
 		rd = bytes.NewReader(j)
 	}
 	req, _ := http.NewRequest(method, c.base+path, rd)
+	for name, values := range c.header {
+		req.Header[name] = values
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	res, err := http.DefaultClient.Do(req)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := apiClient(c.t).Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -472,7 +472,7 @@ type dashboardPanel struct {
 // family's name, and a histogram's _bucket, _sum and _count series.
 func exposedNames(t *testing.T, u string) map[string]bool {
 	t.Helper()
-	res, err := http.Get(u)
+	res, err := apiClient(t).Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,8 @@ func (o stackOptions) withDefaults() stackOptions {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	// Every line logged with a request's (or a posting job's) context names it.
+	o.Logger = slog.New(httpapi.LogHandler(o.Logger.Handler()))
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = "127.0.0.1:0"
 	}
@@ -133,6 +135,7 @@ type stack struct {
 
 	log        *slog.Logger
 	opts       stackOptions
+	writes     *migrations.DB // authors' draft writes (API role)
 	runCtx     context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -185,7 +188,16 @@ func (s *stack) openDatabase(ctx context.Context) error {
 	}
 	s.closers = append(s.closers, s.DB.Close)
 	if s.opts.Migrate {
-		return migrations.Up(ctx, s.DB)
+		if err := migrations.Up(ctx, s.DB); err != nil {
+			return err
+		}
+	}
+	if s.opts.API {
+		// Authors' own writes take one round trip fewer on their own pool.
+		if s.writes, err = migrations.OpenManualCommit(ctx, dsn); err != nil {
+			return err
+		}
+		s.closers = append(s.closers, s.writes.Close)
 	}
 	return nil
 }
@@ -266,7 +278,7 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	default:
 		paths = s.Flags
 	}
-	cfg := poster.Config{DB: s.DB, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
+	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
 		RequeueAfter: s.opts.RequeueAfter, Logger: s.log, Registerer: s.Registry,
 		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit}
 	if s.publisher != nil {
@@ -334,7 +346,7 @@ func (s *stack) serveHTTP(context.Context) error {
 		// Large tags' cached counts are refreshed before they expire, so no
 		// reader waits on one.
 		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
-		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB}, s.Poster, reader
+		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes}, s.Poster, reader
 		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 		handler = httpapi.NewServer(deps)
 	}

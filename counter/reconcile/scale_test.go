@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/poster/postertest"
@@ -90,25 +91,46 @@ func TestReconcileScale(t *testing.T) {
 	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM taggings").Scan(&taggings); err != nil {
 		t.Fatal(err)
 	}
-	exec(`INSERT INTO tag_counts (tag_id, count) SELECT tag_id, COUNT(*) FROM taggings GROUP BY tag_id`)
+	// Every loaded work is public and unhidden: both numbers are the uses.
+	exec(`INSERT INTO tag_counts (tag_id, count, public_count) SELECT tag_id, COUNT(*), COUNT(*) FROM taggings GROUP BY tag_id`)
 	if bad, err := reconcile.Drifted(ctx, db.DB); err != nil || len(bad) != 0 {
 		t.Fatalf("the loaded archive is not settled: %d drifted tags, %v", len(bad), err)
 	}
+	// The settled numbers: what every correction must restore.
+	settled, err := counter.StoredCounts(ctx, db, 1, tags)
+	if err != nil || len(settled) != tags {
+		t.Fatalf("settled counts: %d rows, %v", len(settled), err)
+	}
 	// 50,000 drifted tags (every even id, the 100,000-use tag 2 among them):
-	// too high, too low, and a tenth with the row missing. Injected drift is
-	// the fault under test.
+	// count too high, too low, and a tenth with the row missing (both
+	// numbers 0). Injected drift is the fault under test; injected is what
+	// each drifted tag's stored numbers are now.
 	exec(`UPDATE tag_counts SET count = count + IF(tag_id % 4 = 0, 1 + tag_id % 5, -(1 + tag_id % 7)) WHERE tag_id % 2 = 0 AND tag_id % 20 <> 10`)
 	exec(`DELETE FROM tag_counts WHERE tag_id % 20 = 10`)
-	var wantAbs int64
+	injected := make(map[int64]counter.Sum, drifted)
+	for tag := int64(2); tag <= tags; tag += 2 {
+		st := settled[tag] // only count moves; every other number stays settled
+		switch {
+		case tag%20 == 10:
+			st = counter.Sum{}
+		case tag%4 == 0:
+			st.Count += 1 + tag%5
+		default:
+			st.Count -= 1 + tag%7
+		}
+		injected[tag] = st
+	}
+	var wantAbs, wantPublicAbs int64
 	if err := reconcile.Walk(ctx, db.DB, func(st reconcile.TagState) {
 		d := st.Drift()
-		wantAbs += max(d.Count, -d.Count) + max(d.Public, -d.Public)
+		wantAbs += max(d.Count, -d.Count)
+		wantPublicAbs += max(d.Public, -d.Public)
 	}); err != nil {
 		t.Fatal(err)
 	}
 	exec("ANALYZE TABLE taggings, works, tag_counts, tag_events")
-	t.Logf("loaded %d tags, %d works, %d taggings, %d drifted (total |drift| %d) in %s",
-		tags, works, taggings, drifted, wantAbs, time.Since(start).Round(time.Millisecond))
+	t.Logf("loaded %d tags, %d works, %d taggings, %d drifted (total |drift| %d, public %d) in %s",
+		tags, works, taggings, drifted, wantAbs, wantPublicAbs, time.Since(start).Round(time.Millisecond))
 
 	// Every post of the load: the hot tag 1 and four others, by name, on
 	// the new path (a draft row, then the work, 5 taggings and 5 outbox
@@ -198,18 +220,19 @@ func TestReconcileScale(t *testing.T) {
 	})
 	report("posting + dry-run reconcile", lat, el)
 	t.Logf("dry run: %d tags scanned, %d drifted, total |drift| %d in %s", dry.TagsScanned, dry.TagsDrifted, dry.TotalAbsDrift, dry.Duration().Round(time.Millisecond))
-	if dry.TagsScanned != tags || dry.TagsDrifted != drifted || dry.TotalAbsDrift != wantAbs {
-		t.Errorf("dry run %+v; want %d scanned, %d drifted, total %d", dry, tags, drifted, wantAbs)
+	if dry.TagsScanned != tags || dry.TagsDrifted != drifted || dry.TotalAbsDrift != wantAbs || dry.TotalAbsPublicDrift != wantPublicAbs {
+		t.Errorf("dry run %+v; want %d scanned, %d drifted, total %d, public %d", dry, tags, drifted, wantAbs, wantPublicAbs)
 	}
 
 	// The applying run: posting goes on for the first loadedWindow of it,
 	// then the run finishes alone.
 	var rep reconcile.Report
+	applier := newR(nil)
 	runDone := make(chan struct{})
 	go func() {
 		defer close(runDone)
 		var err error
-		rep, err = newR(nil).Run(ctx, reconcile.Options{})
+		rep, err = applier.Run(ctx, reconcile.Options{})
 		if err != nil {
 			t.Errorf("run: %v", err)
 		}
@@ -225,9 +248,10 @@ func TestReconcileScale(t *testing.T) {
 	<-runDone
 	t.Logf("run: %d tags scanned, %d drifted, %d corrected, total |drift| %d in %s (rate limit %.0f/s)", rep.TagsScanned,
 		rep.TagsDrifted, rep.TagsCorrected, rep.TotalAbsDrift, rep.Duration().Round(time.Millisecond), perSecond)
-	if rep.TagsDrifted != drifted || rep.TagsCorrected != drifted || rep.TotalAbsDrift != wantAbs {
-		t.Errorf("run %+v; want %d drifted and corrected, total %d", rep, drifted, wantAbs)
+	if rep.TagsDrifted != drifted || rep.TagsCorrected != drifted || rep.TotalAbsDrift != wantAbs || rep.TotalAbsPublicDrift != wantPublicAbs {
+		t.Errorf("run %+v; want %d drifted and corrected, total %d, public %d", rep, drifted, wantAbs, wantPublicAbs)
 	}
+	checkScaleCorrections(t, corrections(t, applier, rep.ID, 1000), injected, settled)
 
 	// The rate, from when the database applied each correction. The posting
 	// load writes no tag_counts rows (nothing applies the outbox here), so
@@ -271,4 +295,37 @@ func TestReconcileScale(t *testing.T) {
 	if len(bad) != 0 {
 		t.Errorf("%d tags break conservation after the run; first %+v", len(bad), bad[0])
 	}
+}
+
+// checkScaleCorrections fails the test unless listed holds exactly the
+// injected tags, each from its injected numbers to its settled ones, and
+// corrected.
+func checkScaleCorrections(t *testing.T, listed map[int64]reconcile.Correction, injected, settled map[int64]counter.Sum) {
+	t.Helper()
+	if len(listed) != len(injected) {
+		t.Errorf("%d corrections listed; want the %d injected", len(listed), len(injected))
+	}
+	wrong := 0
+	for tag, before := range injected {
+		c, ok := listed[tag]
+		after := settled[tag]
+		if !ok || c.Stored != before || c.True != after || c.Drift.Count != after.Count-before.Count ||
+			c.Drift.Public != after.Public-before.Public || c.CorrectedAt.IsZero() {
+			if wrong++; wrong <= 10 {
+				t.Errorf("tag %d: listed %v %+v; want stored %+v, true %+v, corrected", tag, ok, c, before, after)
+			}
+		}
+	}
+	for tag := range listed {
+		if _, ok := injected[tag]; !ok {
+			if wrong++; wrong <= 10 {
+				t.Errorf("tag %d listed but never drifted: %+v", tag, listed[tag])
+			}
+		}
+	}
+	if wrong > 0 {
+		t.Errorf("%d corrections wrong or missing", wrong)
+		return
+	}
+	t.Logf("corrections listed: exactly the %d injected, each with its stored and true numbers", len(listed))
 }

@@ -189,6 +189,31 @@ type correctionJSON struct {
 	CorrectedAt        *time.Time `json:"corrected_at"`
 }
 
+func newCorrectionJSON(c reconcile.Correction) correctionJSON {
+	out := correctionJSON{TagID: c.TagID, StoredCount: c.Stored.Count, TrueCount: c.True.Count, Drift: c.Drift.Count,
+		StoredPublic: c.Stored.Public, TruePublic: c.True.Public, PublicDrift: c.Drift.Public,
+		StoredFilter: c.Stored.Filter, TrueFilter: c.True.Filter, FilterDrift: c.Drift.Filter,
+		StoredPublicFilter: c.Stored.PublicFilter, TruePublicFilter: c.True.PublicFilter, PublicFilterDrift: c.Drift.PublicFilter}
+	if !c.CorrectedAt.IsZero() {
+		at := c.CorrectedAt.UTC()
+		out.CorrectedAt = &at
+	}
+	return out
+}
+
+// MarshalReconcileReport encodes rep as GET /v1/admin/reconcile/{id}
+// answers it, so other clients of the format (`tagcount reconcile --json`)
+// keep its field names; it returns json.Marshal's error.
+func MarshalReconcileReport(rep reconcile.Report) ([]byte, error) {
+	return json.Marshal(newReportJSON(rep))
+}
+
+// MarshalCorrection encodes c as GET /v1/admin/reconcile/{id}/corrections
+// lists it; it returns json.Marshal's error.
+func MarshalCorrection(c reconcile.Correction) ([]byte, error) {
+	return json.Marshal(newCorrectionJSON(c))
+}
+
 // handleListCorrections serves GET /v1/admin/reconcile/{id}/corrections
 // ?after=TAG_ID&limit=N (default 100, at most 1,000): a page of the run's
 // corrections in tag id order, and the after of the next page.
@@ -211,14 +236,7 @@ func (s *server) handleListCorrections() http.Handler {
 			NextAfter   *int64           `json:"next_after"`
 		}{Corrections: make([]correctionJSON, len(list))}
 		for i, c := range list {
-			out.Corrections[i] = correctionJSON{TagID: c.TagID, StoredCount: c.Stored.Count, TrueCount: c.True.Count,
-				Drift: c.Drift.Count, StoredPublic: c.Stored.Public, TruePublic: c.True.Public, PublicDrift: c.Drift.Public,
-				StoredFilter: c.Stored.Filter, TrueFilter: c.True.Filter, FilterDrift: c.Drift.Filter,
-				StoredPublicFilter: c.Stored.PublicFilter, TruePublicFilter: c.True.PublicFilter, PublicFilterDrift: c.Drift.PublicFilter}
-			if !c.CorrectedAt.IsZero() {
-				at := c.CorrectedAt.UTC()
-				out.Corrections[i].CorrectedAt = &at
-			}
+			out.Corrections[i] = newCorrectionJSON(c)
 		}
 		if len(list) == limit {
 			out.NextAfter = &list[len(list)-1].TagID

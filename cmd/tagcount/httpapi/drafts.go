@@ -8,47 +8,36 @@ import (
 	"github.com/tagcount/tagcount/poster"
 )
 
-// tagsJSON is the tag block of a draft or work body.
-type tagsJSON struct {
-	Rating        string   `json:"rating"`
-	Warnings      []string `json:"warnings"`
-	Categories    []string `json:"categories,omitempty"`
-	Fandoms       []string `json:"fandoms"`
-	Relationships []string `json:"relationships,omitempty"`
-	Characters    []string `json:"characters,omitempty"`
-	Freeforms     []string `json:"freeforms,omitempty"`
-}
-
 // contentJSON is the body of POST and PUT on drafts and works.
 type contentJSON struct {
-	Title      string   `json:"title"`
-	Body       string   `json:"body"`
-	Tags       tagsJSON `json:"tags"`
-	Visibility string   `json:"visibility,omitempty"`
+	Title      string      `json:"title"`
+	Body       string      `json:"body"`
+	Tags       drafts.Tags `json:"tags"`
+	Visibility string      `json:"visibility,omitempty"`
 }
 
 func (c contentJSON) content() drafts.Content {
-	return drafts.Content{Title: c.Title, Body: c.Body, Tags: drafts.Tags(c.Tags), Visibility: c.Visibility}
+	return drafts.Content{Title: c.Title, Body: c.Body, Tags: c.Tags, Visibility: c.Visibility}
 }
 
 type draftJSON struct {
-	ID         int64     `json:"id"`
-	AuthorID   int64     `json:"author_id"`
-	Title      string    `json:"title"`
-	Body       string    `json:"body"`
-	Tags       tagsJSON  `json:"tags"`
-	Visibility string    `json:"visibility"`
-	State      string    `json:"state"`
-	WorkID     *int64    `json:"work_id"`
-	Version    int64     `json:"version"`
-	Error      string    `json:"error,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	ID         int64       `json:"id"`
+	AuthorID   int64       `json:"author_id"`
+	Title      string      `json:"title"`
+	Body       string      `json:"body"`
+	Tags       drafts.Tags `json:"tags"`
+	Visibility string      `json:"visibility"`
+	State      string      `json:"state"`
+	WorkID     *int64      `json:"work_id"`
+	Version    int64       `json:"version"`
+	Error      string      `json:"error,omitempty"`
+	CreatedAt  time.Time   `json:"created_at"`
+	UpdatedAt  time.Time   `json:"updated_at"`
 }
 
 func newDraftJSON(d drafts.Draft) draftJSON {
 	out := draftJSON{ID: d.ID, AuthorID: d.AuthorID, Title: d.Content.Title, Body: d.Content.Body,
-		Tags: tagsJSON(d.Content.Tags), Visibility: d.Content.Visibility, State: d.State, Version: d.Version, Error: d.Error,
+		Tags: d.Content.Tags, Visibility: d.Content.Visibility, State: d.State, Version: d.Version, Error: d.Error,
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
 	if d.WorkID != 0 {
 		out.WorkID = &d.WorkID
@@ -57,16 +46,16 @@ func newDraftJSON(d drafts.Draft) draftJSON {
 }
 
 type workJSON struct {
-	ID         int64     `json:"id"`
-	DraftID    int64     `json:"draft_id"`
-	AuthorID   int64     `json:"author_id"`
-	Title      string    `json:"title"`
-	Body       string    `json:"body"`
-	Tags       tagsJSON  `json:"tags"`
-	Visibility string    `json:"visibility"`
-	Hidden     bool      `json:"hidden"`
-	PostedAt   time.Time `json:"posted_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	ID         int64       `json:"id"`
+	DraftID    int64       `json:"draft_id"`
+	AuthorID   int64       `json:"author_id"`
+	Title      string      `json:"title"`
+	Body       string      `json:"body"`
+	Tags       drafts.Tags `json:"tags"`
+	Visibility string      `json:"visibility"`
+	Hidden     bool        `json:"hidden"`
+	PostedAt   time.Time   `json:"posted_at"`
+	UpdatedAt  time.Time   `json:"updated_at"`
 }
 
 // resultJSON says what a post, edit or delete did.
@@ -194,7 +183,7 @@ func (s *server) handleGetWork() http.Handler {
 			return err
 		}
 		encode(w, http.StatusOK, workJSON{ID: wk.ID, DraftID: wk.DraftID, AuthorID: wk.AuthorID, Title: wk.Title,
-			Body: wk.Body, Tags: tagsJSON(wk.Tags), Visibility: wk.Visibility, Hidden: wk.Hidden,
+			Body: wk.Body, Tags: wk.Tags, Visibility: wk.Visibility, Hidden: wk.Hidden,
 			PostedAt: wk.PostedAt, UpdatedAt: wk.UpdatedAt})
 		return nil
 	})

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -40,9 +42,14 @@ func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
 	if db == nil {
 		db = testdb.New(t)
 	}
+	writes, err := migrations.OpenManualCommit(context.Background(), db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writes.Close() })
 	a := &testAPI{t: t, DB: db, Reg: prometheus.NewRegistry(), Auth: Auth{Secret: testSecret}, Logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := httptest.NewServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB},
+	srv := httptest.NewServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB, Writes: writes},
 		Registry: a.Reg, Ready: ready, Edge: e}))
 	t.Cleanup(srv.Close)
 	a.URL = srv.URL
@@ -74,6 +81,7 @@ func (a answer) code() string {
 
 // do sends a request with the bearer token tok (none when empty), body
 // (JSON-encoded unless a string) and extra headers (name, value pairs).
+// The request and its answer are checked against the OpenAPI document.
 func (a *testAPI) do(method, path, tok string, body any, headers ...string) answer {
 	a.t.Helper()
 	var rd io.Reader
@@ -92,10 +100,13 @@ func (a *testAPI) do(method, path, tok string, body any, headers ...string) answ
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := apiValidator(a.t).Client(a.t).Do(req)
 	if err != nil {
 		a.t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net/http"
+
+	"github.com/tagcount/tagcount/poster"
 )
 
 // RequestIDHeader carries a request's id, from the client or made here, on
@@ -14,19 +16,15 @@ const RequestIDHeader = "X-Request-ID"
 // maxRequestIDLen bounds a client's request id; a longer one is replaced.
 const maxRequestIDLen = 128
 
-type requestIDKey struct{}
-
 // RequestID returns the id of the request ctx belongs to, or "" outside a
-// request.
-func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
-}
+// request. It is poster's: the id rides with the change into the posting
+// job, its announcements and the counter's log lines.
+func RequestID(ctx context.Context) string { return poster.RequestID(ctx) }
 
 // withRequestID takes the client's X-Request-ID when it is safe to log and
 // echo (1 to 128 visible ASCII characters) or makes a new one, sets it on
 // the response before anything can fail, and puts it in the request's
-// context for the logs.
+// context for the logs and for the work the request starts.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
@@ -34,7 +32,7 @@ func withRequestID(next http.Handler) http.Handler {
 			id = rand.Text()
 		}
 		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+		next.ServeHTTP(w, r.WithContext(poster.WithRequestID(r.Context(), id)))
 	})
 }
 
@@ -51,8 +49,9 @@ func validRequestID(id string) bool {
 }
 
 // LogHandler returns h adding request_id to every record logged with a
-// request's context (the *Context methods of slog.Logger), so every line a
-// request causes, in any package, can be found by the id its client saw.
+// context that carries one (the *Context methods of slog.Logger): a
+// request's, or a posting job's, so every line a request causes, in any
+// package and process, can be found by the id its client saw.
 func LogHandler(h slog.Handler) slog.Handler {
 	if _, ok := h.(requestIDHandler); ok {
 		return h

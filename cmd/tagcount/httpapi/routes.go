@@ -8,6 +8,9 @@ import (
 
 // addRoutes maps the whole HTTP API of docs/api.md.
 func (s *server) addRoutes(mux *http.ServeMux) {
+	// The document that describes all of this (openapi.yaml), for clients without a token yet.
+	mux.Handle("GET /v1/openapi.json", s.handleOpenAPI())
+
 	mux.Handle("POST /v1/drafts", s.api(classWrite, DefaultBodyLimit, s.handleCreateDraft()))
 	mux.Handle("GET /v1/drafts/{id}", s.api(classRead, 0, s.handleGetDraft()))
 	mux.Handle("PUT /v1/drafts/{id}", s.api(classWrite, DefaultBodyLimit, s.handleReplaceDraft()))
