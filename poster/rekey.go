@@ -145,7 +145,7 @@ func (p *Poster) rekeyGroup(ctx context.Context, g *keyGroup, rep *RekeyReport) 
 		}
 		job, err := p.MakeSynonym(ctx, t.ID, canonical)
 		switch {
-		case errors.Is(err, ErrSynonymChain):
+		case errors.Is(err, ErrHasSynonyms):
 			rep.Skipped[t.ID] = err.Error()
 		case err != nil:
 			return fmt.Errorf("make tag %d a synonym of tag %d: %w", t.ID, canonical, err)

@@ -13,16 +13,21 @@ import (
 
 // Errors of tag wrangling. The HTTP layer maps each to a status.
 var (
-	// ErrTagNotFound: the tag (or the canonical tag named) does not exist.
+	// ErrTagNotFound: the tag to make a synonym (or undo) does not exist.
 	ErrTagNotFound = errors.New("tag not found")
+	// ErrCanonicalNotFound: the canonical tag named does not exist.
+	ErrCanonicalNotFound = errors.New("no tag has that id")
 	// ErrSynonymTypeMismatch: a tag can only be a synonym of a tag of its
 	// own type.
 	ErrSynonymTypeMismatch = errors.New("a tag can only be a synonym of a tag of the same type")
 	// ErrSynonymOfItself: a tag named as its own canonical tag.
 	ErrSynonymOfItself = errors.New("a tag cannot be a synonym of itself")
-	// ErrSynonymChain: the canonical tag named is itself a synonym, or the
-	// tag has synonyms of its own. A canonical tag is never a synonym.
-	ErrSynonymChain = errors.New("synonyms do not chain")
+	// ErrNotCanonical: the canonical tag named is itself a synonym
+	// (synonyms do not chain).
+	ErrNotCanonical = errors.New("the tag named is itself a synonym; synonyms do not chain")
+	// ErrHasSynonyms: the tag has synonyms of its own, so it cannot become
+	// one (synonyms do not chain).
+	ErrHasSynonyms = errors.New("the tag has synonyms of its own; synonyms do not chain")
 	// ErrNotSynonym: undoing a synonym of a tag that is not one.
 	ErrNotSynonym = errors.New("the tag is not a synonym")
 	// ErrJobNotFound: no wrangling job has that id.
@@ -40,9 +45,13 @@ const (
 // the canonical tag the tag now maps to (SynonymOf, or the tag itself when
 // 0: an undo), moving the filter numbers through the outbox.
 type Job struct {
-	ID            int64
-	TagID         int64
-	SynonymOf     int64
+	ID        int64
+	TagID     int64
+	SynonymOf int64
+	// CanonicalID is the canonical tag whose filter the works enter (a
+	// synonym made: SynonymOf) or leave (an undo: the tag's former
+	// canonical).
+	CanonicalID   int64
 	State         string
 	WorksExamined int64
 	// FilterChanges is how many times a work entered or left a tag's
@@ -58,9 +67,9 @@ type Job struct {
 // MakeSynonym makes tag tagID a synonym of canonicalID (or points it at
 // another canonical tag) and starts the job that re-files its works; it
 // returns the job as created. It returns ErrTagNotFound,
-// ErrSynonymOfItself, ErrSynonymTypeMismatch or ErrSynonymChain (wrapped,
-// saying which tag breaks the rule) when the switch is refused, and a
-// database error otherwise.
+// ErrCanonicalNotFound, ErrSynonymOfItself, ErrSynonymTypeMismatch,
+// ErrNotCanonical or ErrHasSynonyms (wrapped, saying which tag breaks the
+// rule) when the switch is refused, and a database error otherwise.
 func (p *Poster) MakeSynonym(ctx context.Context, tagID, canonicalID int64) (Job, error) {
 	if tagID == canonicalID {
 		return Job{}, ErrSynonymOfItself
@@ -107,7 +116,12 @@ func (p *Poster) switchSynonym(ctx context.Context, tagID, canonicalID int64) (J
 	if err := counter.SetSynonymOf(ctx, tx, tagID, canonicalID); err != nil {
 		return Job{}, err
 	}
-	res, err := tx.ExecContext(ctx, "INSERT INTO wrangling_jobs (tag_id, synonym_of) VALUES (?, ?)", tagID, nullID(canonicalID))
+	filter := canonicalID
+	if filter == 0 {
+		filter = tags[tagID].SynonymOf // an undo: the filter the works leave
+	}
+	res, err := tx.ExecContext(ctx, "INSERT INTO wrangling_jobs (tag_id, synonym_of, canonical_id) VALUES (?, ?, ?)",
+		tagID, nullID(canonicalID), filter)
 	if err != nil {
 		return Job{}, err
 	}
@@ -138,18 +152,18 @@ func refuseSwitch(ctx context.Context, q *sql.Tx, tags map[int64]counter.TagRow,
 	canonical, ok := tags[canonicalID]
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: tag %d", ErrTagNotFound, canonicalID)
+		return fmt.Errorf("%w: %d", ErrCanonicalNotFound, canonicalID)
 	case canonical.Type != tag.Type:
 		return fmt.Errorf("%w: tag %d is a %s, tag %d a %s", ErrSynonymTypeMismatch, tagID, tag.Type, canonicalID, canonical.Type)
 	case canonical.SynonymOf != 0:
-		return fmt.Errorf("%w: tag %d is itself a synonym of tag %d", ErrSynonymChain, canonicalID, canonical.SynonymOf)
+		return fmt.Errorf("%w: tag %d is a synonym of tag %d", ErrNotCanonical, canonicalID, canonical.SynonymOf)
 	}
 	has, err := counter.HasSynonyms(ctx, q, tagID)
 	if err != nil {
 		return err
 	}
 	if has {
-		return fmt.Errorf("%w: tag %d has synonyms of its own; make them synonyms of tag %d first", ErrSynonymChain, tagID, canonicalID)
+		return fmt.Errorf("%w: make them synonyms of tag %d first", ErrHasSynonyms, canonicalID)
 	}
 	return nil
 }
@@ -159,9 +173,9 @@ func (p *Poster) WranglingJob(ctx context.Context, id int64) (Job, error) {
 	var j Job
 	var synonymOf sql.NullInt64
 	var finished sql.NullTime
-	err := p.cfg.DB.QueryRowContext(ctx, `SELECT id, tag_id, synonym_of, state, works_examined, filter_changes, rows_written,
-		max_rows_tx, created_at, finished_at FROM wrangling_jobs WHERE id = ?`, id).Scan(&j.ID, &j.TagID, &synonymOf, &j.State,
-		&j.WorksExamined, &j.FilterChanges, &j.RowsWritten, &j.MaxRowsPerTx, &j.CreatedAt, &finished)
+	err := p.cfg.DB.QueryRowContext(ctx, `SELECT id, tag_id, synonym_of, canonical_id, state, works_examined, filter_changes,
+		rows_written, max_rows_tx, created_at, finished_at FROM wrangling_jobs WHERE id = ?`, id).Scan(&j.ID, &j.TagID, &synonymOf,
+		&j.CanonicalID, &j.State, &j.WorksExamined, &j.FilterChanges, &j.RowsWritten, &j.MaxRowsPerTx, &j.CreatedAt, &finished)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, ErrJobNotFound
 	}

@@ -76,11 +76,11 @@ func TestSynonymSwitchRefusesChainsOtherTypesAndUnknownTags(t *testing.T) {
 		want error
 	}{
 		{"unknown tag", func() (poster.Job, error) { return p.MakeSynonym(ctx, 999999, b) }, poster.ErrTagNotFound},
-		{"unknown canonical", func() (poster.Job, error) { return p.MakeSynonym(ctx, c, 999999) }, poster.ErrTagNotFound},
+		{"unknown canonical", func() (poster.Job, error) { return p.MakeSynonym(ctx, c, 999999) }, poster.ErrCanonicalNotFound},
 		{"itself", func() (poster.Job, error) { return p.MakeSynonym(ctx, c, c) }, poster.ErrSynonymOfItself},
 		{"another type", func() (poster.Job, error) { return p.MakeSynonym(ctx, c, fandom.ID) }, poster.ErrSynonymTypeMismatch},
-		{"canonical is a synonym", func() (poster.Job, error) { return p.MakeSynonym(ctx, c, a) }, poster.ErrSynonymChain},
-		{"tag has synonyms", func() (poster.Job, error) { return p.MakeSynonym(ctx, b, d) }, poster.ErrSynonymChain},
+		{"canonical is a synonym", func() (poster.Job, error) { return p.MakeSynonym(ctx, c, a) }, poster.ErrNotCanonical},
+		{"tag has synonyms", func() (poster.Job, error) { return p.MakeSynonym(ctx, b, d) }, poster.ErrHasSynonyms},
 		{"undo of a canonical tag", func() (poster.Job, error) { return p.Unsynonym(ctx, b) }, poster.ErrNotSynonym},
 		{"undo of an unknown tag", func() (poster.Job, error) { return p.Unsynonym(ctx, 999999) }, poster.ErrTagNotFound},
 	} {
@@ -133,7 +133,7 @@ func TestWranglingRefilesEveryWorkAndUndoingItRestoresTheNumbers(t *testing.T) {
 
 	p := poster.New(poster.Config{DB: db, Announcer: &eventSink{}})
 	job, err := p.MakeSynonym(ctx, a, b)
-	if err != nil || job.State != poster.JobRunning || job.TagID != a || job.SynonymOf != b {
+	if err != nil || job.State != poster.JobRunning || job.TagID != a || job.SynonymOf != b || job.CanonicalID != b {
 		t.Fatalf("MakeSynonym: %+v, %v", job, err)
 	}
 	// A work posted with the synonym after the switch is filed under the
@@ -156,7 +156,7 @@ func TestWranglingRefilesEveryWorkAndUndoingItRestoresTheNumbers(t *testing.T) {
 	}
 
 	undo, err := p.Unsynonym(ctx, a)
-	if err != nil || undo.SynonymOf != 0 {
+	if err != nil || undo.SynonymOf != 0 || undo.CanonicalID != b {
 		t.Fatalf("Unsynonym: %+v, %v", undo, err)
 	}
 	if err := p.RunWranglingJobs(ctx); err != nil {

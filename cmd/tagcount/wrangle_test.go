@@ -73,7 +73,8 @@ func TestSynonymRoutesRefuseChainsOtherTypesAndStrangers(t *testing.T) {
 	fandom := c.tagID("fandom", "Star Trek")
 	synPath := fmt.Sprintf("/v1/admin/tags/%d/synonym-of", syn)
 	status, job, h := admin.do("PUT", synPath, map[string]any{"canonical_id": canon})
-	if status != 202 || job["state"] != "running" || job["tag_id"] != float64(syn) || job["synonym_of"] != float64(canon) ||
+	if status != 202 || job["state"] != "running" || job["tag_id"] != float64(syn) || job["canonical_id"] != float64(canon) ||
+		job["direction"] != "make" ||
 		h.Get("Location") != "/v1/admin/wrangling/"+id(job, "id") {
 		t.Fatalf("make a synonym: %d %v %v", status, job, h)
 	}
@@ -87,11 +88,12 @@ func TestSynonymRoutesRefuseChainsOtherTypesAndStrangers(t *testing.T) {
 		code   string
 	}{
 		{"an author", c, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": canon}, 403, "forbidden"},
-		{"a synonym as canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": syn}, 409, "synonym_chain"},
-		{"a canonical with synonyms", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", canon), map[string]any{"canonical_id": other}, 409, "synonym_chain"},
-		{"another type", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": fandom}, 422, "synonym_type_mismatch"},
-		{"itself", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": other}, 422, "synonym_of_itself"},
+		{"a synonym as canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": syn}, 422, "not_canonical"},
+		{"a canonical with synonyms", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", canon), map[string]any{"canonical_id": other}, 409, "has_synonyms"},
+		{"another type", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": fandom}, 422, "type_mismatch"},
+		{"itself", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": other}, 422, "same_tag"},
 		{"no canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), `{}`, 422, "canonical_id_required"},
+		{"an unknown canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": 987654}, 422, "canonical_not_found"},
 		{"an unknown tag", admin, "PUT", "/v1/admin/tags/987654/synonym-of", map[string]any{"canonical_id": canon}, 404, "not_found"},
 		{"undo of a canonical tag", admin, "DELETE", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), nil, 409, "not_a_synonym"},
 		{"an unknown job", admin, "GET", "/v1/admin/wrangling/987654", nil, 404, "not_found"},
@@ -201,7 +203,7 @@ func runWranglingScenario(t *testing.T, sc wranglingScenario) {
 	}
 
 	status, undo, _ := admin.do("DELETE", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", synonym), nil)
-	if status != 202 || undo["synonym_of"] != nil {
+	if status != 202 || undo["direction"] != "undo" || undo["canonical_id"] != float64(canonical) {
 		t.Fatalf("undo: %d %v", status, undo)
 	}
 	waitJob(t, admin, id(undo, "id"), sc.jobWait)

@@ -32,11 +32,14 @@ INSERT INTO work_filters (work_id, tag_id) SELECT DISTINCT work_id, tag_id FROM 
 
 -- A wrangling job re-files the works of a tag after it became a synonym
 -- (synonym_of: the canonical tag) or stopped being one (synonym_of NULL).
--- after_work_id is its cursor: the works up to it are done.
+-- canonical_id is the canonical tag whose filter the works enter (a
+-- synonym made) or leave (undone). after_work_id is its cursor: the works
+-- up to it are done.
 CREATE TABLE wrangling_jobs (
     id             BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
     tag_id         BIGINT UNSIGNED NOT NULL,
     synonym_of     BIGINT UNSIGNED NULL,
+    canonical_id   BIGINT UNSIGNED NOT NULL,
     state          ENUM('running','done','superseded') NOT NULL DEFAULT 'running',
     after_work_id  BIGINT UNSIGNED NOT NULL DEFAULT 0,
     works_examined BIGINT          NOT NULL DEFAULT 0,

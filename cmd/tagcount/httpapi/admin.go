@@ -346,23 +346,27 @@ func (s *server) writeCounter(w http.ResponseWriter, r *http.Request) error {
 
 // jobJSON is a wrangling job and its progress.
 type jobJSON struct {
-	ID            int64      `json:"id"`
-	TagID         int64      `json:"tag_id"`
-	SynonymOf     *int64     `json:"synonym_of"` // null: an undo (the tag is canonical again)
+	ID    int64 `json:"id"`
+	TagID int64 `json:"tag_id"`
+	// CanonicalID is the canonical tag whose filter the works enter
+	// (direction make) or leave (undo).
+	CanonicalID   int64      `json:"canonical_id"`
+	Direction     string     `json:"direction"`
 	State         string     `json:"state"`
 	WorksExamined int64      `json:"works_examined"`
 	FilterChanges int64      `json:"filter_changes"`
 	RowsWritten   int64      `json:"rows_written"`
 	MaxRowsPerTx  int        `json:"max_rows_per_tx"`
-	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     time.Time  `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at,omitempty"`
 }
 
 func newJobJSON(j poster.Job) jobJSON {
-	out := jobJSON{ID: j.ID, TagID: j.TagID, State: j.State, WorksExamined: j.WorksExamined, FilterChanges: j.FilterChanges,
-		RowsWritten: j.RowsWritten, MaxRowsPerTx: j.MaxRowsPerTx, CreatedAt: j.CreatedAt.UTC()}
-	if j.SynonymOf != 0 {
-		out.SynonymOf = &j.SynonymOf
+	out := jobJSON{ID: j.ID, TagID: j.TagID, CanonicalID: j.CanonicalID, Direction: "make", State: j.State,
+		WorksExamined: j.WorksExamined, FilterChanges: j.FilterChanges, RowsWritten: j.RowsWritten, MaxRowsPerTx: j.MaxRowsPerTx,
+		StartedAt: j.CreatedAt.UTC()}
+	if j.SynonymOf == 0 {
+		out.Direction = "undo"
 	}
 	if !j.FinishedAt.IsZero() {
 		f := j.FinishedAt.UTC()
