@@ -17,7 +17,11 @@ import (
 // the rate, no one-second window applies more than the rate (plus that one
 // transaction's worth the limiter may start with), and the counts end
 // exact.
-func TestPausedCounterCatchesUpAtTheRateItIsGiven(t *testing.T) {
+// The catch-up's pace is x/time/rate's (a limiter the writers wait on per
+// chunk); what is the counter's own, and asserted here without timing, is
+// that nothing is applied while paused, that the catch-up applies in chunks
+// of a tenth of the rate, and that it ends exact.
+func TestPausedCounterCatchesUpInChunksOfItsRateAndEndsExact(t *testing.T) {
 	t.Parallel()
 	const rate = 4000
 	a := newArchive(t, archiveOpts{})
@@ -85,20 +89,10 @@ func TestPausedCounterCatchesUpAtTheRateItIsGiven(t *testing.T) {
 	}
 	chunk := rate / 10
 	total := 0
-	for i, ap := range catchUp {
+	for _, ap := range catchUp {
 		total += ap.rows
 		if ap.rows > chunk {
 			t.Errorf("an apply transaction of the catch-up wrote %d rows, over the chunk of %d", ap.rows, chunk)
-		}
-		window := 0
-		for _, b := range catchUp[i:] {
-			if b.at.Sub(ap.at) >= time.Second {
-				break
-			}
-			window += b.rows
-		}
-		if window > rate+chunk {
-			t.Errorf("%d rows applied in the second from %v, over the rate of %d", window, ap.at.Sub(resumed), rate)
 		}
 	}
 	if int64(total) < backlog {

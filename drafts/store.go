@@ -65,6 +65,7 @@ func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Dra
 		return Draft{}, err
 	}
 	// Everything in the row is known: no need to read it back.
+	c.Visibility = c.visibility()
 	return Draft{ID: id, AuthorID: authorID, Content: c, State: StateDraft, Version: 1, CreatedAt: now, UpdatedAt: now}, nil
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +114,19 @@ func TestReconcileRoutesCorrectDriftAndReportIt(t *testing.T) {
 	if status, body, _ := admin.do("POST", "/v1/admin/tags/987654321/recount", ""); status != 404 {
 		t.Errorf("recount of a missing tag: %d %v", status, body)
 	}
+	// A recount is one tag: a run's scope fields are refused, not ignored.
+	if status, body, _ := admin.do("POST", fmt.Sprintf("/v1/admin/tags/%d/recount", drifter), `{"type": "fandom"}`); status != 400 || body["error"].(map[string]any)["code"] != "unknown_field" {
+		t.Errorf("recount with a run's scope: %d %v; want 400 unknown_field", status, body)
+	}
+	for _, bad := range []struct{ body, code, field string }{
+		{`{"type": "fandoms"}`, "unknown_type", "type"},
+		{`{"type": "fandom", "tag_ids": [1]}`, "scope_conflict", "type"},
+	} {
+		status, body, _ := admin.do("POST", "/v1/admin/reconcile", bad.body)
+		if e, _ := body["error"].(map[string]any); status != 422 || e["code"] != bad.code || e["field"] != bad.field {
+			t.Errorf("start a run with %s: %d %v; want 422 %s on %s", bad.body, status, body, bad.code, bad.field)
+		}
+	}
 	status, body, _ = admin.do("POST", "/v1/admin/reconcile", `{"dry_run": true}`)
 	if status != 202 || body["dry_run"] != true || body["state"] != "running" {
 		t.Fatalf("start a dry run: %d %v", status, body)
@@ -147,6 +162,33 @@ func TestReconcileRoutesCorrectDriftAndReportIt(t *testing.T) {
 	status, body, _ = admin.do("POST", "/v1/admin/reconcile", `{"dryrun": true}`)
 	if e, _ := body["error"].(map[string]any); status != 400 || e["code"] != "unknown_field" {
 		t.Errorf("unknown field: %d %v", status, body)
+	}
+}
+
+func TestTheServiceReconcilesFromTheReplicaItIsGiven(t *testing.T) {
+	t.Parallel()
+	// A replica that never lags: the primary itself, over its own pool.
+	// (counter/reconcile's tests show the snapshots come from the replica.)
+	primary := testdb.New(t)
+	st := testStack(t, stackOptions{Path: "new", Database: primary.Name, ReconcileReadDSN: primary.DSN})
+	c := st.client(t, 4, httpapi.RoleAuthor)
+	admin := st.client(t, 1, httpapi.RoleAdmin)
+	postAndWait(t, st, c, "On the primary", "Drifting")
+	st.DB.Exec("UPDATE tag_counts SET count = count + 3 WHERE tag_id = ?", c.tagID("freeform", "Drifting"))
+	status, body, _ := admin.do("POST", "/v1/admin/reconcile", "")
+	if status != 202 {
+		t.Fatalf("start a run: %d %v", status, body)
+	}
+	if run := waitRun(t, admin, id(body, "id")); run["tags_corrected"] != 1.0 || run["largest_drift"] != -3.0 {
+		t.Errorf("a run reading the replica: %v; want the one drift corrected", run)
+	}
+
+	var stderr strings.Builder
+	err := run(context.Background(), []string{"worker", "--mysql-dsn", primary.DSN, "--reconcile-read-dsn", "root@tcp(127.0.0.1:1)/nowhere",
+		"--redis-addr", testdb.RequireRedis(t), "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--kafka-brokers", strings.Join(st.Brokers, ",")},
+		io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--reconcile-read-dsn") {
+		t.Errorf("a worker whose replica is unreachable: %v; want an error naming --reconcile-read-dsn", err)
 	}
 }
 

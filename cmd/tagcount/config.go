@@ -36,12 +36,15 @@ type settings struct {
 	UnleashRefresh  time.Duration
 	FlagsBootstrap  string
 	ReconcileAt     string
-	LogLevel        string
-	LogFormat       string
-	ShutdownTimeout time.Duration
-	JobPoll         time.Duration
-	JobConcurrency  int
-	Tiers           counter.Tiers
+	// ReconcileReadDSN, if set, is a replica the reconcile reads its
+	// snapshots from (corrections still go to MySQLDSN).
+	ReconcileReadDSN string
+	LogLevel         string
+	LogFormat        string
+	ShutdownTimeout  time.Duration
+	JobPoll          time.Duration
+	JobConcurrency   int
+	Tiers            counter.Tiers
 	// PublishDropRate is fault injection for soak tests: the share of
 	// announcements the worker drops as if lost.
 	PublishDropRate float64
@@ -75,6 +78,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.UnleashRefresh, "unleash-refresh", 15*time.Second, "how often flags are fetched from Unleash")
 	fs.StringVar(&s.FlagsBootstrap, "flags-bootstrap", "", "flags bootstrap JSON file; empty = the one shipped in the binary")
 	fs.StringVar(&s.ReconcileAt, "reconcile-at", "03:00", "UTC time of the nightly reconcile, HH:MM")
+	fs.StringVar(&s.ReconcileReadDSN, "reconcile-read-dsn", "", "replica DSN the reconcile reads its snapshots from (corrections go to --mysql-dsn); empty = the primary")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.LogFormat, "log-format", "text", "text or json")
 	fs.IntVar(&s.JobConcurrency, "job-concurrency", poster.DefaultJobConcurrency, "jobs a worker runs at once")

@@ -27,7 +27,10 @@ import (
 // the database when the test ends.
 func testStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
-	name := fmt.Sprintf("tc_e2e_%d", time.Now().UnixNano())
+	name := o.Database // a test's own database, or one for the stack
+	if name == "" {
+		name = fmt.Sprintf("tc_e2e_%d", time.Now().UnixNano())
+	}
 	if o.MySQLDSN == "" {
 		o.MySQLDSN = testdb.ServerDSN()
 	}

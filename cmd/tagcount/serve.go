@@ -41,7 +41,7 @@ func (s *settings) stackOptions() stackOptions {
 		AuthSecret: s.AuthSecret, DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
 		Topic: s.KafkaTopic, CountsTopic: s.CountsTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
 		ShutdownTimeout: s.ShutdownTimeout, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
-		Tiers: s.Tiers, PublishDropRate: s.PublishDropRate,
+		Tiers: s.Tiers, PublishDropRate: s.PublishDropRate, ReconcileReadDSN: s.ReconcileReadDSN,
 		WrangleRowsPerTx: s.WrangleRowsPerTx, WrangleRowsPerSecond: s.WrangleRowsPerSecond,
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},

@@ -58,6 +58,8 @@ type stackOptions struct {
 
 	Flags       flags.Config
 	ReconcileAt string // HH:MM UTC; empty = no nightly schedule
+	// ReconcileReadDSN, if set, is the replica reconcile snapshots are read from.
+	ReconcileReadDSN string
 	// RequeueAfter and SweepAfter override the worker's defaults (tests).
 	RequeueAfter    time.Duration
 	SweepAfter      time.Duration
@@ -300,9 +302,17 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	return nil
 }
 
-func (s *stack) buildReconciler(context.Context) error {
-	s.reconciler = reconcile.New(reconcile.Config{DB: s.DB, ReconcileApply: s.Flags.ReconcileApply,
-		Logger: s.log, Registerer: s.Registry})
+func (s *stack) buildReconciler(ctx context.Context) error {
+	cfg := reconcile.Config{DB: s.DB, ReconcileApply: s.Flags.ReconcileApply, Logger: s.log, Registerer: s.Registry}
+	if s.opts.ReconcileReadDSN != "" {
+		read, err := migrations.Open(ctx, s.opts.ReconcileReadDSN)
+		if err != nil {
+			return fmt.Errorf("--reconcile-read-dsn: %w", err)
+		}
+		s.closers = append(s.closers, read.Close)
+		cfg.ReadDB = read
+	}
+	s.reconciler = reconcile.New(cfg)
 	// Closers run in reverse: runs started over HTTP stop before the pool closes.
 	s.closers = append(s.closers, s.reconciler.Close)
 	return nil

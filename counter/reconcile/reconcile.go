@@ -258,9 +258,10 @@ type session struct {
 
 // openSnapshots gives run the connection its snapshots are read on: its
 // own session, or one to the replica once the replica has seen the run's
-// start (so it has every correction of the runs before).
+// start (so it has every correction of the runs before). It runs when the
+// run does, not when it is started: a start answers at once, and a replica
+// that does not catch up fails the run, in its report.
 func (r *Reconciler) openSnapshots(ctx context.Context, run *session) error {
-	run.read = run.conn
 	if r.cfg.ReadDB == nil || r.cfg.ReadDB == r.cfg.DB {
 		return nil
 	}
@@ -330,11 +331,9 @@ func (r *Reconciler) begin(ctx context.Context, opts Options) (*session, error) 
 	}
 	dry := opts.DryRun || !r.applyOn()
 	run := &session{opts: opts, dryRun: dry, conn: conn}
+	run.read = conn // until openSnapshots, when the run starts
 	if run.id, run.started, err = recordRun(ctx, conn, dry, opts); err != nil {
 		return fail(fmt.Errorf("reconcile: record run: %w", err))
-	}
-	if err := r.openSnapshots(ctx, run); err != nil {
-		return fail(err)
 	}
 	r.log.Info("reconcile run started", "run", run.id, "dry_run", dry, "tag", opts.TagID, "scope", opts.scope())
 	return run, nil

@@ -14,7 +14,10 @@ import (
 func (r *Reconciler) execute(ctx context.Context, run *session) (Report, error) {
 	rep := Report{ID: run.id, State: StateRunning, DryRun: run.dryRun, TagID: run.opts.TagID, Scope: run.opts.scope(),
 		StartedAt: run.started}
-	err := r.scan(ctx, run, &rep)
+	err := r.openSnapshots(ctx, run)
+	if err == nil {
+		err = r.scan(ctx, run, &rep)
+	}
 	return r.finish(run, rep, err)
 }
 

@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -82,8 +85,13 @@ func (s *server) handleStartReconcile() http.Handler {
 		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
 			return err
 		}
-		if len(body.TagIDs) > counter.MaxBulkIDs {
+		switch {
+		case len(body.TagIDs) > counter.MaxBulkIDs:
 			return invalid("tag_ids", "too_many_ids", fmt.Sprintf("at most %d tag ids may be given", counter.MaxBulkIDs))
+		case body.Type != "" && !slices.Contains(drafts.Types, body.Type):
+			return invalid("type", "unknown_type", "the type must be one of: "+strings.Join(drafts.Types, ", "))
+		case body.Type != "" && len(body.TagIDs) > 0:
+			return invalid("type", "scope_conflict", "a run is scoped by type or by tag_ids, not both")
 		}
 		run, err := s.Reconciler.Start(r.Context(), reconcile.Options{DryRun: body.DryRun, Type: body.Type, TagIDs: body.TagIDs})
 		if err != nil {
@@ -121,7 +129,9 @@ func (s *server) handleRecount() http.Handler {
 		if err != nil {
 			return err
 		}
-		var body reconcileRequest
+		var body struct {
+			DryRun bool `json:"dry_run"`
+		}
 		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
 			return err
 		}
