@@ -32,27 +32,44 @@ var ignorable = rangetable.Merge(unicode.Cf, unicode.Variation_Selector, unicode
 // with one key are one tag. It is the name in compatibility composed form
 // (NFKC: "Ａ" is "A", a decomposed "é" is the composed one, a no-break
 // space is a space), fully case-folded, normalised again (folding may
-// undo NFKC), without invisible characters, with every run of white space
-// one ASCII space and none at either end.
+// undo NFKC), without invisible characters (but for those that make one
+// emoji of several), with every run of white space one ASCII space and none
+// at either end.
 func NameKey(name string) string {
 	s := norm.NFKC.String(fold.String(norm.NFKC.String(name)))
 	var sb strings.Builder
 	sb.Grow(len(s))
 	space := false
+	var prev rune // the last character kept
 	for _, r := range s {
 		switch {
 		case unicode.IsSpace(r):
 			space = sb.Len() > 0
-		case unicode.Is(ignorable, r):
+		case unicode.Is(ignorable, r) && !joinsEmoji(prev, r):
 		default:
 			if space {
 				sb.WriteByte(' ')
 				space = false
 			}
 			sb.WriteRune(r)
+			prev = r
 		}
 	}
 	return sb.String()
+}
+
+// joinsEmoji reports whether the invisible r, after prev, is part of an
+// emoji rather than text: a zero-width joiner after a symbol or a skin tone
+// ("👩🏽‍💻" is not "👩🏽💻"), or a tag character in a flag's sequence (England's
+// flag is not Scotland's). Anywhere else they are invisible and dropped.
+func joinsEmoji(prev, r rune) bool {
+	switch {
+	case r == 0x200D:
+		return unicode.In(prev, unicode.So, unicode.Sk)
+	case r >= 0xE0020 && r <= 0xE007F:
+		return prev == 0x1F3F4 || (prev >= 0xE0020 && prev <= 0xE007F)
+	}
+	return false
 }
 
 // bidiControl reports whether r changes the direction of the text around

@@ -43,6 +43,26 @@ func TestNameKeyMakesEachSpellingPairOneKey(t *testing.T) {
 	}
 }
 
+// Emoji made of several code points keep the invisible ones that join
+// them: these pairs look different and must stay two tags.
+func TestNameKeyKeepsEmojiSequencesApart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, a, b string }{
+		{"subdivision flags", "🏴󠁧󠁢󠁥󠁮󠁧󠁿", // England
+			"🏴󠁧󠁢󠁳󠁣󠁴󠁿"}, // Scotland
+		{"a joined family", "👨‍👩‍👧", "👨👩👧"},
+		{"a joined emoji with a skin tone", "👩🏽‍💻", "👩🏽💻"},
+	} {
+		if ka, kb := drafts.NameKey(tc.a), drafts.NameKey(tc.b); ka == kb {
+			t.Errorf("%s: %q and %q share the key %q", tc.name, tc.a, tc.b, ka)
+		}
+	}
+	// A tag character outside a flag is as invisible as any other.
+	if drafts.NameKey("Fluff󠁁") != drafts.NameKey("Fluff") {
+		t.Error("a stray tag character makes a second tag")
+	}
+}
+
 func TestListKeepsOneTagPerKeyAsFirstWritten(t *testing.T) {
 	t.Parallel()
 	c := validContent()
