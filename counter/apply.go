@@ -124,10 +124,13 @@ func takeRows(keys []int64, o applyOpts, returning bool) string {
 		tail = ") LIMIT " + strconv.Itoa(o.limit) // index order: no sort of a hot tag's rows
 	}
 	if returning {
-		return migrations.IDList("DELETE FROM tag_events WHERE "+where, keys, tail+" RETURNING id, tag_id, delta, public_delta")
+		return migrations.IDList("DELETE FROM tag_events WHERE "+where, keys, tail+" RETURNING "+eventColumns)
 	}
-	return migrations.IDList("SELECT id, tag_id, delta, public_delta FROM tag_events WHERE "+where, keys, tail+" FOR UPDATE")
+	return migrations.IDList("SELECT "+eventColumns+" FROM tag_events WHERE "+where, keys, tail+" FOR UPDATE")
 }
+
+// eventColumns are the outbox columns an apply reads (scanEvents).
+const eventColumns = "id, tag_id, delta, public_delta, filter_delta, public_filter_delta"
 
 // applyOnce runs one apply transaction for sorted, distinct keys.
 func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning bool, o applyOpts) (res ApplyResult, err error) {
@@ -162,8 +165,9 @@ func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning b
 	return res, tx.Commit()
 }
 
-// writeSums adds each non-zero sum to its tag's count in tx and records the
-// deltas and the counts asked for in res.
+// writeSums adds each non-zero sum to its tag's numbers in tx and records
+// the deltas and the counts asked for in res. A sum that changes the filter
+// numbers only (a work re-filed by wrangling) is written like any other.
 func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]Sum, readCount func(int64) bool, res *ApplyResult) error {
 	tags := make([]int64, 0, len(sums))
 	for tag, d := range sums {
@@ -196,21 +200,18 @@ func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]Sum, readCount fu
 	return err
 }
 
-// scanEvents reads (id, tag_id, delta, public_delta) rows, appending ids
-// to found and adding the deltas to sums, and closes rows.
+// scanEvents reads rows of eventColumns, appending ids to found and adding
+// the deltas to sums, and closes rows.
 func scanEvents(rows *sql.Rows, found []int64, sums map[int64]Sum) ([]int64, error) {
 	defer rows.Close()
 	for rows.Next() {
 		var id, tag int64
 		var d Sum
-		if err := rows.Scan(&id, &tag, &d.Count, &d.Public); err != nil {
+		if err := rows.Scan(&id, &tag, &d.Count, &d.Public, &d.Filter, &d.PublicFilter); err != nil {
 			return found, err
 		}
 		found = append(found, id)
-		s := sums[tag]
-		s.Count += d.Count
-		s.Public += d.Public
-		sums[tag] = s
+		sums[tag] = sums[tag].Add(d)
 	}
 	return found, rows.Err()
 }

@@ -5,11 +5,13 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations/testdb"
+	"github.com/tagcount/tagcount/poster"
 )
 
 // TestCountsExactAfterTenThousandWorks posts 10,000 works of 10 tags (three
@@ -65,4 +67,56 @@ func TestCountsExactAfterTenThousandWorks(t *testing.T) {
 		t.Logf("small tag visible after its post, during load: median %v, max %v (%d probes)",
 			latencies[len(latencies)/2], latencies[len(latencies)-1], len(latencies))
 	}
+}
+
+// TestFilterOnlyEventsAreAppliedLikeAnyOther wrangles a tag: the job's
+// outbox rows move filter numbers only (their count delta is 0), and the
+// consumer must apply and delete them like any other, so the outbox drains
+// and the canonical tag's filter_count counts the works of both tags.
+func TestFilterOnlyEventsAreAppliedLikeAnyOther(t *testing.T) {
+	t.Parallel()
+	a := newArchive(t, archiveOpts{partitions: 2})
+	tags := a.createTags(2, "freeform")
+	a.startConsumer(a.consumerConfig())
+	ctx := context.Background()
+	ev, err := a.post(ctx, [][]int64{{tags[0]}, {tags[0]}, {tags[1]}, {tags[0], tags[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.pub.Announce(ctx, ev)
+	a.waitExact(30 * time.Second)
+
+	announced := &countingAnnouncer{next: a.pub}
+	p := poster.New(poster.Config{DB: a.db.DB, Announcer: announced, Logger: counter.TestLogger()})
+	if _, err := p.MakeSynonym(ctx, tags[0], tags[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RunWranglingJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if announced.zero.Load() == 0 {
+		t.Fatal("the job announced no event with a count delta of 0")
+	}
+	a.waitExact(30 * time.Second)
+	var filter, count int64
+	a.db.QueryRow("SELECT filter_count, count FROM tag_counts WHERE tag_id = ?", tags[1]).Scan(&filter, &count)
+	if filter != 4 || count != 2 {
+		t.Errorf("the canonical tag: filter_count %d, count %d; want its 2 works and the synonym's, 4 in all", filter, count)
+	}
+	t.Logf("%d filter-only outbox rows were applied", announced.zero.Load())
+}
+
+// countingAnnouncer counts the events with no count delta it passes on.
+type countingAnnouncer struct {
+	next counter.Announcer
+	zero atomic.Int32
+}
+
+func (c *countingAnnouncer) Announce(ctx context.Context, events []counter.Event) {
+	for _, e := range events {
+		if e.Delta == 0 {
+			c.zero.Add(1)
+		}
+	}
+	c.next.Announce(ctx, events)
 }

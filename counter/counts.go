@@ -51,33 +51,48 @@ func CountTags(ctx context.Context, q migrations.Querier, typ string) (int64, er
 	return n, err
 }
 
-// StoredCounts returns tag_counts' two numbers of the tags in [lo, hi] that
-// have a row, by tag id.
+// StoredCounts returns tag_counts' four numbers of the tags in [lo, hi]
+// that have a row, by tag id.
 func StoredCounts(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]Sum, error) {
-	return SumsByID(ctx, q, `SELECT tag_id, count, public_count FROM tag_counts WHERE tag_id BETWEEN ? AND ?`, lo, hi)
+	return SumsByID(ctx, q, `SELECT tag_id, `+storedColumns+` FROM tag_counts WHERE tag_id BETWEEN ? AND ?`, lo, hi)
 }
+
+// storedColumns are a tag_counts row's numbers in Sum's order.
+const storedColumns = "count, public_count, filter_count, public_filter_count"
+
+// pendingSums are the sums of outbox deltas in Sum's order.
+const pendingSums = `CAST(SUM(delta) AS SIGNED), CAST(SUM(public_delta) AS SIGNED),
+	CAST(SUM(filter_delta) AS SIGNED), CAST(SUM(public_filter_delta) AS SIGNED)`
 
 // PendingDeltas returns the sums of the outbox rows' deltas of the tags in
 // [lo, hi] that have any, by tag id.
 func PendingDeltas(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]Sum, error) {
-	return SumsByID(ctx, q, `SELECT tag_id, CAST(SUM(delta) AS SIGNED), CAST(SUM(public_delta) AS SIGNED)
-		FROM tag_events WHERE tag_id BETWEEN ? AND ? GROUP BY tag_id`, lo, hi)
+	return SumsByID(ctx, q, `SELECT tag_id, `+pendingSums+` FROM tag_events WHERE tag_id BETWEEN ? AND ? GROUP BY tag_id`, lo, hi)
 }
 
-// SumsByID runs query (which selects an id and two integers) on q and
-// returns the pairs by id: the shape of every per-tag aggregate of both
-// numbers.
+// SumsByID runs query (which selects an id and one to four integers, in
+// Sum's order: count, public, filter, public filter) on q and returns them
+// by id: the shape of every per-tag aggregate. It returns an error for a
+// query of any other shape.
 func SumsByID(ctx context.Context, q migrations.Querier, query string, args ...any) (map[int64]Sum, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) < 2 || len(cols) > 5 {
+		return nil, fmt.Errorf("counter: SumsByID: the query selects %d columns; want an id and 1 to 4 numbers", len(cols))
+	}
 	out := make(map[int64]Sum)
 	for rows.Next() {
 		var id int64
 		var s Sum
-		if err := rows.Scan(&id, &s.Count, &s.Public); err != nil {
+		dest := []any{&id, &s.Count, &s.Public, &s.Filter, &s.PublicFilter}
+		if err := rows.Scan(dest[:len(cols)]...); err != nil {
 			return nil, err
 		}
 		out[id] = s
@@ -85,16 +100,17 @@ func SumsByID(ctx context.Context, q migrations.Querier, query string, args ...a
 	return out, rows.Err()
 }
 
-// CorrectCount adds drift to tag's stored numbers as one autocommit
-// statement on q, so it holds the row lock for one statement only; hasRow
-// says whether the snapshot saw a tag_counts row (an UPDATE that finds none
-// falls back to an upsert). It returns the statement's error unclassified:
+// CorrectCount adds drift (all four numbers) to tag's stored numbers as
+// one autocommit statement on q, so it holds the row lock for one
+// statement only; hasRow says whether the snapshot saw a tag_counts row
+// (an UPDATE that finds none falls back to an upsert). It returns the statement's error unclassified:
 // a lock conflict rolled it back whole and may be retried, anything else
 // must not be.
 func CorrectCount(ctx context.Context, q migrations.Querier, tag int64, drift Sum, hasRow bool) error {
 	if hasRow {
 		res, err := q.ExecContext(ctx, `UPDATE tag_counts SET count = count + ?, public_count = public_count + ?,
-			version = version + 1 WHERE tag_id = ?`, drift.Count, drift.Public, tag)
+			filter_count = filter_count + ?, public_filter_count = public_filter_count + ?, version = version + 1
+			WHERE tag_id = ?`, drift.Count, drift.Public, drift.Filter, drift.PublicFilter, tag)
 		if err != nil {
 			return err
 		}
@@ -102,9 +118,8 @@ func CorrectCount(ctx context.Context, q migrations.Querier, tag int64, drift Su
 			return err
 		}
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO tag_counts (tag_id, count, public_count, version) VALUES (?, ?, ?, 1)
-		ON DUPLICATE KEY UPDATE count = count + VALUES(count), public_count = public_count + VALUES(public_count),
-		version = version + 1`, tag, drift.Count, drift.Public)
+	_, err := q.ExecContext(ctx, `INSERT INTO tag_counts (tag_id, count, public_count, filter_count, public_filter_count, version)
+		VALUES (?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE `+addCounts, tag, drift.Count, drift.Public, drift.Filter, drift.PublicFilter)
 	return err
 }
 

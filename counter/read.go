@@ -18,14 +18,19 @@ import (
 const MaxBulkIDs = 1000
 
 // TagCount is a tag and its numbers as of a moment: Count for logged-in
-// readers, PublicCount for everyone.
+// readers, PublicCount for everyone, and the same two of the works filed
+// under the tag (FilterCount, PublicFilterCount: for a canonical tag, the
+// works using it or any of its synonyms, each once).
 type TagCount struct {
-	ID          int64
-	Name        string
-	Type        string
-	Count       int64
-	PublicCount int64
-	Tier        Tier
+	ID                int64
+	Name              string
+	Type              string
+	SynonymOf         int64 // the canonical tag of a synonym; 0 for a canonical tag
+	Count             int64
+	PublicCount       int64
+	FilterCount       int64
+	PublicFilterCount int64
+	Tier              Tier
 	// AsOf is when the count was read from MySQL.
 	AsOf time.Time
 }
@@ -242,6 +247,11 @@ func (r *Reader) refreshDue(context.Context) {
 	}
 }
 
+// tagCountColumns are what a read selects of a tag (t) and its counts (c)
+// after its id, name, type (and key): TagCount's numbers in order.
+const tagCountColumns = `COALESCE(t.synonym_of, 0), COALESCE(c.count, 0), COALESCE(c.public_count, 0),
+	COALESCE(c.filter_count, 0), COALESCE(c.public_filter_count, 0)`
+
 type loadedCount struct {
 	tc      TagCount
 	nameKey string
@@ -250,8 +260,7 @@ type loadedCount struct {
 // load reads tags and counts matching where, caches the medium and large
 // ones, and returns them all.
 func (r *Reader) load(ctx context.Context, where string, args ...any) ([]loadedCount, error) {
-	rows, err := r.db.QueryContext(ctx,
-		`SELECT t.id, t.name, t.type, t.name_key, COALESCE(c.count, 0), COALESCE(c.public_count, 0)
+	rows, err := r.db.QueryContext(ctx, `SELECT t.id, t.name, t.type, t.name_key, `+tagCountColumns+`
 		 FROM tags t LEFT JOIN tag_counts c ON c.tag_id = t.id
 		 WHERE `+where, args...)
 	if err != nil {
@@ -262,7 +271,8 @@ func (r *Reader) load(ctx context.Context, where string, args ...any) ([]loadedC
 	var out []loadedCount
 	for rows.Next() {
 		var l loadedCount
-		if err := rows.Scan(&l.tc.ID, &l.tc.Name, &l.tc.Type, &l.nameKey, &l.tc.Count, &l.tc.PublicCount); err != nil {
+		if err := rows.Scan(&l.tc.ID, &l.tc.Name, &l.tc.Type, &l.nameKey, &l.tc.SynonymOf, &l.tc.Count, &l.tc.PublicCount,
+			&l.tc.FilterCount, &l.tc.PublicFilterCount); err != nil {
 			return nil, fmt.Errorf("counter: read counts: %w", err)
 		}
 		l.tc.Tier = r.tiers.of(l.tc.Count)
@@ -360,7 +370,7 @@ func (r *Reader) exact(ctx context.Context, where string, args ...any) (_ []TagC
 	}
 	defer tx.Rollback()
 	read := r.now()
-	rows, err := tx.QueryContext(ctx, `SELECT t.id, t.name, t.type, COALESCE(c.count, 0), COALESCE(c.public_count, 0)
+	rows, err := tx.QueryContext(ctx, `SELECT t.id, t.name, t.type, `+tagCountColumns+`
 		FROM tags t LEFT JOIN tag_counts c ON c.tag_id = t.id WHERE `+where+` ORDER BY t.id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("counter: exact read: %w", err)
@@ -368,7 +378,8 @@ func (r *Reader) exact(ctx context.Context, where string, args ...any) (_ []TagC
 	var out []TagCount
 	for rows.Next() {
 		tc := TagCount{AsOf: read}
-		if err := rows.Scan(&tc.ID, &tc.Name, &tc.Type, &tc.Count, &tc.PublicCount); err != nil {
+		if err := rows.Scan(&tc.ID, &tc.Name, &tc.Type, &tc.SynonymOf, &tc.Count, &tc.PublicCount, &tc.FilterCount,
+			&tc.PublicFilterCount); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("counter: exact read: %w", err)
 		}
@@ -382,7 +393,7 @@ func (r *Reader) exact(ctx context.Context, where string, args ...any) (_ []TagC
 	for i, tc := range out {
 		ids[i] = tc.ID
 	}
-	pending, err := SumsByID(ctx, tx, migrations.IDList(`SELECT tag_id, CAST(SUM(delta) AS SIGNED), CAST(SUM(public_delta) AS SIGNED)
+	pending, err := SumsByID(ctx, tx, migrations.IDList(`SELECT tag_id, `+pendingSums+`
 		FROM tag_events WHERE tag_id IN (`, ids, ") GROUP BY tag_id"))
 	if err != nil {
 		return nil, fmt.Errorf("counter: exact read: %w", err)
@@ -391,6 +402,8 @@ func (r *Reader) exact(ctx context.Context, where string, args ...any) (_ []TagC
 		p := pending[out[i].ID]
 		out[i].Count += p.Count
 		out[i].PublicCount += p.Public
+		out[i].FilterCount += p.Filter
+		out[i].PublicFilterCount += p.PublicFilter
 		out[i].Tier = r.tiers.of(out[i].Count)
 	}
 	return out, nil

@@ -31,10 +31,12 @@ const (
 // keeping a mirror keeps the highest version it has seen and drops stale
 // and duplicate messages. The key is the tag id in decimal (EventKey).
 type CountChange struct {
-	Count       int64     `json:"count"`
-	PublicCount int64     `json:"public_count"`
-	Version     uint64    `json:"version"`
-	AsOf        time.Time `json:"as_of"`
+	Count             int64     `json:"count"`
+	PublicCount       int64     `json:"public_count"`
+	FilterCount       int64     `json:"filter_count"`
+	PublicFilterCount int64     `json:"public_filter_count"`
+	Version           uint64    `json:"version"`
+	AsOf              time.Time `json:"as_of"`
 }
 
 // DecodeCountChange parses a count-change message value; it returns an
@@ -189,7 +191,7 @@ func (s *Stream) PublishOnce(ctx context.Context) (int, error) {
 // it returns as messages those not yet sent, every row's version by tag,
 // and the last change's time.
 func (s *Stream) changedSince(ctx context.Context, since time.Time) ([]kafka.Message, map[int64]uint64, time.Time, error) {
-	rows, err := s.cfg.DB.QueryContext(ctx, `SELECT tag_id, count, public_count, version, updated_at FROM tag_counts
+	rows, err := s.cfg.DB.QueryContext(ctx, `SELECT tag_id, `+storedColumns+`, version, updated_at FROM tag_counts
 		WHERE updated_at >= ? ORDER BY updated_at LIMIT ?`, since, streamPage)
 	if err != nil {
 		return nil, nil, time.Time{}, err
@@ -201,7 +203,7 @@ func (s *Stream) changedSince(ctx context.Context, since time.Time) ([]kafka.Mes
 	for rows.Next() {
 		var tag int64
 		var c CountChange
-		if err := rows.Scan(&tag, &c.Count, &c.PublicCount, &c.Version, &c.AsOf); err != nil {
+		if err := rows.Scan(&tag, &c.Count, &c.PublicCount, &c.FilterCount, &c.PublicFilterCount, &c.Version, &c.AsOf); err != nil {
 			return nil, nil, time.Time{}, err
 		}
 		versions[tag], last = c.Version, c.AsOf

@@ -3,7 +3,6 @@ package drafts
 import (
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -80,15 +79,14 @@ type TagRef struct {
 	Name string
 }
 
-// Key is the case-folded name that identifies the tag within its type.
+// Key is the folded name that identifies the tag within its type
+// (NameKey).
 func (t TagRef) Key() string { return NameKey(t.Name) }
-
-// NameKey folds a tag name for case-insensitive comparison.
-func NameKey(name string) string { return strings.ToLower(name) }
 
 // List returns the content's tags in the order the author listed them
 // (rating, warnings, categories, fandoms, relationships, characters,
-// freeforms), names trimmed, the same (type, name) listed twice kept once.
+// freeforms), names trimmed, names of one type with one key (NameKey)
+// kept once, as first written.
 // It assumes Validate passed.
 func (t Tags) List() []TagRef {
 	out := make([]TagRef, 0, 12)
@@ -167,24 +165,6 @@ func (c Content) Validate() error {
 	total := 1 + len(t.Warnings) + len(t.Categories) + len(t.Fandoms) + len(t.Relationships) + len(t.Characters) + len(t.Freeforms)
 	if total > MaxTags {
 		return invalid("tags", "too_many_tags", fmt.Sprintf("a work may have at most %d tags", MaxTags))
-	}
-	return nil
-}
-
-func checkName(field, name string) error {
-	n := strings.TrimSpace(name)
-	switch {
-	case n == "":
-		return invalid(field, "tag_name_empty", "a tag name must not be empty")
-	case !utf8.ValidString(n):
-		return invalid(field, "invalid_utf8", "a tag name must be valid UTF-8")
-	case utf8.RuneCountInString(n) > MaxTagName:
-		return invalid(field, "tag_name_too_long", fmt.Sprintf("a tag name must be at most %d characters", MaxTagName))
-	}
-	for _, r := range n {
-		if unicode.IsControl(r) {
-			return invalid(field, "tag_name_control_character", "a tag name must not contain control characters")
-		}
 	}
 	return nil
 }

@@ -52,8 +52,8 @@ func (p *Poster) SetHidden(ctx context.Context, workID int64, hidden bool) (Resu
 }
 
 // hide changes the work's hidden flag in tx under its draft's lock (so it
-// cannot interleave with a sync of the same work) and writes the count
-// change.
+// cannot interleave with a sync or a re-filing of the same work) and
+// writes the change of its tags' numbers, filter numbers included.
 func (p *Poster) hide(ctx context.Context, tx *sql.Tx, path string, draftID, workID int64, hidden bool) ([]counter.Event, error) {
 	if _, err := p.drafts.LockForSync(ctx, tx, []int64{draftID}); err != nil {
 		return nil, err
@@ -69,12 +69,9 @@ func (p *Poster) hide(ctx context.Context, tx *sql.Tx, path string, draftID, wor
 	if st.hidden == hidden {
 		return nil, nil
 	}
-	before := st.weight()
-	st.hidden = hidden
-	deltas := make([]counter.Delta, len(st.tags))
-	for i, tag := range st.tags {
-		deltas[i] = delta(workID, tag, before, st.weight())
-	}
+	now := *st
+	now.hidden = hidden
+	deltas := change(workID, st, &now)
 	if _, err := tx.ExecContext(ctx, `UPDATE works SET hidden = ? WHERE id = ?`, hidden, workID); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,12 @@ type metrics struct {
 	queuedFor       prometheus.Histogram
 	backlog         prometheus.Gauge
 	backlogAge      prometheus.Gauge
+
+	wrangleRows      prometheus.Counter
+	wrangleWorks     prometheus.Counter
+	wrangleChanges   prometheus.Counter
+	wrangleJobs      *prometheus.GaugeVec
+	wrangleRowsPerTx prometheus.Histogram
 }
 
 // newMetrics registers the poster's collectors on reg (nil: none). A second
@@ -59,6 +65,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Post jobs enqueued again by the requeuer for drafts left queued.",
 		}),
 	}
+	m.wrangleRows = f.NewCounter(prometheus.CounterOpts{Name: "tagcount_wrangle_rows_written_total",
+		Help: "Rows written by wrangling jobs: work_filters rows inserted and deleted, and outbox rows."})
+	m.wrangleWorks = f.NewCounter(prometheus.CounterOpts{Name: "tagcount_wrangle_works_examined_total",
+		Help: "Works a wrangling job re-filed (or found filed right)."})
+	m.wrangleChanges = f.NewCounter(prometheus.CounterOpts{Name: "tagcount_wrangle_filter_changes_total",
+		Help: "Times a wrangling job moved a work into or out of a tag's filter."})
+	m.wrangleJobs = f.NewGaugeVec(prometheus.GaugeOpts{Name: "tagcount_wrangle_jobs",
+		Help: "Wrangling jobs by state (running, done, superseded), as the runner last read them."}, []string{"state"})
+	m.wrangleRowsPerTx = f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_wrangle_rows_per_transaction",
+		Help: "Rows written by one transaction of a wrangling job (at most --wrangle-rows-per-tx).", Buckets: prometheus.ExponentialBuckets(1, 2, 12)})
 	return m
 }
 

@@ -106,9 +106,19 @@ type Config struct {
 	// (defaults DefaultCommitters, DefaultMaxBatch).
 	Committers int
 	MaxBatch   int
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	Now        func() time.Time
+	// WrangleRowsPerTx and WrangleRowsPerSecond cap the rows the wrangling
+	// jobs of this process write per transaction and per second (defaults
+	// DefaultWrangleRowsPerTx, DefaultWrangleRowsPerSecond); WranglePoll is
+	// how often an idle runner looks for jobs.
+	WrangleRowsPerTx     int
+	WrangleRowsPerSecond int
+	WranglePoll          time.Duration
+	// OnWrangleCommit, if set, is called after each transaction of a
+	// wrangling job (the load generator's commit log).
+	OnWrangleCommit func(WrangleCommit)
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+	Now             func() time.Time
 }
 
 // Poster posts drafts, edits and deletes works, and runs the posting job.
@@ -118,6 +128,7 @@ type Poster struct {
 	tags    *counter.TagResolver
 	log     *slog.Logger
 	metrics *metrics
+	wrangle *wrangler
 
 	commitOnce sync.Once
 	commit     *committer // started by the first posting job
@@ -168,7 +179,7 @@ func New(cfg Config) *Poster {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
 	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: counter.NewTagResolver(cfg.DB),
-		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), owed: make(map[int64]owedJob)}
+		log: cfg.Logger, metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
 }
 
 // Close stops the group commit once no posting job runs (after the job

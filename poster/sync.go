@@ -133,6 +133,7 @@ type plan struct {
 	lock    drafts.Lock
 	workID  int64
 	delete  bool
+	now     *workState // what the work will be (unless deleted)
 	deltas  []counter.Delta
 }
 

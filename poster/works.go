@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -26,9 +27,11 @@ type Work struct {
 	UpdatedAt  time.Time
 }
 
-// workState is a posted work's tags and who may see it.
+// workState is a posted work's tags (in the order the author listed them),
+// the canonical tags it is filed under, and who may see it.
 type workState struct {
 	tags           []int64
+	filters        []int64
 	public, hidden bool
 }
 
@@ -36,7 +39,9 @@ type workState struct {
 func (st *workState) weight() counter.Sum { return weight(st.public, st.hidden) }
 
 // weight is how much a work counts in each of a tag's numbers: for
-// logged-in readers unless hidden, for everyone if also public.
+// logged-in readers unless hidden, for everyone if also public. It is
+// given as Count and Public; a tag the work is filed under gets the same
+// in Filter and PublicFilter.
 func weight(public, hidden bool) counter.Sum {
 	switch {
 	case hidden:
@@ -47,15 +52,11 @@ func weight(public, hidden bool) counter.Sum {
 	return counter.Sum{Count: 1}
 }
 
-// delta is the change of a tag's numbers from old to now, as an outbox row.
-func delta(work, tag int64, old, now counter.Sum) counter.Delta {
-	return counter.Delta{WorkID: work, TagID: tag, Delta: int32(now.Count - old.Count), PublicDelta: int32(now.Public - old.Public)}
-}
-
 // writeWorks makes the works of plans match their content (or deletes
 // them and their drafts) in tx, marks the others' drafts posted, and fills
-// each plan's work id and deltas: per work, +1 for each tag gained in the
-// order the author listed them, then -1 for each tag lost.
+// each plan's work id and deltas (change). The works are filed under the
+// canonical tags of their tags as tx reads them (Canonicals: a shared
+// lock, so a synonym switch cannot commit in between).
 func (p *Poster) writeWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, plans []*plan) error {
 	var fresh, existing []*plan
 	var deleted []int64
@@ -79,6 +80,9 @@ func (p *Poster) writeWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, 
 	if err != nil {
 		return err
 	}
+	if err := fileUnderCanonicals(ctx, tx, plans, current); err != nil {
+		return err
+	}
 	if err := insertWorks(ctx, db, tx, fresh); err != nil {
 		return err
 	}
@@ -100,8 +104,55 @@ func (p *Poster) writeWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, 
 	return p.drafts.MarkPosted(ctx, tx, posted)
 }
 
+// fileUnderCanonicals sets each writing plan's state as it will be: its
+// tags (each once), the canonical tags they file it under, read for the
+// whole batch in one statement, and its weight (an author's edit keeps a
+// moderator's hiding).
+func fileUnderCanonicals(ctx context.Context, q migrations.Querier, plans []*plan, current map[int64]*workState) error {
+	var tags []int64
+	for _, pl := range plans {
+		if !pl.delete {
+			tags = append(tags, pl.tagIDs...)
+		}
+	}
+	slices.Sort(tags)
+	canonical, err := counter.Canonicals(ctx, q, slices.Compact(tags))
+	if err != nil {
+		return err
+	}
+	for _, pl := range plans {
+		if pl.delete {
+			continue
+		}
+		old := current[pl.workID]
+		now := &workState{public: pl.content.Public(), hidden: old != nil && old.hidden}
+		now.tags = distinct(pl.tagIDs, nil)
+		now.filters = distinct(now.tags, canonical)
+		pl.now = now
+	}
+	return nil
+}
+
+// distinct returns ids in order, each once, each mapped through to when
+// to is not nil (an id missing from it maps to itself).
+func distinct(ids []int64, to map[int64]int64) []int64 {
+	out := make([]int64, 0, len(ids))
+	seen := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		if c, ok := to[id]; ok {
+			id = c
+		}
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // currentState returns, for each already posted work of plans, its tags
-// in the order the author listed them and how it counts, by work id.
+// in the order the author listed them, its filters and how it counts, by
+// work id.
 func currentState(ctx context.Context, q migrations.Querier, plans []*plan) (map[int64]*workState, error) {
 	var works []int64
 	for _, pl := range plans {
@@ -112,7 +163,8 @@ func currentState(ctx context.Context, q migrations.Querier, plans []*plan) (map
 	return workStates(ctx, q, works)
 }
 
-// workStates returns the state of works, by work id.
+// workStates returns the state of works, by work id: their tags, who may
+// see them, and the canonical tags they are filed under (work_filters).
 func workStates(ctx context.Context, q migrations.Querier, works []int64) (map[int64]*workState, error) {
 	out := make(map[int64]*workState, len(works))
 	if len(works) == 0 {
@@ -140,7 +192,10 @@ func workStates(ctx context.Context, q migrations.Querier, works []int64) (map[i
 			st.tags = append(st.tags, *tag)
 		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, readFilters(ctx, q, works, out)
 }
 
 // insertWorks inserts the new works of plans in one statement and sets
@@ -195,9 +250,9 @@ func updateWorks(ctx context.Context, tx *sql.Tx, plans []*plan) error {
 	return nil
 }
 
-// deleteWorks deletes the works of the deleting plans, their taggings and
-// the drafts (all of deleted), taking away what each work counted for each
-// tag it had.
+// deleteWorks deletes the works of the deleting plans, their taggings,
+// their filings and the drafts (all of deleted), taking away what each
+// work counted for each tag it had and each tag it was filed under.
 func (p *Poster) deleteWorks(ctx context.Context, tx *sql.Tx, plans []*plan, current map[int64]*workState, deleted []int64) error {
 	var works []int64
 	for _, pl := range plans {
@@ -206,13 +261,13 @@ func (p *Poster) deleteWorks(ctx context.Context, tx *sql.Tx, plans []*plan, cur
 			continue
 		}
 		works = append(works, pl.workID)
-		for _, tag := range st.tags {
-			pl.deltas = append(pl.deltas, delta(pl.workID, tag, st.weight(), counter.Sum{}))
-		}
+		pl.deltas = change(pl.workID, st, nil)
 	}
 	if len(works) > 0 {
-		if _, err := tx.ExecContext(ctx, migrations.IDList("DELETE FROM taggings WHERE work_id IN (", works, ")")); err != nil {
-			return err
+		for _, table := range []string{"taggings", "work_filters"} {
+			if _, err := tx.ExecContext(ctx, migrations.IDList("DELETE FROM "+table+" WHERE work_id IN (", works, ")")); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, migrations.IDList("DELETE FROM works WHERE id IN (", works, ")")); err != nil {
 			return err
@@ -221,13 +276,13 @@ func (p *Poster) deleteWorks(ctx context.Context, tx *sql.Tx, plans []*plan, cur
 	return p.drafts.Delete(ctx, tx, deleted)
 }
 
-// writeTaggings makes the taggings of the works of the writing plans match
-// their tags (inserting, repositioning and removing rows, one statement
-// for all works' inserts, one per edited work's removals) and fills their
-// deltas: per work, the change of each tag's numbers in the order the
-// author listed the tags, then for the tags it lost.
+// writeTaggings makes the taggings and filings of the works of the
+// writing plans match their new state (inserting, repositioning and
+// removing rows, one statement for all works' inserts, one per edited
+// work's removals) and fills their deltas (change).
 func writeTaggings(ctx context.Context, tx *sql.Tx, plans []*plan, current map[int64]*workState) error {
 	var upsert []any
+	var filings []filing
 	for _, pl := range plans {
 		if pl.delete {
 			continue
@@ -236,34 +291,11 @@ func writeTaggings(ctx context.Context, tx *sql.Tx, plans []*plan, current map[i
 		if old == nil {
 			old = &workState{}
 		}
-		had := make(map[int64]bool, len(old.tags))
-		for _, tag := range old.tags {
-			had[tag] = true
-		}
-		// An author's edit keeps a moderator's hiding.
-		now := weight(pl.content.Public(), old.hidden)
-		want := make(map[int64]bool, len(pl.tagIDs))
-		for i, tag := range pl.tagIDs {
-			if want[tag] {
-				continue
-			}
-			want[tag] = true
-			was := counter.Sum{}
-			if had[tag] {
-				was = old.weight()
-			}
-			if d := delta(pl.workID, tag, was, now); d.Delta != 0 || d.PublicDelta != 0 {
-				pl.deltas = append(pl.deltas, d)
-			}
+		pl.deltas = change(pl.workID, old, pl.now)
+		for i, tag := range pl.now.tags {
 			upsert = append(upsert, pl.workID, tag, i)
 		}
-		var removed []int64
-		for _, tag := range old.tags {
-			if !want[tag] {
-				pl.deltas = append(pl.deltas, delta(pl.workID, tag, old.weight(), counter.Sum{}))
-				removed = append(removed, tag)
-			}
-		}
+		_, removed := diff(old.tags, pl.now.tags)
 		// One statement per edited work, by primary key prefix: it locks
 		// only the rows it deletes. Edits are rare next to posts.
 		if len(removed) > 0 {
@@ -272,6 +304,7 @@ func writeTaggings(ctx context.Context, tx *sql.Tx, plans []*plan, current map[i
 				return err
 			}
 		}
+		filings = append(filings, refiling(pl.workID, old, pl.now))
 	}
 	if len(upsert) > 0 {
 		q := "INSERT INTO taggings (work_id, tag_id, position) VALUES " + migrations.Placeholders("(?,?,?)", ",", len(upsert)/3) +
@@ -280,7 +313,8 @@ func writeTaggings(ctx context.Context, tx *sql.Tx, plans []*plan, current map[i
 			return err
 		}
 	}
-	return nil
+	_, err := writeFilings(ctx, tx, filings)
+	return err
 }
 
 // FindWorkByID returns author's posted work with its tags in the order the
@@ -333,6 +367,20 @@ func CountUses(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int
 		CAST(SUM(NOT w.hidden AND w.visibility = 'public') AS SIGNED)
 		FROM taggings tg STRAIGHT_JOIN works w ON w.id = tg.work_id
 		WHERE tg.tag_id BETWEEN ? AND ? GROUP BY tg.tag_id`, lo, hi)
+}
+
+// CountFilters returns, for the tags in [lo, hi] that posted works are
+// filed under, how many unhidden works are filed under each, and how many
+// of those are public, as Filter and PublicFilter: the works' side of the
+// filter counts' conservation identity, read in the caller's snapshot q.
+// It returns the database's error.
+func CountFilters(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]counter.Sum, error) {
+	// A range scan of work_filters_tag (tag_id, work_id) with a
+	// primary-key probe of works each.
+	return counter.SumsByID(ctx, q, `SELECT wf.tag_id, 0, 0, CAST(SUM(NOT w.hidden) AS SIGNED),
+		CAST(SUM(NOT w.hidden AND w.visibility = 'public') AS SIGNED)
+		FROM work_filters wf STRAIGHT_JOIN works w ON w.id = wf.work_id
+		WHERE wf.tag_id BETWEEN ? AND ? GROUP BY wf.tag_id`, lo, hi)
 }
 
 // visibility is c's visibility as a works row stores it.

@@ -49,10 +49,13 @@ type settings struct {
 	// PublishDropRate is fault injection for soak tests: the share of
 	// announcements the worker drops as if lost.
 	PublishDropRate float64
-	Edge            edgeSettings
-	MaxDrafts       int
-	NewTagsPerDay   int
-	BulkAfter       int
+	// WrangleRowsPerTx and WrangleRowsPerSecond cap the rows a worker's
+	// wrangling jobs write per transaction and per second.
+	WrangleRowsPerTx, WrangleRowsPerSecond int
+	Edge                                   edgeSettings
+	MaxDrafts                              int
+	NewTagsPerDay                          int
+	BulkAfter                              int
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -85,6 +88,8 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.JobConcurrency, "job-concurrency", poster.DefaultJobConcurrency, "jobs a worker runs at once")
 	fs.DurationVar(&s.JobPoll, "job-poll", poster.DefaultJobPoll, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
+	fs.IntVar(&s.WrangleRowsPerTx, "wrangle-rows-per-tx", poster.DefaultWrangleRowsPerTx, "most rows one transaction of a wrangling job writes (work_filters and outbox rows)")
+	fs.IntVar(&s.WrangleRowsPerSecond, "wrangle-rows-per-second", poster.DefaultWrangleRowsPerSecond, "most rows a worker's wrangling jobs write in any one second; above --wrangle-rows-per-tx")
 	s.Edge.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")
@@ -199,6 +204,10 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 		}
 		if err := s.Edge.validate(); err != nil {
 			return nil, err
+		}
+		if s.WrangleRowsPerTx < 4 || s.WrangleRowsPerSecond <= s.WrangleRowsPerTx {
+			return nil, fmt.Errorf("--wrangle-rows-per-tx must be at least 4 (one work's re-filing) and below --wrangle-rows-per-second (%d, %d)",
+				s.WrangleRowsPerTx, s.WrangleRowsPerSecond)
 		}
 	}
 	return fs.Args(), nil

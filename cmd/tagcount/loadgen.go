@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,7 +58,11 @@ type loadgenSettings struct {
 	JobConc      int
 	DBLatency    time.Duration
 	Capacity     capacitySettings
-	Scenario     scenarioSettings
+	// Scenario is what the invocation runs: paths (the posting
+	// benchmark), wrangling, or one of loadgen.Scenarios.
+	Scenario  string
+	Wrangling wranglingSettings
+	Overload  overloadSettings
 }
 
 // capacitySettings are the flags of loadgen's --find-capacity mode.
@@ -121,7 +126,11 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.DBLatency, "db-latency", 0,
 		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
 	s.Capacity.register(fs)
-	s.Scenario.register(fs)
+	fs.StringVar(&s.Scenario, "scenario", "paths",
+		"paths: one run per --paths; wrangling: the new path twice, plainly and while a wrangling job re-files a big tag's works; "+
+			strings.Join(loadgen.Scenarios, ", ")+": one party's load beside normal authors, rate limits and quotas on (docs/operations.md)")
+	s.Wrangling.register(fs)
+	s.Overload.register(fs)
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -138,11 +147,14 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer lg.close()
-	if s.Scenario.Name != "" {
+	if slices.Contains(loadgen.Scenarios, s.Scenario) {
 		return lg.runScenario(ctx, args, stdout)
 	}
 	if s.Capacity.Find {
 		return lg.findCapacity(ctx, paths, stdout)
+	}
+	if s.Scenario == "wrangling" {
+		return lg.runWranglingScenario(ctx, stdout)
 	}
 	for _, path := range paths {
 		if ctx.Err() != nil {
@@ -195,13 +207,19 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 	if len(paths) == 0 {
 		return s, nil, errors.New("--paths names no path")
 	}
+	if s.Scenario != "paths" && s.Scenario != "wrangling" && !slices.Contains(loadgen.Scenarios, s.Scenario) {
+		return s, nil, fmt.Errorf("--scenario: unknown scenario %q (want paths, wrangling, %s)", s.Scenario, strings.Join(loadgen.Scenarios, ", "))
+	}
+	if w := s.Wrangling; s.Scenario == "wrangling" && (s.URL != "" || s.Capacity.Find || w.SeedWorks <= 0 || w.RowsPerTx < 4 || w.PerSecond <= w.RowsPerTx) {
+		return s, nil, errors.New("--scenario wrangling starts its own stacks (not --url, not --find-capacity) and needs --wrangle-seed-works > 0 and 4 ≤ --wrangle-rows-per-tx < --wrangle-rows-per-second")
+	}
 	if s.DBLatency < 0 || (s.DBLatency > 0 && s.URL != "") {
 		return s, nil, errors.New("--db-latency is a positive delay, and applies only to the stacks loadgen starts (not with --url)")
 	}
 	if c := s.Capacity; c.Find && (s.URL != "" || c.Probe <= 0 || c.InFlight <= 0 || c.MaxP99 <= 0 || c.Start <= 0 || c.MaxProbes <= 0) {
 		return s, nil, errors.New("--find-capacity needs positive --capacity-* and --probe-* values, and fresh in-process stacks (not --url)")
 	}
-	if err := s.Scenario.validate(s); err != nil {
+	if err := s.Overload.validate(s); err != nil {
 		return s, nil, err
 	}
 	if s.URL != "" {
@@ -480,10 +498,11 @@ func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer)
 }
 
 // loadgenStack starts the service for one path on a fresh database; with
-// roles false only the database and the poster (for the bare transaction).
+// roles false only the database and the poster (for the bare transaction);
+// extra adjusts the options (a scenario's settings).
 // stop closes it and removes its data dir.
 func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database, secret string, log *slog.Logger, roles bool,
-	adjust ...func(*stackOptions)) (st *stack, stop func() error, err error) {
+	extra ...func(*stackOptions)) (st *stack, stop func() error, err error) {
 	dataDir, err := os.MkdirTemp("", "tagcount-loadgen-"+path+"-")
 	if err != nil {
 		return nil, nil, err
@@ -494,8 +513,8 @@ func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database,
 		AuthSecret: secret, DataDir: dataDir, Logger: log,
 		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true,
 	}
-	for _, a := range adjust {
-		a(&o)
+	for _, set := range extra {
+		set(&o)
 	}
 	if st, err = startStack(ctx, o); err != nil {
 		os.RemoveAll(dataDir)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,11 +21,11 @@ import (
 	"github.com/tagcount/tagcount/poster"
 )
 
-// scenarioSettings are the flags of loadgen's --scenario mode: one party's
-// load beside normal authors, on in-process stacks with the service's
-// rate limits, quotas and fair posting on.
-type scenarioSettings struct {
-	Name           string
+// overloadSettings are the flags of loadgen's overload scenarios
+// (loadgen.Scenarios): one party's load beside normal authors, on
+// in-process stacks with the service's rate limits, quotas and fair
+// posting on.
+type overloadSettings struct {
 	NormalAuthors  int
 	NormalRate     float64
 	StormConns     int
@@ -49,10 +50,7 @@ const (
 	stormAuthor     = 900_000_001
 )
 
-func (c *scenarioSettings) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.Name, "scenario", "",
-		"instead of the posting benchmark, run a scenario beside normal authors on the new path, rate limits and quotas on: "+
-			strings.Join(loadgen.Scenarios, ", "))
+func (c *overloadSettings) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.NormalAuthors, "normal-authors", 50, "with --scenario: the normal authors, posting at --normal-rate for --duration")
 	fs.Float64Var(&c.NormalRate, "normal-rate", 20, "with --scenario: works the normal authors start per second in all (open loop)")
 	fs.IntVar(&c.StormConns, "storm-connections", 64, "retry-storm: connections the storming token sends on, each as fast as it is answered")
@@ -71,12 +69,9 @@ func (c *scenarioSettings) register(fs *flag.FlagSet) {
 }
 
 // validate checks the scenario flags of s (nothing when no scenario).
-func (c *scenarioSettings) validate(s loadgenSettings) error {
-	if c.Name == "" {
+func (c *overloadSettings) validate(s loadgenSettings) error {
+	if !slices.Contains(loadgen.Scenarios, s.Scenario) {
 		return nil
-	}
-	if _, err := loadgen.ParseScenario(c.Name); err != nil {
-		return fmt.Errorf("--scenario: %w", err)
 	}
 	if s.URL != "" || s.Capacity.Find || s.DBLatency > 0 {
 		return errors.New("--scenario runs its own in-process stacks: not with --url, --find-capacity or --db-latency")
@@ -91,11 +86,10 @@ func (c *scenarioSettings) validate(s loadgenSettings) error {
 
 // runScenario runs lg's scenario, prints its report and writes its JSON.
 func (lg *loadgenSession) runScenario(ctx context.Context, args []string, stdout io.Writer) error {
-	c := lg.s.Scenario
-	rep := &loadgen.ScenarioReport{Scenario: c.Name, Command: "tagcount loadgen " + strings.Join(args, " "), Started: time.Now(),
+	rep := &loadgen.ScenarioReport{Scenario: lg.s.Scenario, Command: "tagcount loadgen " + strings.Join(args, " "), Started: time.Now(),
 		Machine: lg.rep.Machine}
 	var err error
-	switch c.Name {
+	switch lg.s.Scenario {
 	case loadgen.ScenarioRetryStorm:
 		err = lg.retryStorm(ctx, rep)
 	case loadgen.ScenarioBulkImport:
@@ -129,7 +123,7 @@ func scenarioLimits(writes httpapi.RateLimit) httpapi.RateLimits {
 
 // settings lists what the scenario's services run with.
 func (lg *loadgenSession) settings(limits httpapi.RateLimits, maxDrafts int) []loadgen.Setting {
-	c := lg.s.Scenario
+	c := lg.s.Overload
 	rl := func(l httpapi.RateLimit) string { return fmt.Sprintf("%g/s, burst %d", l.PerSecond, l.Burst) }
 	fair := fmt.Sprintf("an author's posts past %d queued go to the bulk queue", c.BulkAfter)
 	if c.BulkAfter == 0 {
@@ -156,7 +150,7 @@ func (lg *loadgenSession) onScenarioStack(ctx context.Context, phase string, lim
 	st, stop, err := loadgenStack(ctx, lg.s, runID, "new", database, lg.secret, lg.log, true, func(o *stackOptions) {
 		o.Edge = httpapi.Edge{RequestTimeout: httpapi.DefaultRequestTimeout, RateLimits: limits}
 		o.MaxDrafts, o.NewTagsPerDay = maxDrafts, counter.DefaultNewTagsPerDay
-		o.BulkAfter = oneQueueIfZero(lg.s.Scenario.BulkAfter)
+		o.BulkAfter = oneQueueIfZero(lg.s.Overload.BulkAfter)
 	})
 	if err != nil {
 		return fmt.Errorf("starting the %s service: %w", phase, err)
@@ -167,7 +161,7 @@ func (lg *loadgenSession) onScenarioStack(ctx context.Context, phase string, lim
 		}
 		loadgenDrop(lg.server, database, lg.s.KeepDB, lg.stderr)
 	}()
-	fmt.Fprintf(lg.stderr, "loadgen: %s: %s at %s\n", lg.s.Scenario.Name, phase, st.URL)
+	fmt.Fprintf(lg.stderr, "loadgen: %s: %s at %s\n", lg.s.Scenario, phase, st.URL)
 	return fn(st)
 }
 
@@ -176,7 +170,7 @@ func (lg *loadgenSession) onScenarioStack(ctx context.Context, phase string, lim
 func (lg *loadgenSession) normalConfig(st *stack, d time.Duration) (loadgen.Config, error) {
 	s := lg.s
 	wl, err := loadgen.NewWorkload(loadgen.WorkloadOptions{
-		Seed: s.Seed, Authors: s.Scenario.NormalAuthors, Vocabulary: s.Vocab, EditShare: nonZero(s.EditShare),
+		Seed: s.Seed, Authors: s.Overload.NormalAuthors, Vocabulary: s.Vocab, EditShare: nonZero(s.EditShare),
 		DeleteShare: nonZero(s.DeleteShare), BodyChars: s.BodyChars, ProbeEvery: s.ProbeEvery, ProbePrefix: fmt.Sprintf("probe %d", s.Seed),
 	})
 	if err != nil {
@@ -184,7 +178,7 @@ func (lg *loadgenSession) normalConfig(st *stack, d time.Duration) (loadgen.Conf
 	}
 	cfg := lg.base
 	cfg.Path, cfg.Workload, cfg.BaseURL, cfg.Auth, cfg.DB, cfg.NoCheck = loadgen.ClassNormal, wl, st.URL, st.Auth, st.DB, true
-	cfg.Rate, cfg.OpenLoop, cfg.Profile, cfg.Duration, cfg.Posts = s.Scenario.NormalRate, true, loadgen.Steady, d, 0
+	cfg.Rate, cfg.OpenLoop, cfg.Profile, cfg.Duration, cfg.Posts = s.Overload.NormalRate, true, loadgen.Steady, d, 0
 	return cfg, nil
 }
 
@@ -194,7 +188,7 @@ func (lg *loadgenSession) retryStorm(ctx context.Context, rep *loadgen.ScenarioR
 	limits := scenarioLimits(httpapi.DefaultWriteLimit)
 	rep.Settings = append(lg.settings(limits, drafts.DefaultMaxDrafts), loadgen.Setting{Name: "storm",
 		Value: fmt.Sprintf("one token, POST /v1/drafts on %d connections, each sending again as soon as it is answered; then alone for %v",
-			lg.s.Scenario.StormConns, lg.s.Scenario.StormAlone)})
+			lg.s.Overload.StormConns, lg.s.Overload.StormAlone)})
 	for _, phase := range []string{loadgen.PhaseCalm, loadgen.PhaseStorm} {
 		run := &loadgen.ScenarioRun{Name: phase}
 		rep.Runs = append(rep.Runs, run)
@@ -226,7 +220,7 @@ func (lg *loadgenSession) stormBeside(ctx context.Context, st *stack, cfg loadge
 	}
 	body, _ := json.Marshal(map[string]any{"title": "Again", "body": "And again.", "tags": map[string]any{
 		"rating": "General Audiences", "warnings": []string{"No Archive Warnings Apply"}, "fandoms": []string{"Fandom 0"}}})
-	storm := loadgen.StormConfig{BaseURL: st.URL, Token: tok, Method: "POST", Path: "/v1/drafts", Body: body, Conns: lg.s.Scenario.StormConns}
+	storm := loadgen.StormConfig{BaseURL: st.URL, Token: tok, Method: "POST", Path: "/v1/drafts", Body: body, Conns: lg.s.Overload.StormConns}
 	sctx, stopStorm := context.WithCancel(ctx)
 	stormDone := make(chan *loadgen.StormResult, 1)
 	go func() {
@@ -240,8 +234,8 @@ func (lg *loadgenSession) stormBeside(ctx context.Context, st *stack, cfg loadge
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(lg.stderr, "loadgen: retry-storm: the storm alone for %v, after as long idle\n", lg.s.Scenario.StormAlone)
-	run.Rejections, _, err = loadgen.MeasureRejections(ctx, storm, lg.s.Scenario.StormAlone, lg.s.RedisAddr)
+	fmt.Fprintf(lg.stderr, "loadgen: retry-storm: the storm alone for %v, after as long idle\n", lg.s.Overload.StormAlone)
+	run.Rejections, _, err = loadgen.MeasureRejections(ctx, storm, lg.s.Overload.StormAlone, lg.s.RedisAddr)
 	return err
 }
 
@@ -250,7 +244,7 @@ func (lg *loadgenSession) stormBeside(ctx context.Context, st *stack, cfg loadge
 // importer saves its drafts first; the normal authors start, and a
 // quarter into their run the importer posts every draft at once.
 func (lg *loadgenSession) bulkImport(ctx context.Context, rep *loadgen.ScenarioReport) error {
-	c := lg.s.Scenario
+	c := lg.s.Overload
 	writes := httpapi.DefaultWriteLimit
 	if c.BulkWriteLimit > 0 {
 		writes = httpapi.RateLimit{PerSecond: c.BulkWriteLimit, Burst: int(c.BulkPosts)}
@@ -327,8 +321,8 @@ func (lg *loadgenSession) bulkConfig(st *stack) (loadgen.Config, error) {
 	}
 	cfg := lg.base
 	cfg.Path, cfg.Workload, cfg.BaseURL, cfg.Auth, cfg.DB, cfg.NoCheck = loadgen.ClassBulk, wl, st.URL, st.Auth, st.DB, true
-	cfg.Concurrency, cfg.Posts, cfg.Duration, cfg.Rate, cfg.OpenLoop = s.Scenario.BulkConc, s.Scenario.BulkPosts, 0, 0, false
-	cfg.ImportBatch = s.Scenario.BulkBatch
+	cfg.Concurrency, cfg.Posts, cfg.Duration, cfg.Rate, cfg.OpenLoop = s.Overload.BulkConc, s.Overload.BulkPosts, 0, 0, false
+	cfg.ImportBatch = s.Overload.BulkBatch
 	cfg.PollTimeout, cfg.DrainTimeout, cfg.Progress = 5*time.Minute, 5*time.Minute, nil
 	return cfg, nil
 }
@@ -336,7 +330,7 @@ func (lg *loadgenSession) bulkConfig(st *stack) (loadgen.Config, error) {
 // flood runs the normal authors beside a connection flood, measures how
 // the service comes back once it stops, and runs them again alone.
 func (lg *loadgenSession) flood(ctx context.Context, rep *loadgen.ScenarioReport) error {
-	c := lg.s.Scenario
+	c := lg.s.Overload
 	limits := scenarioLimits(httpapi.DefaultWriteLimit)
 	rep.Settings = append(lg.settings(limits, drafts.DefaultMaxDrafts), loadgen.Setting{Name: "flood",
 		Value: fmt.Sprintf("%d connections, %.0f%% idle, the others announcing %d-byte bodies under %d authors' tokens and sending 64 bytes a second; then the normal authors alone for %v",

@@ -23,17 +23,17 @@ func TestLoadgenScenarioOptions(t *testing.T) {
 		check   func(s loadgenSettings) bool
 	}{
 		{args: []string{"--scenario", "retry-storm"}, check: func(s loadgenSettings) bool {
-			c := s.Scenario
-			return c.Name == "retry-storm" && c.NormalAuthors == 50 && c.StormConns == 64 && c.BulkPosts == 5000 &&
+			c := s.Overload
+			return s.Scenario == "retry-storm" && c.NormalAuthors == 50 && c.StormConns == 64 && c.BulkPosts == 5000 &&
 				c.FloodConns == 2000 && c.BulkAfter == 10 && s.Duration == 20*time.Second
 		}},
 		{args: []string{"--scenario", "bulk-import", "--bulk-posts", "300", "--bulk-after", "0", "--duration", "5s"}, check: func(s loadgenSettings) bool {
-			return s.Scenario.BulkPosts == 300 && s.Scenario.BulkAfter == 0 && s.Duration == 5*time.Second
+			return s.Overload.BulkPosts == 300 && s.Overload.BulkAfter == 0 && s.Duration == 5*time.Second
 		}},
 		{args: []string{"--scenario", "flood", "--flood-connections", "10", "--flood-idle-share", "1"}, check: func(s loadgenSettings) bool {
-			return s.Scenario.FloodConns == 10 && s.Scenario.FloodIdleShare == 1
+			return s.Overload.FloodConns == 10 && s.Overload.FloodIdleShare == 1
 		}},
-		{args: []string{"--bulk-posts", "0"}, check: func(s loadgenSettings) bool { return s.Scenario.Name == "" }},
+		{args: []string{"--bulk-posts", "0"}, check: func(s loadgenSettings) bool { return s.Scenario == "paths" }},
 		{args: []string{"--scenario", "stampede"}, wantErr: "retry-storm, bulk-import, flood"},
 		{args: []string{"--scenario", "flood", "--url", "http://127.0.0.1:1", "--auth-secret", "s", "--paths", "new"}, wantErr: "not with --url"},
 		{args: []string{"--scenario", "retry-storm", "--find-capacity"}, wantErr: "not with --url, --find-capacity"},

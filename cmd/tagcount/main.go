@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"migrate":   {runMigrate, "apply (up), roll back (down) or show (version) the schema"},
 	"token":     {runToken, "print a bearer token for local use"},
 	"reconcile": {runReconcile, "find and correct drifted counts now"},
+	"wrangle":   {runWrangle, "tag wrangling maintenance: `wrangle rekey` re-keys tags by the current identity rule"},
 	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
 	"broker":    {runBroker, "run the embedded Kafka-protocol broker on its own (development, soak tests)"},
 	"queues":    {runQueues, "serve the job queue's web UI (asynqmon) for operators; keep it private"},

@@ -68,7 +68,11 @@ type stackOptions struct {
 	JobConcurrency  int           // jobs run at once
 	Tiers           counter.Tiers // zero fields take counter.DefaultTiers
 	PublishDropRate float64       // fault injection (soak tests)
-	Logger          *slog.Logger
+	// WrangleRowsPerTx and WrangleRowsPerSecond cap the worker's wrangling
+	// jobs; OnWrangleCommit sees each of their transactions (loadgen).
+	WrangleRowsPerTx, WrangleRowsPerSecond int
+	OnWrangleCommit                        func(poster.WrangleCommit)
+	Logger                                 *slog.Logger
 	// Edge is the HTTP layer's deadlines, timeouts and limits; the serving
 	// commands fill it from settings, whose defaults are httpapi's. The
 	// load generator and the tests start stacks in process and measure the
@@ -289,7 +293,8 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		paths = s.Flags
 	}
 	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
-		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry}
+		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry,
+		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
@@ -418,7 +423,7 @@ func (s *stack) dialBroker(ctx context.Context) error {
 }
 
 // startWorker runs the posting jobs, the nightly reconcile's schedule, the
-// requeuer and the outbox sweeper.
+// requeuer, the wrangling jobs and the outbox sweeper.
 func (s *stack) startWorker(context.Context) error {
 	o := s.opts
 	if !o.Worker {
@@ -448,6 +453,7 @@ func (s *stack) startWorker(context.Context) error {
 		return err
 	}
 	s.goRun("requeuer", func(ctx context.Context) error { return s.Poster.RunRequeuer(ctx, poster.DefaultRequeueEvery) })
+	s.goRun("wrangler", s.Poster.RunWrangler)
 	sweeper := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, After: o.SweepAfter,
 		Logger: s.log, Registerer: s.Registry})
 	s.goRun("sweeper", sweeper.Run)

@@ -18,6 +18,7 @@ type metrics struct {
 	runs        *prometheus.CounterVec
 	negative    prometheus.Gauge
 	publicDrift prometheus.Gauge
+	filterDrift prometheus.Gauge
 }
 
 // newMetrics registers the metrics on reg (nil registers nothing). A
@@ -36,6 +37,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Tags with a negative stored count found by the last finished full reconcile run: always a bug."}),
 		publicDrift: f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_reconcile_last_total_abs_public_drift",
 			Help: "Sum of absolute public_count drift found by the last finished full reconcile run."}),
+		filterDrift: f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_reconcile_last_total_abs_filter_drift",
+			Help: "Sum of absolute filter_count and public_filter_count drift found by the last finished full reconcile run."}),
 	}
 }
 
@@ -46,6 +49,7 @@ func (m *metrics) observe(rep Report) {
 	}
 	m.negative.Set(float64(rep.NegativeCounts))
 	m.publicDrift.Set(float64(rep.TotalAbsPublicDrift))
+	m.filterDrift.Set(float64(rep.TotalAbsFilterDrift + rep.TotalAbsPublicFilterDrift))
 	m.drifted.Set(float64(rep.TagsDrifted))
 	m.corrected.Set(float64(rep.TagsCorrected))
 	m.totalDrift.Set(float64(rep.TotalAbsDrift))

@@ -124,10 +124,14 @@ type Report struct {
 	TagsDrifted   int64
 	TagsCorrected int64
 	TotalAbsDrift int64 // of count (logged-in readers)
-	// TotalAbsPublicDrift is the same for public_count.
-	TotalAbsPublicDrift int64
-	LargestDrift        int64 // signed; the count drift of largest absolute value
-	LargestDriftTagID   int64 // 0 when nothing drifted
+	// TotalAbsPublicDrift is the same for public_count,
+	// TotalAbsFilterDrift and TotalAbsPublicFilterDrift for filter_count
+	// and public_filter_count.
+	TotalAbsPublicDrift       int64
+	TotalAbsFilterDrift       int64
+	TotalAbsPublicFilterDrift int64
+	LargestDrift              int64 // signed; the count drift of largest absolute value
+	LargestDriftTagID         int64 // 0 when nothing drifted
 	// NegativeCounts is how many tags had a negative stored number: a bug
 	// somewhere, always reported (log, metric) and corrected.
 	NegativeCounts int64

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
@@ -196,7 +197,9 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 		ID: rep.ID, State: reconcile.StateDone, StartedAt: rep.StartedAt, FinishedAt: rep.FinishedAt,
 		TagsScanned: int64(len(all)), TagsDrifted: 6, TagsCorrected: 6, TotalAbsDrift: 500 + 1000 + 3 + 2 + 37 + 3,
 		TotalAbsPublicDrift: 3, // the missing row lost its public_count too
-		LargestDrift:        1000, LargestDriftTagID: hot[1],
+		// and its filter numbers (every tag is its own canonical tag here)
+		TotalAbsFilterDrift: 3, TotalAbsPublicFilterDrift: 3,
+		LargestDrift: 1000, LargestDriftTagID: hot[1],
 	}
 	if rep != want {
 		t.Errorf("report:\n got %+v\nwant %+v", rep, want)
@@ -662,3 +665,59 @@ func TestReconcileMetrics(t *testing.T) {
 		t.Errorf("runs_total has %d series (%v); want 1 (done)", n, err)
 	}
 }
+
+// TestReconcileCorrectsDriftedFilterCounts drifts the filter numbers of a
+// canonical tag with a synonym (and the filter count of a tag whose count
+// is right) and sees a run find and correct exactly that, recording the
+// filter numbers of each correction.
+func TestReconcileCorrectsDriftedFilterCounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, tags := newSettledReconcileArchive(t, 6, 30)
+	wrangler := poster.New(poster.Config{DB: a.db.DB, Announcer: archiveAnnouncer{a}, Logger: reconcileQuietLogger()})
+	if _, err := wrangler.MakeSynonym(ctx, tags[1], tags[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := wrangler.RunWranglingJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.drain(ctx)
+	filed := a.states()[tags[0]].Works
+	if filed.Filter <= a.states()[tags[0]].Works.Count {
+		t.Fatalf("canonical tag: %+v; want more works filed under it than using it", filed)
+	}
+	if _, err := a.db.Exec("UPDATE tag_counts SET filter_count = filter_count + 7, public_filter_count = public_filter_count - 2 WHERE tag_id = ?",
+		tags[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.db.Exec("UPDATE tag_counts SET filter_count = filter_count - 1 WHERE tag_id = ?", tags[4]); err != nil {
+		t.Fatal(err)
+	}
+	r := newTestReconciler(t, a, reconcile.Config{ChunkSize: 4})
+	rep, err := r.Run(ctx, reconcile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TagsDrifted != 2 || rep.TagsCorrected != 2 || rep.TotalAbsDrift != 0 || rep.TotalAbsPublicDrift != 0 ||
+		rep.TotalAbsFilterDrift != 8 || rep.TotalAbsPublicFilterDrift != 2 {
+		t.Errorf("report %+v; want 2 tags corrected, filter drift 7+1, public filter drift 2, no count drift", rep)
+	}
+	cs, err := r.Corrections(ctx, rep.ID, 0, 10)
+	if err != nil || len(cs) != 2 {
+		t.Fatalf("corrections: %+v, %v", cs, err)
+	}
+	if c := cs[0]; c.TagID != tags[0] || c.True.Filter != filed.Filter || c.Drift.Filter != -7 || c.Drift.PublicFilter != 2 ||
+		c.Stored.Filter != filed.Filter+7 || c.CorrectedAt.IsZero() {
+		t.Errorf("correction of the canonical tag: %+v; want filter %d corrected from %d", c, filed.Filter, filed.Filter+7)
+	}
+	for id, st := range a.states() {
+		if st.Stored != st.Works || !st.Pending.IsZero() {
+			t.Errorf("tag %d after the run: stored %+v, works %+v, pending %+v", id, st.Stored, st.Works, st.Pending)
+		}
+	}
+}
+
+// archiveAnnouncer puts what a poster announces in the archive's topic.
+type archiveAnnouncer struct{ a *reconcileArchive }
+
+func (x archiveAnnouncer) Announce(_ context.Context, events []counter.Event) { x.a.announce(events) }

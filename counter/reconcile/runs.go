@@ -15,8 +15,8 @@ import (
 // The reconcile's own tables: reconcile_runs (one row per run: its report)
 // and reconcile_corrections (one row per drifted tag a run found).
 
-// Correction is one drifted tag a run found: its stored numbers, the true
-// ones (stored + drift), and when the run corrected it (zero: not
+// Correction is one drifted tag a run found: its stored numbers (all four),
+// the true ones (stored + drift), and when the run corrected it (zero: not
 // corrected, a dry run or apply turned off).
 type Correction struct {
 	TagID       int64
@@ -55,9 +55,10 @@ func runExists(ctx context.Context, q migrations.Querier, id int64) (bool, error
 // recordProgress writes rep's figures to the run's row.
 func recordProgress(ctx context.Context, q migrations.Querier, id int64, rep *Report) error {
 	_, err := q.ExecContext(ctx, `UPDATE reconcile_runs SET tags_scanned = ?, tags_drifted = ?, tags_corrected = ?,
-		total_abs_drift = ?, total_abs_public_drift = ?, largest_drift = ?, largest_drift_tag_id = ?, negative_counts = ?
+		total_abs_drift = ?, total_abs_public_drift = ?, total_abs_filter_drift = ?, total_abs_public_filter_drift = ?,
+		largest_drift = ?, largest_drift_tag_id = ?, negative_counts = ?
 		WHERE id = ?`, rep.TagsScanned, rep.TagsDrifted, rep.TagsCorrected, rep.TotalAbsDrift, rep.TotalAbsPublicDrift,
-		rep.LargestDrift, nullID(rep.LargestDriftTagID), rep.NegativeCounts, id)
+		rep.TotalAbsFilterDrift, rep.TotalAbsPublicFilterDrift, rep.LargestDrift, nullID(rep.LargestDriftTagID), rep.NegativeCounts, id)
 	return err
 }
 
@@ -77,11 +78,11 @@ func readReport(ctx context.Context, q migrations.Querier, id int64) (Report, er
 	var finished sql.NullTime
 	var errText, scope sql.NullString
 	err := q.QueryRowContext(ctx, `SELECT id, state, dry_run, only_tag_id, scope, started_at, finished_at,
-		tags_scanned, tags_drifted, tags_corrected, total_abs_drift, total_abs_public_drift, largest_drift,
-		largest_drift_tag_id, negative_counts, error
+		tags_scanned, tags_drifted, tags_corrected, total_abs_drift, total_abs_public_drift, total_abs_filter_drift,
+		total_abs_public_filter_drift, largest_drift, largest_drift_tag_id, negative_counts, error
 		FROM reconcile_runs WHERE id = ?`, id).Scan(&rep.ID, &rep.State, &rep.DryRun, &onlyTag, &scope, &rep.StartedAt,
 		&finished, &rep.TagsScanned, &rep.TagsDrifted, &rep.TagsCorrected, &rep.TotalAbsDrift, &rep.TotalAbsPublicDrift,
-		&rep.LargestDrift, &largestTag, &rep.NegativeCounts, &errText)
+		&rep.TotalAbsFilterDrift, &rep.TotalAbsPublicFilterDrift, &rep.LargestDrift, &largestTag, &rep.NegativeCounts, &errText)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Report{}, ErrRunNotFound
 	}
@@ -119,14 +120,16 @@ func insertCorrections(ctx context.Context, q migrations.Querier, run int64, sta
 	if len(states) == 0 {
 		return nil
 	}
-	args := make([]any, 0, 9*len(states))
+	args := make([]any, 0, 15*len(states))
 	for _, st := range states {
-		d, truth := st.Drift(), st.truth()
-		args = append(args, run, st.TagID, st.Stored.Count, truth.Count, d.Count, st.Stored.Public, truth.Public, d.Public, corrected)
+		d, truth, n := st.Drift(), st.truth(), st.Stored
+		args = append(args, run, st.TagID, n.Count, truth.Count, d.Count, n.Public, truth.Public, d.Public,
+			n.Filter, truth.Filter, d.Filter, n.PublicFilter, truth.PublicFilter, d.PublicFilter, corrected)
 	}
 	_, err := q.ExecContext(ctx, `INSERT INTO reconcile_corrections (run_id, tag_id, stored_count, true_count, drift,
-		stored_public, true_public, public_drift, corrected_at) VALUES `+
-		migrations.Placeholders("(?, ?, ?, ?, ?, ?, ?, ?, IF(?, NOW(6), NULL))", ",", len(states)), args...)
+		stored_public, true_public, public_drift, stored_filter, true_filter, filter_drift, stored_public_filter,
+		true_public_filter, public_filter_drift, corrected_at) VALUES `+
+		migrations.Placeholders("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, IF(?, NOW(6), NULL))", ",", len(states)), args...)
 	return err
 }
 
@@ -141,7 +144,8 @@ func (r *Reconciler) Corrections(ctx context.Context, id, after int64, limit int
 		return nil, err
 	}
 	rows, err := r.cfg.DB.QueryContext(ctx, `SELECT tag_id, stored_count, true_count, drift, stored_public, true_public,
-		public_drift, corrected_at FROM reconcile_corrections WHERE run_id = ? AND tag_id > ? ORDER BY tag_id LIMIT ?`,
+		public_drift, stored_filter, true_filter, filter_drift, stored_public_filter, true_public_filter, public_filter_drift,
+		corrected_at FROM reconcile_corrections WHERE run_id = ? AND tag_id > ? ORDER BY tag_id LIMIT ?`,
 		id, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: corrections of run %d: %w", id, err)
@@ -152,7 +156,8 @@ func (r *Reconciler) Corrections(ctx context.Context, id, after int64, limit int
 		var c Correction
 		var at sql.NullTime
 		if err := rows.Scan(&c.TagID, &c.Stored.Count, &c.True.Count, &c.Drift.Count, &c.Stored.Public, &c.True.Public,
-			&c.Drift.Public, &at); err != nil {
+			&c.Drift.Public, &c.Stored.Filter, &c.True.Filter, &c.Drift.Filter, &c.Stored.PublicFilter, &c.True.PublicFilter,
+			&c.Drift.PublicFilter, &at); err != nil {
 			return nil, fmt.Errorf("reconcile: corrections of run %d: %w", id, err)
 		}
 		c.CorrectedAt = at.Time

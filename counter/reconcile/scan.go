@@ -102,10 +102,11 @@ func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []Tag
 	var found []TagState
 	for _, st := range chunk {
 		rep.TagsScanned++
-		if st.Stored.Count < 0 || st.Stored.Public < 0 {
+		if n := st.Stored; n.Count < 0 || n.Public < 0 || n.Filter < 0 || n.PublicFilter < 0 {
 			rep.NegativeCounts++
 			r.log.Error("a tag's stored count is negative: a bug somewhere; correcting it", "run", run.id, "tag", st.TagID,
-				"count", st.Stored.Count, "public_count", st.Stored.Public, "works", st.Works.Count)
+				"count", n.Count, "public_count", n.Public, "filter_count", n.Filter, "public_filter_count", n.PublicFilter,
+				"works", st.Works.Count)
 		}
 		d := st.Drift()
 		if d.IsZero() {
@@ -114,11 +115,14 @@ func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []Tag
 		rep.TagsDrifted++
 		rep.TotalAbsDrift += abs(d.Count)
 		rep.TotalAbsPublicDrift += abs(d.Public)
+		rep.TotalAbsFilterDrift += abs(d.Filter)
+		rep.TotalAbsPublicFilterDrift += abs(d.PublicFilter)
 		if abs(d.Count) > abs(rep.LargestDrift) {
 			rep.LargestDrift, rep.LargestDriftTagID = d.Count, st.TagID
 		}
 		r.log.Debug("tag drifted", "run", run.id, "tag", st.TagID, "drift", d.Count, "public_drift", d.Public,
-			"works", st.Works.Count, "stored", st.Stored.Count, "pending", st.Pending.Count)
+			"filter_drift", d.Filter, "public_filter_drift", d.PublicFilter, "works", st.Works.Count, "stored", st.Stored.Count,
+			"pending", st.Pending.Count)
 		if !applying {
 			found = append(found, st)
 			continue
@@ -127,7 +131,8 @@ func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []Tag
 			return err
 		}
 		if err := r.correct(ctx, run, st); err != nil {
-			return fmt.Errorf("correct tag %d by %+d (public %+d): %w", st.TagID, d.Count, d.Public, err)
+			return fmt.Errorf("correct tag %d by %+d (public %+d, filter %+d, public filter %+d): %w", st.TagID, d.Count, d.Public,
+				d.Filter, d.PublicFilter, err)
 		}
 		rep.TagsCorrected++
 		r.metrics.corrections.Inc()

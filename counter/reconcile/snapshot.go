@@ -11,14 +11,16 @@ import (
 )
 
 // TagState is one tag's terms of the conservation identity, read in one
-// consistent snapshot, for each of its two numbers (count: works logged-in
-// readers see; public: works anyone sees):
+// consistent snapshot, for each of its four numbers (count: works
+// logged-in readers see; public: works anyone sees; and the same two of the
+// works filed under the tag):
 //
 //	Works = Stored + Pending
 //
 // where Works counts the posted, unhidden works using the tag (and the
-// public ones among them), Stored is its tag_counts row (0 without one) and
-// Pending the sum of its outbox deltas.
+// public ones among them) and those filed under it (work_filters, each
+// work once), Stored is its tag_counts row (0 without one) and Pending the
+// sum of its outbox deltas.
 type TagState struct {
 	TagID   int64
 	Works   counter.Sum
@@ -29,16 +31,11 @@ type TagState struct {
 
 // truth is what the stored numbers should be: the works less what is
 // still pending.
-func (s TagState) truth() counter.Sum {
-	return counter.Sum{Count: s.Works.Count - s.Pending.Count, Public: s.Works.Public - s.Pending.Public}
-}
+func (s TagState) truth() counter.Sum { return s.Works.Sub(s.Pending) }
 
 // Drift is how far the identity fails, for each number: positive when the
 // stored number is too low.
-func (s TagState) Drift() counter.Sum {
-	return counter.Sum{Count: s.Works.Count - s.Stored.Count - s.Pending.Count,
-		Public: s.Works.Public - s.Stored.Public - s.Pending.Public}
-}
+func (s TagState) Drift() counter.Sum { return s.Works.Sub(s.Stored).Sub(s.Pending) }
 
 // ReadSnapshot reads the terms of tags ids (ascending) in one consistent,
 // non-locking snapshot on conn: posting and flushing never wait on it.
@@ -66,6 +63,10 @@ func ReadSnapshot(ctx context.Context, conn *sql.Conn, ids []int64) (states []Ta
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: works: %w", err)
 	}
+	filed, err := poster.CountFilters(ctx, conn, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: filters: %w", err)
+	}
 	stored, err := counter.StoredCounts(ctx, conn, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: stored: %w", err)
@@ -77,7 +78,7 @@ func ReadSnapshot(ctx context.Context, conn *sql.Conn, ids []int64) (states []Ta
 	states = make([]TagState, len(ids))
 	for i, id := range ids {
 		n, hasRow := stored[id]
-		states[i] = TagState{TagID: id, Works: works[id], Stored: n, HasRow: hasRow, Pending: pending[id]}
+		states[i] = TagState{TagID: id, Works: works[id].Add(filed[id]), Stored: n, HasRow: hasRow, Pending: pending[id]}
 	}
 	return states, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/poster"
 )
 
 // reconcileRequest is the optional body of the reconcile routes: a dry
@@ -30,23 +31,25 @@ type reconcileStartedJSON struct {
 
 // reportJSON is a run's report as the admin API shows it.
 type reportJSON struct {
-	ID                  int64      `json:"id"`
-	State               string     `json:"state"`
-	DryRun              bool       `json:"dry_run"`
-	TagID               *int64     `json:"tag_id,omitempty"`
-	StartedAt           time.Time  `json:"started_at"`
-	FinishedAt          *time.Time `json:"finished_at,omitempty"`
-	DurationSeconds     float64    `json:"duration_seconds"`
-	TagsScanned         int64      `json:"tags_scanned"`
-	TagsDrifted         int64      `json:"tags_drifted"`
-	TagsCorrected       int64      `json:"tags_corrected"`
-	TotalAbsDrift       int64      `json:"total_abs_drift"`
-	TotalAbsPublicDrift int64      `json:"total_abs_public_drift"`
-	LargestDrift        int64      `json:"largest_drift"`
-	LargestDriftTagID   *int64     `json:"largest_drift_tag_id,omitempty"`
-	NegativeCounts      int64      `json:"negative_counts"`
-	Scope               string     `json:"scope,omitempty"`
-	Error               string     `json:"error,omitempty"`
+	ID                        int64      `json:"id"`
+	State                     string     `json:"state"`
+	DryRun                    bool       `json:"dry_run"`
+	TagID                     *int64     `json:"tag_id,omitempty"`
+	StartedAt                 time.Time  `json:"started_at"`
+	FinishedAt                *time.Time `json:"finished_at,omitempty"`
+	DurationSeconds           float64    `json:"duration_seconds"`
+	TagsScanned               int64      `json:"tags_scanned"`
+	TagsDrifted               int64      `json:"tags_drifted"`
+	TagsCorrected             int64      `json:"tags_corrected"`
+	TotalAbsDrift             int64      `json:"total_abs_drift"`
+	TotalAbsPublicDrift       int64      `json:"total_abs_public_drift"`
+	TotalAbsFilterDrift       int64      `json:"total_abs_filter_drift"`
+	TotalAbsPublicFilterDrift int64      `json:"total_abs_public_filter_drift"`
+	LargestDrift              int64      `json:"largest_drift"`
+	LargestDriftTagID         *int64     `json:"largest_drift_tag_id,omitempty"`
+	NegativeCounts            int64      `json:"negative_counts"`
+	Scope                     string     `json:"scope,omitempty"`
+	Error                     string     `json:"error,omitempty"`
 }
 
 func newReportJSON(rep reconcile.Report) reportJSON {
@@ -54,6 +57,7 @@ func newReportJSON(rep reconcile.Report) reportJSON {
 		ID: rep.ID, State: rep.State, DryRun: rep.DryRun, StartedAt: rep.StartedAt.UTC(),
 		DurationSeconds: rep.Duration().Seconds(), TagsScanned: rep.TagsScanned, TagsDrifted: rep.TagsDrifted,
 		TagsCorrected: rep.TagsCorrected, TotalAbsDrift: rep.TotalAbsDrift, TotalAbsPublicDrift: rep.TotalAbsPublicDrift,
+		TotalAbsFilterDrift: rep.TotalAbsFilterDrift, TotalAbsPublicFilterDrift: rep.TotalAbsPublicFilterDrift,
 		LargestDrift: rep.LargestDrift, NegativeCounts: rep.NegativeCounts, Scope: rep.Scope, Error: rep.Error,
 	}
 	if rep.TagID != 0 {
@@ -179,19 +183,27 @@ func (s *server) handleHideWork(hidden bool) http.Handler {
 
 // correctionJSON is one drifted tag a reconcile run found.
 type correctionJSON struct {
-	TagID        int64      `json:"tag_id"`
-	StoredCount  int64      `json:"stored_count"`
-	TrueCount    int64      `json:"true_count"`
-	Drift        int64      `json:"drift"`
-	StoredPublic int64      `json:"stored_public_count"`
-	TruePublic   int64      `json:"true_public_count"`
-	PublicDrift  int64      `json:"public_drift"`
-	CorrectedAt  *time.Time `json:"corrected_at"`
+	TagID              int64      `json:"tag_id"`
+	StoredCount        int64      `json:"stored_count"`
+	TrueCount          int64      `json:"true_count"`
+	Drift              int64      `json:"drift"`
+	StoredPublic       int64      `json:"stored_public_count"`
+	TruePublic         int64      `json:"true_public_count"`
+	PublicDrift        int64      `json:"public_drift"`
+	StoredFilter       int64      `json:"stored_filter_count"`
+	TrueFilter         int64      `json:"true_filter_count"`
+	FilterDrift        int64      `json:"filter_drift"`
+	StoredPublicFilter int64      `json:"stored_public_filter_count"`
+	TruePublicFilter   int64      `json:"true_public_filter_count"`
+	PublicFilterDrift  int64      `json:"public_filter_drift"`
+	CorrectedAt        *time.Time `json:"corrected_at"`
 }
 
 func newCorrectionJSON(c reconcile.Correction) correctionJSON {
 	out := correctionJSON{TagID: c.TagID, StoredCount: c.Stored.Count, TrueCount: c.True.Count, Drift: c.Drift.Count,
-		StoredPublic: c.Stored.Public, TruePublic: c.True.Public, PublicDrift: c.Drift.Public}
+		StoredPublic: c.Stored.Public, TruePublic: c.True.Public, PublicDrift: c.Drift.Public,
+		StoredFilter: c.Stored.Filter, TrueFilter: c.True.Filter, FilterDrift: c.Drift.Filter,
+		StoredPublicFilter: c.Stored.PublicFilter, TruePublicFilter: c.True.PublicFilter, PublicFilterDrift: c.Drift.PublicFilter}
 	if !c.CorrectedAt.IsZero() {
 		at := c.CorrectedAt.UTC()
 		out.CorrectedAt = &at
@@ -340,4 +352,103 @@ func (s *server) writeCounter(w http.ResponseWriter, r *http.Request) error {
 	}
 	encode(w, http.StatusOK, newCounterJSON(st, s.Flags.CounterPaused()))
 	return nil
+}
+
+// jobJSON is a wrangling job and its progress.
+type jobJSON struct {
+	ID    int64 `json:"id"`
+	TagID int64 `json:"tag_id"`
+	// CanonicalID is the canonical tag whose filter the works enter
+	// (direction make) or leave (undo).
+	CanonicalID   int64      `json:"canonical_id"`
+	Direction     string     `json:"direction"`
+	State         string     `json:"state"`
+	WorksExamined int64      `json:"works_examined"`
+	FilterChanges int64      `json:"filter_changes"`
+	RowsWritten   int64      `json:"rows_written"`
+	MaxRowsPerTx  int        `json:"max_rows_per_tx"`
+	StartedAt     time.Time  `json:"started_at"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+}
+
+func newJobJSON(j poster.Job) jobJSON {
+	out := jobJSON{ID: j.ID, TagID: j.TagID, CanonicalID: j.CanonicalID, Direction: "make", State: j.State,
+		WorksExamined: j.WorksExamined, FilterChanges: j.FilterChanges, RowsWritten: j.RowsWritten, MaxRowsPerTx: j.MaxRowsPerTx,
+		StartedAt: j.CreatedAt.UTC()}
+	if j.SynonymOf == 0 {
+		out.Direction = "undo"
+	}
+	if !j.FinishedAt.IsZero() {
+		f := j.FinishedAt.UTC()
+		out.FinishedAt = &f
+	}
+	return out
+}
+
+// writeJob answers 202 with a job just started and where to follow it.
+func writeJob(w http.ResponseWriter, j poster.Job) {
+	w.Header().Set("Location", "/v1/admin/wrangling/"+strconv.FormatInt(j.ID, 10))
+	encode(w, http.StatusAccepted, newJobJSON(j))
+}
+
+// handleMakeSynonym serves PUT /v1/admin/tags/{id}/synonym-of
+// {"canonical_id": N}: the tag becomes a synonym of N (of its type, and
+// canonical itself) and a job re-files its works. 202 with the job.
+func (s *server) handleMakeSynonym() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "tag")
+		if err != nil {
+			return err
+		}
+		var body struct {
+			CanonicalID int64 `json:"canonical_id"`
+		}
+		if err := decode(w, r, reconcileBodyLimit, &body); err != nil {
+			return err
+		}
+		if body.CanonicalID <= 0 {
+			return invalid("canonical_id", "canonical_id_required", "canonical_id must be the id of the canonical tag")
+		}
+		j, err := s.Poster.MakeSynonym(r.Context(), id, body.CanonicalID)
+		if err != nil {
+			return err
+		}
+		writeJob(w, j)
+		return nil
+	})
+}
+
+// handleUnsynonym serves DELETE /v1/admin/tags/{id}/synonym-of: the
+// synonym is canonical again and a job re-files its works under it. 202
+// with the job.
+func (s *server) handleUnsynonym() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "tag")
+		if err != nil {
+			return err
+		}
+		j, err := s.Poster.Unsynonym(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		writeJob(w, j)
+		return nil
+	})
+}
+
+// handleGetWrangling serves GET /v1/admin/wrangling/{id}: the job's state
+// and progress.
+func (s *server) handleGetWrangling() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", "wrangling job")
+		if err != nil {
+			return err
+		}
+		j, err := s.Poster.WranglingJob(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, newJobJSON(j))
+		return nil
+	})
 }

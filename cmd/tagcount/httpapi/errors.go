@@ -58,19 +58,40 @@ var domainErrors = []struct {
 	{reconcile.ErrTagNotFound, http.StatusNotFound, "not_found", "tag not found"},
 	{reconcile.ErrRunNotFound, http.StatusNotFound, "not_found", "reconcile run not found"},
 	{reconcile.ErrRunning, http.StatusConflict, "reconcile_running", ""},
+	{poster.ErrTagNotFound, http.StatusNotFound, "not_found", ""},
+	{poster.ErrJobNotFound, http.StatusNotFound, "not_found", "wrangling job not found"},
+	{poster.ErrHasSynonyms, http.StatusConflict, "has_synonyms", ""},
+	{poster.ErrNotSynonym, http.StatusConflict, "not_a_synonym", ""},
+}
+
+// fieldErrors maps the domain errors that are about one field of the
+// request's body to a 422 naming it. Messages are the domain error's text.
+var fieldErrors = []struct {
+	err         error
+	field, code string
+}{
+	{poster.ErrCanonicalNotFound, "canonical_id", "canonical_not_found"},
+	{poster.ErrSynonymOfItself, "canonical_id", "same_tag"},
+	{poster.ErrSynonymTypeMismatch, "canonical_id", "type_mismatch"},
+	{poster.ErrNotCanonical, "canonical_id", "not_canonical"},
 }
 
 // errTagNotFound is the count read path's "no such tag".
 var errTagNotFound = errors.New("tag not found")
 
 // ErrorFor maps err to the Error a client sees: an *Error as it is, a
-// domain error by the table above, a validation error as 422 naming its
+// domain error by the tables above, a validation error as 422 naming its
 // field, a lock conflict or an unreachable or slow dependency as 503 with
 // Retry-After, anything else as an internal error.
 func ErrorFor(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	for _, f := range fieldErrors {
+		if errors.Is(err, f.err) {
+			return invalid(f.field, f.code, err.Error())
+		}
 	}
 	for _, d := range domainErrors {
 		if errors.Is(err, d.err) {

@@ -18,9 +18,18 @@ type tagJSON struct {
 	Type string `json:"type"`
 	// Count is the posted works a logged-in reader can see; PublicCount
 	// those anyone can see.
-	Count       int64  `json:"count"`
-	PublicCount int64  `json:"public_count"`
-	Tier        string `json:"tier"`
+	Count       int64 `json:"count"`
+	PublicCount int64 `json:"public_count"`
+	// Canonical says whether the tag is one readers filter by; a synonym
+	// names its canonical tag in SynonymOf (null for a canonical tag). A
+	// canonical tag's FilterCount and PublicFilterCount are its posted
+	// works and those of its synonyms, each work once, for the same two
+	// audiences; a synonym has none.
+	Canonical         bool   `json:"canonical"`
+	SynonymOf         *int64 `json:"synonym_of"`
+	FilterCount       *int64 `json:"filter_count,omitempty"`
+	PublicFilterCount *int64 `json:"public_filter_count,omitempty"`
+	Tier              string `json:"tier"`
 	// AsOf is when the numbers were read, RFC 3339 with nanoseconds, UTC.
 	AsOf string `json:"as_of"`
 	// Consistency is "tiered" (the size tier's cache) or "exact" (stored
@@ -29,8 +38,14 @@ type tagJSON struct {
 }
 
 func newTagJSON(tc counter.TagCount, consistency string) tagJSON {
-	return tagJSON{ID: tc.ID, Name: tc.Name, Type: tc.Type, Count: tc.Count, PublicCount: tc.PublicCount,
-		Tier: tc.Tier.String(), AsOf: tc.AsOf.UTC().Format(time.RFC3339Nano), Consistency: consistency}
+	out := tagJSON{ID: tc.ID, Name: tc.Name, Type: tc.Type, Count: tc.Count, PublicCount: tc.PublicCount,
+		Canonical: tc.SynonymOf == 0, Tier: tc.Tier.String(), AsOf: tc.AsOf.UTC().Format(time.RFC3339Nano), Consistency: consistency}
+	if out.Canonical {
+		out.FilterCount, out.PublicFilterCount = &tc.FilterCount, &tc.PublicFilterCount
+	} else {
+		out.SynonymOf = &tc.SynonymOf
+	}
+	return out
 }
 
 // Consistencies a count read may ask for.

@@ -43,14 +43,6 @@ const (
 	ClassBulk   = "bulk"
 )
 
-// ParseScenario returns name if it is a scenario, or an error listing them.
-func ParseScenario(name string) (string, error) {
-	if slices.Contains(Scenarios, name) {
-		return name, nil
-	}
-	return "", fmt.Errorf("unknown scenario %q (want one of %s)", name, strings.Join(Scenarios, ", "))
-}
-
 // ScenarioReport is one `tagcount loadgen --scenario` invocation.
 type ScenarioReport struct {
 	Scenario string         `json:"scenario"`

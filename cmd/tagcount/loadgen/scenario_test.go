@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,17 +19,6 @@ func TestAWorkloadsAuthorBaseGivesItsAuthorsIdsOfTheirOwn(t *testing.T) {
 	}
 	if _, err := NewWorkload(WorkloadOptions{AuthorBase: -1}); err == nil {
 		t.Error("a negative author base was accepted")
-	}
-}
-
-func TestParseScenarioKnowsEveryScenarioAndNamesThemWhenItDoesNot(t *testing.T) {
-	for _, name := range []string{ScenarioRetryStorm, ScenarioBulkImport, ScenarioFlood} {
-		if got, err := ParseScenario(name); err != nil || got != name {
-			t.Errorf("ParseScenario(%q) = %q, %v", name, got, err)
-		}
-	}
-	if _, err := ParseScenario("stampede"); err == nil || !strings.Contains(err.Error(), ScenarioBulkImport) {
-		t.Errorf("ParseScenario(stampede) = %v; want an error listing the scenarios", err)
 	}
 }
 
