@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,8 @@ type FloodResult struct {
 type flood struct {
 	cfg        FloodConfig
 	host       string
+	heads      [][]byte // a slow body's request head, per token
+	chunk      []byte   // what a slow body sends each time
 	opened     atomic.Int64
 	unanswered atomic.Int64
 	mu         sync.Mutex
@@ -80,16 +83,24 @@ func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	if len(cfg.Tokens) == 0 && idle < cfg.Conns {
 		return nil, errors.New("loadgen: flood: slow bodies need tokens")
 	}
-	f := &flood{cfg: cfg, host: u.Host, statuses: map[int]int64{}}
+	f := &flood{cfg: cfg, host: u.Host, statuses: map[int]int64{}, chunk: []byte(strings.Repeat(" ", 64))}
+	for _, tok := range cfg.Tokens {
+		f.heads = append(f.heads, fmt.Appendf(nil,
+			"POST /v1/drafts HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+			u.Host, tok, cfg.BodyBytes))
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range cfg.Conns {
 		wg.Go(func() {
+			// The flood's own garbage counts in the process's memory: one
+			// reader per connection slot, reused across reconnects.
+			br := bufio.NewReaderSize(nil, 512)
 			for ctx.Err() == nil {
 				if i < idle {
 					f.idle(ctx)
 				} else {
-					f.slowBody(ctx, cfg.Tokens[i%len(cfg.Tokens)])
+					f.slowBody(ctx, f.heads[i%len(f.heads)], br)
 				}
 			}
 		})
@@ -129,24 +140,20 @@ func (f *flood) idle(ctx context.Context) {
 	}
 }
 
-// slowBody announces a large body and sends it a little at a time until
-// the server answers or closes the connection.
-func (f *flood) slowBody(ctx context.Context, token string) {
+// slowBody sends head, announcing a large body, then the body a little at
+// a time until the server answers or closes the connection; br is the
+// caller's reader, reset onto the connection.
+func (f *flood) slowBody(ctx context.Context, head []byte, br *bufio.Reader) {
 	conn, closeConn := f.dial(ctx)
 	if conn == nil {
 		return
 	}
 	defer closeConn()
-	head := fmt.Sprintf("POST /v1/drafts HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
-		f.host, token, f.cfg.BodyBytes)
-	if _, err := conn.Write([]byte(head)); err != nil {
+	if _, err := conn.Write(head); err != nil {
 		return
 	}
-	br := bufio.NewReader(conn)
-	chunk := make([]byte, 64)
-	for i := range chunk {
-		chunk[i] = ' '
-	}
+	br.Reset(conn)
+	chunk := f.chunk
 	for sent := 0; ctx.Err() == nil; sent += len(chunk) {
 		if sent < f.cfg.BodyBytes {
 			conn.SetWriteDeadline(time.Now().Add(f.cfg.Trickle))
