@@ -30,6 +30,7 @@ import (
 // Retry-After, and a draft or work that vanished.
 type soakRecorder struct {
 	hungAfter time.Duration
+	start     time.Time // of the soak: when requests were sent is told from it
 	nextID    atomic.Int64
 
 	mu          sync.Mutex
@@ -49,7 +50,17 @@ type soakOpStats struct {
 }
 
 func newSoakRecorder(hungAfter time.Duration) *soakRecorder {
-	return &soakRecorder{hungAfter: hungAfter, ops: map[string]*soakOpStats{}}
+	return &soakRecorder{hungAfter: hungAfter, start: time.Now(), ops: map[string]*soakOpStats{}}
+}
+
+// soakRequest names one request in the recorder's lists.
+type soakRequest struct {
+	op, method, path, id string
+	sent                 time.Time
+}
+
+func (r *soakRecorder) describe(q soakRequest) string {
+	return fmt.Sprintf("%s: %s %s sent at %s (request %s)", q.op, q.method, q.path, fmtClock(q.sent.Sub(r.start)), q.id)
 }
 
 func (r *soakRecorder) op(name string) *soakOpStats {
@@ -62,10 +73,10 @@ func (r *soakRecorder) op(name string) *soakOpStats {
 }
 
 // answer records a response.
-func (r *soakRecorder) answer(op string, status int, code, retryAfter string, latency time.Duration, reqID string) {
+func (r *soakRecorder) answer(q soakRequest, status int, code, retryAfter string, latency time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.op(op)
+	s := r.op(q.op)
 	s.total++
 	s.status[status]++
 	s.max = max(s.max, latency)
@@ -73,24 +84,24 @@ func (r *soakRecorder) answer(op string, status int, code, retryAfter string, la
 		s.codes503[code]++
 	}
 	if status >= 500 && (status != http.StatusServiceUnavailable || retryAfter == "") {
-		r.bad5xx = append(r.bad5xx, fmt.Sprintf("%s: %d %s, Retry-After %q (request %s)", op, status, code, retryAfter, reqID))
+		r.bad5xx = append(r.bad5xx, fmt.Sprintf("%s: %d %s, Retry-After %q", r.describe(q), status, code, retryAfter))
 	}
 	if latency > r.hungAfter {
-		r.hung = append(r.hung, fmt.Sprintf("%s: %d %s after %v (request %s)", op, status, code, latency.Round(time.Millisecond), reqID))
+		r.hung = append(r.hung, fmt.Sprintf("%s: %d %s after %v", r.describe(q), status, code, latency.Round(time.Millisecond)))
 	}
 }
 
 // transportError records a request that got no answer.
-func (r *soakRecorder) transportError(op string, err error, latency time.Duration, reqID string) {
+func (r *soakRecorder) transportError(q soakRequest, err error, latency time.Duration) {
 	kind := transportKind(err)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.op(op)
+	s := r.op(q.op)
 	s.total++
 	s.transport[kind]++
 	s.max = max(s.max, latency)
 	if latency > r.hungAfter || kind == "client timeout" {
-		r.hung = append(r.hung, fmt.Sprintf("%s: no answer after %v: %v (request %s)", op, latency.Round(time.Millisecond), err, reqID))
+		r.hung = append(r.hung, fmt.Sprintf("%s: no answer after %v: %v", r.describe(q), latency.Round(time.Millisecond), err))
 	}
 }
 
@@ -150,19 +161,18 @@ func (c *soakClient) do(ctx context.Context, op, base, method, path string, body
 		return soakResult{err: err}
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	reqID := "soak-" + strconv.FormatInt(c.rec.nextID.Add(1), 10)
-	req.Header.Set("X-Request-ID", reqID)
-	start := time.Now()
+	q := soakRequest{op: op, method: method, path: path, id: "soak-" + strconv.FormatInt(c.rec.nextID.Add(1), 10), sent: time.Now()}
+	req.Header.Set("X-Request-ID", q.id)
 	res, err := c.hc.Do(req)
 	var raw []byte
 	if err == nil {
 		raw, err = io.ReadAll(res.Body)
 		res.Body.Close()
 	}
-	latency := time.Since(start)
+	latency := time.Since(q.sent)
 	if err != nil {
 		if ctx.Err() == nil {
-			c.rec.transportError(op, err, latency, reqID)
+			c.rec.transportError(q, err, latency)
 		}
 		return soakResult{err: err}
 	}
@@ -170,7 +180,7 @@ func (c *soakClient) do(ctx context.Context, op, base, method, path string, body
 	json.Unmarshal(raw, &out.body)
 	e, _ := out.body["error"].(map[string]any)
 	code, _ := e["code"].(string)
-	c.rec.answer(op, res.StatusCode, code, res.Header.Get("Retry-After"), latency, reqID)
+	c.rec.answer(q, res.StatusCode, code, res.Header.Get("Retry-After"), latency)
 	if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil {
 		out.retryAfter = time.Duration(s) * time.Second
 	}

@@ -71,13 +71,14 @@ func TestFaultSoak(t *testing.T) {
 	t.Parallel()
 	cfg := soakConfigFromEnv(t)
 	s := startSoakService(t, cfg.requestTimeout)
-	rep := &soakReport{cfg: cfg, rec: newSoakRecorder(cfg.hungAfter), start: time.Now()}
+	rec := newSoakRecorder(cfg.hungAfter)
+	rep := &soakReport{cfg: cfg, rec: rec, start: rec.start}
 	t.Cleanup(func() { rep.finish(t, s) })
 
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	var load sync.WaitGroup
 	t.Cleanup(func() { stopLoad(); load.Wait() }) // runs before the report
-	s.startLoad(loadCtx, &load, rep.rec, cfg.authors)
+	s.startLoad(loadCtx, &load, rec, cfg.authors)
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	t.Cleanup(stopWatch)
 
