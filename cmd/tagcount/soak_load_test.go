@@ -227,7 +227,10 @@ type soakAuthor struct {
 	works       []soakWork
 }
 
-type soakDraft struct{ id string }
+type soakDraft struct {
+	id    string
+	acked bool // a Post of it was answered 2xx: the service owes the post
+}
 
 type soakWork struct {
 	id     string
@@ -281,8 +284,14 @@ func (a *soakAuthor) write(ctx context.Context) time.Duration {
 	if r.status != http.StatusCreated {
 		return pause(a.rng, r)
 	}
-	d := soakDraft{id: jsonID(r.body, "id")}
-	r = a.c.do(ctx, "post", a.home, "POST", "/v1/drafts/"+d.id+"/post", nil)
+	return a.post(ctx, soakDraft{id: jsonID(r.body, "id")})
+}
+
+// post posts d: a work at once (legacy path), or d stays pending until it
+// reads posted.
+func (a *soakAuthor) post(ctx context.Context, d soakDraft) time.Duration {
+	r := a.c.do(ctx, "post", a.home, "POST", "/v1/drafts/"+d.id+"/post", nil)
+	d.acked = d.acked || r.ok()
 	if r.ok() && r.body["state"] == drafts.StatePosted {
 		a.works = append(a.works, soakWork{id: jsonID(r.body, "work_id")})
 	} else {
@@ -316,15 +325,11 @@ func (a *soakAuthor) checkPending(ctx context.Context) time.Duration {
 		return 0
 	case r.body["state"] == drafts.StateFailed:
 		a.c.rec.failedPost()
+	case d.acked:
+		a.c.rec.lostItem(fmt.Sprintf("the Post of draft %s of author %d: accepted, but the draft reads %v again", d.id, a.id, r.body["state"]))
 	}
 	// failed, or never taken (the Post got a 503 or no answer): post again.
-	r = a.c.do(ctx, "post", a.home, "POST", "/v1/drafts/"+d.id+"/post", nil)
-	if r.ok() && r.body["state"] == drafts.StatePosted {
-		a.works = append(a.works, soakWork{id: jsonID(r.body, "work_id")})
-	} else {
-		a.pending = append(a.pending, d)
-	}
-	return pause(a.rng, r)
+	return a.post(ctx, d)
 }
 
 func (a *soakAuthor) pickWork() *soakWork { return &a.works[a.rng.IntN(len(a.works))] }

@@ -127,7 +127,7 @@ func (r *soakReport) renderRequests(b *strings.Builder) {
 		totals = append(totals, fmt.Sprintf("%d×%d", st, all[st]))
 	}
 	fmt.Fprintf(b, "\nAll answers by status: %s. Requests that hung: %d; 5xx other than 503 with Retry-After: %d; "+
-		"drafts or works lost: %d; failed posts seen (and posted again): %d.\n",
+		"drafts, works or accepted Posts lost: %d; failed posts seen (and posted again): %d.\n",
 		strings.Join(totals, ", "), len(rec.hung), len(rec.bad5xx), len(rec.lost), rec.failedPosts)
 }
 
