@@ -90,7 +90,7 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 	if err != nil {
 		return nil, err
 	}
-	return res, tx.Commit()
+	return res, migrations.Commit(ctx, tx)
 }
 
 // FindDraftByID returns author's draft id, or ErrNotFound when it does not
