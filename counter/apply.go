@@ -162,7 +162,7 @@ func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning b
 	if err := writeSums(ctx, tx, sums, o.readCount, &res); err != nil {
 		return res, err
 	}
-	return res, tx.Commit()
+	return res, migrations.Commit(ctx, tx)
 }
 
 // writeSums adds each non-zero sum to its tag's numbers in tx and records

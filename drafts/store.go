@@ -104,7 +104,7 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 	if err != nil {
 		return nil, err
 	}
-	return res, tx.Commit()
+	return res, migrations.Commit(ctx, tx)
 }
 
 // checkDraftQuota returns ErrDraftQuota when author keeps MaxDrafts

@@ -112,3 +112,38 @@ func TestExecCommittedRefusesAPoolWithAutocommit(t *testing.T) {
 		t.Fatal("ExecCommitted on an autocommit pool succeeded")
 	}
 }
+
+func TestCommitGivesUpAtItsDeadlineWhenTheServerHangs(t *testing.T) {
+	t.Parallel()
+	srv := testdb.StartServer(t)
+	ctx := context.Background()
+	dsn := srv.DSN("tagcount")
+	if err := migrations.CreateDatabase(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	db, err := migrations.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE t (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	tx, err := db.BeginTx(tctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(tctx, "INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	// The server stops answering before the COMMIT: only the deadline can
+	// end it (tx.Commit alone waits for the driver's read timeout).
+	srv.Pause()
+	err = migrations.Commit(tctx, tx)
+	srv.Resume()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a COMMIT to a hung server: %v; want the deadline's error", err)
+	}
+}

@@ -121,6 +121,26 @@ func (db *DB) ExecCommitted(ctx context.Context, query string, args ...any) (sql
 	return res, nil
 }
 
+// Commit commits tx, giving up when ctx ends first. database/sql's Commit
+// takes no context, so a COMMIT sent to a server that stopped answering
+// would wait for the driver's read timeout (DefaultIOTimeout), long past
+// its caller's deadline. When ctx ends first the outcome is unknown (the
+// COMMIT may still land; it finishes or fails on its own) and Commit returns
+// an error wrapping ctx's; otherwise it returns the COMMIT's error.
+func Commit(ctx context.Context, tx *sql.Tx) error {
+	if ctx.Done() == nil {
+		return tx.Commit()
+	}
+	done := make(chan error, 1)
+	go func() { done <- tx.Commit() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("commit abandoned at the deadline, outcome unknown: %w", context.Cause(ctx))
+	}
+}
+
 // open opens, pings and probes a pool on cfg.
 func open(ctx context.Context, cfg *mysql.Config) (*DB, error) {
 	connector, err := mysql.NewConnector(cfg)

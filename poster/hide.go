@@ -41,7 +41,7 @@ func (p *Poster) SetHidden(ctx context.Context, workID int64, hidden bool) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := migrations.Commit(ctx, tx); err != nil {
 		return Result{}, err
 	}
 	stampRequestIDs(ctx, nil, events)

@@ -44,7 +44,7 @@ const StateDeleted = "deleted"
 // Defaults of Config and of the posting job server.
 const (
 	DefaultQueue        = "tagcount"
-	DefaultRequeueAfter = 30 * time.Second
+	DefaultRequeueAfter = 10 * time.Second
 	DefaultMaxRetry     = 20
 	// DefaultJobConcurrency is how many posting jobs a worker runs at once.
 	DefaultJobConcurrency = 256

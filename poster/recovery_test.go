@@ -177,3 +177,22 @@ func TestDraftWithAWorkIsChangedThroughItsWorkOnly(t *testing.T) {
 	}
 	e.assertConserved()
 }
+
+// An API process runs no requeuer: what it could not enqueue while Redis
+// was down is enqueued by its own loop once Redis answers.
+func TestAnAPIProcessEnqueuesThePostsItOwesOnceRedisAnswers(t *testing.T) {
+	t.Parallel()
+	r := testdb.StartRedis(t)
+	e := newEnv(t, envOpts{redisAddr: r.Addr()})
+	d := e.draft(work("Accepted offline", "Fluff"))
+	r.Stop()
+	if res, err := e.p.PostDraft(context.Background(), author, d.ID); err != nil || res.State != drafts.StateQueued {
+		t.Fatalf("post while Redis is down: %+v, %v; want it queued", res, err)
+	}
+	r.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.p.RunOwed(ctx, 20*time.Millisecond)
+	e.startWorker()
+	e.waitState(d.ID, drafts.StatePosted)
+}

@@ -133,6 +133,25 @@ func (p *Poster) requeueOwed(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// DefaultOwedEvery is how often RunOwed tries the jobs this process owes:
+// an idle check costs nothing, and a post accepted while Redis was down is
+// enqueued within about this long of Redis answering.
+const DefaultOwedEvery = time.Second
+
+// RunOwed enqueues the jobs this process could not enqueue (Redis was
+// down) every interval until ctx ends: the API's share of the requeuer,
+// for an API process that runs no worker (whose requeuer does it too).
+func (p *Poster) RunOwed(ctx context.Context, interval time.Duration) error {
+	return counter.Every(ctx, interval, func(ctx context.Context) {
+		if n, err := p.requeueOwed(ctx); err != nil && ctx.Err() == nil {
+			p.log.DebugContext(ctx, "owed post jobs still cannot be enqueued", "enqueued", n, "err", err)
+		} else if n > 0 {
+			p.metrics.requeued.Add(float64(n))
+			p.log.InfoContext(ctx, "enqueued post jobs owed since Redis was down", "count", n)
+		}
+	})
+}
+
 // RunRequeuer calls RequeueStale every interval until ctx ends.
 func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
 	return counter.Every(ctx, interval, func(ctx context.Context) {

@@ -163,7 +163,7 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 	if err != nil {
 		return nil, err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := migrations.Commit(ctx, tx); err != nil {
 		return nil, err
 	}
 	now := time.Now()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // Errors of tag wrangling. The HTTP layer maps each to a status.
@@ -129,7 +130,7 @@ func (p *Poster) switchSynonym(ctx context.Context, tagID, canonicalID int64) (J
 	if err != nil {
 		return Job{}, err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := migrations.Commit(ctx, tx); err != nil {
 		return Job{}, err
 	}
 	p.wakeWrangler()

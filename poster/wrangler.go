@@ -232,7 +232,7 @@ func (p *Poster) wrangleBatch(ctx context.Context, conn *sql.Conn, id int64) (ov
 		if _, err := tx.ExecContext(ctx, "UPDATE wrangling_jobs SET state = 'done', finished_at = NOW(6) WHERE id = ?", id); err != nil {
 			return false, err
 		}
-		if err := tx.Commit(); err != nil {
+		if err := migrations.Commit(ctx, tx); err != nil {
 			return false, err
 		}
 		p.observeCommit(WrangleCommit{JobID: id, Started: started, Committed: time.Now(), Finished: true})
@@ -246,7 +246,7 @@ func (p *Poster) wrangleBatch(ctx context.Context, conn *sql.Conn, id int64) (ov
 	if err != nil {
 		return false, err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := migrations.Commit(ctx, tx); err != nil {
 		return false, err
 	}
 	if len(events) > 0 && p.cfg.Announcer != nil {

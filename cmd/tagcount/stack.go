@@ -368,6 +368,9 @@ func (s *stack) serveHTTP(context.Context) error {
 		// Large tags' cached counts are refreshed before they expire, so no
 		// reader waits on one.
 		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
+		// Posts this process accepted while Redis was down are enqueued
+		// once it answers, whether or not a worker runs here.
+		s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
 		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
 		deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
 			PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Logger: s.log, Registerer: s.Registry})

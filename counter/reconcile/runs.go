@@ -111,7 +111,7 @@ func recordCorrection(ctx context.Context, conn *sql.Conn, run int64, st TagStat
 	if err := insertCorrections(ctx, tx, run, []TagState{st}, true); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return migrations.Commit(ctx, tx)
 }
 
 // insertCorrections records the drifted states of a run, corrected now or

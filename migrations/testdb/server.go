@@ -3,6 +3,7 @@ package testdb
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -38,7 +39,7 @@ func StartServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("testdb: mariadb-install-db: %v\n%s", err, out)
 	}
-	s := &Server{t: t, dir: dir, port: FreePort(t)}
+	s := &Server{t: t, dir: dir, port: StablePort(t)}
 	s.Start()
 	t.Cleanup(func() { s.Stop(false) })
 	return s
@@ -56,7 +57,8 @@ func (s *Server) Start() {
 		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1", "--socket="+filepath.Join(s.dir, "sock"),
 		"--user="+currentUser(), "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
 		"--log-error="+filepath.Join(s.dir, "error.log"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The server dies with the test binary, even when that is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("testdb: start mariadbd: %v", err)
 	}
@@ -89,6 +91,7 @@ func (s *Server) Stop(kill bool) {
 		sig = syscall.SIGKILL
 	}
 	s.cmd.Process.Signal(sig)
+	s.cmd.Process.Signal(syscall.SIGCONT) // a paused server acts on SIGTERM only once it runs
 	select {
 	case <-s.stopped:
 	case <-time.After(60 * time.Second):
@@ -96,6 +99,22 @@ func (s *Server) Stop(kill bool) {
 		<-s.stopped
 	}
 	s.cmd = nil
+}
+
+// Pause stops the server with SIGSTOP: it keeps its connections and its
+// port open but answers nothing, as a hung database does, until Resume.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	if s.cmd == nil || s.cmd.Process == nil {
+		s.t.Fatalf("testdb: signal %v: the private mariadbd is not running", sig)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("testdb: signal %v to mariadbd: %v", sig, err)
+	}
 }
 
 // Redis is a private redis-server a test may stop and start again.
@@ -109,7 +128,7 @@ type Redis struct {
 // StartRedis starts redis-server on a free port, keeping nothing on disk.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	r := &Redis{t: t, port: FreePort(t)}
+	r := &Redis{t: t, port: StablePort(t)}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -122,7 +141,7 @@ func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
 func (r *Redis) Start() {
 	r.t.Helper()
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("testdb: start redis-server: %v", err)
 	}
@@ -186,6 +205,35 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StablePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// below the kernel's ephemeral range: a server stopped and started again on
+// it cannot find it taken meanwhile by the source port of an outgoing
+// connection, as a port from FreePort can be.
+func StablePort(t testing.TB) int {
+	t.Helper()
+	const from = 10000
+	to := 32768 // Linux's default start of the ephemeral range
+	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				to = n
+			}
+		}
+	}
+	if to <= from+1000 {
+		return FreePort(t)
+	}
+	for range 100 {
+		port := from + rand.IntN(to-from)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatalf("testdb: no free port between %d and %d", from, to)
+	return 0
 }
 
 func currentUser() string {
