@@ -42,23 +42,9 @@ func NewTagResolver(db *migrations.DB) *TagResolver {
 // Resolve returns the ids of refs, in order, creating missing tags. It
 // returns a database error when a lookup or the creation fails.
 func (r *TagResolver) Resolve(ctx context.Context, refs []TagRef) ([]int64, error) {
-	ids := make([]int64, len(refs))
-	var missing []int
-	r.mu.RLock()
-	for i, t := range refs {
-		if id, ok := r.cache[tagKey{t.Type, t.Key}]; ok {
-			ids[i] = id
-		} else {
-			missing = append(missing, i)
-		}
-	}
-	r.mu.RUnlock()
-	if len(missing) == 0 {
-		return ids, nil
-	}
-	found, err := r.lookup(ctx, refs, missing)
-	if err != nil {
-		return nil, err
+	ids, missing, found, err := r.find(ctx, refs)
+	if err != nil || len(missing) == 0 {
+		return ids, err
 	}
 	var create []int
 	for _, i := range missing {
@@ -96,15 +82,8 @@ func (r *TagResolver) Resolve(ctx context.Context, refs []TagRef) ([]int64, erro
 		for k, v := range more {
 			found[k] = v
 		}
+		r.remember(more)
 	}
-	r.mu.Lock()
-	if len(r.cache) > maxCachedTags {
-		r.cache = make(map[tagKey]int64)
-	}
-	for k, v := range found {
-		r.cache[k] = v
-	}
-	r.mu.Unlock()
 	for _, i := range missing {
 		id, ok := found[tagKey{refs[i].Type, refs[i].Key}]
 		if !ok {
@@ -142,34 +121,53 @@ func (r *TagResolver) lookup(ctx context.Context, refs []TagRef, which []int) (m
 // Resolve, so tags seen once cost no query again. It returns a database
 // error when the look-up fails.
 func (r *TagResolver) Existing(ctx context.Context, refs []TagRef) ([]bool, error) {
+	ids, _, _, err := r.find(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]bool, len(refs))
-	var missing []int
+	for i, id := range ids {
+		out[i] = id != 0
+	}
+	return out, nil
+}
+
+// find returns the ids of the refs that exist (0 for the others), which
+// refs the cache did not know (by index), and what the database had of
+// those, remembered in the cache. It returns a database error when the
+// look-up fails.
+func (r *TagResolver) find(ctx context.Context, refs []TagRef) (ids []int64, missing []int, found map[tagKey]int64, err error) {
+	ids = make([]int64, len(refs))
 	r.mu.RLock()
 	for i, t := range refs {
-		if _, ok := r.cache[tagKey{t.Type, t.Key}]; ok {
-			out[i] = true
+		if id, ok := r.cache[tagKey{t.Type, t.Key}]; ok {
+			ids[i] = id
 		} else {
 			missing = append(missing, i)
 		}
 	}
 	r.mu.RUnlock()
 	if len(missing) == 0 {
-		return out, nil
+		return ids, nil, nil, nil
 	}
-	found, err := r.lookup(ctx, refs, missing)
-	if err != nil {
-		return nil, err
+	if found, err = r.lookup(ctx, refs, missing); err != nil {
+		return nil, nil, nil, err
 	}
+	r.remember(found)
+	for _, i := range missing {
+		ids[i] = found[tagKey{refs[i].Type, refs[i].Key}]
+	}
+	return ids, missing, found, nil
+}
+
+// remember adds found to the cache, starting it over past its bound.
+func (r *TagResolver) remember(found map[tagKey]int64) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if len(r.cache) > maxCachedTags {
 		r.cache = make(map[tagKey]int64)
 	}
 	for k, v := range found {
 		r.cache[k] = v
 	}
-	r.mu.Unlock()
-	for _, i := range missing {
-		_, out[i] = found[tagKey{refs[i].Type, refs[i].Key}]
-	}
-	return out, nil
 }
