@@ -15,16 +15,7 @@ func TestDraftSavedBeforeMariaDBCrashIsThereAfterRestart(t *testing.T) {
 	srv := testdb.StartServer(t)
 	ctx := context.Background()
 	dsn := srv.DSN("tagcount")
-	if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	db, err := migrations.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := srv.Open("tagcount")
 	c := drafts.Content{Title: "Kept", Body: "Every word of it.", Tags: drafts.Tags{
 		Rating: "Mature", Warnings: []string{"Major Character Death"}, Fandoms: []string{"Hamlet"}}}
 	saved, err := (&drafts.Store{DB: db}).CreateDraft(ctx, 3, c)

@@ -117,15 +117,7 @@ func TestCommitGivesUpAtItsDeadlineWhenTheServerHangs(t *testing.T) {
 	t.Parallel()
 	srv := testdb.StartServer(t)
 	ctx := context.Background()
-	dsn := srv.DSN("tagcount")
-	if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	db, err := migrations.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := srv.Open("tagcount")
 	if _, err := db.ExecContext(ctx, "CREATE TABLE t (id INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,26 @@ func (s *Server) DSN(name string) string {
 	return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s?parseTime=true", s.port, name)
 }
 
+// Open creates database name on the server, migrates it and returns a pool
+// on it, closed when the test ends. It fails the test on any error.
+func (s *Server) Open(name string) *migrations.DB {
+	s.t.Helper()
+	ctx := context.Background()
+	dsn := s.DSN(name)
+	if err := migrations.CreateDatabase(ctx, dsn); err != nil {
+		s.t.Fatalf("testdb: %v", err)
+	}
+	db, err := migrations.Open(ctx, dsn)
+	if err != nil {
+		s.t.Fatalf("testdb: %v", err)
+	}
+	s.t.Cleanup(func() { db.Close() })
+	if err := migrations.Up(ctx, db); err != nil {
+		s.t.Fatalf("testdb: %v", err)
+	}
+	return db
+}
+
 // Start starts the server (again) and waits until it accepts connections.
 func (s *Server) Start() {
 	s.t.Helper()
