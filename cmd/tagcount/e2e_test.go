@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -107,24 +106,15 @@ func (s *stack) client(t *testing.T, authorID int64, role string) *client {
 // and its answer are checked against the OpenAPI document.
 func (c *client) do(method, path string, body any) (int, map[string]any, http.Header) {
 	c.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		rd = bytes.NewReader(j)
+	req, err := openapitest.NewRequest(method, c.base+path, body)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	req, _ := http.NewRequest(method, c.base+path, rd)
 	for name, values := range c.header {
 		req.Header[name] = values
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	res, err := apiClient(c.t).Do(req)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi/openapitest"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -84,24 +85,12 @@ func (a answer) code() string {
 // The request and its answer are checked against the OpenAPI document.
 func (a *testAPI) do(method, path, tok string, body any, headers ...string) answer {
 	a.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, a.URL+path, rd)
+	req, err := openapitest.NewRequest(method, a.URL+path, body)
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])

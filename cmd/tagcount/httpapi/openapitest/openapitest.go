@@ -10,6 +10,7 @@ package openapitest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -172,4 +173,27 @@ func (tr *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		tr.t.Errorf("OpenAPI: %s %s answered %d: %s", req.Method, req.URL.RequestURI(), res.StatusCode, msg)
 	}
 	return res, nil
+}
+
+// NewRequest returns a request to url with body: none when nil, a string as
+// it is, anything else encoded as JSON; a request with a body says it is
+// JSON. It fails as http.NewRequest does.
+func NewRequest(method, url string, body any) (*http.Request, error) {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err == nil && rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, err
 }
