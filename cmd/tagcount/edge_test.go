@@ -299,3 +299,53 @@ func TestTheDefaultRateLimitsLetABurstThroughThenAnswer429(t *testing.T) {
 		}
 	}
 }
+
+// SIGTERM (the stack's Close) stops taking connections but lets the
+// requests in flight finish before anything they use is closed.
+func TestShutdownLetsARequestInFlightFinish(t *testing.T) {
+	t.Parallel()
+	st := testStack(t, stackOptions{Path: "new"})
+	c := st.client(t, 5, httpapi.RoleAuthor)
+	lock, err := st.DB.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(context.Background(), "LOCK TABLES drafts WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan int, 1)
+	go func() {
+		status, _, _ := c.do("POST", "/v1/drafts", draftBody("Saved during shutdown"))
+		answered <- status
+	}()
+	testdb.WaitFor(t, 10*time.Second, "the create to wait on the table lock", func() bool {
+		var n int
+		st.DB.QueryRow("SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() AND info LIKE 'INSERT INTO drafts%'").Scan(&n)
+		return n > 0
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- st.Close() }()
+	addr := strings.TrimPrefix(st.URL, "http://")
+	testdb.WaitFor(t, 10*time.Second, "the listener to close", func() bool {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	select {
+	case err := <-closed:
+		t.Fatalf("the stack closed (%v) with a request still in flight", err)
+	default:
+	}
+	if _, err := lock.ExecContext(context.Background(), "UNLOCK TABLES"); err != nil {
+		t.Fatal(err)
+	}
+	if status := <-answered; status != 201 {
+		t.Errorf("a create in flight at shutdown answered %d; want 201", status)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
