@@ -60,6 +60,22 @@ func TestCounterChildProcess(t *testing.T) {
 	c.Run(context.Background()) // until killed
 }
 
+// startCounterChild runs TestCounterChildProcess with cfg in a child
+// process that dies with the test binary, even when that is killed.
+func startCounterChild(t *testing.T, cfg childConfig) *exec.Cmd {
+	t.Helper()
+	raw, _ := json.Marshal(cfg)
+	child := exec.Command(os.Args[0], "-test.run=^TestCounterChildProcess$")
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	child.Env = append(os.Environ(), childEnv+"="+string(raw))
+	child.Stdout, child.Stderr = os.Stderr, os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	return child
+}
+
 // TestCountsExactAfterCounterIsKilledHoldingDeferredTags kills a counter
 // with SIGKILL while it holds the hot tags' rows for a deferred flush (its
 // offsets committed past their announcements), and checks that its
@@ -75,16 +91,7 @@ func TestCountsExactAfterCounterIsKilledHoldingDeferredTags(t *testing.T) {
 	// The hot tags grow past the small tier in the first part...
 	a.postAll(ctx, works[:2000], 10, 4, announce)
 
-	raw, _ := json.Marshal(childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN})
-	child := exec.Command(os.Args[0], "-test.run=^TestCounterChildProcess$")
-	// The child dies with the test binary, even when that is killed.
-	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	child.Env = append(os.Environ(), childEnv+"="+string(raw))
-	child.Stdout, child.Stderr = os.Stderr, os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	child := startCounterChild(t, childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN})
 	testdb.WaitFor(t, 60*time.Second, "the child counter to apply the first part", func() bool { return a.outboxDepth() == 0 })
 	// ...so the child holds their rows of the second part (for an hour),
 	// and applies the rest.

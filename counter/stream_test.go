@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"syscall"
@@ -95,16 +93,7 @@ func TestAMirrorOfTheCountStreamEqualsTheCountsEvenAfterACounterIsKilled(t *test
 	works := workload(rand.New(rand.NewPCG(6, 6)), 1200, hot, pool, 6)
 	announce := func(ev []counter.Event) { a.pub.Announce(ctx, ev) }
 
-	raw, _ := json.Marshal(childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN, Stream: true})
-	child := exec.Command(os.Args[0], "-test.run=^TestCounterChildProcess$")
-	// The child dies with the test binary, even when that is killed.
-	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	child.Env = append(os.Environ(), childEnv+"="+string(raw))
-	child.Stdout, child.Stderr = os.Stderr, os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	child := startCounterChild(t, childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN, Stream: true})
 	a.postAll(ctx, works[:600], 10, 4, announce)
 	testdb.WaitFor(t, 60*time.Second, "the child to count and publish some", func() bool {
 		var n int
