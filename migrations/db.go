@@ -298,11 +298,16 @@ func Placeholders(s, sep string, n int) string {
 // IDList returns prefix, then ids in decimal separated by commas, then
 // suffix: a statement with an inline IN list. The ids are integers this
 // process formats, so inlining them is safe, and the text protocol saves
-// the round trips of a prepared statement.
+// the round trips of a prepared statement. No ids make the list "NULL",
+// which no row's id equals: the statement matches nothing instead of
+// being a syntax error.
 func IDList(prefix string, ids []int64, suffix string) string {
 	var sb strings.Builder
-	sb.Grow(len(prefix) + 12*len(ids) + len(suffix))
+	sb.Grow(len(prefix) + 12*len(ids) + len(suffix) + 4)
 	sb.WriteString(prefix)
+	if len(ids) == 0 {
+		sb.WriteString("NULL")
+	}
 	var buf [20]byte
 	for i, id := range ids {
 		if i > 0 {

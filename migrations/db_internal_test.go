@@ -24,3 +24,19 @@ func TestOpenSetsDriverTimeoutsTheDSNLeavesOut(t *testing.T) {
 			cfg.ReadTimeout, cfg.WriteTimeout, cfg.Timeout)
 	}
 }
+
+func TestIDListOfNoIDsMatchesNothingAndIsValidSQL(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		ids  []int64
+		want string
+	}{
+		{nil, "SELECT id FROM t WHERE id IN (NULL)"},
+		{[]int64{7}, "SELECT id FROM t WHERE id IN (7)"},
+		{[]int64{3, -1, 12}, "SELECT id FROM t WHERE id IN (3,-1,12)"},
+	} {
+		if got := IDList("SELECT id FROM t WHERE id IN (", c.ids, ")"); got != c.want {
+			t.Errorf("IDList(%v) = %q; want %q", c.ids, got, c.want)
+		}
+	}
+}

@@ -267,6 +267,48 @@ func TestLegacyPathPostedTwiceConcurrentlyMakesOneWorkAndCountsOnce(t *testing.T
 	}
 }
 
+// Two authors' tabs deleting one work at once on the legacy path: one
+// deletes it, the others learn it is gone (not an internal error), and
+// its tags are taken away once.
+func TestLegacyPathDeletedConcurrentlyDeletesOnceAndTellsTheRestItIsGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{legacy: true})
+	ctx := context.Background()
+	d := e.draft(work("Deleted twice", "Fluff"))
+	res, err := e.p.PostDraft(ctx, author, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	deleted := 0
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := e.p.DeleteWork(ctx, author, res.WorkID)
+			switch {
+			case err == nil:
+				mu.Lock()
+				deleted++
+				mu.Unlock()
+			case !errors.Is(err, poster.ErrWorkNotFound):
+				t.Errorf("concurrent delete: %v; want success or ErrWorkNotFound", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if deleted != 1 {
+		t.Errorf("%d deletes succeeded, want exactly 1", deleted)
+	}
+	if n := e.count("SELECT COUNT(*) FROM works"); n != 0 {
+		t.Errorf("%d works left, want 0", n)
+	}
+	if n := e.count("SELECT COUNT(*) FROM tag_counts WHERE count <> 0"); n != 0 {
+		t.Errorf("%d tags still counted after the delete, want 0", n)
+	}
+}
+
 func TestEditEmitsTheTagDifferenceAndDeleteTakesEveryTagAway(t *testing.T) {
 	t.Parallel()
 	for _, legacy := range []bool{false, true} {
