@@ -91,7 +91,7 @@ func TestMixedRolloutKeepsEveryCountExact(t *testing.T) {
 				// Wait for the work, then edit or delete it a third of the time
 				// each — by then the rollout may have moved the author.
 				var workID string
-				deadline := time.Now().Add(20 * time.Second)
+				deadline := time.Now().Add(testdb.MinWait)
 				for workID == "" && time.Now().Before(deadline) {
 					_, got, _ := c.do("GET", "/v1/drafts/"+id(d, "id"), nil)
 					if got["state"] == "posted" {

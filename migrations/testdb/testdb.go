@@ -79,11 +79,18 @@ func sanitize(s string) string {
 	return sb.String()
 }
 
+// MinWait is the shortest deadline WaitFor gives a condition. A deadline
+// bounds how long a failing test takes, never how fast the code must be,
+// and a machine busy with other work can be many times slower than a quiet
+// one: the d a test names is what it expects, MinWait what it tolerates.
+const MinWait = time.Minute
+
 // WaitFor polls cond until it holds, failing the test with what when it does
-// not hold within d. It is how a test waits for something asynchronous to
-// happen; it never stands in for a fixed sleep.
+// not hold within d (at least MinWait). It is how a test waits for
+// something asynchronous to happen; it never stands in for a fixed sleep.
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = max(d, MinWait)
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -29,6 +29,9 @@ type StormConfig struct {
 	// Conns is how many connections send at once, each a request at a
 	// time (default 64).
 	Conns int
+	// UntilRejected ends the storm at its first 429: the token is then
+	// over its limit.
+	UntilRejected bool
 }
 
 // StormResult is what a storm sent and got back.
@@ -54,6 +57,7 @@ type stormTally struct {
 	missingRA  int64
 	latency    *hdrhistogram.Histogram
 	cpuSeconds float64
+	rejected   func() // called on each 429, when set
 }
 
 // RunStorm runs the storm until ctx ends and returns what it measured. It
@@ -67,11 +71,16 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, error) {
 		cfg.Conns = 64
 	}
 	req := rawRequest(cfg.Method, cfg.Path, u.Host, cfg.Token, cfg.Body)
+	var rejected func()
+	if cfg.UntilRejected {
+		ctx, rejected = context.WithCancel(ctx)
+		defer rejected()
+	}
 	tallies := make([]*stormTally, cfg.Conns)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range tallies {
-		tallies[i] = &stormTally{statuses: map[int]int64{}, latency: newHist()}
+		tallies[i] = &stormTally{statuses: map[int]int64{}, latency: newHist(), rejected: rejected}
 		wg.Go(func() { stormConn(ctx, u.Host, req, tallies[i]) })
 	}
 	wg.Wait()
@@ -151,8 +160,13 @@ func stormOn(conn net.Conn, req []byte, t *stormTally) {
 		resp.Body.Close()
 		t.statuses[resp.StatusCode]++
 		t.latency.RecordValue(micros(time.Since(start)))
-		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
-			t.missingRA++
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if resp.Header.Get("Retry-After") == "" {
+				t.missingRA++
+			}
+			if t.rejected != nil {
+				t.rejected()
+			}
 		}
 		if resp.Close {
 			return
@@ -160,10 +174,14 @@ func stormOn(conn net.Conn, req []byte, t *stormTally) {
 	}
 }
 
+// primeLimit bounds the storm that brings the token over its limit before
+// its rejections are priced.
+const primeLimit = 30 * time.Second
+
 // MeasureRejections prices a storm's rejected requests: it measures this
-// process's CPU over window with no load, then with cfg's storm alone for
-// as long, and takes the storm's own connections' CPU and the idle CPU
-// off the latter. redisAddr names the limiter's Redis, whose server CPU is
+// process's CPU over window with no load, storms until the first 429, then
+// measures cfg's storm alone for another window, and takes the storm's own
+// connections' CPU and the idle CPU off the latter. redisAddr names the limiter's Redis, whose server CPU is
 // reported beside (when it runs on this machine). It returns the cost and
 // the storm's result, or the storm's error.
 func MeasureRejections(ctx context.Context, cfg StormConfig, window time.Duration, redisAddr string) (*RejectionCost, *StormResult, error) {
@@ -172,6 +190,16 @@ func MeasureRejections(ctx context.Context, cfg StormConfig, window time.Duratio
 		return nil, nil, err
 	}
 	idle := processCPU() - idle0
+	// The idle window let the token's bucket fill again: storm until it
+	// is over its limit, so the window measured is one of rejections.
+	prime := cfg
+	prime.UntilRejected = true
+	pctx, pcancel := context.WithTimeout(ctx, primeLimit)
+	_, err := RunStorm(pctx, prime)
+	pcancel()
+	if err != nil {
+		return nil, nil, err
+	}
 	redisPID := findRedisServer(redisAddr)
 	cpu0, redis0 := processCPU(), procCPU(redisPID)
 	sctx, cancel := context.WithTimeout(ctx, window)
