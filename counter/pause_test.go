@@ -11,12 +11,9 @@ import (
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
-// TestPausedCounterCatchesUpAtTheRateItIsGiven pauses the counter while
-// works are posted (the outbox grows, nothing is applied), then resumes it
-// with a catch-up rate: no apply transaction writes more than a tenth of
-// the rate, no one-second window applies more than the rate (plus that one
-// transaction's worth the limiter may start with), and the counts end
-// exact.
+// TestPausedCounterCatchesUpInChunksOfItsRateAndEndsExact pauses the
+// counter while works are posted (the outbox grows, nothing is applied),
+// then resumes it with a catch-up rate.
 // The catch-up's pace is x/time/rate's (a limiter the writers wait on per
 // chunk); what is the counter's own, and asserted here without timing, is
 // that nothing is applied while paused, that the catch-up applies in chunks
