@@ -299,8 +299,8 @@ func Placeholders(s, sep string, n int) string {
 // suffix: a statement with an inline IN list. The ids are integers this
 // process formats, so inlining them is safe, and the text protocol saves
 // the round trips of a prepared statement. No ids make the list "NULL",
-// which no row's id equals: the statement matches nothing instead of
-// being a syntax error.
+// which no row's id equals: "IN (NULL)" matches nothing instead of being a
+// syntax error. (After NOT IN it would match nothing too: not for that.)
 func IDList(prefix string, ids []int64, suffix string) string {
 	var sb strings.Builder
 	sb.Grow(len(prefix) + 12*len(ids) + len(suffix) + 4)

@@ -181,8 +181,9 @@ const primeLimit = 30 * time.Second
 // MeasureRejections prices a storm's rejected requests: it measures this
 // process's CPU over window with no load, storms until the first 429, then
 // measures cfg's storm alone for another window, and takes the storm's own
-// connections' CPU and the idle CPU off the latter. redisAddr names the limiter's Redis, whose server CPU is
-// reported beside (when it runs on this machine). It returns the cost and
+// connections' CPU and the idle CPU off the latter. redisAddr names the
+// limiter's Redis, whose server CPU is reported beside (when it runs on
+// this machine). It returns the cost and
 // the storm's result, or the storm's error.
 func MeasureRejections(ctx context.Context, cfg StormConfig, window time.Duration, redisAddr string) (*RejectionCost, *StormResult, error) {
 	idle0 := processCPU()
