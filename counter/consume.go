@@ -103,6 +103,7 @@ type consumerMetrics struct {
 	announceAge   prometheus.Histogram
 	paused        prometheus.Gauge
 	catchUpRate   prometheus.Gauge
+	partitions    prometheus.Gauge
 }
 
 func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
@@ -123,6 +124,7 @@ func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
 		backlog:       metricGauge(reg, "tagcount_flush_backlog_tags", "Tags whose flush hit the row limit of one transaction and goes on in the next rounds."),
 		paused:        metricGauge(reg, "tagcount_counter_paused", "1 while the counter is paused (it applies nothing; the outbox grows)."),
 		catchUpRate:   metricGauge(reg, "tagcount_counter_catch_up_rows_per_second", "The catch-up's cap on outbox rows applied per second after a resume; 0 when not catching up."),
+		partitions:    metricGauge(reg, "tagcount_counter_partitions", "Partitions this process's writers hold; set once their pending outbox rows are read, so rows written later arrive through Kafka."),
 		announceAge:   metricHistogram(reg, "tagcount_event_age_seconds", "Age of announcements when a writer reads them: from the outbox row's commit (the message time) to the counter; small tags are applied in the same round.", prometheus.ExponentialBuckets(0.001, 2, 16)),
 	}
 }
@@ -240,6 +242,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.startGeneration(ctx, gen)
 	}
 	group.Close()
+	c.m.partitions.Set(0)
 	return nil
 }
 
@@ -254,6 +257,7 @@ func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation) {
 		// The sweeper announces what waits too long; the writers go on.
 		c.log.Warn("reading the outbox's pending tags failed", "err", err)
 	}
+	c.m.partitions.Set(float64(len(assigned)))
 	for _, a := range assigned {
 		mine := pending[a.ID]
 		gen.Start(func(gctx context.Context) {

@@ -38,6 +38,19 @@ func newTierRig(t *testing.T) *tierRig {
 	return r
 }
 
+// start runs a consumer with r.cfg and waits until it holds both
+// partitions and has read their pending outbox rows: from then on what is
+// posted reaches it through Kafka, not through a writer's recovery (which
+// holds a deferred tag's rows without the first write these tests count).
+func (r *tierRig) start() (stop func()) {
+	r.t.Helper()
+	stop = r.startConsumer(r.cfg)
+	testdb.WaitFor(r.t, time.Minute, "the consumer to take both partitions", func() bool {
+		return r.metric("tagcount_counter_partitions") == 2
+	})
+	return stop
+}
+
 func (r *tierRig) writesOf(tag int64) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -83,7 +96,7 @@ func TestLargeTagIsWrittenOncePerIntervalAndSmallTagsEveryBatch(t *testing.T) {
 	for tag, n := range map[int64]int64{large: 50_000, medium: 5_000} {
 		r.db.Exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, ?)", tag, n)
 	}
-	r.startConsumer(r.cfg)
+	r.start()
 
 	// A tag's first event is applied at once (its size is learned from
 	// that write); from then on it is held until its interval is up.
@@ -144,7 +157,7 @@ func TestKillSwitchOffFlushesEveryTagEveryBatch(t *testing.T) {
 	large, small := r.largeAndSmall()
 	var deferral atomic.Bool // off
 	r.cfg.TierDeferral = deferral.Load
-	r.startConsumer(r.cfg)
+	r.start()
 
 	// Each round is applied before the next is posted, and every one
 	// writes the large tag.
@@ -170,7 +183,7 @@ func TestShutdownFlushesHeldEvents(t *testing.T) {
 	t.Parallel()
 	r := newTierRig(t)
 	large, small := r.largeAndSmall()
-	stop := r.startConsumer(r.cfg)
+	stop := r.start()
 	for range 3 {
 		r.postRound(10, large, small)
 	}
@@ -191,7 +204,7 @@ func TestRebalanceFlushesHeldEvents(t *testing.T) {
 	t.Parallel()
 	r := newTierRig(t)
 	large, small := r.largeAndSmall()
-	r.startConsumer(r.cfg)
+	r.start()
 	for range 3 {
 		r.postRound(10, large, small)
 	}
@@ -201,6 +214,6 @@ func TestRebalanceFlushesHeldEvents(t *testing.T) {
 	// A second member joins: every partition is revoked, and its writer
 	// flushes what it holds before the partition moves. The clock never
 	// moves, so nothing else could flush it.
-	r.startConsumer(r.cfg)
+	r.start()
 	testdb.WaitFor(t, 20*time.Second, "held events flushed on revocation", func() bool { return r.count(large) == 50_030 })
 }
