@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,33 +227,36 @@ func TestNewPathWritesOutboxRowsAndNoCountRow(t *testing.T) {
 	e.assertConserved()
 }
 
+// concurrently runs f n times at once and returns how many returned true.
+func concurrently(n int, f func() bool) int {
+	var wg sync.WaitGroup
+	var yes atomic.Int64
+	for range n {
+		wg.Go(func() {
+			if f() {
+				yes.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(yes.Load())
+}
+
 func TestLegacyPathPostedTwiceConcurrentlyMakesOneWorkAndCountsOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{legacy: true})
 	d := e.draft(work("Legacy", "Fluff"))
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	created := 0
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := e.p.PostDraft(context.Background(), author, d.ID)
-			if err != nil {
-				t.Errorf("legacy post: %v", err)
-				return
-			}
-			if res.Async || res.State != drafts.StatePosted || res.WorkID == 0 {
-				t.Errorf("legacy post answered %+v, want posted in the request", res)
-			}
-			if res.Path == poster.PathLegacy {
-				mu.Lock()
-				created++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	created := concurrently(8, func() bool {
+		res, err := e.p.PostDraft(context.Background(), author, d.ID)
+		if err != nil {
+			t.Errorf("legacy post: %v", err)
+			return false
+		}
+		if res.Async || res.State != drafts.StatePosted || res.WorkID == 0 {
+			t.Errorf("legacy post answered %+v, want posted in the request", res)
+		}
+		return res.Path == poster.PathLegacy
+	})
 	if created != 1 {
 		t.Fatalf("%d posts created the work, want exactly 1", created)
 	}
@@ -279,25 +283,13 @@ func TestLegacyPathDeletedConcurrentlyDeletesOnceAndTellsTheRestItIsGone(t *test
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	deleted := 0
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := e.p.DeleteWork(ctx, author, res.WorkID)
-			switch {
-			case err == nil:
-				mu.Lock()
-				deleted++
-				mu.Unlock()
-			case !errors.Is(err, poster.ErrWorkNotFound):
-				t.Errorf("concurrent delete: %v; want success or ErrWorkNotFound", err)
-			}
-		}()
-	}
-	wg.Wait()
+	deleted := concurrently(8, func() bool {
+		_, err := e.p.DeleteWork(ctx, author, res.WorkID)
+		if err != nil && !errors.Is(err, poster.ErrWorkNotFound) {
+			t.Errorf("concurrent delete: %v; want success or ErrWorkNotFound", err)
+		}
+		return err == nil
+	})
 	if deleted != 1 {
 		t.Errorf("%d deletes succeeded, want exactly 1", deleted)
 	}
