@@ -140,7 +140,7 @@ func (e *edgeSettings) register(fs *flag.FlagSet) {
 		fs.IntVar(&l.limit.Burst, "rate-limit-"+l.name+"-burst", l.def.Burst, "requests at once allowed for "+l.who+" after a quiet spell")
 	}
 	fs.StringVar(&e.RateLimitPrefix, "rate-limit-prefix", httpapi.DefaultRateLimitPrefix, "prefix of the rate limiter's Redis keys; replicas sharing it share the limits")
-	fs.DurationVar(&e.RateLimitTimeout, "rate-limit-timeout", httpapi.DefaultRateLimitTimeout, "longest wait for the rate limiter's Redis; past it the request is served")
+	fs.DurationVar(&e.RateLimitTimeout, "rate-limit-timeout", httpapi.DefaultRateLimitTimeout, "longest wait for the rate limiter's and the new-tag quota's Redis; past it the request is served")
 	fs.StringVar(&e.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client address")
 }
 

@@ -46,6 +46,12 @@ func testStack(t *testing.T, o stackOptions) *stack {
 		o.Edge.RateLimits.Writes, o.Edge.RateLimits.Reads = generous, generous
 		o.Edge.RateLimits.Admin, o.Edge.RateLimits.Anonymous = generous, generous
 	}
+	if o.Edge.RateLimits.Timeout == 0 {
+		// A busy machine's Redis can answer later than the default 100 ms;
+		// the limiter and the quota then let the request through (fail
+		// open, by design), which is not what a test checks.
+		o.Edge.RateLimits.Timeout = time.Minute
+	}
 	o.AuthSecret = "test-secret-test-secret-test-secret"
 	o.DataDir, o.Partitions, o.GroupID = t.TempDir(), 4, name
 	o.API, o.Worker, o.Counter, o.EmbeddedKafka = true, true, true, true
