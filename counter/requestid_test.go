@@ -1,11 +1,9 @@
 package counter_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,23 +11,12 @@ import (
 )
 
 // logBuffer is a log destination the consumer's goroutines may share.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ testdb.Buffer }
 
 // lines returns the lines logged so far that contain every one of parts.
 func (b *logBuffer) lines(parts ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []string
-	for _, line := range strings.Split(b.buf.String(), "\n") {
+	for _, line := range strings.Split(b.String(), "\n") {
 		all := line != ""
 		for _, p := range parts {
 			all = all && strings.Contains(line, p)

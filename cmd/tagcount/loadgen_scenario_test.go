@@ -65,7 +65,7 @@ func runScenarioCmd(t *testing.T, flags ...string) loadgen.ScenarioReport {
 		"--normal-authors", "4", "--normal-rate", "8", "--duration", "2s", "--max-retry-wait", "50ms",
 		"--poll-timeout", "20s", "--drain-timeout", "30s", "--outbox-wait", "15s"}, flags...)
 	var stdout bytes.Buffer
-	var stderr lockedBuffer
+	var stderr testdb.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	err := run(ctx, args, &stdout, &stderr)

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,25 +32,6 @@ type loadgenRun struct {
 	RunID    string // names the run's databases and queues
 }
 
-// lockedBuffer is a bytes.Buffer the run's progress lines may be written to
-// from another goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 var loadgenRunID = regexp.MustCompile(`loadgen: run ([0-9a-f]+),`)
 
 // runLoadgenCmd runs `tagcount loadgen` with a small vocabulary, the test's
@@ -70,7 +50,7 @@ func runLoadgenCmd(t *testing.T, flags ...string) *loadgenRun {
 		"--poll-timeout", "20s", "--drain-timeout", "30s", "--outbox-wait", "15s"}
 	args = append(args, flags...)
 	var stdout bytes.Buffer
-	var stderr lockedBuffer
+	var stderr testdb.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	err := run(ctx, args, &stdout, &stderr)

@@ -260,7 +260,7 @@ func postWorks(t *testing.T, c *client, title string, n int) {
 // second and evaluating rules.yml every second.
 type prometheusServer struct {
 	url string
-	out *lockedBuffer
+	out *testdb.Buffer
 }
 
 func startPrometheus(t *testing.T, bin, target string) *prometheusServer {
@@ -284,7 +284,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", testdb.FreePort(t))
-	p := &prometheusServer{url: "http://" + addr, out: &lockedBuffer{}}
+	p := &prometheusServer{url: "http://" + addr, out: &testdb.Buffer{}}
 	cmd := exec.Command(bin, "--config.file="+configFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = p.out, p.out

@@ -34,7 +34,7 @@ func TestQueuesCommandShowsThePostingQueueInABrowser(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testdb.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout lockedBuffer
+	var stdout testdb.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"queues", "--redis-addr", redisAddr, "--queues-addr", addr, "--queue", queue,

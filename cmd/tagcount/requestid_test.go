@@ -18,7 +18,7 @@ import (
 // the post's whole way.
 func TestAPostsRequestIDIsInTheAPIsTheJobsAndTheCountersLogLines(t *testing.T) {
 	t.Parallel()
-	logs := &lockedBuffer{}
+	logs := &testdb.Buffer{}
 	st := testStack(t, stackOptions{Path: "new",
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	c := st.client(t, 42, httpapi.RoleAuthor)

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -33,7 +32,7 @@ type testAPI struct {
 	DB   *testdb.DB
 	Reg  *prometheus.Registry
 	Auth Auth
-	Logs *syncBuffer
+	Logs *testdb.Buffer
 }
 
 // newTestAPI serves the API with the drafts store on db (a new database
@@ -54,7 +53,7 @@ func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { writes.Close() })
-	a := &testAPI{t: t, DB: db, Reg: prometheus.NewRegistry(), Auth: Auth{Secret: testSecret}, Logs: &syncBuffer{}}
+	a := &testAPI{t: t, DB: db, Reg: prometheus.NewRegistry(), Auth: Auth{Secret: testSecret}, Logs: &testdb.Buffer{}}
 	log := slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := httptest.NewServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB, Writes: writes},
 		Registry: a.Reg, Ready: ready, Edge: e}))
@@ -176,24 +175,6 @@ func testRedis(t *testing.T, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func draftContent(title string) map[string]any {
