@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -324,21 +325,11 @@ type PendingTag struct {
 
 // PendingTags returns every tag with rows in the outbox.
 func PendingTags(ctx context.Context, q migrations.Querier) ([]PendingTag, error) {
-	rows, err := q.QueryContext(ctx, `SELECT e.tag_id, MIN(e.created_at), COALESCE(MAX(c.count), 0)
+	return migrations.Collect(ctx, q, func(rows *sql.Rows) (t PendingTag, err error) {
+		err = rows.Scan(&t.TagID, &t.Oldest, &t.Count)
+		return t, err
+	}, `SELECT e.tag_id, MIN(e.created_at), COALESCE(MAX(c.count), 0)
 		FROM tag_events e LEFT JOIN tag_counts c ON c.tag_id = e.tag_id GROUP BY e.tag_id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []PendingTag
-	for rows.Next() {
-		var t PendingTag
-		if err := rows.Scan(&t.TagID, &t.Oldest, &t.Count); err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
 }
 
 // kafkaLogger adapts kafka-go's printf logging to slog at level.

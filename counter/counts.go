@@ -2,8 +2,6 @@ package counter
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/tagcount/tagcount/migrations"
@@ -17,31 +15,17 @@ import (
 // TagIDs returns up to limit ids of tags (of type typ, unless empty)
 // greater than after, ascending.
 func TagIDs(ctx context.Context, q migrations.Querier, typ string, after int64, limit int) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, "SELECT id FROM tags WHERE id > ? AND (? = '' OR type = ?) ORDER BY id LIMIT ?",
+	ids, err := migrations.Collect(ctx, q, migrations.ScanInt64, "SELECT id FROM tags WHERE id > ? AND (? = '' OR type = ?) ORDER BY id LIMIT ?",
 		after, typ, typ, limit)
 	if err != nil {
 		return nil, fmt.Errorf("tag ids: %w", err)
 	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("tag ids: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return ids, nil
 }
 
 // TagExists reports whether tag id exists.
 func TagExists(ctx context.Context, q migrations.Querier, id int64) (bool, error) {
-	var one int
-	err := q.QueryRowContext(ctx, "SELECT 1 FROM tags WHERE id = ?", id).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
+	return migrations.Exists(ctx, q, "SELECT 1 FROM tags WHERE id = ?", id)
 }
 
 // CountTags returns the number of tags (of type typ, unless empty).

@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"database/sql"
 	"strconv"
 	"strings"
 
@@ -88,21 +89,11 @@ func WriteOutbox(ctx context.Context, db *migrations.DB, q migrations.Querier, d
 	for _, d := range deltas {
 		works = append(works, d.WorkID)
 	}
-	rows, err := q.QueryContext(ctx, migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id >= "+
+	return migrations.Collect(ctx, q, func(rows *sql.Rows) (e Event, err error) {
+		err = rows.Scan(&e.ID, &e.TagID, &e.Delta)
+		return e, err
+	}, migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id >= "+
 		strconv.FormatInt(first, 10)+" AND work_id IN (", works, ")"))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	events := make([]Event, 0, len(deltas))
-	for rows.Next() {
-		var e Event
-		if err := rows.Scan(&e.ID, &e.TagID, &e.Delta); err != nil {
-			return nil, err
-		}
-		events = append(events, e)
-	}
-	return events, rows.Err()
 }
 
 // BumpCounts is the legacy path's count update: one upsert of tag_counts per

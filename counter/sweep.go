@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -146,21 +147,11 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 // staleTags returns, for each tag with outbox rows created in [since,
 // cutoff), an event naming its newest such row, dated by its oldest.
 func staleTags(ctx context.Context, q migrations.Querier, since, cutoff time.Time) ([]Event, error) {
-	rows, err := q.QueryContext(ctx, `SELECT tag_id, MAX(id), MIN(created_at) FROM tag_events
+	return migrations.Collect(ctx, q, func(rows *sql.Rows) (e Event, err error) {
+		err = rows.Scan(&e.TagID, &e.ID, &e.Time)
+		return e, err
+	}, `SELECT tag_id, MAX(id), MIN(created_at) FROM tag_events
 		WHERE created_at >= ? AND created_at < ? GROUP BY tag_id`, since, cutoff)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var events []Event
-	for rows.Next() {
-		var e Event
-		if err := rows.Scan(&e.TagID, &e.ID, &e.Time); err != nil {
-			return nil, err
-		}
-		events = append(events, e)
-	}
-	return events, rows.Err()
 }
 
 // measure updates the outbox depth and oldest-age gauges.

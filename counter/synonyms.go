@@ -3,7 +3,6 @@ package counter
 import (
 	"context"
 	"database/sql"
-	"errors"
 
 	"github.com/tagcount/tagcount/migrations"
 )
@@ -40,12 +39,7 @@ type TagRow struct {
 // (so two switches lock in one order), and returns those that exist, or
 // the database's error.
 func LockTags(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]TagRow, error) {
-	rows, err := q.QueryContext(ctx, migrations.IDList("SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags WHERE id IN (",
-		ids, ") ORDER BY id FOR UPDATE"))
-	if err != nil {
-		return nil, err
-	}
-	list, err := scanTagRows(rows)
+	list, err := migrations.Collect(ctx, q, scanTagRow, migrations.IDList(tagRowSelect+" WHERE id IN (", ids, ") ORDER BY id FOR UPDATE"))
 	out := make(map[int64]TagRow, len(list))
 	for _, t := range list {
 		out[t.ID] = t
@@ -57,12 +51,7 @@ func LockTags(ctx context.Context, q migrations.Querier, ids []int64) (map[int64
 // index range it reads in q so that no tag becomes one before q commits.
 // It returns the database's error.
 func HasSynonyms(ctx context.Context, q migrations.Querier, id int64) (bool, error) {
-	var one int
-	err := q.QueryRowContext(ctx, "SELECT 1 FROM tags WHERE synonym_of = ? LIMIT 1 FOR UPDATE", id).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
+	return migrations.Exists(ctx, q, "SELECT 1 FROM tags WHERE synonym_of = ? LIMIT 1 FOR UPDATE", id)
 }
 
 // SetSynonymOf makes tag id a synonym of canonical in q, or canonical
@@ -80,23 +69,13 @@ func SetSynonymOf(ctx context.Context, q migrations.Querier, id, canonical int64
 // ListTags returns up to limit tags with ids greater than after, in id
 // order, or the database's error.
 func ListTags(ctx context.Context, q migrations.Querier, after int64, limit int) ([]TagRow, error) {
-	rows, err := q.QueryContext(ctx, "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags WHERE id > ? ORDER BY id LIMIT ?",
-		after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanTagRows(rows)
+	return migrations.Collect(ctx, q, scanTagRow, tagRowSelect+" WHERE id > ? ORDER BY id LIMIT ?", after, limit)
 }
 
 // TagByKey returns the tag of type typ whose key is key, and whether
 // there is one, or the database's error.
 func TagByKey(ctx context.Context, q migrations.Querier, typ, key string) (TagRow, bool, error) {
-	rows, err := q.QueryContext(ctx, "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags WHERE type = ? AND name_key = ?",
-		typ, key)
-	if err != nil {
-		return TagRow{}, false, err
-	}
-	list, err := scanTagRows(rows)
+	list, err := migrations.Collect(ctx, q, scanTagRow, tagRowSelect+" WHERE type = ? AND name_key = ?", typ, key)
 	if err != nil || len(list) == 0 {
 		return TagRow{}, false, err
 	}
@@ -110,15 +89,10 @@ func SetNameKey(ctx context.Context, q migrations.Querier, id int64, key string)
 	return err
 }
 
-func scanTagRows(rows *sql.Rows) ([]TagRow, error) {
-	defer rows.Close()
-	var out []TagRow
-	for rows.Next() {
-		var t TagRow
-		if err := rows.Scan(&t.ID, &t.Type, &t.Name, &t.Key, &t.SynonymOf); err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+// tagRowSelect selects the columns scanTagRow reads.
+const tagRowSelect = "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags"
+
+func scanTagRow(rows *sql.Rows) (t TagRow, err error) {
+	err = rows.Scan(&t.ID, &t.Type, &t.Name, &t.Key, &t.SynonymOf)
+	return t, err
 }

@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sort"
 	"sync"
@@ -99,21 +100,18 @@ func (r *TagResolver) lookup(ctx context.Context, refs []TagRef, which []int) (m
 	for _, i := range which {
 		args = append(args, refs[i].Type, refs[i].Key)
 	}
-	rows, err := r.db.QueryContext(ctx, "SELECT id, type, name_key FROM tags WHERE "+migrations.Placeholders("(type = ? AND name_key = ?)", " OR ", len(which)), args...)
+	out := make(map[tagKey]int64, len(which))
+	err := migrations.EachRow(ctx, r.db, func(rows *sql.Rows) error {
+		var id int64
+		var k tagKey
+		err := rows.Scan(&id, &k.typ, &k.key)
+		out[k] = id
+		return err
+	}, "SELECT id, type, name_key FROM tags WHERE "+migrations.Placeholders("(type = ? AND name_key = ?)", " OR ", len(which)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up tags: %w", err)
 	}
-	defer rows.Close()
-	out := make(map[tagKey]int64, len(which))
-	for rows.Next() {
-		var id int64
-		var k tagKey
-		if err := rows.Scan(&id, &k.typ, &k.key); err != nil {
-			return nil, err
-		}
-		out[k] = id
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Existing reports, for each of refs in order, whether the tag exists: a

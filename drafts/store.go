@@ -311,26 +311,25 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
-	if err != nil {
-		return nil, fmt.Errorf("read drafts: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := migrations.EachRow(ctx, s.DB, func(rows *sql.Rows) error {
 		var id int64
 		var v Versioned
 		var tags []byte
 		var queued sql.NullTime
 		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Content.Visibility, &v.Version, &queued); err != nil {
-			return nil, fmt.Errorf("read drafts: %w", err)
+			return err
 		}
 		v.QueuedAt = queued.Time
 		if err := json.Unmarshal(tags, &v.Content.Tags); err != nil {
-			return nil, fmt.Errorf("draft %d has unreadable tags: %w", id, err)
+			return fmt.Errorf("draft %d has unreadable tags: %w", id, err)
 		}
 		out[id] = v
+		return nil
+	}, migrations.IDList("SELECT id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
+	if err != nil {
+		return nil, fmt.Errorf("read drafts: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Lock is a draft's posting state as read under its row lock.
@@ -347,21 +346,15 @@ type Lock struct {
 // are missing from the map.
 func (s *Store) LockForSync(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]Lock, error) {
 	out := make(map[int64]Lock, len(ids))
-	rows, err := q.QueryContext(ctx, migrations.IDList(`SELECT id, author_id, state, COALESCE(work_id, 0), version, delete_requested
-		FROM drafts WHERE id IN (`, ids, ") ORDER BY id FOR UPDATE"))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := migrations.EachRow(ctx, q, func(rows *sql.Rows) error {
 		var id int64
 		var l Lock
-		if err := rows.Scan(&id, &l.AuthorID, &l.State, &l.WorkID, &l.Version, &l.DeleteRequested); err != nil {
-			return nil, err
-		}
+		err := rows.Scan(&id, &l.AuthorID, &l.State, &l.WorkID, &l.Version, &l.DeleteRequested)
 		out[id] = l
-	}
-	return out, rows.Err()
+		return err
+	}, migrations.IDList(`SELECT id, author_id, state, COALESCE(work_id, 0), version, delete_requested
+		FROM drafts WHERE id IN (`, ids, ") ORDER BY id FOR UPDATE"))
+	return out, err
 }
 
 // WriteContent writes c to draft id in q as its next version (the legacy
@@ -421,21 +414,11 @@ type Queued struct {
 // ListQueued returns up to limit drafts queued before before with an id
 // greater than after, in id order: a page of a walk over every such draft.
 func (s *Store) ListQueued(ctx context.Context, before time.Time, after int64, limit int) ([]Queued, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, author_id, version FROM drafts
+	return migrations.Collect(ctx, s.DB, func(rows *sql.Rows) (q Queued, err error) {
+		err = rows.Scan(&q.ID, &q.AuthorID, &q.Version)
+		return q, err
+	}, `SELECT id, author_id, version FROM drafts
 		WHERE state = 'queued' AND queued_at < ? AND id > ? ORDER BY id LIMIT ?`, before.UTC(), after, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var list []Queued
-	for rows.Next() {
-		var q Queued
-		if err := rows.Scan(&q.ID, &q.AuthorID, &q.Version); err != nil {
-			return nil, err
-		}
-		list = append(list, q)
-	}
-	return list, rows.Err()
 }
 
 // Status is a draft's posting state and its work, if posted.
@@ -451,20 +434,14 @@ func (s *Store) Statuses(ctx context.Context, ids []int64) (map[int64]Status, er
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.DB.QueryContext(ctx, migrations.IDList("SELECT id, state, COALESCE(work_id, 0) FROM drafts WHERE id IN (", ids, ")"))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := migrations.EachRow(ctx, s.DB, func(rows *sql.Rows) error {
 		var id int64
 		var st Status
-		if err := rows.Scan(&id, &st.State, &st.WorkID); err != nil {
-			return nil, err
-		}
+		err := rows.Scan(&id, &st.State, &st.WorkID)
 		out[id] = st
-	}
-	return out, rows.Err()
+		return err
+	}, migrations.IDList("SELECT id, state, COALESCE(work_id, 0) FROM drafts WHERE id IN (", ids, ")"))
+	return out, err
 }
 
 // CountQueued returns how many drafts are queued: posts, edits and deletes

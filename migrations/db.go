@@ -322,18 +322,60 @@ func IDList(prefix string, ids []int64, suffix string) string {
 // SumsByID runs query (which selects an id and an integer) on q and returns
 // the integers by id: the shape of every per-tag aggregate.
 func SumsByID(ctx context.Context, q Querier, query string, args ...any) (map[int64]int64, error) {
+	out := make(map[int64]int64)
+	err := EachRow(ctx, q, func(rows *sql.Rows) error {
+		var id, v int64
+		err := rows.Scan(&id, &v)
+		out[id] = v
+		return err
+	}, query, args...)
+	return out, err
+}
+
+// EachRow runs query on q and calls row for each row it returns (row reads
+// it with rows.Scan). It stops at the first error, row's or the query's,
+// closes the rows and returns that error.
+func EachRow(ctx context.Context, q Querier, row func(*sql.Rows) error, query string, args ...any) error {
 	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := row(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Collect runs query on q and returns one T per row, as scan reads it.
+func Collect[T any](ctx context.Context, q Querier, scan func(*sql.Rows) (T, error), query string, args ...any) ([]T, error) {
+	var out []T
+	err := EachRow(ctx, q, func(rows *sql.Rows) error {
+		v, err := scan(rows)
+		out = append(out, v)
+		return err
+	}, query, args...)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := make(map[int64]int64)
-	for rows.Next() {
-		var id, v int64
-		if err := rows.Scan(&id, &v); err != nil {
-			return nil, err
-		}
-		out[id] = v
+	return out, nil
+}
+
+// ScanInt64 reads a row of one integer column: Collect's scan for a list
+// of ids.
+func ScanInt64(rows *sql.Rows) (v int64, err error) {
+	err = rows.Scan(&v)
+	return v, err
+}
+
+// Exists reports whether query (a SELECT of at most one row) finds a row.
+func Exists(ctx context.Context, q Querier, query string, args ...any) (bool, error) {
+	var one int
+	err := q.QueryRowContext(ctx, query, args...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
 	}
-	return out, rows.Err()
+	return err == nil, err
 }

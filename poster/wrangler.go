@@ -122,20 +122,7 @@ func (p *Poster) RunWranglingJobs(ctx context.Context) error {
 }
 
 func runningJobs(ctx context.Context, q migrations.Querier) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, "SELECT id FROM wrangling_jobs WHERE state = 'running' ORDER BY id")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return migrations.Collect(ctx, q, migrations.ScanInt64, "SELECT id FROM wrangling_jobs WHERE state = 'running' ORDER BY id")
 }
 
 // jobLock names a job's advisory lock; names are server-wide, so it

@@ -44,12 +44,7 @@ func recordRun(ctx context.Context, q migrations.Querier, dry bool, opts Options
 
 // runExists reports whether run id is visible on q.
 func runExists(ctx context.Context, q migrations.Querier, id int64) (bool, error) {
-	var one int
-	err := q.QueryRowContext(ctx, "SELECT 1 FROM reconcile_runs WHERE id = ?", id).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
+	return migrations.Exists(ctx, q, "SELECT 1 FROM reconcile_runs WHERE id = ?", id)
 }
 
 // recordProgress writes rep's figures to the run's row.
