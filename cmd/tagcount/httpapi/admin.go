@@ -105,17 +105,9 @@ func (s *server) handleStartReconcile() http.Handler {
 
 // handleGetReconcile serves GET /v1/admin/reconcile/{id}: the run's report.
 func (s *server) handleGetReconcile() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "reconcile run")
-		if err != nil {
-			return err
-		}
+	return s.handleID("reconcile run", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		rep, err := s.Reconciler.FindReport(r.Context(), id)
-		if err != nil {
-			return err
-		}
-		encode(w, http.StatusOK, newReportJSON(rep))
-		return nil
+		return reply(w, http.StatusOK, rep, err, newReportJSON)
 	})
 }
 
@@ -124,11 +116,7 @@ func (s *server) handleGetReconcile() http.Handler {
 // run's report; 409 reconcile_running while any run is in progress, since
 // two runs could correct the same tag twice.
 func (s *server) handleRecount() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "tag")
-		if err != nil {
-			return err
-		}
+	return s.handleID("tag", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		var body struct {
 			DryRun bool `json:"dry_run"`
 		}
@@ -136,11 +124,7 @@ func (s *server) handleRecount() http.Handler {
 			return err
 		}
 		rep, err := s.Reconciler.Run(r.Context(), reconcile.Options{TagID: id, DryRun: body.DryRun})
-		if err != nil {
-			return err
-		}
-		encode(w, http.StatusOK, newReportJSON(rep))
-		return nil
+		return reply(w, http.StatusOK, rep, err, newReportJSON)
 	})
 }
 
@@ -163,11 +147,7 @@ func (s *server) handleGetFlags() http.Handler {
 // moderator hides a work (it counts for nobody) or shows it again. 200 with
 // what was done, 404 for an unknown work.
 func (s *server) handleHideWork(hidden bool) http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "work")
-		if err != nil {
-			return err
-		}
+	return s.handleID("work", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		res, err := s.Poster.SetHidden(r.Context(), id, hidden)
 		if err != nil {
 			return err
@@ -228,11 +208,7 @@ func MarshalCorrection(c reconcile.Correction) ([]byte, error) {
 // ?after=TAG_ID&limit=N (default 100, at most 1,000): a page of the run's
 // corrections in tag id order, and the after of the next page.
 func (s *server) handleListCorrections() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "reconcile run")
-		if err != nil {
-			return err
-		}
+	return s.handleID("reconcile run", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		after, limit, err := page(r)
 		if err != nil {
 			return err
@@ -385,21 +361,20 @@ func newJobJSON(j poster.Job) jobJSON {
 	return out
 }
 
-// writeJob answers 202 with a job just started and where to follow it.
-func writeJob(w http.ResponseWriter, j poster.Job) {
-	w.Header().Set("Location", "/v1/admin/wrangling/"+strconv.FormatInt(j.ID, 10))
-	encode(w, http.StatusAccepted, newJobJSON(j))
+// replyJob answers 202 with a job just started and where to follow it, or
+// returns err when starting it failed.
+func replyJob(w http.ResponseWriter, j poster.Job, err error) error {
+	if err == nil {
+		w.Header().Set("Location", "/v1/admin/wrangling/"+strconv.FormatInt(j.ID, 10))
+	}
+	return reply(w, http.StatusAccepted, j, err, newJobJSON)
 }
 
 // handleMakeSynonym serves PUT /v1/admin/tags/{id}/synonym-of
 // {"canonical_id": N}: the tag becomes a synonym of N (of its type, and
 // canonical itself) and a job re-files its works. 202 with the job.
 func (s *server) handleMakeSynonym() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "tag")
-		if err != nil {
-			return err
-		}
+	return s.handleID("tag", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		var body struct {
 			CanonicalID int64 `json:"canonical_id"`
 		}
@@ -410,11 +385,7 @@ func (s *server) handleMakeSynonym() http.Handler {
 			return invalid("canonical_id", "canonical_id_required", "canonical_id must be the id of the canonical tag")
 		}
 		j, err := s.Poster.MakeSynonym(r.Context(), id, body.CanonicalID)
-		if err != nil {
-			return err
-		}
-		writeJob(w, j)
-		return nil
+		return replyJob(w, j, err)
 	})
 }
 
@@ -422,33 +393,17 @@ func (s *server) handleMakeSynonym() http.Handler {
 // synonym is canonical again and a job re-files its works under it. 202
 // with the job.
 func (s *server) handleUnsynonym() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "tag")
-		if err != nil {
-			return err
-		}
+	return s.handleID("tag", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		j, err := s.Poster.Unsynonym(r.Context(), id)
-		if err != nil {
-			return err
-		}
-		writeJob(w, j)
-		return nil
+		return replyJob(w, j, err)
 	})
 }
 
 // handleGetWrangling serves GET /v1/admin/wrangling/{id}: the job's state
 // and progress.
 func (s *server) handleGetWrangling() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "wrangling job")
-		if err != nil {
-			return err
-		}
+	return s.handleID("wrangling job", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		j, err := s.Poster.WranglingJob(r.Context(), id)
-		if err != nil {
-			return err
-		}
-		encode(w, http.StatusOK, newJobJSON(j))
-		return nil
+		return reply(w, http.StatusOK, j, err, newJobJSON)
 	})
 }

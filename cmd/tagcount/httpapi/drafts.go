@@ -69,81 +69,55 @@ func newResultJSON(r poster.Result) resultJSON {
 	return resultJSON{State: r.State, Path: r.Path, WorkID: r.WorkID}
 }
 
-// decodeContent reads and validates a draft or work body.
-func decodeContent(w http.ResponseWriter, r *http.Request) (drafts.Content, error) {
+// decodeContent reads and validates a draft or work body and charges the
+// author's new-tag quota for the tags it would create.
+func (s *server) decodeContent(w http.ResponseWriter, r *http.Request) (drafts.Content, error) {
 	var body contentJSON
 	if err := decode(w, r, DefaultBodyLimit, &body); err != nil {
 		return drafts.Content{}, err
 	}
 	c := body.content()
-	return c, c.Validate()
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, s.chargeNewTags(r, c)
 }
 
 // handleCreateDraft serves POST /v1/drafts.
 func (s *server) handleCreateDraft() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, err := decodeContent(w, r)
+		c, err := s.decodeContent(w, r)
 		if err != nil {
-			return err
-		}
-		if err := s.chargeNewTags(r, c); err != nil {
 			return err
 		}
 		d, err := s.Drafts.CreateDraft(r.Context(), authorID(r), c)
-		if err != nil {
-			return err
-		}
-		encode(w, http.StatusCreated, newDraftJSON(d))
-		return nil
+		return reply(w, http.StatusCreated, d, err, newDraftJSON)
 	})
 }
 
 // handleGetDraft serves GET /v1/drafts/{id}.
 func (s *server) handleGetDraft() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "draft")
-		if err != nil {
-			return err
-		}
+	return s.handleID("draft", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		d, err := s.Drafts.FindDraftByID(r.Context(), authorID(r), id)
-		if err != nil {
-			return err
-		}
-		encode(w, http.StatusOK, newDraftJSON(d))
-		return nil
+		return reply(w, http.StatusOK, d, err, newDraftJSON)
 	})
 }
 
 // handleReplaceDraft serves PUT /v1/drafts/{id}.
 func (s *server) handleReplaceDraft() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "draft")
+	return s.handleID("draft", func(w http.ResponseWriter, r *http.Request, id int64) error {
+		c, err := s.decodeContent(w, r)
 		if err != nil {
-			return err
-		}
-		c, err := decodeContent(w, r)
-		if err != nil {
-			return err
-		}
-		if err := s.chargeNewTags(r, c); err != nil {
 			return err
 		}
 		d, err := s.Drafts.ReplaceDraft(r.Context(), authorID(r), id, c)
-		if err != nil {
-			return err
-		}
-		encode(w, http.StatusOK, newDraftJSON(d))
-		return nil
+		return reply(w, http.StatusOK, d, err, newDraftJSON)
 	})
 }
 
 // handleDeleteDraft serves DELETE /v1/drafts/{id}.
 func (s *server) handleDeleteDraft() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "draft")
-		if err != nil {
-			return err
-		}
+	return s.handleID("draft", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		if err := s.Drafts.DeleteDraft(r.Context(), authorID(r), id); err != nil {
 			return err
 		}
@@ -156,11 +130,7 @@ func (s *server) handleDeleteDraft() http.Handler {
 // posted by a background job, 201 when it was posted in the request, 200 when
 // the draft was already posted.
 func (s *server) handlePostDraft() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "draft")
-		if err != nil {
-			return err
-		}
+	return s.handleID("draft", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		res, err := s.Poster.PostDraft(r.Context(), authorID(r), id)
 		if err != nil {
 			return err
@@ -179,34 +149,23 @@ func (s *server) handlePostDraft() http.Handler {
 
 // handleGetWork serves GET /v1/works/{id}.
 func (s *server) handleGetWork() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "work")
-		if err != nil {
-			return err
-		}
+	return s.handleID("work", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		wk, err := s.Poster.FindWorkByID(r.Context(), authorID(r), id)
-		if err != nil {
-			return err
-		}
-		encode(w, http.StatusOK, workJSON{ID: wk.ID, DraftID: wk.DraftID, AuthorID: wk.AuthorID, Title: wk.Title,
-			Body: wk.Body, Tags: wk.Tags, Visibility: wk.Visibility, Hidden: wk.Hidden,
-			PostedAt: wk.PostedAt, UpdatedAt: wk.UpdatedAt})
-		return nil
+		return reply(w, http.StatusOK, wk, err, newWorkJSON)
 	})
+}
+
+func newWorkJSON(wk poster.Work) workJSON {
+	return workJSON{ID: wk.ID, DraftID: wk.DraftID, AuthorID: wk.AuthorID, Title: wk.Title,
+		Body: wk.Body, Tags: wk.Tags, Visibility: wk.Visibility, Hidden: wk.Hidden,
+		PostedAt: wk.PostedAt, UpdatedAt: wk.UpdatedAt}
 }
 
 // handleUpdateWork serves PUT /v1/works/{id}: 202 (job) or 200 (in request).
 func (s *server) handleUpdateWork() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "work")
+	return s.handleID("work", func(w http.ResponseWriter, r *http.Request, id int64) error {
+		c, err := s.decodeContent(w, r)
 		if err != nil {
-			return err
-		}
-		c, err := decodeContent(w, r)
-		if err != nil {
-			return err
-		}
-		if err := s.chargeNewTags(r, c); err != nil {
 			return err
 		}
 		res, err := s.Poster.UpdateWork(r.Context(), authorID(r), id, c)
@@ -224,11 +183,7 @@ func (s *server) handleUpdateWork() http.Handler {
 
 // handleDeleteWork serves DELETE /v1/works/{id}: 202 (job) or 204 (in request).
 func (s *server) handleDeleteWork() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "work")
-		if err != nil {
-			return err
-		}
+	return s.handleID("work", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		res, err := s.Poster.DeleteWork(r.Context(), authorID(r), id)
 		if err != nil {
 			return err

@@ -64,6 +64,16 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, dst any
 	return nil
 }
 
+// reply answers status with toJSON(v), or returns err (which the handler's
+// caller writes) when the call that produced v failed.
+func reply[T, J any](w http.ResponseWriter, status int, v T, err error, toJSON func(T) J) error {
+	if err != nil {
+		return err
+	}
+	encode(w, status, toJSON(v))
+	return nil
+}
+
 // pathID parses the path value name as a positive integer id; anything
 // else names nothing that exists, so it is a 404 of what.
 func pathID(r *http.Request, name, what string) (int64, error) {

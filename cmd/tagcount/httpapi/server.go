@@ -111,6 +111,18 @@ func (s *server) api(class string, bodyLimit int64, h http.Handler) http.Handler
 
 // handle adapts a handler that returns its error; the error is written in
 // the API's shape.
+// handleID is handle for a route with an {id}: h gets the id, and a path
+// whose id is not a positive integer is a 404 of what.
+func (s *server) handleID(what string, h func(w http.ResponseWriter, r *http.Request, id int64) error) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := pathID(r, "id", what)
+		if err != nil {
+			return err
+		}
+		return h(w, r, id)
+	})
+}
+
 func (s *server) handle(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {

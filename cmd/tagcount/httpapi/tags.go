@@ -75,11 +75,7 @@ func (s *server) counts(r *http.Request, ids []int64, c string) ([]counter.TagCo
 
 // handleGetTag serves GET /v1/tags/{id}: the tag's count, or 404.
 func (s *server) handleGetTag() http.Handler {
-	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathID(r, "id", "tag")
-		if err != nil {
-			return err
-		}
+	return s.handleID("tag", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		c, err := consistency(r)
 		if err != nil {
 			return err
