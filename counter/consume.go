@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -139,33 +140,17 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("counter: consumer needs a DB")
 	}
-	if cfg.Topic == "" {
-		cfg.Topic = DefaultTopic
-	}
-	if cfg.GroupID == "" {
-		cfg.GroupID = DefaultGroupID
-	}
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = DefaultBatchSize
-	}
-	if cfg.BatchWait <= 0 {
-		cfg.BatchWait = DefaultBatchWait
-	}
-	if cfg.ApplyLimit <= 0 {
-		cfg.ApplyLimit = DefaultApplyLimit
-	}
-	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = time.Second
-	}
-	if cfg.SessionTimeout <= 0 {
-		cfg.SessionTimeout = 10 * time.Second
-	}
+	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
+	cfg.GroupID = cmp.Or(cfg.GroupID, DefaultGroupID)
+	cfg.BatchSize = OrDefault(cfg.BatchSize, DefaultBatchSize)
+	cfg.BatchWait = OrDefault(cfg.BatchWait, DefaultBatchWait)
+	cfg.ApplyLimit = OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
+	cfg.HeartbeatInterval = OrDefault(cfg.HeartbeatInterval, time.Second)
+	cfg.SessionTimeout = OrDefault(cfg.SessionTimeout, 10*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	m := newConsumerMetrics(cfg.Registerer)
 	return &Consumer{
 		cfg:    cfg,

@@ -21,6 +21,16 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// OrDefault returns v, or def when v is zero or negative: how a config
+// fills in the fields its caller left unset (a negative size or interval
+// would make no sense, and some would panic a ticker).
+func OrDefault[T int | int64 | float64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
 // Every runs once immediately and then every interval until ctx ends, and
 // returns nil. It is the shape of the service's background loops (the
 // sweeper, the read cache's refresher, the poster's requeuer): each has a

@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -58,16 +59,9 @@ type Publisher struct {
 // (kafka.Hash balancer, so one tag's events land on one partition), with
 // acks from the partition leader. It connects lazily.
 func NewPublisher(cfg PublisherConfig) *Publisher {
-	if cfg.Topic == "" {
-		cfg.Topic = DefaultTopic
-	}
-	if cfg.BatchTimeout <= 0 {
-		cfg.BatchTimeout = 5 * time.Millisecond
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
+	cfg.BatchTimeout = OrDefault(cfg.BatchTimeout, 5*time.Millisecond)
+	log := cmp.Or(cfg.Logger, slog.Default())
 	p := &Publisher{
 		transport: &kafka.Transport{MetadataTTL: 5 * time.Second},
 		log:       log.With("component", "publisher"),

@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,12 +93,8 @@ func NewTagQuota(cfg TagQuotaConfig) *TagQuota {
 	if cfg.Redis == nil || cfg.PerDay <= 0 || cfg.Tags == nil {
 		return nil
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultQuotaTimeout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Timeout = OrDefault(cfg.Timeout, DefaultQuotaTimeout)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -86,15 +87,9 @@ type Stream struct {
 
 // NewStream returns a Stream; cfg.DB and cfg.Brokers are required.
 func NewStream(cfg StreamConfig) *Stream {
-	if cfg.Topic == "" {
-		cfg.Topic = DefaultCountsTopic
-	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = DefaultStreamInterval
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Topic = cmp.Or(cfg.Topic, DefaultCountsTopic)
+	cfg.Interval = OrDefault(cfg.Interval, DefaultStreamInterval)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Stream{
 		sent: make(map[int64]uint64),
 		cfg:  cfg,
@@ -232,9 +227,7 @@ func (s *Stream) remember(versions map[int64]uint64) {
 // reading it from the start finds every tag's latest numbers), unless it
 // exists.
 func EnsureCountsTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	if topic == "" {
-		topic = DefaultCountsTopic
-	}
+	topic = cmp.Or(topic, DefaultCountsTopic)
 	return ensureTopic(ctx, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
 }

@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -73,18 +74,10 @@ type Sweeper struct {
 
 // NewSweeper returns a Sweeper; cfg.DB and cfg.Announcer are required.
 func NewSweeper(cfg SweeperConfig) *Sweeper {
-	if cfg.After <= 0 {
-		cfg.After = DefaultSweepAfter
-	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = DefaultSweepInterval
-	}
-	if cfg.FullEvery <= 0 {
-		cfg.FullEvery = DefaultFullSweepEvery
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.After = OrDefault(cfg.After, DefaultSweepAfter)
+	cfg.Interval = OrDefault(cfg.Interval, DefaultSweepInterval)
+	cfg.FullEvery = OrDefault(cfg.FullEvery, DefaultFullSweepEvery)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Sweeper{
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "sweeper"),

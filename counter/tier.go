@@ -69,27 +69,13 @@ func DefaultTiers() Tiers {
 // withDefaults returns t with every zero field set to its default.
 func (t Tiers) withDefaults() Tiers {
 	d := DefaultTiers()
-	if t.MediumFrom <= 0 {
-		t.MediumFrom = d.MediumFrom
-	}
-	if t.LargeFrom <= 0 {
-		t.LargeFrom = d.LargeFrom
-	}
-	if t.LargeFrom < t.MediumFrom {
-		t.LargeFrom = t.MediumFrom
-	}
-	if t.MediumMinInterval <= 0 {
-		t.MediumMinInterval = d.MediumMinInterval
-	}
-	if t.MediumMaxInterval <= 0 {
-		t.MediumMaxInterval = d.MediumMaxInterval
-	}
-	if t.MediumMaxInterval < t.MediumMinInterval {
-		t.MediumMaxInterval = t.MediumMinInterval
-	}
-	if t.LargeInterval <= 0 {
-		t.LargeInterval = d.LargeInterval
-	}
+	t.MediumFrom = OrDefault(t.MediumFrom, d.MediumFrom)
+	t.LargeFrom = OrDefault(t.LargeFrom, d.LargeFrom)
+	t.LargeFrom = max(t.LargeFrom, t.MediumFrom)
+	t.MediumMinInterval = OrDefault(t.MediumMinInterval, d.MediumMinInterval)
+	t.MediumMaxInterval = OrDefault(t.MediumMaxInterval, d.MediumMaxInterval)
+	t.MediumMaxInterval = max(t.MediumMaxInterval, t.MediumMinInterval)
+	t.LargeInterval = OrDefault(t.LargeInterval, d.LargeInterval)
 	if t.Jitter == 0 {
 		t.Jitter = d.Jitter
 	}

@@ -18,6 +18,7 @@
 package poster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -157,27 +158,15 @@ func New(cfg Config) *Poster {
 	if cfg.JobDB == nil {
 		cfg.JobDB = cfg.DB
 	}
-	if cfg.QueueName == "" {
-		cfg.QueueName = DefaultQueue
-	}
-	if cfg.RequeueAfter <= 0 {
-		cfg.RequeueAfter = DefaultRequeueAfter
-	}
-	if cfg.MaxRetry <= 0 {
-		cfg.MaxRetry = DefaultMaxRetry
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.QueueName = cmp.Or(cfg.QueueName, DefaultQueue)
+	cfg.RequeueAfter = counter.OrDefault(cfg.RequeueAfter, DefaultRequeueAfter)
+	cfg.MaxRetry = counter.OrDefault(cfg.MaxRetry, DefaultMaxRetry)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Committers <= 0 {
-		cfg.Committers = DefaultCommitters
-	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = DefaultMaxBatch
-	}
+	cfg.Committers = counter.OrDefault(cfg.Committers, DefaultCommitters)
+	cfg.MaxBatch = counter.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
 	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: counter.NewTagResolver(cfg.DB),
 		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
 }

@@ -59,19 +59,13 @@ type wrangler struct {
 // A perSecond not above perTx leaves no refill, so perTx is halved to fit.
 func newWrangler(cfg Config) *wrangler {
 	perTx, perSecond := cfg.WrangleRowsPerTx, cfg.WrangleRowsPerSecond
-	if perTx <= 0 {
-		perTx = DefaultWrangleRowsPerTx
-	}
-	if perSecond <= 0 {
-		perSecond = DefaultWrangleRowsPerSecond
-	}
+	perTx = counter.OrDefault(perTx, DefaultWrangleRowsPerTx)
+	perSecond = counter.OrDefault(perSecond, DefaultWrangleRowsPerSecond)
 	if perSecond <= perTx {
 		perTx = max(1, perSecond/2)
 	}
 	poll := cfg.WranglePoll
-	if poll <= 0 {
-		poll = DefaultWranglePoll
-	}
+	poll = counter.OrDefault(poll, DefaultWranglePoll)
 	return &wrangler{perTx: perTx, limiter: rate.NewLimiter(rate.Limit(perSecond-perTx), perTx),
 		wake: make(chan struct{}, 1), poll: poll}
 }

@@ -7,6 +7,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations"
 )
@@ -163,19 +165,12 @@ type Reconciler struct {
 
 // New returns a Reconciler for cfg, filling in defaults.
 func New(cfg Config) *Reconciler {
-	if cfg.ChunkSize <= 0 {
-		cfg.ChunkSize = DefaultChunkSize
-	}
-	if cfg.CorrectionsPerSecond <= 0 {
-		cfg.CorrectionsPerSecond = DefaultCorrectionsPerSecond
-	}
+	cfg.ChunkSize = counter.OrDefault(cfg.ChunkSize, DefaultChunkSize)
+	cfg.CorrectionsPerSecond = counter.OrDefault(cfg.CorrectionsPerSecond, DefaultCorrectionsPerSecond)
 	if cfg.ChunkPause == 0 {
 		cfg.ChunkPause = DefaultChunkPause
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := cmp.Or(cfg.Logger, slog.Default())
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Reconciler{
 		cfg:     cfg,

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/tagcount/tagcount/counter"
 )
 
 // Defaults of a capacity search.
@@ -33,18 +35,10 @@ type CapacityOptions struct {
 }
 
 func (o *CapacityOptions) defaults() {
-	if o.MaxP99 <= 0 {
-		o.MaxP99 = DefaultCapacityP99
-	}
-	if o.Start <= 0 {
-		o.Start = DefaultCapacityStart
-	}
-	if o.MaxProbes <= 0 {
-		o.MaxProbes = DefaultCapacityMaxProbes
-	}
-	if o.Precision <= 0 {
-		o.Precision = DefaultCapacityPrecision
-	}
+	o.MaxP99 = counter.OrDefault(o.MaxP99, DefaultCapacityP99)
+	o.Start = counter.OrDefault(o.Start, DefaultCapacityStart)
+	o.MaxProbes = counter.OrDefault(o.MaxProbes, DefaultCapacityMaxProbes)
+	o.Precision = counter.OrDefault(o.Precision, DefaultCapacityPrecision)
 }
 
 // Probe is one short open-loop run at a fixed rate, and its verdict.
