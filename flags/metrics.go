@@ -25,30 +25,12 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
-		evaluations: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "tagcount_flags_evaluations_total",
-			Help: "Flag evaluations by flag and result (on/off); flags not named by the service count as flag=\"other\".",
-		}, []string{"flag", "result"}),
-		evalErrors: f.NewCounter(prometheus.CounterOpts{
-			Name: "tagcount_flags_evaluation_errors_total",
-			Help: "Flag evaluations that failed on a malformed definition and returned off.",
-		}),
-		syncs: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "tagcount_flags_syncs_total",
-			Help: "Fetches of flag definitions from the Unleash server by result (ok, not_modified, error).",
-		}, []string{"result"}),
-		lastSync: f.NewGauge(prometheus.GaugeOpts{
-			Name: "tagcount_flags_last_sync_timestamp_seconds",
-			Help: "Unix time of the last successful fetch from the Unleash server; 0 if none yet.",
-		}),
-		source: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "tagcount_flags_source",
-			Help: "1 for where the flag definitions in use came from (server, backup, bootstrap, default), 0 for the others.",
-		}, []string{"source"}),
-		backupErrors: f.NewCounter(prometheus.CounterOpts{
-			Name: "tagcount_flags_backup_errors_total",
-			Help: "Failed writes of the flag backup file.",
-		}),
+		evaluations:  f.NewCounterVec(prometheus.CounterOpts{Name: "tagcount_flags_evaluations_total", Help: "Flag evaluations by flag and result (on/off); flags not named by the service count as flag=\"other\"."}, []string{"flag", "result"}),
+		evalErrors:   f.NewCounter(prometheus.CounterOpts{Name: "tagcount_flags_evaluation_errors_total", Help: "Flag evaluations that failed on a malformed definition and returned off."}),
+		syncs:        f.NewCounterVec(prometheus.CounterOpts{Name: "tagcount_flags_syncs_total", Help: "Fetches of flag definitions from the Unleash server by result (ok, not_modified, error)."}, []string{"result"}),
+		lastSync:     f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_flags_last_sync_timestamp_seconds", Help: "Unix time of the last successful fetch from the Unleash server; 0 if none yet."}),
+		source:       f.NewGaugeVec(prometheus.GaugeOpts{Name: "tagcount_flags_source", Help: "1 for where the flag definitions in use came from (server, backup, bootstrap, default), 0 for the others."}, []string{"source"}),
+		backupErrors: f.NewCounter(prometheus.CounterOpts{Name: "tagcount_flags_backup_errors_total", Help: "Failed writes of the flag backup file."}),
 	}
 	for _, r := range []string{"ok", "not_modified", "error"} {
 		m.syncs.WithLabelValues(r)

@@ -29,41 +29,14 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
-		posts: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "tagcount_posts_total",
-			Help: "Posts by path (legacy: posted in the request; new: recorded and queued) and result.",
-		}, []string{"path", "result"}),
-		duration: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "tagcount_post_duration_seconds",
-			Help:    "Time to answer a Post, by path.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"path"}),
-		enqueueFailures: f.NewCounter(prometheus.CounterOpts{
-			Name: "tagcount_post_enqueue_failures_total",
-			Help: "Post jobs that could not be enqueued at once (the requeuer enqueues them later).",
-		}),
-		batchSize: f.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tagcount_post_batch_size",
-			Help:    "Drafts posted per posting transaction of the group commit.",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
-		}),
-		queuedFor: f.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tagcount_post_queued_seconds",
-			Help:    "Time from a Post (or an edit or delete) being queued to its work being written, on the new path.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
-		}),
-		backlog: f.NewGauge(prometheus.GaugeOpts{
-			Name: "tagcount_posting_backlog_drafts",
-			Help: "Drafts queued for posting (posts, edits, deletes not yet done), at the requeuer's last pass.",
-		}),
-		backlogAge: f.NewGauge(prometheus.GaugeOpts{
-			Name: "tagcount_posting_backlog_oldest_age_seconds",
-			Help: "Age of the oldest queued draft at the requeuer's last pass (0 when none waits).",
-		}),
-		requeued: f.NewCounter(prometheus.CounterOpts{
-			Name: "tagcount_post_requeued_total",
-			Help: "Post jobs enqueued again by the requeuer for drafts left queued.",
-		}),
+		posts:           f.NewCounterVec(prometheus.CounterOpts{Name: "tagcount_posts_total", Help: "Posts by path (legacy: posted in the request; new: recorded and queued) and result."}, []string{"path", "result"}),
+		duration:        f.NewHistogramVec(prometheus.HistogramOpts{Name: "tagcount_post_duration_seconds", Help: "Time to answer a Post, by path.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"path"}),
+		enqueueFailures: f.NewCounter(prometheus.CounterOpts{Name: "tagcount_post_enqueue_failures_total", Help: "Post jobs that could not be enqueued at once (the requeuer enqueues them later)."}),
+		batchSize:       f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_post_batch_size", Help: "Drafts posted per posting transaction of the group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 8)}),
+		queuedFor:       f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_post_queued_seconds", Help: "Time from a Post (or an edit or delete) being queued to its work being written, on the new path.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		backlog:         f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_backlog_drafts", Help: "Drafts queued for posting (posts, edits, deletes not yet done), at the requeuer's last pass."}),
+		backlogAge:      f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_backlog_oldest_age_seconds", Help: "Age of the oldest queued draft at the requeuer's last pass (0 when none waits)."}),
+		requeued:        f.NewCounter(prometheus.CounterOpts{Name: "tagcount_post_requeued_total", Help: "Post jobs enqueued again by the requeuer for drafts left queued."}),
 	}
 	m.wrangleRows = f.NewCounter(prometheus.CounterOpts{Name: "tagcount_wrangle_rows_written_total",
 		Help: "Rows written by wrangling jobs: work_filters rows inserted and deleted, and outbox rows."})
