@@ -2,9 +2,7 @@ package counter_test
 
 import (
 	"context"
-	"encoding/json"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -15,9 +13,6 @@ import (
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
-// childEnv carries the configuration of a counter run in a child process.
-const childEnv = "TAGCOUNT_COUNTER_CHILD"
-
 type childConfig struct {
 	Brokers []string
 	DSN     string
@@ -27,14 +22,8 @@ type childConfig struct {
 // TestCounterChildProcess is not a test: it is the counter process that
 // TestCountsExactAfterCounterIsKilledHoldingDeferredTags starts and kills with SIGKILL.
 func TestCounterChildProcess(t *testing.T) {
-	raw := os.Getenv(childEnv)
-	if raw == "" {
-		t.Skip("helper process of TestCountsExactAfterCounterIsKilledHoldingDeferredTags")
-	}
 	var cc childConfig
-	if err := json.Unmarshal([]byte(raw), &cc); err != nil {
-		t.Fatal(err)
-	}
+	testdb.ChildConfig(t, &cc)
 	db, err := migrations.Open(context.Background(), cc.DSN)
 	if err != nil {
 		t.Fatal(err)
@@ -64,16 +53,7 @@ func TestCounterChildProcess(t *testing.T) {
 // process that dies with the test binary, even when that is killed.
 func startCounterChild(t *testing.T, cfg childConfig) *exec.Cmd {
 	t.Helper()
-	raw, _ := json.Marshal(cfg)
-	child := exec.Command(os.Args[0], "-test.run=^TestCounterChildProcess$")
-	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	child.Env = append(os.Environ(), childEnv+"="+string(raw))
-	child.Stdout, child.Stderr = os.Stderr, os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
-	return child
+	return testdb.StartChild(t, "TestCounterChildProcess", cfg)
 }
 
 // TestCountsExactAfterCounterIsKilledHoldingDeferredTags kills a counter

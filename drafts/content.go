@@ -212,20 +212,13 @@ func fixedName(set []string, name string) (string, bool) {
 // Add appends ref's name to the list of its type (the rating replaces the
 // rating): the inverse of List, for reading a work's tags back.
 func (t *Tags) Add(ref TagRef) {
-	switch ref.Type {
-	case TypeRating:
+	if ref.Type == TypeRating {
 		t.Rating = ref.Name
-	case TypeWarning:
-		t.Warnings = append(t.Warnings, ref.Name)
-	case TypeCategory:
-		t.Categories = append(t.Categories, ref.Name)
-	case TypeFandom:
-		t.Fandoms = append(t.Fandoms, ref.Name)
-	case TypeRelationship:
-		t.Relationships = append(t.Relationships, ref.Name)
-	case TypeCharacter:
-		t.Characters = append(t.Characters, ref.Name)
-	case TypeFreeform:
-		t.Freeforms = append(t.Freeforms, ref.Name)
+		return
+	}
+	lists := map[string]*[]string{TypeWarning: &t.Warnings, TypeCategory: &t.Categories, TypeFandom: &t.Fandoms,
+		TypeRelationship: &t.Relationships, TypeCharacter: &t.Characters, TypeFreeform: &t.Freeforms}
+	if l := lists[ref.Type]; l != nil {
+		*l = append(*l, ref.Name)
 	}
 }

@@ -28,24 +28,28 @@ func provider(db *DB) (*goose.Provider, error) {
 // Up applies every migration not yet applied. It returns an error naming the
 // migration that failed.
 func Up(ctx context.Context, db *DB) error {
-	p, err := provider(db)
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("migrations: up: %w", err)
-	}
-	return nil
+	return migrate(db, "up", func(p *goose.Provider) error {
+		_, err := p.Up(ctx)
+		return err
+	})
 }
 
 // Down rolls back the most recent migration.
 func Down(ctx context.Context, db *DB) error {
+	return migrate(db, "down", func(p *goose.Provider) error {
+		_, err := p.Down(ctx)
+		return err
+	})
+}
+
+// migrate runs step (named by what in its error) on db's provider.
+func migrate(db *DB, what string, step func(*goose.Provider) error) error {
 	p, err := provider(db)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	if _, err := p.Down(ctx); err != nil {
-		return fmt.Errorf("migrations: down: %w", err)
+	if err := step(p); err != nil {
+		return fmt.Errorf("migrations: %s: %w", what, err)
 	}
 	return nil
 }

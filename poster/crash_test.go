@@ -2,11 +2,8 @@ package poster_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -19,10 +16,6 @@ import (
 	"github.com/tagcount/tagcount/poster"
 )
 
-// workerChildEnv carries the configuration of a posting worker run in a
-// child process.
-const workerChildEnv = "TAGCOUNT_POSTER_WORKER_CHILD"
-
 type workerChild struct {
 	DSN, Redis, Queue string
 }
@@ -31,14 +24,8 @@ type workerChild struct {
 // TestWorkerKilledMidBatchLeavesEveryDraftPostedOnceOrQueued starts and
 // kills with SIGKILL.
 func TestWorkerChildProcess(t *testing.T) {
-	raw := os.Getenv(workerChildEnv)
-	if raw == "" {
-		t.Skip("helper process of TestWorkerKilledMidBatchLeavesEveryDraftPostedOnceOrQueued")
-	}
 	var wc workerChild
-	if err := json.Unmarshal([]byte(raw), &wc); err != nil {
-		t.Fatal(err)
-	}
+	testdb.ChildConfig(t, &wc)
 	db, err := migrations.Open(context.Background(), wc.DSN)
 	if err != nil {
 		t.Fatal(err)
@@ -76,16 +63,7 @@ func TestWorkerKilledMidBatchLeavesEveryDraftPostedOnceOrQueued(t *testing.T) {
 		}
 	}
 
-	raw, _ := json.Marshal(workerChild{DSN: tdb.DSN, Redis: e.redis, Queue: e.queue})
-	child := exec.Command(os.Args[0], "-test.run=^TestWorkerChildProcess$")
-	// The child dies with the test binary, even when that is killed.
-	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	child.Env = append(os.Environ(), workerChildEnv+"="+string(raw))
-	child.Stdout, child.Stderr = os.Stderr, os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	child := testdb.StartChild(t, "TestWorkerChildProcess", workerChild{DSN: tdb.DSN, Redis: e.redis, Queue: e.queue})
 	testdb.WaitFor(t, 60*time.Second, "the child worker to post some drafts", func() bool {
 		return e.count("SELECT COUNT(*) FROM works") > 0
 	})

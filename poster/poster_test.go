@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,12 +13,12 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 const author = 7
@@ -32,7 +32,7 @@ type env struct {
 	queue     string
 	redis     string
 	inspector *asynq.Inspector
-	sink      *eventSink
+	sink      *postertest.Sink
 }
 
 type envOpts struct {
@@ -45,7 +45,7 @@ type envOpts struct {
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	e := &env{t: t, queue: testdb.Queue(t), sink: &eventSink{}}
+	e := &env{t: t, queue: testdb.Queue(t), sink: &postertest.Sink{}}
 	if o.db == nil {
 		o.db = testdb.New(t).DB
 	}
@@ -79,26 +79,13 @@ func (e *env) startWorker() {
 	e.t.Cleanup(func() { srv.Shutdown(); e.p.Close() })
 }
 
-// eventSink records announced events.
-type eventSink struct {
-	mu     sync.Mutex
-	events []counter.Event
-}
-
-func (s *eventSink) Announce(_ context.Context, ev []counter.Event) {
-	s.mu.Lock()
-	s.events = append(s.events, ev...)
-	s.mu.Unlock()
-}
-
-func (s *eventSink) ids() []int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// eventIDs returns the ids of the events s was told of, ascending.
+func eventIDs(s *postertest.Sink) []int64 {
 	var out []int64
-	for _, e := range s.events {
+	for _, e := range s.Events() {
 		out = append(out, e.ID)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	slices.Sort(out)
 	return out
 }
 
@@ -220,8 +207,8 @@ func TestNewPathWritesOutboxRowsAndNoCountRow(t *testing.T) {
 	}
 	// The job announces after its transaction commits, so the draft may
 	// read posted before the announcement is made.
-	testdb.WaitFor(t, 15*time.Second, "the job to announce its events", func() bool { return len(e.sink.ids()) >= len(ids) })
-	if got := e.sink.ids(); fmt.Sprint(got) != fmt.Sprint(ids) {
+	testdb.WaitFor(t, 15*time.Second, "the job to announce its events", func() bool { return len(eventIDs(e.sink)) >= len(ids) })
+	if got := eventIDs(e.sink); fmt.Sprint(got) != fmt.Sprint(ids) {
 		t.Fatalf("announced %v, outbox holds %v", got, ids)
 	}
 	e.assertConserved()

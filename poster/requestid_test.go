@@ -12,14 +12,13 @@ import (
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 // requestIDs returns how many of the sink's events carry each request id.
-func (s *eventSink) requestIDs() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func requestIDs(s *postertest.Sink) map[string]int {
 	out := map[string]int{}
-	for _, e := range s.events {
+	for _, e := range s.Events() {
 		out[e.RequestID]++
 	}
 	return out
@@ -58,7 +57,7 @@ func TestAPostsRequestIDRidesInItsJobOntoItsAnnouncedEvents(t *testing.T) {
 	// announced after the commit that marks the drafts posted.
 	var got map[string]int
 	testdb.WaitFor(t, 15*time.Second, "both posts' events to be announced", func() bool {
-		got = e.sink.requestIDs()
+		got = requestIDs(e.sink)
 		return got["req-traced"]+got[""] == 8
 	})
 	if got["req-traced"] != 4 || got[""] != 4 {
@@ -83,7 +82,7 @@ func TestAPostOwedWhileRedisIsDownKeepsItsRequestID(t *testing.T) {
 	e.waitState(d.ID, drafts.StatePosted)
 	var got map[string]int
 	testdb.WaitFor(t, 15*time.Second, "the post's events to be announced", func() bool {
-		got = e.sink.requestIDs()
+		got = requestIDs(e.sink)
 		return len(got) > 0
 	})
 	if got["req-offline"] != 4 || len(got) != 1 {

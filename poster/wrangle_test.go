@@ -131,7 +131,7 @@ func TestWranglingRefilesEveryWorkAndUndoingItRestoresTheNumbers(t *testing.T) {
 	assertExact(t, db)
 	before := numbers(t, db, a, b)
 
-	p := poster.New(poster.Config{DB: db, Announcer: &eventSink{}})
+	p := poster.New(poster.Config{DB: db, Announcer: &postertest.Sink{}})
 	job, err := p.MakeSynonym(ctx, a, b)
 	if err != nil || job.State != poster.JobRunning || job.TagID != a || job.SynonymOf != b || job.CanonicalID != b {
 		t.Fatalf("MakeSynonym: %+v, %v", job, err)
@@ -332,7 +332,7 @@ func TestRekeyMakesCollidingTagsSynonymsOfTheOldestAndKeepsEveryCount(t *testing
 	applyAll(t, db)
 	counts := numbers(t, db, ids...)
 
-	p := poster.New(poster.Config{DB: db, Announcer: &eventSink{}})
+	p := poster.New(poster.Config{DB: db, Announcer: &postertest.Sink{}})
 	rep, err := p.Rekey(ctx)
 	if err != nil {
 		t.Fatal(err)

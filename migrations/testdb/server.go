@@ -22,11 +22,47 @@ import (
 // Server is a private MariaDB server a test may kill and restart without
 // disturbing other tests. Its data directory survives restarts.
 type Server struct {
+	process
+	dir  string
+	port int
+}
+
+// process is a private server's process. It dies with the test binary,
+// even when that is killed.
+type process struct {
 	t       testing.TB
-	dir     string
-	port    int
 	cmd     *exec.Cmd
-	stopped chan struct{}
+	stopped chan struct{} // closed when cmd has exited
+}
+
+// start starts name with args, or fails the test.
+func (p *process) start(name string, args ...string) {
+	p.t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("testdb: start %s: %v", name, err)
+	}
+	p.cmd = cmd
+	p.stopped = make(chan struct{})
+	go func() { cmd.Wait(); close(p.stopped) }()
+}
+
+// stop sends sig (and SIGCONT: a paused process acts on SIGTERM only once
+// it runs) and waits for the process to exit, killing it after a minute.
+func (p *process) stop(sig syscall.Signal) {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(sig)
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-p.stopped:
+	case <-time.After(time.Minute):
+		p.cmd.Process.Kill()
+		<-p.stopped
+	}
+	p.cmd = nil
 }
 
 // StartServer initialises a data directory and starts mariadbd on a free
@@ -39,7 +75,7 @@ func StartServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("testdb: mariadb-install-db: %v\n%s", err, out)
 	}
-	s := &Server{t: t, dir: dir, port: StablePort(t)}
+	s := &Server{process: process{t: t}, dir: dir, port: StablePort(t)}
 	s.Start()
 	t.Cleanup(func() { s.Stop(false) })
 	return s
@@ -73,18 +109,10 @@ func (s *Server) Open(name string) *migrations.DB {
 // Start starts the server (again) and waits until it accepts connections.
 func (s *Server) Start() {
 	s.t.Helper()
-	cmd := exec.Command("/usr/sbin/mariadbd", "--no-defaults", "--datadir="+filepath.Join(s.dir, "data"),
+	s.start("/usr/sbin/mariadbd", "--no-defaults", "--datadir="+filepath.Join(s.dir, "data"),
 		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1", "--socket="+filepath.Join(s.dir, "sock"),
 		"--user="+currentUser(), "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
 		"--log-error="+filepath.Join(s.dir, "error.log"))
-	// The server dies with the test binary, even when that is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("testdb: start mariadbd: %v", err)
-	}
-	s.cmd = cmd
-	s.stopped = make(chan struct{})
-	go func() { cmd.Wait(); close(s.stopped) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		db, err := migrations.Open(context.Background(), s.DSN(""))
@@ -103,22 +131,11 @@ func (s *Server) Start() {
 // Stop stops the server: with kill, by SIGKILL (a crash); otherwise by
 // SIGTERM (a clean shutdown). It waits for the process to exit.
 func (s *Server) Stop(kill bool) {
-	if s.cmd == nil || s.cmd.Process == nil {
+	if kill {
+		s.stop(syscall.SIGKILL)
 		return
 	}
-	sig := syscall.SIGTERM
-	if kill {
-		sig = syscall.SIGKILL
-	}
-	s.cmd.Process.Signal(sig)
-	s.cmd.Process.Signal(syscall.SIGCONT) // a paused server acts on SIGTERM only once it runs
-	select {
-	case <-s.stopped:
-	case <-time.After(60 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.stopped
-	}
-	s.cmd = nil
+	s.stop(syscall.SIGTERM)
 }
 
 // Pause stops the server with SIGSTOP: it keeps its connections and its
@@ -139,16 +156,14 @@ func (s *Server) signal(sig syscall.Signal) {
 
 // Redis is a private redis-server a test may stop and start again.
 type Redis struct {
-	t       testing.TB
-	port    int
-	cmd     *exec.Cmd
-	stopped chan struct{}
+	process
+	port int
 }
 
 // StartRedis starts redis-server on a free port, keeping nothing on disk.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	r := &Redis{t: t, port: StablePort(t)}
+	r := &Redis{process: process{t: t}, port: StablePort(t)}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -160,14 +175,7 @@ func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
 // Start starts the server (again) and waits until it answers PING.
 func (r *Redis) Start() {
 	r.t.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("testdb: start redis-server: %v", err)
-	}
-	r.cmd = cmd
-	r.stopped = make(chan struct{})
-	go func() { cmd.Wait(); close(r.stopped) }()
+	r.start("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer c.Close()
 	deadline := time.Now().Add(20 * time.Second)
@@ -180,14 +188,7 @@ func (r *Redis) Start() {
 }
 
 // Stop kills the server and waits for it to exit.
-func (r *Redis) Stop() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	r.cmd.Process.Kill()
-	<-r.stopped
-	r.cmd = nil
-}
+func (r *Redis) Stop() { r.stop(syscall.SIGKILL) }
 
 // Queue returns an asynq queue name of the test's own, so tests sharing the
 // machine's Redis never take each other's jobs.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 
@@ -133,8 +134,8 @@ func EventIDs(events []counter.Event) []int64 {
 
 // newPoster returns a poster without a job queue on opts' path whose
 // announcements are kept in sink.
-func newPoster(db *migrations.DB, o Opts) (*poster.Poster, *sink) {
-	s := &sink{}
+func newPoster(db *migrations.DB, o Opts) (*poster.Poster, *Sink) {
+	s := &Sink{}
 	if o.Path != poster.PathNew && o.Path != poster.PathLegacy {
 		panic(fmt.Sprintf("postertest: unknown path %q", o.Path))
 	}
@@ -143,19 +144,28 @@ func newPoster(db *migrations.DB, o Opts) (*poster.Poster, *sink) {
 	return p, s
 }
 
-// sink keeps announced events.
-type sink struct {
+// Sink is an Announcer that keeps the events it is told of, for a test to
+// read; it is safe for concurrent use.
+type Sink struct {
 	mu     sync.Mutex
 	events []counter.Event
 }
 
-func (s *sink) Announce(_ context.Context, events []counter.Event) {
+// Announce keeps events.
+func (s *Sink) Announce(_ context.Context, events []counter.Event) {
 	s.mu.Lock()
 	s.events = append(s.events, events...)
 	s.mu.Unlock()
 }
 
-func (s *sink) take() []counter.Event {
+// Events returns a copy of the events announced so far.
+func (s *Sink) Events() []counter.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.events)
+}
+
+func (s *Sink) take() []counter.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.events

@@ -125,12 +125,19 @@ func pingPong(ctx context.Context, addr string, conns int, phase time.Duration, 
 // serveEcho sends back whatever each connection to ln receives, until
 // stop closes ln and the connections and waits for them.
 func serveEcho(ln net.Listener) (stop func()) {
+	return serveConns(ln, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+	})
+}
+
+// serveConns runs serve on its own goroutine for each connection to ln,
+// until stop closes ln and the connections and waits for them.
+func serveConns(ln net.Listener, serve func(net.Conn)) (stop func()) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -139,14 +146,9 @@ func serveEcho(ln net.Listener) (stop func()) {
 			mu.Lock()
 			conns[c] = true
 			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
+			wg.Go(func() { serve(c) })
 		}
-	}()
+	})
 	return func() {
 		ln.Close()
 		mu.Lock()

@@ -34,29 +34,7 @@ func startLinkEcho(t *testing.T) *linkEcho {
 		t.Fatal(err)
 	}
 	e := &linkEcho{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	var conns sync.Map
-	t.Cleanup(func() {
-		ln.Close()
-		conns.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Store(c, true)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				e.serve(c)
-			}()
-		}
-	}()
+	t.Cleanup(serveConns(ln, e.serve))
 	return e
 }
 

@@ -60,34 +60,36 @@ type flood struct {
 	statuses   map[int]int64
 }
 
+// hostOf returns the host of a scenario's base URL, or an error naming the
+// scenario.
+func hostOf(scenario, baseURL string) (string, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("loadgen: %s: bad base URL %q", scenario, baseURL)
+	}
+	return u.Host, nil
+}
+
 // RunFlood holds the flood's connections until ctx ends, then closes them
 // all and returns what happened. It fails only on a bad config.
 func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
-	u, err := url.Parse(cfg.BaseURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("loadgen: flood: bad base URL %q", cfg.BaseURL)
+	host, err := hostOf("flood", cfg.BaseURL)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Conns <= 0 {
-		cfg.Conns = 2000
-	}
-	if cfg.IdleShare <= 0 {
-		cfg.IdleShare = 0.5
-	}
-	if cfg.BodyBytes <= 0 {
-		cfg.BodyBytes = 1 << 20
-	}
-	if cfg.Trickle <= 0 {
-		cfg.Trickle = time.Second
-	}
+	cfg.Conns = counter.OrDefault(cfg.Conns, 2000)
+	cfg.IdleShare = counter.OrDefault(cfg.IdleShare, 0.5)
+	cfg.BodyBytes = counter.OrDefault(cfg.BodyBytes, 1<<20)
+	cfg.Trickle = counter.OrDefault(cfg.Trickle, time.Second)
 	idle := int(float64(cfg.Conns) * min(cfg.IdleShare, 1))
 	if len(cfg.Tokens) == 0 && idle < cfg.Conns {
 		return nil, errors.New("loadgen: flood: slow bodies need tokens")
 	}
-	f := &flood{cfg: cfg, host: u.Host, statuses: map[int]int64{}, chunk: []byte(strings.Repeat(" ", 64))}
+	f := &flood{cfg: cfg, host: host, statuses: map[int]int64{}, chunk: []byte(strings.Repeat(" ", 64))}
 	for _, tok := range cfg.Tokens {
 		f.heads = append(f.heads, fmt.Appendf(nil,
 			"POST /v1/drafts HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
-			u.Host, tok, cfg.BodyBytes))
+			host, tok, cfg.BodyBytes))
 	}
 	start := time.Now()
 	var wg sync.WaitGroup

@@ -96,6 +96,14 @@ type Target struct {
 	Met  bool   `json:"met"`
 }
 
+// mark returns met or missed, as the target was.
+func (t Target) mark(met, missed string) string {
+	if t.Met {
+		return met
+	}
+	return missed
+}
+
 // Targets evaluates the benchmark's goals on the legacy and new results
 // (either may be nil; goals needing a missing one are left out).
 func Targets(legacy, nw *Result) []Target {
@@ -454,18 +462,13 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 	if n := rep.linkNote(); n != "" {
 		b.WriteString("\nDatabase link: " + n + "\n")
 	}
-	if c := rep.Ceiling; c != nil {
-		fmt.Fprintf(&b, "\nCeiling — the bare posting transaction alone (no HTTP, no queue), %d concurrent: **%s posts/s** over %.1f s (p99 %.1f ms; %d deadlocks, %d lock-wait timeouts, %d other errors).\n",
-			c.Concurrency, formatNum("%.0f", c.PostsPerSec), c.Seconds, c.Latency.P99, c.Errors.Deadlock, c.Errors.LockWait, c.Errors.Other5xx+c.Errors.Other)
+	if n := rep.ceilingNote("**"); n != "" {
+		b.WriteString("\nCeiling — " + n + ".\n")
 	}
 	if len(rep.Targets) > 0 {
 		b.WriteString("\n| target | want | got | |\n| --- | --- | --- | --- |\n")
 		for _, t := range rep.Targets {
-			mark := "met"
-			if !t.Met {
-				mark = "**missed**"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, mark)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.mark("met", "**missed**"))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -476,20 +479,26 @@ func (rep *Report) writeNotes(b *strings.Builder) {
 	if n := rep.linkNote(); n != "" {
 		b.WriteString("\ndb link: " + n + "\n")
 	}
-	if c := rep.Ceiling; c != nil {
-		fmt.Fprintf(b, "\nceiling: the bare posting transaction alone (no HTTP, no queue), %d concurrent: %s posts/s over %.1f s (p99 %.1f ms; %d deadlocks, %d lock-wait timeouts, %d other errors)\n",
-			c.Concurrency, formatNum("%.0f", c.PostsPerSec), c.Seconds, c.Latency.P99, c.Errors.Deadlock, c.Errors.LockWait, c.Errors.Other5xx+c.Errors.Other)
+	if n := rep.ceilingNote(""); n != "" {
+		b.WriteString("\nceiling: " + n + "\n")
 	}
 	if len(rep.Targets) > 0 {
 		b.WriteString("\ntargets:\n")
 		for _, t := range rep.Targets {
-			mark := "MET   "
-			if !t.Met {
-				mark = "MISSED"
-			}
-			fmt.Fprintf(b, "  %s  %-42s want %-8s got %s\n", mark, t.Name, t.Want, t.Got)
+			fmt.Fprintf(b, "  %s  %-42s want %-8s got %s\n", t.mark("MET   ", "MISSED"), t.Name, t.Want, t.Got)
 		}
 	}
+}
+
+// ceilingNote describes the ceiling run, with em around its rate ("**" in
+// Markdown); "" without one.
+func (rep *Report) ceilingNote(em string) string {
+	c := rep.Ceiling
+	if c == nil {
+		return ""
+	}
+	return fmt.Sprintf("the bare posting transaction alone (no HTTP, no queue), %d concurrent: %s%s posts/s%s over %.1f s (p99 %.1f ms; %d deadlocks, %d lock-wait timeouts, %d other errors)",
+		c.Concurrency, em, formatNum("%.0f", c.PostsPerSec), em, c.Seconds, c.Latency.P99, c.Errors.Deadlock, c.Errors.LockWait, c.Errors.Other5xx+c.Errors.Other)
 }
 
 // linkNote says what the modelled database hop was and how its CPU was

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"runtime"
 	"sync"
 	"time"
@@ -63,14 +62,12 @@ type stormTally struct {
 // RunStorm runs the storm until ctx ends and returns what it measured. It
 // fails only on a bad BaseURL.
 func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, error) {
-	u, err := url.Parse(cfg.BaseURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("loadgen: storm: bad base URL %q", cfg.BaseURL)
+	host, err := hostOf("storm", cfg.BaseURL)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Conns <= 0 {
-		cfg.Conns = 64
-	}
-	req := rawRequest(cfg.Method, cfg.Path, u.Host, cfg.Token, cfg.Body)
+	cfg.Conns = counter.OrDefault(cfg.Conns, 64)
+	req := rawRequest(cfg.Method, cfg.Path, host, cfg.Token, cfg.Body)
 	var rejected func()
 	if cfg.UntilRejected {
 		ctx, rejected = context.WithCancel(ctx)
@@ -81,7 +78,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, error) {
 	var wg sync.WaitGroup
 	for i := range tallies {
 		tallies[i] = &stormTally{statuses: map[int]int64{}, latency: newHist(), rejected: rejected}
-		wg.Go(func() { stormConn(ctx, u.Host, req, tallies[i]) })
+		wg.Go(func() { stormConn(ctx, host, req, tallies[i]) })
 	}
 	wg.Wait()
 	return mergeStorm(tallies, cfg.Conns, time.Since(start)), nil
