@@ -57,7 +57,7 @@ func TestSweeperAnnouncesEachTagWhoseRowsWaitedPastTheBudgetOnce(t *testing.T) {
 	r.age(time.Hour, tags[0], tags[1])
 	r.outbox(tags[2], tags[0]) // fresh: their announcement is still in flight
 	rec := &recordingAnnouncer{}
-	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 10 * time.Second, Logger: testLogger(), Registerer: r.reg})
+	s := r.sweeper(rec, SweeperConfig{After: 10 * time.Second})
 
 	n, err := s.SweepOnce(ctx)
 	if err != nil {
@@ -83,9 +83,7 @@ func TestSweeperAnnouncesEachTagWhoseRowsWaitedPastTheBudgetOnce(t *testing.T) {
 	}
 
 	// The next sweep looks only at rows that crossed the age since.
-	if n, err := s.SweepOnce(ctx); err != nil || n != 0 {
-		t.Errorf("second sweep announced %d (%v), want nothing new", n, err)
-	}
+	sweep(t, s, 0, "the second sweep")
 }
 
 func TestSweeperAnnouncesRowsThatCrossTheAgeLater(t *testing.T) {
@@ -94,10 +92,8 @@ func TestSweeperAnnouncesRowsThatCrossTheAgeLater(t *testing.T) {
 	tags := r.createTags(1, "fandom")
 	ctx := context.Background()
 	rec := &recordingAnnouncer{}
-	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 100 * time.Millisecond, Logger: testLogger(), Registerer: r.reg})
-	if n, err := s.SweepOnce(ctx); err != nil || n != 0 {
-		t.Fatalf("sweep of an empty outbox: %d, %v", n, err)
-	}
+	s := r.sweeper(rec, SweeperConfig{After: 100 * time.Millisecond})
+	sweep(t, s, 0, "the sweep of an empty outbox")
 	r.outbox(tags...)
 	testdb.WaitFor(t, 10*time.Second, "a later sweep to announce the row once it is old", func() bool {
 		n, err := s.SweepOnce(ctx)
@@ -116,29 +112,38 @@ func TestSweeperLooksAtTheSameRowsAgainAfterTheBrokerFailed(t *testing.T) {
 	r.outbox(tags...)
 	r.age(time.Minute, tags...)
 	rec := &recordingAnnouncer{failing: true}
-	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 10 * time.Second, Logger: testLogger(), Registerer: r.reg})
+	s := r.sweeper(rec, SweeperConfig{After: 10 * time.Second})
 	if _, err := s.SweepOnce(ctx); err == nil {
 		t.Fatal("a sweep whose announcement failed reported success")
 	}
 	rec.failing = false
-	if n, err := s.SweepOnce(ctx); err != nil || n != 2 {
-		t.Fatalf("the sweep after the broker came back announced %d (%v), want both tags", n, err)
-	}
+	sweep(t, s, 2, "the sweep after the broker came back")
 }
 
 func TestFullSweepAnnouncesOldRowsAgain(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	tags := r.createTags(1, "fandom")
-	ctx := context.Background()
 	r.outbox(tags...)
 	r.age(time.Hour, tags...)
 	rec := &recordingAnnouncer{}
-	s := NewSweeper(SweeperConfig{DB: r.db.DB, Announcer: rec, After: 10 * time.Second, FullEvery: time.Nanosecond,
-		Logger: testLogger(), Registerer: r.reg})
+	s := r.sweeper(rec, SweeperConfig{After: 10 * time.Second, FullEvery: time.Nanosecond})
 	for range 3 {
-		if n, err := s.SweepOnce(ctx); err != nil || n != 1 {
-			t.Fatalf("a full sweep announced %d (%v), want the old tag again", n, err)
-		}
+		sweep(t, s, 1, "a full sweep")
+	}
+}
+
+// sweeper returns a Sweeper of the rig's database announcing to rec, with
+// cfg's other settings.
+func (r *rig) sweeper(rec *recordingAnnouncer, cfg SweeperConfig) *Sweeper {
+	cfg.DB, cfg.Announcer, cfg.Logger, cfg.Registerer = r.db.DB, rec, testLogger(), r.reg
+	return NewSweeper(cfg)
+}
+
+// sweep runs one round of s and fails t unless it announced want tags.
+func sweep(t *testing.T, s *Sweeper, want int, what string) {
+	t.Helper()
+	if n, err := s.SweepOnce(t.Context()); err != nil || n != want {
+		t.Fatalf("%s announced %d tags (%v), want %d", what, n, err, want)
 	}
 }

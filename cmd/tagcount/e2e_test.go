@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,6 +72,19 @@ func testStack(t *testing.T, o stackOptions) *stack {
 	return st
 }
 
+// errorCase is a request that must be refused: the status, the error code
+// and the field its answer names ("" for none, where a test checks it).
+type errorCase struct {
+	name   string
+	c      *client
+	method string
+	path   string
+	body   any
+	status int
+	code   string
+	field  string
+}
+
 type client struct {
 	t      *testing.T
 	base   string
@@ -81,23 +93,13 @@ type client struct {
 }
 
 // apiDoc is the API's OpenAPI document, loaded once per test binary.
-var apiDoc = sync.OnceValues(func() (*openapitest.Validator, error) {
-	doc, err := httpapi.OpenAPI()
-	if err != nil {
-		return nil, err
-	}
-	return openapitest.New(doc)
-})
+var apiDoc = openapitest.Once(httpapi.OpenAPI)
 
 // apiClient returns an HTTP client that checks every request and answer
 // against the API's OpenAPI document and fails t on a mismatch.
 func apiClient(t testing.TB) *http.Client {
 	t.Helper()
-	v, err := apiDoc()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.Client(t)
+	return apiDoc(t).Client(t)
 }
 
 func (s *stack) client(t *testing.T, authorID int64, role string) *client {
@@ -221,16 +223,7 @@ func TestAPIAnswersEveryRuleWithItsDocumentedStatusAndCode(t *testing.T) {
 	badRating := draftBody("Bad")
 	badRating["tags"].(map[string]any)["rating"] = "PG"
 
-	cases := []struct {
-		name   string
-		c      *client
-		method string
-		path   string
-		body   any
-		status int
-		code   string
-		field  string
-	}{
+	cases := []errorCase{
 		{"no token", anon, "GET", draft, nil, 401, "unauthorized", ""},
 		{"token signed with another secret", forged, "GET", draft, nil, 401, "unauthorized", ""},
 		{"expired token", expired, "GET", draft, nil, 401, "unauthorized", ""},
@@ -304,16 +297,10 @@ func TestDevCommandPrintsAWorkingTokenAndStopsOnSignal(t *testing.T) {
 			db.Close()
 		}
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"dev", "--http-addr", "127.0.0.1:0", "--mysql-dsn", cfg.FormatDSN(),
-			"--redis-addr", redisAddr, "--data-dir", t.TempDir(), "--queue", testdb.Queue(t), "--kafka-partitions", "2",
-			"--posting-path", "new", "--log-level", "error"}, pw, io.Discard)
-		pw.Close()
-	}()
+	dev := startCommand(t, pw, "dev", "--http-addr", "127.0.0.1:0", "--mysql-dsn", cfg.FormatDSN(),
+		"--redis-addr", redisAddr, "--data-dir", t.TempDir(), "--queue", testdb.Queue(t), "--kafka-partitions", "2",
+		"--posting-path", "new", "--log-level", "error")
 	var url, token string
 	sc := bufio.NewScanner(pr)
 	for sc.Scan() && (url == "" || token == "") {
@@ -339,15 +326,7 @@ func TestDevCommandPrintsAWorkingTokenAndStopsOnSignal(t *testing.T) {
 	if status != 201 {
 		t.Fatalf("create with the printed token: %d %v", status, d)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("dev after SIGTERM: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("dev did not stop within 60 s of its context ending")
-	}
+	dev.stop(t)
 }
 
 func TestLoneWorkerWithoutKafkaBrokersRefusesToStart(t *testing.T) {

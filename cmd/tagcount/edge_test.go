@@ -258,11 +258,7 @@ func TestTheAPIRefusesToStartWithAShortSecret(t *testing.T) {
 
 func TestTheDefaultRateLimitsLetABurstThroughThenAnswer429(t *testing.T) {
 	t.Parallel()
-	var s settings
-	if _, err := parse("api", nil, io.Discard, &s, nil); err != nil {
-		t.Fatal(err)
-	}
-	edge := s.stackOptions().Edge
+	edge := defaultStackOptions(t).Edge
 	rl := edge.RateLimits
 	if rl.Writes != httpapi.DefaultWriteLimit || rl.Reads != httpapi.DefaultReadLimit || rl.Admin != httpapi.DefaultAdminLimit ||
 		rl.Anonymous != httpapi.DefaultAnonymousLimit || edge.RequestTimeout != httpapi.DefaultRequestTimeout {

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEveryCommandPrintsItsFlagsAndSucceedsOnHelp(t *testing.T) {
@@ -68,4 +70,64 @@ func TestVersionShowsTheRevisionWhenTheBuildRecordedIt(t *testing.T) {
 	if strings.Contains(got, "trimpath") {
 		t.Errorf("version text shows build flags:\n%s", got)
 	}
+}
+
+// background is a tagcount command a test runs in the background.
+type background struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startCommand runs `tagcount args...` in the background with stdout (which
+// it closes, if it can be closed, once the command returns) and stderr
+// discarded. The test ends it with stop.
+func startCommand(t *testing.T, stdout io.Writer, args ...string) *background {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	b := &background{name: args[0], cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		b.done <- run(ctx, args, stdout, io.Discard)
+		if c, ok := stdout.(io.Closer); ok {
+			c.Close()
+		}
+	}()
+	return b
+}
+
+// failIfStopped fails t if the command has already returned.
+func (b *background) failIfStopped(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-b.done:
+		t.Fatalf("%s stopped: %v", b.name, err)
+	default:
+	}
+}
+
+// stop ends the command's context, as SIGTERM does, and fails t unless it
+// then returns nil within a minute.
+func (b *background) stop(t *testing.T) {
+	t.Helper()
+	b.cancel()
+	select {
+	case err := <-b.done:
+		if err != nil {
+			t.Fatalf("%s after its context ended: %v", b.name, err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%s did not stop within a minute of its context ending", b.name)
+	}
+}
+
+// defaultStackOptions returns the stack options of `tagcount api` run with
+// no flags (and no TAGCOUNT_ environment the test sets).
+func defaultStackOptions(t *testing.T) stackOptions {
+	t.Helper()
+	var s settings
+	if _, err := parse("api", nil, io.Discard, &s, nil); err != nil {
+		t.Fatal(err)
+	}
+	return s.stackOptions()
 }

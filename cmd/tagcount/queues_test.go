@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,21 +31,12 @@ func TestQueuesCommandShowsThePostingQueueInABrowser(t *testing.T) {
 	enqueuePostingJobs(t, redisAddr, queue, 3)
 
 	addr := fmt.Sprintf("127.0.0.1:%d", testdb.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var stdout testdb.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"queues", "--redis-addr", redisAddr, "--queues-addr", addr, "--queue", queue,
-			"--log-level", "error"}, &stdout, io.Discard)
-	}()
+	queues := startCommand(t, &stdout, "queues", "--redis-addr", redisAddr, "--queues-addr", addr, "--queue", queue,
+		"--log-level", "error")
 	base := "http://" + addr
 	testdb.WaitFor(t, 30*time.Second, "the queue UI to answer", func() bool {
-		select {
-		case err := <-done:
-			t.Fatalf("queues stopped: %v", err)
-		default:
-		}
+		queues.failIfStopped(t)
 		res, err := http.Get(base + "/")
 		if err != nil {
 			return false
@@ -82,15 +72,7 @@ func TestQueuesCommandShowsThePostingQueueInABrowser(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("queues after its context ended: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("queues did not stop within 30 s of its context ending")
-	}
+	queues.stop(t)
 }
 
 // enqueuePostingJobs puts n posting jobs in queue, where no worker takes

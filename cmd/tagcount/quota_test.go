@@ -69,14 +69,11 @@ func TestQuotasRefuseTheDraftPastTheDraftsQuotaAnd422AndTheNewTagsPastTheDailyAl
 
 func TestTheServingCommandsRunWithTheDomainPackagesDefaultQuotas(t *testing.T) {
 	t.Parallel()
-	var s settings
-	if _, err := parse("api", nil, io.Discard, &s, nil); err != nil {
-		t.Fatal(err)
-	}
-	if o := s.stackOptions(); o.MaxDrafts != drafts.DefaultMaxDrafts || o.NewTagsPerDay != counter.DefaultNewTagsPerDay {
+	if o := defaultStackOptions(t); o.MaxDrafts != drafts.DefaultMaxDrafts || o.NewTagsPerDay != counter.DefaultNewTagsPerDay {
 		t.Errorf("default quotas %d drafts, %d new tags a day; want %d and %d", o.MaxDrafts, o.NewTagsPerDay,
 			drafts.DefaultMaxDrafts, counter.DefaultNewTagsPerDay)
 	}
+	var s settings
 	if _, err := parse("api", []string{"--quota-drafts", "0", "--quota-new-tags-per-day", "7"}, io.Discard, &s, nil); err != nil {
 		t.Fatal(err)
 	}

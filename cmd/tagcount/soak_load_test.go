@@ -63,12 +63,16 @@ func (r *soakRecorder) describe(q soakRequest) string {
 	return fmt.Sprintf("%s: %s %s sent at %s (request %s)", q.op, q.method, q.path, fmtClock(q.sent.Sub(r.start)), q.id)
 }
 
-func (r *soakRecorder) op(name string) *soakOpStats {
-	s := r.ops[name]
+// ended counts q, which ended after latency, in its operation's stats and
+// returns them; r.mu is held.
+func (r *soakRecorder) ended(q soakRequest, latency time.Duration) *soakOpStats {
+	s := r.ops[q.op]
 	if s == nil {
 		s = &soakOpStats{status: map[int]int{}, codes503: map[string]int{}, transport: map[string]int{}}
-		r.ops[name] = s
+		r.ops[q.op] = s
 	}
+	s.total++
+	s.max = max(s.max, latency)
 	return s
 }
 
@@ -76,12 +80,9 @@ func (r *soakRecorder) op(name string) *soakOpStats {
 func (r *soakRecorder) answer(q soakRequest, status int, code, retryAfter string, latency time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.op(q.op)
-	s.total++
-	s.status[status]++
-	s.max = max(s.max, latency)
+	r.ended(q, latency).status[status]++
 	if status == http.StatusServiceUnavailable {
-		s.codes503[code]++
+		r.ops[q.op].codes503[code]++
 	}
 	if status >= 500 && (status != http.StatusServiceUnavailable || retryAfter == "") {
 		r.bad5xx = append(r.bad5xx, fmt.Sprintf("%s: %d %s, Retry-After %q", r.describe(q), status, code, retryAfter))
@@ -96,10 +97,7 @@ func (r *soakRecorder) transportError(q soakRequest, err error, latency time.Dur
 	kind := transportKind(err)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.op(q.op)
-	s.total++
-	s.transport[kind]++
-	s.max = max(s.max, latency)
+	r.ended(q, latency).transport[kind]++
 	if latency > r.hungAfter || kind == "client timeout" {
 		r.hung = append(r.hung, fmt.Sprintf("%s: no answer after %v: %v", r.describe(q), latency.Round(time.Millisecond), err))
 	}

@@ -78,25 +78,17 @@ func TestSynonymRoutesRefuseChainsOtherTypesAndStrangers(t *testing.T) {
 		h.Get("Location") != "/v1/admin/wrangling/"+id(job, "id") {
 		t.Fatalf("make a synonym: %d %v %v", status, job, h)
 	}
-	for _, tc := range []struct {
-		name   string
-		c      *client
-		method string
-		path   string
-		body   any
-		status int
-		code   string
-	}{
-		{"an author", c, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": canon}, 403, "forbidden"},
-		{"a synonym as canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": syn}, 422, "not_canonical"},
-		{"a canonical with synonyms", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", canon), map[string]any{"canonical_id": other}, 409, "has_synonyms"},
-		{"another type", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": fandom}, 422, "type_mismatch"},
-		{"itself", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": other}, 422, "same_tag"},
-		{"no canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), `{}`, 422, "canonical_id_required"},
-		{"an unknown canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": 987654}, 422, "canonical_not_found"},
-		{"an unknown tag", admin, "PUT", "/v1/admin/tags/987654/synonym-of", map[string]any{"canonical_id": canon}, 404, "not_found"},
-		{"undo of a canonical tag", admin, "DELETE", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), nil, 409, "not_a_synonym"},
-		{"an unknown job", admin, "GET", "/v1/admin/wrangling/987654", nil, 404, "not_found"},
+	for _, tc := range []errorCase{
+		{"an author", c, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": canon}, 403, "forbidden", ""},
+		{"a synonym as canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": syn}, 422, "not_canonical", ""},
+		{"a canonical with synonyms", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", canon), map[string]any{"canonical_id": other}, 409, "has_synonyms", ""},
+		{"another type", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": fandom}, 422, "type_mismatch", ""},
+		{"itself", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": other}, 422, "same_tag", ""},
+		{"no canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), `{}`, 422, "canonical_id_required", ""},
+		{"an unknown canonical", admin, "PUT", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), map[string]any{"canonical_id": 987654}, 422, "canonical_not_found", ""},
+		{"an unknown tag", admin, "PUT", "/v1/admin/tags/987654/synonym-of", map[string]any{"canonical_id": canon}, 404, "not_found", ""},
+		{"undo of a canonical tag", admin, "DELETE", fmt.Sprintf("/v1/admin/tags/%d/synonym-of", other), nil, 409, "not_a_synonym", ""},
+		{"an unknown job", admin, "GET", "/v1/admin/wrangling/987654", nil, 404, "not_found", ""},
 	} {
 		status, body, _ := tc.c.do(tc.method, tc.path, tc.body)
 		if e, _ := body["error"].(map[string]any); status != tc.status || e["code"] != tc.code {

@@ -80,28 +80,30 @@ func TestARequestPastItsDeadlineAnswers503TimeoutAndSavesNothing(t *testing.T) {
 	}
 }
 
+// checkOverloaded fails t unless res is a 503 overloaded with Retry-After 1.
+func checkOverloaded(t *testing.T, what string, res answer) {
+	t.Helper()
+	if res.Status != http.StatusServiceUnavailable || res.code() != "overloaded" || res.Header.Get("Retry-After") != "1" {
+		t.Errorf("%s: %d %v Retry-After %q; want 503 overloaded, Retry-After 1",
+			what, res.Status, res.Body, res.Header.Get("Retry-After"))
+	}
+}
+
 func TestFullInFlightCapAnswers503OverloadedAtOnce(t *testing.T) {
 	t.Parallel()
 	api := newTestAPI(t, nil, Edge{MaxInFlight: 1})
 	tok := api.token(7, RoleAuthor)
 	release := api.holdBody("POST", "/v1/drafts", tok, 100)
-	testdb.WaitFor(t, 10*time.Second, "the slow request to be in flight", func() bool {
-		return api.metric("tagcount_http_in_flight") == 1
-	})
+	api.waitMetric("tagcount_http_in_flight", 1, "the slow request to be in flight")
 
 	res := api.do("GET", "/v1/drafts/1", tok, nil)
-	if res.Status != http.StatusServiceUnavailable || res.code() != "overloaded" || res.Header.Get("Retry-After") != "1" {
-		t.Errorf("a request past the in-flight cap: %d %v Retry-After %q; want 503 overloaded, Retry-After 1",
-			res.Status, res.Body, res.Header.Get("Retry-After"))
-	}
+	checkOverloaded(t, "a request past the in-flight cap", res)
 	if n := api.metric("tagcount_http_shed_total", "reason", "in_flight"); n != 1 {
 		t.Errorf("tagcount_http_shed_total{reason=in_flight} = %v; want 1", n)
 	}
 
 	release()
-	testdb.WaitFor(t, 10*time.Second, "the slow request to end", func() bool {
-		return api.metric("tagcount_http_in_flight") == 0
-	})
+	api.waitMetric("tagcount_http_in_flight", 0, "the slow request to end")
 	if res := api.do("GET", "/v1/drafts/1", tok, nil); res.Status != http.StatusNotFound {
 		t.Errorf("once the cap has room: %d %v; want the route's own 404", res.Status, res.Body)
 	}
@@ -130,10 +132,7 @@ func TestARequestWaitingTooLongForADatabaseSlotAnswers503Overloaded(t *testing.T
 	})
 
 	res := api.do("GET", path, tok, nil)
-	if res.Status != http.StatusServiceUnavailable || res.code() != "overloaded" || res.Header.Get("Retry-After") != "1" {
-		t.Errorf("a read with no database slot free: %d %v Retry-After %q; want 503 overloaded, Retry-After 1",
-			res.Status, res.Body, res.Header.Get("Retry-After"))
-	}
+	checkOverloaded(t, "a read with no database slot free", res)
 	if n := api.metric("tagcount_http_shed_total", "reason", "db_wait"); n < 1 {
 		t.Errorf("tagcount_http_shed_total{reason=db_wait} = %v; want at least 1", n)
 	}
@@ -148,25 +147,18 @@ func TestBodiesBeyondTheMemoryBudgetAnswer503Overloaded(t *testing.T) {
 	api := newTestAPI(t, nil, Edge{BodyBytesInFlight: 1000, QueueWait: 50 * time.Millisecond})
 	tok := api.token(7, RoleAuthor)
 	release := api.holdBody("POST", "/v1/drafts", tok, 800)
-	testdb.WaitFor(t, 10*time.Second, "the slow body to be counted", func() bool {
-		return api.metric("tagcount_http_body_bytes_in_flight") == 800
-	})
+	api.waitMetric("tagcount_http_body_bytes_in_flight", 800, "the slow body to be counted")
 
 	big := draftContent("Too much at once")
 	big["body"] = strings.Repeat("x", 300)
 	res := api.do("POST", "/v1/drafts", tok, big)
-	if res.Status != http.StatusServiceUnavailable || res.code() != "overloaded" || res.Header.Get("Retry-After") != "1" {
-		t.Errorf("a body past the memory budget: %d %v Retry-After %q; want 503 overloaded, Retry-After 1",
-			res.Status, res.Body, res.Header.Get("Retry-After"))
-	}
+	checkOverloaded(t, "a body past the memory budget", res)
 	if n := api.metric("tagcount_http_shed_total", "reason", "body_bytes"); n < 1 {
 		t.Errorf("tagcount_http_shed_total{reason=body_bytes} = %v; want at least 1", n)
 	}
 
 	release()
-	testdb.WaitFor(t, 10*time.Second, "the slow body to be let go", func() bool {
-		return api.metric("tagcount_http_body_bytes_in_flight") == 0
-	})
+	api.waitMetric("tagcount_http_body_bytes_in_flight", 0, "the slow body to be let go")
 	if res := api.do("POST", "/v1/drafts", tok, big); res.Status != http.StatusCreated {
 		t.Errorf("once the budget has room: %d %v; want 201", res.Status, res.Body)
 	}

@@ -135,6 +135,13 @@ func (a *testAPI) holdBody(method, path, tok string, contentLength int) (release
 	return release
 }
 
+// waitMetric waits until the metric name (no labels) reads want; what
+// says what that means, for the failure.
+func (a *testAPI) waitMetric(name string, want float64, what string) {
+	a.t.Helper()
+	testdb.WaitFor(a.t, 10*time.Second, what, func() bool { return a.metric(name) == want })
+}
+
 // metric returns the value of the metric name whose labels include the
 // given name, value pairs (0 when there is none).
 func (a *testAPI) metric(name string, labels ...string) float64 {

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi/openapitest"
@@ -21,24 +20,9 @@ import (
 // it is served, so the mark goes when the route comes.
 const notServedYet = "x-not-served-yet"
 
-// validator is the API's document, loaded once per test binary.
-var validator = sync.OnceValues(func() (*openapitest.Validator, error) {
-	doc, err := OpenAPI()
-	if err != nil {
-		return nil, err
-	}
-	return openapitest.New(doc)
-})
-
-// apiValidator returns the document's validator or fails t.
-func apiValidator(t testing.TB) *openapitest.Validator {
-	t.Helper()
-	v, err := validator()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
+// apiValidator returns the validator of the API's document (loaded once
+// per test binary) or fails t.
+var apiValidator = openapitest.Once(OpenAPI)
 
 // servedRoutes returns the patterns routes.go registers, as "METHOD /path",
 // the catch-all "/" left out. A pattern that is not a string literal fails

@@ -81,6 +81,22 @@ func TestTheLimiterFailsOpenWhenRedisIsDown(t *testing.T) {
 	}
 }
 
+// checkThirdLimited sends api an anonymous request with each of the three
+// X-Forwarded-For values xffs and fails t unless the first two answer 401
+// and the third 429 (the limit is 2 a minute).
+func checkThirdLimited(t *testing.T, api *testAPI, what string, xffs ...string) {
+	t.Helper()
+	for i, xff := range xffs {
+		want := http.StatusUnauthorized
+		if i == 2 {
+			want = http.StatusTooManyRequests
+		}
+		if res := api.do("GET", "/v1/drafts/1", "", nil, "X-Forwarded-For", xff); res.Status != want {
+			t.Errorf("%s %s (request %d): %d %v; want %d", what, xff, i+1, res.Status, res.Body, want)
+		}
+	}
+}
+
 func TestRequestsWithoutAValidTokenAreLimitedPerClientAddress(t *testing.T) {
 	t.Parallel()
 	redis := testRedis(t, testdb.RequireRedis(t))
@@ -90,29 +106,13 @@ func TestRequestsWithoutAValidTokenAreLimitedPerClientAddress(t *testing.T) {
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}})
 
 	// Not behind a trusted proxy: X-Forwarded-For is the client's own word.
-	for i, xff := range []string{"198.51.100.1", "198.51.100.2", "198.51.100.3"} {
-		want := http.StatusUnauthorized
-		if i == 2 {
-			want = http.StatusTooManyRequests
-		}
-		if res := direct.do("GET", "/v1/drafts/1", "", nil, "X-Forwarded-For", xff); res.Status != want {
-			t.Errorf("direct request %d claiming %s: %d %v; want %d", i+1, xff, res.Status, res.Body, want)
-		}
-	}
+	checkThirdLimited(t, direct, "direct request claiming", "198.51.100.1", "198.51.100.2", "198.51.100.3")
 	if res := direct.do("GET", "/v1/drafts/1", "not-a-token", nil); res.Status != http.StatusTooManyRequests {
 		t.Errorf("a bad token from the limited address: %d; want 429", res.Status)
 	}
 
 	// Behind a trusted proxy: the nearest untrusted address in the header.
-	for i, xff := range []string{"198.51.100.1", "203.0.113.9, 198.51.100.1", "198.51.100.1"} {
-		want := http.StatusUnauthorized
-		if i == 2 {
-			want = http.StatusTooManyRequests
-		}
-		if res := proxied.do("GET", "/v1/drafts/1", "", nil, "X-Forwarded-For", xff); res.Status != want {
-			t.Errorf("proxied request %d for %s: %d %v; want %d", i+1, xff, res.Status, res.Body, want)
-		}
-	}
+	checkThirdLimited(t, proxied, "proxied request for", "198.51.100.1", "203.0.113.9, 198.51.100.1", "198.51.100.1")
 	if res := proxied.do("GET", "/v1/drafts/1", "", nil, "X-Forwarded-For", "198.51.100.2"); res.Status != http.StatusUnauthorized {
 		t.Errorf("another client behind the proxy: %d; want 401, its own limit", res.Status)
 	}

@@ -465,12 +465,9 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 	if n := rep.ceilingNote("**"); n != "" {
 		b.WriteString("\nCeiling — " + n + ".\n")
 	}
-	if len(rep.Targets) > 0 {
-		b.WriteString("\n| target | want | got | |\n| --- | --- | --- | --- |\n")
-		for _, t := range rep.Targets {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.mark("met", "**missed**"))
-		}
-	}
+	rep.writeTargets(&b, "\n| target | want | got | |\n| --- | --- | --- | --- |\n", func(t Target) string {
+		return fmt.Sprintf("| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.mark("met", "**missed**"))
+	})
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -482,11 +479,20 @@ func (rep *Report) writeNotes(b *strings.Builder) {
 	if n := rep.ceilingNote(""); n != "" {
 		b.WriteString("\nceiling: " + n + "\n")
 	}
-	if len(rep.Targets) > 0 {
-		b.WriteString("\ntargets:\n")
-		for _, t := range rep.Targets {
-			fmt.Fprintf(b, "  %s  %-42s want %-8s got %s\n", t.mark("MET   ", "MISSED"), t.Name, t.Want, t.Got)
-		}
+	rep.writeTargets(b, "\ntargets:\n", func(t Target) string {
+		return fmt.Sprintf("  %s  %-42s want %-8s got %s\n", t.mark("MET   ", "MISSED"), t.Name, t.Want, t.Got)
+	})
+}
+
+// writeTargets writes head and then each target as line formats it; nothing
+// without targets.
+func (rep *Report) writeTargets(b *strings.Builder, head string, line func(Target) string) {
+	if len(rep.Targets) == 0 {
+		return
+	}
+	b.WriteString(head)
+	for _, t := range rep.Targets {
+		b.WriteString(line(t))
 	}
 }
 

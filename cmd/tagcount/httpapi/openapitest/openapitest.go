@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -31,6 +32,27 @@ type Validator struct {
 	router  routers.Router
 	noRoute *routers.Route // what any method and path the document lacks answers
 	opts    *openapi3filter.Options
+}
+
+// Once returns what a test binary calls for the Validator of the document
+// load returns: the document is loaded once, and a failure to load it
+// fails the test that asks.
+func Once(load func() ([]byte, error)) func(t testing.TB) *Validator {
+	v := sync.OnceValues(func() (*Validator, error) {
+		doc, err := load()
+		if err != nil {
+			return nil, err
+		}
+		return New(doc)
+	})
+	return func(t testing.TB) *Validator {
+		t.Helper()
+		val, err := v()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return val
+	}
 }
 
 // New loads doc (JSON or YAML) and returns its Validator, or the error

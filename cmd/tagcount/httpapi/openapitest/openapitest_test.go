@@ -23,12 +23,8 @@ paths:
           content:
             application/json:
               schema:
-                type: object
-                additionalProperties: false
-                required: [id, name]
-                properties:
-                  id: {type: integer}
-                  name: {type: string}
+                {type: object, additionalProperties: false, required: [id, name],
+                 properties: {id: {type: integer}, name: {type: string}}}
         "401":
           $ref: "#/components/responses/NoSuchRoute"
         "404":
