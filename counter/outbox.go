@@ -67,12 +67,8 @@ func WriteOutbox(ctx context.Context, db *migrations.DB, q migrations.Querier, d
 	for _, d := range deltas {
 		args = append(args, d.TagID, d.Delta, d.PublicDelta, d.FilterDelta, d.PublicFilterDelta, d.WorkID)
 	}
-	res, err := q.ExecContext(ctx, "INSERT INTO tag_events (tag_id, delta, public_delta, filter_delta, public_filter_delta, work_id) VALUES "+
-		migrations.Placeholders("(?,?,?,?,?,?)", ",", len(deltas)), args...)
-	if err != nil {
-		return nil, err
-	}
-	first, err := res.LastInsertId()
+	first, err := migrations.InsertRows(ctx, q, "INSERT INTO tag_events (tag_id, delta, public_delta, filter_delta, public_filter_delta, work_id) VALUES ",
+		"(?,?,?,?,?,?)", len(deltas), args...)
 	if err != nil {
 		return nil, err
 	}

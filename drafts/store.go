@@ -280,12 +280,8 @@ func (s *Store) insertQueued(ctx context.Context, authorID int64, contents []Con
 		}
 		args = append(args, authorID, c.Title, c.Body, tags, c.visibility())
 	}
-	res, err := s.DB.ExecContext(ctx, `INSERT INTO drafts (author_id, title, body, tags, visibility, state, queued_at) VALUES `+
-		migrations.Placeholders("(?, ?, ?, ?, ?, 'queued', NOW(6))", ",", len(contents)), args...)
-	if err != nil {
-		return nil, err
-	}
-	first, err := res.LastInsertId()
+	first, err := migrations.InsertRows(ctx, s.DB, "INSERT INTO drafts (author_id, title, body, tags, visibility, state, queued_at) VALUES ",
+		"(?, ?, ?, ?, ?, 'queued', NOW(6))", len(contents), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -431,9 +427,6 @@ type Status struct {
 // id, reading by primary key only.
 func (s *Store) Statuses(ctx context.Context, ids []int64) (map[int64]Status, error) {
 	out := make(map[int64]Status, len(ids))
-	if len(ids) == 0 {
-		return out, nil
-	}
 	err := migrations.EachRow(ctx, s.DB, func(rows *sql.Rows) error {
 		var id int64
 		var st Status

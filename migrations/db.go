@@ -295,6 +295,17 @@ func Placeholders(s, sep string, n int) string {
 	return strings.Repeat(s+sep, n-1) + s
 }
 
+// InsertRows runs insert (an INSERT … VALUES statement without its rows)
+// in q with n rows of the placeholder tuple row, filled from args, and
+// returns the auto-increment id of the first row inserted.
+func InsertRows(ctx context.Context, q Querier, insert, row string, n int, args ...any) (first int64, err error) {
+	res, err := q.ExecContext(ctx, insert+Placeholders(row, ",", n), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
 // IDList returns prefix, then ids in decimal separated by commas, then
 // suffix: a statement with an inline IN list. The ids are integers this
 // process formats, so inlining them is safe, and the text protocol saves

@@ -18,9 +18,7 @@ func TestAnAuthorsPostsPastBulkAfterWaitOnTheBulkQueueAndAreStillPosted(t *testi
 	var ids []int64
 	for i := range 5 {
 		d := e.draft(work(fmt.Sprint("Import ", i)))
-		if _, err := e.p.PostDraft(ctx, author, d.ID); err != nil {
-			t.Fatal(err)
-		}
+		e.post(d.ID)
 		ids = append(ids, d.ID)
 	}
 	other, err := e.store.CreateDraft(ctx, author+1, work("Someone else's"))

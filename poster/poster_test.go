@@ -119,6 +119,40 @@ func (e *env) waitState(draftID int64, state string) drafts.Draft {
 	return d
 }
 
+// newEnvRedisDown returns an env on a private Redis, a draft titled title
+// saved in it, and the Redis, stopped: what an author's Post meets while
+// Redis is down.
+func newEnvRedisDown(t *testing.T, title string) (*env, *testdb.Redis, drafts.Draft) {
+	t.Helper()
+	r := testdb.StartRedis(t)
+	e := newEnv(t, envOpts{redisAddr: r.Addr()})
+	d := e.draft(work(title, "Fluff"))
+	r.Stop()
+	return e, r, d
+}
+
+// post presses Post on the author's draft id, failing the test on an
+// error, and returns what the Post answered.
+func (e *env) post(id int64) poster.Result {
+	e.t.Helper()
+	res, err := e.p.PostDraft(context.Background(), author, id)
+	if err != nil {
+		e.t.Fatalf("post draft %d: %v", id, err)
+	}
+	return res
+}
+
+// wantCounts fails the test for each query (a COUNT) whose answer is not
+// the number it maps to.
+func (e *env) wantCounts(want map[string]int64) {
+	e.t.Helper()
+	for query, n := range want {
+		if got := e.count(query); got != n {
+			e.t.Errorf("%s = %d, want %d", query, got, n)
+		}
+	}
+}
+
 func (e *env) count(query string, args ...any) int64 {
 	e.t.Helper()
 	var n sql.NullInt64
@@ -247,15 +281,11 @@ func TestLegacyPathPostedTwiceConcurrentlyMakesOneWorkAndCountsOnce(t *testing.T
 	if created != 1 {
 		t.Fatalf("%d posts created the work, want exactly 1", created)
 	}
-	if n := e.count("SELECT COUNT(*) FROM works"); n != 1 {
-		t.Fatalf("%d works, want 1", n)
-	}
-	if n := e.count("SELECT COUNT(*) FROM tag_counts WHERE count = 1"); n != 4 {
-		t.Fatalf("%d tags counted once, want 4", n)
-	}
-	if n := e.count("SELECT COUNT(*) FROM tag_events"); n != 0 {
-		t.Fatalf("legacy path wrote %d outbox rows, want none", n)
-	}
+	e.wantCounts(map[string]int64{
+		"SELECT COUNT(*) FROM works":                      1,
+		"SELECT COUNT(*) FROM tag_counts WHERE count = 1": 4, // the work's tags, counted once
+		"SELECT COUNT(*) FROM tag_events":                 0, // the legacy path writes no outbox
+	})
 }
 
 // Two authors' tabs deleting one work at once on the legacy path: one
@@ -266,10 +296,7 @@ func TestLegacyPathDeletedConcurrentlyDeletesOnceAndTellsTheRestItIsGone(t *test
 	e := newEnv(t, envOpts{legacy: true})
 	ctx := context.Background()
 	d := e.draft(work("Deleted twice", "Fluff"))
-	res, err := e.p.PostDraft(ctx, author, d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := e.post(d.ID)
 	deleted := concurrently(8, func() bool {
 		_, err := e.p.DeleteWork(ctx, author, res.WorkID)
 		if err != nil && !errors.Is(err, poster.ErrWorkNotFound) {
@@ -280,12 +307,10 @@ func TestLegacyPathDeletedConcurrentlyDeletesOnceAndTellsTheRestItIsGone(t *test
 	if deleted != 1 {
 		t.Errorf("%d deletes succeeded, want exactly 1", deleted)
 	}
-	if n := e.count("SELECT COUNT(*) FROM works"); n != 0 {
-		t.Errorf("%d works left, want 0", n)
-	}
-	if n := e.count("SELECT COUNT(*) FROM tag_counts WHERE count <> 0"); n != 0 {
-		t.Errorf("%d tags still counted after the delete, want 0", n)
-	}
+	e.wantCounts(map[string]int64{
+		"SELECT COUNT(*) FROM works":                       0,
+		"SELECT COUNT(*) FROM tag_counts WHERE count <> 0": 0, // its tags are taken away
+	})
 }
 
 func TestEditEmitsTheTagDifferenceAndDeleteTakesEveryTagAway(t *testing.T) {
@@ -297,9 +322,7 @@ func TestEditEmitsTheTagDifferenceAndDeleteTakesEveryTagAway(t *testing.T) {
 			e.startWorker()
 			ctx := context.Background()
 			d := e.draft(work("Edit me", "Fluff", "Angst"))
-			if _, err := e.p.PostDraft(ctx, author, d.ID); err != nil {
-				t.Fatal(err)
-			}
+			e.post(d.ID)
 			w := e.waitState(d.ID, drafts.StatePosted).WorkID
 
 			edited := work("Edited", "fluff", "Hurt/Comfort") // "fluff" is the same tag as "Fluff"
@@ -381,9 +404,7 @@ func TestLegacyLockWaitTimeoutIs503AndLeavesTheDraftUntouched(t *testing.T) {
 	ctx := context.Background()
 
 	first := e.draft(work("First", "Fluff"))
-	if _, err := e.p.PostDraft(ctx, author, first.ID); err != nil {
-		t.Fatal(err)
-	}
+	e.post(first.ID)
 	// Another transaction holds the rating's count row, as a slow post would.
 	blocker, err := tdb.BeginTx(ctx, nil)
 	if err != nil {
@@ -410,10 +431,7 @@ func TestLegacyLockWaitTimeoutIs503AndLeavesTheDraftUntouched(t *testing.T) {
 
 func TestPostPressedWhileRedisIsDownIsPostedAfterRedisReturns(t *testing.T) {
 	t.Parallel()
-	r := testdb.StartRedis(t)
-	e := newEnv(t, envOpts{redisAddr: r.Addr()})
-	d := e.draft(work("Offline", "Fluff"))
-	r.Stop()
+	e, r, d := newEnvRedisDown(t, "Offline")
 
 	res, err := e.p.PostDraft(context.Background(), author, d.ID)
 	if err != nil || res.State != drafts.StateQueued {

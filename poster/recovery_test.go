@@ -25,9 +25,7 @@ func TestFailedPostPostedAgainIsPosted(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
 	d := e.draft(work("Again", "Fluff"))
-	if _, err := e.p.PostDraft(ctx, author, d.ID); err != nil {
-		t.Fatal(err)
-	}
+	e.post(d.ID)
 	// Its job used its last retry: asynq keeps it archived, and the draft
 	// is marked failed.
 	id := fmt.Sprintf("draft-sync:%d:%d", d.ID, e.version(d.ID))
@@ -50,9 +48,7 @@ func TestRequeuerRunsAJobWaitingForItsRetryNow(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
 	d := e.draft(work("Waiting", "Fluff"))
-	if _, err := e.p.PostDraft(ctx, author, d.ID); err != nil {
-		t.Fatal(err)
-	}
+	e.post(d.ID)
 	// The job failed while the database was down and waits an hour for
 	// its retry, as asynq's default backoff would make it.
 	id := fmt.Sprintf("draft-sync:%d:%d", d.ID, e.version(d.ID))
@@ -146,9 +142,7 @@ func TestALonePostIsPostedWithoutWaitingForABatch(t *testing.T) {
 	e := newEnv(t, envOpts{maxBatch: 1000})
 	e.startWorker()
 	d := e.draft(work("Alone", "Fluff"))
-	if _, err := e.p.PostDraft(context.Background(), author, d.ID); err != nil {
-		t.Fatal(err)
-	}
+	e.post(d.ID)
 	e.waitState(d.ID, drafts.StatePosted)
 }
 
@@ -157,10 +151,7 @@ func TestDraftWithAWorkIsChangedThroughItsWorkOnly(t *testing.T) {
 	e := newEnv(t, envOpts{legacy: true})
 	ctx := context.Background()
 	d := e.draft(work("Posted", "Fluff"))
-	res, err := e.p.PostDraft(ctx, author, d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := e.post(d.ID)
 	// An edit of the work failed: its draft is failed, the work remains.
 	e.db.Exec("UPDATE drafts SET state = 'failed' WHERE id = ?", d.ID)
 	if _, err := e.store.ReplaceDraft(ctx, author, d.ID, work("Replaced")); !errors.Is(err, drafts.ErrPosted) {
@@ -182,10 +173,7 @@ func TestDraftWithAWorkIsChangedThroughItsWorkOnly(t *testing.T) {
 // was down is enqueued by its own loop once Redis answers.
 func TestAnAPIProcessEnqueuesThePostsItOwesOnceRedisAnswers(t *testing.T) {
 	t.Parallel()
-	r := testdb.StartRedis(t)
-	e := newEnv(t, envOpts{redisAddr: r.Addr()})
-	d := e.draft(work("Accepted offline", "Fluff"))
-	r.Stop()
+	e, r, d := newEnvRedisDown(t, "Accepted offline")
 	if res, err := e.p.PostDraft(context.Background(), author, d.ID); err != nil || res.State != drafts.StateQueued {
 		t.Fatalf("post while Redis is down: %+v, %v; want it queued", res, err)
 	}

@@ -67,10 +67,7 @@ func TestAPostsRequestIDRidesInItsJobOntoItsAnnouncedEvents(t *testing.T) {
 
 func TestAPostOwedWhileRedisIsDownKeepsItsRequestID(t *testing.T) {
 	t.Parallel()
-	r := testdb.StartRedis(t)
-	e := newEnv(t, envOpts{redisAddr: r.Addr()})
-	d := e.draft(work("Offline", "Fluff"))
-	r.Stop()
+	e, r, d := newEnvRedisDown(t, "Offline")
 	if _, err := e.p.PostDraft(poster.WithRequestID(context.Background(), "req-offline"), author, d.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -208,12 +208,8 @@ func insertWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, plans []*pl
 	for _, pl := range plans {
 		args = append(args, pl.req.draftID, pl.lock.AuthorID, pl.content.Title, pl.content.Body, visibility(pl.content), pl.lock.Version)
 	}
-	res, err := tx.ExecContext(ctx, "INSERT INTO works (draft_id, author_id, title, body, visibility, version) VALUES "+
-		migrations.Placeholders("(?,?,?,?,?,?)", ",", len(plans)), args...)
-	if err != nil {
-		return err
-	}
-	first, err := res.LastInsertId()
+	first, err := migrations.InsertRows(ctx, tx, "INSERT INTO works (draft_id, author_id, title, body, visibility, version) VALUES ",
+		"(?,?,?,?,?,?)", len(plans), args...)
 	if err != nil {
 		return err
 	}

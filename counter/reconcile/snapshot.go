@@ -58,22 +58,22 @@ func ReadSnapshot(ctx context.Context, conn *sql.Conn, ids []int64) (states []Ta
 			err = fmt.Errorf("snapshot: %s: %w", end, e)
 		}
 	}()
-	lo, hi := ids[0], ids[len(ids)-1]
-	works, err := poster.CountUses(ctx, conn, lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: works: %w", err)
-	}
-	filed, err := poster.CountFilters(ctx, conn, lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: filters: %w", err)
-	}
-	stored, err := counter.StoredCounts(ctx, conn, lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: stored: %w", err)
-	}
-	pending, err := counter.PendingDeltas(ctx, conn, lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: pending: %w", err)
+	// The four sides of the invariant, each summed by the package that owns
+	// its tables, all inside the one snapshot.
+	var works, filed, stored, pending map[int64]counter.Sum
+	for _, side := range []struct {
+		name string
+		into *map[int64]counter.Sum
+		read func(context.Context, migrations.Querier, int64, int64) (map[int64]counter.Sum, error)
+	}{
+		{"works", &works, poster.CountUses},
+		{"filters", &filed, poster.CountFilters},
+		{"stored", &stored, counter.StoredCounts},
+		{"pending", &pending, counter.PendingDeltas},
+	} {
+		if *side.into, err = side.read(ctx, conn, ids[0], ids[len(ids)-1]); err != nil {
+			return nil, fmt.Errorf("snapshot: %s: %w", side.name, err)
+		}
 	}
 	states = make([]TagState, len(ids))
 	for i, id := range ids {
