@@ -241,11 +241,7 @@ func TestEvaluationPanicIsOffNotACrash(t *testing.T) {
 
 func TestNewDoesNotWaitForAServerThatNeverAnswers(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := testdb.Listen(t)
 	go func() { // accept and never answer
 		var conns []net.Conn
 		defer func() {

@@ -32,12 +32,9 @@ type stallProxy struct {
 
 func startStallProxy(t *testing.T, target string) *stallProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testdb.Listen(t)
 	p := &stallProxy{ln: ln, target: target}
-	t.Cleanup(func() { p.Resume(); ln.Close() })
+	t.Cleanup(p.Resume)
 	go p.serve()
 	return p
 }

@@ -218,6 +218,18 @@ func RequireRedis(t testing.TB) string {
 	return RedisAddr()
 }
 
+// Listen returns a TCP listener on a free port of 127.0.0.1, closed when
+// the test ends (closing it before is harmless).
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

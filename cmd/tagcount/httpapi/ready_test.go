@@ -17,12 +17,19 @@ func redisCheck(t *testing.T, addr string, optional bool) Check {
 	return Check{Name: "redis", Optional: optional, Err: func(ctx context.Context) error { return c.Ping(ctx).Err() }}
 }
 
-func TestReadyzSaysDegradedNotUnreadyWhenAnOptionalDependencyIsDown(t *testing.T) {
-	t.Parallel()
+// newAPIWithRedisDown returns an API whose readiness checks MySQL and a
+// Redis (optional or required) that is down.
+func newAPIWithRedisDown(t *testing.T, redisOptional bool) *testAPI {
+	t.Helper()
 	db := testdb.New(t)
 	redis := testdb.StartRedis(t)
 	redis.Stop()
-	api := newTestAPI(t, db, Edge{}, Check{Name: "mysql", Err: db.PingContext}, redisCheck(t, redis.Addr(), true))
+	return newTestAPI(t, db, Edge{}, Check{Name: "mysql", Err: db.PingContext}, redisCheck(t, redis.Addr(), redisOptional))
+}
+
+func TestReadyzSaysDegradedNotUnreadyWhenAnOptionalDependencyIsDown(t *testing.T) {
+	t.Parallel()
+	api := newAPIWithRedisDown(t, true)
 
 	res := api.do("GET", "/readyz", "", nil)
 	checks, _ := res.Body["checks"].(map[string]any)
@@ -49,10 +56,7 @@ func TestReadyzSaysDegradedNotUnreadyWhenAnOptionalDependencyIsDown(t *testing.T
 
 func TestReadyzIsUnreadyWithRetryAfterWhenARequiredDependencyIsDown(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	redis := testdb.StartRedis(t)
-	redis.Stop()
-	api := newTestAPI(t, db, Edge{}, Check{Name: "mysql", Err: db.PingContext}, redisCheck(t, redis.Addr(), false))
+	api := newAPIWithRedisDown(t, false)
 
 	res := api.do("GET", "/readyz", "", nil)
 	checks, _ := res.Body["checks"].(map[string]any)

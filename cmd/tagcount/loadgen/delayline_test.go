@@ -27,12 +27,23 @@ type linkEcho struct {
 	closed int // connections the client closed
 }
 
+// closeAndCheckPumps closes c and fails t unless Close succeeded and
+// returned only after the connection's goroutines did.
+func closeAndCheckPumps(t *testing.T, c *delayConn, what string) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("%s: %v", what, err)
+	}
+	select {
+	case <-c.pumpsDone:
+	default:
+		t.Errorf("%s returned before the connection's goroutines did", what)
+	}
+}
+
 func startLinkEcho(t *testing.T) *linkEcho {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testdb.Listen(t)
 	e := &linkEcho{addr: ln.Addr().String()}
 	t.Cleanup(serveConns(ln, e.serve))
 	return e
@@ -247,14 +258,7 @@ func TestDelayLineCloseSendsWhatWasWrittenThenStopsItsGoroutines(t *testing.T) {
 	if _, err := c.Write([]byte("bye")); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	select {
-	case <-c.pumpsDone:
-	default:
-		t.Error("Close returned before the connection's goroutines did")
-	}
+	closeAndCheckPumps(t, c, "Close")
 	if _, err := c.Write([]byte("more")); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
 	}
@@ -272,11 +276,7 @@ func TestDelayLineCloseSendsWhatWasWrittenThenStopsItsGoroutines(t *testing.T) {
 
 func TestDelayLineReadsThePeersDataThenItsEnd(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testdb.Listen(t)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -291,14 +291,7 @@ func TestDelayLineReadsThePeersDataThenItsEnd(t *testing.T) {
 	if err != nil || string(got) != "hello, goodbye" {
 		t.Errorf("read %q (%v), want the peer's bytes then EOF", got, err)
 	}
-	if err := c.Close(); err != nil {
-		t.Errorf("Close after the peer's end: %v", err)
-	}
-	select {
-	case <-c.pumpsDone:
-	default:
-		t.Error("Close returned before the connection's goroutines did")
-	}
+	closeAndCheckPumps(t, c, "Close after the peer's end")
 }
 
 func TestDelayLineReadTimesOutAtItsDeadlineAndKeepsTheBytes(t *testing.T) {
