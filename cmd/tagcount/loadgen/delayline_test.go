@@ -21,6 +21,8 @@ import (
 // and remembers what it received and how many connections ended.
 type linkEcho struct {
 	addr string
+	sink bool // reads only, sends nothing back
+
 
 	mu     sync.Mutex
 	got    []byte
@@ -41,10 +43,18 @@ func closeAndCheckPumps(t *testing.T, c *delayConn, what string) {
 	}
 }
 
-func startLinkEcho(t *testing.T) *linkEcho {
+func startLinkEcho(t *testing.T) *linkEcho { return startLinkServer(t, false) }
+
+// startLinkSink is startLinkEcho for a server that only reads. Nothing
+// comes back, so the client's close always ends the connection with a FIN
+// the server reads as its end: echoes arriving while the client closes
+// could make the close a reset instead.
+func startLinkSink(t *testing.T) *linkEcho { return startLinkServer(t, true) }
+
+func startLinkServer(t *testing.T, sink bool) *linkEcho {
 	t.Helper()
 	ln := testdb.Listen(t)
-	e := &linkEcho{addr: ln.Addr().String()}
+	e := &linkEcho{addr: ln.Addr().String(), sink: sink}
 	t.Cleanup(serveConns(ln, e.serve))
 	return e
 }
@@ -62,6 +72,9 @@ func (e *linkEcho) serve(c net.Conn) {
 		e.mu.Unlock()
 		if err != nil {
 			return
+		}
+		if e.sink {
+			continue
 		}
 		if _, err := c.Write(buf[:n]); err != nil {
 			return
@@ -253,7 +266,7 @@ func TestDelayLineDeliversPipelinedWritesOfManyConnectionsAfterOneDelay(t *testi
 
 func TestDelayLineCloseSendsWhatWasWrittenThenStopsItsGoroutines(t *testing.T) {
 	t.Parallel()
-	echo := startLinkEcho(t)
+	echo := startLinkSink(t)
 	c := dialThrough(t, NewDelayLine(20*time.Millisecond), echo.addr)
 	if _, err := c.Write([]byte("bye")); err != nil {
 		t.Fatal(err)
