@@ -1,6 +1,7 @@
 package testdb
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -140,7 +141,31 @@ func (s *Server) Stop(kill bool) {
 
 // Pause stops the server with SIGSTOP: it keeps its connections and its
 // port open but answers nothing, as a hung database does, until Resume.
-func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+// It returns once every thread of the server is stopped: the signal is
+// delivered asynchronously, and a statement sent before a busy thread
+// stops could still be answered.
+func (s *Server) Pause() {
+	s.signal(syscall.SIGSTOP)
+	WaitFor(s.t, 10*time.Second, "the paused mariadbd's threads to stop", func() bool { return allStopped(s.cmd.Process.Pid) })
+}
+
+// allStopped reports whether every thread of process pid is in the
+// stopped state (T in /proc/PID/task/TID/stat).
+func allStopped(pid int) bool {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(stats) == 0 {
+		return false
+	}
+	for _, path := range stats {
+		raw, err := os.ReadFile(path)
+		// The state follows the command name, which is in parentheses.
+		i := bytes.LastIndexByte(raw, ')')
+		if err != nil || i < 0 || i+2 >= len(raw) || raw[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume lets a paused server go on (SIGCONT).
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
