@@ -45,9 +45,11 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	srv := &http.Server{Handler: ui, ReadHeaderTimeout: 10 * time.Second}
+	// Said before serving (the listener already holds the address), so
+	// whoever the UI answers has been told where it is.
+	fmt.Fprintf(stdout, "tagcount queues: the job queue UI is at http://%s/queues/%s (Redis %s)\n", ln.Addr(), s.Queue, s.RedisAddr)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	fmt.Fprintf(stdout, "tagcount queues: the job queue UI is at http://%s/queues/%s (Redis %s)\n", ln.Addr(), s.Queue, s.RedisAddr)
 	select {
 	case err := <-served:
 		return err
