@@ -23,7 +23,6 @@ type linkEcho struct {
 	addr string
 	sink bool // reads only, sends nothing back
 
-
 	mu     sync.Mutex
 	got    []byte
 	closed int // connections the client closed
