@@ -104,9 +104,11 @@ func (r *TagResolver) lookup(ctx context.Context, refs []TagRef, which []int) (m
 	err := migrations.EachRow(ctx, r.db, func(rows *sql.Rows) error {
 		var id int64
 		var k tagKey
-		err := rows.Scan(&id, &k.typ, &k.key)
+		if err := rows.Scan(&id, &k.typ, &k.key); err != nil {
+			return err
+		}
 		out[k] = id
-		return err
+		return nil
 	}, "SELECT id, type, name_key FROM tags WHERE "+migrations.Placeholders("(type = ? AND name_key = ?)", " OR ", len(which)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up tags: %w", err)

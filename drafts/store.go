@@ -345,9 +345,11 @@ func (s *Store) LockForSync(ctx context.Context, q migrations.Querier, ids []int
 	err := migrations.EachRow(ctx, q, func(rows *sql.Rows) error {
 		var id int64
 		var l Lock
-		err := rows.Scan(&id, &l.AuthorID, &l.State, &l.WorkID, &l.Version, &l.DeleteRequested)
+		if err := rows.Scan(&id, &l.AuthorID, &l.State, &l.WorkID, &l.Version, &l.DeleteRequested); err != nil {
+			return err
+		}
 		out[id] = l
-		return err
+		return nil
 	}, migrations.IDList(`SELECT id, author_id, state, COALESCE(work_id, 0), version, delete_requested
 		FROM drafts WHERE id IN (`, ids, ") ORDER BY id FOR UPDATE"))
 	return out, err
@@ -430,9 +432,11 @@ func (s *Store) Statuses(ctx context.Context, ids []int64) (map[int64]Status, er
 	err := migrations.EachRow(ctx, s.DB, func(rows *sql.Rows) error {
 		var id int64
 		var st Status
-		err := rows.Scan(&id, &st.State, &st.WorkID)
+		if err := rows.Scan(&id, &st.State, &st.WorkID); err != nil {
+			return err
+		}
 		out[id] = st
-		return err
+		return nil
 	}, migrations.IDList("SELECT id, state, COALESCE(work_id, 0) FROM drafts WHERE id IN (", ids, ")"))
 	return out, err
 }

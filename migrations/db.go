@@ -336,9 +336,11 @@ func SumsByID(ctx context.Context, q Querier, query string, args ...any) (map[in
 	out := make(map[int64]int64)
 	err := EachRow(ctx, q, func(rows *sql.Rows) error {
 		var id, v int64
-		err := rows.Scan(&id, &v)
+		if err := rows.Scan(&id, &v); err != nil {
+			return err
+		}
 		out[id] = v
-		return err
+		return nil
 	}, query, args...)
 	return out, err
 }

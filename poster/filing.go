@@ -2,6 +2,7 @@ package poster
 
 import (
 	"context"
+	"database/sql"
 	"strconv"
 
 	"github.com/tagcount/tagcount/counter"
@@ -145,12 +146,7 @@ func writeFilings(ctx context.Context, q migrations.Querier, filings []filing) (
 // readFilters adds to states (by work id) the canonical tags each of works
 // is filed under.
 func readFilters(ctx context.Context, q migrations.Querier, works []int64, states map[int64]*workState) error {
-	rows, err := q.QueryContext(ctx, migrations.IDList("SELECT work_id, tag_id FROM work_filters WHERE work_id IN (", works, ") ORDER BY work_id, tag_id"))
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
+	return migrations.EachRow(ctx, q, func(rows *sql.Rows) error {
 		var work, tag int64
 		if err := rows.Scan(&work, &tag); err != nil {
 			return err
@@ -158,6 +154,6 @@ func readFilters(ctx context.Context, q migrations.Querier, works []int64, state
 		if st := states[work]; st != nil {
 			st.filters = append(st.filters, tag)
 		}
-	}
-	return rows.Err()
+		return nil
+	}, migrations.IDList("SELECT work_id, tag_id FROM work_filters WHERE work_id IN (", works, ") ORDER BY work_id, tag_id"))
 }

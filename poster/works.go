@@ -170,18 +170,12 @@ func workStates(ctx context.Context, q migrations.Querier, works []int64) (map[i
 	if len(works) == 0 {
 		return out, nil
 	}
-	rows, err := q.QueryContext(ctx, migrations.IDList(`SELECT w.id, w.visibility = 'public', w.hidden, tg.tag_id
-		FROM works w LEFT JOIN taggings tg ON tg.work_id = w.id WHERE w.id IN (`, works, ") ORDER BY w.id, tg.position"))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err := migrations.EachRow(ctx, q, func(rows *sql.Rows) error {
 		var work int64
 		var public, hidden bool
 		var tag *int64
 		if err := rows.Scan(&work, &public, &hidden, &tag); err != nil {
-			return nil, err
+			return err
 		}
 		st := out[work]
 		if st == nil {
@@ -191,8 +185,10 @@ func workStates(ctx context.Context, q migrations.Querier, works []int64) (map[i
 		if tag != nil {
 			st.tags = append(st.tags, *tag)
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	}, migrations.IDList(`SELECT w.id, w.visibility = 'public', w.hidden, tg.tag_id
+		FROM works w LEFT JOIN taggings tg ON tg.work_id = w.id WHERE w.id IN (`, works, ") ORDER BY w.id, tg.position"))
+	if err != nil {
 		return nil, err
 	}
 	return out, readFilters(ctx, q, works, out)
@@ -326,20 +322,19 @@ func (p *Poster) FindWorkByID(ctx context.Context, authorID, workID int64) (Work
 	if err != nil {
 		return Work{}, err
 	}
-	rows, err := p.cfg.DB.QueryContext(ctx, `SELECT t.type, t.name FROM taggings g JOIN tags t ON t.id = g.tag_id
+	err = migrations.EachRow(ctx, p.cfg.DB, func(rows *sql.Rows) error {
+		var ref drafts.TagRef
+		if err := rows.Scan(&ref.Type, &ref.Name); err != nil {
+			return err
+		}
+		w.Tags.Add(ref)
+		return nil
+	}, `SELECT t.type, t.name FROM taggings g JOIN tags t ON t.id = g.tag_id
 		WHERE g.work_id = ? ORDER BY g.position`, workID)
 	if err != nil {
 		return Work{}, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var ref drafts.TagRef
-		if err := rows.Scan(&ref.Type, &ref.Name); err != nil {
-			return Work{}, err
-		}
-		w.Tags.Add(ref)
-	}
-	return w, rows.Err()
+	return w, nil
 }
 
 // draftOfWork returns the draft behind author's work, or ErrWorkNotFound.

@@ -138,27 +138,21 @@ func (r *Reconciler) Corrections(ctx context.Context, id, after int64, limit int
 		}
 		return nil, err
 	}
-	rows, err := r.cfg.DB.QueryContext(ctx, `SELECT tag_id, stored_count, true_count, drift, stored_public, true_public,
+	out, err := migrations.Collect(ctx, r.cfg.DB, func(rows *sql.Rows) (c Correction, err error) {
+		var at sql.NullTime
+		err = rows.Scan(&c.TagID, &c.Stored.Count, &c.True.Count, &c.Drift.Count, &c.Stored.Public, &c.True.Public,
+			&c.Drift.Public, &c.Stored.Filter, &c.True.Filter, &c.Drift.Filter, &c.Stored.PublicFilter, &c.True.PublicFilter,
+			&c.Drift.PublicFilter, &at)
+		c.CorrectedAt = at.Time
+		return c, err
+	}, `SELECT tag_id, stored_count, true_count, drift, stored_public, true_public,
 		public_drift, stored_filter, true_filter, filter_drift, stored_public_filter, true_public_filter, public_filter_drift,
 		corrected_at FROM reconcile_corrections WHERE run_id = ? AND tag_id > ? ORDER BY tag_id LIMIT ?`,
 		id, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: corrections of run %d: %w", id, err)
 	}
-	defer rows.Close()
-	var out []Correction
-	for rows.Next() {
-		var c Correction
-		var at sql.NullTime
-		if err := rows.Scan(&c.TagID, &c.Stored.Count, &c.True.Count, &c.Drift.Count, &c.Stored.Public, &c.True.Public,
-			&c.Drift.Public, &c.Stored.Filter, &c.True.Filter, &c.Drift.Filter, &c.Stored.PublicFilter, &c.True.PublicFilter,
-			&c.Drift.PublicFilter, &at); err != nil {
-			return nil, fmt.Errorf("reconcile: corrections of run %d: %w", id, err)
-		}
-		c.CorrectedAt = at.Time
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func nullString(s string) any {

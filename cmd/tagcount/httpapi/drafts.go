@@ -69,9 +69,9 @@ func newResultJSON(r poster.Result) resultJSON {
 	return resultJSON{State: r.State, Path: r.Path, WorkID: r.WorkID}
 }
 
-// decodeContent reads and validates a draft or work body and charges the
+// contentToSave reads and validates a draft or work body and charges the
 // author's new-tag quota for the tags it would create.
-func (s *server) decodeContent(w http.ResponseWriter, r *http.Request) (drafts.Content, error) {
+func (s *server) contentToSave(w http.ResponseWriter, r *http.Request) (drafts.Content, error) {
 	var body contentJSON
 	if err := decode(w, r, DefaultBodyLimit, &body); err != nil {
 		return drafts.Content{}, err
@@ -86,7 +86,7 @@ func (s *server) decodeContent(w http.ResponseWriter, r *http.Request) (drafts.C
 // handleCreateDraft serves POST /v1/drafts.
 func (s *server) handleCreateDraft() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.decodeContent(w, r)
+		c, err := s.contentToSave(w, r)
 		if err != nil {
 			return err
 		}
@@ -106,7 +106,7 @@ func (s *server) handleGetDraft() http.Handler {
 // handleReplaceDraft serves PUT /v1/drafts/{id}.
 func (s *server) handleReplaceDraft() http.Handler {
 	return s.handleID("draft", func(w http.ResponseWriter, r *http.Request, id int64) error {
-		c, err := s.decodeContent(w, r)
+		c, err := s.contentToSave(w, r)
 		if err != nil {
 			return err
 		}
@@ -164,7 +164,7 @@ func newWorkJSON(wk poster.Work) workJSON {
 // handleUpdateWork serves PUT /v1/works/{id}: 202 (job) or 200 (in request).
 func (s *server) handleUpdateWork() http.Handler {
 	return s.handleID("work", func(w http.ResponseWriter, r *http.Request, id int64) error {
-		c, err := s.decodeContent(w, r)
+		c, err := s.contentToSave(w, r)
 		if err != nil {
 			return err
 		}
