@@ -68,7 +68,13 @@ func (p *Poster) enqueue(ctx context.Context, queue string, draftID, version int
 	}
 	id := taskID(draftID, version)
 	info, err := p.cfg.Inspector.GetTaskInfo(queue, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		// The job ended and was removed between the conflict and this
+		// look: enqueue it again (for a draft already posted it changes
+		// nothing).
+		info = &asynq.TaskInfo{State: asynq.TaskStateCompleted}
+	case err != nil:
 		return err
 	}
 	switch info.State {
