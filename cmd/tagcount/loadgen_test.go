@@ -37,6 +37,9 @@ var loadgenRunID = regexp.MustCompile(`loadgen: run ([0-9a-f]+),`)
 // files, and flags; it fails the test if the command fails. Whatever
 // databases the run leaves (it drops its own unless --keep-db) are dropped
 // when the test ends.
+// A run holds up to 32 connections per path it runs at once (its stack's
+// pools, dev's sizes) and a few of its own; with --concurrency 32 it uses
+// most of them.
 func runLoadgenCmd(t *testing.T, flags ...string) *loadgenRun {
 	t.Helper()
 	redisAddr := testdb.RequireRedis(t)
