@@ -388,7 +388,7 @@ func (s *stack) serveHTTP(context.Context) error {
 			defer cancel()
 			srv.Shutdown(sctx)
 		}()
-		err := srv.Serve(ln)
+		err := srv.Serve(httpapi.Listener(ln)) // net/http's own 431 and 400 in the error shape
 		<-drained // Serve returns at once on Shutdown; the requests in flight are still running
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
