@@ -116,6 +116,7 @@ type shedder struct {
 	dbSlots   *semaphore.Weighted
 	bodies    *semaphore.Weighted
 	bodyBytes atomic.Int64
+	dbInUse   atomic.Int64 // slots of dbSlots held
 	shed      *prometheus.CounterVec
 }
 
@@ -131,6 +132,8 @@ func newShedder(e Edge, reg prometheus.Registerer) *shedder {
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagcount_http_in_flight", Help: "API requests being served."},
 		func() float64 { return float64(sh.inFlight.Load()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagcount_http_db_slots_in_use", Help: "API requests holding a database slot."},
+		func() float64 { return float64(sh.dbInUse.Load()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagcount_http_body_bytes_in_flight", Help: "Bytes of request bodies held in memory."},
 		func() float64 { return float64(sh.bodyBytes.Load()) })
 	return sh
@@ -169,16 +172,56 @@ type inFlightKey struct{}
 // dbSlot runs next holding one of DBSlots slots, waiting at most QueueWait
 // for one (503 overloaded past it), so requests beyond what the pool can
 // serve are refused quickly instead of queueing for a connection until
-// their deadline.
+// their deadline. next's answer is held in memory and written once the
+// slot is released: a client that reads its answer slowly, or never, holds
+// a slot of the in-flight cap until the write timeout, not a database slot.
 func (s *server) dbSlot(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		if err := s.acquire(r.Context(), s.shed.dbSlots, 1, shedDBWait); err != nil {
 			return err
 		}
-		defer s.shed.dbSlots.Release(1)
-		next.ServeHTTP(w, r)
+		s.shed.dbInUse.Add(1)
+		answer := &heldAnswer{w: w}
+		func() {
+			defer func() { s.shed.dbInUse.Add(-1); s.shed.dbSlots.Release(1) }()
+			next.ServeHTTP(answer, r)
+		}()
+		answer.send()
 		return nil
 	})
+}
+
+// heldAnswer is a ResponseWriter that keeps the status and body until send
+// writes them to w; headers go to w's at once, as nothing sends them early.
+type heldAnswer struct {
+	w      http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (a *heldAnswer) Header() http.Header { return a.w.Header() }
+
+func (a *heldAnswer) WriteHeader(status int) {
+	if a.status == 0 {
+		a.status = status
+	}
+}
+
+func (a *heldAnswer) Write(p []byte) (int, error) {
+	a.WriteHeader(http.StatusOK)
+	return a.body.Write(p)
+}
+
+// Unwrap lets a handler's http.ResponseController reach the connection.
+func (a *heldAnswer) Unwrap() http.ResponseWriter { return a.w }
+
+// send writes the held answer; one with no status and no body is left to
+// net/http (a 200 with no body).
+func (a *heldAnswer) send() {
+	if a.status != 0 {
+		a.w.WriteHeader(a.status)
+		a.w.Write(a.body.Bytes())
+	}
 }
 
 // acquire takes n of sem within QueueWait: the request's own error when its

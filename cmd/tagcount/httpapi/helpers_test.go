@@ -40,6 +40,13 @@ type testAPI struct {
 // when nil) and the edge settings e.
 func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
 	t.Helper()
+	return newTestAPIOn(t, db, e, nil, ready...)
+}
+
+// newTestAPIOn is newTestAPI with the listener wrapped by wrap (none when
+// nil), for tests that shape the server's side of each connection.
+func newTestAPIOn(t *testing.T, db *testdb.DB, e Edge, wrap func(net.Listener) net.Listener, ready ...Check) *testAPI {
+	t.Helper()
 	if db == nil {
 		db = testdb.New(t)
 	}
@@ -61,6 +68,9 @@ func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
 		Registry: a.Reg, Ready: ready, Edge: e}))
 	// As the stack serves it: the edge's header limit, on Listener.
 	srv.Config.MaxHeaderBytes = e.WithDefaults().MaxHeaderBytes
+	if wrap != nil {
+		srv.Listener = wrap(srv.Listener)
+	}
 	srv.Listener = Listener(srv.Listener)
 	srv.Start()
 	t.Cleanup(srv.Close)
