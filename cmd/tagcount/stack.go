@@ -388,7 +388,8 @@ func (s *stack) serveHTTP(context.Context) error {
 			defer cancel()
 			srv.Shutdown(sctx)
 		}()
-		err := srv.Serve(httpapi.Listener(ln)) // net/http's own 431 and 400 in the error shape
+		// Listener: net/http's own 431 and 400 in the error shape.
+		err := srv.Serve(httpapi.Listener(ln))
 		<-drained // Serve returns at once on Shutdown; the requests in flight are still running
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
