@@ -94,7 +94,7 @@ func TestFullInFlightCapAnswers503OverloadedAtOnce(t *testing.T) {
 	t.Parallel()
 	api := newTestAPI(t, nil, Edge{MaxInFlight: 1})
 	tok := api.token(7, RoleAuthor)
-	release := api.holdBody("POST", "/v1/drafts", tok, 100)
+	release := api.holdBody("POST", "/v1/drafts", tok, 100, 1)
 	api.waitMetric("tagcount_http_in_flight", 1, "the slow request to be in flight")
 
 	res := api.do("GET", "/v1/drafts/1", tok, nil)
@@ -147,7 +147,7 @@ func TestBodiesBeyondTheMemoryBudgetAnswer503Overloaded(t *testing.T) {
 	t.Parallel()
 	api := newTestAPI(t, nil, Edge{BodyBytesInFlight: 1000, QueueWait: 50 * time.Millisecond})
 	tok := api.token(7, RoleAuthor)
-	release := api.holdBody("POST", "/v1/drafts", tok, 800)
+	release := api.holdBody("POST", "/v1/drafts", tok, 801, 800)
 	api.waitMetric("tagcount_http_body_bytes_in_flight", 800, "the slow body to be counted")
 
 	big := draftContent("Too much at once")
@@ -245,5 +245,26 @@ func TestClientsThatDoNotReadTheirAnswersHoldNoDatabaseSlot(t *testing.T) {
 
 	if res := api.do("GET", "/v1/drafts/999", api.token(8, RoleAuthor), nil); res.Status != http.StatusNotFound {
 		t.Errorf("another author's read while answers wait for their readers: %d %v; want its own 404", res.Status, res.Body)
+	}
+}
+
+// Bodies that trickle in hold only the bytes they sent, not the budget
+// their length announces (issue 21, finding 5): slow bodies, announced as
+// large or chunked, leave room for everyone else's.
+func TestSlowBodiesHoldOnlyTheBytesTheySent(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, nil, Edge{BodyBytesInFlight: 1000, QueueWait: 50 * time.Millisecond})
+	tok := api.token(7, RoleAuthor)
+	api.holdBody("POST", "/v1/drafts", tok, DefaultBodyLimit, 1)
+	api.holdBody("POST", "/v1/drafts", tok, -1, 1)
+	api.holdBody("PUT", "/v1/drafts/1", tok, 900, 1)
+	testdb.WaitFor(t, 10*time.Second, "the slow bodies to be counted as they arrive", func() bool {
+		return api.metric("tagcount_http_in_flight") == 3 && api.metric("tagcount_http_body_bytes_in_flight") == 3
+	})
+
+	body := draftContent("Not starved")
+	body["body"] = strings.Repeat("x", 300)
+	if res := api.do("POST", "/v1/drafts", api.token(8, RoleAuthor), body); res.Status != http.StatusCreated {
+		t.Errorf("another author's create beside three slow bodies: %d %v; want 201", res.Status, res.Body)
 	}
 }

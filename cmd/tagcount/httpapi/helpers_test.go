@@ -133,15 +133,20 @@ func (a *testAPI) do(method, path, tok string, body any, headers ...string) answ
 
 // holdBody starts a request whose body never finishes arriving: it holds
 // whatever the server gives a request reading its body until the test ends
-// or release is called.
-func (a *testAPI) holdBody(method, path, tok string, contentLength int) (release func()) {
+// or release is called. It sends sent bytes of the contentLength
+// announced (a chunked body when contentLength is -1).
+func (a *testAPI) holdBody(method, path, tok string, contentLength, sent int) (release func()) {
 	a.t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(a.URL, "http://"))
 	if err != nil {
 		a.t.Fatal(err)
 	}
+	framing, body := "Content-Length: "+strconv.Itoa(contentLength), "{"+strings.Repeat(" ", sent-1)
+	if contentLength < 0 {
+		framing, body = "Transfer-Encoding: chunked", strconv.FormatInt(int64(sent), 16)+"\r\n"+body+"\r\n"
+	}
 	_, err = io.WriteString(conn, method+" "+path+" HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer "+tok+
-		"\r\nContent-Length: "+strconv.Itoa(contentLength)+"\r\n\r\n{")
+		"\r\n"+framing+"\r\n\r\n"+body)
 	if err != nil {
 		a.t.Fatal(err)
 	}
