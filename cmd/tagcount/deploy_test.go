@@ -385,8 +385,13 @@ func TestTheImageBuildsFromTheBinary(t *testing.T) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Skip("podman is not installed (apt-get install podman; .ci/run installs it): the image build is not tested")
 	}
-	store := t.TempDir()
-	podman := "podman --root " + filepath.Join(store, "root") + " --runroot " + filepath.Join(store, "run") + " --storage-driver vfs"
+	// podman wants a run root path of at most 50 characters.
+	runRoot, err := os.MkdirTemp("/tmp", "tcpod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runRoot) })
+	podman := "podman --root " + filepath.Join(t.TempDir(), "root") + " --runroot " + runRoot + " --storage-driver vfs"
 	image := "localhost/tagcount-test:" + randomHex(4)
 	build := exec.Command("bash", filepath.Join("deploy", "build-image.sh"))
 	build.Dir = filepath.Join("..", "..")

@@ -211,7 +211,8 @@ func TestTheAdminListenerServesOperationsAndTheAPIPortDoesNot(t *testing.T) {
 		if path == "/metrics" && !bytes.Contains(body, []byte("tagcount_build_info{")) {
 			t.Errorf("admin /metrics has no tagcount_build_info")
 		}
-		if status, m, err := getJSON(st.URL + path); err != nil || status != http.StatusNotFound || m["code"] != "no_such_route" {
+		status, m, err := getJSON(st.URL + path)
+		if e, _ := m["error"].(map[string]any); err != nil || status != http.StatusNotFound || e["code"] != "no_such_route" {
 			t.Errorf("API port GET %s: %d %v %v, want 404 no_such_route", path, status, m, err)
 		}
 	}
