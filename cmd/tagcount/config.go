@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -198,37 +199,81 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 		fmt.Fprintf(stderr, "usage: tagcount %s [flags]\n\nflags (each also read from TAGCOUNT_<NAME>):\n", name)
 		fs.PrintDefaults()
 	}
+	// Every shared setting is known, accepted here or not, so a variable
+	// set for all roles is not reported as unknown in one.
+	var known []string
 	if s != nil {
-		s.register(fs)
+		known = s.registerFor(fs, name)
+	} else {
+		known = new(settings).registerFor(flag.NewFlagSet("", flag.ContinueOnError), "")
 	}
 	if extra != nil {
 		extra(fs)
 	}
+	strict := fs.Bool("strict-env", false, "refuse to start when a TAGCOUNT_ environment variable names no flag (default: warn)")
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("TAGCOUNT")); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 && name != "migrate" {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if s != nil {
-		if s.PostingPath != "flag" && s.PostingPath != "new" && s.PostingPath != "legacy" {
-			return nil, fmt.Errorf("--posting-path must be flag, new or legacy, not %q", s.PostingPath)
-		}
-		if _, _, err := parseClock(s.ReconcileAt); err != nil {
-			return nil, err
-		}
-		if err := s.Edge.validate(); err != nil {
-			return nil, err
-		}
-		if err := s.Pools.validate(); err != nil {
-			return nil, err
-		}
-		if s.WrangleRowsPerTx < 4 || s.WrangleRowsPerSecond <= s.WrangleRowsPerTx {
-			return nil, fmt.Errorf("--wrangle-rows-per-tx must be at least 4 (one work's re-filing) and below --wrangle-rows-per-second (%d, %d)",
-				s.WrangleRowsPerTx, s.WrangleRowsPerSecond)
-		}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	fs.VisitAll(func(f *flag.Flag) { known = append(known, f.Name) })
+	if err := checkEnv(os.Environ(), known, *strict, settingsLogger(stderr, s)); err != nil {
+		return nil, err
 	}
 	return fs.Args(), nil
+}
+
+// validate returns an error naming the flag of the first setting in s that
+// holds a value the service cannot use; a nil s is valid.
+func (s *settings) validate() error {
+	if s == nil {
+		return nil
+	}
+	if s.PostingPath != "flag" && s.PostingPath != "new" && s.PostingPath != "legacy" {
+		return fmt.Errorf("--posting-path must be flag, new or legacy, not %q", s.PostingPath)
+	}
+	if _, _, err := parseClock(s.ReconcileAt); err != nil {
+		return err
+	}
+	if err := s.Edge.validate(); err != nil {
+		return err
+	}
+	if err := s.Pools.validate(); err != nil {
+		return err
+	}
+	if s.WrangleRowsPerTx < 4 || s.WrangleRowsPerSecond <= s.WrangleRowsPerTx {
+		return fmt.Errorf("--wrangle-rows-per-tx must be at least 4 (one work's re-filing) and below --wrangle-rows-per-second (%d, %d)",
+			s.WrangleRowsPerTx, s.WrangleRowsPerSecond)
+	}
+	return s.validateBasics()
+}
+
+// validateBasics refuses the values that used to fall back silently (a
+// mistyped --log-level became info) or that no role can run with.
+func (s *settings) validateBasics() error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", s.LogLevel)
+	}
+	if s.LogFormat != "text" && s.LogFormat != "json" {
+		return fmt.Errorf("--log-format must be text or json, not %q", s.LogFormat)
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"--kafka-partitions", s.KafkaPartitions}, {"--job-concurrency", s.JobConcurrency}, {"--max-in-flight", s.Edge.MaxInFlight}} {
+		if c.v < 1 {
+			return fmt.Errorf("%s must be at least 1, not %d", c.name, c.v)
+		}
+	}
+	if s.PublishDropRate < 0 || s.PublishDropRate > 1 {
+		return fmt.Errorf("--fault-publish-drop-rate must be between 0 and 1, not %v", s.PublishDropRate)
+	}
+	return nil
 }
 
 func (s *settings) brokers() []string {
@@ -250,10 +295,9 @@ func parseClock(hhmm string) (hour, minute int, err error) {
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {
+	// parse refused any level UnmarshalText does not know.
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
+	_ = l.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: l}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == "json" {

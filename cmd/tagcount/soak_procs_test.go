@@ -229,13 +229,20 @@ func (s *soakService) role(bin, role, brokers string, extra ...string) *soakProc
 	// half a day away.
 	reconcileAt := time.Now().UTC().Add(12 * time.Hour).Format("15:04")
 	args := []string{role, "--http-addr", addr, "--mysql-dsn", s.dsn, "--redis-addr", s.redis.Addr(),
-		"--kafka-brokers", brokers, "--kafka-partitions", "4", "--auth-secret", s.secret,
-		"--data-dir", filepath.Join(s.dir, role+"-"+strconv.Itoa(port)), "--request-timeout", s.timeout.String(),
+		"--kafka-brokers", brokers, "--kafka-partitions", "4",
+		"--data-dir", filepath.Join(s.dir, role+"-"+strconv.Itoa(port)),
 		"--tier-medium-from", "50", "--tier-large-from", "500",
 		"--tier-medium-min", "1s", "--tier-medium-max", "3s", "--tier-large-interval", "2s",
-		"--reconcile-at", reconcileAt, "--shutdown-timeout", "5s"}
-	for _, class := range []string{"writes", "reads", "admin"} {
-		args = append(args, "--rate-limit-"+class, "100000", "--rate-limit-"+class+"-burst", "100000")
+		"--shutdown-timeout", "5s"}
+	// Each role accepts only its own flags (config_roles.go).
+	switch role {
+	case "api":
+		args = append(args, "--auth-secret", s.secret, "--request-timeout", s.timeout.String())
+		for _, class := range []string{"writes", "reads", "admin"} {
+			args = append(args, "--rate-limit-"+class, "100000", "--rate-limit-"+class+"-burst", "100000")
+		}
+	case "worker":
+		args = append(args, "--reconcile-at", reconcileAt)
 	}
 	return &soakProc{name: role, bin: bin, url: "http://" + addr, args: append(args, extra...),
 		logPath: filepath.Join(s.dir, role+"-"+strconv.Itoa(port)+".log")}
