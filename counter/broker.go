@@ -109,3 +109,27 @@ func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) er
 	}
 	return fmt.Errorf("counter: create topic %s: %w", topic, lastErr)
 }
+
+// VerifyTopic checks that topic exists on brokers, for deployments where
+// tagcount may not create topics. It returns an error naming the topic when
+// the brokers do not have it or cannot be asked.
+func VerifyTopic(ctx context.Context, brokers []string, topic string) error {
+	if len(brokers) == 0 {
+		return errors.New("counter: VerifyTopic needs brokers")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	transport := &kafka.Transport{}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
+	resp, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("counter: look up topic %s: %w", topic, err)
+	}
+	for _, t := range resp.Topics {
+		if t.Name == topic && t.Error == nil && len(t.Partitions) > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("counter: topic %s does not exist; create it (or let tagcount create topics)", topic)
+}

@@ -29,7 +29,9 @@ type settings struct {
 	KafkaTopic      string
 	CountsTopic     string
 	KafkaPartitions int
-	AuthSecret      string
+	// KafkaCreateTopics false only checks the topics exist at start.
+	KafkaCreateTopics bool
+	AuthSecret        string
 	// Token limits (httpapi.Auth).
 	MaxTokenLifetime         time.Duration
 	AuthIssuer, AuthAudience string
@@ -82,6 +84,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.CountsTopic, "kafka-counts-topic", counter.DefaultCountsTopic, "compacted Kafka topic of the count-change stream")
 	fs.StringVar(&s.KafkaTopic, "kafka-topic", counter.DefaultTopic, "Kafka topic of tag-use events")
 	fs.IntVar(&s.KafkaPartitions, "kafka-partitions", counter.DefaultPartitions, "partitions of the topic when tagcount creates it")
+	fs.BoolVar(&s.KafkaCreateTopics, "kafka-create-topics", true, "create the Kafka topics at start when missing (needs the Create ACL; broker's default replication); false = only check they exist and refuse to start naming the one missing")
 	fs.StringVar(&s.AuthSecret, "auth-secret", "", "HS256 secrets for bearer tokens, comma-separated: the first signs, all verify (to rotate, put the new one first and drop the old once its tokens expire; dev: generated and kept in the data dir)")
 	fs.DurationVar(&s.MaxTokenLifetime, "max-token-lifetime", httpapi.DefaultMaxTokenLifetime, "a token whose exp is further ahead than this is refused 401")
 	fs.StringVar(&s.AuthIssuer, "auth-issuer", "", "when set, the iss every token must carry")

@@ -54,7 +54,9 @@ var flagRoles = map[string]roles{
 	"fault-publish-drop-rate": roleWorker | roleDev,
 	"bulk-after":              roleAPI | roleWorker | roleDev,
 	"counter-flush-timeout":   roleCounter | roleDev,
-	"quota-drafts":            roleAPI | roleDev, "quota-new-tags-per-day": roleAPI | roleDev,
+	// Only the worker and the counter ensure topics (stack.startKafka).
+	"kafka-create-topics": roleWorker | roleCounter | roleDev,
+	"quota-drafts":        roleAPI | roleDev, "quota-new-tags-per-day": roleAPI | roleDev,
 	// The request edge (deadlines, shedding, rate limits) is the API's.
 	"request-timeout": roleAPI | roleDev, "max-in-flight": roleAPI | roleDev, "queue-wait": roleAPI | roleDev,
 	"body-bytes-in-flight": roleAPI | roleDev, "trusted-proxies": roleAPI | roleDev,

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
 func TestSettingsRefuseInvalidValuesNamingTheFlag(t *testing.T) {
@@ -124,5 +127,29 @@ func TestStrictEnvIsAcceptedByEveryCommand(t *testing.T) {
 		if err := run(context.Background(), []string{name, "-h"}, io.Discard, &stderr); err != nil || !strings.Contains(stderr.String(), "-strict-env") {
 			t.Errorf("%s -h: %v; -strict-env not listed", name, err)
 		}
+	}
+}
+
+func TestWithoutTopicCreationAMissingTopicIsRefusedByName(t *testing.T) {
+	t.Parallel()
+	redisAddr := testdb.RequireRedis(t)
+	db := testdb.New(t)
+	b, err := counter.StartEmbeddedBroker(context.Background(), t.TempDir(), 1, "present-topic", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	brokers := strings.Join(b.Addrs(), ",")
+	if err := counter.VerifyTopic(context.Background(), b.Addrs(), "present-topic"); err != nil {
+		t.Errorf("VerifyTopic of an existing topic: %v", err)
+	}
+	err = run(context.Background(), []string{"worker", "--mysql-dsn", db.DSN, "--redis-addr", redisAddr,
+		"--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--kafka-brokers", brokers,
+		"--kafka-topic", "missing-topic", "--kafka-create-topics=false"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "missing-topic") {
+		t.Fatalf("worker with a missing topic and --kafka-create-topics=false: %v; want an error naming missing-topic", err)
+	}
+	if err := counter.VerifyTopic(context.Background(), b.Addrs(), "missing-topic"); err == nil {
+		t.Errorf("the worker created missing-topic although told not to")
 	}
 }

@@ -59,8 +59,11 @@ type stackOptions struct {
 	EmbeddedKafka bool
 	Topic         string
 	CountsTopic   string // the count-change stream's compacted topic
-	Partitions    int
-	GroupID       string
+	// NoCreateTopics makes start only check that the topics exist
+	// (--kafka-create-topics=false); false creates them when missing.
+	NoCreateTopics bool
+	Partitions     int
+	GroupID        string
 
 	API, Worker, Counter bool
 
@@ -274,7 +277,7 @@ func (s *stack) startKafka(ctx context.Context) error {
 	s.Brokers = o.Brokers
 	switch {
 	case len(s.Brokers) > 0:
-		if err := counter.EnsureTopic(ctx, s.Brokers, o.Topic, o.Partitions); err != nil {
+		if err := s.ensureTopic(ctx, o.Topic, counter.EnsureTopic); err != nil {
 			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
 		}
 	case !o.EmbeddedKafka:
@@ -290,7 +293,7 @@ func (s *stack) startKafka(ctx context.Context) error {
 		s.Brokers = b.Addrs()
 	}
 	if o.Counter {
-		if err := counter.EnsureCountsTopic(ctx, s.Brokers, o.CountsTopic, o.Partitions); err != nil {
+		if err := s.ensureTopic(ctx, o.CountsTopic, counter.EnsureCountsTopic); err != nil {
 			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
 		}
 	}
@@ -658,4 +661,13 @@ func (o stackOptions) auth() httpapi.Auth {
 	a := httpapi.AuthWithSecrets(o.AuthSecret)
 	a.MaxLifetime, a.Issuer, a.Audience = o.MaxTokenLifetime, o.AuthIssuer, o.AuthAudience
 	return a
+}
+
+// ensureTopic creates topic on s.Brokers with create, or with
+// NoCreateTopics only checks it exists; the error names the topic.
+func (s *stack) ensureTopic(ctx context.Context, topic string, create func(context.Context, []string, string, int) error) error {
+	if s.opts.NoCreateTopics {
+		return counter.VerifyTopic(ctx, s.Brokers, topic)
+	}
+	return create(ctx, s.Brokers, topic, s.opts.Partitions)
 }
