@@ -96,6 +96,10 @@ func newLimiter(cfg RateLimits, reg prometheus.Registerer, log *slog.Logger) *li
 		Name: "tagcount_rate_limit_errors_total",
 		Help: "Requests served without a rate-limit decision because Redis failed or was slow (fail open), by class.",
 	}, []string{"class"})
+	// Exported at 0 from the start, so an alert on its rate sees a series.
+	for _, c := range []string{classWrite, classRead, classAdmin, classAnonymous} {
+		errs.WithLabelValues(c)
+	}
 	repeats := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tagcount_rate_limit_repeats_total",
 		Help: "Requests sent while their author (or address) was told to wait: answered 429 without asking Redis, after a hold, by class.",
