@@ -202,8 +202,8 @@ func TestMonitoringRecordingRulesHaveValuesOnALiveStack(t *testing.T) {
 		}
 		return len(missing) == 0 && liveValuesMoved(got)
 	})
-	if v := value(got, "tagcount:post_errors:ratio_rate1m", "new"); v != 0 {
-		t.Errorf(`tagcount:post_errors:ratio_rate1m{path="new"} = %v, want 0 (no Post failed)`, v)
+	if v := value(got, "tagcount:post_errors:ratio_rate5m", "new"); v != 0 {
+		t.Errorf(`tagcount:post_errors:ratio_rate5m{path="new"} = %v, want 0 (no Post failed)`, v)
 	}
 }
 
@@ -211,12 +211,12 @@ func TestMonitoringRecordingRulesHaveValuesOnALiveStack(t *testing.T) {
 // a positive rate and a finite p99 from each histogram the posts fed.
 func liveValuesMoved(got map[string][]promSample) bool {
 	positive := func(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
-	return positive(value(got, "tagcount:posts:rate1m", "new")) &&
-		positive(value(got, "tagcount:post_duration_seconds:p99_1m", "new")) &&
-		positive(value(got, "tagcount:post_to_posted_seconds:p99_1m", "")) &&
-		positive(value(got, "tagcount:event_age_seconds:p99_1m", "")) &&
-		positive(value(got, "tagcount:http_requests:rate1m", "POST /v1/drafts")) &&
-		positive(value(got, "tagcount:http_request_duration_seconds:p99_1m", "POST /v1/drafts"))
+	return positive(value(got, "tagcount:posts:rate5m", "new")) &&
+		positive(value(got, "tagcount:post_duration_seconds:p99_5m", "new")) &&
+		positive(value(got, "tagcount:post_to_posted_seconds:p99_5m", "")) &&
+		positive(value(got, "tagcount:event_age_seconds:p99_5m", "")) &&
+		positive(value(got, "tagcount:http_requests:rate5m", "POST /v1/drafts")) &&
+		positive(value(got, "tagcount:http_request_duration_seconds:p99_5m", "POST /v1/drafts"))
 }
 
 // value returns the sample of name whose path or route label is label (any
@@ -407,8 +407,8 @@ func TestMonitoringRulesAndDashboardNameOnlyMetricsTheServiceExposes(t *testing.
 	if len(unknown) > 0 {
 		t.Errorf("the rules or the dashboard use series the service does not expose:\n  %s", strings.Join(unknown, "\n  "))
 	}
-	if !used["tagcount_posts_total"] || !used["tagcount:posts:rate1m"] {
-		t.Errorf("found no use of tagcount_posts_total or tagcount:posts:rate1m: is the parsing broken? %v", used)
+	if !used["tagcount_posts_total"] || !used["tagcount:posts:rate5m"] {
+		t.Errorf("found no use of tagcount_posts_total or tagcount:posts:rate5m: is the parsing broken? %v", used)
 	}
 }
 
