@@ -273,6 +273,20 @@ func (s *settings) validateBasics() error {
 			return fmt.Errorf("%s must be at least 1, not %d", c.name, c.v)
 		}
 	}
+	// A zero would silently take the default further down (stackOptions'
+	// zero values), so the flag refuses it.
+	for _, c := range []struct {
+		name string
+		v    time.Duration
+	}{{"--job-poll", s.JobPoll}, {"--shutdown-timeout", s.ShutdownTimeout}, {"--counter-flush-timeout", s.CounterFlushTimeout},
+		{"--request-timeout", s.Edge.RequestTimeout}, {"--unleash-refresh", s.UnleashRefresh}} {
+		if c.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %v", c.name, c.v)
+		}
+	}
+	if s.ShutdownDelay < 0 {
+		return fmt.Errorf("--shutdown-delay must not be negative, not %v", s.ShutdownDelay)
+	}
 	if s.PublishDropRate < 0 || s.PublishDropRate > 1 {
 		return fmt.Errorf("--fault-publish-drop-rate must be between 0 and 1, not %v", s.PublishDropRate)
 	}

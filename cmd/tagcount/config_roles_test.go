@@ -38,6 +38,9 @@ func TestSettingsRefuseInvalidValuesNamingTheFlag(t *testing.T) {
 		{"worker", []string{"--job-concurrency", "0"}, "--job-concurrency"},
 		{"worker", []string{"--fault-publish-drop-rate", "2"}, "--fault-publish-drop-rate"},
 		{"counter", []string{"--kafka-partitions", "-1"}, "--kafka-partitions"},
+		{"counter", []string{"--counter-flush-timeout", "0s"}, "--counter-flush-timeout"},
+		{"worker", []string{"--job-poll", "0s"}, "--job-poll"},
+		{"api", []string{"--shutdown-delay", "-1s"}, "--shutdown-delay"},
 	} {
 		var s settings
 		_, err := parse(c.role, c.args, io.Discard, &s, nil)
