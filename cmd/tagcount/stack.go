@@ -24,6 +24,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -89,6 +90,8 @@ type stackOptions struct {
 	// takes poster.DefaultBulkAfter, a negative value puts every post on
 	// one queue, first come first served.
 	BulkAfter int
+	// Rollout configures the guarded rollout's runner (API role).
+	Rollout rolloutOptions
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -162,6 +165,7 @@ type stack struct {
 	redis      *redis.Client // the API's rate limiter and the readiness check
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
+	recorder   *rollout.Recorder // the API's Post samples for the rollout's guards
 }
 
 // startStack connects to the dependencies, migrates if asked, and starts the
@@ -173,7 +177,7 @@ func startStack(ctx context.Context, o stackOptions) (*stack, error) {
 		Auth: httpapi.Auth{Secret: []byte(o.AuthSecret)}}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	steps := []func(context.Context) error{
-		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.buildPoster, s.buildReconciler,
+		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.startRollout, s.buildPoster, s.buildReconciler,
 		s.serveHTTP, s.startWorker, s.startCounter,
 	}
 	for _, step := range steps {
@@ -298,6 +302,9 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
+	if s.recorder != nil {
+		cfg.Observer = s.recorder
+	}
 	if s.opts.Worker {
 		jobDB, err := migrations.Open(ctx, s.DSN)
 		if err != nil {
@@ -375,6 +382,7 @@ func (s *stack) serveHTTP(context.Context) error {
 		deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
 			PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
 		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
+		deps.Rollout = rollout.Plans{DB: s.DB}
 		handler = httpapi.NewServer(deps)
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: edge.ReadHeaderTimeout, ReadTimeout: edge.ReadTimeout,
