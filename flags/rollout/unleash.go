@@ -52,9 +52,7 @@ func (u UnleashAdmin) SetPercent(ctx context.Context, percent int) error {
 	if percent < 0 || percent > 100 {
 		return fmt.Errorf("rollout percentage %d is not in 0-100", percent)
 	}
-	flag := cmp.Or(u.Flag, flags.NewPostingPath)
-	base := "/projects/" + url.PathEscape(cmp.Or(u.Project, "default")) + "/features/" + url.PathEscape(flag) +
-		"/environments/" + url.PathEscape(cmp.Or(u.Environment, "production")) + "/strategies"
+	flag, base := u.flag(), u.strategiesPath()
 	var list []strategy
 	if err := u.call(ctx, http.MethodGet, base, nil, &list); err != nil {
 		return err
@@ -72,6 +70,29 @@ func (u UnleashAdmin) SetPercent(ctx context.Context, percent int) error {
 	}
 	params["rollout"] = strconv.Itoa(percent)
 	return u.call(ctx, http.MethodPost, base, strategy{Name: "flexibleRollout", Parameters: params}, nil)
+}
+
+// Percent returns the rollout percentage of the flag's flexibleRollout
+// strategy, or an error as SetPercent does (one wrapping ErrUnleash when
+// the flag has no such strategy).
+func (u UnleashAdmin) Percent(ctx context.Context) (int, error) {
+	var list []strategy
+	if err := u.call(ctx, http.MethodGet, u.strategiesPath(), nil, &list); err != nil {
+		return 0, err
+	}
+	for _, s := range list {
+		if s.Name == "flexibleRollout" {
+			return strconv.Atoi(fmt.Sprint(s.Parameters["rollout"]))
+		}
+	}
+	return 0, fmt.Errorf("%w: %s has no flexibleRollout strategy", ErrUnleash, u.flag())
+}
+
+func (u UnleashAdmin) flag() string { return cmp.Or(u.Flag, flags.NewPostingPath) }
+
+func (u UnleashAdmin) strategiesPath() string {
+	return "/projects/" + url.PathEscape(cmp.Or(u.Project, "default")) + "/features/" + url.PathEscape(u.flag()) +
+		"/environments/" + url.PathEscape(cmp.Or(u.Environment, "production")) + "/strategies"
 }
 
 func (u UnleashAdmin) call(ctx context.Context, method, path string, in, out any) error {
