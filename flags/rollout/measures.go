@@ -72,22 +72,46 @@ func (m DBMeasures) Measure(ctx context.Context, since, now time.Time) (Reading,
 
 // update marks the window's new-path samples failed (their post job gave
 // up) or counted (no outbox row of a small tag of their work is left), and
-// drops samples past SampleRetention.
+// drops samples past SampleRetention. The posting and counting tables are
+// only read, by plain SELECTs that take no locks (an UPDATE joining them
+// would lock outbox rows and gaps, and hold up the very counter it
+// measures); the samples are then written by primary key.
 func (m DBMeasures) update(ctx context.Context, since, now time.Time) error {
-	if _, err := m.DB.ExecContext(ctx, `UPDATE rollout_samples s JOIN drafts d ON d.id = s.draft_id SET s.ok = 0
-		WHERE s.path = 'new' AND s.ok = 1 AND s.counted_at IS NULL AND s.requested_at >= ? AND d.state = 'failed'`, since); err != nil {
+	failed, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, `SELECT s.id FROM rollout_samples s JOIN drafts d ON d.id = s.draft_id
+		WHERE s.path = 'new' AND s.ok = 1 AND s.counted_at IS NULL AND s.requested_at >= ? AND d.state = 'failed' LIMIT 5000`, since)
+	if err != nil {
+		return err
+	}
+	if err := m.setByID(ctx, "ok = 0", failed); err != nil {
 		return err
 	}
 	// Every look-up is by key: the work by its draft, its taggings by the
 	// work, the outbox rows by tag (a small tag has few).
-	if _, err := m.DB.ExecContext(ctx, `UPDATE rollout_samples s JOIN works w ON w.draft_id = s.draft_id SET s.counted_at = ?
+	counted, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, `SELECT s.id FROM rollout_samples s JOIN works w ON w.draft_id = s.draft_id
 		WHERE s.path = 'new' AND s.ok = 1 AND s.counted_at IS NULL AND s.requested_at >= ?
 		AND NOT EXISTS (SELECT 1 FROM taggings t JOIN tag_events e ON e.tag_id = t.tag_id AND e.work_id = t.work_id
-			LEFT JOIN tag_counts c ON c.tag_id = t.tag_id WHERE t.work_id = w.id AND COALESCE(c.count, 0) < ?)`,
-		now, since, cmp.Or(m.SmallBelow, 1000)); err != nil {
+			LEFT JOIN tag_counts c ON c.tag_id = t.tag_id WHERE t.work_id = w.id AND COALESCE(c.count, 0) < ?) LIMIT 5000`,
+		since, cmp.Or(m.SmallBelow, 1000))
+	if err != nil {
 		return err
 	}
-	_, err := m.DB.ExecContext(ctx, "DELETE FROM rollout_samples WHERE requested_at < ? LIMIT 10000", now.Add(-SampleRetention))
+	if err := m.setByID(ctx, "counted_at = ?", counted, now); err != nil {
+		return err
+	}
+	old, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, "SELECT id FROM rollout_samples WHERE requested_at < ? LIMIT 5000",
+		now.Add(-SampleRetention))
+	if err != nil || len(old) == 0 {
+		return err
+	}
+	_, err = m.DB.ExecContext(ctx, migrations.IDList("DELETE FROM rollout_samples WHERE id IN (", old, ")"))
+	return err
+}
+
+func (m DBMeasures) setByID(ctx context.Context, set string, ids []int64, args ...any) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := m.DB.ExecContext(ctx, migrations.IDList("UPDATE rollout_samples SET "+set+" WHERE id IN (", ids, ")"), args...)
 	return err
 }
 
