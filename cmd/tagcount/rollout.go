@@ -68,8 +68,7 @@ func (s *stack) startRollout(context.Context) error {
 		return err
 	}
 	if setter == nil {
-		s.log.Info("this process runs no rollout plan", "why", why)
-		return nil
+		s.log.Info("this process runs no rollout plan; it reports the latest in its metrics", "why", why)
 	}
 	o := s.opts.Rollout
 	var measures rollout.Measures = rollout.DBMeasures{DB: s.DB, SmallBelow: s.opts.Tiers.MediumFrom}

@@ -146,12 +146,12 @@ func TestGuardedRolloutWalksEveryStepTo100UnderLoad(t *testing.T) {
 
 func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testing.T) {
 	t.Parallel()
-	const freshness = 8 * time.Second
+	const freshness = 5 * time.Second
 	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
 		FreshnessP99: freshness, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 20})
 	admin := st.client(t, 1, httpapi.RoleAdmin)
 	load := startPosting(t, st, rolloutAuthors)
-	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "3s"}); status != 201 {
+	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "15s"}); status != 201 {
 		t.Fatalf("start: %d %v", status, p)
 	}
 	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {

@@ -52,11 +52,11 @@ func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
 	rec := NewRecorder(RecorderConfig{DB: db.DB})
 	now := time.Now().UTC()
 	since := now.Add(-time.Minute)
-	work(t, db, rec, now.Add(-2*time.Minute), 1, false, "posted")   // before the window
-	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")  // counted
-	work(t, db, rec, now.Add(-20*time.Second), 1, true, "posted")   // small tag pending: not counted
+	work(t, db, rec, now.Add(-2*time.Minute), 1, false, "posted")    // before the window
+	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")   // counted
+	work(t, db, rec, now.Add(-20*time.Second), 1, true, "posted")    // small tag pending: not counted
 	work(t, db, rec, now.Add(-30*time.Second), 5000, true, "posted") // only a large tag pending: counted
-	work(t, db, rec, now.Add(-5*time.Second), 1, false, "failed")   // the job gave up
+	work(t, db, rec, now.Add(-5*time.Second), 1, false, "failed")    // the job gave up
 	rec.ObservePost(ctx, 999, "legacy", now.Add(-time.Second), 2*time.Second, errors.New("lock wait"))
 	rec.Flush(ctx)
 

@@ -31,6 +31,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bound: f.NewGaugeVec(prometheus.GaugeOpts{Name: "tagcount_rollout_guard_bound",
 			Help: "Each rollout guard's bound, in the unit of its value."}, []string{"guard"}),
 	}
+	for _, s := range states {
+		m.state.WithLabelValues(s)
+	}
 	for _, g := range []string{GuardErrorRatio, GuardPostP99, GuardFreshness, GuardOutboxAge, GuardConsumerLag, GuardBacklog} {
 		m.rollbacks.WithLabelValues(g)
 	}

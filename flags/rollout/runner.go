@@ -28,9 +28,11 @@ const DefaultInterval = 5 * time.Second
 // RunnerConfig configures a Runner. Zero values take the defaults named.
 type RunnerConfig struct {
 	DB       *migrations.DB // required
-	Setter   Setter         // required
 	Measures Measures       // required
-	Guards   Guards
+	// Setter moves the flag. Nil makes a runner that only reports the
+	// latest plan in its metrics (a process that cannot move the flag).
+	Setter Setter
+	Guards Guards
 	// Flag is the flag plans move; default flags.NewPostingPath.
 	Flag string
 	// Interval is how often the guards are read; default DefaultInterval.
@@ -52,11 +54,11 @@ type Runner struct {
 	metrics *metrics
 }
 
-// NewRunner returns a runner. It returns an error when DB, Setter or
-// Measures is missing.
+// NewRunner returns a runner. It returns an error when DB or Measures is
+// missing.
 func NewRunner(cfg RunnerConfig) (*Runner, error) {
-	if cfg.DB == nil || cfg.Setter == nil || cfg.Measures == nil {
-		return nil, errors.New("rollout: a runner needs a DB, a Setter and Measures")
+	if cfg.DB == nil || cfg.Measures == nil {
+		return nil, errors.New("rollout: a runner needs a DB and Measures")
 	}
 	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
 	cfg.Guards = cfg.Guards.withDefaults()
@@ -90,26 +92,36 @@ func (r *Runner) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
-		if conn != nil && conn.PingContext(ctx) != nil {
-			conn.Close() // the lock went with the session
-			conn = nil
-		}
-		if conn == nil {
-			conn = r.lock(ctx)
-		}
-		if conn != nil {
-			if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("rollout round failed; the next round tries again", "err", err)
-			}
-		} else {
-			r.observeOnly(ctx)
-		}
+		conn = r.round(ctx, conn)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
 	}
+}
+
+// round runs one round if this runner holds (or can take) the lock, and
+// returns the connection holding it, if any.
+func (r *Runner) round(ctx context.Context, conn *sql.Conn) *sql.Conn {
+	if r.cfg.Setter == nil {
+		r.observeOnly(ctx)
+		return nil
+	}
+	if conn != nil && conn.PingContext(ctx) != nil {
+		conn.Close() // the lock went with the session
+		conn = nil
+	}
+	if conn == nil {
+		if conn = r.lock(ctx); conn == nil {
+			r.observeOnly(ctx) // another runner holds it
+			return nil
+		}
+	}
+	if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("rollout round failed; the next round tries again", "err", err)
+	}
+	return conn
 }
 
 func (r *Runner) lock(ctx context.Context) *sql.Conn {
