@@ -18,7 +18,8 @@ const (
 	DefaultSampleLimit = 20_000
 	// DefaultLagCap is where counting the outbox's rows stops.
 	DefaultLagCap = 1_000_000
-	// SampleRetention is how long Post samples are kept.
+	// SampleRetention is how long Post samples are kept (each Recorder
+	// drops older ones once a minute).
 	SampleRetention = time.Hour
 )
 
@@ -71,11 +72,11 @@ func (m DBMeasures) Measure(ctx context.Context, since, now time.Time) (Reading,
 }
 
 // update marks the window's new-path samples failed (their post job gave
-// up) or counted (no outbox row of a small tag of their work is left), and
-// drops samples past SampleRetention. The posting and counting tables are
-// only read, by plain SELECTs that take no locks (an UPDATE joining them
-// would lock outbox rows and gaps, and hold up the very counter it
-// measures); the samples are then written by primary key.
+// up) or counted (no outbox row of a small tag of their work is left). The
+// posting and counting tables are only read, by plain SELECTs that take no
+// locks (an UPDATE joining them would lock outbox rows and gaps, and hold
+// up the very counter it measures); the samples are then written by
+// primary key.
 func (m DBMeasures) update(ctx context.Context, since, now time.Time) error {
 	failed, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, `SELECT s.id FROM rollout_samples s JOIN drafts d ON d.id = s.draft_id
 		WHERE s.path = 'new' AND s.ok = 1 AND s.counted_at IS NULL AND s.requested_at >= ? AND d.state = 'failed' LIMIT 5000`, since)
@@ -95,16 +96,7 @@ func (m DBMeasures) update(ctx context.Context, since, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := m.setByID(ctx, "counted_at = ?", counted, now); err != nil {
-		return err
-	}
-	old, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, "SELECT id FROM rollout_samples WHERE requested_at < ? LIMIT 5000",
-		now.Add(-SampleRetention))
-	if err != nil || len(old) == 0 {
-		return err
-	}
-	_, err = m.DB.ExecContext(ctx, migrations.IDList("DELETE FROM rollout_samples WHERE id IN (", old, ")"))
-	return err
+	return m.setByID(ctx, "counted_at = ?", counted, now)
 }
 
 func (m DBMeasures) setByID(ctx context.Context, set string, ids []int64, args ...any) error {

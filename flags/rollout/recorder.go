@@ -73,8 +73,14 @@ func (r *Recorder) ObservePost(_ context.Context, draftID int64, path string, st
 func (r *Recorder) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.FlushEvery)
 	defer t.Stop()
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
 	for {
 		select {
+		case <-prune.C:
+			if err := r.Prune(ctx, time.Now().Add(-SampleRetention)); err != nil && ctx.Err() == nil {
+				r.log.Warn("old rollout samples not deleted; the next minute tries again", "err", err)
+			}
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
@@ -84,6 +90,17 @@ func (r *Recorder) Run(ctx context.Context) error {
 			r.Flush(ctx)
 		}
 	}
+}
+
+// Prune deletes up to 5,000 samples of Posts made before cutoff. It
+// returns the database's error.
+func (r *Recorder) Prune(ctx context.Context, cutoff time.Time) error {
+	old, err := migrations.Collect(ctx, r.cfg.DB, migrations.ScanInt64, "SELECT id FROM rollout_samples WHERE requested_at < ? LIMIT 5000", cutoff)
+	if err != nil || len(old) == 0 {
+		return err
+	}
+	_, err = r.cfg.DB.ExecContext(ctx, migrations.IDList("DELETE FROM rollout_samples WHERE id IN (", old, ")"))
+	return err
 }
 
 // Flush writes the samples recorded so far; on an error they are dropped
