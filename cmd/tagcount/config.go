@@ -64,6 +64,7 @@ type settings struct {
 	MaxDrafts                              int
 	NewTagsPerDay                          int
 	BulkAfter                              int
+	Rollout                                rolloutOptions
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -105,6 +106,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.WrangleRowsPerTx, "wrangle-rows-per-tx", poster.DefaultWrangleRowsPerTx, "most rows one transaction of a wrangling job writes (work_filters and outbox rows)")
 	fs.IntVar(&s.WrangleRowsPerSecond, "wrangle-rows-per-second", poster.DefaultWrangleRowsPerSecond, "most rows a worker's wrangling jobs write in any one second; above --wrangle-rows-per-tx")
 	s.Edge.register(fs)
+	s.Rollout.register(fs)
 	s.Pools.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")

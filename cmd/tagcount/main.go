@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"token":     {runToken, "print a bearer token for local use"},
 	"reconcile": {runReconcile, "find and correct drifted counts now"},
 	"wrangle":   {runWrangle, "tag wrangling maintenance: `wrangle rekey` re-keys tags by the current identity rule"},
+	"rollout":   {runRollout, "start, watch, pause, resume or abort the guarded rollout of the new posting path; its history"},
 	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
 	"broker":    {runBroker, "run the embedded Kafka-protocol broker on its own (development, soak tests)"},
 	"queues":    {runQueues, "serve the job queue's web UI (asynqmon) for operators; keep it private"},

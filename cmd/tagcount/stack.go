@@ -25,6 +25,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -105,6 +106,8 @@ type stackOptions struct {
 	// takes poster.DefaultBulkAfter, a negative value puts every post on
 	// one queue, first come first served.
 	BulkAfter int
+	// Rollout configures the guarded rollout's runner (API role).
+	Rollout rolloutOptions
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -181,7 +184,8 @@ type stack struct {
 	redis      *redis.Client // the API's rate limiter and the readiness check
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
-	stopping   atomic.Bool // set by Drain: /readyz answers 503
+	stopping   atomic.Bool       // set by Drain: /readyz answers 503
+	recorder   *rollout.Recorder // the API's Post samples for the rollout's guards
 }
 
 // startStack connects to the dependencies, migrates if asked, and starts the
@@ -193,7 +197,7 @@ func startStack(ctx context.Context, o stackOptions) (*stack, error) {
 		Auth: o.auth()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	steps := []func(context.Context) error{
-		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.buildPoster, s.buildReconciler,
+		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.startRollout, s.buildPoster, s.buildReconciler,
 		s.serveHTTP, s.startWorker, s.startCounter,
 	}
 	for _, step := range steps {
@@ -320,6 +324,9 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
+	if s.recorder != nil {
+		cfg.Observer = s.recorder
+	}
 	if s.opts.Worker {
 		jobDB, err := s.openPool(ctx, "jobs", s.DSN, s.opts.Pools.Jobs, false)
 		if err != nil {
@@ -430,6 +437,7 @@ func (s *stack) apiDeps(deps *httpapi.Deps) {
 	deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
 		PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
 	deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
+	deps.Rollout = rollout.Plans{DB: s.DB}
 }
 
 // listen serves srv on addr until the stack closes, setting *url to the

@@ -17,6 +17,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -32,6 +33,9 @@ type Deps struct {
 	Reconciler *reconcile.Reconciler
 	Flags      *flags.Client
 	Control    counter.Control
+	// Rollout keeps the guarded rollout's plans (a process with a runner
+	// carries them out).
+	Rollout rollout.Plans
 	// TagQuota, when set, bounds the tags an author creates a day; nil
 	// means no quota.
 	TagQuota *counter.TagQuota
