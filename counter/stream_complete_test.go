@@ -270,3 +270,43 @@ func correct(t *testing.T, a *archive, tags []int64, drift counter.Sum) {
 		}
 	}
 }
+
+// TestEveryStreamProcessReportsTheLagWhileThePublisherIsStuck holds the
+// publishing lock as a stuck publisher would (it publishes nothing): a
+// standing-by stream process still reports the unpublished change's
+// growing lag, and once the lock is free it publishes the change and the
+// lag is 0.
+func TestEveryStreamProcessReportsTheLagWhileThePublisherIsStuck(t *testing.T) {
+	t.Parallel()
+	a := newArchive(t, archiveOpts{})
+	ctx := context.Background()
+	m := followStream(t, a)
+	stuck, err := a.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	var got int
+	if err := stuck.QueryRowContext(ctx, "SELECT GET_LOCK("+counter.StreamLock+", 0)").Scan(&got); err != nil || got != 1 {
+		t.Fatalf("take the publishing lock: %d, %v", got, err)
+	}
+	runStream(t, a)
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bump(t, tx, 7)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	lag := func() float64 { return a.metric("tagcount_count_stream_lag_seconds") }
+	testdb.WaitFor(t, 60*time.Second, "the standby to report a lag over a second", func() bool { return lag() >= 1 })
+	if allPublished(t, a) {
+		t.Fatal("the change was published while the lock was held")
+	}
+	stuck.Close() // the stuck publisher's session ends
+	testdb.WaitFor(t, 60*time.Second, "the change published and the lag back to 0", func() bool {
+		return allPublished(t, a) && lag() == 0
+	})
+	waitMirror(t, a, m)
+}
