@@ -29,6 +29,7 @@ var layer = map[string]int{
 	"flags/unleashtest":    2, // test support: takes testdb's FreePort
 	"cmd/tagcount/httpapi": 4,
 	"cmd/tagcount/loadgen": 5,
+	"cmd/tagcount/archive": 5, // builds archive-shaped databases in bulk (plain SQL)
 	"cmd/tagcount":         6,
 
 	// Test support: checks HTTP traffic against the API's OpenAPI document.

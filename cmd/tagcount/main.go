@@ -30,6 +30,7 @@ var commands = map[string]command{
 	"reconcile": {runReconcile, "find and correct drifted counts now"},
 	"wrangle":   {runWrangle, "tag wrangling maintenance: `wrangle rekey` re-keys tags by the current identity rule"},
 	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
+	"archive":   {runArchive, "`archive build`: fill a database with an archive-shaped set of works and drifted counts"},
 	"broker":    {runBroker, "run the embedded Kafka-protocol broker on its own (development, soak tests)"},
 	"queues":    {runQueues, "serve the job queue's web UI (asynqmon) for operators; keep it private"},
 	"version":   {runVersion, "print the version and build information"},
