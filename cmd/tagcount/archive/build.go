@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
@@ -200,7 +202,8 @@ func (b *builder) begin(ctx context.Context) (done bool, chunks int, err error) 
 }
 
 // run loads the tags, the works chunk by chunk from chunksDone, and the
-// drifted counts.
+// drifted counts. One goroutine generates the next chunk while the
+// current one loads.
 func (b *builder) run(ctx context.Context, chunksDone int) error {
 	if err := b.loadTags(ctx); err != nil {
 		return err
@@ -208,16 +211,32 @@ func (b *builder) run(ctx context.Context, chunksDone int) error {
 	b.truth = make([]counter.Sum, b.shape.tags+1)
 	chunks := (b.cfg.Works + b.cfg.ChunkWorks - 1) / b.cfg.ChunkWorks
 	b.rep.ResumedAt = min(chunksDone*b.cfg.ChunkWorks, b.cfg.Works)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	generated := make(chan *chunkRows, 1)
+	go func() {
+		defer close(generated)
+		for c := 0; c < chunks && ctx.Err() == nil; c++ {
+			generated <- b.generate(c, c >= chunksDone)
+		}
+	}()
 	start := time.Now()
-	for c := range chunks {
-		if err := b.chunk(ctx, c, c >= chunksDone); err != nil {
+	for cr := range generated {
+		if cr.c < chunksDone {
+			continue
+		}
+		if err := b.write(ctx, cr); err != nil {
+			cancel()
+			for range generated { // let the generator end
+			}
 			return err
 		}
-		if c >= chunksDone {
-			done := min((c+1)*b.cfg.ChunkWorks, b.cfg.Works)
-			fmt.Fprintf(b.cfg.Progress, "archive: %d/%d works (%.0f%%), %d taggings, %s\n", done, b.cfg.Works,
-				100*float64(done)/float64(b.cfg.Works), b.rep.Taggings, time.Since(start).Round(time.Second))
-		}
+		done := min((cr.c+1)*b.cfg.ChunkWorks, b.cfg.Works)
+		fmt.Fprintf(b.cfg.Progress, "archive: %d/%d works (%.0f%%), %d taggings, %s\n", done, b.cfg.Works,
+			100*float64(done)/float64(b.cfg.Works), cr.taggingsSoFar, time.Since(start).Round(time.Second))
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if err := b.loadCounts(ctx); err != nil {
 		return err
@@ -270,10 +289,17 @@ func (b *builder) loadTags(ctx context.Context) error {
 	return flush()
 }
 
-// chunk generates chunk c's works, adds them to the true counts and, when
-// write, loads them and their drafts, taggings and filings in one
-// transaction that also records the chunk done.
-func (b *builder) chunk(ctx context.Context, c int, write bool) error {
+// chunkRows are one chunk's rows, table by table.
+type chunkRows struct {
+	c             int
+	tables        []*rows
+	taggingsSoFar int64
+}
+
+// generate generates chunk c's works and adds them to the true counts;
+// when write, it returns their rows and those of their drafts, taggings and
+// filings.
+func (b *builder) generate(c int, write bool) *chunkRows {
 	first := c * b.cfg.ChunkWorks
 	last := min(first+b.cfg.ChunkWorks, b.cfg.Works) // exclusive
 	g := newSampler(b.shape, b.cfg.Seed, c)
@@ -285,17 +311,7 @@ func (b *builder) chunk(ctx context.Context, c int, write bool) error {
 		w := g.next()
 		id := int64(i + 1)
 		author := 1 + g.r.Int64N(int64(b.cfg.Authors))
-		vis := drafts.VisibilityPublic
-		if w.registered {
-			vis = drafts.VisibilityRegistered
-		}
-		weight := counter.Sum{Count: 1, Public: 1}
-		switch {
-		case w.hidden:
-			weight = counter.Sum{}
-		case w.registered:
-			weight = counter.Sum{Count: 1}
-		}
+		weight := w.weight()
 		filters := b.shape.filters(w.tags)
 		for pos, t := range w.tags {
 			b.truth[t] = b.truth[t].Add(counter.Sum{Count: weight.Count, Public: weight.Public})
@@ -311,34 +327,41 @@ func (b *builder) chunk(ctx context.Context, c int, write bool) error {
 		if !write {
 			continue
 		}
-		title := fmt.Sprintf("Work %d", id)
+		title := "Work " + strconv.FormatInt(id, 10)
 		body := bodyText[w.bodyAt : w.bodyAt+bodyChars]
-		block, err := json.Marshal(w.block)
-		if err != nil {
-			return err
-		}
-		works.add(id, id, author, title, body, vis, w.hidden, 1)
-		drafted.add(id, author, title, body, string(block), vis, "posted", id, 1)
+		block, _ := json.Marshal(w.block) // strings and lists of strings only
+		works.add(id, id, author, title, body, w.visibility(), w.hidden, 1)
+		drafted.add(id, author, title, body, string(block), w.visibility(), "posted", id, 1)
 	}
 	b.rep.Drafts += int64(last - first)
-	if !write {
-		return nil
+	cr := &chunkRows{c: c, taggingsSoFar: b.rep.Taggings}
+	if write {
+		b.unpostedDrafts(g, drafted, first, last)
+		cr.tables = []*rows{works, drafted, taggings, filings}
 	}
-	b.unpostedDrafts(g, drafted, first, last)
-	tx, err := b.cfg.DB.BeginTx(ctx, nil)
-	if err != nil {
+	return cr
+}
+
+// write loads a chunk's tables at once, each on its own connection, then
+// records the chunk done. A chunk interrupted half-way is loaded again
+// whole: rows it already wrote are skipped by their keys (IGNORE), so the
+// tables hold each row once.
+func (b *builder) write(ctx context.Context, cr *chunkRows) error {
+	errs := make([]error, len(cr.tables))
+	var wg sync.WaitGroup
+	for i, r := range cr.tables {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = load(ctx, b.cfg.DB, r, true)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	for _, r := range []*rows{works, drafted, taggings, filings} {
-		if err := load(ctx, tx, r, false); err != nil {
-			return err
-		}
-	}
-	if _, err := tx.ExecContext(ctx, "UPDATE archive_builds SET chunks_done = ? WHERE id = 1", c+1); err != nil {
-		return err
-	}
-	return tx.Commit()
+	_, err := b.cfg.DB.ExecContext(ctx, "UPDATE archive_builds SET chunks_done = ? WHERE id = 1", cr.c+1)
+	return err
 }
 
 // unpostedDrafts adds the drafts the authors of works first..last hold

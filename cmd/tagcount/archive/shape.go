@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -166,6 +167,26 @@ type work struct {
 	registered bool
 	hidden     bool
 	bodyAt     int
+}
+
+// visibility is the work's visibility as works and drafts store it.
+func (w work) visibility() string {
+	if w.registered {
+		return drafts.VisibilityRegistered
+	}
+	return drafts.VisibilityPublic
+}
+
+// weight is how much the work counts: for logged-in readers unless
+// hidden, for everyone if also public (as poster's weight).
+func (w work) weight() counter.Sum {
+	switch {
+	case w.hidden:
+		return counter.Sum{}
+	case w.registered:
+		return counter.Sum{Count: 1}
+	}
+	return counter.Sum{Count: 1, Public: 1}
 }
 
 // sampler draws works of a shape from one random source: a chunk's works
