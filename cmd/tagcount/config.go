@@ -53,6 +53,7 @@ type settings struct {
 	// wrangling jobs write per transaction and per second.
 	WrangleRowsPerTx, WrangleRowsPerSecond int
 	Edge                                   edgeSettings
+	Pools                                  poolSettings // docs/operations.md, "Connection budget"
 	MaxDrafts                              int
 	NewTagsPerDay                          int
 	BulkAfter                              int
@@ -91,6 +92,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.WrangleRowsPerTx, "wrangle-rows-per-tx", poster.DefaultWrangleRowsPerTx, "most rows one transaction of a wrangling job writes (work_filters and outbox rows)")
 	fs.IntVar(&s.WrangleRowsPerSecond, "wrangle-rows-per-second", poster.DefaultWrangleRowsPerSecond, "most rows a worker's wrangling jobs write in any one second; above --wrangle-rows-per-tx")
 	s.Edge.register(fs)
+	s.Pools.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")
 	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", counter.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
@@ -203,6 +205,9 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 			return nil, err
 		}
 		if err := s.Edge.validate(); err != nil {
+			return nil, err
+		}
+		if err := s.Pools.validate(); err != nil {
 			return nil, err
 		}
 		if s.WrangleRowsPerTx < 4 || s.WrangleRowsPerSecond <= s.WrangleRowsPerTx {

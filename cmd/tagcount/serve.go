@@ -46,7 +46,7 @@ func (s *settings) stackOptions() stackOptions {
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},
 		Edge: s.Edge.edge(), MaxDrafts: s.MaxDrafts, NewTagsPerDay: s.NewTagsPerDay,
-		BulkAfter: oneQueueIfZero(s.BulkAfter),
+		BulkAfter: oneQueueIfZero(s.BulkAfter), Pools: s.Pools,
 	}
 }
 

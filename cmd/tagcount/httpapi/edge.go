@@ -28,10 +28,12 @@ const (
 	DefaultWriteTimeout      = DefaultRequestTimeout + writeMargin
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10 // a bearer token is a few hundred bytes
-	// DefaultMaxInFlight is four requests per connection of the default
-	// pool: enough to keep every connection busy while bodies arrive and
-	// answers leave, few enough that a flood is refused rather than queued.
-	DefaultMaxInFlight = 4 * migrations.DefaultMaxOpenConns
+	// DefaultMaxInFlight is enough requests to keep a pool of 64
+	// connections busy while bodies arrive and answers leave (four per
+	// connection), few enough that a flood is refused rather than queued.
+	// It does not shrink with the pool: a request past the pool's size
+	// waits up to QueueWait for a database slot (DBSlots) before 503.
+	DefaultMaxInFlight = 256
 	// DefaultQueueWait is how long a request waits for a database slot (or
 	// for room to read its body) before it is answered 503 overloaded: a
 	// quick "try again" beats a queue that only grows.
