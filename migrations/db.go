@@ -265,7 +265,7 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 	}
 	name := cfg.DBName
 	if name == "" {
-		return fmt.Errorf("MySQL DSN %q names no database", dsn)
+		return fmt.Errorf("MySQL DSN %q names no database", RedactDSN(dsn))
 	}
 	cfg.DBName = ""
 	db, err := Open(ctx, cfg.FormatDSN())
@@ -275,6 +275,19 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 	defer db.Close()
 	_, err = db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS `"+name+"` CHARACTER SET utf8mb4")
 	return err
+}
+
+// RedactDSN returns dsn with its password replaced by "xxxxx", for output;
+// a DSN that does not parse is replaced whole, as it may hold one.
+func RedactDSN(dsn string) string {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "(a MySQL DSN that does not parse)"
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "xxxxx"
+	}
+	return cfg.FormatDSN()
 }
 
 // WithDatabase returns dsn naming database instead (when database is not

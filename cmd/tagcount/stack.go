@@ -40,10 +40,14 @@ type stackOptions struct {
 	RedisAddr  string
 	Queue      string // asynq queue name (isolates runs and tests sharing a Redis)
 	Path       string // "flag", "new" or "legacy"
-	AuthSecret string
-	DataDir    string
-	HTTPAddr   string   // default 127.0.0.1:0
-	Brokers    []string // Kafka; empty with EmbeddedKafka: start a broker in process (needs DataDir)
+	AuthSecret string // comma-separated: the first signs, all verify
+	// Token checks beyond the secret (httpapi.Auth): zero values are the
+	// default lifetime and no iss or aud check.
+	MaxTokenLifetime         time.Duration
+	AuthIssuer, AuthAudience string
+	DataDir                  string
+	HTTPAddr                 string   // default 127.0.0.1:0
+	Brokers                  []string // Kafka; empty with EmbeddedKafka: start a broker in process (needs DataDir)
 	// EmbeddedKafka lets a stack with no Brokers run its own in-process
 	// broker: right for dev, loadgen and tests, which run every role in one
 	// process; wrong for a lone worker or counter, which would talk to a
@@ -177,7 +181,7 @@ func startStack(ctx context.Context, o stackOptions) (*stack, error) {
 	o = o.withDefaults()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &stack{opts: o, log: o.Logger, runCtx: runCtx, cancel: cancel, Registry: prometheus.NewRegistry(),
-		Auth: httpapi.Auth{Secret: []byte(o.AuthSecret)}}
+		Auth: o.auth()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	steps := []func(context.Context) error{
 		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.buildPoster, s.buildReconciler,
@@ -394,7 +398,8 @@ func (s *stack) serveHTTP(context.Context) error {
 			defer cancel()
 			srv.Shutdown(sctx)
 		}()
-		err := srv.Serve(ln)
+		// Listener: net/http's own 431 and 400 in the error shape.
+		err := srv.Serve(httpapi.Listener(ln))
 		<-drained // Serve returns at once on Shutdown; the requests in flight are still running
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
@@ -589,4 +594,12 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// auth is how the API checks tokens: the secrets of AuthSecret and the
+// token limits.
+func (o stackOptions) auth() httpapi.Auth {
+	a := httpapi.AuthWithSecrets(o.AuthSecret)
+	a.MaxLifetime, a.Issuer, a.Audience = o.MaxTokenLifetime, o.AuthIssuer, o.AuthAudience
+	return a
 }
