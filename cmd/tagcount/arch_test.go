@@ -30,6 +30,7 @@ var layer = map[string]int{
 	"flags/rollout":        2, // moves flags' new-path flag; reads drafts' and counter's tables
 	"cmd/tagcount/httpapi": 4,
 	"cmd/tagcount/loadgen": 5,
+	"cmd/tagcount/archive": 5, // builds archive-shaped databases in bulk (plain SQL)
 	"cmd/tagcount":         6,
 
 	// Test support: checks HTTP traffic against the API's OpenAPI document.

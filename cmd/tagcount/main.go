@@ -31,6 +31,7 @@ var commands = map[string]command{
 	"wrangle":   {runWrangle, "tag wrangling maintenance: `wrangle rekey` re-keys tags by the current identity rule"},
 	"rollout":   {runRollout, "start, watch, pause, resume or abort the guarded rollout of the new posting path; its history"},
 	"loadgen":   {runLoadgen, "drive production-like posting load and compare the paths"},
+	"archive":   {runArchive, "`archive build`: fill a database with an archive-shaped set of works and drifted counts"},
 	"broker":    {runBroker, "run the embedded Kafka-protocol broker on its own (development, soak tests)"},
 	"queues":    {runQueues, "serve the job queue's web UI (asynqmon) for operators; keep it private"},
 	"version":   {runVersion, "print the version and build information"},
