@@ -35,7 +35,7 @@ func guardedStack(t *testing.T, guards rollout.Guards) (*stack, *unleashtest.Ser
 	}
 	// Warm up: the counter's first join of its consumer group takes
 	// seconds, which is not what the guards are to judge. One post on the
-	// new path, counted, and the flag is back at 0 % before a rolloutPlan starts.
+	// new path, counted, and the flag is back at 0 % before a plan starts.
 	u.SetRollout(t, flags.NewPostingPath, 100)
 	testdb.WaitFor(t, 30*time.Second, "the service to evaluate 100 %", func() bool { return rolloutPercent(st.Flags, flags.NewPostingPath) == 100 })
 	postAndWait(t, st, st.client(t, 1, httpapi.RoleAuthor), "warm-up", "Warm-up")
@@ -104,7 +104,7 @@ func TestGuardedRolloutWalksEveryStepTo100UnderLoad(t *testing.T) {
 		FreshnessP99: 30 * time.Second, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000})
 	admin := st.client(t, 1, httpapi.RoleAdmin)
 	if status, _, _ := admin.do("GET", "/v1/admin/rollout", nil); status != 404 {
-		t.Fatalf("no rolloutPlan yet: %d, want 404", status)
+		t.Fatalf("no plan yet: %d, want 404", status)
 	}
 	for _, bad := range []map[string]any{{"steps": []int{50, 10}, "hold": "1s"}, {"steps": []int{10}, "hold": "soon"}} {
 		if status, e, _ := admin.do("POST", "/v1/admin/rollout", bad); status != 422 {
@@ -117,15 +117,15 @@ func TestGuardedRolloutWalksEveryStepTo100UnderLoad(t *testing.T) {
 		t.Fatalf("start: %d %v", status, started)
 	}
 	if status, e, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{5}, "hold": "1s"}); status != 409 {
-		t.Fatalf("a second rolloutPlan: %d %v, want 409 rollout_active", status, e)
+		t.Fatalf("a second plan: %d %v, want 409 rollout_active", status, e)
 	}
 	var p map[string]any
-	testdb.WaitFor(t, 3*time.Minute, "the rolloutPlan to finish", func() bool {
+	testdb.WaitFor(t, 3*time.Minute, "the plan to finish", func() bool {
 		p = rolloutPlan(t, admin)
 		return p["state"] != "running"
 	})
 	if p["state"] != "done" || num(p, "percent") != 100 {
-		t.Fatalf("rolloutPlan ended %v at %d %%: %v", p["state"], num(p, "percent"), p["reason"])
+		t.Fatalf("plan ended %v at %d %%: %v", p["state"], num(p, "percent"), p["reason"])
 	}
 	testdb.WaitFor(t, 30*time.Second, "the service to evaluate 100 %", func() bool {
 		return rolloutPercent(st.Flags, flags.NewPostingPath) == 100
@@ -154,7 +154,7 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "25s"}); status != 201 {
 		t.Fatalf("start: %d %v", status, p)
 	}
-	testdb.WaitFor(t, 3*time.Minute, "the rolloutPlan to pass its first step", func() bool {
+	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {
 		p := rolloutPlan(t, admin)
 		return num(p, "step") == 2 && p["window_from"] != nil || p["state"] != "running"
 	})
@@ -166,7 +166,7 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 		t.Fatal(err)
 	}
 	var p map[string]any
-	testdb.WaitFor(t, 2*time.Minute, "the rolloutPlan to roll back", func() bool {
+	testdb.WaitFor(t, 2*time.Minute, "the plan to roll back", func() bool {
 		p = rolloutPlan(t, admin)
 		return p["state"] != "running"
 	})
@@ -238,7 +238,7 @@ func TestRolloutCommandStartsPausesAndListsAPlan(t *testing.T) {
 		t.Fatalf("start printed %s (%v)", out, err)
 	}
 	if out, err := cli("start"); err == nil {
-		t.Fatalf("a second rolloutPlan was started: %s", out)
+		t.Fatalf("a second plan was started: %s", out)
 	}
 	if out, err = cli("pause"); err != nil || !json.Valid([]byte(out)) {
 		t.Fatal(err, out)
