@@ -74,6 +74,7 @@ var fieldErrors = []struct {
 	{poster.ErrSynonymOfItself, "canonical_id", "same_tag"},
 	{poster.ErrSynonymTypeMismatch, "canonical_id", "type_mismatch"},
 	{poster.ErrNotCanonical, "canonical_id", "not_canonical"},
+	{counter.ErrCatchUpRate, "catch_up_per_second", "invalid_rate"},
 }
 
 // errTagNotFound is the count read path's "no such tag".
