@@ -46,9 +46,13 @@ type settings struct {
 	LogLevel         string
 	LogFormat        string
 	ShutdownTimeout  time.Duration
-	JobPoll          time.Duration
-	JobConcurrency   int
-	Tiers            counter.Tiers
+	// AdminAddr, ShutdownDelay and CounterFlushTimeout: see their flags.
+	AdminAddr           string
+	ShutdownDelay       time.Duration
+	CounterFlushTimeout time.Duration
+	JobPoll             time.Duration
+	JobConcurrency      int
+	Tiers               counter.Tiers
 	// PublishDropRate is fault injection for soak tests: the share of
 	// announcements the worker drops as if lost.
 	PublishDropRate float64
@@ -95,6 +99,9 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.JobConcurrency, "job-concurrency", poster.DefaultJobConcurrency, "jobs a worker runs at once")
 	fs.DurationVar(&s.JobPoll, "job-poll", poster.DefaultJobPoll, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
+	fs.StringVar(&s.AdminAddr, "admin-addr", "", "listen address of /healthz, /readyz, /metrics and /debug/pprof/, instead of --http-addr; empty = no admin listener")
+	fs.DurationVar(&s.ShutdownDelay, "shutdown-delay", defaultShutdownDelay, "after SIGTERM, how long /readyz answers 503 while the process keeps serving, before it drains")
+	fs.DurationVar(&s.CounterFlushTimeout, "counter-flush-timeout", counter.DefaultFlushTimeout, "how long a stopping counter may take to flush the tags it holds")
 	fs.IntVar(&s.WrangleRowsPerTx, "wrangle-rows-per-tx", poster.DefaultWrangleRowsPerTx, "most rows one transaction of a wrangling job writes (work_filters and outbox rows)")
 	fs.IntVar(&s.WrangleRowsPerSecond, "wrangle-rows-per-second", poster.DefaultWrangleRowsPerSecond, "most rows a worker's wrangling jobs write in any one second; above --wrangle-rows-per-tx")
 	s.Edge.register(fs)

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -51,4 +52,18 @@ func (s *server) addOpsRoutes(mux *http.ServeMux) {
 	})
 	mux.Handle("GET /readyz", s.handleReady())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
+}
+
+// addAdminRoutes maps what the admin listener (--admin-addr) serves: the
+// operational routes and Go's profiler, which has no place on a public port.
+func (s *server) addAdminRoutes(mux *http.ServeMux) {
+	s.addOpsRoutes(mux)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	// Index serves the named profiles (heap, goroutine, allocs, block, mutex, threadcreate).
+	mux.HandleFunc("GET /debug/pprof/{profile}", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
