@@ -58,6 +58,10 @@ type applyOpts struct {
 	readCount func(tag int64) bool
 	// portable forces SELECT ... FOR UPDATE + DELETE even on MariaDB.
 	portable bool
+	// fenced makes the transaction read the pause switch first, under a
+	// shared lock, and apply nothing (errPaused) when it is on: a
+	// writer's flush, which a pause must stop at once (Control.Pause).
+	fenced bool
 }
 
 // ApplyBatch applies the outbox rows with the given ids in one transaction
@@ -143,6 +147,11 @@ func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning b
 			tx.Rollback()
 		}
 	}()
+	if o.fenced {
+		if err := checkNotPaused(ctx, tx); err != nil {
+			return res, err
+		}
+	}
 	sums := make(map[int64]Sum)
 	rows, err := tx.QueryContext(ctx, takeRows(keys, o, returning))
 	if err != nil {

@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -170,6 +171,9 @@ func (w *partitionWriter) finish(runCtx context.Context) {
 	}
 	for len(tags) > 0 && fctx.Err() == nil {
 		res, err := w.apply(fctx, tags, w.c.cfg.ApplyLimit)
+		if errors.Is(err, errPaused) {
+			break // the outbox keeps the rows for the partition's next writer
+		}
 		if err != nil {
 			w.log.Warn("final flush failed; the outbox keeps the rows for the partition's next writer", "tags", len(tags), "err", err)
 			break
@@ -252,12 +256,21 @@ func (w *partitionWriter) round(ctx context.Context, batch []kafka.Message) {
 			pace.limit = min(pace.limit, max(1, pace.perSecond/10))
 		}
 		if len(due) > 0 {
-			if _, err := w.applyUntilDone(ctx, due, pace); err != nil {
+			_, err := w.applyUntilDone(ctx, due, pace)
+			switch {
+			case errors.Is(err, errPaused):
+				// Paused since the switches were read: the tags wait
+				// for the resume like those announced while paused.
+				for _, tag := range due {
+					w.holdUntilResumed(tag)
+				}
+			case err != nil:
 				return // ctx ended: nothing of this batch is committed
 			}
 		}
 		if len(w.backlog) > 0 {
-			if _, err := w.applyUntilDone(ctx, sortedKeys(w.backlog), pace); err != nil {
+			// Paused meanwhile, the backlog simply waits.
+			if _, err := w.applyUntilDone(ctx, sortedKeys(w.backlog), pace); err != nil && !errors.Is(err, errPaused) {
 				return
 			}
 		}
@@ -313,8 +326,7 @@ func (w *partitionWriter) route(batch []kafka.Message, now time.Time, deferral, 
 		}
 		switch {
 		case paused:
-			w.hold(e.TagID, tier, time.Time{})
-			w.held[e.TagID].due = time.Time{} // due as soon as the counter resumes
+			w.holdUntilResumed(e.TagID)
 		case !deferral || tier == TierSmall:
 			now0[e.TagID] = true
 		default:
@@ -350,6 +362,17 @@ func (w *partitionWriter) hold(tag int64, tier Tier, written time.Time) {
 	w.c.m.heldEvents.WithLabelValues(tier.String()).Inc()
 }
 
+// holdUntilResumed holds tag (not held yet) for a paused counter: it is
+// due as soon as the counter resumes.
+func (w *partitionWriter) holdUntilResumed(tag int64) {
+	tier := TierSmall
+	if count, known := w.counts[tag]; known {
+		tier = w.c.tiers.of(count)
+	}
+	w.hold(tag, tier, time.Time{})
+	w.held[tag].due = time.Time{}
+}
+
 // release forgets a held tag that is being flushed.
 func (w *partitionWriter) release(tag int64) {
 	h := w.held[tag]
@@ -373,6 +396,10 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64, pace
 		if err == nil {
 			return res, nil
 		}
+		if errors.Is(err, errPaused) {
+			w.c.board.sawPaused()
+			return res, err
+		}
 		w.c.m.applyErrors.Inc()
 		if ctx.Err() != nil {
 			return res, err
@@ -390,7 +417,7 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64, pace
 // remain.
 func (w *partitionWriter) apply(ctx context.Context, tags []int64, limit int) (ApplyResult, error) {
 	start := time.Now()
-	res, err := applyBatch(ctx, w.c.cfg.DB, tags, applyOpts{byTag: true, limit: limit, readCount: w.needsCount})
+	res, err := applyBatch(ctx, w.c.cfg.DB, tags, applyOpts{byTag: true, limit: limit, readCount: w.needsCount, fenced: true})
 	if err != nil {
 		return res, err
 	}

@@ -426,7 +426,8 @@ func (s *stack) serveHTTP(context.Context) error {
 // background loops the API role runs.
 func (s *stack) apiDeps(deps *httpapi.Deps) {
 	edge := deps.Edge
-	reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry))
+	reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry),
+		counter.ReaderWorkUses(s.Poster))
 	// Large tags' cached counts are refreshed before they expire, so no
 	// reader waits on one.
 	s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
