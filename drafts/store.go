@@ -294,12 +294,13 @@ func (s *Store) insertQueued(ctx context.Context, authorID int64, contents []Con
 
 // Versioned is a draft's content as of a version.
 type Versioned struct {
+	AuthorID int64
 	Content  Content
 	Version  int64
 	QueuedAt time.Time // zero when not queued
 }
 
-// ReadContents returns the content, version and queue time of each draft
+// ReadContents returns the author, content, version and queue time of each draft
 // of ids that exists, by id; drafts deleted meanwhile are missing from the
 // map.
 func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versioned, error) {
@@ -312,7 +313,7 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 		var v Versioned
 		var tags []byte
 		var queued sql.NullTime
-		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Content.Visibility, &v.Version, &queued); err != nil {
+		if err := rows.Scan(&id, &v.AuthorID, &v.Content.Title, &v.Content.Body, &tags, &v.Content.Visibility, &v.Version, &queued); err != nil {
 			return err
 		}
 		v.QueuedAt = queued.Time
@@ -321,7 +322,7 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 		}
 		out[id] = v
 		return nil
-	}, migrations.IDList("SELECT id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
+	}, migrations.IDList("SELECT id, author_id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
 	if err != nil {
 		return nil, fmt.Errorf("read drafts: %w", err)
 	}

@@ -185,7 +185,8 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 }
 
 // prepare reads the content of the requests that carry none and resolves
-// every request's tags, before the transaction: tag creation must not run
+// the tags of every request whose author owns its draft, before the
+// transaction: tag creation must not run
 // while the transaction holds a pooled connection and locks. Requests whose
 // draft is gone get their outcome at once.
 func (p *Poster) prepare(ctx context.Context, reqs []request) ([]*plan, []outcome, error) {
@@ -204,11 +205,16 @@ func (p *Poster) prepare(ctx context.Context, reqs []request) ([]*plan, []outcom
 	var refs []counter.TagRef
 	for i, r := range reqs {
 		pl := &plan{idx: i, req: r}
-		if r.content != nil {
+		v, ok := contents[r.draftID]
+		switch {
+		case r.content != nil:
 			pl.content = *r.content
-		} else if v, ok := contents[r.draftID]; ok {
+		case ok && (r.authorID == 0 || v.AuthorID == r.authorID):
 			pl.content, pl.version, pl.queued = v.Content, v.Version, v.QueuedAt
-		} else {
+		default:
+			// Gone, or another author's: its tags are neither read nor
+			// created (audit finding 21.1), and lockAndDecide checks the
+			// author again under the lock.
 			out[i] = outcome{err: goneError(r)}
 			continue
 		}
