@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // ApplyResult reports what one apply transaction did.
@@ -108,7 +109,7 @@ func applyBatch(ctx context.Context, db *migrations.DB, keys []int64, o applyOpt
 			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 		backoff := time.Duration(1+rand.IntN(10*res.Attempts)) * time.Millisecond
-		if err := Sleep(ctx, backoff); err != nil {
+		if err := loop.Sleep(ctx, backoff); err != nil {
 			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of ConsumerConfig.
@@ -142,11 +143,11 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
 	cfg.GroupID = cmp.Or(cfg.GroupID, DefaultGroupID)
-	cfg.BatchSize = OrDefault(cfg.BatchSize, DefaultBatchSize)
-	cfg.BatchWait = OrDefault(cfg.BatchWait, DefaultBatchWait)
-	cfg.ApplyLimit = OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
-	cfg.HeartbeatInterval = OrDefault(cfg.HeartbeatInterval, time.Second)
-	cfg.SessionTimeout = OrDefault(cfg.SessionTimeout, 10*time.Second)
+	cfg.BatchSize = loop.OrDefault(cfg.BatchSize, DefaultBatchSize)
+	cfg.BatchWait = loop.OrDefault(cfg.BatchWait, DefaultBatchWait)
+	cfg.ApplyLimit = loop.OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
+	cfg.HeartbeatInterval = loop.OrDefault(cfg.HeartbeatInterval, time.Second)
+	cfg.SessionTimeout = loop.OrDefault(cfg.SessionTimeout, 10*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

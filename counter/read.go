@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // MaxBulkIDs is the most tag ids one read asks for.
@@ -228,7 +229,7 @@ func (r *Reader) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	return Every(ctx, interval, r.refreshDue)
+	return loop.Every(ctx, interval, r.refreshDue)
 }
 
 // refreshDue refreshes every cached large tag past its refresh point.

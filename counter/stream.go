@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of StreamConfig.
@@ -88,7 +89,7 @@ type Stream struct {
 // NewStream returns a Stream; cfg.DB and cfg.Brokers are required.
 func NewStream(cfg StreamConfig) *Stream {
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultCountsTopic)
-	cfg.Interval = OrDefault(cfg.Interval, DefaultStreamInterval)
+	cfg.Interval = loop.OrDefault(cfg.Interval, DefaultStreamInterval)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Stream{
 		sent: make(map[int64]uint64),
@@ -115,7 +116,7 @@ func (s *Stream) Run(ctx context.Context) error {
 			conn.Close()
 		}
 	}()
-	return Every(ctx, s.cfg.Interval, func(ctx context.Context) {
+	return loop.Every(ctx, s.cfg.Interval, func(ctx context.Context) {
 		if conn == nil {
 			conn = s.lock(ctx)
 			if conn == nil {

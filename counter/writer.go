@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // heldTag is a deferred tag: when its flush is due, and how many
@@ -141,7 +142,7 @@ func (w *partitionWriter) fetch(ctx context.Context, reader *kafka.Reader, msgs 
 				return
 			}
 			w.log.Warn("fetching messages failed", "err", err)
-			if Sleep(ctx, 200*time.Millisecond) != nil {
+			if loop.Sleep(ctx, 200*time.Millisecond) != nil {
 				return
 			}
 			continue
@@ -377,7 +378,7 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64, pace
 			return res, err
 		}
 		w.log.Warn("apply failed; retrying", "tags", len(tags), "backoff", backoff, "err", err)
-		if err := Sleep(ctx, backoff); err != nil {
+		if err := loop.Sleep(ctx, backoff); err != nil {
 			return res, err
 		}
 		backoff = min(2*backoff, 5*time.Second)

@@ -29,8 +29,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Posting paths, as reported in Result.Path and metrics.
@@ -126,7 +128,7 @@ type Config struct {
 type Poster struct {
 	cfg     Config
 	drafts  *drafts.Store
-	tags    *counter.TagResolver
+	tags    *tags.Resolver
 	log     *slog.Logger
 	metrics *metrics
 	wrangle *wrangler
@@ -159,15 +161,15 @@ func New(cfg Config) *Poster {
 		cfg.JobDB = cfg.DB
 	}
 	cfg.QueueName = cmp.Or(cfg.QueueName, DefaultQueue)
-	cfg.RequeueAfter = counter.OrDefault(cfg.RequeueAfter, DefaultRequeueAfter)
-	cfg.MaxRetry = counter.OrDefault(cfg.MaxRetry, DefaultMaxRetry)
+	cfg.RequeueAfter = loop.OrDefault(cfg.RequeueAfter, DefaultRequeueAfter)
+	cfg.MaxRetry = loop.OrDefault(cfg.MaxRetry, DefaultMaxRetry)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cfg.Committers = counter.OrDefault(cfg.Committers, DefaultCommitters)
-	cfg.MaxBatch = counter.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: counter.NewTagResolver(cfg.DB),
+	cfg.Committers = loop.OrDefault(cfg.Committers, DefaultCommitters)
+	cfg.MaxBatch = loop.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
+	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: tags.NewResolver(cfg.DB),
 		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
 }
 

@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // DefaultRequeueEvery is how often the requeuer runs.
@@ -142,7 +141,7 @@ const DefaultOwedEvery = time.Second
 // down) every interval until ctx ends: the API's share of the requeuer,
 // for an API process that runs no worker (whose requeuer does it too).
 func (p *Poster) RunOwed(ctx context.Context, interval time.Duration) error {
-	return counter.Every(ctx, interval, func(ctx context.Context) {
+	return loop.Every(ctx, interval, func(ctx context.Context) {
 		if n, err := p.requeueOwed(ctx); err != nil && ctx.Err() == nil {
 			p.log.DebugContext(ctx, "owed post jobs still cannot be enqueued", "enqueued", n, "err", err)
 		} else if n > 0 {
@@ -154,7 +153,7 @@ func (p *Poster) RunOwed(ctx context.Context, interval time.Duration) error {
 
 // RunRequeuer calls RequeueStale every interval until ctx ends.
 func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
-	return counter.Every(ctx, interval, func(ctx context.Context) {
+	return loop.Every(ctx, interval, func(ctx context.Context) {
 		if n, err := p.RequeueStale(ctx); err != nil && ctx.Err() == nil {
 			p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
 		} else if n > 0 {

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // request is one draft whose work is to be made to match it.
@@ -79,7 +81,7 @@ func (p *Poster) sync(ctx context.Context, db *migrations.DB, path string, reqs 
 			// for long; a conflict (a deadlock with a legacy transaction on
 			// the same draft, a tag's index page) is tried again at once.
 			// The legacy path answers it as the baseline always did.
-			if counter.Sleep(ctx, time.Duration(1+rand.IntN(10*(attempt+1)))*time.Millisecond) == nil {
+			if loop.Sleep(ctx, time.Duration(1+rand.IntN(10*(attempt+1)))*time.Millisecond) == nil {
 				continue
 			}
 		}
@@ -202,7 +204,7 @@ func (p *Poster) prepare(ctx context.Context, reqs []request) ([]*plan, []outcom
 		return nil, nil, err
 	}
 	plans := make([]*plan, 0, len(reqs))
-	var refs []counter.TagRef
+	var refs []tags.Ref
 	for i, r := range reqs {
 		pl := &plan{idx: i, req: r}
 		v, ok := contents[r.draftID]
@@ -242,11 +244,11 @@ func goneError(r request) error {
 }
 
 // tagRefs lists c's tags as the counter names them.
-func tagRefs(c drafts.Content) []counter.TagRef {
+func tagRefs(c drafts.Content) []tags.Ref {
 	list := c.Tags.List()
-	refs := make([]counter.TagRef, len(list))
+	refs := make([]tags.Ref, len(list))
 	for i, t := range list {
-		refs[i] = counter.TagRef{Type: t.Type, Name: t.Name, Key: t.Key()}
+		refs[i] = t
 	}
 	return refs
 }

@@ -14,7 +14,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of the wrangling jobs' runner.
@@ -59,13 +61,13 @@ type wrangler struct {
 // A perSecond not above perTx leaves no refill, so perTx is halved to fit.
 func newWrangler(cfg Config) *wrangler {
 	perTx, perSecond := cfg.WrangleRowsPerTx, cfg.WrangleRowsPerSecond
-	perTx = counter.OrDefault(perTx, DefaultWrangleRowsPerTx)
-	perSecond = counter.OrDefault(perSecond, DefaultWrangleRowsPerSecond)
+	perTx = loop.OrDefault(perTx, DefaultWrangleRowsPerTx)
+	perSecond = loop.OrDefault(perSecond, DefaultWrangleRowsPerSecond)
 	if perSecond <= perTx {
 		perTx = max(1, perSecond/2)
 	}
 	poll := cfg.WranglePoll
-	poll = counter.OrDefault(poll, DefaultWranglePoll)
+	poll = loop.OrDefault(poll, DefaultWranglePoll)
 	return &wrangler{perTx: perTx, limiter: rate.NewLimiter(rate.Limit(perSecond-perTx), perTx),
 		wake: make(chan struct{}, 1), poll: poll}
 }
@@ -155,7 +157,7 @@ func (p *Poster) runJob(ctx context.Context, id int64) error {
 			attempt = 0
 		case migrations.IsLockConflict(err) && attempt < maxLockRetries && ctx.Err() == nil:
 			attempt++
-			if err := counter.Sleep(ctx, time.Duration(1+rand.IntN(10*attempt))*time.Millisecond); err != nil {
+			if err := loop.Sleep(ctx, time.Duration(1+rand.IntN(10*attempt))*time.Millisecond); err != nil {
 				return err
 			}
 		default:
@@ -255,12 +257,12 @@ func (p *Poster) refile(ctx context.Context, tx *sql.Tx, works []int64) (jobBatc
 	if err != nil {
 		return b, err
 	}
-	var tags []int64
+	var ids []int64
 	for _, st := range states {
-		tags = append(tags, st.tags...)
+		ids = append(ids, st.tags...)
 	}
-	slices.Sort(tags)
-	canonical, err := counter.Canonicals(ctx, tx, slices.Compact(tags))
+	slices.Sort(ids)
+	canonical, err := tags.Canonicals(ctx, tx, slices.Compact(ids))
 	if err != nil {
 		return b, err
 	}

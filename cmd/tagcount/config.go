@@ -13,6 +13,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
@@ -93,7 +94,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	s.Edge.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")
-	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", counter.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
+	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", tags.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
 }
 
 // edgeSettings are the HTTP layer's deadlines, limits and rate limits

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -69,9 +69,9 @@ func TestQuotasRefuseTheDraftPastTheDraftsQuotaAnd422AndTheNewTagsPastTheDailyAl
 
 func TestTheServingCommandsRunWithTheDomainPackagesDefaultQuotas(t *testing.T) {
 	t.Parallel()
-	if o := defaultStackOptions(t); o.MaxDrafts != drafts.DefaultMaxDrafts || o.NewTagsPerDay != counter.DefaultNewTagsPerDay {
+	if o := defaultStackOptions(t); o.MaxDrafts != drafts.DefaultMaxDrafts || o.NewTagsPerDay != tags.DefaultNewTagsPerDay {
 		t.Errorf("default quotas %d drafts, %d new tags a day; want %d and %d", o.MaxDrafts, o.NewTagsPerDay,
-			drafts.DefaultMaxDrafts, counter.DefaultNewTagsPerDay)
+			drafts.DefaultMaxDrafts, tags.DefaultNewTagsPerDay)
 	}
 	var s settings
 	if _, err := parse("api", []string{"--quota-drafts", "0", "--quota-new-tags-per-day", "7"}, io.Discard, &s, nil); err != nil {

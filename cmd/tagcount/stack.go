@@ -22,6 +22,7 @@ import (
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/migrations"
@@ -372,7 +373,7 @@ func (s *stack) serveHTTP(context.Context) error {
 		// once it answers, whether or not a worker runs here.
 		s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
 		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
-		deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
+		deps.TagQuota = tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(s.DB), Redis: s.redis,
 			PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
 		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 		handler = httpapi.NewServer(deps)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
@@ -43,7 +44,7 @@ func (o *Opts) withDefaults() Opts {
 
 // Content returns a valid draft content titled title carrying exactly refs
 // (a rating listed twice keeps the last).
-func Content(title string, refs ...drafts.TagRef) drafts.Content {
+func Content(title string, refs ...tags.Ref) drafts.Content {
 	c := drafts.Content{Title: title, Body: "Once upon a time."}
 	for _, r := range refs {
 		c.Tags.Add(r)

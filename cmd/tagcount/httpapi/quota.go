@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -32,7 +32,7 @@ func quotaOf(err error) string {
 	switch {
 	case errors.Is(err, drafts.ErrDraftQuota):
 		return quotaDrafts
-	case errors.Is(err, counter.ErrNewTagQuota):
+	case errors.Is(err, tags.ErrNewTagQuota):
 		return quotaNewTags
 	}
 	return ""
@@ -44,20 +44,20 @@ func (s *server) chargeNewTags(r *http.Request, c drafts.Content) error {
 	if s.TagQuota == nil {
 		return nil
 	}
-	return s.TagQuota.Charge(r.Context(), authorID(r), openTagRefs(c))
+	return s.TagQuota.Charge(r.Context(), authorID(r), openTagRefs(c), nil)
 }
 
 // openTagRefs lists the tags of c's open vocabularies, the ones an author
 // creates by naming them: the fixed ratings, warnings and categories are
 // a handful of names that exist after the first posts.
-func openTagRefs(c drafts.Content) []counter.TagRef {
-	var refs []counter.TagRef
+func openTagRefs(c drafts.Content) []tags.Ref {
+	var refs []tags.Ref
 	for _, t := range c.Tags.List() {
 		switch t.Type {
-		case drafts.TypeRating, drafts.TypeWarning, drafts.TypeCategory:
+		case tags.TypeRating, tags.TypeWarning, tags.TypeCategory:
 			continue
 		}
-		refs = append(refs, counter.TagRef{Type: t.Type, Name: t.Name, Key: t.Key()})
+		refs = append(refs, t)
 	}
 	return refs
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/poster"
@@ -34,7 +35,7 @@ type Deps struct {
 	Control    counter.Control
 	// TagQuota, when set, bounds the tags an author creates a day; nil
 	// means no quota.
-	TagQuota *counter.TagQuota
+	TagQuota *tags.Quota
 
 	// Registry is served at /metrics; the server's own request metrics are
 	// registered on it.
