@@ -99,6 +99,10 @@ type Config struct {
 	// (the new one included) to BulkQueue(QueueName) (see fair.go); 0
 	// puts every job on QueueName, first come first served.
 	BulkAfter int
+	// NewTags, when set, is the new-tag quota content saved through the
+	// poster (an edit of a work, the bulk path) is charged against; nil
+	// means no quota.
+	NewTags   *tags.Quota
 	Paths     PathChooser // nil: every author takes the new path
 	Announcer Announcer   // nil: events are not announced (the sweeper still finds them)
 	// RequeueAfter is how long a draft may stay queued before the requeuer
@@ -169,7 +173,7 @@ func New(cfg Config) *Poster {
 	}
 	cfg.Committers = loop.OrDefault(cfg.Committers, DefaultCommitters)
 	cfg.MaxBatch = loop.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: tags.NewResolver(cfg.DB),
+	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes, NewTags: cfg.NewTags}, tags: tags.NewResolver(cfg.DB),
 		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
 }
 
@@ -213,10 +217,15 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 }
 
 // UpdateWork makes author's work match c: +1/-1 for the tag difference. It
-// returns ErrWorkNotFound for another author's work or one being deleted.
+// returns ErrWorkNotFound for another author's work or one being deleted,
+// and drafts.Store.Admit's errors (c is admitted once the work is known to
+// be the author's).
 func (p *Poster) UpdateWork(ctx context.Context, authorID, workID int64, c drafts.Content) (Result, error) {
 	draftID, err := p.draftOfWork(ctx, authorID, workID)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := p.drafts.Admit(ctx, authorID, nil, c); err != nil {
 		return Result{}, err
 	}
 	if !p.useNewPath(authorID) {

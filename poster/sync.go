@@ -147,25 +147,16 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 	if err != nil {
 		return nil, err
 	}
-	opts := &sql.TxOptions{}
-	if path == PathNew {
-		// No gap locks: nothing on the new path may wait on another author.
-		opts.Isolation = sql.LevelReadCommitted
-	}
-	tx, err := db.BeginTx(ctx, opts)
+	var writes []*plan
+	err = p.commitAndAnnounce(ctx, db, path, func(ctx context.Context, tx *sql.Tx) ([]counter.Event, error) {
+		if writes, err = p.lockAndDecide(ctx, tx, plans, out); err != nil {
+			return nil, err
+		}
+		events, err := p.write(ctx, db, tx, path, writes)
+		stampRequestIDs(ctx, writes, events)
+		return events, err
+	})
 	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	writes, err := p.lockAndDecide(ctx, tx, plans, out)
-	if err != nil {
-		return nil, err
-	}
-	events, err := p.write(ctx, db, tx, path, writes)
-	if err != nil {
-		return nil, err
-	}
-	if err := migrations.Commit(ctx, tx); err != nil {
 		return nil, err
 	}
 	now := time.Now()
@@ -178,10 +169,6 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 		if pl.delete {
 			out[i].res.State = StateDeleted
 		}
-	}
-	stampRequestIDs(ctx, writes, events)
-	if len(events) > 0 && p.cfg.Announcer != nil {
-		p.cfg.Announcer.Announce(ctx, events)
 	}
 	return out, nil
 }

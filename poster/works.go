@@ -205,29 +205,13 @@ func insertWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, plans []*pl
 	for _, pl := range plans {
 		args = append(args, pl.req.draftID, pl.lock.AuthorID, pl.content.Title, pl.content.Body, visibility(pl.content), pl.lock.Version)
 	}
-	first, err := migrations.InsertRows(ctx, tx, "INSERT INTO works (draft_id, author_id, title, body, visibility, version) VALUES ",
+	ids, err := migrations.InsertIDs(ctx, db, tx, "INSERT INTO works (draft_id, author_id, title, body, visibility, version) VALUES ",
 		"(?,?,?,?,?,?)", len(plans), args...)
 	if err != nil {
 		return err
 	}
-	if db.ConsecutiveIDs {
-		for i, pl := range plans {
-			pl.workID = first + int64(i)
-		}
-		return nil
-	}
-	ids := make([]int64, len(plans))
-	byDraft := make(map[int64]*plan, len(plans))
 	for i, pl := range plans {
-		ids[i] = pl.req.draftID
-		byDraft[pl.req.draftID] = pl
-	}
-	found, err := migrations.SumsByID(ctx, tx, migrations.IDList("SELECT draft_id, id FROM works WHERE draft_id IN (", ids, ")"))
-	if err != nil {
-		return err
-	}
-	for draft, work := range found {
-		byDraft[draft].workID = work
+		pl.workID = ids[i]
 	}
 	return nil
 }

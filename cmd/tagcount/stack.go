@@ -161,6 +161,7 @@ type stack struct {
 	queue      *asynq.Client
 	inspector  *asynq.Inspector
 	redis      *redis.Client // the API's rate limiter and the readiness check
+	newTags    *tags.Quota   // the API's new-tag quota (nil in other roles)
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
 }
@@ -280,10 +281,30 @@ func (s *stack) startKafka(ctx context.Context) error {
 	return nil
 }
 
+// newTagQuota returns the API's new-tag quota, which the domain calls that
+// save content charge (drafts.Store.Admit), or nil outside the API role.
+func (s *stack) newTagQuota() *tags.Quota {
+	if !s.opts.API || s.redis == nil {
+		return nil
+	}
+	limits := s.opts.Edge.WithDefaults().RateLimits // the quota waits for Redis as long as the rate limiter
+	return tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(s.DB), Redis: s.redis, PerDay: s.opts.NewTagsPerDay,
+		Prefix: limits.Prefix, Timeout: limits.Timeout, Logger: s.log, Registerer: s.Registry})
+}
+
 // buildPoster makes the process's one Poster. Posting jobs get a pool of
 // their own, so authors' requests never wait for a connection behind a
 // backlog of jobs.
 func (s *stack) buildPoster(ctx context.Context) error {
+	if s.opts.API || s.opts.Worker {
+		// One long-lived client with short timeouts and no retries: a slow
+		// or absent Redis must not hold requests (the limiter fails open at
+		// once) or readiness probes.
+		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
+		s.closers = append(s.closers, s.redis.Close)
+	}
+	s.newTags = s.newTagQuota()
 	var paths poster.PathChooser
 	switch s.opts.Path {
 	case "new":
@@ -295,7 +316,8 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	}
 	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
 		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry,
-		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit}
+		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit,
+		NewTags: s.newTags}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
@@ -340,14 +362,6 @@ func (s *stack) serveHTTP(context.Context) error {
 			return err
 		}
 	}
-	if s.opts.API || s.opts.Worker {
-		// One long-lived client with short timeouts and no retries: a slow
-		// or absent Redis must not hold requests (the limiter fails open at
-		// once) or readiness probes.
-		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
-			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
-		s.closers = append(s.closers, s.redis.Close)
-	}
 	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.opts.HTTPAddr, err)
@@ -372,9 +386,8 @@ func (s *stack) serveHTTP(context.Context) error {
 		// Posts this process accepted while Redis was down are enqueued
 		// once it answers, whether or not a worker runs here.
 		s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
-		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
-		deps.TagQuota = tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(s.DB), Redis: s.redis,
-			PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
+		deps.Drafts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts, NewTags: s.newTags}
+		deps.Poster, deps.Counts = s.Poster, reader
 		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 		handler = httpapi.NewServer(deps)
 	}

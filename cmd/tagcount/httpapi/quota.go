@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"errors"
-	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -36,28 +35,4 @@ func quotaOf(err error) string {
 		return quotaNewTags
 	}
 	return ""
-}
-
-// chargeNewTags charges the tags c names against the author's new-tag
-// quota, before c is saved (docs/operations.md, "Quotas").
-func (s *server) chargeNewTags(r *http.Request, c drafts.Content) error {
-	if s.TagQuota == nil {
-		return nil
-	}
-	return s.TagQuota.Charge(r.Context(), authorID(r), openTagRefs(c), nil)
-}
-
-// openTagRefs lists the tags of c's open vocabularies, the ones an author
-// creates by naming them: the fixed ratings, warnings and categories are
-// a handful of names that exist after the first posts.
-func openTagRefs(c drafts.Content) []tags.Ref {
-	var refs []tags.Ref
-	for _, t := range c.Tags.List() {
-		switch t.Type {
-		case tags.TypeRating, tags.TypeWarning, tags.TypeCategory:
-			continue
-		}
-		refs = append(refs, t)
-	}
-	return refs
 }
