@@ -78,13 +78,6 @@ func ApplyBatch(ctx context.Context, db *migrations.DB, ids []int64) (ApplyResul
 	return applyBatch(ctx, db, ids, applyOpts{})
 }
 
-// ApplyTags applies the outbox rows of the given tags, as a partition's
-// writer flushes them, in one transaction of at most DefaultApplyLimit
-// rows; Full in the result says rows may remain. Errors are ApplyBatch's.
-func ApplyTags(ctx context.Context, db *migrations.DB, tags []int64) (ApplyResult, error) {
-	return applyBatch(ctx, db, tags, applyOpts{byTag: true})
-}
-
 func applyBatch(ctx context.Context, db *migrations.DB, keys []int64, o applyOpts) (ApplyResult, error) {
 	keys = slices.Clone(keys)
 	slices.Sort(keys)

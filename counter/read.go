@@ -39,9 +39,6 @@ type TagCount struct {
 // ReaderOption configures a Reader.
 type ReaderOption func(*Reader)
 
-// ReaderClock sets the Reader's clock (default time.Now).
-func ReaderClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }
-
 // ReaderLogger sets the Reader's logger (default slog.Default()).
 func ReaderLogger(l *slog.Logger) ReaderOption { return func(r *Reader) { r.log = l } }
 
@@ -49,10 +46,6 @@ func ReaderLogger(l *slog.Logger) ReaderOption { return func(r *Reader) { r.log 
 func ReaderRegisterer(reg prometheus.Registerer) ReaderOption {
 	return func(r *Reader) { r.reg = reg }
 }
-
-// ReaderCacheSize caps the cached tags (default 100,000); only medium and
-// large tags are cached.
-func ReaderCacheSize(n int) ReaderOption { return func(r *Reader) { r.maxEntries = n } }
 
 // Reader serves tag counts with a cache whose lifetime follows the size
 // tiers: a small tag is read from MySQL on every request (never stale), a

@@ -21,7 +21,7 @@ type readRig struct {
 func newReadRig(t *testing.T) *readRig {
 	g := newRig(t)
 	clock := newTestClock()
-	r := NewReader(g.db.DB, Tiers{}, ReaderClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
+	r := NewReader(g.db.DB, Tiers{}, readerClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
 	return &readRig{rig: g, clock: clock, r: r}
 }
 
@@ -154,3 +154,7 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 	cancel()
 	testdb.WaitFor(t, 5*time.Second, "Run to return", stopped.Load)
 }
+
+// readerClock sets the Reader's clock (default time.Now): only tests
+// change it.
+func readerClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }

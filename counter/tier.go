@@ -93,14 +93,11 @@ func (t Tiers) withDefaults() Tiers {
 	return t
 }
 
-// Of returns the tier of a tag with count uses.
-func (t Tiers) Of(count int64) Tier { return t.withDefaults().of(count) }
-
 // Interval returns the flush interval (and read-cache lifetime) of a tag
 // with count uses, without jitter: 0 for a small tag.
 func (t Tiers) Interval(count int64) time.Duration { return t.withDefaults().interval(count) }
 
-// of is Of for t with its defaults applied.
+// of returns the tier of a tag with count uses (t with its defaults applied).
 func (t Tiers) of(count int64) Tier {
 	switch {
 	case count >= t.LargeFrom:

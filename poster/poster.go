@@ -210,7 +210,7 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 		// Already queued or posted: a double click or a retry.
 		return Result{Async: d.State == drafts.StateQueued, State: d.State, WorkID: d.WorkID, DraftID: draftID}, nil
 	}
-	res, err := p.queued(ctx, authorID, draftID, 0, version, err)
+	res, err := p.queued(ctx, queuedChange{authorID: authorID, draftID: draftID, version: version}, err)
 	res.DraftID = draftID
 	p.metrics.observe(PathNew, start, err)
 	return res, err
@@ -232,7 +232,7 @@ func (p *Poster) UpdateWork(ctx context.Context, authorID, workID int64, c draft
 		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, content: &c}))
 	}
 	version, err := p.drafts.QueueEdit(ctx, authorID, draftID, c)
-	return p.queued(ctx, authorID, draftID, workID, version, err)
+	return p.queued(ctx, queuedChange{authorID: authorID, draftID: draftID, workID: workID, version: version}, err)
 }
 
 // DeleteWork deletes author's work; its tags' counts go down. It returns
@@ -246,7 +246,7 @@ func (p *Poster) DeleteWork(ctx context.Context, authorID, workID int64) (Result
 		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, delete: true}))
 	}
 	version, err := p.drafts.QueueDelete(ctx, authorID, draftID)
-	return p.queued(ctx, authorID, draftID, workID, version, err)
+	return p.queued(ctx, queuedChange{authorID: authorID, draftID: draftID, workID: workID, version: version}, err)
 }
 
 // workGone reports a work whose draft disappeared under a change of it
@@ -258,22 +258,28 @@ func workGone(res Result, err error) (Result, error) {
 	return res, err
 }
 
-// queued finishes a change the drafts store recorded as owed (err from the
-// store, version the new version) for author: it enqueues the job, on the
-// author's queue. The draft row is the record: if the enqueue fails, the
-// requeuer enqueues the job later, so the answer is still "queued".
-func (p *Poster) queued(ctx context.Context, authorID, draftID, workID, version int64, err error) (Result, error) {
+// queuedChange is a change the drafts store recorded as owed: the author's draft,
+// its work (0 for a first post) and the version the job is for.
+type queuedChange struct {
+	authorID, draftID, workID, version int64
+}
+
+// queued finishes the change o (err is the store's answer to recording
+// it): it enqueues the job, on the author's queue. The draft row is the
+// record: if the enqueue fails, the requeuer enqueues the job later, so the
+// answer is still "queued".
+func (p *Poster) queued(ctx context.Context, o queuedChange, err error) (Result, error) {
 	if errors.Is(err, drafts.ErrNotQueued) {
 		return Result{}, ErrWorkNotFound // deleted, or its delete is under way
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	queue := p.queueFor(ctx, authorID)
-	if err := p.enqueue(ctx, queue, draftID, version, false); err != nil {
-		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
+	queue := p.queueFor(ctx, o.authorID)
+	if err := p.enqueue(ctx, queue, o.draftID, o.version, false); err != nil {
+		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", o.draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
-		p.owe(ctx, queue, draftID, version)
+		p.owe(ctx, queue, o.draftID, o.version)
 	}
-	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID, DraftID: draftID}, nil
+	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: o.workID, DraftID: o.draftID}, nil
 }

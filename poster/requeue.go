@@ -49,11 +49,13 @@ func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
 		return n, err
 	}
 	rescued, err := p.rescueOrphans(ctx)
-	if n += rescued; err != nil {
+	n += rescued
+	if err != nil {
 		return n, err
 	}
 	retried, err := p.runRetries(ctx)
-	if n += retried; err != nil {
+	n += retried
+	if err != nil {
 		return n, err
 	}
 	paged, err := p.requeuePage(ctx)
@@ -174,7 +176,8 @@ func (p *Poster) rescueOrphans(ctx context.Context) (int, error) {
 	n := 0
 	for _, queue := range p.queues() {
 		rescued, err := p.rescueOrphansOf(ctx, queue)
-		if n += rescued; err != nil {
+		n += rescued
+		if err != nil {
 			return n, err
 		}
 	}

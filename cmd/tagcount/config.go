@@ -66,7 +66,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.Tiers.MediumMinInterval, "tier-medium-min", t.MediumMinInterval, "flush interval of the smallest medium tag")
 	fs.DurationVar(&s.Tiers.MediumMaxInterval, "tier-medium-max", t.MediumMaxInterval, "flush interval of the largest medium tag")
 	fs.DurationVar(&s.Tiers.LargeInterval, "tier-large-interval", t.LargeInterval, "flush interval (and read cache lifetime) of a large tag")
-	fs.Float64Var(&s.PublishDropRate, "fault-publish-drop-rate", 0, "testing only: share of announcements the worker drops, as if lost")
+	registerFaults(fs, s) // only in a binary built with -tags faults (faults.go)
 	fs.StringVar(&s.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API, /healthz, /readyz, /metrics)")
 	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
 	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")

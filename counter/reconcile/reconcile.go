@@ -98,9 +98,6 @@ type Options struct {
 	TagIDs []int64
 }
 
-// full reports whether o covers every tag.
-func (o Options) full() bool { return o.TagID == 0 && o.Type == "" && len(o.TagIDs) == 0 }
-
 // scope describes o's limits for the run's report ("" for every tag).
 func (o Options) scope() string {
 	var parts []string

@@ -126,9 +126,6 @@ func (s *Server) APIURL() string { return s.baseURL() + "/api" }
 // environment.
 func (s *Server) ClientToken() string { return clientToken }
 
-// AdminToken is an admin API token.
-func (s *Server) AdminToken() string { return adminToken }
-
 // CreateFlag creates a release flag in the default project with one
 // flexibleRollout strategy (rollout 0%, stickiness userId, groupId = name) in
 // the development environment, and enables that environment. It fails the
