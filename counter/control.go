@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"sync"
 	"time"
 
@@ -13,6 +14,14 @@ import (
 
 // DefaultCatchUpPerSecond is the catch-up rate of a resume that names none.
 const DefaultCatchUpPerSecond = 2000
+
+// MaxCatchUpPerSecond is the fastest catch-up a resume may ask for: far
+// above what a process applies, and within what counter_control stores.
+const MaxCatchUpPerSecond = 1_000_000
+
+// ErrCatchUpRate: a resume asked for a negative catch-up rate or one above
+// MaxCatchUpPerSecond.
+var ErrCatchUpRate = fmt.Errorf("catch_up_per_second must be 0 (the default, %d) to %d", DefaultCatchUpPerSecond, MaxCatchUpPerSecond)
 
 // Control is the counter's pause switch and catch-up rate, kept in the
 // counter_control table so every counter process (and the API, which sets
@@ -44,10 +53,14 @@ func (c Control) Pause(ctx context.Context) error {
 
 // Resume tells every counter to apply again, catching up at most
 // perSecond outbox rows per second (per counter process) until the backlog
-// is worked off; perSecond <= 0 means DefaultCatchUpPerSecond. It returns a
-// database error.
+// is worked off; perSecond 0 means DefaultCatchUpPerSecond. It returns
+// ErrCatchUpRate for a rate below 0 or above MaxCatchUpPerSecond, before
+// anything is read, or a database error.
 func (c Control) Resume(ctx context.Context, perSecond int) error {
-	if perSecond <= 0 {
+	if perSecond < 0 || perSecond > MaxCatchUpPerSecond {
+		return ErrCatchUpRate
+	}
+	if perSecond == 0 {
 		perSecond = DefaultCatchUpPerSecond
 	}
 	backlog, _, err := OutboxDepth(ctx, c.DB, 0)

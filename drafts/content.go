@@ -3,6 +3,7 @@ package drafts
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tagcount/tagcount/counter/tags"
@@ -92,22 +93,18 @@ func (t Tags) List() []tags.Ref {
 }
 
 // Validate checks c against the rules of docs/api.md and returns a *ValidationError
-// naming the first offending field, or nil.
+// naming the first offending field, or nil. Sizes and counts come first, so
+// content of any size is refused after work bounded by its byte length,
+// before any name is normalised (NFKC multiplies some characters 18-fold).
 func (c Content) Validate() error {
-	title := strings.TrimSpace(c.Title)
-	switch {
-	case title == "":
-		return invalid("title", "title_required", "the title must not be empty")
-	case utf8.RuneCountInString(c.Title) > MaxTitle:
-		return invalid("title", "title_too_long", fmt.Sprintf("the title must be at most %d characters", MaxTitle))
-	case !utf8.ValidString(c.Title):
-		return invalid("title", "invalid_utf8", "the title is not valid UTF-8")
+	if err := c.checkSizes(); err != nil {
+		return err
 	}
-	if utf8.RuneCountInString(c.Body) > MaxBody {
-		return invalid("body", "body_too_long", fmt.Sprintf("the body must be at most %d characters", MaxBody))
+	if err := checkTitle(c.Title); err != nil {
+		return err
 	}
-	if !utf8.ValidString(c.Body) {
-		return invalid("body", "invalid_utf8", "the body is not valid UTF-8")
+	if err := checkBody(c.Body); err != nil {
+		return err
 	}
 	if v := c.Visibility; v != "" && v != VisibilityPublic && v != VisibilityRegistered {
 		return invalid("visibility", "unknown_visibility", "the visibility must be public or registered")
@@ -141,11 +138,84 @@ func (c Content) Validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// checkSizes checks the title's and the body's lengths and the number of
+// tags: each costs at most one pass over the bytes.
+func (c Content) checkSizes() error {
+	if utf8.RuneCountInString(c.Title) > MaxTitle {
+		return invalid("title", "title_too_long", fmt.Sprintf("the title must be at most %d characters", MaxTitle))
+	}
+	if utf8.RuneCountInString(c.Body) > MaxBody {
+		return invalid("body", "body_too_long", fmt.Sprintf("the body must be at most %d characters", MaxBody))
+	}
+	t := c.Tags
 	total := 1 + len(t.Warnings) + len(t.Categories) + len(t.Fandoms) + len(t.Relationships) + len(t.Characters) + len(t.Freeforms)
 	if total > MaxTags {
 		return invalid("tags", "too_many_tags", fmt.Sprintf("a work may have at most %d tags", MaxTags))
 	}
 	return nil
+}
+
+// checkTitle refuses a title with nothing visible in it, one that is not
+// UTF-8, and any control character (a title is one line) or bidirectional
+// embedding, override or isolate (they make a title display as another, and
+// reorder what is shown after it); directional marks are allowed, as
+// right-to-left titles need them.
+func checkTitle(title string) error {
+	if !utf8.ValidString(title) {
+		return invalid("title", "invalid_utf8", "the title is not valid UTF-8")
+	}
+	for _, r := range title {
+		switch {
+		case unicode.IsControl(r):
+			return invalid("title", "title_control_character", "the title must not contain control characters")
+		case bidiOverride(r):
+			return invalid("title", "title_bidi_control", "the title must not contain bidirectional embeddings, overrides or isolates")
+		}
+	}
+	if !visible(title) {
+		return invalid("title", "title_required", "the title must not be empty")
+	}
+	return nil
+}
+
+// checkBody refuses a body that is not UTF-8 or holds control characters
+// other than tab, line feed and carriage return.
+func checkBody(body string) error {
+	if !utf8.ValidString(body) {
+		return invalid("body", "invalid_utf8", "the body is not valid UTF-8")
+	}
+	for _, r := range body {
+		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+			return invalid("body", "body_control_character", "the body must not contain control characters other than tab and line breaks")
+		}
+	}
+	return nil
+}
+
+// bidiOverride reports whether r is a bidirectional embedding, override or
+// isolate (U+202A–U+202E, U+2066–U+2069): unlike a directional mark, each
+// changes the direction of everything up to its closing character.
+func bidiOverride(r rune) bool {
+	return (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069)
+}
+
+// visible reports whether s has a character that shows: not white space,
+// not an invisible (format or default-ignorable) character, and not one of
+// the characters that are drawn as a blank cell (the Braille pattern blank
+// U+2800 and the Hangul fillers).
+func visible(s string) bool {
+	for _, r := range s {
+		switch {
+		case unicode.IsSpace(r), tags.Invisible(r):
+		case r == 0x2800, r == 0x115F, r == 0x1160, r == 0x3164, r == 0xFFA0:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // checkFixed checks names listed under field against a fixed vocabulary; an

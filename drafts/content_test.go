@@ -142,3 +142,64 @@ func TestValidateRefusesInvisibleAndBidiNames(t *testing.T) {
 		t.Errorf("visible names refused: %v", err)
 	}
 }
+
+// A body of tens of thousands of names is refused for their number before
+// any of them is normalised: normalising first costs seconds of CPU per
+// request (issue 21, finding 3). A blank name past the limit would be
+// tag_name_empty if names were checked before they were counted.
+func TestValidateCountsTagsBeforeCheckingAnyName(t *testing.T) {
+	t.Parallel()
+	c := validContent()
+	c.Tags.Fandoms = make([]string, 35_000)
+	for i := range c.Tags.Fandoms {
+		c.Tags.Fandoms[i] = strings.Repeat("\uFDFA", 38) // 684 characters once NFKC expands it
+	}
+	c.Tags.Fandoms[0] = " "
+	var e *drafts.ValidationError
+	if err := c.Validate(); !errors.As(err, &e) || e.Field != "tags" || e.Code != "too_many_tags" {
+		t.Fatalf("Validate of 35,000 fandoms, the first blank = %v; want too_many_tags at tags, before any name is read", err)
+	}
+}
+
+// Titles and bodies refuse what cannot be shown or what reorders the text
+// around it, and tag names refuse what renders blank (issue 21, finding 9).
+func TestValidateRefusesControlBidiAndBlankCharacters(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		change func(c *drafts.Content)
+		field  string
+		code   string
+	}{
+		{"NUL in title", func(c *drafts.Content) { c.Title = "A\x00title" }, "title", "title_control_character"},
+		{"escape in title", func(c *drafts.Content) { c.Title = "A\x1b[31mtitle" }, "title", "title_control_character"},
+		{"newline in title", func(c *drafts.Content) { c.Title = "A\ntitle" }, "title", "title_control_character"},
+		{"C1 control in title", func(c *drafts.Content) { c.Title = "A\u0085title" }, "title", "title_control_character"},
+		{"override in title", func(c *drafts.Content) { c.Title = "A \u202Eeltit" }, "title", "title_bidi_control"},
+		{"isolate in title", func(c *drafts.Content) { c.Title = "A \u2067title\u2069" }, "title", "title_bidi_control"},
+		{"blank title", func(c *drafts.Content) { c.Title = "\u2800\u200B\u3164" }, "title", "title_required"},
+		{"NUL in body", func(c *drafts.Content) { c.Body = "text\x00" }, "body", "body_control_character"},
+		{"Braille blank name", func(c *drafts.Content) { c.Tags.Fandoms = []string{"\u2800"} }, "tags.fandoms[0]", "tag_name_invisible"},
+		{"Hangul filler name", func(c *drafts.Content) { c.Tags.Freeforms = []string{"\u3164\u3164"} }, "tags.freeforms[0]", "tag_name_invisible"},
+		{"halfwidth filler name", func(c *drafts.Content) { c.Tags.Characters = []string{"\uFFA0"} }, "tags.characters[0]", "tag_name_invisible"},
+		{"blank mix name", func(c *drafts.Content) { c.Tags.Freeforms = []string{"\u2800 \u200B \u115F\u1160"} }, "tags.freeforms[0]", "tag_name_invisible"},
+		{"override in name", func(c *drafts.Content) { c.Tags.Freeforms = []string{"a\u202Eb"} }, "tags.freeforms[0]", "tag_name_bidi_control"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validContent()
+			tc.change(&c)
+			var e *drafts.ValidationError
+			if err := c.Validate(); !errors.As(err, &e) || e.Field != tc.field || e.Code != tc.code {
+				t.Fatalf("Validate = %v; want a validation error %s at %s", err, tc.code, tc.field)
+			}
+		})
+	}
+	ok := validContent()
+	ok.Title = "שלום \u200Fworld\u200E, ⠁⠃ Braille"
+	ok.Body = "Line one,\r\n\tline two.\n"
+	ok.Tags.Freeforms = []string{"⠓⠑⠇⠇⠕", "👩🏽‍💻"}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("content with tabs and newlines in its body, directional marks in its title, Braille with dots: %v", err)
+	}
+}

@@ -41,7 +41,7 @@ func checkName(field, name string) error {
 		}
 	}
 	switch key := tags.NameKey(n); {
-	case key == "":
+	case !visible(key):
 		return invalid(field, "tag_name_invisible", "a tag name must contain a visible character")
 	case utf8.RuneCountInString(key) > tags.MaxNameKey:
 		return invalid(field, "tag_name_too_long", "the tag name is too long once normalised")

@@ -18,8 +18,62 @@ import (
 // and the tests.
 const DefaultDSN = "root@tcp(127.0.0.1:3306)/tagcount?parseTime=true"
 
-// DefaultMaxOpenConns is the size of a pool Open returns.
-const DefaultMaxOpenConns = 64
+// DefaultMaxOpenConns is the size of a pool Open returns: DefaultPool's
+// MaxOpen. Processes size each of their pools (docs/operations.md,
+// "Connection budget"); this default is for the command-line tools and the
+// tests, small enough that many of them fit in MariaDB's default
+// max_connections (151) at once.
+const DefaultMaxOpenConns = 16
+
+// DefaultPool is the pool Open returns, and what Pool's zero fields take.
+var DefaultPool = Pool{MaxOpen: DefaultMaxOpenConns, MaxIdleTime: time.Minute, MaxLifetime: 30 * time.Minute}
+
+// Pool is how many connections a pool keeps and for how long. Every
+// connection is a server thread and counts against the server's
+// max_connections, busy or idle.
+type Pool struct {
+	// MaxOpen caps the pool's connections, busy and idle; a caller past it
+	// waits for one to come back. Zero takes DefaultPool's.
+	MaxOpen int
+	// MaxIdle caps the idle connections kept for reuse. Zero keeps up to
+	// MaxOpen: a pool under steady load reuses its connections instead of
+	// closing and opening them, and MaxIdleTime closes them once load ends.
+	MaxIdle int
+	// MaxIdleTime closes a connection idle this long. Zero takes
+	// DefaultPool's (a minute).
+	MaxIdleTime time.Duration
+	// MaxLifetime closes a connection this old when it is next idle, so
+	// connections move to a server that came back after a failover. Zero
+	// takes DefaultPool's (30 minutes).
+	MaxLifetime time.Duration
+}
+
+// WithDefaults returns p with its zero fields set from DefaultPool and
+// MaxIdle at most MaxOpen.
+func (p Pool) WithDefaults() Pool {
+	if p.MaxOpen <= 0 {
+		p.MaxOpen = DefaultPool.MaxOpen
+	}
+	if p.MaxIdle <= 0 || p.MaxIdle > p.MaxOpen {
+		p.MaxIdle = p.MaxOpen
+	}
+	if p.MaxIdleTime <= 0 {
+		p.MaxIdleTime = DefaultPool.MaxIdleTime
+	}
+	if p.MaxLifetime <= 0 {
+		p.MaxLifetime = DefaultPool.MaxLifetime
+	}
+	return p
+}
+
+// SetPool sizes db as p says (its zero fields taking the defaults).
+func (db *DB) SetPool(p Pool) {
+	p = p.WithDefaults()
+	db.SetMaxOpenConns(p.MaxOpen)
+	db.SetMaxIdleConns(p.MaxIdle)
+	db.SetConnMaxIdleTime(p.MaxIdleTime)
+	db.SetConnMaxLifetime(p.MaxLifetime)
+}
 
 // DefaultIOTimeout is the driver's read and write timeout when the DSN sets
 // none (readTimeout, writeTimeout): how long one packet may take to arrive or
@@ -57,7 +111,8 @@ type Querier interface {
 }
 
 // Open opens a pool on dsn with the settings every tagcount process needs
-// (parseTime, UTC, client-side interpolation, driver timeouts), pings it and
+// (parseTime, UTC, client-side interpolation, driver timeouts), sized as
+// DefaultPool (SetPool resizes it), pings it and
 // probes the server's flavor. The returned error names the address and how
 // to start MariaDB when the server is unreachable.
 func Open(ctx context.Context, dsn string) (*DB, error) {
@@ -148,9 +203,7 @@ func open(ctx context.Context, cfg *mysql.Config) (*DB, error) {
 		return nil, fmt.Errorf("bad MySQL DSN: %w", err)
 	}
 	db := &DB{DB: sql.OpenDB(connector)}
-	db.SetMaxOpenConns(DefaultMaxOpenConns)
-	db.SetMaxIdleConns(DefaultMaxOpenConns)
-	db.SetConnMaxLifetime(30 * time.Minute)
+	db.SetPool(DefaultPool)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := db.probe(pctx); err != nil {
@@ -212,7 +265,7 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 	}
 	name := cfg.DBName
 	if name == "" {
-		return fmt.Errorf("MySQL DSN %q names no database", dsn)
+		return fmt.Errorf("MySQL DSN %q names no database", RedactDSN(dsn))
 	}
 	cfg.DBName = ""
 	db, err := Open(ctx, cfg.FormatDSN())
@@ -222,6 +275,19 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 	defer db.Close()
 	_, err = db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS `"+name+"` CHARACTER SET utf8mb4")
 	return err
+}
+
+// RedactDSN returns dsn with its password replaced by "xxxxx", for output;
+// a DSN that does not parse is replaced whole, as it may hold one.
+func RedactDSN(dsn string) string {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "(a MySQL DSN that does not parse)"
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "xxxxx"
+	}
+	return cfg.FormatDSN()
 }
 
 // WithDatabase returns dsn naming database instead (when database is not

@@ -30,14 +30,17 @@ type settings struct {
 	CountsTopic     string
 	KafkaPartitions int
 	AuthSecret      string
-	DataDir         string
-	Queue           string
-	PostingPath     string
-	UnleashURL      string
-	UnleashToken    string
-	UnleashRefresh  time.Duration
-	FlagsBootstrap  string
-	ReconcileAt     string
+	// Token limits (httpapi.Auth).
+	MaxTokenLifetime         time.Duration
+	AuthIssuer, AuthAudience string
+	DataDir                  string
+	Queue                    string
+	PostingPath              string
+	UnleashURL               string
+	UnleashToken             string
+	UnleashRefresh           time.Duration
+	FlagsBootstrap           string
+	ReconcileAt              string
 	// ReconcileReadDSN, if set, is a replica the reconcile reads its
 	// snapshots from (corrections still go to MySQLDSN).
 	ReconcileReadDSN string
@@ -54,6 +57,7 @@ type settings struct {
 	// wrangling jobs write per transaction and per second.
 	WrangleRowsPerTx, WrangleRowsPerSecond int
 	Edge                                   edgeSettings
+	Pools                                  poolSettings // docs/operations.md, "Connection budget"
 	MaxDrafts                              int
 	NewTagsPerDay                          int
 	BulkAfter                              int
@@ -74,7 +78,10 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.CountsTopic, "kafka-counts-topic", counter.DefaultCountsTopic, "compacted Kafka topic of the count-change stream")
 	fs.StringVar(&s.KafkaTopic, "kafka-topic", counter.DefaultTopic, "Kafka topic of tag-use events")
 	fs.IntVar(&s.KafkaPartitions, "kafka-partitions", counter.DefaultPartitions, "partitions of the topic when tagcount creates it")
-	fs.StringVar(&s.AuthSecret, "auth-secret", "", "HS256 secret for bearer tokens (dev: generated and kept in the data dir)")
+	fs.StringVar(&s.AuthSecret, "auth-secret", "", "HS256 secrets for bearer tokens, comma-separated: the first signs, all verify (to rotate, put the new one first and drop the old once its tokens expire; dev: generated and kept in the data dir)")
+	fs.DurationVar(&s.MaxTokenLifetime, "max-token-lifetime", httpapi.DefaultMaxTokenLifetime, "a token whose exp is further ahead than this is refused 401")
+	fs.StringVar(&s.AuthIssuer, "auth-issuer", "", "when set, the iss every token must carry")
+	fs.StringVar(&s.AuthAudience, "auth-audience", "", "when set, a value every token's aud must hold")
 	fs.StringVar(&s.DataDir, "data-dir", ".tagcount", "directory for the embedded broker's data, the flags backup and the dev secret")
 	fs.StringVar(&s.Queue, "queue", poster.DefaultQueue, "asynq queue name")
 	fs.StringVar(&s.PostingPath, "posting-path", "flag", "which path posts take: flag (ask the flags service per author), new, or legacy")
@@ -92,6 +99,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.WrangleRowsPerTx, "wrangle-rows-per-tx", poster.DefaultWrangleRowsPerTx, "most rows one transaction of a wrangling job writes (work_filters and outbox rows)")
 	fs.IntVar(&s.WrangleRowsPerSecond, "wrangle-rows-per-second", poster.DefaultWrangleRowsPerSecond, "most rows a worker's wrangling jobs write in any one second; above --wrangle-rows-per-tx")
 	s.Edge.register(fs)
+	s.Pools.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")
 	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", tags.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
@@ -204,6 +212,9 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 			return nil, err
 		}
 		if err := s.Edge.validate(); err != nil {
+			return nil, err
+		}
+		if err := s.Pools.validate(); err != nil {
 			return nil, err
 		}
 		if s.WrangleRowsPerTx < 4 || s.WrangleRowsPerSecond <= s.WrangleRowsPerTx {

@@ -22,7 +22,9 @@ import (
 
 // testStack starts a whole service (API, worker, counter, embedded Kafka) on
 // a fresh database and queue, with o's posting path and flags, and removes
-// the database when the test ends.
+// the database when the test ends. Its pools are dev's unless o.Pools says
+// otherwise: at most 32 connections (main 16, writes 8, jobs 8), of which a
+// test's light load holds a handful.
 func testStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
 	name := o.Database // a test's own database, or one for the stack

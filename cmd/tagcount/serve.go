@@ -9,6 +9,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // serve runs a stack with the roles picked by set until ctx ends (SIGTERM),
@@ -38,7 +39,8 @@ func serve(ctx context.Context, name string, args []string, stdout, stderr io.Wr
 func (s *settings) stackOptions() stackOptions {
 	return stackOptions{
 		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Queue: s.Queue, Path: s.PostingPath,
-		AuthSecret: s.AuthSecret, DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
+		AuthSecret: s.AuthSecret, MaxTokenLifetime: s.MaxTokenLifetime, AuthIssuer: s.AuthIssuer, AuthAudience: s.AuthAudience,
+		DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
 		Topic: s.KafkaTopic, CountsTopic: s.CountsTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
 		ShutdownTimeout: s.ShutdownTimeout, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
 		Tiers: s.Tiers, PublishDropRate: s.PublishDropRate, ReconcileReadDSN: s.ReconcileReadDSN,
@@ -46,7 +48,7 @@ func (s *settings) stackOptions() stackOptions {
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},
 		Edge: s.Edge.edge(), MaxDrafts: s.MaxDrafts, NewTagsPerDay: s.NewTagsPerDay,
-		BulkAfter: oneQueueIfZero(s.BulkAfter),
+		BulkAfter: oneQueueIfZero(s.BulkAfter), Pools: s.Pools,
 	}
 }
 
@@ -94,9 +96,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	auth := httpapi.Auth{Secret: []byte(s.AuthSecret)}
-	tok, _ := auth.IssueToken(42, httpapi.RoleAuthor, 30*24*time.Hour)
-	adminTok, _ := auth.IssueToken(1, httpapi.RoleAdmin, 30*24*time.Hour)
+	ttl := 30 * 24 * time.Hour
+	if l := st.Auth.MaxLifetime; l > 0 {
+		ttl = min(ttl, l)
+	}
+	tok, _ := st.Auth.IssueToken(42, httpapi.RoleAuthor, ttl)
+	adminTok, _ := st.Auth.IssueToken(1, httpapi.RoleAdmin, ttl)
 	fmt.Fprintf(stdout, `tagcount dev is running at %[1]s  (MySQL %[2]s, Redis %[3]s, Kafka %[4]v)
 
 An author token (author 42) and an admin token:
@@ -111,7 +116,7 @@ Write a draft, post it, and read the work and a tag count:
   curl -s "%[1]s/v1/tags?type=fandom&name=Star%%20Trek" -H "Authorization: Bearer $TOKEN"
 
 Ctrl-C stops it.
-`, st.URL, st.DSN, s.RedisAddr, st.Brokers, tok, adminTok)
+`, st.URL, migrations.RedactDSN(st.DSN), s.RedisAddr, st.Brokers, tok, adminTok)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return st.Close()
@@ -136,12 +141,16 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ttl      time.Duration
 		secret   string
 		dataDir  string
+		issuer   string
+		audience string
 	)
 	if _, err := parse("token", args, stderr, nil, func(fs *flag.FlagSet) {
 		fs.Int64Var(&authorID, "author", 42, "author id (the token's sub)")
 		fs.BoolVar(&admin, "admin", false, "give the token the admin role")
 		fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
-		fs.StringVar(&secret, "auth-secret", "", "HS256 secret (default: the dev secret in the data dir)")
+		fs.StringVar(&secret, "auth-secret", "", "HS256 secrets, comma-separated; the first signs (default: the dev secret in the data dir)")
+		fs.StringVar(&issuer, "auth-issuer", "", "the token's iss, when the API asks for one")
+		fs.StringVar(&audience, "auth-audience", "", "the token's aud, when the API asks for one")
 		fs.StringVar(&dataDir, "data-dir", ".tagcount", "data dir holding the dev secret")
 	}); err != nil {
 		return err
@@ -159,7 +168,9 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if admin {
 		role = httpapi.RoleAdmin
 	}
-	tok, err := httpapi.Auth{Secret: []byte(secret)}.IssueToken(authorID, role, ttl)
+	auth := httpapi.AuthWithSecrets(secret)
+	auth.Issuer, auth.Audience = issuer, audience
+	tok, err := auth.IssueToken(authorID, role, ttl)
 	if err != nil {
 		return err
 	}

@@ -41,10 +41,14 @@ type stackOptions struct {
 	RedisAddr  string
 	Queue      string // asynq queue name (isolates runs and tests sharing a Redis)
 	Path       string // "flag", "new" or "legacy"
-	AuthSecret string
-	DataDir    string
-	HTTPAddr   string   // default 127.0.0.1:0
-	Brokers    []string // Kafka; empty with EmbeddedKafka: start a broker in process (needs DataDir)
+	AuthSecret string // comma-separated: the first signs, all verify
+	// Token checks beyond the secret (httpapi.Auth): zero values are the
+	// default lifetime and no iss or aud check.
+	MaxTokenLifetime         time.Duration
+	AuthIssuer, AuthAudience string
+	DataDir                  string
+	HTTPAddr                 string   // default 127.0.0.1:0
+	Brokers                  []string // Kafka; empty with EmbeddedKafka: start a broker in process (needs DataDir)
 	// EmbeddedKafka lets a stack with no Brokers run its own in-process
 	// broker: right for dev, loadgen and tests, which run every role in one
 	// process; wrong for a lone worker or counter, which would talk to a
@@ -61,6 +65,9 @@ type stackOptions struct {
 	ReconcileAt string // HH:MM UTC; empty = no nightly schedule
 	// ReconcileReadDSN, if set, is the replica reconcile snapshots are read from.
 	ReconcileReadDSN string
+	// Pools sizes the MySQL pools; zero sizes take the defaults of the
+	// roles the stack runs (poolSettings.withDefaults).
+	Pools poolSettings
 	// RequeueAfter and SweepAfter override the worker's defaults (tests).
 	RequeueAfter    time.Duration
 	SweepAfter      time.Duration
@@ -79,7 +86,9 @@ type stackOptions struct {
 	// load generator and the tests start stacks in process and measure the
 	// service, not its guards: zero rate limits are off, and a zero request
 	// timeout is the driver's I/O timeout, past InnoDB's lock wait timeout,
-	// so a post stuck behind locks is reported as the database reports it.
+	// so a post stuck behind locks is reported as the database reports it;
+	// a zero queue wait is that timeout too, so a load larger than the
+	// pool waits for a database slot instead of being shed.
 	Edge httpapi.Edge
 	// MaxDrafts and NewTagsPerDay are the quotas (unposted drafts per
 	// author, new tags per author per day); 0 turns one off, as in the
@@ -131,6 +140,7 @@ func (o stackOptions) withDefaults() stackOptions {
 	if o.BulkAfter == 0 {
 		o.BulkAfter = poster.DefaultBulkAfter
 	}
+	o.Pools = o.Pools.withDefaults(o)
 	if o.Flags.BackupDir == "" && o.DataDir != "" {
 		o.Flags.BackupDir = filepath.Join(o.DataDir, "unleash")
 	}
@@ -151,6 +161,7 @@ type stack struct {
 	log        *slog.Logger
 	opts       stackOptions
 	writes     *migrations.DB // authors' draft writes (API role)
+	edge       httpapi.Edge   // the HTTP layer's limits, defaults filled
 	runCtx     context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -172,7 +183,7 @@ func startStack(ctx context.Context, o stackOptions) (*stack, error) {
 	o = o.withDefaults()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &stack{opts: o, log: o.Logger, runCtx: runCtx, cancel: cancel, Registry: prometheus.NewRegistry(),
-		Auth: httpapi.Auth{Secret: []byte(o.AuthSecret)}}
+		Auth: o.auth()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	steps := []func(context.Context) error{
 		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.buildPoster, s.buildReconciler,
@@ -199,10 +210,9 @@ func (s *stack) openDatabase(ctx context.Context) error {
 			return err
 		}
 	}
-	if s.DB, err = migrations.Open(ctx, dsn); err != nil {
+	if s.DB, err = s.openPool(ctx, "main", dsn, s.opts.Pools.Main, false); err != nil {
 		return err
 	}
-	s.closers = append(s.closers, s.DB.Close)
 	if s.opts.Migrate {
 		if err := migrations.Up(ctx, s.DB); err != nil {
 			return err
@@ -210,10 +220,9 @@ func (s *stack) openDatabase(ctx context.Context) error {
 	}
 	if s.opts.API {
 		// Authors' own writes take one round trip fewer on their own pool.
-		if s.writes, err = migrations.OpenManualCommit(ctx, dsn); err != nil {
+		if s.writes, err = s.openPool(ctx, "writes", dsn, s.opts.Pools.Writes, true); err != nil {
 			return err
 		}
-		s.closers = append(s.closers, s.writes.Close)
 	}
 	return nil
 }
@@ -322,15 +331,10 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		cfg.Announcer = s.publisher
 	}
 	if s.opts.Worker {
-		jobDB, err := migrations.Open(ctx, s.DSN)
+		jobDB, err := s.openPool(ctx, "jobs", s.DSN, s.opts.Pools.Jobs, false)
 		if err != nil {
 			return err
 		}
-		// The jobs' group commit holds one connection per committer; the
-		// rest is for the requeuer and marking failed posts.
-		jobDB.SetMaxOpenConns(poster.DefaultCommitters + 4)
-		jobDB.SetMaxIdleConns(poster.DefaultCommitters + 4)
-		s.closers = append(s.closers, jobDB.Close)
 		cfg.JobDB = jobDB
 	}
 	s.Poster = poster.New(cfg)
@@ -340,11 +344,10 @@ func (s *stack) buildPoster(ctx context.Context) error {
 func (s *stack) buildReconciler(ctx context.Context) error {
 	cfg := reconcile.Config{DB: s.DB, ReconcileApply: s.Flags.ReconcileApply, Logger: s.log, Registerer: s.Registry}
 	if s.opts.ReconcileReadDSN != "" {
-		read, err := migrations.Open(ctx, s.opts.ReconcileReadDSN)
+		read, err := s.openPool(ctx, "reconcile_read", s.opts.ReconcileReadDSN, s.opts.Pools.ReconcileRead, false)
 		if err != nil {
 			return fmt.Errorf("--reconcile-read-dsn: %w", err)
 		}
-		s.closers = append(s.closers, read.Close)
 		cfg.ReadDB = read
 	}
 	s.reconciler = reconcile.New(cfg)
@@ -371,9 +374,16 @@ func (s *stack) serveHTTP(context.Context) error {
 	if edge.RequestTimeout == 0 {
 		edge.RequestTimeout = migrations.DefaultIOTimeout // see stackOptions.Edge
 	}
+	if edge.QueueWait == 0 {
+		edge.QueueWait = edge.RequestTimeout // see stackOptions.Edge
+	}
+	// The API's database slots are its main pool: a request past them
+	// waits (up to the queue wait) instead of holding a goroutine on the
+	// pool.
 	edge.DBSlots = s.DB.Stats().MaxOpenConnections
 	edge.RateLimits.Redis = s.redis
 	edge = edge.WithDefaults()
+	s.edge = edge
 	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks(), Edge: edge}
 	var handler http.Handler
 	if !s.opts.API {
@@ -402,7 +412,8 @@ func (s *stack) serveHTTP(context.Context) error {
 			defer cancel()
 			srv.Shutdown(sctx)
 		}()
-		err := srv.Serve(ln)
+		// Listener: net/http's own 431 and 400 in the error shape.
+		err := srv.Serve(httpapi.Listener(ln))
 		<-drained // Serve returns at once on Shutdown; the requests in flight are still running
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
@@ -597,4 +608,12 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// auth is how the API checks tokens: the secrets of AuthSecret and the
+// token limits.
+func (o stackOptions) auth() httpapi.Auth {
+	a := httpapi.AuthWithSecrets(o.AuthSecret)
+	a.MaxLifetime, a.Issuer, a.Audience = o.MaxTokenLifetime, o.AuthIssuer, o.AuthAudience
+	return a
 }

@@ -51,6 +51,10 @@ var fold = cases.Fold()
 // look the same to a reader.
 var ignorable = rangetable.Merge(unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 
+// Invisible reports whether r is a character a key drops as invisible on
+// its own (format and default-ignorable characters).
+func Invisible(r rune) bool { return unicode.Is(ignorable, r) }
+
 // NameKey returns the identity of a tag name within its type: two names
 // with one key are one tag. It is the name in compatibility composed form
 // (NFKC: "Ａ" is "A", a decomposed "é" is the composed one, a no-break

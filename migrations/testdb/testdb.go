@@ -26,6 +26,14 @@ func ServerDSN() string {
 	return "root@tcp(127.0.0.1:3306)/?parseTime=true"
 }
 
+// pool is the pool of a test's database: at most 16 connections, as
+// migrations.Open's, of which it keeps 4 idle. go test runs as many test
+// binaries, and parallel tests in each, as the machine has cores, and all
+// share one server: a test's idle connections count against its
+// max_connections while other tests need theirs. A test that needs more
+// at once sizes its own pool, and says why.
+var pool = migrations.Pool{MaxOpen: migrations.DefaultMaxOpenConns, MaxIdle: 4}
+
 // DB is a test's own database.
 type DB struct {
 	*migrations.DB
@@ -54,6 +62,7 @@ func New(t testing.TB) *DB {
 	if err != nil {
 		t.Fatalf("testdb: %v", err)
 	}
+	db.SetPool(pool)
 	t.Cleanup(func() {
 		db.Exec("DROP DATABASE IF EXISTS `" + name + "`")
 		db.Close()

@@ -311,9 +311,6 @@ func (s *server) handleResumeCounter() http.Handler {
 		if err := decodeOptional(w, r, reconcileBodyLimit, &body); err != nil {
 			return err
 		}
-		if body.CatchUpPerSecond < 0 {
-			return invalid("catch_up_per_second", "invalid_rate", "catch_up_per_second must be positive")
-		}
 		if err := s.Control.Resume(r.Context(), body.CatchUpPerSecond); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,22 +61,66 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 // short one can be found by trying.
 const MinSecretLen = 32
 
-// Auth verifies HS256 bearer tokens signed with Secret.
+// DefaultMaxTokenLifetime is the longest a token may still be valid for
+// when it is presented: a leaked token is of use for at most this long.
+const DefaultMaxTokenLifetime = 30 * 24 * time.Hour
+
+// Auth verifies HS256 bearer tokens. The zero values of the optional
+// fields: no old secrets, DefaultMaxTokenLifetime, and no iss or aud asked
+// for.
 type Auth struct {
+	// Secret signs the tokens IssueToken makes, and verifies.
 	Secret []byte
+	// OldSecrets also verify: secrets being rotated out, until the tokens
+	// they signed expire.
+	OldSecrets [][]byte
+	// MaxLifetime bounds how far ahead a token's exp may be; a token valid
+	// for longer is refused, whoever signed it.
+	MaxLifetime time.Duration
+	// Issuer and Audience, when set, are the iss a token must carry and a
+	// value its aud must hold (IssueToken writes them).
+	Issuer, Audience string
 }
 
-// Check returns an error naming TAGCOUNT_AUTH_SECRET when the secret is
-// shorter than MinSecretLen bytes, nil when the API may start with it.
+// AuthWithSecrets returns an Auth whose Secret is the first of a
+// comma-separated list of secrets (--auth-secret) and whose OldSecrets are
+// the rest; spaces around each and empty entries are dropped.
+func AuthWithSecrets(list string) Auth {
+	var a Auth
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if a.Secret == nil {
+			a.Secret = []byte(s)
+		} else {
+			a.OldSecrets = append(a.OldSecrets, []byte(s))
+		}
+	}
+	return a
+}
+
+// Check returns an error naming TAGCOUNT_AUTH_SECRET when a secret is
+// shorter than MinSecretLen bytes, or MaxLifetime is negative; nil when the
+// API may start with them.
 func (a Auth) Check() error {
-	if len(a.Secret) < MinSecretLen {
-		return fmt.Errorf("TAGCOUNT_AUTH_SECRET (or --auth-secret) must be at least %d bytes, not %d; generate one with `openssl rand -hex 32`",
-			MinSecretLen, len(a.Secret))
+	for i, s := range append([][]byte{a.Secret}, a.OldSecrets...) {
+		if len(s) < MinSecretLen {
+			return fmt.Errorf("TAGCOUNT_AUTH_SECRET (or --auth-secret): secret %d of the list must be at least %d bytes, not %d; generate one with `openssl rand -hex 32`",
+				i+1, MinSecretLen, len(s))
+		}
+	}
+	if a.MaxLifetime < 0 {
+		return fmt.Errorf("--max-token-lifetime must not be negative, not %v", a.MaxLifetime)
 	}
 	return nil
 }
 
-// IssueToken returns an HS256 token for author with role, valid for ttl.
+func (a Auth) maxLifetime() time.Duration { return cmp.Or(a.MaxLifetime, DefaultMaxTokenLifetime) }
+
+// IssueToken returns an HS256 token for author with role, valid for ttl,
+// signed with Secret and carrying Issuer and Audience when set. It fails
+// with an empty secret.
 func (a Auth) IssueToken(authorID int64, role string, ttl time.Duration) (string, error) {
 	if len(a.Secret) == 0 {
 		return "", errors.New("auth: empty secret")
@@ -83,19 +128,43 @@ func (a Auth) IssueToken(authorID int64, role string, ttl time.Duration) (string
 	now := time.Now()
 	c := claims{Role: role, RegisteredClaims: jwt.RegisteredClaims{
 		Subject:   strconv.FormatInt(authorID, 10),
+		Issuer:    a.Issuer,
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 	}}
+	if a.Audience != "" {
+		c.Audience = jwt.ClaimStrings{a.Audience}
+	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(a.Secret)
 }
 
-// Verify parses a token and returns its principal, or a 401 *Error.
+// Verify parses a token and returns its principal, or a 401 *Error: a
+// token no secret of a's signed, expired, valid for longer than
+// MaxLifetime from now, or without the configured iss or aud.
 func (a Auth) Verify(token string) (Principal, error) {
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()}
+	if a.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(a.Issuer))
+	}
+	if a.Audience != "" {
+		opts = append(opts, jwt.WithAudience(a.Audience))
+	}
 	var c claims
-	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.Secret, nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+	var err error
+	// Each secret in turn: HS256 has no key id to pick one by, and a
+	// token signed with another secret fails fast on its signature.
+	for _, secret := range append([][]byte{a.Secret}, a.OldSecrets...) {
+		c = claims{}
+		_, err = jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil }, opts...)
+		if !errors.Is(err, jwt.ErrTokenSignatureInvalid) {
+			break
+		}
+	}
 	if err != nil {
 		return Principal{}, unauthorized("the bearer token is invalid or expired")
+	}
+	if c.ExpiresAt.Time.After(time.Now().Add(a.maxLifetime())) {
+		return Principal{}, unauthorized(fmt.Sprintf("the token's exp is further ahead than the longest lifetime allowed (%v)", a.maxLifetime()))
 	}
 	id, err := strconv.ParseInt(c.Subject, 10, 64)
 	if err != nil || id <= 0 {

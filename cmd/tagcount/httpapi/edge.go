@@ -28,10 +28,12 @@ const (
 	DefaultWriteTimeout      = DefaultRequestTimeout + writeMargin
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10 // a bearer token is a few hundred bytes
-	// DefaultMaxInFlight is four requests per connection of the default
-	// pool: enough to keep every connection busy while bodies arrive and
-	// answers leave, few enough that a flood is refused rather than queued.
-	DefaultMaxInFlight = 4 * migrations.DefaultMaxOpenConns
+	// DefaultMaxInFlight is enough requests to keep a pool of 64
+	// connections busy while bodies arrive and answers leave (four per
+	// connection), few enough that a flood is refused rather than queued.
+	// It does not shrink with the pool: a request past the pool's size
+	// waits up to QueueWait for a database slot (DBSlots) before 503.
+	DefaultMaxInFlight = 256
 	// DefaultQueueWait is how long a request waits for a database slot (or
 	// for room to read its body) before it is answered 503 overloaded: a
 	// quick "try again" beats a queue that only grows.
@@ -116,6 +118,7 @@ type shedder struct {
 	dbSlots   *semaphore.Weighted
 	bodies    *semaphore.Weighted
 	bodyBytes atomic.Int64
+	dbInUse   atomic.Int64 // slots of dbSlots held
 	shed      *prometheus.CounterVec
 }
 
@@ -131,6 +134,8 @@ func newShedder(e Edge, reg prometheus.Registerer) *shedder {
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagcount_http_in_flight", Help: "API requests being served."},
 		func() float64 { return float64(sh.inFlight.Load()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagcount_http_db_slots_in_use", Help: "API requests holding a database slot."},
+		func() float64 { return float64(sh.dbInUse.Load()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagcount_http_body_bytes_in_flight", Help: "Bytes of request bodies held in memory."},
 		func() float64 { return float64(sh.bodyBytes.Load()) })
 	return sh
@@ -169,16 +174,56 @@ type inFlightKey struct{}
 // dbSlot runs next holding one of DBSlots slots, waiting at most QueueWait
 // for one (503 overloaded past it), so requests beyond what the pool can
 // serve are refused quickly instead of queueing for a connection until
-// their deadline.
+// their deadline. next's answer is held in memory and written once the
+// slot is released: a client that reads its answer slowly, or never, holds
+// a slot of the in-flight cap until the write timeout, not a database slot.
 func (s *server) dbSlot(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		if err := s.acquire(r.Context(), s.shed.dbSlots, 1, shedDBWait); err != nil {
 			return err
 		}
-		defer s.shed.dbSlots.Release(1)
-		next.ServeHTTP(w, r)
+		s.shed.dbInUse.Add(1)
+		answer := &heldAnswer{w: w}
+		func() {
+			defer func() { s.shed.dbInUse.Add(-1); s.shed.dbSlots.Release(1) }()
+			next.ServeHTTP(answer, r)
+		}()
+		answer.send()
 		return nil
 	})
+}
+
+// heldAnswer is a ResponseWriter that keeps the status and body until send
+// writes them to w; headers go to w's at once, as nothing sends them early.
+type heldAnswer struct {
+	w      http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (a *heldAnswer) Header() http.Header { return a.w.Header() }
+
+func (a *heldAnswer) WriteHeader(status int) {
+	if a.status == 0 {
+		a.status = status
+	}
+}
+
+func (a *heldAnswer) Write(p []byte) (int, error) {
+	a.WriteHeader(http.StatusOK)
+	return a.body.Write(p)
+}
+
+// Unwrap lets a handler's http.ResponseController reach the connection.
+func (a *heldAnswer) Unwrap() http.ResponseWriter { return a.w }
+
+// send writes the held answer; one with no status and no body is left to
+// net/http (a 200 with no body).
+func (a *heldAnswer) send() {
+	if a.status != 0 {
+		a.w.WriteHeader(a.status)
+		a.w.Write(a.body.Bytes())
+	}
 }
 
 // acquire takes n of sem within QueueWait: the request's own error when its
@@ -202,26 +247,27 @@ func (s *server) acquire(ctx context.Context, sem *semaphore.Weighted, n int64, 
 // readBody reads the request body (up to limit bytes) into memory before
 // next runs, within BodyBytesInFlight bytes of bodies held at once, and by
 // the request's deadline: a slow client is cut off rather than holding a
-// slot. A body over limit is read to the limit and dropped, and next's
-// decode answers 413 at its place in the order of checks, as it answers a
-// body that could not be read.
+// slot. A body's bytes are counted against BodyBytesInFlight as they
+// arrive, not as its Content-Length announces them, so bodies that trickle
+// in hold only what they sent. A body over limit is read to the limit and
+// dropped, and next's decode answers 413 at its place in the order of
+// checks, as it answers a body that could not be read.
 func (s *server) readBody(limit int64, next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		oversize := r.ContentLength > limit
-		n := limit // unknown length: assume the worst
-		switch {
-		case oversize:
-			n = 0
-		case r.ContentLength >= 0:
-			n = r.ContentLength
+		var held int64
+		defer func() { s.shed.bodyBytes.Add(-held); s.shed.bodies.Release(held) }()
+		reserve := func(n int64) error {
+			if err := s.acquire(r.Context(), s.shed.bodies, n, shedBodyBytes); err != nil {
+				return err
+			}
+			held += n
+			s.shed.bodyBytes.Add(n)
+			return nil
 		}
-		n = min(n, s.edge.BodyBytesInFlight)
-		if err := s.acquire(r.Context(), s.shed.bodies, n, shedBodyBytes); err != nil {
-			return err
+		if r.ContentLength > limit {
+			reserve = nil // read to the limit, keep nothing
 		}
-		s.shed.bodyBytes.Add(n)
-		defer func() { s.shed.bodyBytes.Add(-n); s.shed.bodies.Release(n) }()
-		body, err := readAll(w, r, limit, n, oversize)
+		body, err := readAll(w, r, limit, reserve)
 		if err != nil {
 			return err
 		}
@@ -231,21 +277,39 @@ func (s *server) readBody(limit int64, next http.Handler) http.Handler {
 	})
 }
 
-// readAll reads r's body by the request's deadline into a buffer of size
-// hint (or, when discard, nowhere) and returns what the handler reads in
-// its place: the bytes, or the read's error.
-func readAll(w http.ResponseWriter, r *http.Request, limit, hint int64, discard bool) (io.ReadCloser, error) {
+// bodyChunk is how much of a body is read at once: the most a request
+// holds beyond what reserve has counted.
+const bodyChunk = 32 << 10
+
+// readAll reads r's body by the request's deadline, each chunk counted with
+// reserve as it arrives (or, when reserve is nil, dropped), and returns
+// what the handler reads in its place: the bytes, or the read's error. An
+// error of reserve (503 overloaded, or the request's end) is returned as
+// it is.
+func readAll(w http.ResponseWriter, r *http.Request, limit int64, reserve func(int64) error) (io.ReadCloser, error) {
 	rc := http.NewResponseController(w)
 	if d, ok := r.Context().Deadline(); ok {
 		rc.SetReadDeadline(d)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, hint+bytes.MinRead)) // ReadFrom wants MinRead spare to not grow
-	var dst io.Writer = buf
-	if discard {
-		dst = io.Discard
+	src := http.MaxBytesReader(w, r.Body, limit)
+	var body []byte
+	chunk := make([]byte, min(bodyChunk, limit+1))
+	var err error
+	for {
+		var n int
+		n, err = src.Read(chunk)
+		if n > 0 && reserve != nil {
+			if rerr := reserve(int64(n)); rerr != nil {
+				return nil, rerr // the deadline stays: the server must not wait for the rest
+			}
+			body = append(body, chunk[:n]...)
+		}
+		if err != nil {
+			break
+		}
 	}
-	_, err := io.Copy(dst, http.MaxBytesReader(w, r.Body, limit))
-	if err == nil {
+	if err == io.EOF {
+		err = nil
 		rc.SetReadDeadline(time.Time{})
 	} // else the deadline stays: the server must not wait for the rest before answering
 	switch {
@@ -255,7 +319,7 @@ func readAll(w http.ResponseWriter, r *http.Request, limit, hint int64, discard 
 	case err != nil:
 		return errBody{err}, nil
 	}
-	return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
+	return io.NopCloser(bytes.NewReader(body)), nil
 }
 
 // errBody is a request body that fails with err.

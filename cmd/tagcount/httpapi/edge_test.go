@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -93,7 +94,7 @@ func TestFullInFlightCapAnswers503OverloadedAtOnce(t *testing.T) {
 	t.Parallel()
 	api := newTestAPI(t, nil, Edge{MaxInFlight: 1})
 	tok := api.token(7, RoleAuthor)
-	release := api.holdBody("POST", "/v1/drafts", tok, 100)
+	release := api.holdBody("POST", "/v1/drafts", tok, 100, 1)
 	api.waitMetric("tagcount_http_in_flight", 1, "the slow request to be in flight")
 
 	res := api.do("GET", "/v1/drafts/1", tok, nil)
@@ -146,7 +147,7 @@ func TestBodiesBeyondTheMemoryBudgetAnswer503Overloaded(t *testing.T) {
 	t.Parallel()
 	api := newTestAPI(t, nil, Edge{BodyBytesInFlight: 1000, QueueWait: 50 * time.Millisecond})
 	tok := api.token(7, RoleAuthor)
-	release := api.holdBody("POST", "/v1/drafts", tok, 800)
+	release := api.holdBody("POST", "/v1/drafts", tok, 801, 800)
 	api.waitMetric("tagcount_http_body_bytes_in_flight", 800, "the slow body to be counted")
 
 	big := draftContent("Too much at once")
@@ -189,5 +190,81 @@ func TestABodyThatStopsArrivingIsCutOffAtTheDeadline(t *testing.T) {
 	json.NewDecoder(res.Body).Decode(&body)
 	if res.StatusCode != http.StatusRequestTimeout || body.Error.Code != "request_timeout" {
 		t.Errorf("a body that stopped arriving: %d %q; want 408 request_timeout", res.StatusCode, body.Error.Code)
+	}
+}
+
+// smallSendBuffers gives each accepted connection a small send buffer, so
+// an answer larger than it waits for its client to read, as a client far
+// away or one that stops reading makes it wait.
+func smallSendBuffers(ln net.Listener) net.Listener { return smallSendListener{ln} }
+
+type smallSendListener struct{ net.Listener }
+
+func (l smallSendListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(8 << 10)
+	}
+	return c, err
+}
+
+// unreadGet sends a GET of path with tok on a connection of its own whose
+// answer is never read.
+func (a *testAPI) unreadGet(path, tok string) {
+	a.t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(a.URL, "http://"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	a.t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer "+tok+"\r\n\r\n"); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// Clients that never read a large answer hold no database slot while it
+// is written (issue 21, finding 4): another author is served.
+func TestClientsThatDoNotReadTheirAnswersHoldNoDatabaseSlot(t *testing.T) {
+	t.Parallel()
+	api := newTestAPIOn(t, nil, Edge{DBSlots: 2, QueueWait: 100 * time.Millisecond}, smallSendBuffers)
+	tok := api.token(7, RoleAuthor)
+	big := draftContent("Large")
+	big["body"] = strings.Repeat("<", 100_000) // written back as \u003c: a 600 KB answer
+	created := api.do("POST", "/v1/drafts", tok, big)
+	if created.Status != http.StatusCreated {
+		t.Fatalf("create: %d %v", created.Status, created.Body["error"])
+	}
+	path := "/v1/drafts/" + strconv.Itoa(int(created.Body["id"].(float64)))
+	for i := range 4 { // twice the slots, one at a time: each waits at most QueueWait for its slot
+		api.unreadGet(path, tok)
+		testdb.WaitFor(t, 30*time.Second, "the unread reads to be writing their answers, with no database slot held", func() bool {
+			return api.metric("tagcount_http_in_flight") == float64(i+1) && api.metric("tagcount_http_db_slots_in_use") == 0
+		})
+	}
+
+	if res := api.do("GET", "/v1/drafts/999", api.token(8, RoleAuthor), nil); res.Status != http.StatusNotFound {
+		t.Errorf("another author's read while answers wait for their readers: %d %v; want its own 404", res.Status, res.Body)
+	}
+}
+
+// Bodies that trickle in hold only the bytes they sent, not the budget
+// their length announces (issue 21, finding 5): slow bodies, announced as
+// large or chunked, leave room for everyone else's.
+func TestSlowBodiesHoldOnlyTheBytesTheySent(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, nil, Edge{BodyBytesInFlight: 1000, QueueWait: 50 * time.Millisecond})
+	tok := api.token(7, RoleAuthor)
+	api.holdBody("POST", "/v1/drafts", tok, DefaultBodyLimit, 1)
+	api.holdBody("POST", "/v1/drafts", tok, -1, 1)
+	api.holdBody("PUT", "/v1/drafts/1", tok, 900, 1)
+	testdb.WaitFor(t, 10*time.Second, "the slow bodies to be counted as they arrive", func() bool {
+		return api.metric("tagcount_http_in_flight") == 3 && api.metric("tagcount_http_body_bytes_in_flight") == 3
+	})
+
+	body := draftContent("Not starved")
+	body["body"] = strings.Repeat("x", 300)
+	if res := api.do("POST", "/v1/drafts", api.token(8, RoleAuthor), body); res.Status != http.StatusCreated {
+		t.Errorf("another author's create beside three slow bodies: %d %v; want 201", res.Status, res.Body)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
@@ -74,6 +75,7 @@ var fieldErrors = []struct {
 	{poster.ErrSynonymOfItself, "canonical_id", "same_tag"},
 	{poster.ErrSynonymTypeMismatch, "canonical_id", "type_mismatch"},
 	{poster.ErrNotCanonical, "canonical_id", "not_canonical"},
+	{counter.ErrCatchUpRate, "catch_up_per_second", "invalid_rate"},
 }
 
 // errTagNotFound is the count read path's "no such tag".

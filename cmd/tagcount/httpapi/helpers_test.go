@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi/openapitest"
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -39,6 +40,13 @@ type testAPI struct {
 // when nil) and the edge settings e.
 func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
 	t.Helper()
+	return newTestAPIOn(t, db, e, nil, ready...)
+}
+
+// newTestAPIOn is newTestAPI with the listener wrapped by wrap (none when
+// nil), for tests that shape the server's side of each connection.
+func newTestAPIOn(t *testing.T, db *testdb.DB, e Edge, wrap func(net.Listener) net.Listener, ready ...Check) *testAPI {
+	t.Helper()
 	if db == nil {
 		db = testdb.New(t)
 	}
@@ -55,8 +63,16 @@ func newTestAPI(t *testing.T, db *testdb.DB, e Edge, ready ...Check) *testAPI {
 	t.Cleanup(func() { writes.Close() })
 	a := &testAPI{t: t, DB: db, Reg: prometheus.NewRegistry(), Auth: Auth{Secret: testSecret}, Logs: &testdb.Buffer{}}
 	log := slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := httptest.NewServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB, Writes: writes},
+	srv := httptest.NewUnstartedServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB, Writes: writes}, Control: counter.Control{DB: db.DB},
+		Counts:   counter.NewReader(db.DB, counter.DefaultTiers()),
 		Registry: a.Reg, Ready: ready, Edge: e}))
+	// As the stack serves it: the edge's header limit, on Listener.
+	srv.Config.MaxHeaderBytes = e.WithDefaults().MaxHeaderBytes
+	if wrap != nil {
+		srv.Listener = wrap(srv.Listener)
+	}
+	srv.Listener = Listener(srv.Listener)
+	srv.Start()
 	t.Cleanup(srv.Close)
 	a.URL = srv.URL
 	return a
@@ -117,15 +133,20 @@ func (a *testAPI) do(method, path, tok string, body any, headers ...string) answ
 
 // holdBody starts a request whose body never finishes arriving: it holds
 // whatever the server gives a request reading its body until the test ends
-// or release is called.
-func (a *testAPI) holdBody(method, path, tok string, contentLength int) (release func()) {
+// or release is called. It sends sent bytes of the contentLength
+// announced (a chunked body when contentLength is -1).
+func (a *testAPI) holdBody(method, path, tok string, contentLength, sent int) (release func()) {
 	a.t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(a.URL, "http://"))
 	if err != nil {
 		a.t.Fatal(err)
 	}
+	framing, body := "Content-Length: "+strconv.Itoa(contentLength), "{"+strings.Repeat(" ", sent-1)
+	if contentLength < 0 {
+		framing, body = "Transfer-Encoding: chunked", strconv.FormatInt(int64(sent), 16)+"\r\n"+body+"\r\n"
+	}
 	_, err = io.WriteString(conn, method+" "+path+" HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer "+tok+
-		"\r\nContent-Length: "+strconv.Itoa(contentLength)+"\r\n\r\n{")
+		"\r\n"+framing+"\r\n\r\n"+body)
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -48,6 +48,11 @@ func newTagJSON(tc counter.TagCount, consistency string) tagJSON {
 	return out
 }
 
+// MaxExactIDs is the most tags one exact read names: each costs a sum over
+// its pending outbox rows, which a long pause lets grow, so an exact read
+// is held to a tenth of a tiered one (counter.MaxBulkIDs).
+const MaxExactIDs = 100
+
 // Consistencies a count read may ask for.
 const (
 	consistencyTiered = "tiered"
@@ -94,8 +99,8 @@ func (s *server) handleGetTag() http.Handler {
 
 // handleListTags serves GET /v1/tags?name=...&type=... (one tag, as
 // handleGetTag, or 404) and GET /v1/tags?ids=1,2,3 ({"tags": [...]} in the
-// order asked, unknown ids left out; more than counter.MaxBulkIDs ids is a
-// 422 on field "ids").
+// order asked, unknown ids left out; more than counter.MaxBulkIDs ids, or
+// MaxExactIDs for an exact read, is a 422 on field "ids").
 func (s *server) handleListTags() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		q := r.URL.Query()
@@ -107,6 +112,9 @@ func (s *server) handleListTags() http.Handler {
 			ids, err := parseIDList(q.Get("ids"))
 			if err != nil {
 				return err
+			}
+			if c == consistencyExact && len(ids) > MaxExactIDs {
+				return invalid("ids", "too_many_ids", fmt.Sprintf("at most %d ids may be read exactly at once", MaxExactIDs))
 			}
 			tcs, err := s.counts(r, ids, c)
 			if err != nil {
