@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // ApplyResult reports what one apply transaction did.
@@ -81,13 +82,6 @@ func ApplyBatch(ctx context.Context, db *migrations.DB, ids []int64) (ApplyResul
 	return applyBatch(ctx, db, ids, applyOpts{})
 }
 
-// ApplyTags applies the outbox rows of the given tags, as a partition's
-// writer flushes them, in one transaction of at most DefaultApplyLimit
-// rows; Full in the result says rows may remain. Errors are ApplyBatch's.
-func ApplyTags(ctx context.Context, db *migrations.DB, tags []int64) (ApplyResult, error) {
-	return applyBatch(ctx, db, tags, applyOpts{byTag: true})
-}
-
 func applyBatch(ctx context.Context, db *migrations.DB, keys []int64, o applyOpts) (ApplyResult, error) {
 	keys = slices.Clone(keys)
 	slices.Sort(keys)
@@ -112,7 +106,7 @@ func applyBatch(ctx context.Context, db *migrations.DB, keys []int64, o applyOpt
 			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 		backoff := time.Duration(1+rand.IntN(10*res.Attempts)) * time.Millisecond
-		if err := Sleep(ctx, backoff); err != nil {
+		if err := loop.Sleep(ctx, backoff); err != nil {
 			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 	}

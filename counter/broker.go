@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -103,7 +104,7 @@ func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) er
 		if !errors.As(err, &ne) && !errors.Is(err, kafka.NotController) && !errors.Is(err, kafka.LeaderNotAvailable) {
 			break
 		}
-		if err := Sleep(ctx, time.Duration(100*(attempt+1))*time.Millisecond); err != nil {
+		if err := loop.Sleep(ctx, time.Duration(100*(attempt+1))*time.Millisecond); err != nil {
 			return fmt.Errorf("counter: create topic %s: %w (last error: %v)", topic, err, lastErr)
 		}
 	}

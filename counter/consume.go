@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of ConsumerConfig.
@@ -147,11 +148,11 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
 	cfg.GroupID = cmp.Or(cfg.GroupID, DefaultGroupID)
-	cfg.BatchSize = OrDefault(cfg.BatchSize, DefaultBatchSize)
-	cfg.BatchWait = OrDefault(cfg.BatchWait, DefaultBatchWait)
-	cfg.ApplyLimit = OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
-	cfg.HeartbeatInterval = OrDefault(cfg.HeartbeatInterval, time.Second)
-	cfg.SessionTimeout = OrDefault(cfg.SessionTimeout, 10*time.Second)
+	cfg.BatchSize = loop.OrDefault(cfg.BatchSize, DefaultBatchSize)
+	cfg.BatchWait = loop.OrDefault(cfg.BatchWait, DefaultBatchWait)
+	cfg.ApplyLimit = loop.OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
+	cfg.HeartbeatInterval = loop.OrDefault(cfg.HeartbeatInterval, time.Second)
+	cfg.SessionTimeout = loop.OrDefault(cfg.SessionTimeout, 10*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -204,7 +205,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		SessionTimeout:    c.cfg.SessionTimeout,
 		// Long enough for writers to flush what they hold before the
 		// coordinator gives up on this member's rejoin.
-		RebalanceTimeout: OrDefault(c.cfg.FlushTimeout, DefaultFlushTimeout),
+		RebalanceTimeout: loop.OrDefault(c.cfg.FlushTimeout, DefaultFlushTimeout),
 		JoinGroupBackoff: 500 * time.Millisecond,
 		// Partitions added to the topic trigger a rebalance that assigns
 		// them, instead of waiting for the next membership change.

@@ -13,29 +13,6 @@ import (
 // a range of tags. The reconcile reads them, with the posted works' side,
 // inside one consistent snapshot (q is that snapshot's connection).
 
-// TagIDs returns up to limit ids of tags (of type typ, unless empty)
-// greater than after, ascending.
-func TagIDs(ctx context.Context, q migrations.Querier, typ string, after int64, limit int) ([]int64, error) {
-	ids, err := migrations.Collect(ctx, q, migrations.ScanInt64, "SELECT id FROM tags WHERE id > ? AND (? = '' OR type = ?) ORDER BY id LIMIT ?",
-		after, typ, typ, limit)
-	if err != nil {
-		return nil, fmt.Errorf("tag ids: %w", err)
-	}
-	return ids, nil
-}
-
-// TagExists reports whether tag id exists.
-func TagExists(ctx context.Context, q migrations.Querier, id int64) (bool, error) {
-	return migrations.Exists(ctx, q, "SELECT 1 FROM tags WHERE id = ?", id)
-}
-
-// CountTags returns the number of tags (of type typ, unless empty).
-func CountTags(ctx context.Context, q migrations.Querier, typ string) (int64, error) {
-	var n int64
-	err := q.QueryRowContext(ctx, "SELECT COUNT(*) FROM tags WHERE ? = '' OR type = ?", typ, typ).Scan(&n)
-	return n, err
-}
-
 // StoredCounts returns tag_counts' four numbers of the tags in [lo, hi]
 // that have a row, by tag id.
 func StoredCounts(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]Sum, error) {

@@ -68,29 +68,16 @@ func WriteOutbox(ctx context.Context, db *migrations.DB, q migrations.Querier, d
 	for _, d := range deltas {
 		args = append(args, d.TagID, d.Delta, d.PublicDelta, d.FilterDelta, d.PublicFilterDelta, d.WorkID)
 	}
-	first, err := migrations.InsertRows(ctx, q, "INSERT INTO tag_events (tag_id, delta, public_delta, filter_delta, public_filter_delta, work_id) VALUES ",
+	ids, err := migrations.InsertIDs(ctx, db, q, "INSERT INTO tag_events (tag_id, delta, public_delta, filter_delta, public_filter_delta, work_id) VALUES ",
 		"(?,?,?,?,?,?)", len(deltas), args...)
 	if err != nil {
 		return nil, err
 	}
-	if db.ConsecutiveIDs {
-		events := make([]Event, len(deltas))
-		for i, d := range deltas {
-			events[i] = Event{ID: first + int64(i), TagID: d.TagID, Delta: d.Delta}
-		}
-		return events, nil
+	events := make([]Event, len(deltas))
+	for i, d := range deltas {
+		events[i] = Event{ID: ids[i], TagID: d.TagID, Delta: d.Delta, WorkID: d.WorkID}
 	}
-	// With innodb_autoinc_lock_mode=2 (MySQL 8's default) the ids of one
-	// INSERT may interleave with another's: read them back.
-	works := make([]int64, 0, len(deltas))
-	for _, d := range deltas {
-		works = append(works, d.WorkID)
-	}
-	return migrations.Collect(ctx, q, func(rows *sql.Rows) (e Event, err error) {
-		err = rows.Scan(&e.ID, &e.TagID, &e.Delta)
-		return e, err
-	}, migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id >= "+
-		strconv.FormatInt(first, 10)+" AND work_id IN (", works, ")"))
+	return events, nil
 }
 
 // BumpCounts is the legacy path's count update: the deltas added to

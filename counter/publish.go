@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // DefaultTopic is the topic tag-use events are announced on.
@@ -60,7 +61,7 @@ type Publisher struct {
 // acks from the partition leader. It connects lazily.
 func NewPublisher(cfg PublisherConfig) *Publisher {
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
-	cfg.BatchTimeout = OrDefault(cfg.BatchTimeout, 5*time.Millisecond)
+	cfg.BatchTimeout = loop.OrDefault(cfg.BatchTimeout, 5*time.Millisecond)
 	log := cmp.Or(cfg.Logger, slog.Default())
 	p := &Publisher{
 		transport: &kafka.Transport{MetadataTTL: 5 * time.Second},

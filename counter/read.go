@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // MaxBulkIDs is the most tag ids one read asks for.
@@ -38,9 +39,6 @@ type TagCount struct {
 // ReaderOption configures a Reader.
 type ReaderOption func(*Reader)
 
-// ReaderClock sets the Reader's clock (default time.Now).
-func ReaderClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }
-
 // ReaderLogger sets the Reader's logger (default slog.Default()).
 func ReaderLogger(l *slog.Logger) ReaderOption { return func(r *Reader) { r.log = l } }
 
@@ -53,10 +51,6 @@ func ReaderRegisterer(reg prometheus.Registerer) ReaderOption {
 // whose numbers are 0 (SeenBy); poster.Poster is one. Without it such a
 // tag is seen by admins only.
 func ReaderWorkUses(u WorkUses) ReaderOption { return func(r *Reader) { r.uses = u } }
-
-// ReaderCacheSize caps the cached tags (default 100,000); only medium and
-// large tags are cached.
-func ReaderCacheSize(n int) ReaderOption { return func(r *Reader) { r.maxEntries = n } }
 
 // Reader serves tag counts with a cache whose lifetime follows the size
 // tiers: a small tag is read from MySQL on every request (never stale), a
@@ -294,7 +288,7 @@ func (r *Reader) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	return Every(ctx, interval, r.refreshDue)
+	return loop.Every(ctx, interval, r.refreshDue)
 }
 
 // refreshDue refreshes every cached large tag past its refresh point.

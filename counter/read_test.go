@@ -22,7 +22,7 @@ type readRig struct {
 func newReadRig(t *testing.T) *readRig {
 	g := newRig(t)
 	clock := newTestClock()
-	r := NewReader(g.db.DB, Tiers{}, ReaderClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
+	r := NewReader(g.db.DB, Tiers{}, readerClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
 	return &readRig{rig: g, clock: clock, r: r}
 }
 
@@ -180,3 +180,7 @@ func TestSeenByShowsAnAuthorOnlyTagsInUseAndAnAdminEveryTag(t *testing.T) {
 		}
 	}
 }
+
+// readerClock sets the Reader's clock (default time.Now): only tests
+// change it.
+func readerClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }

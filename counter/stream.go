@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of StreamConfig, and the stream's freshness budget.
@@ -89,7 +90,7 @@ type Stream struct {
 // NewStream returns a Stream; cfg.DB and cfg.Brokers are required.
 func NewStream(cfg StreamConfig) *Stream {
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultCountsTopic)
-	cfg.Interval = OrDefault(cfg.Interval, DefaultStreamInterval)
+	cfg.Interval = loop.OrDefault(cfg.Interval, DefaultStreamInterval)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Stream{
 		cfg: cfg,
@@ -119,7 +120,7 @@ func (s *Stream) Run(ctx context.Context) error {
 			conn.Close()
 		}
 	}()
-	return Every(ctx, s.cfg.Interval, func(ctx context.Context) {
+	return loop.Every(ctx, s.cfg.Interval, func(ctx context.Context) {
 		defer s.measureLag(ctx)
 		if conn == nil {
 			conn = s.lock(ctx)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // heldTag is a deferred tag: when its flush is due, and how many
@@ -143,7 +144,7 @@ func (w *partitionWriter) fetch(ctx context.Context, reader *kafka.Reader, msgs 
 				return
 			}
 			w.log.Warn("fetching messages failed", "err", err)
-			if Sleep(ctx, 200*time.Millisecond) != nil {
+			if loop.Sleep(ctx, 200*time.Millisecond) != nil {
 				return
 			}
 			continue
@@ -160,7 +161,7 @@ func (w *partitionWriter) fetch(ctx context.Context, reader *kafka.Reader, msgs 
 // partition's next writer starts from here with nothing owed by this one.
 // Rows a failed flush leaves are found by the next writer's recovery scan.
 func (w *partitionWriter) finish(runCtx context.Context) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), OrDefault(w.c.cfg.FlushTimeout, DefaultFlushTimeout))
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), loop.OrDefault(w.c.cfg.FlushTimeout, DefaultFlushTimeout))
 	defer cancel()
 	tags := sortedKeys(w.held)
 	for tag := range w.backlog {
@@ -405,7 +406,7 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64, pace
 			return res, err
 		}
 		w.log.Warn("apply failed; retrying", "tags", len(tags), "backoff", backoff, "err", err)
-		if err := Sleep(ctx, backoff); err != nil {
+		if err := loop.Sleep(ctx, backoff); err != nil {
 			return res, err
 		}
 		backoff = min(2*backoff, 5*time.Second)

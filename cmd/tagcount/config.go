@@ -13,6 +13,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
@@ -74,7 +75,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.Tiers.MediumMinInterval, "tier-medium-min", t.MediumMinInterval, "flush interval of the smallest medium tag")
 	fs.DurationVar(&s.Tiers.MediumMaxInterval, "tier-medium-max", t.MediumMaxInterval, "flush interval of the largest medium tag")
 	fs.DurationVar(&s.Tiers.LargeInterval, "tier-large-interval", t.LargeInterval, "flush interval (and read cache lifetime) of a large tag")
-	fs.Float64Var(&s.PublishDropRate, "fault-publish-drop-rate", 0, "testing only: share of announcements the worker drops, as if lost")
+	registerFaults(fs, s) // only in a binary built with -tags faults (faults.go)
 	fs.StringVar(&s.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API, /healthz, /readyz, /metrics)")
 	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
 	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")
@@ -110,7 +111,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	s.Pools.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")
-	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", counter.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
+	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", tags.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
 }
 
 // edgeSettings are the HTTP layer's deadlines, limits and rate limits

@@ -23,6 +23,7 @@ import (
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/rollout"
@@ -182,6 +183,7 @@ type stack struct {
 	queue      *asynq.Client
 	inspector  *asynq.Inspector
 	redis      *redis.Client // the API's rate limiter and the readiness check
+	newTags    *tags.Quota   // the API's new-tag quota (nil in other roles)
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
 	stopping   atomic.Bool       // set by Drain: /readyz answers 503
@@ -305,10 +307,30 @@ func (s *stack) startKafka(ctx context.Context) error {
 	return nil
 }
 
+// newTagQuota returns the API's new-tag quota, which the domain calls that
+// save content charge (drafts.Store.Admit), or nil outside the API role.
+func (s *stack) newTagQuota() *tags.Quota {
+	if !s.opts.API || s.redis == nil {
+		return nil
+	}
+	limits := s.opts.Edge.WithDefaults().RateLimits // the quota waits for Redis as long as the rate limiter
+	return tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(s.DB), Redis: s.redis, PerDay: s.opts.NewTagsPerDay,
+		Prefix: limits.Prefix, Timeout: limits.Timeout, Logger: s.log, Registerer: s.Registry})
+}
+
 // buildPoster makes the process's one Poster. Posting jobs get a pool of
 // their own, so authors' requests never wait for a connection behind a
 // backlog of jobs.
 func (s *stack) buildPoster(ctx context.Context) error {
+	if s.opts.API || s.opts.Worker {
+		// One long-lived client with short timeouts and no retries: a slow
+		// or absent Redis must not hold requests (the limiter fails open at
+		// once) or readiness probes.
+		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
+		s.closers = append(s.closers, s.redis.Close)
+	}
+	s.newTags = s.newTagQuota()
 	var paths poster.PathChooser
 	switch s.opts.Path {
 	case "new":
@@ -320,7 +342,8 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	}
 	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
 		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry,
-		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit}
+		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit,
+		NewTags: s.newTags}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
@@ -363,14 +386,6 @@ func (s *stack) serveHTTP(context.Context) error {
 		if err := s.Auth.Check(); err != nil {
 			return err
 		}
-	}
-	if s.opts.API || s.opts.Worker {
-		// One long-lived client with short timeouts and no retries: a slow
-		// or absent Redis must not hold requests (the limiter fails open at
-		// once) or readiness probes.
-		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
-			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
-		s.closers = append(s.closers, s.redis.Close)
 	}
 	edge := s.opts.Edge
 	if edge.RequestTimeout == 0 {
@@ -425,7 +440,6 @@ func (s *stack) serveHTTP(context.Context) error {
 // apiDeps fills in what the API role's handlers call, and starts the
 // background loops the API role runs.
 func (s *stack) apiDeps(deps *httpapi.Deps) {
-	edge := deps.Edge
 	reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry),
 		counter.ReaderWorkUses(s.Poster))
 	// Large tags' cached counts are refreshed before they expire, so no
@@ -434,9 +448,8 @@ func (s *stack) apiDeps(deps *httpapi.Deps) {
 	// Posts this process accepted while Redis was down are enqueued
 	// once it answers, whether or not a worker runs here.
 	s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
-	deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
-	deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
-		PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
+	deps.Drafts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts, NewTags: s.newTags}
+	deps.Poster, deps.Counts = s.Poster, reader
 	deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 	deps.Rollout = rollout.Plans{DB: s.DB}
 }

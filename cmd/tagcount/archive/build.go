@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 )
@@ -266,7 +267,7 @@ func (b *builder) loadTags(ctx context.Context) error {
 		return err
 	}
 	for _, t := range s.fixedTags {
-		r.add(t.id, t.typ, t.name, drafts.NameKey(t.name), nil)
+		r.add(t.id, t.typ, t.name, tags.NameKey(t.name), nil)
 	}
 	b.rep.Tags = int64(len(s.fixedTags))
 	for _, v := range s.vocabs() {
@@ -277,7 +278,7 @@ func (b *builder) loadTags(ctx context.Context) error {
 				syn = c
 				b.rep.Synonyms++
 			}
-			r.add(v.id(rank), v.typ, name, drafts.NameKey(name), syn)
+			r.add(v.id(rank), v.typ, name, tags.NameKey(name), syn)
 			b.rep.Tags++
 			if r.n == 100_000 {
 				if err := flush(); err != nil {

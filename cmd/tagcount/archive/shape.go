@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -121,7 +122,7 @@ func newShape(works int) *shape {
 	for _, f := range []struct {
 		typ   string
 		names []string
-	}{{drafts.TypeRating, drafts.Ratings}, {drafts.TypeWarning, drafts.Warnings}, {drafts.TypeCategory, drafts.Categories}} {
+	}{{tags.TypeRating, drafts.Ratings}, {tags.TypeWarning, drafts.Warnings}, {tags.TypeCategory, drafts.Categories}} {
 		for _, n := range f.names {
 			s.fixed[f.typ+"\x00"+n] = id
 			s.fixedTags = append(s.fixedTags, tagRow{id: id, typ: f.typ, name: n})
@@ -136,7 +137,7 @@ func newShape(works int) *shape {
 	}
 	sizes = append(sizes, max(open-sizes[0]-sizes[1]-sizes[2], 1))
 	for i, v := range []*vocab{&s.fandom, &s.rel, &s.char, &s.free} {
-		*v = vocab{typ: []string{drafts.TypeFandom, drafts.TypeRelationship, drafts.TypeCharacter, drafts.TypeFreeform}[i],
+		*v = vocab{typ: []string{tags.TypeFandom, tags.TypeRelationship, tags.TypeCharacter, tags.TypeFreeform}[i],
 			prefix: []string{"Fandom", "Relationship", "Character", "Freeform"}[i], first: id, size: sizes[i]}
 		id += sizes[i]
 	}
@@ -212,23 +213,23 @@ func (g *sampler) next() work {
 		w.tags = append(w.tags, g.s.fixed[typ+"\x00"+name])
 		return name
 	}
-	w.block.Rating = fixed(drafts.TypeRating, pick(r, ratingShares))
+	w.block.Rating = fixed(tags.TypeRating, pick(r, ratingShares))
 	switch u := r.Float64(); {
 	case u < 2.0/3:
-		w.block.Warnings = []string{fixed(drafts.TypeWarning, "No Archive Warnings Apply")}
+		w.block.Warnings = []string{fixed(tags.TypeWarning, "No Archive Warnings Apply")}
 	case u < 2.0/3+0.18:
-		w.block.Warnings = []string{fixed(drafts.TypeWarning, "Creator Chose Not To Use Archive Warnings")}
+		w.block.Warnings = []string{fixed(tags.TypeWarning, "Creator Chose Not To Use Archive Warnings")}
 	default:
 		for n := 1 + pickCount(r, []float64{0.7, 0.3}); len(w.block.Warnings) < n; {
 			if name := pick(r, otherWarningShares); !containsName(w.block.Warnings, name) {
-				w.block.Warnings = append(w.block.Warnings, fixed(drafts.TypeWarning, name))
+				w.block.Warnings = append(w.block.Warnings, fixed(tags.TypeWarning, name))
 			}
 		}
 	}
 	if r.Float64() < 0.7 {
-		w.block.Categories = []string{fixed(drafts.TypeCategory, pick(r, categoryShares))}
+		w.block.Categories = []string{fixed(tags.TypeCategory, pick(r, categoryShares))}
 		if name := pick(r, categoryShares); r.Float64() < 0.15 && !containsName(w.block.Categories, name) {
-			w.block.Categories = append(w.block.Categories, fixed(drafts.TypeCategory, name))
+			w.block.Categories = append(w.block.Categories, fixed(tags.TypeCategory, name))
 		}
 	}
 	nf := 1

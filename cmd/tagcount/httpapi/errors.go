@@ -12,6 +12,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
@@ -53,7 +54,7 @@ var domainErrors = []struct {
 	// does): 422, not a 429 a client would retry.
 	{drafts.ErrDraftQuota, http.StatusUnprocessableEntity, "quota_exceeded", ""},
 	// The day's allowance comes back at midnight UTC: 429 with Retry-After.
-	{counter.ErrNewTagQuota, http.StatusTooManyRequests, "quota_exceeded", ""},
+	{tags.ErrNewTagQuota, http.StatusTooManyRequests, "quota_exceeded", ""},
 	{poster.ErrWorkNotFound, http.StatusNotFound, "not_found", "work not found"},
 	{errTagNotFound, http.StatusNotFound, "not_found", "tag not found"},
 	{reconcile.ErrTagNotFound, http.StatusNotFound, "not_found", "tag not found"},

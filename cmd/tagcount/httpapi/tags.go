@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/counter/tags"
 )
 
 // tagJSON is a tag's numbers as the read API returns them.
@@ -153,7 +153,7 @@ func (s *server) handleListTags() http.Handler {
 		if c == consistencyExact {
 			byKey = s.Counts.ExactCountByKey
 		}
-		tc, ok, err := byKey(r.Context(), typ, drafts.NameKey(name))
+		tc, ok, err := byKey(r.Context(), typ, tags.NameKey(name))
 		if err != nil {
 			return err
 		}
