@@ -57,6 +57,8 @@ func DecodeCountChange(b []byte) (CountChange, error) {
 type StreamConfig struct {
 	DB      *migrations.DB
 	Brokers []string
+	// Security is how to authenticate and encrypt (zero = plaintext).
+	Security KafkaSecurity
 	// Topic defaults to DefaultCountsTopic (create it compacted: see
 	// EnsureCountsTopic).
 	Topic string
@@ -95,7 +97,7 @@ func NewStream(cfg StreamConfig) *Stream {
 		cfg:  cfg,
 		log:  cfg.Logger.With("component", "count-stream"),
 		w: &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: &kafka.Hash{},
-			BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireOne, MaxAttempts: 3},
+			BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireOne, MaxAttempts: 3, Transport: cfg.Security.transport()},
 		published: metricCounter(cfg.Registerer, "tagcount_count_changes_published_total", "Count changes published to the count-change stream."),
 		lagSecs:   metricGauge(cfg.Registerer, "tagcount_count_stream_lag_seconds", "How far the count-change stream's watermark is behind now."),
 	}
@@ -227,7 +229,13 @@ func (s *Stream) remember(versions map[int64]uint64) {
 // reading it from the start finds every tag's latest numbers), unless it
 // exists.
 func EnsureCountsTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return KafkaSecurity{}.EnsureCountsTopic(ctx, brokers, topic, partitions)
+}
+
+// EnsureCountsTopic is the package's EnsureCountsTopic, connecting with
+// k's SASL and TLS.
+func (k KafkaSecurity) EnsureCountsTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
 	topic = cmp.Or(topic, DefaultCountsTopic)
-	return ensureTopic(ctx, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
+	return ensureTopic(ctx, k, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
 }
