@@ -38,7 +38,7 @@ func serve(ctx context.Context, name string, args []string, stdout, stderr io.Wr
 
 func (s *settings) stackOptions() stackOptions {
 	return stackOptions{
-		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Queue: s.Queue, Path: s.PostingPath,
+		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Redis: s.Redis, Kafka: s.Kafka.security, Queue: s.Queue, Path: s.PostingPath,
 		AuthSecret: s.AuthSecret, MaxTokenLifetime: s.MaxTokenLifetime, AuthIssuer: s.AuthIssuer, AuthAudience: s.AuthAudience,
 		DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
 		Topic: s.KafkaTopic, CountsTopic: s.CountsTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
