@@ -92,6 +92,9 @@ func ensureTopic(ctx context.Context, sec KafkaSecurity, brokers []string, tc ka
 	topic := tc.Topic
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if err := sec.checkLogin(ctx, brokers); err != nil {
+		return fmt.Errorf("counter: create topic %s: %w", topic, err)
+	}
 	transport := sec.transport()
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
@@ -113,5 +116,5 @@ func ensureTopic(ctx context.Context, sec KafkaSecurity, brokers []string, tc ka
 			return fmt.Errorf("counter: create topic %s: %w (last error: %v)", topic, err, lastErr)
 		}
 	}
-	return fmt.Errorf("counter: create topic %s: %w", topic, lastErr)
+	return fmt.Errorf("counter: create topic %s: %w", topic, sec.explain(lastErr))
 }

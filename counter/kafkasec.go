@@ -1,7 +1,10 @@
 package counter
 
 import (
+	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"time"
 
@@ -62,4 +65,45 @@ func (k KafkaSecurity) transport() *kafka.Transport {
 func (k KafkaSecurity) dialer() *kafka.Dialer {
 	m, _ := k.mechanism()
 	return &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, SASLMechanism: m, TLS: k.TLS}
+}
+
+// checkLogin dials the brokers as the readers do, because kafka-go's
+// transport (writers, admin calls) reports a refused login or certificate
+// only as "broker not available", retried until the deadline. It returns
+// an error naming the setting when the first broker that answers refuses
+// the credentials or is not trusted, and nil otherwise (an unreachable
+// broker is left to the caller's retries).
+func (k KafkaSecurity) checkLogin(ctx context.Context, brokers []string) error {
+	if k.SASLMechanism == "" && k.TLS == nil {
+		return nil
+	}
+	var err error
+	for _, b := range brokers {
+		var c *kafka.Conn
+		if c, err = k.dialer().DialContext(ctx, "tcp", b); err == nil {
+			return c.Close()
+		}
+		if named := k.explain(err); named != err {
+			return named
+		}
+	}
+	return nil
+}
+
+// explain names the setting to look at when err is the broker refusing
+// the credentials or the client refusing the broker's certificate, and
+// returns err itself otherwise.
+func (k KafkaSecurity) explain(err error) error {
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	switch {
+	case errors.Is(err, kafka.SASLAuthenticationFailed):
+		return fmt.Errorf("the broker refused --kafka-username/--kafka-password (%s): %w", k.SASLMechanism, err)
+	case errors.Is(err, kafka.UnsupportedSASLMechanism), errors.Is(err, kafka.IllegalSASLState):
+		return fmt.Errorf("the broker refused --kafka-sasl-mechanism %s: %w", k.SASLMechanism, err)
+	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &hostname):
+		return fmt.Errorf("the broker's certificate is not trusted (--kafka-ca-file): %w", err)
+	}
+	return err
 }

@@ -209,13 +209,14 @@ func (s *stack) openDatabase(ctx context.Context) error {
 		return err
 	}
 	s.DSN = dsn
+	// Named for the operator: a refused login or certificate is a setting to fix.
 	if s.opts.Create {
 		if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-			return err
+			return fmt.Errorf("mysql: --mysql-dsn: %w", err)
 		}
 	}
 	if s.DB, err = s.openPool(ctx, "main", dsn, s.opts.Pools.Main, false); err != nil {
-		return err
+		return fmt.Errorf("mysql: --mysql-dsn: %w", err)
 	}
 	if s.opts.Migrate {
 		if err := migrations.Up(ctx, s.DB); err != nil {
