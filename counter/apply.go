@@ -178,8 +178,14 @@ func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]Sum, readCount fu
 	if len(tags) == 0 {
 		return nil
 	}
+	// Ascending tag order: concurrent writers lock tag_counts rows in one
+	// order and cannot deadlock on them.
 	slices.Sort(tags)
-	if err := upsertCounts(ctx, tx, tags, sums); err != nil {
+	changes := make([]tagChange, len(tags))
+	for i, tag := range tags {
+		changes[i] = tagChange{tag: tag, sum: sums[tag]}
+	}
+	if err := writeCounts(ctx, tx, changes); err != nil {
 		return err
 	}
 	res.Deltas = make(map[int64]int64, len(tags))

@@ -60,6 +60,11 @@ type ConsumerConfig struct {
 	// session timeout; a graceful stop moves them at once.
 	HeartbeatInterval time.Duration
 	SessionTimeout    time.Duration
+	// FlushTimeout bounds each writer's final flush when its partition is
+	// revoked or the consumer stops (default DefaultFlushTimeout); it is
+	// also the group's rebalance timeout. A flush cut short leaves its rows
+	// in the outbox for the partition's next writer.
+	FlushTimeout time.Duration
 	// OnApply, if set, is called by a partition's writer after each apply
 	// transaction commits (instrumentation for tests and load generation).
 	// Writers of different partitions call it concurrently.
@@ -202,7 +207,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		SessionTimeout:    c.cfg.SessionTimeout,
 		// Long enough for writers to flush what they hold before the
 		// coordinator gives up on this member's rejoin.
-		RebalanceTimeout: shutdownFlushTimeout,
+		RebalanceTimeout: OrDefault(c.cfg.FlushTimeout, DefaultFlushTimeout),
 		JoinGroupBackoff: 500 * time.Millisecond,
 		// Partitions added to the topic trigger a rebalance that assigns
 		// them, instead of waiting for the next membership change.

@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 
 	"github.com/tagcount/tagcount/migrations"
@@ -84,27 +85,20 @@ func SumsByID(ctx context.Context, q migrations.Querier, query string, args ...a
 	return out, rows.Err()
 }
 
-// CorrectCount adds drift (all four numbers) to tag's stored numbers as
-// one autocommit statement on q, so it holds the row lock for one
-// statement only; hasRow says whether the snapshot saw a tag_counts row
-// (an UPDATE that finds none falls back to an upsert). It returns the statement's error unclassified:
-// a lock conflict rolled it back whole and may be retried, anything else
-// must not be.
+// CorrectCount adds drift (all four numbers) to tag's stored numbers in
+// q, the correction's own short transaction (a *sql.Tx), through the one
+// count write (so the count-change stream publishes it); a missing row is
+// created. hasRow (whether the snapshot saw a tag_counts row) no longer
+// changes the statement: the upsert covers both. It returns the
+// statement's error unclassified (a lock conflict rolled it back whole and
+// may be retried, anything else must not be), or an error when q is not a
+// transaction.
 func CorrectCount(ctx context.Context, q migrations.Querier, tag int64, drift Sum, hasRow bool) error {
-	if hasRow {
-		res, err := q.ExecContext(ctx, `UPDATE tag_counts SET count = count + ?, public_count = public_count + ?,
-			filter_count = filter_count + ?, public_filter_count = public_filter_count + ?, version = version + 1
-			WHERE tag_id = ?`, drift.Count, drift.Public, drift.Filter, drift.PublicFilter, tag)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n > 0 {
-			return err
-		}
+	tx, ok := q.(*sql.Tx)
+	if !ok {
+		return errNotTx
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO tag_counts (tag_id, count, public_count, filter_count, public_filter_count, version)
-		VALUES (?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE `+addCounts, tag, drift.Count, drift.Public, drift.Filter, drift.PublicFilter)
-	return err
+	return writeCounts(ctx, tx, []tagChange{{tag: tag, sum: drift}})
 }
 
 // OutboxDepth returns how many outbox rows wait, and how many of them are

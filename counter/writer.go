@@ -69,8 +69,9 @@ func newPartitionWriter(c *Consumer, gen *kafka.Generation, partition int) *part
 // have come due.
 const idleWake = 100 * time.Millisecond
 
-// shutdownFlushTimeout bounds the final flush when a writer stops.
-const shutdownFlushTimeout = 30 * time.Second
+// DefaultFlushTimeout bounds the final flush when a writer stops
+// (ConsumerConfig.FlushTimeout).
+const DefaultFlushTimeout = 30 * time.Second
 
 // recover takes over the pending tags of the partition found in the
 // outbox: small ones are flushed in the first round, deferred ones are held
@@ -159,7 +160,7 @@ func (w *partitionWriter) fetch(ctx context.Context, reader *kafka.Reader, msgs 
 // partition's next writer starts from here with nothing owed by this one.
 // Rows a failed flush leaves are found by the next writer's recovery scan.
 func (w *partitionWriter) finish(runCtx context.Context) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), shutdownFlushTimeout)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), OrDefault(w.c.cfg.FlushTimeout, DefaultFlushTimeout))
 	defer cancel()
 	tags := sortedKeys(w.held)
 	for tag := range w.backlog {

@@ -62,3 +62,21 @@ func Version(ctx context.Context, db *DB) (int64, error) {
 	}
 	return p.GetDBVersion(ctx)
 }
+
+// Versions returns the database's schema version (0 for an empty database)
+// and the version of the newest migration embedded in the binary, so a
+// process can tell whether the database is behind or ahead of it.
+func Versions(ctx context.Context, db *DB) (current, latest int64, err error) {
+	p, err := provider(db)
+	if err != nil {
+		return 0, 0, fmt.Errorf("migrations: %w", err)
+	}
+	if current, err = p.GetDBVersion(ctx); err != nil {
+		return 0, 0, fmt.Errorf("migrations: schema version: %w", err)
+	}
+	sources := p.ListSources()
+	if len(sources) == 0 {
+		return current, 0, nil
+	}
+	return current, sources[len(sources)-1].Version, nil
+}

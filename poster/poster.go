@@ -64,6 +64,14 @@ type PathChooser interface {
 	NewPostingPath(authorID int64) bool
 }
 
+// PostObserver is told of every Post a Poster answers: the draft, the path
+// it took, when it was asked, how long the answer took and its error. The
+// guarded rollout (flags/rollout) records these to compare the paths. It
+// must not block.
+type PostObserver interface {
+	ObservePost(ctx context.Context, draftID int64, path string, start time.Time, took time.Duration, err error)
+}
+
 // FixedPath is a PathChooser that always answers the same.
 type FixedPath bool
 
@@ -99,6 +107,8 @@ type Config struct {
 	BulkAfter int
 	Paths     PathChooser // nil: every author takes the new path
 	Announcer Announcer   // nil: events are not announced (the sweeper still finds them)
+	// Observer, if set, is told of every Post (the guarded rollout's samples).
+	Observer PostObserver
 	// RequeueAfter is how long a draft may stay queued before the requeuer
 	// enqueues its job again (Redis was down, or the job was lost).
 	RequeueAfter time.Duration
@@ -193,6 +203,7 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 	if !p.useNewPath(authorID) {
 		res, err := p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, post: true})
 		p.metrics.observe(PathLegacy, start, err)
+		p.observe(ctx, draftID, PathLegacy, start, err)
 		return res, err
 	}
 	version, err := p.drafts.QueuePost(ctx, authorID, draftID)
@@ -207,7 +218,14 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 	res, err := p.queued(ctx, authorID, draftID, 0, version, err)
 	res.DraftID = draftID
 	p.metrics.observe(PathNew, start, err)
+	p.observe(ctx, draftID, PathNew, start, err)
 	return res, err
+}
+
+func (p *Poster) observe(ctx context.Context, draftID int64, path string, start time.Time, err error) {
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.ObservePost(ctx, draftID, path, start, time.Since(start), err)
+	}
 }
 
 // UpdateWork makes author's work match c: +1/-1 for the tag difference. It

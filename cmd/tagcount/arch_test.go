@@ -27,8 +27,10 @@ var layer = map[string]int{
 	"poster/postertest":    3,
 	"migrations/testdb":    1,
 	"flags/unleashtest":    2, // test support: takes testdb's FreePort
+	"flags/rollout":        2, // moves flags' new-path flag; reads drafts' and counter's tables
 	"cmd/tagcount/httpapi": 4,
 	"cmd/tagcount/loadgen": 5,
+	"cmd/tagcount/archive": 5, // builds archive-shaped databases in bulk (plain SQL)
 	"cmd/tagcount":         6,
 
 	// Test support: checks HTTP traffic against the API's OpenAPI document.
@@ -39,7 +41,7 @@ var layer = map[string]int{
 // its HTTP layer, the load generator (an HTTP client), flags (the Unleash
 // client's transport) and test helpers that drive servers.
 var mayImportHTTP = []string{"cmd/tagcount", "cmd/tagcount/httpapi", "cmd/tagcount/httpapi/openapitest", "cmd/tagcount/loadgen",
-	"flags", "flags/unleashtest"}
+	"flags", "flags/unleashtest", "flags/rollout"}
 
 type listedPackage struct {
 	ImportPath string

@@ -49,9 +49,13 @@ type settings struct {
 	LogLevel         string
 	LogFormat        string
 	ShutdownTimeout  time.Duration
-	JobPoll          time.Duration
-	JobConcurrency   int
-	Tiers            counter.Tiers
+	// AdminAddr, ShutdownDelay and CounterFlushTimeout: see their flags.
+	AdminAddr           string
+	ShutdownDelay       time.Duration
+	CounterFlushTimeout time.Duration
+	JobPoll             time.Duration
+	JobConcurrency      int
+	Tiers               counter.Tiers
 	// PublishDropRate is fault injection for soak tests: the share of
 	// announcements the worker drops as if lost.
 	PublishDropRate float64
@@ -63,6 +67,7 @@ type settings struct {
 	MaxDrafts                              int
 	NewTagsPerDay                          int
 	BulkAfter                              int
+	Rollout                                rolloutOptions
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -102,9 +107,13 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.JobConcurrency, "job-concurrency", poster.DefaultJobConcurrency, "jobs a worker runs at once")
 	fs.DurationVar(&s.JobPoll, "job-poll", poster.DefaultJobPoll, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
+	fs.StringVar(&s.AdminAddr, "admin-addr", "", "listen address of /healthz, /readyz, /metrics and /debug/pprof/, instead of --http-addr; empty = no admin listener")
+	fs.DurationVar(&s.ShutdownDelay, "shutdown-delay", defaultShutdownDelay, "after SIGTERM, how long /readyz answers 503 while the process keeps serving, before it drains")
+	fs.DurationVar(&s.CounterFlushTimeout, "counter-flush-timeout", counter.DefaultFlushTimeout, "how long a stopping counter may take to flush the tags it holds")
 	fs.IntVar(&s.WrangleRowsPerTx, "wrangle-rows-per-tx", poster.DefaultWrangleRowsPerTx, "most rows one transaction of a wrangling job writes (work_filters and outbox rows)")
 	fs.IntVar(&s.WrangleRowsPerSecond, "wrangle-rows-per-second", poster.DefaultWrangleRowsPerSecond, "most rows a worker's wrangling jobs write in any one second; above --wrangle-rows-per-tx")
 	s.Edge.register(fs)
+	s.Rollout.register(fs)
 	s.Pools.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")

@@ -309,15 +309,17 @@ func TestLoadgenCountsLegacyDeadlocksByKindRetriesThemAndDropsItsDatabases(t *te
 	// same tag_counts rows in each work's own tag order, so transactions
 	// deadlock.
 	//
-	// How often one request deadlocks in a row grows with how busy the
-	// machine is: slower transactions overlap more, and the victim InnoDB
-	// picks is the smaller transaction, so the same small post can lose
-	// again and again. Any fixed count of retries is a bet on the
-	// machine's speed (20 once gave one post up on a busy machine). A 503
-	// deadlock promises nothing was applied, so the test retries until the
-	// post goes through, bounded by the run's deadline, and so does the
-	// drain that waits for the later edits and deletes: a follow-up cut
-	// off by the drain timeout counts as given up too.
+	// On a busy machine a post waits long behind its peers' locks and for
+	// a database slot: the load generator's client used to give up at 60 s,
+	// as the service's own deadline ran out, and counted the post failed
+	// (a client-side timeout leaves the outcome unknown); it now waits past
+	// the service's deadline, whose 503 is retried. How often one request
+	// deadlocks in a row also grows with how busy the machine is, so any
+	// fixed count of retries is a bet on its speed: a 503 deadlock promises
+	// nothing was applied, and the test retries until the post goes
+	// through, bounded by the run's deadline, as is the drain that waits
+	// for the later edits and deletes (a follow-up it cuts off counts as
+	// given up).
 	lr := runLoadgenCmd(t, "--paths", "legacy", "--concurrency", "32", "--posts", "400", "--authors", "32",
 		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1",
 		"--max-retries", "1000000", "--drain-timeout", "2m", "--ceiling=false", "--out-png", "")

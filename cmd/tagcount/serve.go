@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
@@ -30,10 +31,50 @@ func serve(ctx context.Context, name string, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	log.Info("tagcount started", "role", name, "url", st.URL)
+	log.Info("tagcount started", "role", name, "url", st.URL, "admin_url", st.AdminURL,
+		"shutdown_budget", shutdownBudget(name, s))
 	<-ctx.Done()
-	log.Info("shutting down", "role", name)
+	drain(log, name, st, s.ShutdownDelay)
 	return st.Close()
+}
+
+// closeSlack is what closing takes after the drain and the flush: the
+// publisher's last send, leaving the consumer group, closing the pools.
+const closeSlack = 15 * time.Second
+
+// shutdownBudget returns the longest a role takes from SIGTERM to exit
+// with settings s: the delay, the HTTP drain (--shutdown-timeout), the
+// worker's jobs (--shutdown-timeout again, after the listeners), the
+// counter's flush (--counter-flush-timeout), and closeSlack. Kubernetes'
+// terminationGracePeriodSeconds must be at least this, or the pod is killed
+// halfway (nothing is lost, but requests and flushes are cut short).
+func shutdownBudget(role string, s settings) time.Duration {
+	b := s.ShutdownDelay + s.ShutdownTimeout + closeSlack
+	switch role {
+	case "worker", "dev":
+		b += s.ShutdownTimeout
+	}
+	switch role {
+	case "counter", "dev":
+		b += s.CounterFlushTimeout
+	}
+	return b
+}
+
+// defaultShutdownDelay covers a few periods of a readiness probe and the
+// time a load balancer takes to act on it.
+const defaultShutdownDelay = 5 * time.Second
+
+// drain makes /readyz answer 503 and keeps serving for delay, so load
+// balancers (and Kubernetes endpoints) stop sending before the port closes.
+// The whole way out is bounded: delay, then up to --shutdown-timeout for
+// requests and jobs in flight, and --counter-flush-timeout for the counter
+// (docs/operations.md, "Deploying").
+func drain(log *slog.Logger, role string, st *stack, delay time.Duration) {
+	st.Drain()
+	log.Info("stopping: /readyz answers 503; serving on before draining", "role", role, "shutdown_delay", delay)
+	time.Sleep(delay) // the delay is the point: traffic moves away meanwhile
+	log.Info("shutting down", "role", role)
 }
 
 func (s *settings) stackOptions() stackOptions {
@@ -42,13 +83,13 @@ func (s *settings) stackOptions() stackOptions {
 		AuthSecret: s.AuthSecret, MaxTokenLifetime: s.MaxTokenLifetime, AuthIssuer: s.AuthIssuer, AuthAudience: s.AuthAudience,
 		DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
 		Topic: s.KafkaTopic, CountsTopic: s.CountsTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
-		ShutdownTimeout: s.ShutdownTimeout, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
+		ShutdownTimeout: s.ShutdownTimeout, CounterFlushTimeout: s.CounterFlushTimeout, AdminAddr: s.AdminAddr, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency,
 		Tiers: s.Tiers, PublishDropRate: s.PublishDropRate, ReconcileReadDSN: s.ReconcileReadDSN,
 		WrangleRowsPerTx: s.WrangleRowsPerTx, WrangleRowsPerSecond: s.WrangleRowsPerSecond,
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},
 		Edge: s.Edge.edge(), MaxDrafts: s.MaxDrafts, NewTagsPerDay: s.NewTagsPerDay,
-		BulkAfter: oneQueueIfZero(s.BulkAfter), Pools: s.Pools,
+		BulkAfter: oneQueueIfZero(s.BulkAfter), Pools: s.Pools, Rollout: s.Rollout,
 	}
 }
 
@@ -124,14 +165,12 @@ Ctrl-C stops it.
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var s settings
-	var create bool
-	rest, err := parse("migrate", args, stderr, &s, func(fs *flag.FlagSet) {
-		fs.BoolVar(&create, "create", true, "create the database if it does not exist")
-	})
+	var m migrateOptions
+	rest, err := parse("migrate", args, stderr, &s, m.register)
 	if err != nil {
 		return err
 	}
-	return migrate(ctx, s.MySQLDSN, create, rest, stdout)
+	return migrate(ctx, s.MySQLDSN, m, rest, stdout)
 }
 
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {

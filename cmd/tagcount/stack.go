@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -25,6 +26,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -50,8 +52,11 @@ type stackOptions struct {
 	MaxTokenLifetime         time.Duration
 	AuthIssuer, AuthAudience string
 	DataDir                  string
-	HTTPAddr                 string   // default 127.0.0.1:0
-	Brokers                  []string // Kafka; empty with EmbeddedKafka: start a broker in process (needs DataDir)
+	HTTPAddr                 string // default 127.0.0.1:0
+	// AdminAddr, when set, is where /healthz, /readyz, /metrics and
+	// /debug/pprof/ are served instead of HTTPAddr.
+	AdminAddr string
+	Brokers   []string // Kafka; empty with EmbeddedKafka: start a broker in process (needs DataDir)
 	// EmbeddedKafka lets a stack with no Brokers run its own in-process
 	// broker: right for dev, loadgen and tests, which run every role in one
 	// process; wrong for a lone worker or counter, which would talk to a
@@ -76,10 +81,13 @@ type stackOptions struct {
 	RequeueAfter    time.Duration
 	SweepAfter      time.Duration
 	ShutdownTimeout time.Duration
-	JobPoll         time.Duration // how often an idle worker checks for jobs
-	JobConcurrency  int           // jobs run at once
-	Tiers           counter.Tiers // zero fields take counter.DefaultTiers
-	PublishDropRate float64       // fault injection (soak tests)
+	// CounterFlushTimeout bounds the counter's final flush when it stops
+	// (counter.ConsumerConfig.FlushTimeout; zero takes its default).
+	CounterFlushTimeout time.Duration
+	JobPoll             time.Duration // how often an idle worker checks for jobs
+	JobConcurrency      int           // jobs run at once
+	Tiers               counter.Tiers // zero fields take counter.DefaultTiers
+	PublishDropRate     float64       // fault injection (soak tests)
 	// WrangleRowsPerTx and WrangleRowsPerSecond cap the worker's wrangling
 	// jobs; OnWrangleCommit sees each of their transactions (loadgen).
 	WrangleRowsPerTx, WrangleRowsPerSecond int
@@ -103,6 +111,8 @@ type stackOptions struct {
 	// takes poster.DefaultBulkAfter, a negative value puts every post on
 	// one queue, first come first served.
 	BulkAfter int
+	// Rollout configures the guarded rollout's runner (API role).
+	Rollout rolloutOptions
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -153,7 +163,8 @@ func (o stackOptions) withDefaults() stackOptions {
 
 // stack is a running set of tagcount roles.
 type stack struct {
-	URL      string
+	URL      string // the API's listener, or the admin listener when that is the only one
+	AdminURL string // the admin listener's, when AdminAddr is set
 	DSN      string
 	DB       *migrations.DB
 	Auth     httpapi.Auth
@@ -179,6 +190,8 @@ type stack struct {
 	redisOpt   *redis.Options // every Redis client's settings (API and worker roles)
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
+	stopping   atomic.Bool       // set by Drain: /readyz answers 503
+	recorder   *rollout.Recorder // the API's Post samples for the rollout's guards
 }
 
 // startStack connects to the dependencies, migrates if asked, and starts the
@@ -188,9 +201,9 @@ func startStack(ctx context.Context, o stackOptions) (*stack, error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &stack{opts: o, log: o.Logger, runCtx: runCtx, cancel: cancel, Registry: prometheus.NewRegistry(),
 		Auth: o.auth()}
-	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	steps := []func(context.Context) error{
-		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.buildPoster, s.buildReconciler,
+		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.startRollout, s.buildPoster, s.buildReconciler,
 		s.serveHTTP, s.startWorker, s.startCounter,
 	}
 	for _, step := range steps {
@@ -222,6 +235,10 @@ func (s *stack) openDatabase(ctx context.Context) error {
 		if err := migrations.Up(ctx, s.DB); err != nil {
 			return err
 		}
+	}
+	// Refuse to serve against a schema older than the code.
+	if err := checkSchema(ctx, s.DB, s.log); err != nil {
+		return err
 	}
 	if s.opts.API {
 		// Authors' own writes take one round trip fewer on their own pool.
@@ -320,6 +337,9 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
+	if s.recorder != nil {
+		cfg.Observer = s.recorder
+	}
 	if s.opts.Worker {
 		jobDB, err := s.openPool(ctx, "jobs", s.DSN, s.opts.Pools.Jobs, false)
 		if err != nil {
@@ -347,8 +367,10 @@ func (s *stack) buildReconciler(ctx context.Context) error {
 }
 
 // serveHTTP serves /healthz, /readyz and /metrics in every role, and the
-// API in the API role. On Close, requests in flight finish (up to the
-// shutdown timeout) before anything they use is closed.
+// API in the API role: all on HTTPAddr, or the operational routes and Go's
+// profiler on AdminAddr when set (a role without the API then serves nothing
+// on HTTPAddr). On Close, requests in flight finish (up to the shutdown
+// timeout) before anything they use is closed.
 func (s *stack) serveHTTP(context.Context) error {
 	if s.opts.API {
 		if err := s.Auth.Check(); err != nil {
@@ -365,11 +387,6 @@ func (s *stack) serveHTTP(context.Context) error {
 		s.redis = redis.NewClient(&ro)
 		s.closers = append(s.closers, s.redis.Close)
 	}
-	ln, err := net.Listen("tcp", s.opts.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.opts.HTTPAddr, err)
-	}
-	s.URL = "http://" + ln.Addr().String()
 	edge := s.opts.Edge
 	if edge.RequestTimeout == 0 {
 		edge.RequestTimeout = migrations.DefaultIOTimeout // see stackOptions.Edge
@@ -384,27 +401,70 @@ func (s *stack) serveHTTP(context.Context) error {
 	edge.RateLimits.Redis = s.redis
 	edge = edge.WithDefaults()
 	s.edge = edge
-	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks(), Edge: edge}
-	var handler http.Handler
-	if !s.opts.API {
+	deps := httpapi.Deps{Logger: s.log, Auth: s.Auth, Registry: s.Registry, Ready: s.readyChecks(), Edge: edge,
+		Stopping: s.stopping.Load}
+	var handler, admin http.Handler
+	switch {
+	case !s.opts.API && s.opts.AdminAddr != "":
+		admin = httpapi.NewAdminServer(deps)
+	case !s.opts.API:
 		handler = httpapi.NewOpsServer(deps)
-	} else {
-		reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry))
-		// Large tags' cached counts are refreshed before they expire, so no
-		// reader waits on one.
-		s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
-		// Posts this process accepted while Redis was down are enqueued
-		// once it answers, whether or not a worker runs here.
-		s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
-		deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
-		deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
-			PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
-		deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
-		handler = httpapi.NewServer(deps)
+	default:
+		s.apiDeps(&deps)
+		if s.opts.AdminAddr != "" {
+			handler, admin = httpapi.NewServers(deps)
+		} else {
+			handler = httpapi.NewServer(deps)
+		}
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: edge.ReadHeaderTimeout, ReadTimeout: edge.ReadTimeout,
-		WriteTimeout: edge.WriteTimeout, IdleTimeout: edge.IdleTimeout, MaxHeaderBytes: edge.MaxHeaderBytes}
-	s.goRun("http", func(ctx context.Context) error {
+	if handler != nil {
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: edge.ReadHeaderTimeout, ReadTimeout: edge.ReadTimeout,
+			WriteTimeout: edge.WriteTimeout, IdleTimeout: edge.IdleTimeout, MaxHeaderBytes: edge.MaxHeaderBytes}
+		if err := s.listen("http", s.opts.HTTPAddr, srv, &s.URL); err != nil {
+			return err
+		}
+	}
+	if admin != nil {
+		// No write timeout: a CPU profile or trace takes as long as asked.
+		srv := &http.Server{Handler: admin, ReadHeaderTimeout: edge.ReadHeaderTimeout, IdleTimeout: edge.IdleTimeout}
+		if err := s.listen("admin", s.opts.AdminAddr, srv, &s.AdminURL); err != nil {
+			return err
+		}
+	}
+	if s.URL == "" {
+		s.URL = s.AdminURL
+	}
+	return nil
+}
+
+// apiDeps fills in what the API role's handlers call, and starts the
+// background loops the API role runs.
+func (s *stack) apiDeps(deps *httpapi.Deps) {
+	edge := deps.Edge
+	reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry))
+	// Large tags' cached counts are refreshed before they expire, so no
+	// reader waits on one.
+	s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
+	// Posts this process accepted while Redis was down are enqueued
+	// once it answers, whether or not a worker runs here.
+	s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
+	deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
+	deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
+		PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
+	deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
+	deps.Rollout = rollout.Plans{DB: s.DB}
+}
+
+// listen serves srv on addr until the stack closes, setting *url to the
+// address it listens on. On Close the requests in flight finish, up to the
+// shutdown timeout.
+func (s *stack) listen(name, addr string, srv *http.Server, url *string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	*url = "http://" + ln.Addr().String()
+	s.goRun(name, func(ctx context.Context) error {
 		drained := make(chan struct{})
 		go func() {
 			defer close(drained)
@@ -528,7 +588,7 @@ func (s *stack) startCounter(context.Context) error {
 	}
 	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Security: s.opts.Kafka, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
 		DB: s.DB, Tiers: s.opts.Tiers, TierDeferral: s.Flags.TierDeferral, Paused: s.Flags.CounterPaused,
-		Logger: s.log, Registerer: s.Registry})
+		FlushTimeout: s.opts.CounterFlushTimeout, Logger: s.log, Registerer: s.Registry})
 	if err != nil {
 		return err
 	}
@@ -555,6 +615,10 @@ func (s *stack) goRun(name string, fn func(context.Context) error) {
 		}
 	}()
 }
+
+// Drain makes /readyz answer 503 "stopping" from now on, while everything
+// keeps serving: load balancers stop sending before Close closes the port.
+func (s *stack) Drain() { s.stopping.Store(true) }
 
 // Close stops every role, waiting for in-flight work (HTTP requests, jobs,
 // the counter's held events), then closes the connections.

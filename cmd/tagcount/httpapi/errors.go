@@ -13,6 +13,7 @@ import (
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -62,6 +63,9 @@ var domainErrors = []struct {
 	{poster.ErrJobNotFound, http.StatusNotFound, "not_found", "wrangling job not found"},
 	{poster.ErrHasSynonyms, http.StatusConflict, "has_synonyms", ""},
 	{poster.ErrNotSynonym, http.StatusConflict, "not_a_synonym", ""},
+	{rollout.ErrNoPlan, http.StatusNotFound, "not_found", "no rollout plan"},
+	{rollout.ErrActive, http.StatusConflict, "rollout_active", ""},
+	{rollout.ErrNotActive, http.StatusConflict, "rollout_not_active", ""},
 }
 
 // fieldErrors maps the domain errors that are about one field of the
@@ -75,6 +79,8 @@ var fieldErrors = []struct {
 	{poster.ErrSynonymTypeMismatch, "canonical_id", "type_mismatch"},
 	{poster.ErrNotCanonical, "canonical_id", "not_canonical"},
 	{counter.ErrCatchUpRate, "catch_up_per_second", "invalid_rate"},
+	{rollout.ErrInvalidStep, "steps", "invalid_steps"},
+	{rollout.ErrInvalidHold, "hold", "invalid_hold"},
 }
 
 // errTagNotFound is the count read path's "no such tag".

@@ -33,6 +33,7 @@ const (
 	stateDegraded = "degraded"
 	stateDown     = "down"
 	stateUnready  = "unready"
+	stateStopping = "stopping"
 )
 
 type checkResult struct {
@@ -131,6 +132,12 @@ func (s *server) handleReady() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		results := s.ready.current(r.Context())
 		ready, status := summary(results)
+		if s.Stopping != nil && s.Stopping() {
+			// Load balancers take the process out of rotation while it
+			// still serves (--shutdown-delay), so no request meets a
+			// closed port.
+			ready, status = false, stateStopping
+		}
 		out := readyJSON{Ready: ready, Status: status, Checks: map[string]string{}}
 		for _, res := range results {
 			out.Checks[res.Name] = res.state()

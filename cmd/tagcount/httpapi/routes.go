@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -36,6 +37,12 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/admin/counter/resume", s.api(classAdmin, reconcileBodyLimit, s.handleResumeCounter()))
 	mux.Handle("POST /v1/admin/works/{id}/hide", s.api(classAdmin, 0, s.handleHideWork(true)))
 	mux.Handle("POST /v1/admin/works/{id}/unhide", s.api(classAdmin, 0, s.handleHideWork(false)))
+	mux.Handle("POST /v1/admin/rollout", s.api(classAdmin, reconcileBodyLimit, s.handleStartRollout()))
+	mux.Handle("GET /v1/admin/rollout", s.api(classAdmin, 0, s.handleGetRollout()))
+	mux.Handle("POST /v1/admin/rollout/pause", s.api(classAdmin, 0, s.handleRolloutChange("pause")))
+	mux.Handle("POST /v1/admin/rollout/resume", s.api(classAdmin, 0, s.handleRolloutChange("resume")))
+	mux.Handle("POST /v1/admin/rollout/abort", s.api(classAdmin, 0, s.handleRolloutChange("abort")))
+	mux.Handle("GET /v1/admin/rollout/history", s.api(classAdmin, 0, s.handleRolloutHistory()))
 	// Health is read when things go wrong: no database slot to wait for.
 	mux.Handle("GET /v1/admin/health", s.requireAuth(true, s.rateLimit(classAdmin, s.handleHealth())))
 
@@ -51,4 +58,18 @@ func (s *server) addOpsRoutes(mux *http.ServeMux) {
 	})
 	mux.Handle("GET /readyz", s.handleReady())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
+}
+
+// addAdminRoutes maps what the admin listener (--admin-addr) serves: the
+// operational routes and Go's profiler, which has no place on a public port.
+func (s *server) addAdminRoutes(mux *http.ServeMux) {
+	s.addOpsRoutes(mux)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	// Index serves the named profiles (heap, goroutine, allocs, block, mutex, threadcreate).
+	mux.HandleFunc("GET /debug/pprof/{profile}", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }

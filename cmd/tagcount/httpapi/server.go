@@ -17,6 +17,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -32,6 +33,9 @@ type Deps struct {
 	Reconciler *reconcile.Reconciler
 	Flags      *flags.Client
 	Control    counter.Control
+	// Rollout keeps the guarded rollout's plans (a process with a runner
+	// carries them out).
+	Rollout rollout.Plans
 	// TagQuota, when set, bounds the tags an author creates a day; nil
 	// means no quota.
 	TagQuota *counter.TagQuota
@@ -41,6 +45,10 @@ type Deps struct {
 	Registry *prometheus.Registry
 	// Ready lists what /readyz checks.
 	Ready []Check
+	// Stopping, when it returns true, makes /readyz answer 503 "stopping"
+	// at once, whatever the checks say (the process got SIGTERM). Nil
+	// means never.
+	Stopping func() bool
 	// Edge is the deadlines, limits and rate limits requests meet.
 	Edge Edge
 }
@@ -64,6 +72,27 @@ func NewServer(d Deps) http.Handler {
 	s.addRoutes(mux)
 	s.addOpsRoutes(mux)
 	return s.outer(mux)
+}
+
+// NewServers returns the API without the operational routes, and the
+// admin listener's handler: the operational routes with Go's profiler under
+// /debug/pprof/. The admin handler has no deadline (a CPU profile takes as
+// long as it is asked to) and is not counted in the request metrics.
+func NewServers(d Deps) (api, admin http.Handler) {
+	s := newServer(d)
+	apiMux, adminMux := http.NewServeMux(), http.NewServeMux()
+	s.addRoutes(apiMux)
+	s.addAdminRoutes(adminMux)
+	return s.outer(apiMux), withRequestID(adminMux)
+}
+
+// NewAdminServer returns the admin listener's handler alone (see
+// NewServers), for a process without the API role.
+func NewAdminServer(d Deps) http.Handler {
+	s := newServer(d)
+	mux := http.NewServeMux()
+	s.addAdminRoutes(mux)
+	return withRequestID(mux)
 }
 
 // NewOpsServer returns only the operational routes, for a process without

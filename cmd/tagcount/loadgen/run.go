@@ -220,8 +220,16 @@ func NewHTTPClient(concurrency int) *http.Client {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &http.Client{Transport: t, Timeout: 60 * time.Second}
+	// The timeout is past every deadline the service answers within (the
+	// in-process stacks': the driver's 60 s I/O timeout; production's
+	// --request-timeout), so the service, not the client, ends a slow
+	// request: its 503 says nothing was applied and is retried, while a
+	// client that gives up first cannot know and counts the work failed.
+	return &http.Client{Transport: t, Timeout: clientTimeout}
 }
+
+// clientTimeout bounds one request of the load generator's client.
+const clientTimeout = 2 * time.Minute
 
 // run is the state of one Run.
 type run struct {
