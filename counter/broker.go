@@ -73,11 +73,17 @@ func (b *EmbeddedBroker) Close() { b.cluster.Close() }
 // partition count). It returns an error when no broker answers or the
 // controller refuses the topic.
 func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	return ensureTopic(ctx, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1})
+	return KafkaSecurity{}.EnsureTopic(ctx, brokers, topic, partitions)
+}
+
+// EnsureTopic is the package's EnsureTopic, connecting with k's SASL and
+// TLS.
+func (k KafkaSecurity) EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return ensureTopic(ctx, k, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1})
 }
 
 // ensureTopic creates the topic tc describes unless it exists.
-func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) error {
+func ensureTopic(ctx context.Context, sec KafkaSecurity, brokers []string, tc kafka.TopicConfig) error {
 	if len(brokers) == 0 {
 		return errors.New("counter: EnsureTopic needs brokers")
 	}
@@ -87,7 +93,10 @@ func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) er
 	topic := tc.Topic
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	transport := &kafka.Transport{}
+	if err := sec.checkLogin(ctx, brokers); err != nil {
+		return fmt.Errorf("counter: create topic %s: %w", topic, err)
+	}
+	transport := sec.transport()
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
 	var lastErr error
@@ -108,5 +117,5 @@ func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) er
 			return fmt.Errorf("counter: create topic %s: %w (last error: %v)", topic, err, lastErr)
 		}
 	}
-	return fmt.Errorf("counter: create topic %s: %w", topic, lastErr)
+	return fmt.Errorf("counter: create topic %s: %w", topic, sec.explain(lastErr))
 }

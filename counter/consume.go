@@ -28,6 +28,8 @@ const (
 // ConsumerConfig configures a Consumer. Brokers and DB are required.
 type ConsumerConfig struct {
 	Brokers []string
+	// Security is how to authenticate and encrypt (zero = plaintext).
+	Security KafkaSecurity
 	// Topic defaults to DefaultTopic, GroupID to DefaultGroupID.
 	Topic, GroupID string
 	DB             *migrations.DB
@@ -200,6 +202,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                c.cfg.GroupID,
 		Brokers:           c.cfg.Brokers,
+		Dialer:            c.cfg.Security.dialer(),
 		Topics:            []string{c.cfg.Topic},
 		HeartbeatInterval: c.cfg.HeartbeatInterval,
 		SessionTimeout:    c.cfg.SessionTimeout,
@@ -263,7 +266,7 @@ func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation) {
 // pendingTags returns the tags with outbox rows, by the partition their
 // announcements go to.
 func (c *Consumer) pendingTags(ctx context.Context) (map[int][]PendingTag, error) {
-	n, err := topicPartitions(ctx, c.cfg.Brokers, c.cfg.Topic)
+	n, err := topicPartitions(ctx, c.cfg.Security, c.cfg.Brokers, c.cfg.Topic)
 	if err != nil {
 		return nil, err
 	}
@@ -290,8 +293,8 @@ func PartitionOf(tagID int64, n int) int {
 }
 
 // topicPartitions returns how many partitions topic has.
-func topicPartitions(ctx context.Context, brokers []string, topic string) (int, error) {
-	transport := &kafka.Transport{}
+func topicPartitions(ctx context.Context, sec KafkaSecurity, brokers []string, topic string) (int, error) {
+	transport := sec.transport()
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})

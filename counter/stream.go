@@ -61,6 +61,8 @@ func DecodeCountChange(b []byte) (CountChange, error) {
 type StreamConfig struct {
 	DB      *migrations.DB
 	Brokers []string
+	// Security is how to authenticate and encrypt (zero = plaintext).
+	Security KafkaSecurity
 	// Topic defaults to DefaultCountsTopic (create it compacted: see
 	// EnsureCountsTopic).
 	Topic string
@@ -98,7 +100,8 @@ func NewStream(cfg StreamConfig) *Stream {
 		// One batch per partition for a whole page: a page is written at
 		// once, not in the default 100-message batches.
 		w: &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: &kafka.Hash{},
-			BatchTimeout: 5 * time.Millisecond, BatchSize: streamPage, RequiredAcks: kafka.RequireOne, MaxAttempts: 3},
+			BatchTimeout: 5 * time.Millisecond, BatchSize: streamPage, RequiredAcks: kafka.RequireOne, MaxAttempts: 3,
+			Transport: cfg.Security.transport()},
 		published: metricCounter(cfg.Registerer, "tagcount_count_changes_published_total", "Count changes published to the count-change stream."),
 		lagSecs: metricGauge(cfg.Registerer, "tagcount_count_stream_lag_seconds",
 			"Age of the oldest tag_counts change not yet published to the count-change stream (0 when all are)."),
@@ -256,7 +259,13 @@ func (s *Stream) readPage(ctx context.Context) ([]kafka.Message, []int64, error)
 // reading it from the start finds every tag's latest numbers), unless it
 // exists.
 func EnsureCountsTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return KafkaSecurity{}.EnsureCountsTopic(ctx, brokers, topic, partitions)
+}
+
+// EnsureCountsTopic is the package's EnsureCountsTopic, connecting with
+// k's SASL and TLS.
+func (k KafkaSecurity) EnsureCountsTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
 	topic = cmp.Or(topic, DefaultCountsTopic)
-	return ensureTopic(ctx, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
+	return ensureTopic(ctx, k, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
 }

@@ -100,6 +100,7 @@ func (w *partitionWriter) run(runCtx, genCtx context.Context, offset int64) {
 
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        w.c.cfg.Brokers,
+		Dialer:         w.c.cfg.Security.dialer(),
 		Topic:          w.c.cfg.Topic,
 		Partition:      w.partition,
 		MinBytes:       1,

@@ -25,6 +25,9 @@ type settings struct {
 	HTTPAddr        string
 	MySQLDSN        string
 	RedisAddr       string
+	Redis           redisConfig // --redis-url, --redis-ca-file (RedisAddr is its Addr once parsed)
+	MySQLCAFile     string      // applied to MySQLDSN and ReconcileReadDSN by parse
+	Kafka           kafkaSettings
 	KafkaBrokers    string
 	KafkaTopic      string
 	CountsTopic     string
@@ -78,7 +81,11 @@ func (s *settings) register(fs *flag.FlagSet) {
 	registerFaults(fs, s) // only in a binary built with -tags faults (faults.go)
 	fs.StringVar(&s.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API, /healthz, /readyz, /metrics)")
 	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
-	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")
+	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue; --redis-url, when set, wins")
+	fs.StringVar(&s.Redis.URL, "redis-url", "", "Redis URL: redis://[user:password@]host:port/db, or rediss:// for TLS; empty = redis://<--redis-addr>")
+	fs.StringVar(&s.Redis.CAFile, "redis-ca-file", "", "PEM file of the CAs that sign Redis's certificate (rediss:// only); empty = the system's roots")
+	fs.StringVar(&s.MySQLCAFile, "mysql-ca-file", "", "PEM file of the CAs that sign MySQL's certificate; when set, MySQL connections use TLS and verify the server")
+	s.Kafka.register(fs)
 	fs.StringVar(&s.KafkaBrokers, "kafka-brokers", "", "comma-separated Kafka brokers; empty in dev = embedded broker")
 	fs.StringVar(&s.CountsTopic, "kafka-counts-topic", counter.DefaultCountsTopic, "compacted Kafka topic of the count-change stream")
 	fs.StringVar(&s.KafkaTopic, "kafka-topic", counter.DefaultTopic, "Kafka topic of tag-use events")
@@ -207,7 +214,11 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 	if extra != nil {
 		extra(fs)
 	}
+	readSecretFiles := registerSecretFiles(fs)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("TAGCOUNT")); err != nil {
+		return nil, err
+	}
+	if err := readSecretFiles(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 && name != "migrate" {
@@ -224,6 +235,9 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 			return nil, err
 		}
 		if err := s.Pools.validate(); err != nil {
+			return nil, err
+		}
+		if err := s.secure(); err != nil {
 			return nil, err
 		}
 		if s.WrangleRowsPerTx < 4 || s.WrangleRowsPerSecond <= s.WrangleRowsPerTx {

@@ -79,7 +79,7 @@ func drain(log *slog.Logger, role string, st *stack, delay time.Duration) {
 
 func (s *settings) stackOptions() stackOptions {
 	return stackOptions{
-		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Queue: s.Queue, Path: s.PostingPath,
+		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Redis: s.Redis, Kafka: s.Kafka.security, Queue: s.Queue, Path: s.PostingPath,
 		AuthSecret: s.AuthSecret, MaxTokenLifetime: s.MaxTokenLifetime, AuthIssuer: s.AuthIssuer, AuthAudience: s.AuthAudience,
 		DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
 		Topic: s.KafkaTopic, CountsTopic: s.CountsTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -44,6 +45,9 @@ type stackOptions struct {
 	Queue      string // asynq queue name (isolates runs and tests sharing a Redis)
 	Path       string // "flag", "new" or "legacy"
 	AuthSecret string // comma-separated: the first signs, all verify
+	// Redis is the URL and CA file of the job queue's Redis; its Addr,
+	// when empty, is RedisAddr.
+	Redis redisConfig
 	// Token checks beyond the secret (httpapi.Auth): zero values are the
 	// default lifetime and no iss or aud check.
 	MaxTokenLifetime         time.Duration
@@ -59,6 +63,7 @@ type stackOptions struct {
 	// process; wrong for a lone worker or counter, which would talk to a
 	// broker nobody else sees.
 	EmbeddedKafka bool
+	Kafka         counter.KafkaSecurity // SASL and TLS to Brokers
 	Topic         string
 	CountsTopic   string // the count-change stream's compacted topic
 	Partitions    int
@@ -182,8 +187,9 @@ type stack struct {
 	closeOnce  sync.Once
 	queue      *asynq.Client
 	inspector  *asynq.Inspector
-	redis      *redis.Client // the API's rate limiter and the readiness check
-	newTags    *tags.Quota   // the API's new-tag quota (nil in other roles)
+	redis      *redis.Client  // the API's rate limiter and the readiness check
+	redisOpt   *redis.Options // every Redis client's settings (API and worker roles)
+	newTags    *tags.Quota    // the API's new-tag quota (nil in other roles)
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
 	stopping   atomic.Bool       // set by Drain: /readyz answers 503
@@ -218,13 +224,14 @@ func (s *stack) openDatabase(ctx context.Context) error {
 		return err
 	}
 	s.DSN = dsn
+	// Named for the operator: a refused login or certificate is a setting to fix.
 	if s.opts.Create {
 		if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-			return err
+			return fmt.Errorf("mysql: --mysql-dsn: %w", err)
 		}
 	}
 	if s.DB, err = s.openPool(ctx, "main", dsn, s.opts.Pools.Main, false); err != nil {
-		return err
+		return fmt.Errorf("mysql: --mysql-dsn: %w", err)
 	}
 	if s.opts.Migrate {
 		if err := migrations.Up(ctx, s.DB); err != nil {
@@ -249,11 +256,17 @@ func (s *stack) openQueue(ctx context.Context) error {
 	if !s.opts.API && !s.opts.Worker {
 		return nil
 	}
-	if err := pingRedis(ctx, s.opts.RedisAddr); err != nil {
+	rc := s.opts.Redis
+	rc.Addr = cmp.Or(rc.Addr, s.opts.RedisAddr)
+	var err error
+	if s.redisOpt, err = rc.options(); err != nil {
 		return err
 	}
-	s.queue = asynq.NewClient(asynq.RedisClientOpt{Addr: s.opts.RedisAddr})
-	s.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: s.opts.RedisAddr})
+	if err := pingRedis(ctx, rc, s.redisOpt); err != nil {
+		return err
+	}
+	s.queue = asynq.NewClient(asynqOpt(s.redisOpt))
+	s.inspector = asynq.NewInspector(asynqOpt(s.redisOpt))
 	s.closers = append(s.closers, s.queue.Close, s.inspector.Close)
 	return nil
 }
@@ -280,7 +293,7 @@ func (s *stack) startKafka(ctx context.Context) error {
 	s.Brokers = o.Brokers
 	switch {
 	case len(s.Brokers) > 0:
-		if err := counter.EnsureTopic(ctx, s.Brokers, o.Topic, o.Partitions); err != nil {
+		if err := o.Kafka.EnsureTopic(ctx, s.Brokers, o.Topic, o.Partitions); err != nil {
 			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
 		}
 	case !o.EmbeddedKafka:
@@ -296,12 +309,12 @@ func (s *stack) startKafka(ctx context.Context) error {
 		s.Brokers = b.Addrs()
 	}
 	if o.Counter {
-		if err := counter.EnsureCountsTopic(ctx, s.Brokers, o.CountsTopic, o.Partitions); err != nil {
+		if err := o.Kafka.EnsureCountsTopic(ctx, s.Brokers, o.CountsTopic, o.Partitions); err != nil {
 			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
 		}
 	}
 	if o.Worker {
-		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Topic: o.Topic, Logger: s.log,
+		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Security: o.Kafka, Topic: o.Topic, Logger: s.log,
 			Registerer: s.Registry, DropRate: o.PublishDropRate})
 	}
 	return nil
@@ -326,8 +339,10 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		// One long-lived client with short timeouts and no retries: a slow
 		// or absent Redis must not hold requests (the limiter fails open at
 		// once) or readiness probes.
-		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
-			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
+		ro := *s.redisOpt
+		ro.ContextTimeoutEnabled, ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = true, time.Second, time.Second, time.Second
+		ro.MaxRetries, ro.DialerRetries = -1, 1
+		s.redis = redis.NewClient(&ro)
 		s.closers = append(s.closers, s.redis.Close)
 	}
 	s.newTags = s.newTagQuota()
@@ -517,7 +532,7 @@ func (s *stack) startWorker(context.Context) error {
 	if !o.Worker {
 		return nil
 	}
-	redisOpt := asynq.RedisClientOpt{Addr: o.RedisAddr}
+	redisOpt := asynqOpt(s.redisOpt)
 	srv := asynq.NewServer(redisOpt, asynq.Config{
 		Concurrency:       o.JobConcurrency,
 		Queues:            poster.JobQueues(o.Queue), // fair posting: the interactive and the bulk queue
@@ -585,14 +600,14 @@ func (s *stack) startCounter(context.Context) error {
 	if !s.opts.Counter {
 		return nil
 	}
-	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
+	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Security: s.opts.Kafka, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
 		DB: s.DB, Tiers: s.opts.Tiers, TierDeferral: s.Flags.TierDeferral, Paused: s.Flags.CounterPaused,
 		FlushTimeout: s.opts.CounterFlushTimeout, Logger: s.log, Registerer: s.Registry})
 	if err != nil {
 		return err
 	}
 	s.goRun("counter", cons.Run)
-	stream := counter.NewStream(counter.StreamConfig{DB: s.DB, Brokers: s.Brokers, Topic: s.opts.CountsTopic,
+	stream := counter.NewStream(counter.StreamConfig{DB: s.DB, Brokers: s.Brokers, Security: s.opts.Kafka, Topic: s.opts.CountsTopic,
 		Logger: s.log, Registerer: s.Registry})
 	s.goRun("count-stream", stream.Run)
 	return nil
@@ -634,17 +649,6 @@ func (s *stack) Close() error {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
 	return s.err
-}
-
-func pingRedis(ctx context.Context, addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := c.Ping(pctx).Err(); err != nil {
-		return fmt.Errorf("Redis at %s is unreachable (%w); start it (e.g. `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\"`) or set TAGCOUNT_REDIS_ADDR", addr, err)
-	}
-	return nil
 }
 
 func devSecret(dataDir string) (string, error) {
