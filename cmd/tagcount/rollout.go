@@ -121,6 +121,9 @@ func (s *stack) rolloutSetter() (rollout.Setter, string, error) {
 func runRollout(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintln(stderr, "usage: tagcount rollout start|status|pause|resume|abort|history [flags]")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			return flag.ErrHelp
+		}
 		return errUsage
 	}
 	sub := args[0]
