@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // ApplyResult reports what one apply transaction did.
@@ -58,6 +59,10 @@ type applyOpts struct {
 	readCount func(tag int64) bool
 	// portable forces SELECT ... FOR UPDATE + DELETE even on MariaDB.
 	portable bool
+	// fenced makes the transaction read the pause switch first, under a
+	// shared lock, and apply nothing (errPaused) when it is on: a
+	// writer's flush, which a pause must stop at once (Control.Pause).
+	fenced bool
 }
 
 // ApplyBatch applies the outbox rows with the given ids in one transaction
@@ -75,13 +80,6 @@ type applyOpts struct {
 // the same ids again is always safe).
 func ApplyBatch(ctx context.Context, db *migrations.DB, ids []int64) (ApplyResult, error) {
 	return applyBatch(ctx, db, ids, applyOpts{})
-}
-
-// ApplyTags applies the outbox rows of the given tags, as a partition's
-// writer flushes them, in one transaction of at most DefaultApplyLimit
-// rows; Full in the result says rows may remain. Errors are ApplyBatch's.
-func ApplyTags(ctx context.Context, db *migrations.DB, tags []int64) (ApplyResult, error) {
-	return applyBatch(ctx, db, tags, applyOpts{byTag: true})
 }
 
 func applyBatch(ctx context.Context, db *migrations.DB, keys []int64, o applyOpts) (ApplyResult, error) {
@@ -108,7 +106,7 @@ func applyBatch(ctx context.Context, db *migrations.DB, keys []int64, o applyOpt
 			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 		backoff := time.Duration(1+rand.IntN(10*res.Attempts)) * time.Millisecond
-		if err := Sleep(ctx, backoff); err != nil {
+		if err := loop.Sleep(ctx, backoff); err != nil {
 			return res, fmt.Errorf("counter: apply %d events: %w", len(keys), err)
 		}
 	}
@@ -143,6 +141,11 @@ func applyOnce(ctx context.Context, db *migrations.DB, keys []int64, returning b
 			tx.Rollback()
 		}
 	}()
+	if o.fenced {
+		if err := checkNotPaused(ctx, tx); err != nil {
+			return res, err
+		}
+	}
 	sums := make(map[int64]Sum)
 	rows, err := tx.QueryContext(ctx, takeRows(keys, o, returning))
 	if err != nil {
@@ -178,8 +181,14 @@ func writeSums(ctx context.Context, tx *sql.Tx, sums map[int64]Sum, readCount fu
 	if len(tags) == 0 {
 		return nil
 	}
+	// Ascending tag order: concurrent writers lock tag_counts rows in one
+	// order and cannot deadlock on them.
 	slices.Sort(tags)
-	if err := upsertCounts(ctx, tx, tags, sums); err != nil {
+	changes := make([]tagChange, len(tags))
+	for i, tag := range tags {
+		changes[i] = tagChange{tag: tag, sum: sums[tag]}
+	}
+	if err := writeCounts(ctx, tx, changes); err != nil {
 		return err
 	}
 	res.Deltas = make(map[int64]int64, len(tags))

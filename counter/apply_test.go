@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 )
@@ -147,4 +148,32 @@ func benchmarkApplyBatch(b *testing.B, o applyOpts) {
 		total += out.Applied
 	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+}
+
+// TestAFencedApplyAppliesNothingOnceThePauseHasReturned: a writer's apply
+// reads the pause switch in its own transaction, so once Control.Pause has
+// returned no apply takes a row, however stale the writer's view of the
+// switches; after Resume the same apply takes them.
+func TestAFencedApplyAppliesNothingOnceThePauseHasReturned(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	tags := r.createTags(2, "fandom")
+	ctx := context.Background()
+	r.outbox(tags[0], tags[1], tags[0])
+	control := Control{DB: r.db.DB}
+	if err := control.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := applyOpts{byTag: true, fenced: true}
+	res, err := applyBatch(ctx, r.db.DB, tags, o)
+	if !errors.Is(err, errPaused) || res.Applied != 0 || r.outboxDepth() != 3 {
+		t.Fatalf("apply while paused = %+v, %v, outbox depth %d; want errPaused, nothing applied, 3 rows waiting", res, err, r.outboxDepth())
+	}
+	if err := control.Resume(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err = applyBatch(ctx, r.db.DB, tags, o)
+	if err != nil || res.Applied != 3 || r.outboxDepth() != 0 {
+		t.Errorf("apply after the resume = %+v, %v, outbox depth %d; want 3 rows applied", res, err, r.outboxDepth())
+	}
 }

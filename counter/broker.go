@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -72,11 +73,17 @@ func (b *EmbeddedBroker) Close() { b.cluster.Close() }
 // partition count). It returns an error when no broker answers or the
 // controller refuses the topic.
 func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	return ensureTopic(ctx, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1})
+	return KafkaSecurity{}.EnsureTopic(ctx, brokers, topic, partitions)
+}
+
+// EnsureTopic is the package's EnsureTopic, connecting with k's SASL and
+// TLS.
+func (k KafkaSecurity) EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return ensureTopic(ctx, k, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1})
 }
 
 // ensureTopic creates the topic tc describes unless it exists.
-func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) error {
+func ensureTopic(ctx context.Context, sec KafkaSecurity, brokers []string, tc kafka.TopicConfig) error {
 	if len(brokers) == 0 {
 		return errors.New("counter: EnsureTopic needs brokers")
 	}
@@ -86,7 +93,10 @@ func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) er
 	topic := tc.Topic
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	transport := &kafka.Transport{}
+	if err := sec.checkLogin(ctx, brokers); err != nil {
+		return fmt.Errorf("counter: create topic %s: %w", topic, err)
+	}
+	transport := sec.transport()
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
 	var lastErr error
@@ -103,23 +113,28 @@ func ensureTopic(ctx context.Context, brokers []string, tc kafka.TopicConfig) er
 		if !errors.As(err, &ne) && !errors.Is(err, kafka.NotController) && !errors.Is(err, kafka.LeaderNotAvailable) {
 			break
 		}
-		if err := Sleep(ctx, time.Duration(100*(attempt+1))*time.Millisecond); err != nil {
+		if err := loop.Sleep(ctx, time.Duration(100*(attempt+1))*time.Millisecond); err != nil {
 			return fmt.Errorf("counter: create topic %s: %w (last error: %v)", topic, err, lastErr)
 		}
 	}
-	return fmt.Errorf("counter: create topic %s: %w", topic, lastErr)
+	return fmt.Errorf("counter: create topic %s: %w", topic, sec.explain(lastErr))
 }
 
 // VerifyTopic checks that topic exists on brokers, for deployments where
 // tagcount may not create topics. It returns an error naming the topic when
 // the brokers do not have it or cannot be asked.
 func VerifyTopic(ctx context.Context, brokers []string, topic string) error {
+	return KafkaSecurity{}.VerifyTopic(ctx, brokers, topic)
+}
+
+// VerifyTopic is VerifyTopic with k's SASL and TLS.
+func (k KafkaSecurity) VerifyTopic(ctx context.Context, brokers []string, topic string) error {
 	if len(brokers) == 0 {
 		return errors.New("counter: VerifyTopic needs brokers")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	transport := &kafka.Transport{}
+	transport := k.transport()
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
 	resp, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})

@@ -15,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of ConsumerConfig.
@@ -27,6 +28,8 @@ const (
 // ConsumerConfig configures a Consumer. Brokers and DB are required.
 type ConsumerConfig struct {
 	Brokers []string
+	// Security is how to authenticate and encrypt (zero = plaintext).
+	Security KafkaSecurity
 	// Topic defaults to DefaultTopic, GroupID to DefaultGroupID.
 	Topic, GroupID string
 	DB             *migrations.DB
@@ -147,11 +150,11 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
 	cfg.GroupID = cmp.Or(cfg.GroupID, DefaultGroupID)
-	cfg.BatchSize = OrDefault(cfg.BatchSize, DefaultBatchSize)
-	cfg.BatchWait = OrDefault(cfg.BatchWait, DefaultBatchWait)
-	cfg.ApplyLimit = OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
-	cfg.HeartbeatInterval = OrDefault(cfg.HeartbeatInterval, time.Second)
-	cfg.SessionTimeout = OrDefault(cfg.SessionTimeout, 10*time.Second)
+	cfg.BatchSize = loop.OrDefault(cfg.BatchSize, DefaultBatchSize)
+	cfg.BatchWait = loop.OrDefault(cfg.BatchWait, DefaultBatchWait)
+	cfg.ApplyLimit = loop.OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
+	cfg.HeartbeatInterval = loop.OrDefault(cfg.HeartbeatInterval, time.Second)
+	cfg.SessionTimeout = loop.OrDefault(cfg.SessionTimeout, 10*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -199,12 +202,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                c.cfg.GroupID,
 		Brokers:           c.cfg.Brokers,
+		Dialer:            c.cfg.Security.dialer(),
 		Topics:            []string{c.cfg.Topic},
 		HeartbeatInterval: c.cfg.HeartbeatInterval,
 		SessionTimeout:    c.cfg.SessionTimeout,
 		// Long enough for writers to flush what they hold before the
 		// coordinator gives up on this member's rejoin.
-		RebalanceTimeout: OrDefault(c.cfg.FlushTimeout, DefaultFlushTimeout),
+		RebalanceTimeout: loop.OrDefault(c.cfg.FlushTimeout, DefaultFlushTimeout),
 		JoinGroupBackoff: 500 * time.Millisecond,
 		// Partitions added to the topic trigger a rebalance that assigns
 		// them, instead of waiting for the next membership change.
@@ -262,7 +266,7 @@ func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation) {
 // pendingTags returns the tags with outbox rows, by the partition their
 // announcements go to.
 func (c *Consumer) pendingTags(ctx context.Context) (map[int][]PendingTag, error) {
-	n, err := topicPartitions(ctx, c.cfg.Brokers, c.cfg.Topic)
+	n, err := topicPartitions(ctx, c.cfg.Security, c.cfg.Brokers, c.cfg.Topic)
 	if err != nil {
 		return nil, err
 	}
@@ -289,8 +293,8 @@ func PartitionOf(tagID int64, n int) int {
 }
 
 // topicPartitions returns how many partitions topic has.
-func topicPartitions(ctx context.Context, brokers []string, topic string) (int, error) {
-	transport := &kafka.Transport{}
+func topicPartitions(ctx context.Context, sec KafkaSecurity, brokers []string, topic string) (int, error) {
+	transport := sec.transport()
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport, Timeout: 10 * time.Second}
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})

@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -44,7 +45,13 @@ type ControlState struct {
 }
 
 // Pause tells every counter to stop applying: posts go on, their outbox
-// rows wait. It returns a database error.
+// rows wait. When it returns nil the pause is in force: no counter process
+// applies another outbox row until Resume. Every writer's apply
+// transaction reads the switch under a shared lock before it takes any row
+// (checkNotPaused), so this write waits for the applies in flight to
+// commit, and every apply after it sees the pause and rolls back, however
+// long ago its process last read the switches. It returns a database
+// error.
 func (c Control) Pause(ctx context.Context) error {
 	_, err := c.DB.ExecContext(ctx, `UPDATE counter_control SET paused = 1, catch_up_per_second = NULL,
 		backlog_at_resume = NULL, changed_at = NOW(6) WHERE id = 1`)
@@ -70,6 +77,26 @@ func (c Control) Resume(ctx context.Context, perSecond int) error {
 	_, err = c.DB.ExecContext(ctx, `UPDATE counter_control SET paused = 0, catch_up_per_second = ?,
 		backlog_at_resume = ?, changed_at = NOW(6) WHERE id = 1`, perSecond, backlog)
 	return err
+}
+
+// errPaused is an apply transaction that found the counter paused and
+// applied nothing.
+var errPaused = errors.New("counter: paused")
+
+// checkNotPaused reads the pause switch in tx under a shared lock, held
+// until tx ends, and returns errPaused when it is on. Shared locks of
+// concurrent applies do not wait on each other; only the switch's writers
+// (Pause, Resume, the end of a catch-up: one-row statements holding no
+// other lock) wait for them, so no cycle of locks can form.
+func checkNotPaused(ctx context.Context, tx *sql.Tx) error {
+	var paused bool
+	if err := tx.QueryRowContext(ctx, "SELECT paused FROM counter_control WHERE id = 1 LOCK IN SHARE MODE").Scan(&paused); err != nil {
+		return fmt.Errorf("read the pause switch: %w", err)
+	}
+	if paused {
+		return errPaused
+	}
+	return nil
 }
 
 // caughtUp ends a catch-up: the counter applies at full speed again.
@@ -98,7 +125,10 @@ func (c Control) switches(ctx context.Context) (ControlState, error) {
 	return st, err
 }
 
-// controlEvery is how often a consumer reads the switches.
+// controlEvery is how often a consumer reads the switches. A pause does
+// not wait for it: the apply transactions check the switch themselves
+// (checkNotPaused); the switchboard only spares a paused writer from
+// trying.
 const controlEvery = 500 * time.Millisecond
 
 // switchboard is a consumer's view of the switches: read at most every
@@ -145,6 +175,14 @@ func (s *switchboard) report(ctx context.Context, partition, overdue int) {
 	if done {
 		s.control.caughtUp(ctx)
 	}
+}
+
+// sawPaused records that an apply transaction found the counter paused:
+// the switches read before are out of date.
+func (s *switchboard) sawPaused() {
+	s.mu.Lock()
+	s.state.Paused, s.read = true, time.Now()
+	s.mu.Unlock()
 }
 
 // current returns the switches, reading them again when due. A failed

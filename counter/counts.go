@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 
 	"github.com/tagcount/tagcount/migrations"
@@ -11,29 +12,6 @@ import (
 // (docs/design.md invariant 5): the stored count and the pending outbox deltas of
 // a range of tags. The reconcile reads them, with the posted works' side,
 // inside one consistent snapshot (q is that snapshot's connection).
-
-// TagIDs returns up to limit ids of tags (of type typ, unless empty)
-// greater than after, ascending.
-func TagIDs(ctx context.Context, q migrations.Querier, typ string, after int64, limit int) ([]int64, error) {
-	ids, err := migrations.Collect(ctx, q, migrations.ScanInt64, "SELECT id FROM tags WHERE id > ? AND (? = '' OR type = ?) ORDER BY id LIMIT ?",
-		after, typ, typ, limit)
-	if err != nil {
-		return nil, fmt.Errorf("tag ids: %w", err)
-	}
-	return ids, nil
-}
-
-// TagExists reports whether tag id exists.
-func TagExists(ctx context.Context, q migrations.Querier, id int64) (bool, error) {
-	return migrations.Exists(ctx, q, "SELECT 1 FROM tags WHERE id = ?", id)
-}
-
-// CountTags returns the number of tags (of type typ, unless empty).
-func CountTags(ctx context.Context, q migrations.Querier, typ string) (int64, error) {
-	var n int64
-	err := q.QueryRowContext(ctx, "SELECT COUNT(*) FROM tags WHERE ? = '' OR type = ?", typ, typ).Scan(&n)
-	return n, err
-}
 
 // StoredCounts returns tag_counts' four numbers of the tags in [lo, hi]
 // that have a row, by tag id.
@@ -84,27 +62,20 @@ func SumsByID(ctx context.Context, q migrations.Querier, query string, args ...a
 	return out, rows.Err()
 }
 
-// CorrectCount adds drift (all four numbers) to tag's stored numbers as
-// one autocommit statement on q, so it holds the row lock for one
-// statement only; hasRow says whether the snapshot saw a tag_counts row
-// (an UPDATE that finds none falls back to an upsert). It returns the statement's error unclassified:
-// a lock conflict rolled it back whole and may be retried, anything else
-// must not be.
+// CorrectCount adds drift (all four numbers) to tag's stored numbers in
+// q, the correction's own short transaction (a *sql.Tx), through the one
+// count write (so the count-change stream publishes it); a missing row is
+// created. hasRow (whether the snapshot saw a tag_counts row) no longer
+// changes the statement: the upsert covers both. It returns the
+// statement's error unclassified (a lock conflict rolled it back whole and
+// may be retried, anything else must not be), or an error when q is not a
+// transaction.
 func CorrectCount(ctx context.Context, q migrations.Querier, tag int64, drift Sum, hasRow bool) error {
-	if hasRow {
-		res, err := q.ExecContext(ctx, `UPDATE tag_counts SET count = count + ?, public_count = public_count + ?,
-			filter_count = filter_count + ?, public_filter_count = public_filter_count + ?, version = version + 1
-			WHERE tag_id = ?`, drift.Count, drift.Public, drift.Filter, drift.PublicFilter, tag)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n > 0 {
-			return err
-		}
+	tx, ok := q.(*sql.Tx)
+	if !ok {
+		return errNotTx
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO tag_counts (tag_id, count, public_count, filter_count, public_filter_count, version)
-		VALUES (?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE `+addCounts, tag, drift.Count, drift.Public, drift.Filter, drift.PublicFilter)
-	return err
+	return writeCounts(ctx, tx, []tagChange{{tag: tag, sum: drift}})
 }
 
 // OutboxDepth returns how many outbox rows wait, and how many of them are

@@ -11,12 +11,13 @@
 // deferred), and the read path caches counts by the same tiers. The
 // nightly reconcile (package counter/reconcile) finds and corrects drift.
 //
-// The package owns the tags, tag_counts and tag_events tables. Parts:
-// TagResolver (tag identity and creation), WriteOutbox and BumpCounts (the
+// The package owns the tag_counts and tag_events tables (the tags table,
+// tag names and the new-tag quota are package counter/tags'). Parts:
+// WriteOutbox and BumpCounts (the
 // two paths' count updates, inside the poster's transaction),
 // EncodeEvent/DecodeEvent (the wire format), Publisher (announce after
 // commit), Sweeper (re-announce what waited too long), Consumer (the
-// writers), ApplyBatch (one apply transaction), Reader (the count read
+// writers), Reader (the count read
 // path), StartEmbeddedBroker and EnsureTopic (Kafka for development and
 // tests). See docs/counter.md for the design and docs/events.md for the
 // wire format.

@@ -20,6 +20,10 @@ type Event struct {
 	// (not in the value): a deferred tag is due an interval after it. Zero
 	// means now.
 	Time time.Time
+	// WorkID is the work whose change wrote the row, as the writer knows it
+	// (not carried in the message): what the poster looks the row's
+	// request id up by.
+	WorkID int64
 	// RequestID names the client request whose change wrote the row, when
 	// known, carried as the message's RequestIDHeader (not in the value), so
 	// the counter's log line of the transaction that counts it names it too.

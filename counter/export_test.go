@@ -12,3 +12,6 @@ var (
 	Metric       = metric
 	CountDiff    = countDiff
 )
+
+// StreamLock is the SQL expression naming the count stream's publishing lock.
+const StreamLock = streamLock

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster/postertest"
@@ -31,7 +32,7 @@ type archive struct {
 	consumers atomic.Int32
 
 	mu   sync.Mutex
-	refs map[int64]drafts.TagRef // the tags created, by id
+	refs map[int64]tags.Ref // the tags created, by id
 }
 
 type archiveOpts struct {
@@ -45,7 +46,7 @@ func newArchive(t testing.TB, o archiveOpts) *archive {
 	db := testdb.New(t)
 	db.SetMaxOpenConns(24)
 	db.SetMaxIdleConns(24)
-	a := &archive{t: t, db: db, reg: prometheus.NewRegistry(), refs: make(map[int64]drafts.TagRef)}
+	a := &archive{t: t, db: db, reg: prometheus.NewRegistry(), refs: make(map[int64]tags.Ref)}
 	if o.partitions == 0 {
 		o.partitions = 8
 	}
@@ -67,17 +68,17 @@ func (a *archive) createTags(n int, typ string) []int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i, id := range ids {
-		a.refs[id] = drafts.TagRef{Type: typ, Name: fmt.Sprintf("%s Tag %d", strings.ToUpper(typ[:1])+typ[1:], i)}
+		a.refs[id] = tags.NewRef(typ, fmt.Sprintf("%s Tag %d", strings.ToUpper(typ[:1])+typ[1:], i))
 	}
 	return ids
 }
 
-// content is a work carrying exactly tags (created by createTags).
-func (a *archive) content(tags []int64) drafts.Content {
+// content is a work carrying exactly the tags ids (created by createTags).
+func (a *archive) content(ids []int64) drafts.Content {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	refs := make([]drafts.TagRef, len(tags))
-	for i, id := range tags {
+	refs := make([]tags.Ref, len(ids))
+	for i, id := range ids {
 		refs[i] = a.refs[id]
 	}
 	return postertest.Content("work", refs...)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
@@ -67,13 +68,13 @@ func (r *rig) createTags(n int, typ string) []int64 {
 
 func createTags(t testing.TB, db *migrations.DB, n int, typ string) []int64 {
 	t.Helper()
-	res := NewTagResolver(db)
+	res := tags.NewResolver(db)
 	ids := make([]int64, 0, n)
 	for start := 0; start < n; start += 1000 {
-		refs := make([]TagRef, 0, 1000)
+		refs := make([]tags.Ref, 0, 1000)
 		for i := start; i < min(start+1000, n); i++ {
 			name := fmt.Sprintf("%s Tag %d", strings.ToUpper(typ[:1])+typ[1:], i)
-			refs = append(refs, TagRef{Type: typ, Name: name, Key: strings.ToLower(name)})
+			refs = append(refs, tags.Ref{Type: typ, Name: name, Key: strings.ToLower(name)})
 		}
 		got, err := res.Resolve(context.Background(), refs)
 		if err != nil {

@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strconv"
 	"strings"
 
@@ -67,72 +68,81 @@ func WriteOutbox(ctx context.Context, db *migrations.DB, q migrations.Querier, d
 	for _, d := range deltas {
 		args = append(args, d.TagID, d.Delta, d.PublicDelta, d.FilterDelta, d.PublicFilterDelta, d.WorkID)
 	}
-	first, err := migrations.InsertRows(ctx, q, "INSERT INTO tag_events (tag_id, delta, public_delta, filter_delta, public_filter_delta, work_id) VALUES ",
+	ids, err := migrations.InsertIDs(ctx, db, q, "INSERT INTO tag_events (tag_id, delta, public_delta, filter_delta, public_filter_delta, work_id) VALUES ",
 		"(?,?,?,?,?,?)", len(deltas), args...)
 	if err != nil {
 		return nil, err
 	}
-	if db.ConsecutiveIDs {
-		events := make([]Event, len(deltas))
-		for i, d := range deltas {
-			events[i] = Event{ID: first + int64(i), TagID: d.TagID, Delta: d.Delta}
-		}
-		return events, nil
+	events := make([]Event, len(deltas))
+	for i, d := range deltas {
+		events[i] = Event{ID: ids[i], TagID: d.TagID, Delta: d.Delta, WorkID: d.WorkID}
 	}
-	// With innodb_autoinc_lock_mode=2 (MySQL 8's default) the ids of one
-	// INSERT may interleave with another's: read them back.
-	works := make([]int64, 0, len(deltas))
-	for _, d := range deltas {
-		works = append(works, d.WorkID)
-	}
-	return migrations.Collect(ctx, q, func(rows *sql.Rows) (e Event, err error) {
-		err = rows.Scan(&e.ID, &e.TagID, &e.Delta)
-		return e, err
-	}, migrations.IDList("SELECT id, tag_id, delta FROM tag_events WHERE id >= "+
-		strconv.FormatInt(first, 10)+" AND work_id IN (", works, ")"))
+	return events, nil
 }
 
-// BumpCounts is the legacy path's count update: one upsert of tag_counts per
-// delta, in the order given, in q, the posting transaction. It is the
-// hot-row locking the new path exists to avoid, kept as the rollback target
-// and the benchmark baseline.
+// BumpCounts is the legacy path's count update: the deltas added to
+// tag_counts in q, the posting transaction (a *sql.Tx), rows locked in the
+// order given. It is the hot-row locking the new path exists to avoid, kept
+// as the rollback target and the benchmark baseline. It returns the
+// database's error, or an error when q is not a transaction.
 func BumpCounts(ctx context.Context, q migrations.Querier, deltas []Delta) error {
-	for _, d := range deltas {
-		if _, err := q.ExecContext(ctx, `INSERT INTO tag_counts (tag_id, count, public_count, filter_count, public_filter_count, version)
-			VALUES (?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE `+addCounts, d.TagID, d.Delta, d.PublicDelta, d.FilterDelta,
-			d.PublicFilterDelta); err != nil {
-			return err
-		}
+	tx, ok := q.(*sql.Tx)
+	if !ok {
+		return errNotTx
 	}
-	return nil
+	changes := make([]tagChange, len(deltas))
+	for i, d := range deltas {
+		changes[i] = tagChange{tag: d.TagID, sum: d.Sum()}
+	}
+	return writeCounts(ctx, tx, changes)
 }
 
-// addCounts is the ON DUPLICATE KEY UPDATE clause that adds an upsert's
-// four numbers to a tag_counts row.
-const addCounts = `count = count + VALUES(count), public_count = public_count + VALUES(public_count),
-	filter_count = filter_count + VALUES(filter_count), public_filter_count = public_filter_count + VALUES(public_filter_count),
-	version = version + 1`
+// errNotTx refuses a count write outside a transaction: its change-log row
+// must commit with it, or the count-change stream would miss it.
+var errNotTx = errors.New("counter: tag_counts is written only inside a transaction (*sql.Tx)")
 
-// upsertCounts adds sums (tag id → change) to tag_counts in q with one
-// multi-row upsert, rows in ascending tag id order (tags must be sorted), so
-// concurrent writers lock tag_counts rows in one order and cannot deadlock
-// on them.
-func upsertCounts(ctx context.Context, q migrations.Querier, tags []int64, sums map[int64]Sum) error {
-	var sb strings.Builder
-	sb.WriteString("INSERT INTO tag_counts (tag_id, count, public_count, filter_count, public_filter_count, version) VALUES ")
-	for i, tag := range tags {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		s := sums[tag]
-		sb.WriteByte('(')
-		for _, v := range []int64{tag, s.Count, s.Public, s.Filter, s.PublicFilter} {
-			sb.WriteString(strconv.FormatInt(v, 10))
-			sb.WriteByte(',')
-		}
-		sb.WriteString("1)")
+// tagChange is one tag's change of a count write.
+type tagChange struct {
+	tag int64
+	sum Sum
+}
+
+// writeCounts is the one place that writes tag_counts. It adds each change
+// to its tag's four numbers (a missing row is created at version 1, an
+// existing one's version grows by 1) with one multi-row upsert, rows locked
+// in the order given, and appends one row per change to the count-change
+// log (tag_count_changes), both in tx: a change commits exactly when its
+// log row does, which is what makes the count-change stream complete
+// (docs/events.md). It returns the first statement's error.
+func writeCounts(ctx context.Context, tx *sql.Tx, changes []tagChange) error {
+	if len(changes) == 0 {
+		return nil
 	}
-	sb.WriteString(" ON DUPLICATE KEY UPDATE " + addCounts)
-	_, err := q.ExecContext(ctx, sb.String())
+	var upsert, log strings.Builder
+	upsert.WriteString("INSERT INTO tag_counts (tag_id, count, public_count, filter_count, public_filter_count, version) VALUES ")
+	log.WriteString("INSERT INTO tag_count_changes (tag_id) VALUES ")
+	var buf [20]byte
+	for i, c := range changes {
+		if i > 0 {
+			upsert.WriteByte(',')
+			log.WriteByte(',')
+		}
+		upsert.WriteByte('(')
+		for _, v := range []int64{c.tag, c.sum.Count, c.sum.Public, c.sum.Filter, c.sum.PublicFilter} {
+			upsert.Write(strconv.AppendInt(buf[:0], v, 10))
+			upsert.WriteByte(',')
+		}
+		upsert.WriteString("1)")
+		log.WriteByte('(')
+		log.Write(strconv.AppendInt(buf[:0], c.tag, 10))
+		log.WriteByte(')')
+	}
+	upsert.WriteString(` ON DUPLICATE KEY UPDATE count = count + VALUES(count), public_count = public_count + VALUES(public_count),
+	filter_count = filter_count + VALUES(filter_count), public_filter_count = public_filter_count + VALUES(public_filter_count),
+	version = version + 1`)
+	if _, err := tx.ExecContext(ctx, upsert.String()); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, log.String())
 	return err
 }

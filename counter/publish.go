@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // DefaultTopic is the topic tag-use events are announced on.
@@ -24,6 +25,8 @@ type Announcer interface {
 // PublisherConfig configures a Publisher.
 type PublisherConfig struct {
 	Brokers []string
+	// Security is how to authenticate and encrypt (zero = plaintext).
+	Security KafkaSecurity
 	// Topic defaults to DefaultTopic.
 	Topic string
 	// BatchTimeout is how long the writer waits to fill a batch before
@@ -60,16 +63,17 @@ type Publisher struct {
 // acks from the partition leader. It connects lazily.
 func NewPublisher(cfg PublisherConfig) *Publisher {
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
-	cfg.BatchTimeout = OrDefault(cfg.BatchTimeout, 5*time.Millisecond)
+	cfg.BatchTimeout = loop.OrDefault(cfg.BatchTimeout, 5*time.Millisecond)
 	log := cmp.Or(cfg.Logger, slog.Default())
 	p := &Publisher{
-		transport: &kafka.Transport{MetadataTTL: 5 * time.Second},
+		transport: cfg.Security.transport(),
 		log:       log.With("component", "publisher"),
 		dropRate:  cfg.DropRate,
 		published: metricCounter(cfg.Registerer, "tagcount_events_published_total", "Tag-use events handed to Kafka and acknowledged."),
 		failures:  metricCounter(cfg.Registerer, "tagcount_publish_failures_total", "Tag-use events that could not be published (the sweeper announces their tags again)."),
 		dropped:   metricCounter(cfg.Registerer, "tagcount_publish_dropped_total", "Tag-use events dropped on purpose by fault injection (PublisherConfig.DropRate)."),
 	}
+	p.transport.MetadataTTL = 5 * time.Second
 	p.w = &kafka.Writer{
 		Addr:         kafka.TCP(cfg.Brokers...),
 		Topic:        cfg.Topic,

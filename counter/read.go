@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // MaxBulkIDs is the most tag ids one read asks for.
@@ -38,9 +39,6 @@ type TagCount struct {
 // ReaderOption configures a Reader.
 type ReaderOption func(*Reader)
 
-// ReaderClock sets the Reader's clock (default time.Now).
-func ReaderClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }
-
 // ReaderLogger sets the Reader's logger (default slog.Default()).
 func ReaderLogger(l *slog.Logger) ReaderOption { return func(r *Reader) { r.log = l } }
 
@@ -49,9 +47,10 @@ func ReaderRegisterer(reg prometheus.Registerer) ReaderOption {
 	return func(r *Reader) { r.reg = reg }
 }
 
-// ReaderCacheSize caps the cached tags (default 100,000); only medium and
-// large tags are cached.
-func ReaderCacheSize(n int) ReaderOption { return func(r *Reader) { r.maxEntries = n } }
+// ReaderWorkUses sets what the Reader asks which posted works use a tag
+// whose numbers are 0 (SeenBy); poster.Poster is one. Without it such a
+// tag is seen by admins only.
+func ReaderWorkUses(u WorkUses) ReaderOption { return func(r *Reader) { r.uses = u } }
 
 // Reader serves tag counts with a cache whose lifetime follows the size
 // tiers: a small tag is read from MySQL on every request (never stale), a
@@ -65,6 +64,7 @@ type Reader struct {
 	log        *slog.Logger
 	reg        prometheus.Registerer
 	maxEntries int
+	uses       WorkUses
 
 	mu     sync.Mutex
 	byID   map[int64]*cachedCount
@@ -143,6 +143,66 @@ func (r *Reader) Counts(ctx context.Context, ids []int64) ([]TagCount, error) {
 	}
 	return out, nil
 }
+
+// Viewer is who reads tags: an admin sees every tag, anyone else only the
+// tags SeenBy lets them see.
+type Viewer struct {
+	AuthorID int64
+	Admin    bool
+}
+
+// WorkUses says which tags the posted works a reader can see use.
+type WorkUses interface {
+	// TagsSeenBy returns which of tagIDs a posted work authorID can see
+	// uses (an unhidden work, or one of authorID's own), or the
+	// database's error.
+	TagsSeenBy(ctx context.Context, authorID int64, tagIDs []int64) (map[int64]bool, error)
+}
+
+// SeenBy returns those of tcs (read by Counts, CountByKey or their exact
+// forms, which filter nothing) that v may see, in order. An admin sees
+// them all. Anyone else sees a tag whose count or filter count, as read,
+// is above 0 (posted works every logged-in reader can see use it, or are
+// filed under it), and a tag whose numbers are 0 only if a posted work v
+// can see uses it: one of v's own (hidden ones too), or one the counter
+// has not counted yet. The name of a tag that only drafts, deleted works
+// or hidden works use is thus never shown to a reader who cannot see such
+// a work. A count that still includes a work deleted or hidden a moment
+// ago keeps its tag visible until the counter applies the change (about a
+// second; until the resume while the counter is paused). It returns a
+// database error when it had to ask WorkUses and could not.
+func (r *Reader) SeenBy(ctx context.Context, v Viewer, tcs []TagCount) ([]TagCount, error) {
+	if v.Admin {
+		return tcs, nil
+	}
+	var unused []int64
+	for _, tc := range tcs {
+		if !tc.inUse() {
+			unused = append(unused, tc.ID)
+		}
+	}
+	if len(unused) == 0 {
+		return tcs, nil
+	}
+	seen := map[int64]bool{}
+	if r.uses != nil {
+		var err error
+		if seen, err = r.uses.TagsSeenBy(ctx, v.AuthorID, unused); err != nil {
+			return nil, fmt.Errorf("counter: which tags the reader can see: %w", err)
+		}
+	}
+	out := make([]TagCount, 0, len(tcs))
+	for _, tc := range tcs {
+		if tc.inUse() || seen[tc.ID] {
+			out = append(out, tc)
+		}
+	}
+	return out, nil
+}
+
+// inUse reports whether tc's numbers say posted works every logged-in
+// reader can see use it or are filed under it.
+func (tc TagCount) inUse() bool { return tc.Count > 0 || tc.FilterCount > 0 }
 
 // CountByKey returns the count of the tag of type typ whose name folds to
 // key (tags.name_key), and whether it exists.
@@ -228,7 +288,7 @@ func (r *Reader) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	return Every(ctx, interval, r.refreshDue)
+	return loop.Every(ctx, interval, r.refreshDue)
 }
 
 // refreshDue refreshes every cached large tag past its refresh point.

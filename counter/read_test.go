@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,7 +22,7 @@ type readRig struct {
 func newReadRig(t *testing.T) *readRig {
 	g := newRig(t)
 	clock := newTestClock()
-	r := NewReader(g.db.DB, Tiers{}, ReaderClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
+	r := NewReader(g.db.DB, Tiers{}, readerClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
 	return &readRig{rig: g, clock: clock, r: r}
 }
 
@@ -154,3 +155,32 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 	cancel()
 	testdb.WaitFor(t, 5*time.Second, "Run to return", stopped.Load)
 }
+
+// TestSeenByShowsAnAuthorOnlyTagsInUseAndAnAdminEveryTag: without a way to
+// ask which works use a tag, an author sees the tags whose numbers are
+// above 0, in order, and an admin every tag.
+func TestSeenByShowsAnAuthorOnlyTagsInUseAndAnAdminEveryTag(t *testing.T) {
+	t.Parallel()
+	r := NewReader(nil, Tiers{})
+	tcs := []TagCount{{ID: 3, Count: 2}, {ID: 1}, {ID: 2, FilterCount: 1}, {ID: 4, PublicCount: 0}}
+	for _, tc := range []struct {
+		v    Viewer
+		want []int64
+	}{
+		{Viewer{AuthorID: 7}, []int64{3, 2}},
+		{Viewer{AuthorID: 1, Admin: true}, []int64{3, 1, 2, 4}},
+	} {
+		got, err := r.SeenBy(context.Background(), tc.v, tcs)
+		var ids []int64
+		for _, g := range got {
+			ids = append(ids, g.ID)
+		}
+		if err != nil || !slices.Equal(ids, tc.want) {
+			t.Errorf("SeenBy(%+v) = %v, %v; want %v", tc.v, ids, err, tc.want)
+		}
+	}
+}
+
+// readerClock sets the Reader's clock (default time.Now): only tests
+// change it.
+func readerClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }

@@ -14,17 +14,21 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
-// Defaults of StreamConfig.
+// Defaults of StreamConfig, and the stream's freshness budget.
 const (
 	DefaultCountsTopic    = "tag-counts"
 	DefaultStreamInterval = time.Second
-	// streamOverlap is how far behind its watermark the stream looks again:
-	// a change's updated_at is taken when its statement runs, and its
-	// transaction may commit a little later.
-	streamOverlap = 5 * time.Second
-	streamPage    = 5000
+	// StreamBudget is the count-change stream's freshness budget: every
+	// committed change of tag_counts is published within it of its commit
+	// (docs/events.md). The alert TagcountCountStreamBehind fires when the
+	// stream's lag stays above it.
+	StreamBudget = 30 * time.Second
+	// streamPage is the most change-log rows one round reads, publishes
+	// and deletes at a time.
+	streamPage = 5000
 )
 
 // CountChange is a message of the count-change stream: a tag's numbers
@@ -57,6 +61,8 @@ func DecodeCountChange(b []byte) (CountChange, error) {
 type StreamConfig struct {
 	DB      *migrations.DB
 	Brokers []string
+	// Security is how to authenticate and encrypt (zero = plaintext).
+	Security KafkaSecurity
 	// Topic defaults to DefaultCountsTopic (create it compacted: see
 	// EnsureCountsTopic).
 	Topic string
@@ -69,18 +75,16 @@ type StreamConfig struct {
 
 // Stream publishes every change of tag_counts (by the counter, the legacy
 // path, reconcile) to a compacted topic, keyed by tag: the downstream
-// systems' way to learn that a count changed without polling. It reads the
-// rows changed since its watermark (kept in counter_stream, so a restart
-// goes on where it stopped), publishes them synchronously and moves the
-// watermark. Only the process holding a database lock publishes; the
-// others stand by.
+// systems' way to learn that a count changed without polling. Every count
+// write appends a row to the count-change log (tag_count_changes) in its
+// own transaction; the stream reads the oldest rows, publishes their tags'
+// current numbers synchronously, and deletes the rows it published. Only
+// the process holding a database lock publishes; the others stand by.
+// Every process reports the stream's lag.
 type Stream struct {
-	cfg StreamConfig
-	log *slog.Logger
-	w   *kafka.Writer
-	// sent is the version last published per tag, so rows read again in
-	// the overlap are not published twice by this process.
-	sent      map[int64]uint64
+	cfg       StreamConfig
+	log       *slog.Logger
+	w         *kafka.Writer
 	published prometheus.Counter
 	lagSecs   prometheus.Gauge
 }
@@ -88,16 +92,19 @@ type Stream struct {
 // NewStream returns a Stream; cfg.DB and cfg.Brokers are required.
 func NewStream(cfg StreamConfig) *Stream {
 	cfg.Topic = cmp.Or(cfg.Topic, DefaultCountsTopic)
-	cfg.Interval = OrDefault(cfg.Interval, DefaultStreamInterval)
+	cfg.Interval = loop.OrDefault(cfg.Interval, DefaultStreamInterval)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Stream{
-		sent: make(map[int64]uint64),
-		cfg:  cfg,
-		log:  cfg.Logger.With("component", "count-stream"),
+		cfg: cfg,
+		log: cfg.Logger.With("component", "count-stream"),
+		// One batch per partition for a whole page: a page is written at
+		// once, not in the default 100-message batches.
 		w: &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: cfg.Topic, Balancer: &kafka.Hash{},
-			BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireOne, MaxAttempts: 3},
+			BatchTimeout: 5 * time.Millisecond, BatchSize: streamPage, RequiredAcks: kafka.RequireOne, MaxAttempts: 3,
+			Transport: cfg.Security.transport()},
 		published: metricCounter(cfg.Registerer, "tagcount_count_changes_published_total", "Count changes published to the count-change stream."),
-		lagSecs:   metricGauge(cfg.Registerer, "tagcount_count_stream_lag_seconds", "How far the count-change stream's watermark is behind now."),
+		lagSecs: metricGauge(cfg.Registerer, "tagcount_count_stream_lag_seconds",
+			"Age of the oldest tag_counts change not yet published to the count-change stream (0 when all are)."),
 	}
 }
 
@@ -106,7 +113,8 @@ const streamLock = "CONCAT('tagcount_stream:', LEFT(MD5(COALESCE(DATABASE(), '')
 
 // Run publishes every Interval until ctx ends, holding the publishing lock
 // on a connection of its own (taking it when the holder goes away), and
-// returns nil.
+// returns nil. Publishing or not, it measures the lag every Interval, so a
+// holder that cannot publish is seen by every process.
 func (s *Stream) Run(ctx context.Context) error {
 	defer s.w.Close()
 	var conn *sql.Conn
@@ -115,7 +123,8 @@ func (s *Stream) Run(ctx context.Context) error {
 			conn.Close()
 		}
 	}()
-	return Every(ctx, s.cfg.Interval, func(ctx context.Context) {
+	return loop.Every(ctx, s.cfg.Interval, func(ctx context.Context) {
+		defer s.measureLag(ctx)
 		if conn == nil {
 			conn = s.lock(ctx)
 			if conn == nil {
@@ -133,6 +142,29 @@ func (s *Stream) Run(ctx context.Context) error {
 	})
 }
 
+// measureLag sets the lag gauge (left as it was if the database cannot
+// say).
+func (s *Stream) measureLag(ctx context.Context) {
+	if lag, err := StreamLag(ctx, s.cfg.DB); err == nil {
+		s.lagSecs.Set(lag.Seconds())
+	}
+}
+
+// StreamLag returns the age of the oldest change in the count-change log,
+// by the database's clock: how long the oldest change not yet published
+// has waited since it was written (0 when every change is published). A
+// transaction that commits late shows its wait here once it commits. It
+// returns the query's error.
+func StreamLag(ctx context.Context, q migrations.Querier) (time.Duration, error) {
+	var us int64
+	err := q.QueryRowContext(ctx, `SELECT TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) FROM tag_count_changes
+		ORDER BY seq LIMIT 1`).Scan(&us)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return max(0, time.Duration(us)*time.Microsecond), err
+}
+
 // lock returns a connection holding the publishing lock, or nil.
 func (s *Stream) lock(ctx context.Context) *sql.Conn {
 	conn, err := s.cfg.DB.Conn(ctx)
@@ -147,19 +179,18 @@ func (s *Stream) lock(ctx context.Context) *sql.Conn {
 	return conn
 }
 
-// PublishOnce publishes the tag_counts rows changed since the watermark
-// (less an overlap), page by page, and moves the watermark past each page
-// the broker took. It returns how many it published and the first error.
+// PublishOnce publishes the count-change log page by page, oldest first:
+// for each page it publishes the current numbers of the page's tags, once
+// per tag, and once the broker took them deletes exactly the page's rows.
+// A row of a transaction not yet committed is invisible here and is left
+// for a later round; nothing is passed over. It returns how many messages
+// it published and the first error (rows not deleted are published again
+// next round, which the versions make harmless).
 func (s *Stream) PublishOnce(ctx context.Context) (int, error) {
-	var since time.Time
-	if err := s.cfg.DB.QueryRowContext(ctx, "SELECT published_until FROM counter_stream WHERE id = 1").Scan(&since); err != nil {
-		return 0, err
-	}
 	n := 0
 	for {
-		msgs, versions, last, err := s.changedSince(ctx, since.Add(-streamOverlap))
-		if err != nil || len(versions) == 0 {
-			s.lagSecs.Set(max(0, time.Since(since).Seconds()))
+		msgs, seqs, err := s.readPage(ctx)
+		if err != nil || len(seqs) == 0 {
 			return n, err
 		}
 		if len(msgs) > 0 {
@@ -167,67 +198,74 @@ func (s *Stream) PublishOnce(ctx context.Context) (int, error) {
 				return n, err
 			}
 		}
-		s.remember(versions)
 		n += len(msgs)
 		s.published.Add(float64(len(msgs)))
-		if _, err := s.cfg.DB.ExecContext(ctx, "UPDATE counter_stream SET published_until = ? WHERE id = 1 AND published_until < ?",
-			last, last); err != nil {
+		if _, err := s.cfg.DB.ExecContext(ctx, deletePage(seqs)); err != nil {
 			return n, err
 		}
-		if len(versions) < streamPage || !last.After(since) {
-			s.lagSecs.Set(max(0, time.Since(last).Seconds()))
+		if len(seqs) < streamPage {
 			return n, nil
 		}
-		since = last
 	}
 }
 
-// changedSince reads a page of tag_counts rows changed at or after since;
-// it returns as messages those not yet sent, every row's version by tag,
-// and the last change's time.
-func (s *Stream) changedSince(ctx context.Context, since time.Time) ([]kafka.Message, map[int64]uint64, time.Time, error) {
-	rows, err := s.cfg.DB.QueryContext(ctx, `SELECT tag_id, `+storedColumns+`, version, updated_at FROM tag_counts
-		WHERE updated_at >= ? ORDER BY updated_at LIMIT ?`, since, streamPage)
+// deletePage is the statement that deletes the change-log rows seqs, by
+// primary key look-ups only. A plain "seq IN (…)" of a page that is most of
+// the table is planned as a scan, and a scan's locking read waits for the
+// row of a transaction not yet committed (measured: it waited the whole
+// lock-wait timeout, and a 60 s transaction stopped the stream); joining
+// the list as a table leaves the planner only look-ups.
+func deletePage(seqs []int64) string {
+	return migrations.IDList(`DELETE l FROM JSON_TABLE('[`, seqs,
+		`]', '$[*]' COLUMNS (seq BIGINT UNSIGNED PATH '$')) j JOIN tag_count_changes l ON l.seq = j.seq`)
+}
+
+// readPage reads the oldest streamPage rows of the count-change log with
+// their tags' rows of tag_counts, in one statement: one snapshot, in which
+// every log row's count write is visible, so the numbers read include it.
+// It returns one message per tag and the log rows' sequence numbers.
+func (s *Stream) readPage(ctx context.Context) ([]kafka.Message, []int64, error) {
+	// A log row without a tag_counts row (none is ever deleted) reads as
+	// version 0: deleted, with nothing to publish.
+	rows, err := s.cfg.DB.QueryContext(ctx, `SELECT l.seq, l.tag_id, COALESCE(c.count, 0), COALESCE(c.public_count, 0),
+		COALESCE(c.filter_count, 0), COALESCE(c.public_filter_count, 0), COALESCE(c.version, 0), COALESCE(c.updated_at, NOW(6))
+		FROM (SELECT seq, tag_id FROM tag_count_changes ORDER BY seq LIMIT ?) l
+		LEFT JOIN tag_counts c ON c.tag_id = l.tag_id`, streamPage)
 	if err != nil {
-		return nil, nil, time.Time{}, err
+		return nil, nil, err
 	}
 	defer rows.Close()
 	var msgs []kafka.Message
-	versions := make(map[int64]uint64)
-	var last time.Time
+	var seqs []int64
+	seen := make(map[int64]bool)
 	for rows.Next() {
-		var tag int64
+		var seq, tag int64
 		var c CountChange
-		if err := rows.Scan(&tag, &c.Count, &c.PublicCount, &c.FilterCount, &c.PublicFilterCount, &c.Version, &c.AsOf); err != nil {
-			return nil, nil, time.Time{}, err
+		if err := rows.Scan(&seq, &tag, &c.Count, &c.PublicCount, &c.FilterCount, &c.PublicFilterCount, &c.Version, &c.AsOf); err != nil {
+			return nil, nil, err
 		}
-		versions[tag], last = c.Version, c.AsOf
-		if s.sent[tag] >= c.Version {
+		seqs = append(seqs, seq)
+		if seen[tag] || c.Version == 0 {
 			continue
 		}
+		seen[tag] = true
 		value, _ := json.Marshal(c) // plain values: cannot fail
 		msgs = append(msgs, kafka.Message{Key: EventKey(tag), Value: value})
 	}
-	return msgs, versions, last, rows.Err()
-}
-
-// remember records what was sent; the memory is dropped when it grows past
-// a bound (at worst some rows of the overlap are sent again, which the
-// versions make harmless).
-func (s *Stream) remember(versions map[int64]uint64) {
-	if len(s.sent) > 100_000 {
-		clear(s.sent)
-	}
-	for tag, v := range versions {
-		s.sent[tag] = max(s.sent[tag], v)
-	}
+	return msgs, seqs, rows.Err()
 }
 
 // EnsureCountsTopic creates the count-change topic, compacted (a consumer
 // reading it from the start finds every tag's latest numbers), unless it
 // exists.
 func EnsureCountsTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return KafkaSecurity{}.EnsureCountsTopic(ctx, brokers, topic, partitions)
+}
+
+// EnsureCountsTopic is the package's EnsureCountsTopic, connecting with
+// k's SASL and TLS.
+func (k KafkaSecurity) EnsureCountsTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
 	topic = cmp.Or(topic, DefaultCountsTopic)
-	return ensureTopic(ctx, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
+	return ensureTopic(ctx, k, brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}})
 }

@@ -24,35 +24,68 @@ type mirror struct {
 	seen int // messages read, duplicates included
 }
 
-// follow reads the count-change topic from its start into m until ctx ends.
+// follow reads every partition of the count-change topic from its start
+// into m until ctx ends. It reads without a consumer group, so it commits
+// nothing: a group reader's failed commit (a rebalance on a busy machine)
+// would end ReadMessage. A reader that fails otherwise is opened again at
+// the next offset.
 func (m *mirror) follow(ctx context.Context, t *testing.T, brokers []string) {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: counter.DefaultCountsTopic,
-		GroupID: "mirror-" + strconv.FormatInt(time.Now().UnixNano(), 36), StartOffset: kafka.FirstOffset,
-		MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	for {
-		msg, err := r.ReadMessage(ctx)
-		if err != nil {
-			return
-		}
-		tag, err := strconv.ParseInt(string(msg.Key), 10, 64)
-		c, derr := counter.DecodeCountChange(msg.Value)
-		if err != nil || derr != nil {
-			t.Errorf("malformed count change %q: %v %v", msg.Value, err, derr)
-			continue
-		}
-		m.mu.Lock()
-		m.seen++
-		if old, ok := m.tags[tag]; !ok || c.Version > old.Version {
-			m.tags[tag] = c // stale and duplicate messages are dropped by version
-		}
-		m.mu.Unlock()
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		t.Errorf("mirror: %v", err)
+		return
+	}
+	parts, err := conn.ReadPartitions(counter.DefaultCountsTopic)
+	conn.Close()
+	if err != nil {
+		t.Errorf("mirror: %v", err)
+		return
+	}
+	for _, p := range parts {
+		go m.followPartition(ctx, t, brokers, p.ID)
 	}
 }
 
-// differs describes how m differs from tag_counts ("" when equal).
+// followPartition reads one partition into m until ctx ends.
+func (m *mirror) followPartition(ctx context.Context, t *testing.T, brokers []string, partition int) {
+	offset := kafka.FirstOffset
+	for ctx.Err() == nil {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: counter.DefaultCountsTopic, Partition: partition,
+			MaxWait: 100 * time.Millisecond})
+		r.SetOffset(offset)
+		for {
+			msg, err := r.ReadMessage(ctx)
+			if err != nil {
+				break
+			}
+			offset = msg.Offset + 1
+			m.apply(t, msg)
+		}
+		r.Close()
+	}
+}
+
+// apply keeps msg's numbers unless m holds its tag at that version or a
+// newer one: stale and duplicate messages are dropped by version.
+func (m *mirror) apply(t *testing.T, msg kafka.Message) {
+	tag, err := strconv.ParseInt(string(msg.Key), 10, 64)
+	c, derr := counter.DecodeCountChange(msg.Value)
+	if err != nil || derr != nil {
+		t.Errorf("malformed count change %q: %v %v", msg.Value, err, derr)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seen++
+	if old, ok := m.tags[tag]; !ok || c.Version > old.Version {
+		m.tags[tag] = c
+	}
+}
+
+// differs describes how m differs from tag_counts, all four numbers and
+// the version of every row ("" when equal).
 func (m *mirror) differs(a *archive) string {
-	rows, err := a.db.Query("SELECT tag_id, count, public_count, version FROM tag_counts")
+	rows, err := a.db.Query("SELECT tag_id, count, public_count, filter_count, public_filter_count, version FROM tag_counts")
 	if err != nil {
 		return err.Error()
 	}
@@ -63,9 +96,13 @@ func (m *mirror) differs(a *archive) string {
 	for rows.Next() {
 		var tag int64
 		var c counter.CountChange
-		rows.Scan(&tag, &c.Count, &c.PublicCount, &c.Version)
+		if err := rows.Scan(&tag, &c.Count, &c.PublicCount, &c.FilterCount, &c.PublicFilterCount, &c.Version); err != nil {
+			return err.Error()
+		}
 		n++
-		if got := m.tags[tag]; got.Count != c.Count || got.PublicCount != c.PublicCount || got.Version != c.Version {
+		got := m.tags[tag]
+		got.AsOf = c.AsOf // not compared: all four numbers and the version are
+		if got != c {
 			b, _ := json.Marshal(got)
 			return "tag " + strconv.FormatInt(tag, 10) + " mirrored as " + string(b)
 		}

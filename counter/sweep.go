@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of SweeperConfig.
@@ -74,9 +75,9 @@ type Sweeper struct {
 
 // NewSweeper returns a Sweeper; cfg.DB and cfg.Announcer are required.
 func NewSweeper(cfg SweeperConfig) *Sweeper {
-	cfg.After = OrDefault(cfg.After, DefaultSweepAfter)
-	cfg.Interval = OrDefault(cfg.Interval, DefaultSweepInterval)
-	cfg.FullEvery = OrDefault(cfg.FullEvery, DefaultFullSweepEvery)
+	cfg.After = loop.OrDefault(cfg.After, DefaultSweepAfter)
+	cfg.Interval = loop.OrDefault(cfg.Interval, DefaultSweepInterval)
+	cfg.FullEvery = loop.OrDefault(cfg.FullEvery, DefaultFullSweepEvery)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Sweeper{
 		cfg:         cfg,
@@ -94,7 +95,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	if s.cfg.DB == nil || s.cfg.Announcer == nil {
 		return errors.New("counter: sweeper needs a DB and an Announcer")
 	}
-	return Every(ctx, s.cfg.Interval, func(ctx context.Context) {
+	return loop.Every(ctx, s.cfg.Interval, func(ctx context.Context) {
 		if _, err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
 			s.sweepErrors.Inc()
 			s.log.Warn("outbox sweep failed", "err", err)

@@ -3,6 +3,8 @@ package counter
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Tier is a tag's size class; it decides how often the counter writes the
@@ -69,13 +71,13 @@ func DefaultTiers() Tiers {
 // withDefaults returns t with every zero field set to its default.
 func (t Tiers) withDefaults() Tiers {
 	d := DefaultTiers()
-	t.MediumFrom = OrDefault(t.MediumFrom, d.MediumFrom)
-	t.LargeFrom = OrDefault(t.LargeFrom, d.LargeFrom)
+	t.MediumFrom = loop.OrDefault(t.MediumFrom, d.MediumFrom)
+	t.LargeFrom = loop.OrDefault(t.LargeFrom, d.LargeFrom)
 	t.LargeFrom = max(t.LargeFrom, t.MediumFrom)
-	t.MediumMinInterval = OrDefault(t.MediumMinInterval, d.MediumMinInterval)
-	t.MediumMaxInterval = OrDefault(t.MediumMaxInterval, d.MediumMaxInterval)
+	t.MediumMinInterval = loop.OrDefault(t.MediumMinInterval, d.MediumMinInterval)
+	t.MediumMaxInterval = loop.OrDefault(t.MediumMaxInterval, d.MediumMaxInterval)
 	t.MediumMaxInterval = max(t.MediumMaxInterval, t.MediumMinInterval)
-	t.LargeInterval = OrDefault(t.LargeInterval, d.LargeInterval)
+	t.LargeInterval = loop.OrDefault(t.LargeInterval, d.LargeInterval)
 	if t.Jitter == 0 {
 		t.Jitter = d.Jitter
 	}
@@ -91,14 +93,11 @@ func (t Tiers) withDefaults() Tiers {
 	return t
 }
 
-// Of returns the tier of a tag with count uses.
-func (t Tiers) Of(count int64) Tier { return t.withDefaults().of(count) }
-
 // Interval returns the flush interval (and read-cache lifetime) of a tag
 // with count uses, without jitter: 0 for a small tag.
 func (t Tiers) Interval(count int64) time.Duration { return t.withDefaults().interval(count) }
 
-// of is Of for t with its defaults applied.
+// of returns the tier of a tag with count uses (t with its defaults applied).
 func (t Tiers) of(count int64) Tier {
 	switch {
 	case count >= t.LargeFrom:

@@ -21,8 +21,8 @@ func TestTiersFollowTheDesignTable(t *testing.T) {
 		{250_000, TierLarge, 30 * time.Minute},
 	}
 	for _, c := range cases {
-		if got := tiers.Of(c.count); got != c.tier {
-			t.Errorf("Of(%d) = %v, want %v", c.count, got, c.tier)
+		if got := tiers.withDefaults().of(c.count); got != c.tier {
+			t.Errorf("of(%d) = %v, want %v", c.count, got, c.tier)
 		}
 		if got := tiers.Interval(c.count); got != c.interval {
 			t.Errorf("Interval(%d) = %v, want %v", c.count, got, c.interval)

@@ -2,6 +2,7 @@ package counter
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // heldTag is a deferred tag: when its flush is due, and how many
@@ -98,6 +100,7 @@ func (w *partitionWriter) run(runCtx, genCtx context.Context, offset int64) {
 
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:        w.c.cfg.Brokers,
+		Dialer:         w.c.cfg.Security.dialer(),
 		Topic:          w.c.cfg.Topic,
 		Partition:      w.partition,
 		MinBytes:       1,
@@ -142,7 +145,7 @@ func (w *partitionWriter) fetch(ctx context.Context, reader *kafka.Reader, msgs 
 				return
 			}
 			w.log.Warn("fetching messages failed", "err", err)
-			if Sleep(ctx, 200*time.Millisecond) != nil {
+			if loop.Sleep(ctx, 200*time.Millisecond) != nil {
 				return
 			}
 			continue
@@ -159,7 +162,7 @@ func (w *partitionWriter) fetch(ctx context.Context, reader *kafka.Reader, msgs 
 // partition's next writer starts from here with nothing owed by this one.
 // Rows a failed flush leaves are found by the next writer's recovery scan.
 func (w *partitionWriter) finish(runCtx context.Context) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), OrDefault(w.c.cfg.FlushTimeout, DefaultFlushTimeout))
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), loop.OrDefault(w.c.cfg.FlushTimeout, DefaultFlushTimeout))
 	defer cancel()
 	tags := sortedKeys(w.held)
 	for tag := range w.backlog {
@@ -170,6 +173,9 @@ func (w *partitionWriter) finish(runCtx context.Context) {
 	}
 	for len(tags) > 0 && fctx.Err() == nil {
 		res, err := w.apply(fctx, tags, w.c.cfg.ApplyLimit)
+		if errors.Is(err, errPaused) {
+			break // the outbox keeps the rows for the partition's next writer
+		}
 		if err != nil {
 			w.log.Warn("final flush failed; the outbox keeps the rows for the partition's next writer", "tags", len(tags), "err", err)
 			break
@@ -252,12 +258,21 @@ func (w *partitionWriter) round(ctx context.Context, batch []kafka.Message) {
 			pace.limit = min(pace.limit, max(1, pace.perSecond/10))
 		}
 		if len(due) > 0 {
-			if _, err := w.applyUntilDone(ctx, due, pace); err != nil {
+			_, err := w.applyUntilDone(ctx, due, pace)
+			switch {
+			case errors.Is(err, errPaused):
+				// Paused since the switches were read: the tags wait
+				// for the resume like those announced while paused.
+				for _, tag := range due {
+					w.holdUntilResumed(tag)
+				}
+			case err != nil:
 				return // ctx ended: nothing of this batch is committed
 			}
 		}
 		if len(w.backlog) > 0 {
-			if _, err := w.applyUntilDone(ctx, sortedKeys(w.backlog), pace); err != nil {
+			// Paused meanwhile, the backlog simply waits.
+			if _, err := w.applyUntilDone(ctx, sortedKeys(w.backlog), pace); err != nil && !errors.Is(err, errPaused) {
 				return
 			}
 		}
@@ -313,8 +328,7 @@ func (w *partitionWriter) route(batch []kafka.Message, now time.Time, deferral, 
 		}
 		switch {
 		case paused:
-			w.hold(e.TagID, tier, time.Time{})
-			w.held[e.TagID].due = time.Time{} // due as soon as the counter resumes
+			w.holdUntilResumed(e.TagID)
 		case !deferral || tier == TierSmall:
 			now0[e.TagID] = true
 		default:
@@ -350,6 +364,17 @@ func (w *partitionWriter) hold(tag int64, tier Tier, written time.Time) {
 	w.c.m.heldEvents.WithLabelValues(tier.String()).Inc()
 }
 
+// holdUntilResumed holds tag (not held yet) for a paused counter: it is
+// due as soon as the counter resumes.
+func (w *partitionWriter) holdUntilResumed(tag int64) {
+	tier := TierSmall
+	if count, known := w.counts[tag]; known {
+		tier = w.c.tiers.of(count)
+	}
+	w.hold(tag, tier, time.Time{})
+	w.held[tag].due = time.Time{}
+}
+
 // release forgets a held tag that is being flushed.
 func (w *partitionWriter) release(tag int64) {
 	h := w.held[tag]
@@ -373,12 +398,16 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64, pace
 		if err == nil {
 			return res, nil
 		}
+		if errors.Is(err, errPaused) {
+			w.c.board.sawPaused()
+			return res, err
+		}
 		w.c.m.applyErrors.Inc()
 		if ctx.Err() != nil {
 			return res, err
 		}
 		w.log.Warn("apply failed; retrying", "tags", len(tags), "backoff", backoff, "err", err)
-		if err := Sleep(ctx, backoff); err != nil {
+		if err := loop.Sleep(ctx, backoff); err != nil {
 			return res, err
 		}
 		backoff = min(2*backoff, 5*time.Second)
@@ -390,7 +419,7 @@ func (w *partitionWriter) applyUntilDone(ctx context.Context, tags []int64, pace
 // remain.
 func (w *partitionWriter) apply(ctx context.Context, tags []int64, limit int) (ApplyResult, error) {
 	start := time.Now()
-	res, err := applyBatch(ctx, w.c.cfg.DB, tags, applyOpts{byTag: true, limit: limit, readCount: w.needsCount})
+	res, err := applyBatch(ctx, w.c.cfg.DB, tags, applyOpts{byTag: true, limit: limit, readCount: w.needsCount, fenced: true})
 	if err != nil {
 		return res, err
 	}

@@ -5,21 +5,9 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-)
 
-// Tag types, as stored in tags.type.
-const (
-	TypeRating       = "rating"
-	TypeWarning      = "warning"
-	TypeCategory     = "category"
-	TypeFandom       = "fandom"
-	TypeRelationship = "relationship"
-	TypeCharacter    = "character"
-	TypeFreeform     = "freeform"
+	"github.com/tagcount/tagcount/counter/tags"
 )
-
-// Types are every tag type, in the order a work lists them.
-var Types = []string{TypeRating, TypeWarning, TypeCategory, TypeFandom, TypeRelationship, TypeCharacter, TypeFreeform}
 
 // Fixed vocabularies of docs/api.md.
 var (
@@ -74,42 +62,33 @@ func (c Content) visibility() string {
 // Public reports whether anyone, logged in or not, may see c.
 func (c Content) Public() bool { return c.visibility() == VisibilityPublic }
 
-// TagRef names a tag: its type and its name as first written.
-type TagRef struct {
-	Type string
-	Name string
-}
-
-// Key is the folded name that identifies the tag within its type
-// (NameKey).
-func (t TagRef) Key() string { return NameKey(t.Name) }
-
 // List returns the content's tags in the order the author listed them
 // (rating, warnings, categories, fandoms, relationships, characters,
 // freeforms), names trimmed, names of one type with one key (NameKey)
 // kept once, as first written.
 // It assumes Validate passed.
-func (t Tags) List() []TagRef {
-	out := make([]TagRef, 0, 12)
+func (t Tags) List() []tags.Ref {
+	out := make([]tags.Ref, 0, 12)
 	seen := make(map[[2]string]bool, 12)
 	add := func(typ string, names ...string) {
 		for _, n := range names {
 			n = strings.TrimSpace(n)
-			k := [2]string{typ, NameKey(n)}
+			key := tags.NameKey(n)
+			k := [2]string{typ, key}
 			if n == "" || seen[k] {
 				continue
 			}
 			seen[k] = true
-			out = append(out, TagRef{Type: typ, Name: n})
+			out = append(out, tags.Ref{Type: typ, Name: n, Key: key})
 		}
 	}
-	add(TypeRating, canonical(Ratings, t.Rating)...)
-	add(TypeWarning, canonical(Warnings, t.Warnings...)...)
-	add(TypeCategory, canonical(Categories, t.Categories...)...)
-	add(TypeFandom, t.Fandoms...)
-	add(TypeRelationship, t.Relationships...)
-	add(TypeCharacter, t.Characters...)
-	add(TypeFreeform, t.Freeforms...)
+	add(tags.TypeRating, canonical(Ratings, t.Rating)...)
+	add(tags.TypeWarning, canonical(Warnings, t.Warnings...)...)
+	add(tags.TypeCategory, canonical(Categories, t.Categories...)...)
+	add(tags.TypeFandom, t.Fandoms...)
+	add(tags.TypeRelationship, t.Relationships...)
+	add(tags.TypeCharacter, t.Characters...)
+	add(tags.TypeFreeform, t.Freeforms...)
 	return out
 }
 
@@ -230,7 +209,7 @@ func bidiOverride(r rune) bool {
 func visible(s string) bool {
 	for _, r := range s {
 		switch {
-		case unicode.IsSpace(r), unicode.Is(ignorable, r):
+		case unicode.IsSpace(r), tags.Invisible(r):
 		case r == 0x2800, r == 0x115F, r == 0x1160, r == 0x3164, r == 0xFFA0:
 		default:
 			return true
@@ -270,9 +249,9 @@ func canonical(set []string, names ...string) []string {
 // fixedName returns set's spelling of name, compared case-insensitively as
 // tag names are, and whether set holds it.
 func fixedName(set []string, name string) (string, bool) {
-	k := NameKey(strings.TrimSpace(name))
+	k := tags.NameKey(strings.TrimSpace(name))
 	for _, s := range set {
-		if NameKey(s) == k {
+		if tags.NameKey(s) == k {
 			return s, true
 		}
 	}
@@ -281,13 +260,13 @@ func fixedName(set []string, name string) (string, bool) {
 
 // Add appends ref's name to the list of its type (the rating replaces the
 // rating): the inverse of List, for reading a work's tags back.
-func (t *Tags) Add(ref TagRef) {
-	if ref.Type == TypeRating {
+func (t *Tags) Add(ref tags.Ref) {
+	if ref.Type == tags.TypeRating {
 		t.Rating = ref.Name
 		return
 	}
-	lists := map[string]*[]string{TypeWarning: &t.Warnings, TypeCategory: &t.Categories, TypeFandom: &t.Fandoms,
-		TypeRelationship: &t.Relationships, TypeCharacter: &t.Characters, TypeFreeform: &t.Freeforms}
+	lists := map[string]*[]string{tags.TypeWarning: &t.Warnings, tags.TypeCategory: &t.Categories, tags.TypeFandom: &t.Fandoms,
+		tags.TypeRelationship: &t.Relationships, tags.TypeCharacter: &t.Characters, tags.TypeFreeform: &t.Freeforms}
 	if l := lists[ref.Type]; l != nil {
 		*l = append(*l, ref.Name)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -71,7 +72,8 @@ func TestListDropsCaseInsensitiveDuplicatesAndSpellsFixedTagsCanonically(t *test
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(c.Tags.List())
-	want := "[{rating General Audiences} {warning No Archive Warnings Apply} {fandom Star Trek} {freeform Fluff} {freeform Angst}]"
+	want := "[{rating General Audiences general audiences} {warning No Archive Warnings Apply no archive warnings apply} " +
+		"{fandom Star Trek star trek} {freeform Fluff fluff} {freeform Angst angst}]"
 	if got != want {
 		t.Fatalf("List = %s\nwant   %s", got, want)
 	}
@@ -86,6 +88,58 @@ func TestExactlySeventyFiveTagsAreAllowed(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("75 tags rejected: %v", err)
+	}
+}
+
+func TestListKeepsOneTagPerKeyAsFirstWritten(t *testing.T) {
+	t.Parallel()
+	c := validContent()
+	// Pairs a reader cannot tell apart (or that differ by case only),
+	// as tags.NameKey's tests list them.
+	c.Tags.Freeforms = append(c.Tags.Freeforms, "Caf\u00e9", "Cafe\u0301", "Fluff", "Fl\u200Buff", "\uFEFFFluff", "Fluff",
+		"\uFF21", "A", "Hurt\u00A0Comfort", "Hurt Comfort", "ΟΔΟΣ", "οδος", "STRASSE", "straße", "Slow\u00ADBurn", "SlowBurn",
+		"A\u200C\u200D\u2060B", "ab", "Star\uFE0F", "star", "  Alternate \t Universe\u3000", "alternate universe")
+	var freeforms []string
+	for _, ref := range c.Tags.List() {
+		if ref.Type == tags.TypeFreeform {
+			freeforms = append(freeforms, ref.Name)
+		}
+	}
+	// "Fluff" is in validContent already, and three pairs spell it.
+	want := []string{"Fluff", "Caf\u00e9", "\uFF21", "Hurt\u00A0Comfort", "ΟΔΟΣ", "STRASSE", "Slow\u00ADBurn",
+		"A\u200C\u200D\u2060B", "Star\uFE0F", "Alternate \t Universe"}
+	if strings.Join(freeforms, "|") != strings.Join(want, "|") {
+		t.Errorf("List freeforms = %q; want %q", freeforms, want)
+	}
+}
+
+func TestValidateRefusesInvisibleAndBidiNames(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, code string
+	}{
+		{"\u200B", "tag_name_invisible"},
+		{"\u00AD", "tag_name_invisible"},
+		{"\uFEFF", "tag_name_invisible"},
+		{"\u200B\u200D \u2060", "tag_name_invisible"},
+		{"\u202E", "tag_name_bidi_control"},
+		{"abc\u202Edef", "tag_name_bidi_control"},
+		{"left\u2066isolate", "tag_name_bidi_control"},
+		{"mark\u200F", "tag_name_bidi_control"},
+		{"arabic\u061Cmark", "tag_name_bidi_control"},
+		{strings.Repeat("\uFDFA", 40), "tag_name_too_long"}, // 40 characters, 720 once NFKC expands them
+	} {
+		c := validContent()
+		c.Tags.Freeforms = []string{"Fluff", tc.name}
+		var e *drafts.ValidationError
+		if err := c.Validate(); !errors.As(err, &e) || e.Code != tc.code || e.Field != "tags.freeforms[1]" {
+			t.Errorf("freeform %q: Validate = %v; want %s on tags.freeforms[1]", tc.name, err, tc.code)
+		}
+	}
+	c := validContent()
+	c.Tags.Freeforms = []string{"Caf\u00e9", "\uFF21", "ΟΔΟΣ", "Fl\u200Buff", "\uFDFA"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("visible names refused: %v", err)
 	}
 }
 

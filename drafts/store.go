@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 )
 
@@ -47,6 +48,31 @@ type Store struct {
 	// work) an author keeps; CreateDraft refuses one more with
 	// ErrDraftQuota. 0 means no limit.
 	MaxDrafts int
+	// NewTags, when set, is the new-tag quota every save of content is
+	// charged against (see Admit); nil means no quota.
+	NewTags *tags.Quota
+}
+
+// Admit is the domain's gate for content an author saves, whatever the
+// entry point (the API, the bulk path, an edit of a work): it validates
+// each of contents and charges the tags they would create against the
+// author's new-tag quota. check, when set, is the caller's ownership and
+// state check; it runs after validation and before anything is charged,
+// so a save that ends not found or in conflict uses none of the quota. It
+// returns a *ValidationError, check's error, a *tags.QuotaError, or a
+// database error.
+func (s *Store) Admit(ctx context.Context, authorID int64, check func(context.Context) error, contents ...Content) error {
+	var refs []tags.Ref
+	for _, c := range contents {
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		refs = append(refs, c.Tags.List()...)
+	}
+	if s.NewTags == nil && check != nil {
+		return check(ctx)
+	}
+	return s.NewTags.Charge(ctx, authorID, refs, check)
 }
 
 // DefaultMaxDrafts is the drafts quota the service runs with: far more
@@ -58,19 +84,22 @@ const DefaultMaxDrafts = 500
 // CreateDraft inserts a draft for author and returns it. The draft is durable
 // when CreateDraft returns nil; when ctx ends first it returns ctx's error
 // and the draft is not saved. It returns ErrDraftQuota when the author
-// already keeps MaxDrafts unposted drafts.
+// already keeps MaxDrafts unposted drafts, and Admit's errors.
 func (s *Store) CreateDraft(ctx context.Context, authorID int64, c Content) (Draft, error) {
-	tags, err := json.Marshal(c.Tags)
+	names, err := json.Marshal(c.Tags)
 	if err != nil {
 		return Draft{}, err
 	}
 	if err := s.checkDraftQuota(ctx, authorID); err != nil {
 		return Draft{}, err
 	}
+	if err := s.Admit(ctx, authorID, nil, c); err != nil {
+		return Draft{}, err
+	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	res, err := s.exec(ctx,
 		`INSERT INTO drafts (author_id, title, body, tags, visibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		authorID, c.Title, c.Body, tags, c.visibility(), now, now)
+		authorID, c.Title, c.Body, names, c.visibility(), now, now)
 	if err != nil {
 		return Draft{}, fmt.Errorf("create draft: %w", err)
 	}
@@ -155,15 +184,28 @@ func (s *Store) FindDraftByID(ctx context.Context, authorID, id int64) (Draft, e
 // ReplaceDraft replaces the content of author's draft id. It returns
 // ErrNotFound when the draft is not the author's, ErrQueued while the draft
 // is queued and ErrPosted once it has a work (a posted work is edited
-// through its work, even after an edit of it failed).
+// through its work, even after an edit of it failed), and Admit's errors.
 func (s *Store) ReplaceDraft(ctx context.Context, authorID, id int64, c Content) (Draft, error) {
-	tags, err := json.Marshal(c.Tags)
+	names, err := json.Marshal(c.Tags)
 	if err != nil {
+		return Draft{}, err
+	}
+	// The check reads the draft only when the content names new tags: the
+	// common save costs no more. A post of the author's own racing this
+	// save may still leave the charge spent on a save answered ErrQueued.
+	editable := func(ctx context.Context) error {
+		d, err := s.FindDraftByID(ctx, authorID, id)
+		if err != nil {
+			return err
+		}
+		return notEditable(d)
+	}
+	if err := s.Admit(ctx, authorID, editable, c); err != nil {
 		return Draft{}, err
 	}
 	res, err := s.exec(ctx, `UPDATE drafts SET title = ?, body = ?, tags = ?, visibility = ?, version = version + 1,
 		state = 'draft', error = NULL, updated_at = NOW(6)
-		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`, c.Title, c.Body, tags, c.visibility(), id, authorID)
+		WHERE id = ? AND author_id = ? AND state IN ('draft', 'failed') AND work_id IS NULL`, c.Title, c.Body, names, c.visibility(), id, authorID)
 	if err != nil {
 		return Draft{}, fmt.Errorf("replace draft: %w", err)
 	}
@@ -193,6 +235,15 @@ func (s *Store) whyNotEditable(ctx context.Context, authorID, id int64) error {
 	if err != nil {
 		return err
 	}
+	if err := notEditable(d); err != nil {
+		return err
+	}
+	return ErrChanged
+}
+
+// notEditable returns why d cannot be saved or deleted as a draft
+// (ErrQueued, ErrPosted), or nil.
+func notEditable(d Draft) error {
 	switch {
 	case d.State == StateQueued:
 		return ErrQueued
@@ -201,7 +252,7 @@ func (s *Store) whyNotEditable(ctx context.Context, authorID, id int64) error {
 		// is still there, and changes go through it.
 		return ErrPosted
 	}
-	return ErrChanged
+	return nil
 }
 
 // ErrNotQueued is returned by the Queue methods when no row changed: the
@@ -253,24 +304,16 @@ func (s *Store) queue(ctx context.Context, query string, args ...any) (int64, er
 // CreateQueued inserts drafts of author already queued for posting, one
 // per content, and returns their ids in order: the first step of a bulk
 // import or of the bare posting transaction, with no HTTP and no job queue.
+// Its contents pass Admit first; it returns Admit's errors.
 func (s *Store) CreateQueued(ctx context.Context, authorID int64, contents []Content) ([]int64, error) {
-	if !s.DB.ConsecutiveIDs {
-		// The ids of one multi-row INSERT may interleave with another's.
-		ids := make([]int64, len(contents))
-		for i, c := range contents {
-			got, err := s.insertQueued(ctx, authorID, []Content{c})
-			if err != nil {
-				return nil, err
-			}
-			ids[i] = got[0]
-		}
-		return ids, nil
+	if err := s.Admit(ctx, authorID, nil, contents...); err != nil {
+		return nil, err
 	}
 	return s.insertQueued(ctx, authorID, contents)
 }
 
-// insertQueued inserts contents in one statement; their ids are
-// consecutive (the caller made sure of it, or there is one).
+// insertQueued inserts contents in one statement (migrations.InsertIDs)
+// and returns their ids in order.
 func (s *Store) insertQueued(ctx context.Context, authorID int64, contents []Content) ([]int64, error) {
 	args := make([]any, 0, 4*len(contents))
 	for _, c := range contents {
@@ -280,26 +323,19 @@ func (s *Store) insertQueued(ctx context.Context, authorID int64, contents []Con
 		}
 		args = append(args, authorID, c.Title, c.Body, tags, c.visibility())
 	}
-	first, err := migrations.InsertRows(ctx, s.DB, "INSERT INTO drafts (author_id, title, body, tags, visibility, state, queued_at) VALUES ",
+	return migrations.InsertIDs(ctx, s.DB, s.DB, "INSERT INTO drafts (author_id, title, body, tags, visibility, state, queued_at) VALUES ",
 		"(?, ?, ?, ?, ?, 'queued', NOW(6))", len(contents), args...)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]int64, len(contents))
-	for i := range ids {
-		ids[i] = first + int64(i)
-	}
-	return ids, nil
 }
 
 // Versioned is a draft's content as of a version.
 type Versioned struct {
+	AuthorID int64
 	Content  Content
 	Version  int64
 	QueuedAt time.Time // zero when not queued
 }
 
-// ReadContents returns the content, version and queue time of each draft
+// ReadContents returns the author, content, version and queue time of each draft
 // of ids that exists, by id; drafts deleted meanwhile are missing from the
 // map.
 func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versioned, error) {
@@ -312,7 +348,7 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 		var v Versioned
 		var tags []byte
 		var queued sql.NullTime
-		if err := rows.Scan(&id, &v.Content.Title, &v.Content.Body, &tags, &v.Content.Visibility, &v.Version, &queued); err != nil {
+		if err := rows.Scan(&id, &v.AuthorID, &v.Content.Title, &v.Content.Body, &tags, &v.Content.Visibility, &v.Version, &queued); err != nil {
 			return err
 		}
 		v.QueuedAt = queued.Time
@@ -321,7 +357,7 @@ func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versio
 		}
 		out[id] = v
 		return nil
-	}, migrations.IDList("SELECT id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
+	}, migrations.IDList("SELECT id, author_id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
 	if err != nil {
 		return nil, fmt.Errorf("read drafts: %w", err)
 	}

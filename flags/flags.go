@@ -69,11 +69,6 @@ var definitions = []Definition{
 	{Name: CounterPause, Description: "on: the counter applies nothing, the outbox grows; off: it applies"},
 }
 
-// Definitions returns the service's named flags, in a stable order.
-func Definitions() []Definition {
-	return append([]Definition(nil), definitions...)
-}
-
 // Config configures a Client.
 type Config struct {
 	// URL is the Unleash API URL, e.g. http://127.0.0.1:4242/api. Empty runs

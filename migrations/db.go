@@ -372,6 +372,36 @@ func InsertRows(ctx context.Context, q Querier, insert, row string, n int, args 
 	return res.LastInsertId()
 }
 
+// InsertIDs runs insert (an INSERT … VALUES statement without its rows) in
+// q with n rows of the placeholder tuple row, filled from args (the same
+// number of them per row), and returns the rows' auto-increment ids in
+// order. It is the one place that decides how the ids of a multi-row
+// insert are known: where db gives one statement's rows consecutive ids
+// (db.ConsecutiveIDs: MariaDB's default, the servers the suite runs on)
+// they are the first row's and the next n-1; elsewhere (MySQL 8's default
+// innodb_autoinc_lock_mode 2, where concurrent inserts interleave their
+// ids; untested) each row is inserted by a statement of its own. It
+// returns the database's error.
+func InsertIDs(ctx context.Context, db *DB, q Querier, insert, row string, n int, args ...any) ([]int64, error) {
+	ids := make([]int64, n)
+	if db.ConsecutiveIDs {
+		first, err := InsertRows(ctx, q, insert, row, n, args...)
+		for i := range ids {
+			ids[i] = first + int64(i)
+		}
+		return ids, err
+	}
+	per := len(args) / max(n, 1)
+	for i := range ids {
+		id, err := InsertRows(ctx, q, insert, row, 1, args[i*per:(i+1)*per]...)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
 // IDList returns prefix, then ids in decimal separated by commas, then
 // suffix: a statement with an inline IN list. The ids are integers this
 // process formats, so inlining them is safe, and the text protocol saves

@@ -3,6 +3,7 @@ package poster
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"strconv"
 
 	"github.com/tagcount/tagcount/counter"
@@ -66,34 +67,25 @@ func change(work int64, old, now *workState) []counter.Delta {
 // set old comes to weigh is in set now.
 func moved(tag int64, old []int64, was counter.Sum, now []int64, is counter.Sum) counter.Sum {
 	var s counter.Sum
-	if contains(now, tag) {
+	if slices.Contains(now, tag) {
 		s = s.Add(is)
 	}
-	if contains(old, tag) {
+	if slices.Contains(old, tag) {
 		s = s.Sub(was)
 	}
 	return s
-}
-
-func contains(ids []int64, id int64) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // diff returns the ids of now not in old, and those of old not in now,
 // each in its list's order.
 func diff(old, now []int64) (added, removed []int64) {
 	for _, id := range now {
-		if !contains(old, id) {
+		if !slices.Contains(old, id) {
 			added = append(added, id)
 		}
 	}
 	for _, id := range old {
-		if !contains(now, id) {
+		if !slices.Contains(now, id) {
 			removed = append(removed, id)
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"errors"
 
 	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/drafts"
 )
 
 // SetHidden hides a work (a moderator's decision: it counts for nobody, in
@@ -28,27 +28,15 @@ func (p *Poster) SetHidden(ctx context.Context, workID int64, hidden bool) (Resu
 	if p.useNewPath(authorID) {
 		path = PathNew
 	}
-	opts := &sql.TxOptions{}
-	if path == PathNew {
-		opts.Isolation = sql.LevelReadCommitted
-	}
-	tx, err := p.cfg.DB.BeginTx(ctx, opts)
+	err = p.commitAndAnnounce(ctx, p.cfg.DB, path, func(ctx context.Context, tx *sql.Tx) ([]counter.Event, error) {
+		events, err := p.hide(ctx, tx, path, draftID, workID, hidden)
+		stampRequestIDs(ctx, nil, events)
+		return events, err
+	})
 	if err != nil {
 		return Result{}, err
 	}
-	defer tx.Rollback()
-	events, err := p.hide(ctx, tx, path, draftID, workID, hidden)
-	if err != nil {
-		return Result{}, err
-	}
-	if err := migrations.Commit(ctx, tx); err != nil {
-		return Result{}, err
-	}
-	stampRequestIDs(ctx, nil, events)
-	if len(events) > 0 && p.cfg.Announcer != nil {
-		p.cfg.Announcer.Announce(ctx, events)
-	}
-	return Result{State: "posted", Path: path, WorkID: workID, DraftID: draftID}, nil
+	return Result{State: drafts.StatePosted, Path: path, WorkID: workID, DraftID: draftID}, nil
 }
 
 // hide changes the work's hidden flag in tx under its draft's lock (so it
@@ -76,13 +64,4 @@ func (p *Poster) hide(ctx context.Context, tx *sql.Tx, path string, draftID, wor
 		return nil, err
 	}
 	return p.countChange(ctx, tx, path, deltas)
-}
-
-// countChange writes deltas as the path counts: bumps in the transaction on
-// the legacy path, outbox rows (to announce after commit) on the new one.
-func (p *Poster) countChange(ctx context.Context, tx migrations.Querier, path string, deltas []counter.Delta) ([]counter.Event, error) {
-	if path == PathLegacy {
-		return nil, counter.BumpCounts(ctx, tx, deltas)
-	}
-	return counter.WriteOutbox(ctx, p.cfg.DB, tx, deltas)
 }

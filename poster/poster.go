@@ -29,8 +29,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Posting paths, as reported in Result.Path and metrics.
@@ -62,6 +64,14 @@ var ErrWorkNotFound = errors.New("work not found")
 // implements it with a sticky gradual rollout.
 type PathChooser interface {
 	NewPostingPath(authorID int64) bool
+}
+
+// PostObserver is told of every Post a Poster answers: the draft, the path
+// it took, when it was asked, how long the answer took and its error. The
+// guarded rollout (flags/rollout) records these to compare the paths. It
+// must not block.
+type PostObserver interface {
+	ObservePost(ctx context.Context, draftID int64, path string, start time.Time, took time.Duration, err error)
 }
 
 // FixedPath is a PathChooser that always answers the same.
@@ -97,8 +107,14 @@ type Config struct {
 	// (the new one included) to BulkQueue(QueueName) (see fair.go); 0
 	// puts every job on QueueName, first come first served.
 	BulkAfter int
+	// NewTags, when set, is the new-tag quota content saved through the
+	// poster (an edit of a work, the bulk path) is charged against; nil
+	// means no quota.
+	NewTags   *tags.Quota
 	Paths     PathChooser // nil: every author takes the new path
 	Announcer Announcer   // nil: events are not announced (the sweeper still finds them)
+	// Observer, if set, is told of every Post (the guarded rollout's samples).
+	Observer PostObserver
 	// RequeueAfter is how long a draft may stay queued before the requeuer
 	// enqueues its job again (Redis was down, or the job was lost).
 	RequeueAfter time.Duration
@@ -126,7 +142,7 @@ type Config struct {
 type Poster struct {
 	cfg     Config
 	drafts  *drafts.Store
-	tags    *counter.TagResolver
+	tags    *tags.Resolver
 	log     *slog.Logger
 	metrics *metrics
 	wrangle *wrangler
@@ -159,15 +175,15 @@ func New(cfg Config) *Poster {
 		cfg.JobDB = cfg.DB
 	}
 	cfg.QueueName = cmp.Or(cfg.QueueName, DefaultQueue)
-	cfg.RequeueAfter = counter.OrDefault(cfg.RequeueAfter, DefaultRequeueAfter)
-	cfg.MaxRetry = counter.OrDefault(cfg.MaxRetry, DefaultMaxRetry)
+	cfg.RequeueAfter = loop.OrDefault(cfg.RequeueAfter, DefaultRequeueAfter)
+	cfg.MaxRetry = loop.OrDefault(cfg.MaxRetry, DefaultMaxRetry)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cfg.Committers = counter.OrDefault(cfg.Committers, DefaultCommitters)
-	cfg.MaxBatch = counter.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes}, tags: counter.NewTagResolver(cfg.DB),
+	cfg.Committers = loop.OrDefault(cfg.Committers, DefaultCommitters)
+	cfg.MaxBatch = loop.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
+	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes, NewTags: cfg.NewTags}, tags: tags.NewResolver(cfg.DB),
 		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
 }
 
@@ -193,6 +209,7 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 	if !p.useNewPath(authorID) {
 		res, err := p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, post: true})
 		p.metrics.observe(PathLegacy, start, err)
+		p.observe(ctx, draftID, PathLegacy, start, err)
 		return res, err
 	}
 	version, err := p.drafts.QueuePost(ctx, authorID, draftID)
@@ -204,24 +221,36 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 		// Already queued or posted: a double click or a retry.
 		return Result{Async: d.State == drafts.StateQueued, State: d.State, WorkID: d.WorkID, DraftID: draftID}, nil
 	}
-	res, err := p.queued(ctx, authorID, draftID, 0, version, err)
+	res, err := p.queued(ctx, queuedChange{authorID: authorID, draftID: draftID, version: version}, err)
 	res.DraftID = draftID
 	p.metrics.observe(PathNew, start, err)
+	p.observe(ctx, draftID, PathNew, start, err)
 	return res, err
 }
 
+func (p *Poster) observe(ctx context.Context, draftID int64, path string, start time.Time, err error) {
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.ObservePost(ctx, draftID, path, start, time.Since(start), err)
+	}
+}
+
 // UpdateWork makes author's work match c: +1/-1 for the tag difference. It
-// returns ErrWorkNotFound for another author's work or one being deleted.
+// returns ErrWorkNotFound for another author's work or one being deleted,
+// and drafts.Store.Admit's errors (c is admitted once the work is known to
+// be the author's).
 func (p *Poster) UpdateWork(ctx context.Context, authorID, workID int64, c drafts.Content) (Result, error) {
 	draftID, err := p.draftOfWork(ctx, authorID, workID)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := p.drafts.Admit(ctx, authorID, nil, c); err != nil {
 		return Result{}, err
 	}
 	if !p.useNewPath(authorID) {
 		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, content: &c}))
 	}
 	version, err := p.drafts.QueueEdit(ctx, authorID, draftID, c)
-	return p.queued(ctx, authorID, draftID, workID, version, err)
+	return p.queued(ctx, queuedChange{authorID: authorID, draftID: draftID, workID: workID, version: version}, err)
 }
 
 // DeleteWork deletes author's work; its tags' counts go down. It returns
@@ -235,7 +264,7 @@ func (p *Poster) DeleteWork(ctx context.Context, authorID, workID int64) (Result
 		return workGone(p.syncOne(ctx, p.cfg.DB, PathLegacy, request{draftID: draftID, authorID: authorID, delete: true}))
 	}
 	version, err := p.drafts.QueueDelete(ctx, authorID, draftID)
-	return p.queued(ctx, authorID, draftID, workID, version, err)
+	return p.queued(ctx, queuedChange{authorID: authorID, draftID: draftID, workID: workID, version: version}, err)
 }
 
 // workGone reports a work whose draft disappeared under a change of it
@@ -247,22 +276,28 @@ func workGone(res Result, err error) (Result, error) {
 	return res, err
 }
 
-// queued finishes a change the drafts store recorded as owed (err from the
-// store, version the new version) for author: it enqueues the job, on the
-// author's queue. The draft row is the record: if the enqueue fails, the
-// requeuer enqueues the job later, so the answer is still "queued".
-func (p *Poster) queued(ctx context.Context, authorID, draftID, workID, version int64, err error) (Result, error) {
+// queuedChange is a change the drafts store recorded as owed: the author's draft,
+// its work (0 for a first post) and the version the job is for.
+type queuedChange struct {
+	authorID, draftID, workID, version int64
+}
+
+// queued finishes the change o (err is the store's answer to recording
+// it): it enqueues the job, on the author's queue. The draft row is the
+// record: if the enqueue fails, the requeuer enqueues the job later, so the
+// answer is still "queued".
+func (p *Poster) queued(ctx context.Context, o queuedChange, err error) (Result, error) {
 	if errors.Is(err, drafts.ErrNotQueued) {
 		return Result{}, ErrWorkNotFound // deleted, or its delete is under way
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	queue := p.queueFor(ctx, authorID)
-	if err := p.enqueue(ctx, queue, draftID, version, false); err != nil {
-		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", draftID, "err", err)
+	queue := p.queueFor(ctx, o.authorID)
+	if err := p.enqueue(ctx, queue, o.draftID, o.version, false); err != nil {
+		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", o.draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
-		p.owe(ctx, queue, draftID, version)
+		p.owe(ctx, queue, o.draftID, o.version)
 	}
-	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: workID, DraftID: draftID}, nil
+	return Result{Async: true, State: drafts.StateQueued, Path: PathNew, WorkID: o.workID, DraftID: o.draftID}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 // version reads a draft's version.
@@ -72,10 +73,7 @@ func TestRequeuerReachesEveryStaleDraft(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	ids, err := e.store.CreateQueued(ctx, author, make([]drafts.Content, 1201))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := postertest.Queued(ctx, t, e.db, make([]drafts.Content, 1201), &postertest.Opts{AuthorID: author})
 	e.db.Exec("UPDATE drafts SET queued_at = NOW(6) - INTERVAL 1 HOUR")
 	// A page per pass: the second pass goes on where the first stopped.
 	total := 0
@@ -112,7 +110,7 @@ func TestABatchWithOnePoisonedDraftPostsTheOthersAndFailsOnlyIt(t *testing.T) {
 	// A row nothing can post: its tags are not what a draft's tags are.
 	e.db.Exec(`UPDATE drafts SET tags = '{"rating": 5}' WHERE id = ?`, ids[1])
 
-	if err := e.p.SyncDrafts(ctx, ids...); err == nil {
+	if _, err := e.p.PostQueued(ctx, poster.PathNew, ids...); err == nil {
 		t.Fatal("the poisoned draft posted")
 	}
 	for _, id := range []int64{ids[0], ids[2]} {

@@ -8,8 +8,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/counter/tags"
 )
 
 // RekeyReport is what Rekey did.
@@ -32,7 +31,7 @@ const rekeyPage = 1000
 // passes. No name may hold a control character, so no real key does.
 const tempKeyPrefix = "\x00rekey:"
 
-// Rekey gives every tag the key of drafts.NameKey (tags keyed by an older
+// Rekey gives every tag the key of tags.NameKey (tags keyed by an older
 // rule keep their id and name). Tags whose new keys collide are one name
 // now: the oldest (lowest id) keeps the key and stays canonical; each
 // other keeps its name and its own count, takes the key "<key>#<id>", and
@@ -50,7 +49,7 @@ func (p *Poster) Rekey(ctx context.Context) (RekeyReport, error) {
 	// tag that is about to give it up.
 	for _, g := range groups {
 		for _, t := range g.changing {
-			if err := counter.SetNameKey(ctx, p.cfg.DB, t.ID, tempKeyPrefix+strconv.FormatInt(t.ID, 10)); err != nil {
+			if err := tags.SetNameKey(ctx, p.cfg.DB, t.ID, tempKeyPrefix+strconv.FormatInt(t.ID, 10)); err != nil {
 				return rep, fmt.Errorf("rekey tag %d: %w", t.ID, err)
 			}
 		}
@@ -68,7 +67,7 @@ func (p *Poster) Rekey(ctx context.Context) (RekeyReport, error) {
 // holding it, if any.
 type keyGroup struct {
 	typ, key string
-	changing []counter.TagRow
+	changing []tags.Row
 }
 
 // changedKeys reads every tag and returns the groups of tags whose key
@@ -77,16 +76,16 @@ func (p *Poster) changedKeys(ctx context.Context, rep *RekeyReport) ([]*keyGroup
 	var groups []*keyGroup
 	byKey := map[[2]string]*keyGroup{}
 	for after := int64(0); ; {
-		page, err := counter.ListTags(ctx, p.cfg.DB, after, rekeyPage)
+		page, err := tags.List(ctx, p.cfg.DB, after, rekeyPage)
 		if err != nil || len(page) == 0 {
 			return groups, err
 		}
 		after = page[len(page)-1].ID
 		for _, t := range page {
 			rep.Tags++
-			key := drafts.NameKey(t.Name)
+			key := tags.NameKey(t.Name)
 			switch {
-			case key == "" || utf8.RuneCountInString(key) > drafts.MaxNameKey:
+			case key == "" || utf8.RuneCountInString(key) > tags.MaxNameKey:
 				rep.Skipped[t.ID] = "its name has no visible character or is too long once normalised; rename it by hand"
 				continue
 			case key == t.Key:
@@ -112,7 +111,7 @@ func (p *Poster) rekeyGroup(ctx context.Context, g *keyGroup, rep *RekeyReport) 
 		return err
 	}
 	if holder != nil {
-		members = append([]counter.TagRow{*holder}, members...)
+		members = append([]tags.Row{*holder}, members...)
 		if members[1].ID < holder.ID {
 			// An older tag takes the key from the one holding it.
 			members[0], members[1] = members[1], members[0]
@@ -130,7 +129,7 @@ func (p *Poster) rekeyGroup(ctx context.Context, g *keyGroup, rep *RekeyReport) 
 		if t.Key == key {
 			continue
 		}
-		if err := counter.SetNameKey(ctx, p.cfg.DB, t.ID, key); err != nil {
+		if err := tags.SetNameKey(ctx, p.cfg.DB, t.ID, key); err != nil {
 			return fmt.Errorf("rekey tag %d: %w", t.ID, err)
 		}
 		rep.Rekeyed++
@@ -157,8 +156,8 @@ func (p *Poster) rekeyGroup(ctx context.Context, g *keyGroup, rep *RekeyReport) 
 }
 
 // tagByKey returns the tag of type typ holding key, or nil.
-func (p *Poster) tagByKey(ctx context.Context, typ, key string) (*counter.TagRow, error) {
-	t, ok, err := counter.TagByKey(ctx, p.cfg.DB, typ, key)
+func (p *Poster) tagByKey(ctx context.Context, typ, key string) (*tags.Row, error) {
+	t, ok, err := tags.ByKey(ctx, p.cfg.DB, typ, key)
 	if err != nil || !ok {
 		return nil, err
 	}

@@ -1,9 +1,7 @@
 package poster
 
 import (
-	"cmp"
 	"context"
-	"slices"
 
 	"github.com/tagcount/tagcount/counter"
 )
@@ -46,11 +44,9 @@ func requestIDOf(ctx context.Context, draftID int64) string {
 	return RequestID(ctx)
 }
 
-// stampRequestIDs sets on each of events, written by one multi-row insert of
-// the deltas of plans in order, the request id of its draft. The events
-// carry no draft, so each is matched by tag and delta to the first delta
-// of the plans not yet matched: the rows of one insert get ascending ids in
-// the order of its values, so in id order the matches are exact.
+// stampRequestIDs sets on each of events the request id of the change
+// that wrote it: the one request ctx carries, or, in a batch, the request
+// id of the draft of the event's work among plans.
 func stampRequestIDs(ctx context.Context, plans []*plan, events []counter.Event) {
 	if len(events) == 0 {
 		return
@@ -63,27 +59,13 @@ func stampRequestIDs(ctx context.Context, plans []*plan, events []counter.Event)
 		}
 		return
 	}
-	type key struct {
-		tag   int64
-		delta int32
-	}
-	owners := make(map[key][]string, len(events))
+	draftOf := make(map[int64]int64, len(plans))
 	for _, pl := range plans {
-		id := requestIDOf(ctx, pl.req.draftID)
-		for _, d := range pl.deltas {
-			k := key{d.TagID, d.Delta}
-			owners[k] = append(owners[k], id)
-		}
+		draftOf[pl.workID] = pl.req.draftID
 	}
-	order := make([]int, len(events))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(events[a].ID, events[b].ID) })
-	for _, i := range order {
-		k := key{events[i].TagID, events[i].Delta}
-		if ids := owners[k]; len(ids) > 0 {
-			events[i].RequestID, owners[k] = ids[0], ids[1:]
+	for i, e := range events {
+		if draft, ok := draftOf[e.WorkID]; ok {
+			events[i].RequestID = requestIDOf(ctx, draft)
 		}
 	}
 }

@@ -8,20 +8,16 @@ import (
 )
 
 func TestEachEventOfABatchCarriesItsOwnDraftsRequestID(t *testing.T) {
-	planOf := func(draftID int64, tags ...int64) *plan {
-		pl := &plan{req: request{draftID: draftID}}
-		for _, tag := range tags {
-			pl.deltas = append(pl.deltas, counter.Delta{TagID: tag, Delta: 1})
-		}
-		return pl
+	planOf := func(draftID, workID int64) *plan {
+		return &plan{req: request{draftID: draftID}, workID: workID}
 	}
-	// Three drafts posted in one transaction, all using tag 1: its three
-	// rows differ only by id, which follows the order of the values.
-	plans := []*plan{planOf(1, 1, 2), planOf(2, 1, 3), planOf(3, 1)}
+	// Three drafts posted in one transaction, all using tag 1: the events
+	// carry their works, which name the drafts.
+	plans := []*plan{planOf(1, 101), planOf(2, 102), planOf(3, 103)}
 	ctx := withDraftRequestIDs(WithRequestID(context.Background(), "the job that started the batch"),
 		map[int64]string{1: "req-a", 2: "req-b"}) // draft 3's job came without one
-	events := []counter.Event{{ID: 14, TagID: 1, Delta: 1}, {ID: 10, TagID: 1, Delta: 1}, {ID: 12, TagID: 1, Delta: 1},
-		{ID: 11, TagID: 2, Delta: 1}, {ID: 13, TagID: 3, Delta: 1}}
+	events := []counter.Event{{ID: 14, TagID: 1, Delta: 1, WorkID: 103}, {ID: 10, TagID: 1, Delta: 1, WorkID: 101},
+		{ID: 12, TagID: 1, Delta: 1, WorkID: 102}, {ID: 11, TagID: 2, Delta: 1, WorkID: 101}, {ID: 13, TagID: 3, Delta: 1, WorkID: 102}}
 	stampRequestIDs(ctx, plans, events)
 	want := map[int64]string{10: "req-a", 11: "req-a", 12: "req-b", 13: "req-b", 14: ""}
 	for _, e := range events {

@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // DefaultRequeueEvery is how often the requeuer runs.
@@ -50,11 +49,13 @@ func (p *Poster) RequeueStale(ctx context.Context) (int, error) {
 		return n, err
 	}
 	rescued, err := p.rescueOrphans(ctx)
-	if n += rescued; err != nil {
+	n += rescued
+	if err != nil {
 		return n, err
 	}
 	retried, err := p.runRetries(ctx)
-	if n += retried; err != nil {
+	n += retried
+	if err != nil {
 		return n, err
 	}
 	paged, err := p.requeuePage(ctx)
@@ -142,7 +143,7 @@ const DefaultOwedEvery = time.Second
 // down) every interval until ctx ends: the API's share of the requeuer,
 // for an API process that runs no worker (whose requeuer does it too).
 func (p *Poster) RunOwed(ctx context.Context, interval time.Duration) error {
-	return counter.Every(ctx, interval, func(ctx context.Context) {
+	return loop.Every(ctx, interval, func(ctx context.Context) {
 		if n, err := p.requeueOwed(ctx); err != nil && ctx.Err() == nil {
 			p.log.DebugContext(ctx, "owed post jobs still cannot be enqueued", "enqueued", n, "err", err)
 		} else if n > 0 {
@@ -154,7 +155,7 @@ func (p *Poster) RunOwed(ctx context.Context, interval time.Duration) error {
 
 // RunRequeuer calls RequeueStale every interval until ctx ends.
 func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
-	return counter.Every(ctx, interval, func(ctx context.Context) {
+	return loop.Every(ctx, interval, func(ctx context.Context) {
 		if n, err := p.RequeueStale(ctx); err != nil && ctx.Err() == nil {
 			p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
 		} else if n > 0 {
@@ -175,7 +176,8 @@ func (p *Poster) rescueOrphans(ctx context.Context) (int, error) {
 	n := 0
 	for _, queue := range p.queues() {
 		rescued, err := p.rescueOrphansOf(ctx, queue)
-		if n += rescued; err != nil {
+		n += rescued
+		if err != nil {
 			return n, err
 		}
 	}

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // request is one draft whose work is to be made to match it.
@@ -79,7 +81,7 @@ func (p *Poster) sync(ctx context.Context, db *migrations.DB, path string, reqs 
 			// for long; a conflict (a deadlock with a legacy transaction on
 			// the same draft, a tag's index page) is tried again at once.
 			// The legacy path answers it as the baseline always did.
-			if counter.Sleep(ctx, time.Duration(1+rand.IntN(10*(attempt+1)))*time.Millisecond) == nil {
+			if loop.Sleep(ctx, time.Duration(1+rand.IntN(10*(attempt+1)))*time.Millisecond) == nil {
 				continue
 			}
 		}
@@ -145,25 +147,16 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 	if err != nil {
 		return nil, err
 	}
-	opts := &sql.TxOptions{}
-	if path == PathNew {
-		// No gap locks: nothing on the new path may wait on another author.
-		opts.Isolation = sql.LevelReadCommitted
-	}
-	tx, err := db.BeginTx(ctx, opts)
+	var writes []*plan
+	err = p.commitAndAnnounce(ctx, db, path, func(ctx context.Context, tx *sql.Tx) ([]counter.Event, error) {
+		if writes, err = p.lockAndDecide(ctx, tx, plans, out); err != nil {
+			return nil, err
+		}
+		events, err := p.write(ctx, db, tx, path, writes)
+		stampRequestIDs(ctx, writes, events)
+		return events, err
+	})
 	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	writes, err := p.lockAndDecide(ctx, tx, plans, out)
-	if err != nil {
-		return nil, err
-	}
-	events, err := p.write(ctx, db, tx, path, writes)
-	if err != nil {
-		return nil, err
-	}
-	if err := migrations.Commit(ctx, tx); err != nil {
 		return nil, err
 	}
 	now := time.Now()
@@ -177,15 +170,12 @@ func (p *Poster) syncBatch(ctx context.Context, db *migrations.DB, path string, 
 			out[i].res.State = StateDeleted
 		}
 	}
-	stampRequestIDs(ctx, writes, events)
-	if len(events) > 0 && p.cfg.Announcer != nil {
-		p.cfg.Announcer.Announce(ctx, events)
-	}
 	return out, nil
 }
 
 // prepare reads the content of the requests that carry none and resolves
-// every request's tags, before the transaction: tag creation must not run
+// the tags of every request whose author owns its draft, before the
+// transaction: tag creation must not run
 // while the transaction holds a pooled connection and locks. Requests whose
 // draft is gone get their outcome at once.
 func (p *Poster) prepare(ctx context.Context, reqs []request) ([]*plan, []outcome, error) {
@@ -201,14 +191,19 @@ func (p *Poster) prepare(ctx context.Context, reqs []request) ([]*plan, []outcom
 		return nil, nil, err
 	}
 	plans := make([]*plan, 0, len(reqs))
-	var refs []counter.TagRef
+	var refs []tags.Ref
 	for i, r := range reqs {
 		pl := &plan{idx: i, req: r}
-		if r.content != nil {
+		v, ok := contents[r.draftID]
+		switch {
+		case r.content != nil:
 			pl.content = *r.content
-		} else if v, ok := contents[r.draftID]; ok {
+		case ok && (r.authorID == 0 || v.AuthorID == r.authorID):
 			pl.content, pl.version, pl.queued = v.Content, v.Version, v.QueuedAt
-		} else {
+		default:
+			// Gone, or another author's: its tags are neither read nor
+			// created (audit finding 21.1), and lockAndDecide checks the
+			// author again under the lock.
 			out[i] = outcome{err: goneError(r)}
 			continue
 		}
@@ -236,11 +231,11 @@ func goneError(r request) error {
 }
 
 // tagRefs lists c's tags as the counter names them.
-func tagRefs(c drafts.Content) []counter.TagRef {
+func tagRefs(c drafts.Content) []tags.Ref {
 	list := c.Tags.List()
-	refs := make([]counter.TagRef, len(list))
+	refs := make([]tags.Ref, len(list))
 	for i, t := range list {
-		refs[i] = counter.TagRef{Type: t.Type, Name: t.Name, Key: t.Key()}
+		refs[i] = t
 	}
 	return refs
 }

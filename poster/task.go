@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 )
 
@@ -149,21 +150,46 @@ func (p *Poster) HandleTaskError(ctx context.Context, t *asynq.Task, err error) 
 	var pl syncPayload
 	_ = json.Unmarshal(t.Payload(), &pl)
 	ctx = WithRequestID(ctx, pl.RequestID)
-	p.log.WarnContext(ctx, "post job failed", "draft_id", pl.DraftID, "retry", retried, "max_retry", maxRetry, "err", err)
 	if retried < maxRetry && !errors.Is(err, asynq.SkipRetry) {
+		p.log.WarnContext(ctx, "post job failed", "draft_id", pl.DraftID, "retry", retried, "max_retry", maxRetry, "err", err)
 		return
 	}
+	// The whole error goes to the log only: it may name tables, hosts and
+	// addresses. The author reads failureMessage's sentence on the draft.
+	p.log.ErrorContext(ctx, "post job gave up", "draft_id", pl.DraftID, "version", pl.Version,
+		"retry", retried, "max_retry", maxRetry, "err", err)
 	if uerr := p.drafts.MarkFailed(context.WithoutCancel(ctx), pl.DraftID, pl.Version, failureMessage(err)); uerr != nil {
 		p.log.ErrorContext(ctx, "marking draft failed", "draft_id", pl.DraftID, "err", uerr)
 	}
 }
 
-// failureMessage is err's text as stored in drafts.error: valid UTF-8 (the
+// Messages a failed draft shows its author for errors that are not the
+// author's to fix (docs/api.md, "Draft").
+const (
+	msgInternal    = "internal error"
+	msgUnavailable = "the service could not post it in time; post it again"
+)
+
+// failureMessage is what drafts.error says of a job that ended with err: for
+// an error the author can act on (content that breaks a rule, a draft that
+// kept changing) its own sentence; for a dependency that stayed down or
+// slow, that posting again may work; for anything else "internal error".
+// The raw error never reaches the author. The sentence is valid UTF-8 (the
 // column is utf8mb4 and a strict server refuses anything else, which would
 // leave the draft queued) and at most 1,000 bytes, cut between characters.
 func failureMessage(err error) string {
 	const maxLen = 1000 // drafts.error is VARCHAR(1000)
-	msg := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	var invalid *drafts.ValidationError
+	msg := msgInternal
+	switch {
+	case errors.As(err, &invalid):
+		msg = invalid.Message
+	case errors.Is(err, errVersionMoved), errors.Is(err, drafts.ErrChanged):
+		msg = drafts.ErrChanged.Error()
+	case transient(err):
+		msg = msgUnavailable
+	}
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	if len(msg) > maxLen {
 		msg = strings.ToValidUTF8(msg[:maxLen], "")
 	}

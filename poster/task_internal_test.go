@@ -1,22 +1,40 @@
 package poster
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/tagcount/tagcount/drafts"
 )
 
-func TestFailureMessageIsValidUTF8AndFitsTheColumn(t *testing.T) {
+// TestFailureMessageTellsTheAuthorOnlyWhatTheyCanActOn: a job's error
+// reaches the draft's author as a sentence of their own (a rule their
+// content breaks, a draft that kept changing, a service that did not
+// answer), or as "internal error"; never the database's words. The
+// sentence is valid UTF-8 and fits the column.
+func TestFailureMessageTellsTheAuthorOnlyWhatTheyCanActOn(t *testing.T) {
+	constraint := &mysql.MySQLError{Number: 4025, SQLState: [5]byte{'2', '3', '0', '0', '0'},
+		Message: "CONSTRAINT `works_title` failed for `tagcount`.`works`"}
 	for _, tc := range []struct {
 		name string
 		err  error
 		want string
 	}{
-		{"short", errors.New("tag Pokémon: boom"), "tag Pokémon: boom"},
+		{"database error", fmt.Errorf("insert works: %w", constraint), msgInternal},
+		{"unknown error", errors.New("dial tcp 10.0.0.7:3306: connect: connection refused"), msgInternal},
+		{"dependency too slow", fmt.Errorf("post: %w", context.DeadlineExceeded), msgUnavailable},
+		{"draft kept changing", fmt.Errorf("sync: %w", errVersionMoved), drafts.ErrChanged.Error()},
+		{"content breaks a rule", fmt.Errorf("post: %w", &drafts.ValidationError{Field: "tags.fandoms[0]", Code: "tag_too_long",
+			Message: "tag Pokémon is too long"}), "tag Pokémon is too long"},
 		// 999 ASCII bytes then a two-byte 'é': byte 1000 falls inside it.
-		{"cut inside a character", errors.New(strings.Repeat("x", 999) + "é and more"), strings.Repeat("x", 999)},
-		{"invalid bytes", errors.New("bad \xff tag"), "bad \uFFFD tag"},
+		{"cut inside a character", &drafts.ValidationError{Message: strings.Repeat("x", 999) + "é and more"}, strings.Repeat("x", 999)},
+		{"invalid bytes", &drafts.ValidationError{Message: "bad \xff tag"}, "bad \uFFFD tag"},
 	} {
 		got := failureMessage(tc.err)
 		if got != tc.want || !utf8.ValidString(got) || len(got) > 1000 {

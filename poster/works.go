@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 )
@@ -109,14 +110,14 @@ func (p *Poster) writeWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, 
 // whole batch in one statement, and its weight (an author's edit keeps a
 // moderator's hiding).
 func fileUnderCanonicals(ctx context.Context, q migrations.Querier, plans []*plan, current map[int64]*workState) error {
-	var tags []int64
+	var ids []int64
 	for _, pl := range plans {
 		if !pl.delete {
-			tags = append(tags, pl.tagIDs...)
+			ids = append(ids, pl.tagIDs...)
 		}
 	}
-	slices.Sort(tags)
-	canonical, err := counter.Canonicals(ctx, q, slices.Compact(tags))
+	slices.Sort(ids)
+	canonical, err := tags.Canonicals(ctx, q, slices.Compact(ids))
 	if err != nil {
 		return err
 	}
@@ -204,29 +205,13 @@ func insertWorks(ctx context.Context, db *migrations.DB, tx *sql.Tx, plans []*pl
 	for _, pl := range plans {
 		args = append(args, pl.req.draftID, pl.lock.AuthorID, pl.content.Title, pl.content.Body, visibility(pl.content), pl.lock.Version)
 	}
-	first, err := migrations.InsertRows(ctx, tx, "INSERT INTO works (draft_id, author_id, title, body, visibility, version) VALUES ",
+	ids, err := migrations.InsertIDs(ctx, db, tx, "INSERT INTO works (draft_id, author_id, title, body, visibility, version) VALUES ",
 		"(?,?,?,?,?,?)", len(plans), args...)
 	if err != nil {
 		return err
 	}
-	if db.ConsecutiveIDs {
-		for i, pl := range plans {
-			pl.workID = first + int64(i)
-		}
-		return nil
-	}
-	ids := make([]int64, len(plans))
-	byDraft := make(map[int64]*plan, len(plans))
 	for i, pl := range plans {
-		ids[i] = pl.req.draftID
-		byDraft[pl.req.draftID] = pl
-	}
-	found, err := migrations.SumsByID(ctx, tx, migrations.IDList("SELECT draft_id, id FROM works WHERE draft_id IN (", ids, ")"))
-	if err != nil {
-		return err
-	}
-	for draft, work := range found {
-		byDraft[draft].workID = work
+		pl.workID = ids[i]
 	}
 	return nil
 }
@@ -323,7 +308,7 @@ func (p *Poster) FindWorkByID(ctx context.Context, authorID, workID int64) (Work
 		return Work{}, err
 	}
 	err = migrations.EachRow(ctx, p.cfg.DB, func(rows *sql.Rows) error {
-		var ref drafts.TagRef
+		var ref tags.Ref
 		if err := rows.Scan(&ref.Type, &ref.Name); err != nil {
 			return err
 		}

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 )
 
@@ -107,19 +107,19 @@ func (p *Poster) switchSynonym(ctx context.Context, tagID, canonicalID int64) (J
 		ids = append(ids, canonicalID)
 	}
 	slices.Sort(ids)
-	tags, err := counter.LockTags(ctx, tx, ids)
+	rows, err := tags.Lock(ctx, tx, ids)
 	if err != nil {
 		return Job{}, err
 	}
-	if err := refuseSwitch(ctx, tx, tags, tagID, canonicalID); err != nil {
+	if err := refuseSwitch(ctx, tx, rows, tagID, canonicalID); err != nil {
 		return Job{}, err
 	}
-	if err := counter.SetSynonymOf(ctx, tx, tagID, canonicalID); err != nil {
+	if err := tags.SetSynonymOf(ctx, tx, tagID, canonicalID); err != nil {
 		return Job{}, err
 	}
 	filter := canonicalID
 	if filter == 0 {
-		filter = tags[tagID].SynonymOf // an undo: the filter the works leave
+		filter = rows[tagID].SynonymOf // an undo: the filter the works leave
 	}
 	res, err := tx.ExecContext(ctx, "INSERT INTO wrangling_jobs (tag_id, synonym_of, canonical_id) VALUES (?, ?, ?)",
 		tagID, nullID(canonicalID), filter)
@@ -138,9 +138,9 @@ func (p *Poster) switchSynonym(ctx context.Context, tagID, canonicalID int64) (J
 }
 
 // refuseSwitch returns why mapping tagID to canonicalID (0: undo) is
-// refused, or nil. tags are the locked rows.
-func refuseSwitch(ctx context.Context, q *sql.Tx, tags map[int64]counter.TagRow, tagID, canonicalID int64) error {
-	tag, ok := tags[tagID]
+// refused, or nil. rows are the locked rows.
+func refuseSwitch(ctx context.Context, q *sql.Tx, rows map[int64]tags.Row, tagID, canonicalID int64) error {
+	tag, ok := rows[tagID]
 	if !ok {
 		return fmt.Errorf("%w: tag %d", ErrTagNotFound, tagID)
 	}
@@ -150,7 +150,7 @@ func refuseSwitch(ctx context.Context, q *sql.Tx, tags map[int64]counter.TagRow,
 		}
 		return nil
 	}
-	canonical, ok := tags[canonicalID]
+	canonical, ok := rows[canonicalID]
 	switch {
 	case !ok:
 		return fmt.Errorf("%w: %d", ErrCanonicalNotFound, canonicalID)
@@ -159,7 +159,7 @@ func refuseSwitch(ctx context.Context, q *sql.Tx, tags map[int64]counter.TagRow,
 	case canonical.SynonymOf != 0:
 		return fmt.Errorf("%w: tag %d is a synonym of tag %d", ErrNotCanonical, canonicalID, canonical.SynonymOf)
 	}
-	has, err := counter.HasSynonyms(ctx, q, tagID)
+	has, err := tags.HasSynonyms(ctx, q, tagID)
 	if err != nil {
 		return err
 	}

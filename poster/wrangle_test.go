@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -16,14 +17,14 @@ import (
 )
 
 // freeform names a free-form tag.
-func freeform(name string) drafts.TagRef { return drafts.TagRef{Type: drafts.TypeFreeform, Name: name} }
+func freeform(name string) tags.Ref { return tags.NewRef(tags.TypeFreeform, name) }
 
 // tagIDs returns the ids of tags of type freeform by name.
 func tagIDs(t *testing.T, db *migrations.DB, names ...string) []int64 {
 	t.Helper()
 	ids := make([]int64, len(names))
 	for i, n := range names {
-		tag, ok, err := counter.TagByKey(context.Background(), db, drafts.TypeFreeform, drafts.NameKey(n))
+		tag, ok, err := tags.ByKey(context.Background(), db, tags.TypeFreeform, tags.NameKey(n))
 		if err != nil || !ok {
 			t.Fatalf("tag %q: %v (found %v)", n, err, ok)
 		}
@@ -62,10 +63,10 @@ func TestSynonymSwitchRefusesChainsOtherTypesAndUnknownTags(t *testing.T) {
 	ctx := context.Background()
 	db := testdb.New(t).DB
 	postertest.Works(ctx, t, db, []drafts.Content{postertest.Content("w", freeform("A"), freeform("B"), freeform("C"), freeform("D"),
-		drafts.TagRef{Type: drafts.TypeFandom, Name: "F"})}, nil)
+		tags.NewRef(tags.TypeFandom, "F"))}, nil)
 	ids := tagIDs(t, db, "A", "B", "C", "D")
 	a, b, c, d := ids[0], ids[1], ids[2], ids[3]
-	fandom, _, _ := counter.TagByKey(ctx, db, drafts.TypeFandom, "f")
+	fandom, _, _ := tags.ByKey(ctx, db, tags.TypeFandom, "f")
 	p := poster.New(poster.Config{DB: db})
 	if _, err := p.MakeSynonym(ctx, a, b); err != nil {
 		t.Fatal(err)
@@ -105,7 +106,7 @@ func wrangleArchive(t *testing.T, db *migrations.DB) (a, b int64) {
 	ctx := context.Background()
 	p := poster.New(poster.Config{DB: db, Paths: poster.FixedPath(true)})
 	for i := range 40 {
-		refs := [][]drafts.TagRef{{freeform("A")}, {freeform("B")}, {freeform("A"), freeform("B")}, {freeform("Other")}}[i%4]
+		refs := [][]tags.Ref{{freeform("A")}, {freeform("B")}, {freeform("A"), freeform("B")}, {freeform("Other")}}[i%4]
 		c := postertest.Content(fmt.Sprintf("w%d", i), append(refs, freeform("Common"))...)
 		if i%3 == 0 {
 			c.Visibility = drafts.VisibilityRegistered
@@ -352,7 +353,7 @@ func TestRekeyMakesCollidingTagsSynonymsOfTheOldestAndKeepsEveryCount(t *testing
 		{"strasse", 0}, {"strasse#" + fmt.Sprint(ids[4]), ids[3]}, {"full", 0}}
 	after := numbers(t, db, ids...)
 	for i, w := range want {
-		tag, ok, err := counter.TagByKey(ctx, db, drafts.TypeFreeform, w.key)
+		tag, ok, err := tags.ByKey(ctx, db, tags.TypeFreeform, w.key)
 		if err != nil || !ok || tag.ID != ids[i] || tag.SynonymOf != w.synonymOf || tag.Name != old[i].name {
 			t.Errorf("tag %q: %+v (found %v, %v); want id %d under key %q, a synonym of %d", old[i].name, tag, ok, err, ids[i], w.key, w.synonymOf)
 		}

@@ -14,7 +14,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of the wrangling jobs' runner.
@@ -59,13 +61,13 @@ type wrangler struct {
 // A perSecond not above perTx leaves no refill, so perTx is halved to fit.
 func newWrangler(cfg Config) *wrangler {
 	perTx, perSecond := cfg.WrangleRowsPerTx, cfg.WrangleRowsPerSecond
-	perTx = counter.OrDefault(perTx, DefaultWrangleRowsPerTx)
-	perSecond = counter.OrDefault(perSecond, DefaultWrangleRowsPerSecond)
+	perTx = loop.OrDefault(perTx, DefaultWrangleRowsPerTx)
+	perSecond = loop.OrDefault(perSecond, DefaultWrangleRowsPerSecond)
 	if perSecond <= perTx {
 		perTx = max(1, perSecond/2)
 	}
 	poll := cfg.WranglePoll
-	poll = counter.OrDefault(poll, DefaultWranglePoll)
+	poll = loop.OrDefault(poll, DefaultWranglePoll)
 	return &wrangler{perTx: perTx, limiter: rate.NewLimiter(rate.Limit(perSecond-perTx), perTx),
 		wake: make(chan struct{}, 1), poll: poll}
 }
@@ -155,7 +157,7 @@ func (p *Poster) runJob(ctx context.Context, id int64) error {
 			attempt = 0
 		case migrations.IsLockConflict(err) && attempt < maxLockRetries && ctx.Err() == nil:
 			attempt++
-			if err := counter.Sleep(ctx, time.Duration(1+rand.IntN(10*attempt))*time.Millisecond); err != nil {
+			if err := loop.Sleep(ctx, time.Duration(1+rand.IntN(10*attempt))*time.Millisecond); err != nil {
 				return err
 			}
 		default:
@@ -187,54 +189,51 @@ type jobBatch struct {
 // marks the job done. It reports whether the job is over (done, or
 // superseded by a later switch of its tag).
 func (p *Poster) wrangleBatch(ctx context.Context, conn *sql.Conn, id int64) (over bool, err error) {
-	started := time.Now()
-	tx, err := conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	c := WrangleCommit{JobID: id, Started: time.Now()}
+	err = p.commitAndAnnounce(ctx, conn, PathNew, func(ctx context.Context, tx *sql.Tx) ([]counter.Event, error) {
+		var events []counter.Event
+		events, over, err = p.wrangleTx(ctx, tx, &c)
+		return events, err
+	})
 	if err != nil {
 		return false, err
 	}
-	defer tx.Rollback()
+	c.Committed = time.Now()
+	p.observeCommit(c)
+	return over, nil
+}
+
+// wrangleTx is wrangleBatch's transaction: it records in c what it did,
+// and returns the events to announce and whether the job is over.
+func (p *Poster) wrangleTx(ctx context.Context, tx *sql.Tx, c *WrangleCommit) ([]counter.Event, bool, error) {
 	var tag, after int64
 	var state string
-	err = tx.QueryRowContext(ctx, "SELECT tag_id, state, after_work_id FROM wrangling_jobs WHERE id = ? FOR UPDATE", id).
+	err := tx.QueryRowContext(ctx, "SELECT tag_id, state, after_work_id FROM wrangling_jobs WHERE id = ? FOR UPDATE", c.JobID).
 		Scan(&tag, &state, &after)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && state != JobRunning) {
-		p.observeCommit(WrangleCommit{JobID: id, Started: started, Committed: time.Now(), Superseded: state == JobSuperseded})
-		return true, nil
+		c.Superseded = state == JobSuperseded
+		return nil, true, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	works, err := migrations.SumsByID(ctx, tx, `SELECT work_id, work_id FROM taggings WHERE tag_id = ? AND work_id > ?
 		ORDER BY work_id LIMIT ?`, tag, after, max(1, p.wrangle.perTx/4))
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if len(works) == 0 {
-		if _, err := tx.ExecContext(ctx, "UPDATE wrangling_jobs SET state = 'done', finished_at = NOW(6) WHERE id = ?", id); err != nil {
-			return false, err
-		}
-		if err := migrations.Commit(ctx, tx); err != nil {
-			return false, err
-		}
-		p.observeCommit(WrangleCommit{JobID: id, Started: started, Committed: time.Now(), Finished: true})
-		return true, nil
+		_, err := tx.ExecContext(ctx, "UPDATE wrangling_jobs SET state = 'done', finished_at = NOW(6) WHERE id = ?", c.JobID)
+		c.Finished = true
+		return nil, true, err
 	}
 	b, err := p.refile(ctx, tx, slices.Sorted(maps.Keys(works)))
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	events, err := p.writeBatch(ctx, tx, id, b)
-	if err != nil {
-		return false, err
-	}
-	if err := migrations.Commit(ctx, tx); err != nil {
-		return false, err
-	}
-	if len(events) > 0 && p.cfg.Announcer != nil {
-		p.cfg.Announcer.Announce(ctx, events)
-	}
-	p.observeCommit(WrangleCommit{JobID: id, Works: b.examined, Changes: b.changes, Rows: b.rows, Started: started, Committed: time.Now()})
-	return false, nil
+	c.Works, c.Changes, c.Rows = b.examined, b.changes, b.rows
+	events, err := p.writeBatch(ctx, tx, c.JobID, b)
+	return events, false, err
 }
 
 // refile locks the drafts of works (ascending ids), reads their states
@@ -255,12 +254,12 @@ func (p *Poster) refile(ctx context.Context, tx *sql.Tx, works []int64) (jobBatc
 	if err != nil {
 		return b, err
 	}
-	var tags []int64
+	var ids []int64
 	for _, st := range states {
-		tags = append(tags, st.tags...)
+		ids = append(ids, st.tags...)
 	}
-	slices.Sort(tags)
-	canonical, err := counter.Canonicals(ctx, tx, slices.Compact(tags))
+	slices.Sort(ids)
+	canonical, err := tags.Canonicals(ctx, tx, slices.Compact(ids))
 	if err != nil {
 		return b, err
 	}

@@ -3,9 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,29 +22,33 @@ const module = "github.com/tagcount/tagcount"
 // packages → the database package. A package not named here fails the test
 // until someone says where it belongs.
 var layer = map[string]int{
-	"migrations": 0,
+	"migrations":      0,
+	"migrations/loop": 0, // the loops' sleep, ticker and config defaults; imports nothing of ours
 
-	"drafts":               1,
-	"counter":              1,
-	"flags":                1,
-	"poster":               2, // posts drafts (drafts) and writes their counts' outbox (counter)
-	"counter/reconcile":    3, // reads the posted works' side (poster) and the counts' side (counter)
-	"poster/postertest":    3,
+	"counter/tags":         1, // the tags table, tag names and identity, the new-tag quota
 	"migrations/testdb":    1,
+	"flags":                1,
+	"drafts":               2, // names tags (counter/tags) in content
+	"counter":              2, // counts tags; reads their ids (counter/tags)
 	"flags/unleashtest":    2, // test support: takes testdb's FreePort
-	"cmd/tagcount/httpapi": 4,
-	"cmd/tagcount/loadgen": 5,
-	"cmd/tagcount":         6,
+	"poster":               3, // posts drafts (drafts), files them under tags (counter/tags) and writes their counts' outbox (counter)
+	"flags/rollout":        3, // moves flags' new-path flag; reads drafts' and counter's tables (imports drafts)
+	"counter/reconcile":    4, // reads the posted works' side (poster) and the counts' side (counter)
+	"poster/postertest":    4,
+	"cmd/tagcount/httpapi": 5,
+	"cmd/tagcount/loadgen": 6,
+	"cmd/tagcount/archive": 6, // builds archive-shaped databases in bulk (plain SQL)
+	"cmd/tagcount":         7,
 
 	// Test support: checks HTTP traffic against the API's OpenAPI document.
-	"cmd/tagcount/httpapi/openapitest": 4,
+	"cmd/tagcount/httpapi/openapitest": 5,
 }
 
 // mayImportHTTP are the packages that may import net/http: the binary and
 // its HTTP layer, the load generator (an HTTP client), flags (the Unleash
 // client's transport) and test helpers that drive servers.
 var mayImportHTTP = []string{"cmd/tagcount", "cmd/tagcount/httpapi", "cmd/tagcount/httpapi/openapitest", "cmd/tagcount/loadgen",
-	"flags", "flags/unleashtest"}
+	"flags", "flags/unleashtest", "flags/rollout"}
 
 type listedPackage struct {
 	ImportPath string
@@ -105,4 +114,65 @@ func TestPackagesDependOneWay(t *testing.T) {
 			}
 		}
 	}
+}
+
+// posterUsesOfCounter are the names of package counter that poster may
+// use: the counting contract (a tag's numbers, their deltas, the outbox
+// write and the legacy bump, the events announced after commit). The tags
+// table, tag names and the quota are counter/tags'; loops' helpers are
+// migrations/loop's.
+var posterUsesOfCounter = []string{"Announcer", "BumpCounts", "Delta", "Event", "Sum", "SumsByID", "WriteOutbox"}
+
+// TestPosterUsesOnlyTheCountingContractOfCounter parses poster's files
+// (tests apart) and fails for each name of package counter they use that
+// is not in posterUsesOfCounter.
+func TestPosterUsesOnlyTheCountingContractOfCounter(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("../../poster/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("poster's files: %v (%d found)", err, len(files))
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, use := range counterUses(f) {
+			if !slices.Contains(posterUsesOfCounter, use.Sel.Name) {
+				t.Errorf("%s: poster uses counter.%s, which is not the counting contract (posterUsesOfCounter); "+
+					"tags-table names live in counter/tags", fset.Position(use.Pos()), use.Sel.Name)
+			}
+		}
+	}
+}
+
+// counterUses returns the selector expressions of f on its import of
+// package counter (under whatever name f imports it).
+func counterUses(f *ast.File) []*ast.SelectorExpr {
+	local := ""
+	for _, imp := range f.Imports {
+		if path, _ := strconv.Unquote(imp.Path.Value); path == module+"/counter" {
+			local = "counter"
+			if imp.Name != nil {
+				local = imp.Name.Name
+			}
+		}
+	}
+	if local == "" {
+		return nil
+	}
+	var uses []*ast.SelectorExpr
+	ast.Inspect(f, func(n ast.Node) bool {
+		if sel, ok := n.(*ast.SelectorExpr); ok {
+			if id, ok := sel.X.(*ast.Ident); ok && id.Name == local {
+				uses = append(uses, sel)
+			}
+		}
+		return true
+	})
+	return uses
 }

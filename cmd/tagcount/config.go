@@ -14,6 +14,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
@@ -25,6 +26,9 @@ type settings struct {
 	HTTPAddr        string
 	MySQLDSN        string
 	RedisAddr       string
+	Redis           redisConfig // --redis-url, --redis-ca-file (RedisAddr is its Addr once parsed)
+	MySQLCAFile     string      // applied to MySQLDSN and ReconcileReadDSN by parse
+	Kafka           kafkaSettings
 	KafkaBrokers    string
 	KafkaTopic      string
 	CountsTopic     string
@@ -67,6 +71,7 @@ type settings struct {
 	MaxDrafts                              int
 	NewTagsPerDay                          int
 	BulkAfter                              int
+	Rollout                                rolloutOptions
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -76,10 +81,14 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.Tiers.MediumMinInterval, "tier-medium-min", t.MediumMinInterval, "flush interval of the smallest medium tag")
 	fs.DurationVar(&s.Tiers.MediumMaxInterval, "tier-medium-max", t.MediumMaxInterval, "flush interval of the largest medium tag")
 	fs.DurationVar(&s.Tiers.LargeInterval, "tier-large-interval", t.LargeInterval, "flush interval (and read cache lifetime) of a large tag")
-	fs.Float64Var(&s.PublishDropRate, "fault-publish-drop-rate", 0, "testing only: share of announcements the worker drops, as if lost")
+	registerFaults(fs, s) // only in a binary built with -tags faults (faults.go)
 	fs.StringVar(&s.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (API, /healthz, /readyz, /metrics)")
 	fs.StringVar(&s.MySQLDSN, "mysql-dsn", migrations.DefaultDSN, "MySQL/MariaDB DSN (go-sql-driver format)")
-	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue")
+	fs.StringVar(&s.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis address for the job queue; --redis-url, when set, wins")
+	fs.StringVar(&s.Redis.URL, "redis-url", "", "Redis URL: redis://[user:password@]host:port/db, or rediss:// for TLS; empty = redis://<--redis-addr>")
+	fs.StringVar(&s.Redis.CAFile, "redis-ca-file", "", "PEM file of the CAs that sign Redis's certificate (rediss:// only); empty = the system's roots")
+	fs.StringVar(&s.MySQLCAFile, "mysql-ca-file", "", "PEM file of the CAs that sign MySQL's certificate; when set, MySQL connections use TLS and verify the server")
+	s.Kafka.register(fs)
 	fs.StringVar(&s.KafkaBrokers, "kafka-brokers", "", "comma-separated Kafka brokers; empty in dev = embedded broker")
 	fs.StringVar(&s.CountsTopic, "kafka-counts-topic", counter.DefaultCountsTopic, "compacted Kafka topic of the count-change stream")
 	fs.StringVar(&s.KafkaTopic, "kafka-topic", counter.DefaultTopic, "Kafka topic of tag-use events")
@@ -109,10 +118,11 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.WrangleRowsPerTx, "wrangle-rows-per-tx", poster.DefaultWrangleRowsPerTx, "most rows one transaction of a wrangling job writes (work_filters and outbox rows)")
 	fs.IntVar(&s.WrangleRowsPerSecond, "wrangle-rows-per-second", poster.DefaultWrangleRowsPerSecond, "most rows a worker's wrangling jobs write in any one second; above --wrangle-rows-per-tx")
 	s.Edge.register(fs)
+	s.Rollout.register(fs)
 	s.Pools.register(fs)
 	fs.IntVar(&s.MaxDrafts, "quota-drafts", drafts.DefaultMaxDrafts, "unposted drafts an author may keep; one more is refused 422 quota_exceeded (0 = no limit)")
 	fs.IntVar(&s.BulkAfter, "bulk-after", poster.DefaultBulkAfter, "an author with this many posts queued has the next ones queued on the bulk queue, behind other authors' (0 = one queue, first come first served)")
-	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", counter.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
+	fs.IntVar(&s.NewTagsPerDay, "quota-new-tags-per-day", tags.DefaultNewTagsPerDay, "tags an author may name for the first time per UTC day; past it saves are refused 429 quota_exceeded (0 = no limit)")
 }
 
 // edgeSettings are the HTTP layer's deadlines, limits and rate limits
@@ -213,8 +223,12 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 	if extra != nil {
 		extra(fs)
 	}
+	readSecretFiles := registerSecretFiles(fs)
 	strict := fs.Bool("strict-env", false, "refuse to start when a TAGCOUNT_ environment variable names no flag (default: warn)")
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("TAGCOUNT")); err != nil {
+		return nil, err
+	}
+	if err := readSecretFiles(); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 && name != "migrate" {
@@ -224,6 +238,9 @@ func parse(name string, args []string, stderr io.Writer, s *settings, extra func
 		return nil, err
 	}
 	fs.VisitAll(func(f *flag.Flag) { known = append(known, f.Name) })
+	for _, name := range secretFlags {
+		known = append(known, name+"-file")
+	}
 	if err := checkEnv(os.Environ(), known, *strict, settingsLogger(stderr, s)); err != nil {
 		return nil, err
 	}
@@ -246,6 +263,9 @@ func (s *settings) validate() error {
 		return err
 	}
 	if err := s.Pools.validate(); err != nil {
+		return err
+	}
+	if err := s.secure(); err != nil {
 		return err
 	}
 	if s.WrangleRowsPerTx < 4 || s.WrangleRowsPerSecond <= s.WrangleRowsPerTx {

@@ -37,10 +37,10 @@ var roleNames = map[string]roles{
 // every service role, so a new flag works before it is sorted in (add it
 // here to narrow it).
 var flagRoles = map[string]roles{
-	"http-addr": services, "admin-addr": services, "shutdown-delay": services, "shutdown-timeout": services,
+	"http-addr": services, "admin-addr": services, "shutdown-delay": services, "shutdown-timeout": services | roleQueues,
 	"log-level": services | roleQueues | roleMigrate, "log-format": services | roleQueues | roleMigrate,
-	"mysql-dsn":   services | roleMigrate,
-	"redis-addr":  services | roleQueues,
+	"mysql-dsn": services | roleMigrate, "mysql-ca-file": services | roleMigrate,
+	"redis-addr": services | roleQueues, "redis-url": services | roleQueues, "redis-ca-file": services | roleQueues,
 	"queue":       roleAPI | roleWorker | roleDev | roleQueues,
 	"data-dir":    services,
 	"auth-secret": roleAPI | roleDev, "max-token-lifetime": roleAPI | roleDev,

@@ -16,8 +16,9 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/cmd/tagcount/loadgen"
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -131,7 +132,7 @@ func (lg *loadgenSession) settings(limits httpapi.RateLimits, maxDrafts int) []l
 	}
 	return []loadgen.Setting{
 		{Name: "rate limits", Value: fmt.Sprintf("writes %s, reads %s, anonymous %s", rl(limits.Writes), rl(limits.Reads), rl(limits.Anonymous))},
-		{Name: "quotas", Value: fmt.Sprintf("%d unposted drafts, %d new tags a day", maxDrafts, counter.DefaultNewTagsPerDay)},
+		{Name: "quotas", Value: fmt.Sprintf("%d unposted drafts, %d new tags a day", maxDrafts, tags.DefaultNewTagsPerDay)},
 		{Name: "fair posting", Value: fair},
 		{Name: "normal authors", Value: fmt.Sprintf("%d, %g works/s in all for %v (open loop, at most %d in flight)",
 			c.NormalAuthors, c.NormalRate, lg.s.Duration, lg.s.Concurrency)},
@@ -149,7 +150,7 @@ func (lg *loadgenSession) onScenarioStack(ctx context.Context, phase string, lim
 	limits.Prefix = "loadgen-" + runID + ":"
 	st, stop, err := loadgenStack(ctx, lg.s, runID, "new", database, lg.secret, lg.log, true, func(o *stackOptions) {
 		o.Edge = httpapi.Edge{RequestTimeout: httpapi.DefaultRequestTimeout, RateLimits: limits}
-		o.MaxDrafts, o.NewTagsPerDay = maxDrafts, counter.DefaultNewTagsPerDay
+		o.MaxDrafts, o.NewTagsPerDay = maxDrafts, tags.DefaultNewTagsPerDay
 		o.BulkAfter = oneQueueIfZero(lg.s.Overload.BulkAfter)
 	})
 	if err != nil {
@@ -282,7 +283,7 @@ func (lg *loadgenSession) bulkImport(ctx context.Context, rep *loadgen.ScenarioR
 		bulk.ImportReady = func(batch int) {
 			if batch == 0 {
 				start()
-				counter.Sleep(ctx, lg.s.Duration/4)
+				loop.Sleep(ctx, lg.s.Duration/4)
 			}
 			fmt.Fprintf(lg.stderr, "loadgen: bulk-import: posting batch %d at once\n", batch+1)
 		}
@@ -387,7 +388,7 @@ func (lg *loadgenSession) duringFlood(ctx context.Context, st *stack, flood load
 			rec.Seconds = round1(time.Since(end).Seconds())
 			break
 		}
-		counter.Sleep(ctx, 20*time.Millisecond)
+		loop.Sleep(ctx, 20*time.Millisecond)
 	}
 	return err
 }
@@ -402,7 +403,7 @@ func watchPeaks(reg *prometheus.Registry, rec *loadgen.Recovery) (stop func()) {
 		for ctx.Err() == nil {
 			rec.InFlightDuring = max(rec.InFlightDuring, metricValue(reg, "tagcount_http_in_flight"))
 			rec.BodyBytesDuring = max(rec.BodyBytesDuring, metricValue(reg, "tagcount_http_body_bytes_in_flight"))
-			counter.Sleep(ctx, 250*time.Millisecond)
+			loop.Sleep(ctx, 250*time.Millisecond)
 		}
 	}()
 	return func() { cancel(); <-done }

@@ -11,7 +11,9 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/loadgen"
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -166,8 +168,8 @@ func (lg *loadgenSession) runWrangled(ctx context.Context, wrangle bool) (*loadg
 // counter has applied every small tag's rows, and returns the two tags.
 func seedBigTag(ctx context.Context, st *stack, n int, stderr io.Writer) (big, canon int64, err error) {
 	fmt.Fprintf(stderr, "loadgen: seeding %d works on the big tag\n", n)
-	ref := drafts.TagRef{Type: drafts.TypeFreeform, Name: wrangleBigTag}
-	canonRef := drafts.TagRef{Type: drafts.TypeFreeform, Name: wrangleCanonTag}
+	ref := tags.NewRef(tags.TypeFreeform, wrangleBigTag)
+	canonRef := tags.NewRef(tags.TypeFreeform, wrangleCanonTag)
 	for done := 0; done < n; done += 500 {
 		contents := make([]drafts.Content, 0, 500)
 		for i := done; i < min(n, done+500); i++ {
@@ -187,12 +189,12 @@ func seedBigTag(ctx context.Context, st *stack, n int, stderr io.Writer) (big, c
 		if err != nil || small == 0 {
 			break
 		}
-		if err := counter.Sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := loop.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return 0, 0, err
 		}
 	}
-	for i, r := range []drafts.TagRef{ref, canonRef} {
-		t, ok, err := counter.TagByKey(ctx, st.DB, r.Type, drafts.NameKey(r.Name))
+	for i, r := range []tags.Ref{ref, canonRef} {
+		t, ok, err := tags.ByKey(ctx, st.DB, r.Type, tags.NameKey(r.Name))
 		if err != nil || !ok {
 			return 0, 0, fmt.Errorf("the seeded tag %q: %v", r.Name, err)
 		}

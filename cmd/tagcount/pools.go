@@ -20,7 +20,9 @@ import (
 const (
 	// apiMainConns is the API's main pool: its requests' reads and
 	// moderation writes. It is also the API's database slots
-	// (httpapi.Edge.DBSlots): requests past it wait for a slot.
+	// (httpapi.Edge.DBSlots): requests past it wait for a slot. The
+	// rollout runner holds one for its lock and uses one more for a round,
+	// the rollout samples' recorder one for a moment every 200 ms.
 	apiMainConns = 16
 	// workerMainConns is the worker's main pool: legacy-path posting jobs
 	// (which queue for it), the reconcile (three connections while it

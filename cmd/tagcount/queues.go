@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 )
 
@@ -35,10 +34,14 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log := newLogger(stderr, s.LogLevel, s.LogFormat)
-	if err := pingRedis(ctx, s.RedisAddr); err != nil {
+	ropt, err := s.Redis.options()
+	if err != nil {
 		return err
 	}
-	ui := asynqmon.New(asynqmon.Options{RedisConnOpt: asynq.RedisClientOpt{Addr: s.RedisAddr}, ReadOnly: readOnly})
+	if err := pingRedis(ctx, s.Redis, ropt); err != nil {
+		return err
+	}
+	ui := asynqmon.New(asynqmon.Options{RedisConnOpt: asynqOpt(ropt), ReadOnly: readOnly})
 	defer ui.Close()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -47,7 +50,7 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	srv := &http.Server{Handler: ui, ReadHeaderTimeout: 10 * time.Second}
 	// Said before serving (the listener already holds the address), so
 	// whoever the UI answers has been told where it is.
-	fmt.Fprintf(stdout, "tagcount queues: the job queue UI is at http://%s/queues/%s (Redis %s)\n", ln.Addr(), s.Queue, s.RedisAddr)
+	fmt.Fprintf(stdout, "tagcount queues: the job queue UI is at http://%s/queues/%s (Redis %s)\n", ln.Addr(), s.Queue, ropt.Addr)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

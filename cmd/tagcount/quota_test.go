@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -69,9 +69,9 @@ func TestQuotasRefuseTheDraftPastTheDraftsQuotaAnd422AndTheNewTagsPastTheDailyAl
 
 func TestTheServingCommandsRunWithTheDomainPackagesDefaultQuotas(t *testing.T) {
 	t.Parallel()
-	if o := defaultStackOptions(t); o.MaxDrafts != drafts.DefaultMaxDrafts || o.NewTagsPerDay != counter.DefaultNewTagsPerDay {
+	if o := defaultStackOptions(t); o.MaxDrafts != drafts.DefaultMaxDrafts || o.NewTagsPerDay != tags.DefaultNewTagsPerDay {
 		t.Errorf("default quotas %d drafts, %d new tags a day; want %d and %d", o.MaxDrafts, o.NewTagsPerDay,
-			drafts.DefaultMaxDrafts, counter.DefaultNewTagsPerDay)
+			drafts.DefaultMaxDrafts, tags.DefaultNewTagsPerDay)
 	}
 	var s settings
 	if _, err := parse("api", []string{"--quota-drafts", "0", "--quota-new-tags-per-day", "7"}, io.Discard, &s, nil); err != nil {
@@ -79,5 +79,28 @@ func TestTheServingCommandsRunWithTheDomainPackagesDefaultQuotas(t *testing.T) {
 	}
 	if o := s.stackOptions(); o.MaxDrafts != 0 || o.NewTagsPerDay != 7 {
 		t.Errorf("--quota-drafts 0 --quota-new-tags-per-day 7 gave %d and %d", o.MaxDrafts, o.NewTagsPerDay)
+	}
+}
+
+// Audit finding 21.11: the new-tag quota is charged only for saves that
+// pass the ownership and state checks; a save answered 404 or 409 uses
+// none of it.
+func TestSavesRefusedAsNotFoundOrConflictUseNoneOfTheNewTagQuota(t *testing.T) {
+	t.Parallel()
+	st := testStack(t, stackOptions{Path: "new", NewTagsPerDay: 3})
+	author := st.client(t, 52, httpapi.RoleAuthor)
+	_, theirs, _ := st.client(t, 53, httpapi.RoleAuthor).do("POST", "/v1/drafts", draftBody("Theirs"))
+	if status, body, _ := author.do("PUT", "/v1/drafts/"+id(theirs, "id"), draftBody("Mine", "Lost 1", "Lost 2")); status != 404 {
+		t.Fatalf("a save of another author's draft: %d %v; want 404", status, body)
+	}
+	_, mine, _ := author.do("POST", "/v1/drafts", draftBody("Mine"))
+	if status, res, _ := author.do("POST", "/v1/drafts/"+id(mine, "id")+"/post", nil); status != 202 {
+		t.Fatalf("post: %d %v", status, res)
+	}
+	if status, body, _ := author.do("PUT", "/v1/drafts/"+id(mine, "id"), draftBody("Mine", "Lost 3")); status != 409 {
+		t.Fatalf("a save of a queued or posted draft: %d %v; want 409", status, body)
+	}
+	if status, body, _ := author.do("POST", "/v1/drafts", draftBody("Fresh", "New 1", "New 2")); status != 201 {
+		t.Errorf("two new tags after saves that were refused: %d %v; want 201 (refused saves charge nothing)", status, body)
 	}
 }

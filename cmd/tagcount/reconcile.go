@@ -19,7 +19,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter/reconcile"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 )
 
@@ -102,8 +102,8 @@ func parseReconcile(args []string, stderr io.Writer) (reconcileFlags, error) {
 	fs.StringVar(&f.readDSN, "read-dsn", "", "read the snapshots from this DSN (a replica of --mysql-dsn); default the primary")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "report drift without correcting it")
 	fs.Int64Var(&f.tag, "tag", 0, "reconcile only this tag id")
-	tags := fs.String("tags", "", "reconcile only these tag ids, comma-separated (e.g. 1,2,3)")
-	fs.StringVar(&f.typ, "type", "", "reconcile only tags of this type: "+strings.Join(drafts.Types, ", "))
+	tagList := fs.String("tags", "", "reconcile only these tag ids, comma-separated (e.g. 1,2,3)")
+	fs.StringVar(&f.typ, "type", "", "reconcile only tags of this type: "+strings.Join(tags.Types, ", "))
 	fs.BoolVar(&f.json, "json", false, "print the run's report and every correction as JSON, with the admin API's field names")
 	fs.Float64Var(&f.perSec, "rate", reconcile.DefaultCorrectionsPerSecond, "most corrections written per second")
 	fs.IntVar(&f.chunk, "chunk", reconcile.DefaultChunkSize, "tags read per consistent snapshot")
@@ -119,7 +119,7 @@ func parseReconcile(args []string, stderr io.Writer) (reconcileFlags, error) {
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("reconcile: unexpected arguments %q", fs.Args())
 	}
-	if err := f.check(*tags); err != nil {
+	if err := f.check(*tagList); err != nil {
 		return f, err
 	}
 	if err := f.level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -130,7 +130,7 @@ func parseReconcile(args []string, stderr io.Writer) (reconcileFlags, error) {
 
 // check validates f's values, setting f.tags from the --tags list, and
 // returns an error naming the first flag at fault.
-func (f *reconcileFlags) check(tags string) error {
+func (f *reconcileFlags) check(tagList string) error {
 	if f.perSec <= 0 {
 		return fmt.Errorf("reconcile: --rate must be positive, not %v", f.perSec)
 	}
@@ -144,11 +144,11 @@ func (f *reconcileFlags) check(tags string) error {
 		return fmt.Errorf("reconcile: --tag must be a tag id (a positive integer), not %d", f.tag)
 	}
 	f.typ = strings.ToLower(strings.TrimSpace(f.typ))
-	if f.typ != "" && !slices.Contains(drafts.Types, f.typ) {
-		return fmt.Errorf("reconcile: --type %q is not a tag type; the types are %s", f.typ, strings.Join(drafts.Types, ", "))
+	if f.typ != "" && !slices.Contains(tags.Types, f.typ) {
+		return fmt.Errorf("reconcile: --type %q is not a tag type; the types are %s", f.typ, strings.Join(tags.Types, ", "))
 	}
-	if strings.TrimSpace(tags) != "" {
-		for _, p := range strings.Split(tags, ",") {
+	if strings.TrimSpace(tagList) != "" {
+		for _, p := range strings.Split(tagList, ",") {
 			id, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
 			if err != nil || id <= 0 {
 				return fmt.Errorf("reconcile: --tags: %q is not a tag id (a positive integer); give ids separated by commas", p)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
@@ -58,18 +59,18 @@ func newReconcileCLIArchive(t *testing.T, freeforms, fandoms int) *reconcileCLIA
 	t.Helper()
 	ctx := t.Context()
 	a := &reconcileCLIArchive{t: t, db: testdb.New(t)}
-	var refs []drafts.TagRef
+	var refs []tags.Ref
 	for i := range freeforms {
-		refs = append(refs, drafts.TagRef{Type: drafts.TypeFreeform, Name: fmt.Sprintf("Freeform %d", i)})
+		refs = append(refs, tags.NewRef(tags.TypeFreeform, fmt.Sprintf("Freeform %d", i)))
 	}
 	for i := range fandoms {
-		refs = append(refs, drafts.TagRef{Type: drafts.TypeFandom, Name: fmt.Sprintf("Fandom %d", i)})
+		refs = append(refs, tags.NewRef(tags.TypeFandom, fmt.Sprintf("Fandom %d", i)))
 	}
-	crefs := make([]counter.TagRef, len(refs))
+	crefs := make([]tags.Ref, len(refs))
 	for i, r := range refs {
-		crefs[i] = counter.TagRef{Type: r.Type, Name: r.Name, Key: r.Key()}
+		crefs[i] = r
 	}
-	ids, err := counter.NewTagResolver(a.db.DB).Resolve(ctx, crefs)
+	ids, err := tags.NewResolver(a.db.DB).Resolve(ctx, crefs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +289,7 @@ func TestReconcileCommandRefusesFlagsItCannotUse(t *testing.T) {
 			t.Errorf("tagcount reconcile %q: %v; want an error saying %q", tc.args, err, tc.want)
 		}
 	}
-	if f, err := parseReconcile([]string{"--type", " Fandom "}, &bytes.Buffer{}); err != nil || f.typ != drafts.TypeFandom {
+	if f, err := parseReconcile([]string{"--type", " Fandom "}, &bytes.Buffer{}); err != nil || f.typ != tags.TypeFandom {
 		t.Errorf("--type ' Fandom ': %+v, %v; want type fandom", f, err)
 	}
 	if f, err := parseReconcile([]string{"--tags", "9, 2,9"}, &bytes.Buffer{}); err != nil || !slices.Equal(f.tags, []int64{2, 9}) {

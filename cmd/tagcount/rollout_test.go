@@ -12,6 +12,7 @@ import (
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/unleashtest"
@@ -205,7 +206,7 @@ func assertConserved(t *testing.T, st *stack) {
 		}
 		t.Errorf("tag %d: count %d + pending %d, posted works using it %d", d.TagID, d.Stored, d.Pending, d.Works)
 	}
-	total, err := counter.CountTags(ctx, st.DB, "")
+	total, err := tags.Count(ctx, st.DB, "")
 	if err != nil {
 		t.Fatal(err)
 	}

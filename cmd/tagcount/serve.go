@@ -79,7 +79,7 @@ func drain(log *slog.Logger, role string, st *stack, delay time.Duration) {
 
 func (s *settings) stackOptions() stackOptions {
 	return stackOptions{
-		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Queue: s.Queue, Path: s.PostingPath,
+		MySQLDSN: s.MySQLDSN, RedisAddr: s.RedisAddr, Redis: s.Redis, Kafka: s.Kafka.security, Queue: s.Queue, Path: s.PostingPath,
 		AuthSecret: s.AuthSecret, MaxTokenLifetime: s.MaxTokenLifetime, AuthIssuer: s.AuthIssuer, AuthAudience: s.AuthAudience,
 		DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
 		NoCreateTopics: !s.KafkaCreateTopics,
@@ -90,7 +90,7 @@ func (s *settings) stackOptions() stackOptions {
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},
 		Edge: s.Edge.edge(), MaxDrafts: s.MaxDrafts, NewTagsPerDay: s.NewTagsPerDay,
-		BulkAfter: oneQueueIfZero(s.BulkAfter), Pools: s.Pools,
+		BulkAfter: oneQueueIfZero(s.BulkAfter), Pools: s.Pools, Rollout: s.Rollout,
 	}
 }
 

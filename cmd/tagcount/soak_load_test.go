@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/loadgen"
-	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // soakRecorder counts every answer the soak's clients get, by operation
@@ -242,7 +242,7 @@ func (a *soakAuthor) run(ctx context.Context) {
 		if wait == 0 {
 			wait = a.act(ctx)
 		}
-		counter.Sleep(ctx, wait) // the author's pace, or the Retry-After asked for
+		loop.Sleep(ctx, wait) // the author's pace, or the Retry-After asked for
 	}
 }
 
@@ -407,7 +407,7 @@ func (c *soakClient) probe(ctx context.Context, base, tag string) error {
 	for id == "" {
 		if r := c.do(ctx, "probe: create draft", base, "POST", "/v1/drafts", body); r.status == http.StatusCreated {
 			id = jsonID(r.body, "id")
-		} else if err := counter.Sleep(ctx, 100*time.Millisecond); err != nil { // retrying while the service recovers
+		} else if err := loop.Sleep(ctx, 100*time.Millisecond); err != nil { // retrying while the service recovers
 			return err
 		}
 	}
@@ -415,7 +415,7 @@ func (c *soakClient) probe(ctx context.Context, base, tag string) error {
 		if r := c.do(ctx, "probe: post", base, "POST", "/v1/drafts/"+id+"/post", nil); r.ok() {
 			break
 		}
-		if err := counter.Sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := loop.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -424,7 +424,7 @@ func (c *soakClient) probe(ctx context.Context, base, tag string) error {
 		if r := c.do(ctx, "probe: read count", base, "GET", q, nil); r.status == http.StatusOK && r.body["count"] == float64(1) {
 			return nil
 		}
-		if err := counter.Sleep(ctx, 100*time.Millisecond); err != nil { // polling the count
+		if err := loop.Sleep(ctx, 100*time.Millisecond); err != nil { // polling the count
 			return err
 		}
 	}

@@ -160,7 +160,7 @@ func (s *soakService) procs() []*soakProc { return append([]*soakProc{s.broker},
 func buildTagcount(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "tagcount")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tagcount")
+	cmd := exec.Command("go", "build", "-tags", "faults", "-o", bin, "./cmd/tagcount") // --fault-publish-drop-rate
 	cmd.Dir = "../.."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("soak: go build: %v\n%s", err, out)

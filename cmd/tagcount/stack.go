@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,8 +24,10 @@ import (
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -42,6 +45,9 @@ type stackOptions struct {
 	Queue      string // asynq queue name (isolates runs and tests sharing a Redis)
 	Path       string // "flag", "new" or "legacy"
 	AuthSecret string // comma-separated: the first signs, all verify
+	// Redis is the URL and CA file of the job queue's Redis; its Addr,
+	// when empty, is RedisAddr.
+	Redis redisConfig
 	// Token checks beyond the secret (httpapi.Auth): zero values are the
 	// default lifetime and no iss or aud check.
 	MaxTokenLifetime         time.Duration
@@ -57,6 +63,7 @@ type stackOptions struct {
 	// process; wrong for a lone worker or counter, which would talk to a
 	// broker nobody else sees.
 	EmbeddedKafka bool
+	Kafka         counter.KafkaSecurity // SASL and TLS to Brokers
 	Topic         string
 	CountsTopic   string // the count-change stream's compacted topic
 	// NoCreateTopics makes start only check that the topics exist
@@ -108,6 +115,8 @@ type stackOptions struct {
 	// takes poster.DefaultBulkAfter, a negative value puts every post on
 	// one queue, first come first served.
 	BulkAfter int
+	// Rollout configures the guarded rollout's runner (API role).
+	Rollout rolloutOptions
 }
 
 // defaultShutdownTimeout is how long SIGTERM waits for in-flight work.
@@ -181,10 +190,13 @@ type stack struct {
 	closeOnce  sync.Once
 	queue      *asynq.Client
 	inspector  *asynq.Inspector
-	redis      *redis.Client // the API's rate limiter and the readiness check
+	redis      *redis.Client  // the API's rate limiter and the readiness check
+	redisOpt   *redis.Options // every Redis client's settings (API and worker roles)
+	newTags    *tags.Quota    // the API's new-tag quota (nil in other roles)
 	publisher  *counter.Publisher
 	reconciler *reconcile.Reconciler
-	stopping   atomic.Bool // set by Drain: /readyz answers 503
+	stopping   atomic.Bool       // set by Drain: /readyz answers 503
+	recorder   *rollout.Recorder // the API's Post samples for the rollout's guards
 }
 
 // startStack connects to the dependencies, migrates if asked, and starts the
@@ -196,7 +208,7 @@ func startStack(ctx context.Context, o stackOptions) (*stack, error) {
 		Auth: o.auth()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	steps := []func(context.Context) error{
-		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.buildPoster, s.buildReconciler,
+		s.openDatabase, s.openQueue, s.startFlags, s.startKafka, s.startRollout, s.buildPoster, s.buildReconciler,
 		s.serveHTTP, s.startWorker, s.startCounter,
 	}
 	for _, step := range steps {
@@ -215,13 +227,14 @@ func (s *stack) openDatabase(ctx context.Context) error {
 		return err
 	}
 	s.DSN = dsn
+	// Named for the operator: a refused login or certificate is a setting to fix.
 	if s.opts.Create {
 		if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-			return err
+			return fmt.Errorf("mysql: --mysql-dsn: %w", err)
 		}
 	}
 	if s.DB, err = s.openPool(ctx, "main", dsn, s.opts.Pools.Main, false); err != nil {
-		return err
+		return fmt.Errorf("mysql: --mysql-dsn: %w", err)
 	}
 	if s.opts.Migrate {
 		if err := migrations.Up(ctx, s.DB); err != nil {
@@ -246,11 +259,17 @@ func (s *stack) openQueue(ctx context.Context) error {
 	if !s.opts.API && !s.opts.Worker {
 		return nil
 	}
-	if err := pingRedis(ctx, s.opts.RedisAddr); err != nil {
+	rc := s.opts.Redis
+	rc.Addr = cmp.Or(rc.Addr, s.opts.RedisAddr)
+	var err error
+	if s.redisOpt, err = rc.options(); err != nil {
 		return err
 	}
-	s.queue = asynq.NewClient(asynq.RedisClientOpt{Addr: s.opts.RedisAddr})
-	s.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: s.opts.RedisAddr})
+	if err := pingRedis(ctx, rc, s.redisOpt); err != nil {
+		return err
+	}
+	s.queue = asynq.NewClient(asynqOpt(s.redisOpt))
+	s.inspector = asynq.NewInspector(asynqOpt(s.redisOpt))
 	s.closers = append(s.closers, s.queue.Close, s.inspector.Close)
 	return nil
 }
@@ -277,7 +296,7 @@ func (s *stack) startKafka(ctx context.Context) error {
 	s.Brokers = o.Brokers
 	switch {
 	case len(s.Brokers) > 0:
-		if err := s.ensureTopic(ctx, o.Topic, counter.EnsureTopic); err != nil {
+		if err := s.ensureTopic(ctx, o.Topic, o.Kafka.EnsureTopic); err != nil {
 			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
 		}
 	case !o.EmbeddedKafka:
@@ -293,21 +312,43 @@ func (s *stack) startKafka(ctx context.Context) error {
 		s.Brokers = b.Addrs()
 	}
 	if o.Counter {
-		if err := s.ensureTopic(ctx, o.CountsTopic, counter.EnsureCountsTopic); err != nil {
+		if err := s.ensureTopic(ctx, o.CountsTopic, o.Kafka.EnsureCountsTopic); err != nil {
 			return fmt.Errorf("Kafka at %v: %w", s.Brokers, err)
 		}
 	}
 	if o.Worker {
-		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Topic: o.Topic, Logger: s.log,
+		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Security: o.Kafka, Topic: o.Topic, Logger: s.log,
 			Registerer: s.Registry, DropRate: o.PublishDropRate})
 	}
 	return nil
+}
+
+// newTagQuota returns the API's new-tag quota, which the domain calls that
+// save content charge (drafts.Store.Admit), or nil outside the API role.
+func (s *stack) newTagQuota() *tags.Quota {
+	if !s.opts.API || s.redis == nil {
+		return nil
+	}
+	limits := s.opts.Edge.WithDefaults().RateLimits // the quota waits for Redis as long as the rate limiter
+	return tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(s.DB), Redis: s.redis, PerDay: s.opts.NewTagsPerDay,
+		Prefix: limits.Prefix, Timeout: limits.Timeout, Logger: s.log, Registerer: s.Registry})
 }
 
 // buildPoster makes the process's one Poster. Posting jobs get a pool of
 // their own, so authors' requests never wait for a connection behind a
 // backlog of jobs.
 func (s *stack) buildPoster(ctx context.Context) error {
+	if s.opts.API || s.opts.Worker {
+		// One long-lived client with short timeouts and no retries: a slow
+		// or absent Redis must not hold requests (the limiter fails open at
+		// once) or readiness probes.
+		ro := *s.redisOpt
+		ro.ContextTimeoutEnabled, ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = true, time.Second, time.Second, time.Second
+		ro.MaxRetries, ro.DialerRetries = -1, 1
+		s.redis = redis.NewClient(&ro)
+		s.closers = append(s.closers, s.redis.Close)
+	}
+	s.newTags = s.newTagQuota()
 	var paths poster.PathChooser
 	switch s.opts.Path {
 	case "new":
@@ -319,9 +360,13 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	}
 	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
 		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry,
-		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit}
+		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit,
+		NewTags: s.newTags}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
+	}
+	if s.recorder != nil {
+		cfg.Observer = s.recorder
 	}
 	if s.opts.Worker {
 		jobDB, err := s.openPool(ctx, "jobs", s.DSN, s.opts.Pools.Jobs, false)
@@ -359,14 +404,6 @@ func (s *stack) serveHTTP(context.Context) error {
 		if err := s.Auth.Check(); err != nil {
 			return err
 		}
-	}
-	if s.opts.API || s.opts.Worker {
-		// One long-lived client with short timeouts and no retries: a slow
-		// or absent Redis must not hold requests (the limiter fails open at
-		// once) or readiness probes.
-		s.redis = redis.NewClient(&redis.Options{Addr: s.opts.RedisAddr, ContextTimeoutEnabled: true,
-			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
-		s.closers = append(s.closers, s.redis.Close)
 	}
 	edge := s.opts.Edge
 	if edge.RequestTimeout == 0 {
@@ -421,18 +458,18 @@ func (s *stack) serveHTTP(context.Context) error {
 // apiDeps fills in what the API role's handlers call, and starts the
 // background loops the API role runs.
 func (s *stack) apiDeps(deps *httpapi.Deps) {
-	edge := deps.Edge
-	reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry))
+	reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry),
+		counter.ReaderWorkUses(s.Poster))
 	// Large tags' cached counts are refreshed before they expire, so no
 	// reader waits on one.
 	s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
 	// Posts this process accepted while Redis was down are enqueued
 	// once it answers, whether or not a worker runs here.
 	s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
-	deps.Drafts, deps.Poster, deps.Counts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts}, s.Poster, reader
-	deps.TagQuota = counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(s.DB), Redis: s.redis,
-		PerDay: s.opts.NewTagsPerDay, Prefix: edge.RateLimits.Prefix, Timeout: edge.RateLimits.Timeout, Logger: s.log, Registerer: s.Registry})
+	deps.Drafts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts, NewTags: s.newTags}
+	deps.Poster, deps.Counts = s.Poster, reader
 	deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
+	deps.Rollout = rollout.Plans{DB: s.DB}
 }
 
 // listen serves srv on addr until the stack closes, setting *url to the
@@ -498,7 +535,7 @@ func (s *stack) startWorker(context.Context) error {
 	if !o.Worker {
 		return nil
 	}
-	redisOpt := asynq.RedisClientOpt{Addr: o.RedisAddr}
+	redisOpt := asynqOpt(s.redisOpt)
 	srv := asynq.NewServer(redisOpt, asynq.Config{
 		Concurrency:       o.JobConcurrency,
 		Queues:            poster.JobQueues(o.Queue), // fair posting: the interactive and the bulk queue
@@ -566,14 +603,14 @@ func (s *stack) startCounter(context.Context) error {
 	if !s.opts.Counter {
 		return nil
 	}
-	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
+	cons, err := counter.NewConsumer(counter.ConsumerConfig{Brokers: s.Brokers, Security: s.opts.Kafka, Topic: s.opts.Topic, GroupID: s.opts.GroupID,
 		DB: s.DB, Tiers: s.opts.Tiers, TierDeferral: s.Flags.TierDeferral, Paused: s.Flags.CounterPaused,
 		FlushTimeout: s.opts.CounterFlushTimeout, Logger: s.log, Registerer: s.Registry})
 	if err != nil {
 		return err
 	}
 	s.goRun("counter", cons.Run)
-	stream := counter.NewStream(counter.StreamConfig{DB: s.DB, Brokers: s.Brokers, Topic: s.opts.CountsTopic,
+	stream := counter.NewStream(counter.StreamConfig{DB: s.DB, Brokers: s.Brokers, Security: s.opts.Kafka, Topic: s.opts.CountsTopic,
 		Logger: s.log, Registerer: s.Registry})
 	s.goRun("count-stream", stream.Run)
 	return nil
@@ -617,17 +654,6 @@ func (s *stack) Close() error {
 	return s.err
 }
 
-func pingRedis(ctx context.Context, addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := c.Ping(pctx).Err(); err != nil {
-		return fmt.Errorf("Redis at %s is unreachable (%w); start it (e.g. `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\"`) or set TAGCOUNT_REDIS_ADDR", addr, err)
-	}
-	return nil
-}
-
 func devSecret(dataDir string) (string, error) {
 	p := filepath.Join(dataDir, "auth-secret")
 	if b, err := os.ReadFile(p); err == nil && len(b) >= 32 {
@@ -667,7 +693,7 @@ func (o stackOptions) auth() httpapi.Auth {
 // NoCreateTopics only checks it exists; the error names the topic.
 func (s *stack) ensureTopic(ctx context.Context, topic string, create func(context.Context, []string, string, int) error) error {
 	if s.opts.NoCreateTopics {
-		return counter.VerifyTopic(ctx, s.Brokers, topic)
+		return s.opts.Kafka.VerifyTopic(ctx, s.Brokers, topic)
 	}
 	return create(ctx, s.Brokers, topic, s.opts.Partitions)
 }

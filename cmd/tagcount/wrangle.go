@@ -10,8 +10,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -66,7 +66,7 @@ func runWrangle(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func waitJobs(ctx context.Context, p *poster.Poster, jobs []poster.Job, stdout io.Writer) error {
 	for _, j := range jobs {
 		for j.State == poster.JobRunning {
-			if err := counter.Sleep(ctx, time.Second); err != nil {
+			if err := loop.Sleep(ctx, time.Second); err != nil {
 				return err
 			}
 			var err error

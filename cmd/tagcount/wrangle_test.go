@@ -17,6 +17,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -214,14 +215,14 @@ func runWranglingScenario(t *testing.T, sc wranglingScenario) {
 func seedWrangling(t *testing.T, st *stack, n int) (synonym, canonical int64) {
 	t.Helper()
 	ctx := context.Background()
-	syn := drafts.TagRef{Type: drafts.TypeFreeform, Name: "To Be Wrangled"}
-	canon := drafts.TagRef{Type: drafts.TypeFreeform, Name: "Canonical"}
+	syn := tags.NewRef(tags.TypeFreeform, "To Be Wrangled")
+	canon := tags.NewRef(tags.TypeFreeform, "Canonical")
 	const batch = 500
 	var hide []int64
 	for done := 0; done < n; done += batch {
 		var contents []drafts.Content
 		for i := done; i < min(n, done+batch); i++ {
-			refs := []drafts.TagRef{syn}
+			refs := []tags.Ref{syn}
 			if i%4 == 0 {
 				refs = append(refs, canon)
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
@@ -34,9 +35,9 @@ type reconcileArchive struct {
 	tagSeq atomic.Int64
 
 	mu    sync.Mutex
-	refs  map[int64]drafts.TagRef // every tag the archive created, by id
-	works []int64                 // posted works, for edits and deletes to pick from
-	topic []counter.Event         // announced, not yet applied
+	refs  map[int64]tags.Ref // every tag the archive created, by id
+	works []int64            // posted works, for edits and deletes to pick from
+	topic []counter.Event    // announced, not yet applied
 	// announced is signalled (without blocking) on every announcement.
 	announced chan struct{}
 }
@@ -45,7 +46,7 @@ func newReconcileArchive(t testing.TB) *reconcileArchive {
 	t.Helper()
 	db := testdb.New(t)
 	return &reconcileArchive{t: t, db: db, reader: poster.New(poster.Config{DB: db.DB, Logger: reconcileQuietLogger()}),
-		refs: map[int64]drafts.TagRef{}, announced: make(chan struct{}, 1)}
+		refs: map[int64]tags.Ref{}, announced: make(chan struct{}, 1)}
 }
 
 // newSettledReconcileArchive returns a new archive with n freeform tags
@@ -54,7 +55,7 @@ func newReconcileArchive(t testing.TB) *reconcileArchive {
 func newSettledReconcileArchive(t testing.TB, n, posts int) (*reconcileArchive, []int64) {
 	t.Helper()
 	a := newReconcileArchive(t)
-	tags := a.tags(n, drafts.TypeFreeform)
+	tags := a.tags(n, tags.TypeFreeform)
 	a.settle(context.Background(), posts, tags)
 	return a, tags
 }
@@ -62,22 +63,22 @@ func newSettledReconcileArchive(t testing.TB, n, posts int) (*reconcileArchive, 
 // tags creates n tags of type typ and returns their ids in ascending order.
 func (a *reconcileArchive) tags(n int, typ string) []int64 {
 	a.t.Helper()
-	refs := make([]drafts.TagRef, n)
+	refs := make([]tags.Ref, n)
 	for i := range refs {
-		refs[i] = drafts.TagRef{Type: typ, Name: fmt.Sprintf("%s %d", typ, a.tagSeq.Add(1))}
+		refs[i] = tags.NewRef(typ, fmt.Sprintf("%s %d", typ, a.tagSeq.Add(1)))
 	}
 	return a.tagsNamed(refs...)
 }
 
 // tagsNamed creates the tags refs (through the counter's tag resolver, as a
 // post does) and returns their ids in ascending order.
-func (a *reconcileArchive) tagsNamed(refs ...drafts.TagRef) []int64 {
+func (a *reconcileArchive) tagsNamed(refs ...tags.Ref) []int64 {
 	a.t.Helper()
-	crefs := make([]counter.TagRef, len(refs))
+	crefs := make([]tags.Ref, len(refs))
 	for i, r := range refs {
-		crefs[i] = counter.TagRef{Type: r.Type, Name: r.Name, Key: r.Key()}
+		crefs[i] = r
 	}
-	ids, err := counter.NewTagResolver(a.db.DB).Resolve(context.Background(), crefs)
+	ids, err := tags.NewResolver(a.db.DB).Resolve(context.Background(), crefs)
 	if err != nil {
 		a.t.Fatalf("create tags: %v", err)
 	}
@@ -97,7 +98,7 @@ func (a *reconcileArchive) tagsNamed(refs ...drafts.TagRef) []int64 {
 func (a *reconcileArchive) content(title string, ids []int64) drafts.Content {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	refs := make([]drafts.TagRef, len(ids))
+	refs := make([]tags.Ref, len(ids))
 	for i, id := range ids {
 		refs[i] = a.refs[id]
 	}
@@ -185,13 +186,13 @@ func (a *reconcileArchive) edit(ctx context.Context, legacy bool, work int64, ca
 	}
 	have := map[[2]string]bool{}
 	for _, r := range w.Tags.List() {
-		have[[2]string{r.Type, r.Key()}] = true
+		have[[2]string{r.Type, r.Key}] = true
 	}
-	var removable, addable []drafts.TagRef
+	var removable, addable []tags.Ref
 	a.mu.Lock()
 	for _, id := range candidates {
 		r := a.refs[id]
-		if have[[2]string{r.Type, r.Key()}] {
+		if have[[2]string{r.Type, r.Key}] {
 			removable = append(removable, r)
 		} else {
 			addable = append(addable, r)
@@ -202,9 +203,9 @@ func (a *reconcileArchive) edit(ctx context.Context, legacy bool, work int64, ca
 		return nil
 	}
 	old, nu := removable[rand.IntN(len(removable))], addable[rand.IntN(len(addable))]
-	refs := []drafts.TagRef{nu}
+	refs := []tags.Ref{nu}
 	for _, r := range w.Tags.List() {
-		if r.Type != old.Type || r.Key() != old.Key() {
+		if r.Type != old.Type || r.Key != old.Key {
 			refs = append(refs, r)
 		}
 	}

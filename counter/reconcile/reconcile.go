@@ -20,8 +20,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // ErrRunning is returned when a reconcile run is asked for while
@@ -97,9 +98,6 @@ type Options struct {
 	TagIDs []int64
 }
 
-// full reports whether o covers every tag.
-func (o Options) full() bool { return o.TagID == 0 && o.Type == "" && len(o.TagIDs) == 0 }
-
 // scope describes o's limits for the run's report ("" for every tag).
 func (o Options) scope() string {
 	var parts []string
@@ -165,8 +163,8 @@ type Reconciler struct {
 
 // New returns a Reconciler for cfg, filling in defaults.
 func New(cfg Config) *Reconciler {
-	cfg.ChunkSize = counter.OrDefault(cfg.ChunkSize, DefaultChunkSize)
-	cfg.CorrectionsPerSecond = counter.OrDefault(cfg.CorrectionsPerSecond, DefaultCorrectionsPerSecond)
+	cfg.ChunkSize = loop.OrDefault(cfg.ChunkSize, DefaultChunkSize)
+	cfg.CorrectionsPerSecond = loop.OrDefault(cfg.CorrectionsPerSecond, DefaultCorrectionsPerSecond)
 	if cfg.ChunkPause == 0 {
 		cfg.ChunkPause = DefaultChunkPause
 	}
@@ -271,7 +269,7 @@ func (r *Reconciler) openSnapshots(ctx context.Context, run *session) error {
 			run.read = read
 			return nil
 		}
-		if err := counter.Sleep(wctx, 100*time.Millisecond); err != nil {
+		if err := loop.Sleep(wctx, 100*time.Millisecond); err != nil {
 			read.Close()
 			return fmt.Errorf("reconcile: the read database has not caught up with the primary within %v", replicaWait)
 		}
@@ -290,7 +288,7 @@ func (r *Reconciler) begin(ctx context.Context, opts Options) (*session, error) 
 		return nil, ErrTagNotFound
 	}
 	if opts.TagID > 0 {
-		ok, err := counter.TagExists(ctx, db, opts.TagID)
+		ok, err := tags.Exists(ctx, db, opts.TagID)
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: look up tag %d: %w", opts.TagID, err)
 		}

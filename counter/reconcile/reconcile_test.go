@@ -20,6 +20,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -55,10 +56,10 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 	// Every post carries the rating and the warning: large tags, and
 	// written by every legacy transaction. Posts pick 1-4 normal fandoms;
 	// no traffic touches the quiet ones.
-	hot := a.tagsNamed(drafts.TagRef{Type: drafts.TypeRating, Name: "General Audiences"},
-		drafts.TagRef{Type: drafts.TypeWarning, Name: "No Archive Warnings Apply"})
-	normal := a.tags(36, drafts.TypeFandom)
-	quiet := a.tags(2, drafts.TypeFandom)
+	hot := a.tagsNamed(tags.NewRef(tags.TypeRating, "General Audiences"),
+		tags.NewRef(tags.TypeWarning, "No Archive Warnings Apply"))
+	normal := a.tags(36, tags.TypeFandom)
+	quiet := a.tags(2, tags.TypeFandom)
 	all := slices.Concat(hot, normal, quiet)
 
 	// A settled archive: hot tags large, quiet tags small (5 and 3 works).

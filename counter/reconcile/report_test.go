@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/tagcount/tagcount/counter/reconcile"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 )
 
@@ -73,12 +73,12 @@ func TestARunCanBeScopedByTypeOrIDs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	a, freeforms := newSettledReconcileArchive(t, 6, 6)
-	fandoms := a.tags(3, drafts.TypeFandom)
+	fandoms := a.tags(3, tags.TypeFandom)
 	for _, tag := range slices.Concat(freeforms[:2], fandoms) {
 		a.shift(tag, 2)
 	}
 	r := newTestReconciler(t, a, reconcile.Config{})
-	rep, err := r.Run(ctx, reconcile.Options{DryRun: true, Type: drafts.TypeFandom})
+	rep, err := r.Run(ctx, reconcile.Options{DryRun: true, Type: tags.TypeFandom})
 	if err != nil || rep.TagsScanned != 3 || rep.TagsDrifted != 3 || rep.Scope == "" {
 		t.Fatalf("a run over fandoms: %+v, %v; want 3 scanned, 3 drifted", rep, err)
 	}

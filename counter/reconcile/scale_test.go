@@ -13,6 +13,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/poster/postertest"
 )
@@ -47,7 +48,7 @@ func TestReconcileScale(t *testing.T) {
 		perSecond = f
 	}
 	const (
-		tags     = 100_000
+		nTags    = 100_000
 		works    = 250_000
 		drifted  = 50_000
 		posters  = 16
@@ -75,7 +76,7 @@ func TestReconcileScale(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	exec(fmt.Sprintf(`INSERT INTO tags (id, type, name, name_key) SELECT seq, 'freeform', CONCAT('tag ', seq), CONCAT('tag ', seq) FROM mysql.seq_1_to_%d`, tags))
+	exec(fmt.Sprintf(`INSERT INTO tags (id, type, name, name_key) SELECT seq, 'freeform', CONCAT('tag ', seq), CONCAT('tag ', seq) FROM mysql.seq_1_to_%d`, nTags))
 	exec(fmt.Sprintf(`INSERT INTO works (id, draft_id, author_id, title, body, version) SELECT seq, 1000000000 + seq, 1 + seq %% 5000, 'w', '', 1 FROM mysql.seq_1_to_%d`, works))
 	exec(fmt.Sprintf(`INSERT INTO taggings (work_id, tag_id, position) SELECT seq, 1, 0 FROM mysql.seq_1_to_%d`, works))
 	exec(fmt.Sprintf(`INSERT INTO taggings (work_id, tag_id, position) SELECT seq, 2, 1 FROM mysql.seq_1_to_%d WHERE seq %% 5 < 2`, works))
@@ -85,7 +86,7 @@ func TestReconcileScale(t *testing.T) {
 			limit = 150_000
 		}
 		exec(fmt.Sprintf(`INSERT INTO taggings (work_id, tag_id, position)
-			SELECT seq, 3 + (seq * 7 + %d) %% %d, %d FROM mysql.seq_1_to_%d`, k*33_333, tags-2, k+1, limit))
+			SELECT seq, 3 + (seq * 7 + %d) %% %d, %d FROM mysql.seq_1_to_%d`, k*33_333, nTags-2, k+1, limit))
 	}
 	var taggings int64
 	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM taggings").Scan(&taggings); err != nil {
@@ -97,8 +98,8 @@ func TestReconcileScale(t *testing.T) {
 		t.Fatalf("the loaded archive is not settled: %d drifted tags, %v", len(bad), err)
 	}
 	// The settled numbers: what every correction must restore.
-	settled, err := counter.StoredCounts(ctx, db, 1, tags)
-	if err != nil || len(settled) != tags {
+	settled, err := counter.StoredCounts(ctx, db, 1, nTags)
+	if err != nil || len(settled) != nTags {
 		t.Fatalf("settled counts: %d rows, %v", len(settled), err)
 	}
 	// 50,000 drifted tags (every even id, the 100,000-use tag 2 among them):
@@ -108,7 +109,7 @@ func TestReconcileScale(t *testing.T) {
 	exec(`UPDATE tag_counts SET count = count + IF(tag_id % 4 = 0, 1 + tag_id % 5, -(1 + tag_id % 7)) WHERE tag_id % 2 = 0 AND tag_id % 20 <> 10`)
 	exec(`DELETE FROM tag_counts WHERE tag_id % 20 = 10`)
 	injected := make(map[int64]counter.Sum, drifted)
-	for tag := int64(2); tag <= tags; tag += 2 {
+	for tag := int64(2); tag <= nTags; tag += 2 {
 		st := settled[tag] // only count moves; every other number stays settled
 		switch {
 		case tag%20 == 10:
@@ -130,15 +131,15 @@ func TestReconcileScale(t *testing.T) {
 	}
 	exec("ANALYZE TABLE taggings, works, tag_counts, tag_events")
 	t.Logf("loaded %d tags, %d works, %d taggings, %d drifted (total |drift| %d, public %d) in %s",
-		tags, works, taggings, drifted, wantAbs, wantPublicAbs, time.Since(start).Round(time.Millisecond))
+		nTags, works, taggings, drifted, wantAbs, wantPublicAbs, time.Since(start).Round(time.Millisecond))
 
 	// Every post of the load: the hot tag 1 and four others, by name, on
 	// the new path (a draft row, then the work, 5 taggings and 5 outbox
 	// rows in the posting transaction).
 	postOne := func(ctx context.Context) error {
-		refs := []drafts.TagRef{{Type: drafts.TypeFreeform, Name: "tag 1"}}
+		refs := []tags.Ref{tags.NewRef(tags.TypeFreeform, "tag 1")}
 		for range 4 {
-			refs = append(refs, drafts.TagRef{Type: drafts.TypeFreeform, Name: fmt.Sprintf("tag %d", 3+rand.Int64N(tags-2))})
+			refs = append(refs, tags.NewRef(tags.TypeFreeform, fmt.Sprintf("tag %d", 3+rand.Int64N(nTags-2))))
 		}
 		_, _, err := postertest.TryWorks(ctx, db.DB, []drafts.Content{postertest.Content("w", refs...)}, nil)
 		return err
@@ -220,8 +221,8 @@ func TestReconcileScale(t *testing.T) {
 	})
 	report("posting + dry-run reconcile", lat, el)
 	t.Logf("dry run: %d tags scanned, %d drifted, total |drift| %d in %s", dry.TagsScanned, dry.TagsDrifted, dry.TotalAbsDrift, dry.Duration().Round(time.Millisecond))
-	if dry.TagsScanned != tags || dry.TagsDrifted != drifted || dry.TotalAbsDrift != wantAbs || dry.TotalAbsPublicDrift != wantPublicAbs {
-		t.Errorf("dry run %+v; want %d scanned, %d drifted, total %d, public %d", dry, tags, drifted, wantAbs, wantPublicAbs)
+	if dry.TagsScanned != nTags || dry.TagsDrifted != drifted || dry.TotalAbsDrift != wantAbs || dry.TotalAbsPublicDrift != wantPublicAbs {
+		t.Errorf("dry run %+v; want %d scanned, %d drifted, total %d, public %d", dry, nTags, drifted, wantAbs, wantPublicAbs)
 	}
 
 	// The applying run: posting goes on for the first loadedWindow of it,

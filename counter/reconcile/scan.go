@@ -6,8 +6,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // execute scans and corrects, then records the outcome and frees the lock.
@@ -61,7 +62,7 @@ func (r *Reconciler) scan(ctx context.Context, run *session, rep *Report) error 
 			return nil
 		}
 		if r.cfg.ChunkPause > 0 {
-			if err := counter.Sleep(ctx, r.cfg.ChunkPause); err != nil {
+			if err := loop.Sleep(ctx, r.cfg.ChunkPause); err != nil {
 				return err
 			}
 		}
@@ -76,7 +77,7 @@ func (r *Reconciler) total(ctx context.Context, run *session) (int64, error) {
 	case len(o.TagIDs) > 0:
 		return int64(len(o.TagIDs)), nil
 	}
-	return counter.CountTags(ctx, run.read, run.opts.Type)
+	return tags.Count(ctx, run.read, run.opts.Type)
 }
 
 // nextChunk returns the ids of the run's next chunk of tags after id after.
@@ -93,7 +94,7 @@ func (r *Reconciler) nextChunk(ctx context.Context, run *session, after int64) (
 		ids = ids[i:]
 		return ids[:min(len(ids), r.cfg.ChunkSize)], nil
 	}
-	return counter.TagIDs(ctx, run.read, run.opts.Type, after, r.cfg.ChunkSize)
+	return tags.IDs(ctx, run.read, run.opts.Type, after, r.cfg.ChunkSize)
 }
 
 // correctChunk reports, records and (when applying) corrects the drifted
@@ -173,7 +174,7 @@ func newPacer(perSecond float64) *pacer {
 
 func (p *pacer) wait(ctx context.Context) error {
 	if !p.last.IsZero() {
-		if err := counter.Sleep(ctx, time.Until(p.last.Add(p.interval))); err != nil {
+		if err := loop.Sleep(ctx, time.Until(p.last.Add(p.interval))); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -94,7 +95,7 @@ func Walk(ctx context.Context, db *migrations.DB, fn func(TagState)) error {
 	defer conn.Close()
 	var after int64
 	for {
-		ids, err := counter.TagIDs(ctx, conn, "", after, DefaultChunkSize)
+		ids, err := tags.IDs(ctx, conn, "", after, DefaultChunkSize)
 		if err != nil || len(ids) == 0 {
 			return err
 		}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -88,8 +88,8 @@ func (s *server) handleStartReconcile() http.Handler {
 		switch {
 		case len(body.TagIDs) > counter.MaxBulkIDs:
 			return invalid("tag_ids", "too_many_ids", fmt.Sprintf("at most %d tag ids may be given", counter.MaxBulkIDs))
-		case body.Type != "" && !slices.Contains(drafts.Types, body.Type):
-			return invalid("type", "unknown_type", "the type must be one of: "+strings.Join(drafts.Types, ", "))
+		case body.Type != "" && !slices.Contains(tags.Types, body.Type):
+			return invalid("type", "unknown_type", "the type must be one of: "+strings.Join(tags.Types, ", "))
 		case body.Type != "" && len(body.TagIDs) > 0:
 			return invalid("type", "scope_conflict", "a run is scoped by type or by tag_ids, not both")
 		}

@@ -69,18 +69,14 @@ func newResultJSON(r poster.Result) resultJSON {
 	return resultJSON{State: r.State, Path: r.Path, WorkID: r.WorkID}
 }
 
-// contentToSave reads and validates a draft or work body and charges the
-// author's new-tag quota for the tags it would create.
+// contentToSave reads a draft or work body. The domain call it goes to
+// validates it and charges the author's new-tag quota (drafts.Store.Admit).
 func (s *server) contentToSave(w http.ResponseWriter, r *http.Request) (drafts.Content, error) {
 	var body contentJSON
 	if err := decode(w, r, DefaultBodyLimit, &body); err != nil {
 		return drafts.Content{}, err
 	}
-	c := body.content()
-	if err := c.Validate(); err != nil {
-		return c, err
-	}
-	return c, s.chargeNewTags(r, c)
+	return body.content(), nil
 }
 
 // handleCreateDraft serves POST /v1/drafts.

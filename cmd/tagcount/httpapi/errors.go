@@ -12,7 +12,9 @@ import (
 
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -52,7 +54,7 @@ var domainErrors = []struct {
 	// does): 422, not a 429 a client would retry.
 	{drafts.ErrDraftQuota, http.StatusUnprocessableEntity, "quota_exceeded", ""},
 	// The day's allowance comes back at midnight UTC: 429 with Retry-After.
-	{counter.ErrNewTagQuota, http.StatusTooManyRequests, "quota_exceeded", ""},
+	{tags.ErrNewTagQuota, http.StatusTooManyRequests, "quota_exceeded", ""},
 	{poster.ErrWorkNotFound, http.StatusNotFound, "not_found", "work not found"},
 	{errTagNotFound, http.StatusNotFound, "not_found", "tag not found"},
 	{reconcile.ErrTagNotFound, http.StatusNotFound, "not_found", "tag not found"},
@@ -62,6 +64,9 @@ var domainErrors = []struct {
 	{poster.ErrJobNotFound, http.StatusNotFound, "not_found", "wrangling job not found"},
 	{poster.ErrHasSynonyms, http.StatusConflict, "has_synonyms", ""},
 	{poster.ErrNotSynonym, http.StatusConflict, "not_a_synonym", ""},
+	{rollout.ErrNoPlan, http.StatusNotFound, "not_found", "no rollout plan"},
+	{rollout.ErrActive, http.StatusConflict, "rollout_active", ""},
+	{rollout.ErrNotActive, http.StatusConflict, "rollout_not_active", ""},
 }
 
 // fieldErrors maps the domain errors that are about one field of the
@@ -75,6 +80,8 @@ var fieldErrors = []struct {
 	{poster.ErrSynonymTypeMismatch, "canonical_id", "type_mismatch"},
 	{poster.ErrNotCanonical, "canonical_id", "not_canonical"},
 	{counter.ErrCatchUpRate, "catch_up_per_second", "invalid_rate"},
+	{rollout.ErrInvalidStep, "steps", "invalid_steps"},
+	{rollout.ErrInvalidHold, "hold", "invalid_hold"},
 }
 
 // errTagNotFound is the count read path's "no such tag".

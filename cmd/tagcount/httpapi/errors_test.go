@@ -11,8 +11,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -30,7 +30,7 @@ func TestEveryDomainErrorHasItsStatusAndCode(t *testing.T) {
 		{drafts.ErrPosted, 409, "draft_posted", 0},
 		{drafts.ErrChanged, 409, "draft_changed", 0},
 		{fmt.Errorf("create: %w", drafts.ErrDraftQuota), 422, "quota_exceeded", 0},
-		{&counter.QuotaError{Limit: 2, Reset: time.Now().Add(90*time.Second - time.Millisecond)}, 429, "quota_exceeded", 90},
+		{&tags.QuotaError{Limit: 2, Reset: time.Now().Add(90*time.Second - time.Millisecond)}, 429, "quota_exceeded", 90},
 		{poster.ErrWorkNotFound, 404, "not_found", 0},
 		{reconcile.ErrRunning, 409, "reconcile_running", 0},
 		{reconcile.ErrRunNotFound, 404, "not_found", 0},

@@ -2,12 +2,11 @@ package httpapi
 
 import (
 	"errors"
-	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -32,32 +31,8 @@ func quotaOf(err error) string {
 	switch {
 	case errors.Is(err, drafts.ErrDraftQuota):
 		return quotaDrafts
-	case errors.Is(err, counter.ErrNewTagQuota):
+	case errors.Is(err, tags.ErrNewTagQuota):
 		return quotaNewTags
 	}
 	return ""
-}
-
-// chargeNewTags charges the tags c names against the author's new-tag
-// quota, before c is saved (docs/operations.md, "Quotas").
-func (s *server) chargeNewTags(r *http.Request, c drafts.Content) error {
-	if s.TagQuota == nil {
-		return nil
-	}
-	return s.TagQuota.Charge(r.Context(), authorID(r), openTagRefs(c))
-}
-
-// openTagRefs lists the tags of c's open vocabularies, the ones an author
-// creates by naming them: the fixed ratings, warnings and categories are
-// a handful of names that exist after the first posts.
-func openTagRefs(c drafts.Content) []counter.TagRef {
-	var refs []counter.TagRef
-	for _, t := range c.Tags.List() {
-		switch t.Type {
-		case drafts.TypeRating, drafts.TypeWarning, drafts.TypeCategory:
-			continue
-		}
-		refs = append(refs, counter.TagRef{Type: t.Type, Name: t.Name, Key: t.Key()})
-	}
-	return refs
 }

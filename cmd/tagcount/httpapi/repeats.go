@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // A client that keeps sending while told to wait (a retry loop ignoring
@@ -100,5 +100,5 @@ func (s *server) hold(r *http.Request, d time.Duration) {
 		s.shed.inFlight.Add(-1)
 		defer s.shed.inFlight.Add(1)
 	}
-	counter.Sleep(r.Context(), min(d, maxHold))
+	loop.Sleep(r.Context(), min(d, maxHold))
 }

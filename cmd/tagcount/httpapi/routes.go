@@ -37,6 +37,12 @@ func (s *server) addRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/admin/counter/resume", s.api(classAdmin, reconcileBodyLimit, s.handleResumeCounter()))
 	mux.Handle("POST /v1/admin/works/{id}/hide", s.api(classAdmin, 0, s.handleHideWork(true)))
 	mux.Handle("POST /v1/admin/works/{id}/unhide", s.api(classAdmin, 0, s.handleHideWork(false)))
+	mux.Handle("POST /v1/admin/rollout", s.api(classAdmin, reconcileBodyLimit, s.handleStartRollout()))
+	mux.Handle("GET /v1/admin/rollout", s.api(classAdmin, 0, s.handleGetRollout()))
+	mux.Handle("POST /v1/admin/rollout/pause", s.api(classAdmin, 0, s.handleRolloutChange("pause")))
+	mux.Handle("POST /v1/admin/rollout/resume", s.api(classAdmin, 0, s.handleRolloutChange("resume")))
+	mux.Handle("POST /v1/admin/rollout/abort", s.api(classAdmin, 0, s.handleRolloutChange("abort")))
+	mux.Handle("GET /v1/admin/rollout/history", s.api(classAdmin, 0, s.handleRolloutHistory()))
 	// Health is read when things go wrong: no database slot to wait for.
 	mux.Handle("GET /v1/admin/health", s.requireAuth(true, s.rateLimit(classAdmin, s.handleHealth())))
 

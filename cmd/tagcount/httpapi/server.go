@@ -17,6 +17,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -32,9 +33,9 @@ type Deps struct {
 	Reconciler *reconcile.Reconciler
 	Flags      *flags.Client
 	Control    counter.Control
-	// TagQuota, when set, bounds the tags an author creates a day; nil
-	// means no quota.
-	TagQuota *counter.TagQuota
+	// Rollout keeps the guarded rollout's plans (a process with a runner
+	// carries them out).
+	Rollout rollout.Plans
 
 	// Registry is served at /metrics; the server's own request metrics are
 	// registered on it.
@@ -134,8 +135,6 @@ func (s *server) api(class string, bodyLimit int64, h http.Handler) http.Handler
 	return s.capInFlight(s.requireAuth(class == classAdmin, s.rateLimit(class, h)))
 }
 
-// handle adapts a handler that returns its error; the error is written in
-// the API's shape.
 // handleID is handle for a route with an {id}: h gets the id, and a path
 // whose id is not a positive integer is a 404 of what.
 func (s *server) handleID(what string, h func(w http.ResponseWriter, r *http.Request, id int64) error) http.Handler {
@@ -148,6 +147,8 @@ func (s *server) handleID(what string, h func(w http.ResponseWriter, r *http.Req
 	})
 }
 
+// handle adapts a handler that returns its error; the error is written in
+// the API's shape.
 func (s *server) handle(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {

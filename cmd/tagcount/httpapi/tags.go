@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/counter/tags"
 )
 
 // tagJSON is a tag's numbers as the read API returns them.
@@ -70,12 +70,24 @@ func consistency(r *http.Request) (string, error) {
 	return "", invalid("consistency", "unknown_consistency", "consistency must be tiered or exact")
 }
 
-// counts reads ids' numbers with the consistency asked for.
+// counts reads ids' numbers with the consistency asked for, keeping the
+// tags the caller may see (counter.Reader.SeenBy).
 func (s *server) counts(r *http.Request, ids []int64, c string) ([]counter.TagCount, error) {
+	read := s.Counts.Counts
 	if c == consistencyExact {
-		return s.Counts.ExactCounts(r.Context(), ids)
+		read = s.Counts.ExactCounts
 	}
-	return s.Counts.Counts(r.Context(), ids)
+	tcs, err := read(r.Context(), ids)
+	if err != nil {
+		return nil, err
+	}
+	return s.Counts.SeenBy(r.Context(), viewer(r), tcs)
+}
+
+// viewer is the caller, as the count reader's visibility rule names them.
+func viewer(r *http.Request) counter.Viewer {
+	p := principalFrom(r.Context())
+	return counter.Viewer{AuthorID: p.AuthorID, Admin: p.IsAdmin()}
 }
 
 // handleGetTag serves GET /v1/tags/{id}: the tag's count, or 404.
@@ -141,12 +153,18 @@ func (s *server) handleListTags() http.Handler {
 		if c == consistencyExact {
 			byKey = s.Counts.ExactCountByKey
 		}
-		tc, ok, err := byKey(r.Context(), typ, drafts.NameKey(name))
+		tc, ok, err := byKey(r.Context(), typ, tags.NameKey(name))
 		if err != nil {
 			return err
 		}
-		if !ok {
-			return errTagNotFound
+		var seen []counter.TagCount
+		if ok {
+			if seen, err = s.Counts.SeenBy(r.Context(), viewer(r), []counter.TagCount{tc}); err != nil {
+				return err
+			}
+		}
+		if len(seen) == 0 {
+			return errTagNotFound // no such tag, or none the caller may see
 		}
 		encode(w, http.StatusOK, newTagJSON(tc, c))
 		return nil

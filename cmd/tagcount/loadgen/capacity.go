@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Defaults of a capacity search.
@@ -35,10 +35,10 @@ type CapacityOptions struct {
 }
 
 func (o *CapacityOptions) defaults() {
-	o.MaxP99 = counter.OrDefault(o.MaxP99, DefaultCapacityP99)
-	o.Start = counter.OrDefault(o.Start, DefaultCapacityStart)
-	o.MaxProbes = counter.OrDefault(o.MaxProbes, DefaultCapacityMaxProbes)
-	o.Precision = counter.OrDefault(o.Precision, DefaultCapacityPrecision)
+	o.MaxP99 = loop.OrDefault(o.MaxP99, DefaultCapacityP99)
+	o.Start = loop.OrDefault(o.Start, DefaultCapacityStart)
+	o.MaxProbes = loop.OrDefault(o.MaxProbes, DefaultCapacityMaxProbes)
+	o.Precision = loop.OrDefault(o.Precision, DefaultCapacityPrecision)
 }
 
 // Probe is one short open-loop run at a fixed rate, and its verdict.

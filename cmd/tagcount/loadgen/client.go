@@ -248,12 +248,6 @@ func responseError(status int, h http.Header, body []byte) *httpError {
 	return he
 }
 
-// notFound reports whether err is a 404.
-func notFound(err error) bool {
-	var he *httpError
-	return errors.As(err, &he) && he.status == http.StatusNotFound
-}
-
 func idPath(prefix string, id int64, suffix string) string {
 	return prefix + strconv.FormatInt(id, 10) + suffix
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -143,7 +144,7 @@ func waitOutbox(ctx context.Context, db *migrations.DB, wait time.Duration) (tot
 		if queued == 0 && small == 0 && waited >= min(wait, 3*time.Second) {
 			return
 		}
-		if err = counter.Sleep(ctx, 200*time.Millisecond); err != nil {
+		if err = loop.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return
 		}
 	}

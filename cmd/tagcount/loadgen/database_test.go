@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -24,10 +25,10 @@ func exec(t *testing.T, db *testdb.DB, queries ...string) {
 	}
 }
 
-func freeform(names ...string) []drafts.TagRef {
-	refs := make([]drafts.TagRef, len(names))
+func freeform(names ...string) []tags.Ref {
+	refs := make([]tags.Ref, len(names))
 	for i, n := range names {
-		refs[i] = drafts.TagRef{Type: drafts.TypeFreeform, Name: n}
+		refs[i] = tags.NewRef(tags.TypeFreeform, n)
 	}
 	return refs
 }
@@ -35,7 +36,7 @@ func freeform(names ...string) []drafts.TagRef {
 // tagID returns the id of the freeform tag name (creating it if missing).
 func tagID(t *testing.T, db *testdb.DB, name string) int64 {
 	t.Helper()
-	ids, err := counter.NewTagResolver(db.DB).Resolve(context.Background(), []counter.TagRef{{Type: drafts.TypeFreeform, Name: name, Key: drafts.NameKey(name)}})
+	ids, err := tags.NewResolver(db.DB).Resolve(context.Background(), []tags.Ref{{Type: tags.TypeFreeform, Name: name, Key: tags.NameKey(name)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // FloodConfig is a connection flood: many connections held open at once,
@@ -77,10 +77,10 @@ func RunFlood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Conns = counter.OrDefault(cfg.Conns, 2000)
-	cfg.IdleShare = counter.OrDefault(cfg.IdleShare, 0.5)
-	cfg.BodyBytes = counter.OrDefault(cfg.BodyBytes, 1<<20)
-	cfg.Trickle = counter.OrDefault(cfg.Trickle, time.Second)
+	cfg.Conns = loop.OrDefault(cfg.Conns, 2000)
+	cfg.IdleShare = loop.OrDefault(cfg.IdleShare, 0.5)
+	cfg.BodyBytes = loop.OrDefault(cfg.BodyBytes, 1<<20)
+	cfg.Trickle = loop.OrDefault(cfg.Trickle, time.Second)
 	idle := int(float64(cfg.Conns) * min(cfg.IdleShare, 1))
 	if len(cfg.Tokens) == 0 && idle < cfg.Conns {
 		return nil, errors.New("loadgen: flood: slow bodies need tokens")
@@ -121,7 +121,7 @@ func (f *flood) dial(ctx context.Context) (conn net.Conn, close func()) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", f.host)
 	if err != nil {
-		counter.Sleep(ctx, 50*time.Millisecond)
+		loop.Sleep(ctx, 50*time.Millisecond)
 		return nil, nil
 	}
 	f.opened.Add(1)

@@ -15,9 +15,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
-	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Config is one run of a workload against one service.
@@ -666,7 +666,7 @@ func (r *run) followUp(w Work, tok string, draftID, workID int64, postStart time
 	if w.Later == LaterNone {
 		return
 	}
-	if counter.Sleep(ctx, w.Delay) != nil {
+	if loop.Sleep(ctx, w.Delay) != nil {
 		return
 	}
 	switch w.Later {
@@ -705,7 +705,7 @@ func (r *run) pollPosted(ctx context.Context, tok string, draftID int64, postSta
 	}
 	path := idPath("/v1/drafts/", draftID, "")
 	for wait := 5 * time.Millisecond; ; wait = min(wait*3/2, 250*time.Millisecond) {
-		if counter.Sleep(ctx, wait) != nil || time.Now().After(deadline) {
+		if loop.Sleep(ctx, wait) != nil || time.Now().After(deadline) {
 			return 0
 		}
 		var d draftResponse
@@ -727,9 +727,9 @@ func (r *run) pollPosted(ctx context.Context, tok string, draftID int64, postSta
 // it shows the work, and reports whether it did before the poll timeout.
 func (r *run) pollProbe(ctx context.Context, name, tok string, postStart time.Time) bool {
 	deadline := postStart.Add(r.cfg.PollTimeout)
-	path := tagPath(name, drafts.TypeFreeform)
+	path := tagPath(name, tags.TypeFreeform)
 	for wait := 10 * time.Millisecond; ; wait = min(wait*3/2, 200*time.Millisecond) {
-		if counter.Sleep(ctx, wait) != nil || time.Now().After(deadline) {
+		if loop.Sleep(ctx, wait) != nil || time.Now().After(deadline) {
 			return false
 		}
 		var t tagResponse

@@ -12,8 +12,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // StormConfig is a retry storm: one token sending the same request as fast
@@ -66,7 +65,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Conns = counter.OrDefault(cfg.Conns, 64)
+	cfg.Conns = loop.OrDefault(cfg.Conns, 64)
 	req := rawRequest(cfg.Method, cfg.Path, host, cfg.Token, cfg.Body)
 	var rejected func()
 	if cfg.UntilRejected {
@@ -129,7 +128,7 @@ func stormConn(ctx context.Context, host string, req []byte, t *stormTally) {
 		conn, err := d.DialContext(ctx, "tcp", host)
 		if err != nil {
 			t.statuses[0]++
-			counter.Sleep(ctx, 10*time.Millisecond)
+			loop.Sleep(ctx, 10*time.Millisecond)
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -184,7 +183,7 @@ const primeLimit = 30 * time.Second
 // the storm's result, or the storm's error.
 func MeasureRejections(ctx context.Context, cfg StormConfig, window time.Duration, redisAddr string) (*RejectionCost, *StormResult, error) {
 	idle0 := processCPU()
-	if err := counter.Sleep(ctx, window); err != nil {
+	if err := loop.Sleep(ctx, window); err != nil {
 		return nil, nil, err
 	}
 	idle := processCPU() - idle0

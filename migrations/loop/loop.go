@@ -1,4 +1,9 @@
-package counter
+// Package loop holds the few shapes the service's background loops and
+// retries share: one cancellable sleep, the every-interval loop, and the
+// one-line default of a config's sizes and intervals. It is nested under
+// migrations, the bottom layer every package already imports, so that
+// domain packages share it without depending on each other.
+package loop
 
 import (
 	"context"

@@ -1,8 +1,9 @@
-package counter
+package tags
 
 import (
 	"context"
 	"database/sql"
+	"fmt"
 
 	"github.com/tagcount/tagcount/migrations"
 )
@@ -14,7 +15,7 @@ import (
 // Canonicals returns, for each of ids that exists, the tag it files works
 // under: its canonical tag if it is a synonym, else itself. It reads the
 // rows with a shared lock, in one statement: a synonym switch (SetSynonymOf
-// under LockTags) waits for every transaction that read the old mapping,
+// under Lock) waits for every transaction that read the old mapping,
 // and every later one waits for the switch and reads the new one, so a
 // wrangling job started by the switch sees every work filed the old way.
 // It returns the database's error (a lock conflict may be retried).
@@ -26,8 +27,8 @@ func Canonicals(ctx context.Context, q migrations.Querier, ids []int64) (map[int
 		ids, ") LOCK IN SHARE MODE"))
 }
 
-// TagRow is a tag's identity and place in wrangling.
-type TagRow struct {
+// Row is a tag's identity and place in wrangling.
+type Row struct {
 	ID        int64
 	Type      string
 	Name      string
@@ -35,12 +36,12 @@ type TagRow struct {
 	SynonymOf int64  // 0 for a canonical tag
 }
 
-// LockTags locks the rows of ids for update in q, in ascending id order
+// Lock locks the rows of ids for update in q, in ascending id order
 // (so two switches lock in one order), and returns those that exist, or
 // the database's error.
-func LockTags(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]TagRow, error) {
-	list, err := migrations.Collect(ctx, q, scanTagRow, migrations.IDList(tagRowSelect+" WHERE id IN (", ids, ") ORDER BY id FOR UPDATE"))
-	out := make(map[int64]TagRow, len(list))
+func Lock(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]Row, error) {
+	list, err := migrations.Collect(ctx, q, scanRow, migrations.IDList(rowSelect+" WHERE id IN (", ids, ") ORDER BY id FOR UPDATE"))
+	out := make(map[int64]Row, len(list))
 	for _, t := range list {
 		out[t.ID] = t
 	}
@@ -55,7 +56,7 @@ func HasSynonyms(ctx context.Context, q migrations.Querier, id int64) (bool, err
 }
 
 // SetSynonymOf makes tag id a synonym of canonical in q, or canonical
-// again when canonical is 0. The caller holds the row's lock (LockTags).
+// again when canonical is 0. The caller holds the row's lock (Lock).
 // It returns the database's error.
 func SetSynonymOf(ctx context.Context, q migrations.Querier, id, canonical int64) error {
 	var target any
@@ -66,18 +67,18 @@ func SetSynonymOf(ctx context.Context, q migrations.Querier, id, canonical int64
 	return err
 }
 
-// ListTags returns up to limit tags with ids greater than after, in id
+// List returns up to limit tags with ids greater than after, in id
 // order, or the database's error.
-func ListTags(ctx context.Context, q migrations.Querier, after int64, limit int) ([]TagRow, error) {
-	return migrations.Collect(ctx, q, scanTagRow, tagRowSelect+" WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+func List(ctx context.Context, q migrations.Querier, after int64, limit int) ([]Row, error) {
+	return migrations.Collect(ctx, q, scanRow, rowSelect+" WHERE id > ? ORDER BY id LIMIT ?", after, limit)
 }
 
-// TagByKey returns the tag of type typ whose key is key, and whether
+// ByKey returns the tag of type typ whose key is key, and whether
 // there is one, or the database's error.
-func TagByKey(ctx context.Context, q migrations.Querier, typ, key string) (TagRow, bool, error) {
-	list, err := migrations.Collect(ctx, q, scanTagRow, tagRowSelect+" WHERE type = ? AND name_key = ?", typ, key)
+func ByKey(ctx context.Context, q migrations.Querier, typ, key string) (Row, bool, error) {
+	list, err := migrations.Collect(ctx, q, scanRow, rowSelect+" WHERE type = ? AND name_key = ?", typ, key)
 	if err != nil || len(list) == 0 {
-		return TagRow{}, false, err
+		return Row{}, false, err
 	}
 	return list[0], true, nil
 }
@@ -89,10 +90,33 @@ func SetNameKey(ctx context.Context, q migrations.Querier, id int64, key string)
 	return err
 }
 
-// tagRowSelect selects the columns scanTagRow reads.
-const tagRowSelect = "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags"
+// rowSelect selects the columns scanRow reads.
+const rowSelect = "SELECT id, type, name, name_key, COALESCE(synonym_of, 0) FROM tags"
 
-func scanTagRow(rows *sql.Rows) (t TagRow, err error) {
+func scanRow(rows *sql.Rows) (t Row, err error) {
 	err = rows.Scan(&t.ID, &t.Type, &t.Name, &t.Key, &t.SynonymOf)
 	return t, err
+}
+
+// IDs returns up to limit ids of tags (of type typ, unless empty)
+// greater than after, ascending.
+func IDs(ctx context.Context, q migrations.Querier, typ string, after int64, limit int) ([]int64, error) {
+	ids, err := migrations.Collect(ctx, q, migrations.ScanInt64, "SELECT id FROM tags WHERE id > ? AND (? = '' OR type = ?) ORDER BY id LIMIT ?",
+		after, typ, typ, limit)
+	if err != nil {
+		return nil, fmt.Errorf("tag ids: %w", err)
+	}
+	return ids, nil
+}
+
+// Exists reports whether tag id exists.
+func Exists(ctx context.Context, q migrations.Querier, id int64) (bool, error) {
+	return migrations.Exists(ctx, q, "SELECT 1 FROM tags WHERE id = ?", id)
+}
+
+// Count returns the number of tags (of type typ, unless empty).
+func Count(ctx context.Context, q migrations.Querier, typ string) (int64, error) {
+	var n int64
+	err := q.QueryRowContext(ctx, "SELECT COUNT(*) FROM tags WHERE ? = '' OR type = ?", typ, typ).Scan(&n)
+	return n, err
 }

@@ -1,15 +1,38 @@
-package drafts
+package tags
 
 import (
-	"fmt"
 	"strings"
 	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 	"golang.org/x/text/unicode/rangetable"
 )
+
+// Tag types, as stored in tags.type.
+const (
+	TypeRating       = "rating"
+	TypeWarning      = "warning"
+	TypeCategory     = "category"
+	TypeFandom       = "fandom"
+	TypeRelationship = "relationship"
+	TypeCharacter    = "character"
+	TypeFreeform     = "freeform"
+)
+
+// Types are every tag type, in the order a work lists them.
+var Types = []string{TypeRating, TypeWarning, TypeCategory, TypeFandom, TypeRelationship, TypeCharacter, TypeFreeform}
+
+// Ref names a tag: its type, its name as first written, and the key that
+// identifies it within its type (NameKey of the name).
+type Ref struct {
+	Type string
+	Name string
+	Key  string
+}
+
+// NewRef returns the Ref of the tag of type typ named name.
+func NewRef(typ, name string) Ref { return Ref{Type: typ, Name: name, Key: NameKey(name)} }
 
 // MaxNameKey is the longest key, in characters, that tags.name_key holds.
 // NFKC expands some characters many times over (U+FDFA becomes 18), so a
@@ -27,6 +50,10 @@ var fold = cases.Fold()
 // None of them is visible on its own, so two names differing only by them
 // look the same to a reader.
 var ignorable = rangetable.Merge(unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+
+// Invisible reports whether r is a character a key drops as invisible on
+// its own (format and default-ignorable characters).
+func Invisible(r rune) bool { return unicode.Is(ignorable, r) }
 
 // NameKey returns the identity of a tag name within its type: two names
 // with one key are one tag. It is the name in compatibility composed form
@@ -70,44 +97,4 @@ func joinsEmoji(prev, r rune) bool {
 		return prev == 0x1F3F4 || (prev >= 0xE0020 && prev <= 0xE007F)
 	}
 	return false
-}
-
-// bidiControl reports whether r changes the direction of the text around
-// it (embeddings, overrides, isolates, directional marks): in a tag name
-// they make one name display as another.
-func bidiControl(r rune) bool {
-	switch {
-	case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C:
-		return true
-	}
-	return false
-}
-
-// checkName checks one tag name written under field and returns a
-// *ValidationError naming the first rule it breaks, or nil.
-func checkName(field, name string) error {
-	n := strings.TrimSpace(name)
-	switch {
-	case n == "":
-		return invalid(field, "tag_name_empty", "a tag name must not be empty")
-	case !utf8.ValidString(n):
-		return invalid(field, "invalid_utf8", "a tag name must be valid UTF-8")
-	case utf8.RuneCountInString(n) > MaxTagName:
-		return invalid(field, "tag_name_too_long", fmt.Sprintf("a tag name must be at most %d characters", MaxTagName))
-	}
-	for _, r := range n {
-		switch {
-		case unicode.IsControl(r):
-			return invalid(field, "tag_name_control_character", "a tag name must not contain control characters")
-		case bidiControl(r):
-			return invalid(field, "tag_name_bidi_control", "a tag name must not contain bidirectional control characters")
-		}
-	}
-	switch key := NameKey(n); {
-	case !visible(key):
-		return invalid(field, "tag_name_invisible", "a tag name must contain a visible character")
-	case utf8.RuneCountInString(key) > MaxNameKey:
-		return invalid(field, "tag_name_too_long", "the tag name is too long once normalised")
-	}
-	return nil
 }

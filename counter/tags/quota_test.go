@@ -1,4 +1,4 @@
-package counter_test
+package tags_test
 
 import (
 	"context"
@@ -11,12 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
-func freeform(name string) counter.TagRef {
-	return counter.TagRef{Type: "freeform", Name: name, Key: name}
+func freeform(name string) tags.Ref {
+	return tags.Ref{Type: tags.TypeFreeform, Name: name, Key: name}
 }
 
 func TestTheNewTagQuotaChargesEachNewNameOnceADayAndStartsOverAtMidnightUTC(t *testing.T) {
@@ -25,20 +25,20 @@ func TestTheNewTagQuotaChargesEachNewNameOnceADayAndStartsOverAtMidnightUTC(t *t
 	rdb := redis.NewClient(&redis.Options{Addr: testdb.RequireRedis(t)})
 	t.Cleanup(func() { rdb.Close() })
 	ctx := context.Background()
-	tags := counter.NewTagResolver(db.DB)
-	if _, err := tags.Resolve(ctx, []counter.TagRef{freeform("old")}); err != nil {
+	res := tags.NewResolver(db.DB)
+	if _, err := res.Resolve(ctx, []tags.Ref{freeform("old")}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 23, 22, 0, 0, 0, time.UTC)
-	q := counter.NewTagQuota(counter.TagQuotaConfig{Tags: tags, Redis: rdb, PerDay: 3, Prefix: testdb.Queue(t) + ":",
+	q := tags.NewQuota(tags.QuotaConfig{Tags: res, Redis: rdb, PerDay: 3, Prefix: testdb.Queue(t) + ":",
 		Timeout: time.Minute, Now: func() time.Time { return now }}) // not failing open on a busy machine
 
 	charge := func(author int64, names ...string) error {
-		refs := make([]counter.TagRef, len(names))
+		refs := make([]tags.Ref, len(names))
 		for i, n := range names {
 			refs[i] = freeform(n)
 		}
-		return q.Charge(ctx, author, refs)
+		return q.Charge(ctx, author, refs, nil)
 	}
 	if err := charge(1, "old", "a", "b", "a"); err != nil {
 		t.Fatalf("an existing tag and two new ones, one listed twice: %v", err)
@@ -47,8 +47,8 @@ func TestTheNewTagQuotaChargesEachNewNameOnceADayAndStartsOverAtMidnightUTC(t *t
 		t.Fatalf("the same new names saved again: %v; they are charged once a day", err)
 	}
 	err := charge(1, "c", "d")
-	var qe *counter.QuotaError
-	if !errors.As(err, &qe) || !errors.Is(err, counter.ErrNewTagQuota) {
+	var qe *tags.QuotaError
+	if !errors.As(err, &qe) || !errors.Is(err, tags.ErrNewTagQuota) {
 		t.Fatalf("two more new names with one left: %v; want a QuotaError", err)
 	}
 	if want := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC); qe.Used != 2 || qe.Asked != 2 || qe.Limit != 3 || !qe.RetryAt().Equal(want) {
@@ -60,7 +60,7 @@ func TestTheNewTagQuotaChargesEachNewNameOnceADayAndStartsOverAtMidnightUTC(t *t
 	if err := charge(2, "c", "d", "e"); err != nil {
 		t.Fatalf("another author: %v; the quota is per author", err)
 	}
-	if _, err := tags.Resolve(ctx, []counter.TagRef{freeform("e")}); err != nil {
+	if _, err := res.Resolve(ctx, []tags.Ref{freeform("e")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := charge(1, "old", "e"); err != nil {
@@ -79,11 +79,11 @@ func TestTheNewTagQuotaAllowsSavesWhenRedisIsDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	reg := prometheus.NewRegistry()
-	q := counter.NewTagQuota(counter.TagQuotaConfig{Tags: counter.NewTagResolver(db.DB), Redis: rdb, PerDay: 1,
+	q := tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(db.DB), Redis: rdb, PerDay: 1,
 		Registerer: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	r.Stop()
-	refs := []counter.TagRef{freeform("x"), freeform("y")}
-	if err := q.Charge(context.Background(), 1, refs); err != nil {
+	refs := []tags.Ref{freeform("x"), freeform("y")}
+	if err := q.Charge(context.Background(), 1, refs, nil); err != nil {
 		t.Fatalf("a save over the quota with Redis down: %v; want it allowed (fail open)", err)
 	}
 	if n := metricValue(t, reg, "tagcount_quota_errors_total"); n != 1 {

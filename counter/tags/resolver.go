@@ -1,4 +1,4 @@
-package counter
+package tags
 
 import (
 	"context"
@@ -10,21 +10,13 @@ import (
 	"github.com/tagcount/tagcount/migrations"
 )
 
-// TagRef names a tag: its type, its name as first written, and the key that
-// identifies it within its type (the caller's folded name).
-type TagRef struct {
-	Type string
-	Name string
-	Key  string
-}
-
-// TagResolver maps tag references to tag ids, creating the tags it has not
+// Resolver maps tag references to tag ids, creating the tags it has not
 // seen; it owns the tags table's writes. Tag rows are never deleted and their
 // identity never changes, so a resolved id is cached for the life of the
 // process. Creation runs in its own autocommit statement, outside any posting
 // transaction, so no posting transaction holds a lock on a tags row or index
 // gap.
-type TagResolver struct {
+type Resolver struct {
 	db    *migrations.DB
 	mu    sync.RWMutex
 	cache map[tagKey]int64
@@ -35,14 +27,14 @@ type tagKey struct{ typ, key string }
 // maxCachedTags bounds the cache; past it the cache starts over.
 const maxCachedTags = 1 << 20
 
-// NewTagResolver returns a TagResolver on db.
-func NewTagResolver(db *migrations.DB) *TagResolver {
-	return &TagResolver{db: db, cache: make(map[tagKey]int64)}
+// NewResolver returns a Resolver on db.
+func NewResolver(db *migrations.DB) *Resolver {
+	return &Resolver{db: db, cache: make(map[tagKey]int64)}
 }
 
 // Resolve returns the ids of refs, in order, creating missing tags. It
 // returns a database error when a lookup or the creation fails.
-func (r *TagResolver) Resolve(ctx context.Context, refs []TagRef) ([]int64, error) {
+func (r *Resolver) Resolve(ctx context.Context, refs []Ref) ([]int64, error) {
 	ids, missing, found, err := r.find(ctx, refs)
 	if err != nil || len(missing) == 0 {
 		return ids, err
@@ -95,7 +87,7 @@ func (r *TagResolver) Resolve(ctx context.Context, refs []TagRef) ([]int64, erro
 	return ids, nil
 }
 
-func (r *TagResolver) lookup(ctx context.Context, refs []TagRef, which []int) (map[tagKey]int64, error) {
+func (r *Resolver) lookup(ctx context.Context, refs []Ref, which []int) (map[tagKey]int64, error) {
 	args := make([]any, 0, 2*len(which))
 	for _, i := range which {
 		args = append(args, refs[i].Type, refs[i].Key)
@@ -120,7 +112,7 @@ func (r *TagResolver) lookup(ctx context.Context, refs []TagRef, which []int) (m
 // read-only look-up (it creates nothing) through the same cache as
 // Resolve, so tags seen once cost no query again. It returns a database
 // error when the look-up fails.
-func (r *TagResolver) Existing(ctx context.Context, refs []TagRef) ([]bool, error) {
+func (r *Resolver) Existing(ctx context.Context, refs []Ref) ([]bool, error) {
 	ids, _, _, err := r.find(ctx, refs)
 	if err != nil {
 		return nil, err
@@ -136,7 +128,7 @@ func (r *TagResolver) Existing(ctx context.Context, refs []TagRef) ([]bool, erro
 // refs the cache did not know (by index), and what the database had of
 // those, remembered in the cache. It returns a database error when the
 // look-up fails.
-func (r *TagResolver) find(ctx context.Context, refs []TagRef) (ids []int64, missing []int, found map[tagKey]int64, err error) {
+func (r *Resolver) find(ctx context.Context, refs []Ref) (ids []int64, missing []int, found map[tagKey]int64, err error) {
 	ids = make([]int64, len(refs))
 	r.mu.RLock()
 	for i, t := range refs {
@@ -161,7 +153,7 @@ func (r *TagResolver) find(ctx context.Context, refs []TagRef) (ids []int64, mis
 }
 
 // remember adds found to the cache, starting it over past its bound.
-func (r *TagResolver) remember(found map[tagKey]int64) {
+func (r *Resolver) remember(found map[tagKey]int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.cache) > maxCachedTags {

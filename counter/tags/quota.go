@@ -1,4 +1,4 @@
-package counter
+package tags
 
 import (
 	"cmp"
@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // DefaultNewTagsPerDay is the new-tag quota the service runs with: how many
@@ -52,10 +55,10 @@ func (e *QuotaError) Unwrap() error { return ErrNewTagQuota }
 // RetryAt is when the same save may succeed: when the day starts over.
 func (e *QuotaError) RetryAt() time.Time { return e.Reset }
 
-// TagQuotaConfig configures a TagQuota.
-type TagQuotaConfig struct {
+// QuotaConfig configures a Quota.
+type QuotaConfig struct {
 	// Tags tells which tags exist (read-only).
-	Tags *TagResolver
+	Tags *Resolver
 	// Redis keeps each author's new tags of the day; nil turns the quota off.
 	Redis redis.UniversalClient
 	// PerDay is the allowance; 0 turns the quota off.
@@ -69,7 +72,7 @@ type TagQuotaConfig struct {
 	Now        func() time.Time
 }
 
-// TagQuota bounds how many tags an author creates a day. Tags are created
+// Quota bounds how many tags an author creates a day. Tags are created
 // when a work is posted, but a refusal then would fail a post the author
 // was already told is queued; so the quota is charged when content is
 // saved (a draft created or replaced, a work edited), for the tags the
@@ -78,27 +81,27 @@ type TagQuotaConfig struct {
 // does, charges nothing more; and the common save, naming only tags that
 // exist, costs one indexed read (none once the tags are cached) and no
 // Redis call.
-type TagQuota struct {
-	cfg     TagQuotaConfig
+type Quota struct {
+	cfg     QuotaConfig
 	errs    prometheus.Counter
 	log     *slog.Logger
 	lastLog atomic.Int64 // unix nanoseconds of the last fail-open warning
 }
 
-// NewTagQuota returns the quota of cfg, or nil (no quota, every Charge
+// NewQuota returns the quota of cfg, or nil (no quota, every Charge
 // allowed) when cfg turns it off.
-func NewTagQuota(cfg TagQuotaConfig) *TagQuota {
-	errs := metricCounter(cfg.Registerer, "tagcount_quota_errors_total",
-		"Saves allowed without a new-tag quota decision because Redis failed or was slow (fail open).")
+func NewQuota(cfg QuotaConfig) *Quota {
+	errs := promauto.With(cfg.Registerer).NewCounter(prometheus.CounterOpts{Name: "tagcount_quota_errors_total",
+		Help: "Saves allowed without a new-tag quota decision because Redis failed or was slow (fail open)."})
 	if cfg.Redis == nil || cfg.PerDay <= 0 || cfg.Tags == nil {
 		return nil
 	}
-	cfg.Timeout = OrDefault(cfg.Timeout, DefaultQuotaTimeout)
+	cfg.Timeout = loop.OrDefault(cfg.Timeout, DefaultQuotaTimeout)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &TagQuota{cfg: cfg, errs: errs, log: cfg.Logger}
+	return &Quota{cfg: cfg, errs: errs, log: cfg.Logger}
 }
 
 // chargeScript adds the names in ARGV[3..] to the day's set KEYS[1] unless
@@ -120,11 +123,19 @@ return {1, used + #fresh, #fresh}`)
 // Charge records that author names refs today, and returns a *QuotaError
 // (errors.Is ErrNewTagQuota) when the tags among them that do not exist
 // would take the author past the day's allowance; nothing is recorded
-// then. refs are the tags whose creation the quota bounds (the caller
-// leaves out the fixed vocabularies). It returns a database error when
-// the existence look-up fails, and nil when Redis cannot answer in time.
-func (q *TagQuota) Charge(ctx context.Context, authorID int64, refs []TagRef) error {
-	if q == nil || len(refs) == 0 {
+// then. Only the open vocabularies count: the fixed ratings, warnings and
+// categories are a handful of names that exist after the first posts.
+// When some of refs are new, check (if set) runs before anything is
+// recorded, and its error is returned as is: the caller's ownership and
+// state checks, so a save that ends not found or in conflict uses none of
+// the allowance. It returns a database error when the existence look-up
+// fails, and nil when Redis cannot answer in time.
+func (q *Quota) Charge(ctx context.Context, authorID int64, refs []Ref, check func(context.Context) error) error {
+	if q == nil {
+		return nil
+	}
+	refs = openRefs(refs)
+	if len(refs) == 0 {
 		return nil
 	}
 	refs = distinctRefs(refs)
@@ -140,6 +151,11 @@ func (q *TagQuota) Charge(ctx context.Context, authorID int64, refs []TagRef) er
 	}
 	if len(args) == 2 {
 		return nil
+	}
+	if check != nil {
+		if err := check(ctx); err != nil {
+			return err
+		}
 	}
 	now := q.cfg.Now().UTC()
 	reset := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC)
@@ -160,7 +176,7 @@ func (q *TagQuota) Charge(ctx context.Context, authorID int64, refs []TagRef) er
 
 // failOpen counts a save allowed without a decision, warning at most once
 // per 10 s: with Redis down every save fails open.
-func (q *TagQuota) failOpen(ctx context.Context, err error) {
+func (q *Quota) failOpen(ctx context.Context, err error) {
 	q.errs.Inc()
 	if now := time.Now().UnixNano(); now-q.lastLog.Load() > int64(10*time.Second) {
 		q.lastLog.Store(now)
@@ -168,8 +184,22 @@ func (q *TagQuota) failOpen(ctx context.Context, err error) {
 	}
 }
 
+// openRefs returns the refs of refs in the open vocabularies, the ones an
+// author creates by naming them.
+func openRefs(refs []Ref) []Ref {
+	out := refs[:0:0]
+	for _, r := range refs {
+		switch r.Type {
+		case TypeRating, TypeWarning, TypeCategory:
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 // distinctRefs returns refs with each (type, key) once.
-func distinctRefs(refs []TagRef) []TagRef {
+func distinctRefs(refs []Ref) []Ref {
 	seen := make(map[tagKey]bool, len(refs))
 	out := refs[:0:0]
 	for _, r := range refs {

@@ -1,0 +1,312 @@
+package counter_test
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+// outboxRows writes one outbox row per tag (+1 to all four numbers) and
+// commits, in chunks of counter.DefaultApplyLimit rows; it returns each
+// chunk's event ids: what the counter applies in one transaction each.
+func outboxRows(t *testing.T, db *migrations.DB, tags []int64, work int64) [][]int64 {
+	t.Helper()
+	ctx := context.Background()
+	var chunks [][]int64
+	for lo := 0; lo < len(tags); lo += counter.DefaultApplyLimit {
+		part := tags[lo:min(lo+counter.DefaultApplyLimit, len(tags))]
+		deltas := make([]counter.Delta, len(part))
+		for i, tag := range part {
+			deltas[i] = counter.Delta{WorkID: work, TagID: tag, Delta: 1, PublicDelta: 1, FilterDelta: 1, PublicFilterDelta: 1}
+		}
+		work++
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, err := counter.WriteOutbox(ctx, db, tx, deltas)
+		if err != nil {
+			tx.Rollback()
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]int64, len(events))
+		for i, e := range events {
+			ids[i] = e.ID
+		}
+		chunks = append(chunks, ids)
+	}
+	return chunks
+}
+
+// applyChunks applies the chunks as the counter's writers do (each chunk
+// one transaction, one multi-row upsert of tag_counts), workers at a time,
+// and returns how long that took.
+func applyChunks(t *testing.T, db *migrations.DB, chunks [][]int64, workers int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	next := make(chan []int64)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ids := range next {
+				if res, err := counter.ApplyBatch(context.Background(), db, ids); err != nil || res.Applied != len(ids) {
+					t.Errorf("apply %d events: applied %d, %v", len(ids), res.Applied, err)
+				}
+			}
+		})
+	}
+	for _, ids := range chunks {
+		next <- ids
+	}
+	close(next)
+	wg.Wait()
+	return time.Since(start)
+}
+
+// bump is a legacy-path count change of tags in tx (+1 each).
+func bump(t *testing.T, tx *sql.Tx, tags ...int64) {
+	t.Helper()
+	deltas := make([]counter.Delta, len(tags))
+	for i, tag := range tags {
+		deltas[i] = counter.Delta{TagID: tag, Delta: 1, PublicDelta: 1, FilterDelta: 1, PublicFilterDelta: 1}
+	}
+	if err := counter.BumpCounts(context.Background(), tx, deltas); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// followStream ensures the count-change topic and follows it from its start
+// into a new mirror until the test ends.
+func followStream(t *testing.T, a *archive) *mirror {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	if err := counter.EnsureCountsTopic(ctx, a.broker.Addrs(), "", 4); err != nil {
+		t.Fatal(err)
+	}
+	m := &mirror{tags: map[int64]counter.CountChange{}}
+	go m.follow(ctx, t, a.broker.Addrs())
+	return m
+}
+
+// runStream runs a count-change stream in this process until the test ends.
+func runStream(t *testing.T, a *archive) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { stop(); <-done })
+	go func() {
+		defer close(done)
+		counter.NewStream(counter.StreamConfig{DB: a.db.DB, Brokers: a.broker.Addrs(), Interval: 50 * time.Millisecond,
+			Logger: counter.TestLogger(), Registerer: a.reg}).Run(ctx)
+	}()
+}
+
+// TestTheCountStreamGoesOnAfterABurstOfChanges is the audit's stall: 6,000
+// tags' counts change in one statement (the counter applying a chunk of
+// their outbox rows), then one more tag's on the legacy path; a mirror of
+// the stream must end equal to tag_counts, the last change included.
+func TestTheCountStreamGoesOnAfterABurstOfChanges(t *testing.T) {
+	t.Parallel()
+	a := newArchive(t, archiveOpts{})
+	m := followStream(t, a)
+	runStream(t, a)
+
+	burst := make([]int64, 6000)
+	for i := range burst {
+		burst[i] = int64(i + 1)
+	}
+	chunks := outboxRows(t, a.db.DB, burst, 1)
+	// One transaction of 6,000 rows: every change has the same timestamp.
+	applyChunks(t, a.db.DB, [][]int64{append(chunks[0], chunks[1]...)}, 1)
+
+	tx, err := a.db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bump(t, tx, 6001)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitMirror(t, a, m)
+}
+
+// waitMirror waits until m equals tag_counts, and says how they differed
+// last if they never do. It compares at most twice a second: a comparison
+// reads every tag_counts row and holds the mirror's lock.
+func waitMirror(t *testing.T, a *archive, m *mirror) {
+	t.Helper()
+	var diff string
+	t.Cleanup(func() {
+		if t.Failed() && diff != "" {
+			t.Logf("the mirror still differs: %s", diff)
+		}
+	})
+	var last time.Time
+	testdb.WaitFor(t, 5*time.Minute, "the mirror to equal tag_counts", func() bool {
+		if time.Since(last) < 500*time.Millisecond {
+			return false
+		}
+		last = time.Now()
+		diff = m.differs(a)
+		return diff == ""
+	})
+}
+
+// unpublished is the number of changes not yet published (a count of the
+// change log: for logs, not for polling).
+func unpublished(t *testing.T, a *archive) int64 {
+	var n int64
+	if err := a.db.QueryRow("SELECT COUNT(*) FROM tag_count_changes").Scan(&n); err != nil {
+		t.Error(err)
+	}
+	return n
+}
+
+// allPublished reports whether every committed change is published: the
+// change log has no row (an index look-up, cheap to poll).
+func allPublished(t *testing.T, a *archive) bool {
+	ok, err := migrations.Exists(context.Background(), a.db, "SELECT 1 FROM tag_count_changes LIMIT 1")
+	if err != nil {
+		t.Error(err)
+	}
+	return err == nil && !ok
+}
+
+// TestTheCountStreamIsCompleteThroughABurstALateCommitAndAKilledPublisher
+// is the audit's done-when: 100,000 count changes at once (the counter
+// applying 25,000 tags' outbox rows four times over, four transactions at
+// a time), a legacy post whose transaction commits 60 s after its write,
+// the publishing process killed with SIGKILL mid-run and a successor
+// taking over, and reconcile corrections; once the stream's lag is back
+// under its budget, a mirror built from tag-counts equals tag_counts, all
+// four numbers and the version of every tag.
+func TestTheCountStreamIsCompleteThroughABurstALateCommitAndAKilledPublisher(t *testing.T) {
+	t.Parallel()
+	a := newArchive(t, archiveOpts{})
+	ctx := context.Background()
+	m := followStream(t, a)
+	const late, tags, rounds = 1, 25_000, 4
+	burst := make([]int64, tags)
+	for i := range burst {
+		burst[i] = int64(late + 1 + i)
+	}
+	var chunks [][]int64
+	for r := range rounds {
+		chunks = append(chunks, outboxRows(t, a.db.DB, burst, int64(1+100*r))...)
+	}
+
+	// The late transaction writes first and stays open through all below.
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	bump(t, tx, late)
+	wrote := time.Now()
+
+	child := startCounterChild(t, childConfig{Brokers: a.broker.Addrs(), DSN: a.db.DSN, StreamOnly: true})
+	took := applyChunks(t, a.db.DB, chunks, 4)
+	t.Logf("%d count changes written in %v", tags*rounds, took.Round(time.Millisecond))
+	testdb.WaitFor(t, 60*time.Second, "the child to publish some changes", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.seen > 0
+	})
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	child.Wait()
+	t.Logf("publisher killed with %d changes unpublished", unpublished(t, a))
+
+	takeover := time.Now()
+	runStream(t, a)
+	correct(t, a, burst[:3], counter.Sum{Count: -1, Public: -1, Filter: -1, PublicFilter: -1})
+	testdb.WaitFor(t, 5*time.Minute, "the successor to publish every committed change", func() bool { return allPublished(t, a) })
+	t.Logf("the successor published the rest in %v", time.Since(takeover).Round(time.Millisecond))
+
+	testdb.WaitFor(t, 2*time.Minute, "60 s since the late write", func() bool { return time.Since(wrote) >= 60*time.Second })
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	testdb.WaitFor(t, 5*time.Minute, "the stream's lag back under its budget", func() bool {
+		lag, err := counter.StreamLag(ctx, a.db.DB)
+		return err == nil && lag < counter.StreamBudget
+	})
+	waitMirror(t, a, m)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if got := m.tags[late]; got.Count != 1 || got.Version != 1 {
+		t.Errorf("the late write mirrored as %+v; want count 1 at version 1", got)
+	}
+	t.Logf("mirror of %d tags from %d messages", len(m.tags), m.seen)
+}
+
+// correct applies reconcile's correction drift to tags, one transaction
+// each, as a reconcile run does.
+func correct(t *testing.T, a *archive, tags []int64, drift counter.Sum) {
+	t.Helper()
+	for _, tag := range tags {
+		tx, err := a.db.BeginTx(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := counter.CorrectCount(context.Background(), tx, tag, drift, true); err != nil {
+			tx.Rollback()
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestEveryStreamProcessReportsTheLagWhileThePublisherIsStuck holds the
+// publishing lock as a stuck publisher would (it publishes nothing): a
+// standing-by stream process still reports the unpublished change's
+// growing lag, and once the lock is free it publishes the change and the
+// lag is 0.
+func TestEveryStreamProcessReportsTheLagWhileThePublisherIsStuck(t *testing.T) {
+	t.Parallel()
+	a := newArchive(t, archiveOpts{})
+	ctx := context.Background()
+	m := followStream(t, a)
+	stuck, err := a.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	var got int
+	if err := stuck.QueryRowContext(ctx, "SELECT GET_LOCK("+counter.StreamLock+", 0)").Scan(&got); err != nil || got != 1 {
+		t.Fatalf("take the publishing lock: %d, %v", got, err)
+	}
+	runStream(t, a)
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bump(t, tx, 7)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	lag := func() float64 { return a.metric("tagcount_count_stream_lag_seconds") }
+	testdb.WaitFor(t, 60*time.Second, "the standby to report a lag over a second", func() bool { return lag() >= 1 })
+	if allPublished(t, a) {
+		t.Fatal("the change was published while the lock was held")
+	}
+	stuck.Close() // the stuck publisher's session ends
+	testdb.WaitFor(t, 60*time.Second, "the change published and the lag back to 0", func() bool {
+		return allPublished(t, a) && lag() == 0
+	})
+	waitMirror(t, a, m)
+}

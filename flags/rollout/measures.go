@@ -1,0 +1,158 @@
+package rollout
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"slices"
+	"time"
+
+	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations"
+)
+
+// Defaults of DBMeasures.
+const (
+	// DefaultSampleLimit is how many of a window's latest Posts the
+	// percentiles are read from.
+	DefaultSampleLimit = 20_000
+	// DefaultLagCap is where counting the outbox's rows stops.
+	DefaultLagCap = 1_000_000
+	// SampleRetention is how long Post samples are kept (each Recorder
+	// drops older ones once a minute).
+	SampleRetention = time.Hour
+)
+
+// DBMeasures reads the guards' measures from the database, so they cover
+// every replica: the Post samples the API processes record, the outbox and
+// the queued drafts. Each read also brings the samples up to date: a
+// new-path post whose draft failed is marked failed, and one whose small
+// tags' outbox rows are all applied is marked counted at the time of the
+// read (so freshness is known to within the runner's interval).
+type DBMeasures struct {
+	DB *migrations.DB
+	// SmallBelow is the count under which a tag is small (the counter's
+	// medium tier starts there); default 1,000.
+	SmallBelow int64
+	// SampleLimit and LagCap: defaults above.
+	SampleLimit int
+	LagCap      int64
+}
+
+// Measure implements Measures. It returns the first error of its reads.
+func (m DBMeasures) Measure(ctx context.Context, since, now time.Time) (Reading, error) {
+	if err := m.update(ctx, since, now); err != nil {
+		return Reading{}, err
+	}
+	var r Reading
+	err := migrations.EachRow(ctx, m.DB, func(rows *sql.Rows) error {
+		var path string
+		var posts, errs int64
+		if err := rows.Scan(&path, &posts, &errs); err != nil {
+			return err
+		}
+		if path == "new" {
+			r.NewPosts, r.NewErrors = posts, errs
+		} else {
+			r.LegacyPosts, r.LegacyErrors = posts, errs
+		}
+		return nil
+	}, `SELECT path, COUNT(*), COALESCE(SUM(ok = 0), 0) FROM rollout_samples WHERE requested_at >= ? GROUP BY path`, since)
+	if err != nil {
+		return Reading{}, err
+	}
+	if err := m.percentiles(ctx, &r, since, now); err != nil {
+		return Reading{}, err
+	}
+	if err := m.outbox(ctx, &r, now); err != nil {
+		return Reading{}, err
+	}
+	r.Backlog, _, err = (&drafts.Store{DB: m.DB}).Backlog(ctx)
+	return r, err
+}
+
+// update marks the window's new-path samples failed (their post job gave
+// up) or counted (no outbox row of a small tag of their work is left). The
+// posting and counting tables are only read, by plain SELECTs that take no
+// locks (an UPDATE joining them would lock outbox rows and gaps, and hold
+// up the very counter it measures); the samples are then written by
+// primary key.
+func (m DBMeasures) update(ctx context.Context, since, now time.Time) error {
+	failed, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, `SELECT s.id FROM rollout_samples s JOIN drafts d ON d.id = s.draft_id
+		WHERE s.path = 'new' AND s.ok = 1 AND s.counted_at IS NULL AND s.requested_at >= ? AND d.state = 'failed' LIMIT 5000`, since)
+	if err != nil {
+		return err
+	}
+	if err := m.setByID(ctx, "ok = 0", failed); err != nil {
+		return err
+	}
+	// Every look-up is by key: the work by its draft, its taggings by the
+	// work, the outbox rows by tag (a small tag has few).
+	counted, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, `SELECT s.id FROM rollout_samples s JOIN works w ON w.draft_id = s.draft_id
+		WHERE s.path = 'new' AND s.ok = 1 AND s.counted_at IS NULL AND s.requested_at >= ?
+		AND NOT EXISTS (SELECT 1 FROM taggings t JOIN tag_events e ON e.tag_id = t.tag_id AND e.work_id = t.work_id
+			LEFT JOIN tag_counts c ON c.tag_id = t.tag_id WHERE t.work_id = w.id AND COALESCE(c.count, 0) < ?) LIMIT 5000`,
+		since, cmp.Or(m.SmallBelow, 1000))
+	if err != nil {
+		return err
+	}
+	return m.setByID(ctx, "counted_at = ?", counted, now)
+}
+
+func (m DBMeasures) setByID(ctx context.Context, set string, ids []int64, args ...any) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := m.DB.ExecContext(ctx, migrations.IDList("UPDATE rollout_samples SET "+set+" WHERE id IN (", ids, ")"), args...)
+	return err
+}
+
+// percentiles reads the window's latest new-path Posts: their answer times
+// and, for those that did not fail, the time to their count (their age so
+// far while not counted).
+func (m DBMeasures) percentiles(ctx context.Context, r *Reading, since, now time.Time) error {
+	var answers, fresh []time.Duration
+	err := migrations.EachRow(ctx, m.DB, func(rows *sql.Rows) error {
+		var answerUS, freshUS int64
+		var ok bool
+		if err := rows.Scan(&answerUS, &ok, &freshUS); err != nil {
+			return err
+		}
+		answers = append(answers, time.Duration(answerUS)*time.Microsecond)
+		if ok {
+			fresh = append(fresh, time.Duration(freshUS)*time.Microsecond)
+		}
+		return nil
+	}, `SELECT answer_us, ok, TIMESTAMPDIFF(MICROSECOND, requested_at, COALESCE(counted_at, ?)) FROM rollout_samples
+		WHERE path = 'new' AND requested_at >= ? ORDER BY requested_at DESC LIMIT ?`, now, since, cmp.Or(m.SampleLimit, DefaultSampleLimit))
+	if err != nil {
+		return err
+	}
+	r.NewPostP99 = P99(answers)
+	r.FreshnessP99, r.FreshnessSamples = P99(fresh), int64(len(fresh))
+	return nil
+}
+
+func (m DBMeasures) outbox(ctx context.Context, r *Reading, now time.Time) error {
+	var oldest sql.NullTime
+	err := m.DB.QueryRowContext(ctx, "SELECT MIN(created_at) FROM tag_events").Scan(&oldest)
+	if err != nil {
+		return err
+	}
+	if oldest.Valid {
+		r.OutboxAge = max(now.Sub(oldest.Time), 0)
+	}
+	return m.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM (SELECT 1 FROM tag_events LIMIT ?) q",
+		cmp.Or(m.LagCap, DefaultLagCap)).Scan(&r.OutboxRows)
+}
+
+// P99 returns the 99th percentile of d (nearest rank), 0 for none.
+func P99(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*99+99)/100 - 1
+	return s[min(max(i, 0), len(s)-1)]
+}

@@ -1,0 +1,92 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tagcount/tagcount/migrations/testdb"
+)
+
+// work writes a posted work of a new draft with one tag of count uses, an
+// outbox row for it when pending, and records a new-path Post of the draft
+// at at.
+func work(t *testing.T, db *testdb.DB, rec *Recorder, at time.Time, uses int64, pending bool, draftState string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	exec := func(q string, args ...any) int64 {
+		res, err := db.ExecContext(ctx, q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := res.LastInsertId()
+		return id
+	}
+	draft := exec("INSERT INTO drafts (author_id, title, body, tags, state) VALUES (1, 't', 'b', '{}', ?)", draftState)
+	tag := exec("INSERT INTO tags (type, name, name_key) VALUES ('freeform', ?, ?)", draft, draft)
+	exec("INSERT INTO tag_counts (tag_id, count) VALUES (?, ?)", tag, uses)
+	if draftState == "posted" {
+		w := exec("INSERT INTO works (draft_id, author_id, title, body, version) VALUES (?, 1, 't', 'b', 1)", draft)
+		exec("INSERT INTO taggings (work_id, tag_id, position) VALUES (?, ?, 0)", w, tag)
+		if pending {
+			exec("INSERT INTO tag_events (tag_id, delta, work_id) VALUES (?, 1, ?)", tag, w)
+		}
+	}
+	// A failed post job is found by the draft's state: the Post's answer
+	// (queued) was a success.
+	rec.ObservePost(ctx, draft, "new", at, 30*time.Millisecond, nil)
+	return draft
+}
+
+func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	rec := NewRecorder(RecorderConfig{DB: db.DB})
+	now := time.Now().UTC()
+	since := now.Add(-time.Minute)
+	work(t, db, rec, now.Add(-2*time.Minute), 1, false, "posted")    // before the window
+	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")   // counted
+	work(t, db, rec, now.Add(-20*time.Second), 1, true, "posted")    // small tag pending: not counted
+	work(t, db, rec, now.Add(-30*time.Second), 5000, true, "posted") // only a large tag pending: counted
+	work(t, db, rec, now.Add(-5*time.Second), 1, false, "failed")    // the job gave up
+	rec.ObservePost(ctx, 999, "legacy", now.Add(-time.Second), 2*time.Second, errors.New("lock wait"))
+	rec.Flush(ctx)
+
+	m := DBMeasures{DB: db.DB}
+	r, err := m.Measure(ctx, since, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.NewPosts != 4 || r.NewErrors != 1 || r.LegacyPosts != 1 || r.LegacyErrors != 1 {
+		t.Fatalf("posts: new %d (%d failed), legacy %d (%d failed); want 4 (1), 1 (1)", r.NewPosts, r.NewErrors, r.LegacyPosts, r.LegacyErrors)
+	}
+	// Freshness over the three that did not fail: two counted now (10 s
+	// and 30 s), one pending for 20 s so far.
+	if r.FreshnessSamples != 3 || r.FreshnessP99 != 30*time.Second {
+		t.Fatalf("freshness: %d samples, p99 %v; want 3, 30s", r.FreshnessSamples, r.FreshnessP99)
+	}
+	if r.NewPostP99 != 30*time.Millisecond {
+		t.Fatalf("new-path Post p99 %v", r.NewPostP99)
+	}
+	if r.OutboxRows != 2 || r.OutboxAge < 0 || r.Backlog != 0 {
+		t.Fatalf("outbox %d rows, oldest %v; backlog %d", r.OutboxRows, r.OutboxAge, r.Backlog)
+	}
+	// Later, the pending one is still not counted: its age grows.
+	r, err = m.Measure(ctx, since, now.Add(40*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FreshnessP99 != time.Minute {
+		t.Fatalf("an uncounted post 60 s old: p99 %v", r.FreshnessP99)
+	}
+	// Samples older than the retention go; the rest stay.
+	if err := rec.Prune(ctx, now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM rollout_samples").Scan(&left); err != nil || left != 5 {
+		t.Fatalf("%d samples left after pruning the one before the window (%v), want 5", left, err)
+	}
+}
