@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -606,7 +605,7 @@ func (r *run) save(ctx context.Context, slot int64) (savedWork, bool) {
 	r.started.Add(1)
 	w := r.cfg.Workload.Work(slot)
 	tok := r.token(w.AuthorID)
-	create, _ := json.Marshal(w.Draft)
+	create := httpapi.ContentBody(w.Draft)
 	var d draftResponse
 	if _, err := r.c.do(ctx, OpSave, http.MethodPost, "/v1/drafts", tok, create, []int{http.StatusCreated, http.StatusOK}, &d); err != nil || d.ID <= 0 {
 		r.failed.Add(1)
@@ -614,7 +613,7 @@ func (r *run) save(ctx context.Context, slot int64) (savedWork, bool) {
 	}
 	r.created.Add(1)
 	id := int64(d.ID)
-	edit, _ := json.Marshal(w.Posted)
+	edit := httpapi.ContentBody(w.Posted)
 	if _, err := r.c.do(ctx, OpSave, http.MethodPut, idPath("/v1/drafts/", id, ""), tok, edit, []int{http.StatusOK}, nil); err != nil {
 		r.failed.Add(1)
 		return savedWork{}, false
@@ -671,7 +670,7 @@ func (r *run) followUp(w Work, tok string, draftID, workID int64, postStart time
 	}
 	switch w.Later {
 	case LaterEdit:
-		body, _ := json.Marshal(w.Edit)
+		body := httpapi.ContentBody(w.Edit)
 		if _, err := r.c.do(ctx, OpWorkEdit, http.MethodPut, idPath("/v1/works/", workID, ""), tok, body, []int{http.StatusOK, http.StatusAccepted}, nil); err == nil {
 			r.edited.Add(1)
 		}
