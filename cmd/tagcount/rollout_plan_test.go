@@ -11,7 +11,6 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/flags/unleashtest"
@@ -205,14 +204,7 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 	if err := control.Resume(ctx, 100_000); err != nil {
 		t.Fatal(err)
 	}
-	testdb.WaitFor(t, 2*time.Minute, "the system to go quiet", func() bool {
-		queued, err := (&drafts.Store{DB: st.DB}).CountQueued(ctx)
-		if err != nil {
-			return false
-		}
-		pending, _, err := counter.OutboxDepth(ctx, st.DB, 0)
-		return err == nil && queued == 0 && pending == 0
-	})
+	waitDrained(t, st, 2*time.Minute)
 	assertConserved(t, st)
 	t.Logf("posts: legacy %d, new %d", load.legacy.Load(), load.new.Load())
 }

@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
-	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/counter/tags"
-	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/unleashtest"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -167,15 +165,7 @@ func TestMixedRolloutKeepsEveryCountExact(t *testing.T) {
 	// hot tags may have grown past the small tier and be held for minutes;
 	// the kill switch flushes them, as the runbook tells ops.
 	unleash.SetEnabled(t, flags.TierDeferral, false)
-	ctx := context.Background()
-	testdb.WaitFor(t, 60*time.Second, "the system to go quiet", func() bool {
-		queued, err := (&drafts.Store{DB: st.DB}).CountQueued(ctx)
-		if err != nil {
-			return false
-		}
-		pending, _, err := counter.OutboxDepth(ctx, st.DB, 0)
-		return err == nil && queued == 0 && pending == 0
-	})
+	waitDrained(t, st, 60*time.Second)
 	assertConserved(t, st)
 }
 
