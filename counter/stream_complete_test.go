@@ -327,10 +327,7 @@ type childConfig struct {
 func TestCounterChildProcess(t *testing.T) {
 	var cc childConfig
 	testdb.ChildConfig(t, &cc)
-	db, err := migrations.Open(context.Background(), cc.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := testdb.ChildDB(t, cc.DSN)
 	stream := counter.NewStream(counter.StreamConfig{DB: db, Brokers: cc.Brokers, Interval: 50 * time.Millisecond,
 		Logger: counter.TestLogger()})
 	if cc.StreamOnly {
