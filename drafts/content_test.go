@@ -19,18 +19,37 @@ func validContent() drafts.Content {
 	}}
 }
 
+// validateCase is one change to valid content and the validation error
+// (field and code) Validate must answer for it.
+type validateCase struct {
+	name   string
+	change func(c *drafts.Content)
+	field  string
+	code   string
+}
+
+// runValidateCases runs each case as a subtest.
+func runValidateCases(t *testing.T, cases []validateCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validContent()
+			tc.change(&c)
+			var e *drafts.ValidationError
+			if err := c.Validate(); !errors.As(err, &e) || e.Field != tc.field || e.Code != tc.code {
+				t.Fatalf("Validate = %v; want a validation error %s at %s", err, tc.code, tc.field)
+			}
+		})
+	}
+}
+
 func TestValidateAnswersTheFirstOffendingField(t *testing.T) {
 	t.Parallel()
 	many := make([]string, 73) // with rating, warning and fandom: 76 tags
 	for i := range many {
 		many[i] = fmt.Sprintf("Tag %d", i)
 	}
-	cases := []struct {
-		name   string
-		change func(c *drafts.Content)
-		field  string
-		code   string
-	}{
+	cases := []validateCase{
 		{"empty title", func(c *drafts.Content) { c.Title = "  " }, "title", "title_required"},
 		{"long title", func(c *drafts.Content) { c.Title = strings.Repeat("é", 256) }, "title", "title_too_long"},
 		{"long body", func(c *drafts.Content) { c.Body = strings.Repeat("x", 500_001) }, "body", "body_too_long"},
@@ -46,17 +65,7 @@ func TestValidateAnswersTheFirstOffendingField(t *testing.T) {
 		{"too many tags", func(c *drafts.Content) { c.Tags.Freeforms = many }, "tags", "too_many_tags"},
 		{"bad utf8", func(c *drafts.Content) { c.Body = "\xff" }, "body", "invalid_utf8"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := validContent()
-			tc.change(&c)
-			err := c.Validate()
-			var e *drafts.ValidationError
-			if !errors.As(err, &e) || e.Field != tc.field || e.Code != tc.code {
-				t.Fatalf("Validate = %v; want a validation error %s at %s", err, tc.code, tc.field)
-			}
-		})
-	}
+	runValidateCases(t, cases)
 	if err := validContent().Validate(); err != nil {
 		t.Fatalf("valid content rejected: %v", err)
 	}
@@ -165,12 +174,7 @@ func TestValidateCountsTagsBeforeCheckingAnyName(t *testing.T) {
 // around it, and tag names refuse what renders blank (issue 21, finding 9).
 func TestValidateRefusesControlBidiAndBlankCharacters(t *testing.T) {
 	t.Parallel()
-	cases := []struct {
-		name   string
-		change func(c *drafts.Content)
-		field  string
-		code   string
-	}{
+	cases := []validateCase{
 		{"NUL in title", func(c *drafts.Content) { c.Title = "A\x00title" }, "title", "title_control_character"},
 		{"escape in title", func(c *drafts.Content) { c.Title = "A\x1b[31mtitle" }, "title", "title_control_character"},
 		{"newline in title", func(c *drafts.Content) { c.Title = "A\ntitle" }, "title", "title_control_character"},
@@ -185,16 +189,7 @@ func TestValidateRefusesControlBidiAndBlankCharacters(t *testing.T) {
 		{"blank mix name", func(c *drafts.Content) { c.Tags.Freeforms = []string{"\u2800 \u200B \u115F\u1160"} }, "tags.freeforms[0]", "tag_name_invisible"},
 		{"override in name", func(c *drafts.Content) { c.Tags.Freeforms = []string{"a\u202Eb"} }, "tags.freeforms[0]", "tag_name_bidi_control"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := validContent()
-			tc.change(&c)
-			var e *drafts.ValidationError
-			if err := c.Validate(); !errors.As(err, &e) || e.Field != tc.field || e.Code != tc.code {
-				t.Fatalf("Validate = %v; want a validation error %s at %s", err, tc.code, tc.field)
-			}
-		})
-	}
+	runValidateCases(t, cases)
 	ok := validContent()
 	ok.Title = "שלום \u200Fworld\u200E, ⠁⠃ Braille"
 	ok.Body = "Line one,\r\n\tline two.\n"

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
 	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
@@ -53,5 +52,29 @@ func TestBulkPathRefusesAnInvalidDraftAndOnePastTheNewTagQuotaAsTheAPIDoes(t *te
 	}
 	if works != 0 || stored != 1 {
 		t.Errorf("after the refusals: %d works, %d drafts; want none posted and only the API's one draft", works, stored)
+	}
+}
+
+// Audit finding 21.1: posting another author's draft on the legacy path
+// must not read its content or create its tags before the author is
+// checked; the 404 is all the caller learns.
+func TestLegacyPostOfAnotherAuthorsDraftIsNotFoundAndCreatesNoTag(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{legacy: true})
+	c := work("Secret")
+	c.Tags.Fandoms = []string{"SecretFandomXYZ"}
+	d, err := e.store.CreateDraft(ctx, 200, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.p.PostDraft(ctx, 100, d.ID); !errors.Is(err, drafts.ErrNotFound) {
+		t.Fatalf("PostDraft of author 200's draft by author 100: err %v, want drafts.ErrNotFound", err)
+	}
+	if n := e.count(`SELECT COUNT(*) FROM tags WHERE name = 'SecretFandomXYZ'`); n != 0 {
+		t.Errorf("the victim's tag exists after a refused post (%d rows); want none", n)
+	}
+	if n := e.count(`SELECT COUNT(*) FROM tags`); n != 0 {
+		t.Errorf("a refused post created %d tags; want none", n)
 	}
 }

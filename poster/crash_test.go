@@ -11,7 +11,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tagcount/tagcount/drafts"
-	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -26,10 +25,7 @@ type workerChild struct {
 func TestWorkerChildProcess(t *testing.T) {
 	var wc workerChild
 	testdb.ChildConfig(t, &wc)
-	db, err := migrations.Open(context.Background(), wc.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := testdb.ChildDB(t, wc.DSN)
 	p := poster.New(poster.Config{DB: db, QueueName: wc.Queue, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	srv := asynq.NewServer(asynq.RedisClientOpt{Addr: wc.Redis}, asynq.Config{
 		Concurrency: 32, Queues: map[string]int{wc.Queue: 1}, LogLevel: asynq.ErrorLevel, TaskCheckInterval: 10 * time.Millisecond,

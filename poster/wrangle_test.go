@@ -52,6 +52,14 @@ func applyAll(t *testing.T, db *migrations.DB) {
 	}
 }
 
+// applyAllAndAssertExact applies every outbox row, as the counter would,
+// then checks every tag's numbers against the recount.
+func applyAllAndAssertExact(t *testing.T, db *migrations.DB) {
+	t.Helper()
+	applyAll(t, db)
+	assertExact(t, db)
+}
+
 // assertExact checks every tag's numbers against the recount.
 func assertExact(t *testing.T, db *migrations.DB) {
 	t.Helper()
@@ -128,8 +136,7 @@ func TestWranglingRefilesEveryWorkAndUndoingItRestoresTheNumbers(t *testing.T) {
 	ctx := context.Background()
 	db := testdb.New(t).DB
 	a, b := wrangleArchive(t, db)
-	applyAll(t, db)
-	assertExact(t, db)
+	applyAllAndAssertExact(t, db)
 	before := numbers(t, db, a, b)
 
 	p := poster.New(poster.Config{DB: db, Announcer: &postertest.Sink{}})
@@ -150,8 +157,7 @@ func TestWranglingRefilesEveryWorkAndUndoingItRestoresTheNumbers(t *testing.T) {
 		t.Errorf("job after running: %+v; want done, the 22 works of A examined", job)
 	}
 	assertExact(t, db)
-	applyAll(t, db)
-	assertExact(t, db)
+	applyAllAndAssertExact(t, db)
 	if n := numbers(t, db, a, b); n[a].Filter != 0 || n[b].Filter <= before[b].Filter || n[a].Count != before[a].Count+2 {
 		t.Errorf("after the switch: %+v (before %+v); want A filtering nothing, B filtering more, A's count kept", n, before)
 	}
@@ -163,8 +169,7 @@ func TestWranglingRefilesEveryWorkAndUndoingItRestoresTheNumbers(t *testing.T) {
 	if err := p.RunWranglingJobs(ctx); err != nil {
 		t.Fatal(err)
 	}
-	applyAll(t, db)
-	assertExact(t, db)
+	applyAllAndAssertExact(t, db)
 	after := numbers(t, db, a, b)
 	if after[b] != before[b] || after[a].Filter != before[a].Filter+2 {
 		t.Errorf("after the undo: %+v; want B back to %+v and A filtering its own works again", after, before[b])
@@ -217,8 +222,7 @@ func TestAnUndoSupersedesTheRunningJobAndEndsExact(t *testing.T) {
 	if job.State != poster.JobSuperseded || job.WorksExamined == 0 || job.WorksExamined >= 20 || undo.State != poster.JobDone {
 		t.Errorf("jobs: %+v and %+v; want the first superseded part-way, the undo done", job, undo)
 	}
-	applyAll(t, db)
-	assertExact(t, db)
+	applyAllAndAssertExact(t, db)
 }
 
 func TestWranglingJobNeverWritesMoreRowsPerTransactionThanItsLimit(t *testing.T) {
@@ -248,8 +252,7 @@ func TestWranglingJobNeverWritesMoreRowsPerTransactionThanItsLimit(t *testing.T)
 	if job.State != poster.JobDone || job.MaxRowsPerTx > 10 || job.MaxRowsPerTx == 0 || int64(sum) != job.RowsWritten || len(commits) < 4 {
 		t.Errorf("job %+v after %d transactions writing %d rows; want done in several transactions of at most 10 rows", job, len(commits), sum)
 	}
-	applyAll(t, db)
-	assertExact(t, db)
+	applyAllAndAssertExact(t, db)
 }
 
 func TestAJobOfAKilledRunnerIsResumedAndAJobHeldElsewhereIsLeftAlone(t *testing.T) {
@@ -299,8 +302,7 @@ func TestAJobOfAKilledRunnerIsResumedAndAJobHeldElsewhereIsLeftAlone(t *testing.
 	if done, _ := second.WranglingJob(context.Background(), job.ID); done.State != poster.JobDone || done.WorksExamined != 20 {
 		t.Errorf("resumed job: %+v; want done, each of A's 20 works examined once", done)
 	}
-	applyAll(t, db)
-	assertExact(t, db)
+	applyAllAndAssertExact(t, db)
 }
 
 func TestRekeyMakesCollidingTagsSynonymsOfTheOldestAndKeepsEveryCount(t *testing.T) {
@@ -344,8 +346,7 @@ func TestRekeyMakesCollidingTagsSynonymsOfTheOldestAndKeepsEveryCount(t *testing
 	if err := p.RunWranglingJobs(ctx); err != nil {
 		t.Fatal(err)
 	}
-	applyAll(t, db)
-	assertExact(t, db)
+	applyAllAndAssertExact(t, db)
 	want := []struct {
 		key       string
 		synonymOf int64

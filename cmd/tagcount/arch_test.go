@@ -42,6 +42,8 @@ var layer = map[string]int{
 
 	// Test support: checks HTTP traffic against the API's OpenAPI document.
 	"cmd/tagcount/httpapi/openapitest": 5,
+	// The archive's shares of ratings, warnings and categories; imports nothing of ours.
+	"cmd/tagcount/tagmix": 5,
 }
 
 // mayImportHTTP are the packages that may import net/http: the binary and

@@ -46,10 +46,7 @@ func runArchive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}); err != nil {
 		return err
 	}
-	if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-		return err
-	}
-	db, err := migrations.Open(ctx, dsn)
+	db, err := openCreating(ctx, dsn, true)
 	if err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func TestCutoverOnADriftedArchiveCorrectsExactlyTheInjectedDrift(t *testing.T) {
 	// Quiet, deferred tags flushed (the kill switch, as the runbook says):
 	// every number is exact.
 	unleash.SetEnabled(t, flags.TierDeferral, false)
-	waitDrained(t, st)
+	waitDrained(t, st, time.Minute)
 	postertest.AssertExact(ctx, t, st.DB)
 	checkCorrections(t, admin, run, manifest)
 }

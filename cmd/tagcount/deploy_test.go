@@ -78,30 +78,25 @@ func (m *manifests) add(doc []byte) error {
 	if err := yaml.Unmarshal(doc, &tm); err != nil {
 		return err
 	}
-	var into any
-	switch tm.APIVersion + " " + tm.Kind {
-	case "apps/v1 Deployment":
-		d := &appsv1.Deployment{}
-		m.deployments, into = append(m.deployments, d), d
-	case "batch/v1 Job":
-		j := &batchv1.Job{}
-		m.jobs, into = append(m.jobs, j), j
-	case "v1 Service":
-		s := &corev1.Service{}
-		m.services, into = append(m.services, s), s
-	case "policy/v1 PodDisruptionBudget":
-		p := &policyv1.PodDisruptionBudget{}
-		m.pdbs, into = append(m.pdbs, p), p
-	case "monitoring.coreos.com/v1 PrometheusRule":
-		r := &monitoringv1.PrometheusRule{}
-		m.rules, into = append(m.rules, r), r
-	case "monitoring.coreos.com/v1 ServiceMonitor":
-		s := &monitoringv1.ServiceMonitor{}
-		m.monitors, into = append(m.monitors, s), s
-	default:
+	into := map[string]func() any{
+		"apps/v1 Deployment":                      func() any { return appendNew(&m.deployments) },
+		"batch/v1 Job":                            func() any { return appendNew(&m.jobs) },
+		"v1 Service":                              func() any { return appendNew(&m.services) },
+		"policy/v1 PodDisruptionBudget":           func() any { return appendNew(&m.pdbs) },
+		"monitoring.coreos.com/v1 PrometheusRule": func() any { return appendNew(&m.rules) },
+		"monitoring.coreos.com/v1 ServiceMonitor": func() any { return appendNew(&m.monitors) },
+	}[tm.APIVersion+" "+tm.Kind]
+	if into == nil {
 		return fmt.Errorf("unexpected kind %q %q", tm.APIVersion, tm.Kind)
 	}
-	return yaml.UnmarshalStrict(doc, into)
+	return yaml.UnmarshalStrict(doc, into())
+}
+
+// appendNew appends a new zero T to list and returns it, to decode into.
+func appendNew[T any](list *[]*T) *T {
+	v := new(T)
+	*list = append(*list, v)
+	return v
 }
 
 // pods returns every pod template by the name of what owns it.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -302,6 +303,21 @@ func TestLoadgenRunsBothPathsOnRealStacksWithTheSameWorksAndExactCounts(t *testi
 	}
 }
 
+// runDeadlockingLoadgen runs posts legacy posts of 32 authors at once on
+// 12 tags (so transactions deadlock), with args added, and returns the run
+// and its legacy result; it fails the test when there is none.
+func runDeadlockingLoadgen(t *testing.T, posts int, args ...string) (*loadgenRun, *loadgen.Result) {
+	t.Helper()
+	lr := runLoadgenCmd(t, append([]string{"--paths", "legacy", "--concurrency", "32", "--posts", strconv.Itoa(posts),
+		"--authors", "32", "--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4",
+		"--probe-every", "-1", "--ceiling=false", "--out-png", ""}, args...)...)
+	r := lr.Report.Result("legacy")
+	if r == nil {
+		t.Fatalf("no legacy result:\n%s", lr.Stdout)
+	}
+	return lr, r
+}
+
 func TestLoadgenCountsLegacyDeadlocksByKindRetriesThemAndDropsItsDatabases(t *testing.T) {
 	t.Parallel()
 	const posts = 400
@@ -320,13 +336,7 @@ func TestLoadgenCountsLegacyDeadlocksByKindRetriesThemAndDropsItsDatabases(t *te
 	// through, bounded by the run's deadline, as is the drain that waits
 	// for the later edits and deletes (a follow-up it cuts off counts as
 	// given up).
-	lr := runLoadgenCmd(t, "--paths", "legacy", "--concurrency", "32", "--posts", "400", "--authors", "32",
-		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1",
-		"--max-retries", "1000000", "--drain-timeout", "2m", "--ceiling=false", "--out-png", "")
-	r := lr.Report.Result("legacy")
-	if r == nil {
-		t.Fatalf("no legacy result:\n%s", lr.Stdout)
-	}
+	lr, r := runDeadlockingLoadgen(t, posts, "--max-retries", "1000000", "--drain-timeout", "2m")
 	if r.Errors.Deadlock == 0 {
 		t.Errorf("no deadlock counted among %d posts of 32 authors on 12 tags: %+v", posts, r.Errors)
 	}
@@ -352,13 +362,7 @@ func TestLoadgenCountsLegacyDeadlocksByKindRetriesThemAndDropsItsDatabases(t *te
 func TestLoadgenWithoutRetriesGivesUpDeadlockedWorksAndCountsStayExact(t *testing.T) {
 	t.Parallel()
 	const posts = 200
-	lr := runLoadgenCmd(t, "--paths", "legacy", "--concurrency", "32", "--posts", "200", "--authors", "32",
-		"--fandoms", "2", "--characters", "3", "--relationships", "3", "--freeforms", "4", "--probe-every", "-1",
-		"--max-retries", "-1", "--ceiling=false", "--out-png", "")
-	r := lr.Report.Result("legacy")
-	if r == nil {
-		t.Fatalf("no legacy result:\n%s", lr.Stdout)
-	}
+	_, r := runDeadlockingLoadgen(t, posts, "--max-retries", "-1")
 	e := r.Errors
 	if e.GaveUp != e.Deadlock+e.LockWait+e.Other5xx+e.Other {
 		t.Errorf("errors %+v: without retries every failed request is given up", e)

@@ -69,12 +69,7 @@ func migrate(ctx context.Context, dsn string, m migrateOptions, args []string, s
 	default:
 		return fmt.Errorf("migrate: unknown verb %q (up, down, version)", verb)
 	}
-	if m.Create && verb == "up" {
-		if err := migrations.CreateDatabase(ctx, dsn); err != nil {
-			return err
-		}
-	}
-	db, err := migrations.Open(ctx, dsn)
+	db, err := openCreating(ctx, dsn, m.Create && verb == "up")
 	if err != nil {
 		return err
 	}
@@ -137,4 +132,15 @@ func checkSchema(ctx context.Context, db *migrations.DB, log *slog.Logger) error
 		log.Warn("the database schema is ahead of this binary's migrations; a newer release migrated it", "schema_version", current, "binary_version", latest)
 	}
 	return nil
+}
+
+// openCreating opens dsn's database, creating it first when create is set;
+// it returns the creation's or the open's error.
+func openCreating(ctx context.Context, dsn string, create bool) (*migrations.DB, error) {
+	if create {
+		if err := migrations.CreateDatabase(ctx, dsn); err != nil {
+			return nil, err
+		}
+	}
+	return migrations.Open(ctx, dsn)
 }

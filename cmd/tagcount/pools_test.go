@@ -1,14 +1,23 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-
+	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/counter"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -102,4 +111,131 @@ func TestEveryPoolIsSizedAsConfiguredAndExportsItsStatistics(t *testing.T) {
 			t.Errorf(`go_sql_max_open_connections{db_name=%q} = %v; want %v (all: %v)`, pool, got[pool], want, got)
 		}
 	}
+}
+
+// The deployment docs/operations.md's budget is written for: two replicas
+// of every role at the default pool sizes, on a MariaDB at its default
+// max_connections, serving more authors at once than any pool has
+// connections.
+func TestTwoReplicasOfEveryRoleUnderLoadFitAMariaDBAtItsDefaultMaxConnections(t *testing.T) {
+	t.Parallel()
+	srv := testdb.StartServer(t) // --no-defaults: max_connections is MariaDB's default
+	broker, err := counter.StartEmbeddedBroker(context.Background(), t.TempDir(), 4, counter.DefaultTopic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Close)
+	generous := httpapi.RateLimit{PerSecond: 10000, Burst: 10000}
+	queue := testdb.Queue(t)
+	base := stackOptions{MySQLDSN: srv.DSN("tagcount"), RedisAddr: testdb.RequireRedis(t), Queue: queue, Path: "new",
+		AuthSecret: "test-secret-test-secret-test-secret", Brokers: broker.Addrs(), Partitions: 4, GroupID: queue,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Edge: httpapi.Edge{RateLimits: httpapi.RateLimits{Prefix: queue + ":", Timeout: time.Minute,
+			Writes: generous, Reads: generous, Admin: generous, Anonymous: generous}}}
+	var apis []*stack
+	for i, role := range []string{"api", "api", "worker", "worker", "counter", "counter"} {
+		o := base
+		o.DataDir = t.TempDir()
+		o.Create, o.Migrate = i == 0, i == 0
+		o.API, o.Worker, o.Counter = role == "api", role == "worker", role == "counter"
+		st, err := startStack(context.Background(), o)
+		if err != nil {
+			t.Fatalf("start %s: %v", role, err)
+		}
+		t.Cleanup(func() { st.Close() })
+		if o.API {
+			apis = append(apis, st)
+		}
+	}
+
+	const authors, worksEach = 48, 6 // 48 authors at once: three times an API's 16 database slots
+	var wg sync.WaitGroup
+	errs := make(chan error, authors)
+	for a := range authors {
+		wg.Go(func() {
+			st := apis[a%len(apis)]
+			tok, _ := st.Auth.IssueToken(int64(1000+a), httpapi.RoleAuthor, time.Hour)
+			for i := range worksEach {
+				if err := createAndPost(st.URL, tok, fmt.Sprintf("Budget %d-%d", a, i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	c := apis[1].client(t, 7, httpapi.RoleAuthor)
+	testdb.WaitFor(t, time.Minute, "the counters to count every post", func() bool {
+		status, tag, _ := c.do("GET", "/v1/tags?type=freeform&name=Connection%20Budget", nil)
+		return status == 200 && tag["count"] == float64(authors*worksEach)
+	})
+
+	check, err := migrations.Open(context.Background(), srv.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close()
+	var limit, name string
+	var peak int
+	if err := check.QueryRow("SELECT @@max_connections").Scan(&limit); err != nil || limit != "151" {
+		t.Fatalf("the private server's max_connections is %s (%v); want MariaDB's default 151", limit, err)
+	}
+	if err := check.QueryRow("SHOW GLOBAL STATUS LIKE 'Max_used_connections'").Scan(&name, &peak); err != nil {
+		t.Fatal(err)
+	}
+	// The six processes' pools, and this test's own connection.
+	if want := budget(t, "api", "api", "worker", "worker", "counter", "counter") + 1; peak > want {
+		t.Errorf("the server's peak was %d connections; the default pools of two replicas of every role promise at most %d", peak, want)
+	}
+	t.Logf("peak connections: %d of %s", peak, limit)
+}
+
+// createAndPost creates a draft through the API at base and posts it,
+// returning an error unless both are accepted.
+func createAndPost(base, token, title string) error {
+	status, body, err := postJSON(base+"/v1/drafts", token, draftBody(title, "Connection Budget"))
+	if err != nil || status != http.StatusCreated {
+		return fmt.Errorf("create %q: %d %s %v", title, status, body, err)
+	}
+	var d struct {
+		ID int64 `json:"id"`
+	}
+	if err := json.Unmarshal(body, &d); err != nil {
+		return fmt.Errorf("create %q: %s: %v", title, body, err)
+	}
+	status, body, err = postJSON(fmt.Sprintf("%s/v1/drafts/%d/post", base, d.ID), token, nil)
+	if err != nil || status != http.StatusAccepted {
+		return fmt.Errorf("post %q: %d %s %v", title, status, body, err)
+	}
+	return nil
+}
+
+func postJSON(url, token string, v any) (int, []byte, error) {
+	var body io.Reader
+	if v != nil {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return 0, nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if v != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res.StatusCode, b, err
 }

@@ -82,7 +82,7 @@ func TestEveryStatementOfTheServiceUsesAnIndexOnAnArchive(t *testing.T) {
 	load.check(t)
 	t.Logf("authors: %d posts, %d edits, %d deletes", load.posts.Load(), load.edits.Load(), load.deletes.Load())
 	exerciseReadsAndAdmin(t, st)
-	waitDrained(t, st)
+	waitDrained(t, st, time.Minute)
 
 	fillOutbox(t, db)
 	checkPlans(t, db, proxy.statements())
@@ -153,11 +153,12 @@ func reconcileThroughAPI(t *testing.T, admin *client, body any) map[string]any {
 	return rep
 }
 
-// waitDrained waits until no post is queued and the outbox is empty.
-func waitDrained(t *testing.T, st *stack) {
+// waitDrained waits, up to timeout, until no post is queued and the
+// outbox is empty.
+func waitDrained(t *testing.T, st *stack, timeout time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	testdb.WaitFor(t, time.Minute, "the system to go quiet", func() bool {
+	testdb.WaitFor(t, timeout, "the system to go quiet", func() bool {
 		queued, err := (&drafts.Store{DB: st.DB}).CountQueued(ctx)
 		if err != nil {
 			return false

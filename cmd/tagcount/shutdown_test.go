@@ -41,7 +41,12 @@ func TestHelperServeUntilSignalled(t *testing.T) {
 
 // getJSON GETs url and decodes its JSON answer; err is a transport error.
 func getJSON(url string) (int, map[string]any, error) {
-	res, err := http.Get(url)
+	return jsonAnswer(http.Get(url))
+}
+
+// jsonAnswer decodes res's JSON body (nothing when it is not JSON) and
+// returns its status; err is the request's transport error, passed on.
+func jsonAnswer(res *http.Response, err error) (int, map[string]any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
@@ -67,14 +72,7 @@ func (c *rollingClient) send(method, path string, body []byte) (int, map[string]
 	req, _ := http.NewRequest(method, c.base+path, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Content-Type", "application/json")
-	res, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer res.Body.Close()
-	var m map[string]any
-	json.NewDecoder(res.Body).Decode(&m)
-	return res.StatusCode, m, nil
+	return jsonAnswer(c.http.Do(req))
 }
 
 // gone is whether the API's port refuses connections: the process has

@@ -14,7 +14,6 @@ import (
 
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/unleashtest"
-	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -68,10 +67,7 @@ type runnerChild struct {
 func TestHelperRolloutRunner(t *testing.T) {
 	var cfg runnerChild
 	testdb.ChildConfig(t, &cfg)
-	db, err := migrations.Open(context.Background(), cfg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := testdb.ChildDB(t, cfg.DSN)
 	r, err := NewRunner(RunnerConfig{DB: db, Measures: &scripted{r: healthy()}, Guards: testGuards, Interval: 20 * time.Millisecond,
 		Setter: UnleashAdmin{URL: cfg.URL, Token: cfg.Token, Environment: cfg.Environment, Flag: cfg.Flag},
 		Actor:  fmt.Sprintf("runner:child-%d", os.Getpid())})

@@ -1,11 +1,14 @@
 package testdb
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"github.com/tagcount/tagcount/migrations"
 )
 
 // A child is a helper process a test starts and may kill: this test binary
@@ -48,4 +51,16 @@ func ChildConfig(t testing.TB, cfg any) {
 	if err := json.Unmarshal([]byte(os.Getenv(childConfigEnv)), cfg); err != nil {
 		t.Fatalf("testdb: child config: %v", err)
 	}
+}
+
+// ChildDB opens the database at dsn for a helper process (its config's
+// DSN, read with ChildConfig first); it fails t when it cannot. The pool is
+// left open: a child runs until it is killed or its test ends.
+func ChildDB(t testing.TB, dsn string) *migrations.DB {
+	t.Helper()
+	db, err := migrations.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -35,28 +35,21 @@ type Drift struct {
 	FilterShare float64
 }
 
+// orNone returns def when v is zero, 0 when v is negative (none), else v.
+func orNone[T int | float64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
 func (d Drift) withDefaults() Drift {
-	orShare := func(v, def float64) float64 {
-		switch {
-		case v == 0:
-			return def
-		case v < 0:
-			return 0
-		}
-		return v
-	}
-	orInt := func(v, def int) int {
-		switch {
-		case v == 0:
-			return def
-		case v < 0:
-			return 0
-		}
-		return v
-	}
-	return Drift{SmallShare: orShare(d.SmallShare, 0.05), SmallMax: orInt(d.SmallMax, 3),
-		MissingShare: orShare(d.MissingShare, 0.1), MediumShare: orShare(d.MediumShare, 0.1),
-		LargeTags: orInt(d.LargeTags, 3), FilterShare: orShare(d.FilterShare, 0.5)}
+	return Drift{SmallShare: orNone(d.SmallShare, 0.05), SmallMax: orNone(d.SmallMax, 3),
+		MissingShare: orNone(d.MissingShare, 0.1), MediumShare: orNone(d.MediumShare, 0.1),
+		LargeTags: orNone(d.LargeTags, 3), FilterShare: orNone(d.FilterShare, 0.5)}
 }
 
 // Size tiers' bounds, as the counter's defaults (docs/design.md).

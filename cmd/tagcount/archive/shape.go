@@ -5,27 +5,16 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/tagmix"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
 )
 
-// Shares of the archive's works, from its public figures (2012 and 2017):
-// ratings, the two works in three that carry "No Archive Warnings Apply",
-// and how many tags of each kind a work carries, chosen so a work has
-// about 10.2 tags on average.
+// How many tags of each kind a work carries, from the archive's public
+// figures (2012 and 2017), chosen so a work has about 10.2 tags on
+// average (ratings, warnings and categories are tagmix's shares).
 var (
-	ratingShares = []share{
-		{"Teen And Up Audiences", 0.31}, {"General Audiences", 0.30}, {"Explicit", 0.18},
-		{"Mature", 0.16}, {"Not Rated", 0.05},
-	}
-	otherWarningShares = []share{
-		{"Graphic Depictions Of Violence", 0.45}, {"Major Character Death", 0.30},
-		{"Underage", 0.13}, {"Rape/Non-Con", 0.12},
-	}
-	categoryShares = []share{
-		{"M/M", 0.32}, {"F/M", 0.25}, {"Gen", 0.22}, {"F/F", 0.10}, {"Multi", 0.06}, {"Other", 0.05},
-	}
 	// Probability of 0, 1, 2, ... tags of a kind.
 	relationshipCounts = []float64{0.25, 0.45, 0.20, 0.10}                         // mean 1.15
 	characterCounts    = []float64{0.12, 0.28, 0.30, 0.18, 0.12}                   // mean 1.90
@@ -54,33 +43,6 @@ const (
 	hiddenShare     = 0.02
 	bodyChars       = 200
 )
-
-type share struct {
-	name string
-	w    float64
-}
-
-func pick(r *rand.Rand, ss []share) string {
-	u := r.Float64()
-	for _, s := range ss {
-		if u < s.w {
-			return s.name
-		}
-		u -= s.w
-	}
-	return ss[len(ss)-1].name
-}
-
-func pickCount(r *rand.Rand, ps []float64) int {
-	u := r.Float64()
-	for i, p := range ps {
-		if u < p {
-			return i
-		}
-		u -= p
-	}
-	return len(ps) - 1
-}
 
 // vocab is one open tag type's vocabulary: ranks 0..size-1, named
 // "<Prefix> <rank>" as the load generator names them (so its authors use
@@ -213,22 +175,22 @@ func (g *sampler) next() work {
 		w.tags = append(w.tags, g.s.fixed[typ+"\x00"+name])
 		return name
 	}
-	w.block.Rating = fixed(tags.TypeRating, pick(r, ratingShares))
+	w.block.Rating = fixed(tags.TypeRating, tagmix.Pick(r, tagmix.Ratings))
 	switch u := r.Float64(); {
 	case u < 2.0/3:
 		w.block.Warnings = []string{fixed(tags.TypeWarning, "No Archive Warnings Apply")}
 	case u < 2.0/3+0.18:
 		w.block.Warnings = []string{fixed(tags.TypeWarning, "Creator Chose Not To Use Archive Warnings")}
 	default:
-		for n := 1 + pickCount(r, []float64{0.7, 0.3}); len(w.block.Warnings) < n; {
-			if name := pick(r, otherWarningShares); !containsName(w.block.Warnings, name) {
+		for n := 1 + tagmix.PickCount(r, []float64{0.7, 0.3}); len(w.block.Warnings) < n; {
+			if name := tagmix.Pick(r, tagmix.OtherWarnings); !containsName(w.block.Warnings, name) {
 				w.block.Warnings = append(w.block.Warnings, fixed(tags.TypeWarning, name))
 			}
 		}
 	}
 	if r.Float64() < 0.7 {
-		w.block.Categories = []string{fixed(tags.TypeCategory, pick(r, categoryShares))}
-		if name := pick(r, categoryShares); r.Float64() < 0.15 && !containsName(w.block.Categories, name) {
+		w.block.Categories = []string{fixed(tags.TypeCategory, tagmix.Pick(r, tagmix.Categories))}
+		if name := tagmix.Pick(r, tagmix.Categories); r.Float64() < 0.15 && !containsName(w.block.Categories, name) {
 			w.block.Categories = append(w.block.Categories, fixed(tags.TypeCategory, name))
 		}
 	}
@@ -237,9 +199,9 @@ func (g *sampler) next() work {
 		nf = 2
 	}
 	w.block.Fandoms = g.draw(&w, g.s.fandom, g.fandom, nf)
-	w.block.Relationships = g.draw(&w, g.s.rel, g.rel, pickCount(r, relationshipCounts))
-	w.block.Characters = g.draw(&w, g.s.char, g.char, pickCount(r, characterCounts))
-	w.block.Freeforms = g.draw(&w, g.s.free, g.free, pickCount(r, freeformCounts))
+	w.block.Relationships = g.draw(&w, g.s.rel, g.rel, tagmix.PickCount(r, relationshipCounts))
+	w.block.Characters = g.draw(&w, g.s.char, g.char, tagmix.PickCount(r, characterCounts))
+	w.block.Freeforms = g.draw(&w, g.s.free, g.free, tagmix.PickCount(r, freeformCounts))
 	w.registered = r.Float64() < registeredShare
 	w.hidden = r.Float64() < hiddenShare
 	w.bodyAt = r.IntN(len(bodyText) - bodyChars)

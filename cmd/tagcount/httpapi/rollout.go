@@ -17,35 +17,23 @@ type rolloutRequest struct {
 // RolloutJSON is a rollout plan as the admin API (and `tagcount rollout`)
 // shows it.
 type RolloutJSON struct {
-	ID          int64          `json:"id"`
-	Flag        string         `json:"flag"`
-	State       string         `json:"state"`
-	Steps       []int          `json:"steps"`
-	Hold        string         `json:"hold"`
-	Step        int            `json:"step"` // counted from 1
-	Percent     int            `json:"percent"`
-	WindowFrom  *time.Time     `json:"window_from,omitempty"`
-	Evaluations int64          `json:"evaluations"`
-	Guards      []guardJSON    `json:"guards"`
-	EvaluatedAt *time.Time     `json:"evaluated_at,omitempty"`
-	FailedGuard string         `json:"failed_guard,omitempty"`
-	Reason      string         `json:"reason,omitempty"`
-	StartedBy   string         `json:"started_by"`
-	CreatedAt   time.Time      `json:"created_at"`
-	EndedAt     *time.Time     `json:"ended_at,omitempty"`
-	History     []decisionJSON `json:"history,omitempty"`
-}
-
-type guardJSON struct {
-	Name       string  `json:"name"`
-	Value      float64 `json:"value"`
-	Bound      float64 `json:"bound"`
-	Unit       string  `json:"unit"`
-	Samples    int64   `json:"samples"`
-	MinSamples int64   `json:"min_samples"`
-	OK         bool    `json:"ok"`
-	Failed     bool    `json:"failed"`
-	Severe     bool    `json:"severe"`
+	ID          int64                 `json:"id"`
+	Flag        string                `json:"flag"`
+	State       string                `json:"state"`
+	Steps       []int                 `json:"steps"`
+	Hold        string                `json:"hold"`
+	Step        int                   `json:"step"` // counted from 1
+	Percent     int                   `json:"percent"`
+	WindowFrom  *time.Time            `json:"window_from,omitempty"`
+	Evaluations int64                 `json:"evaluations"`
+	Guards      []rollout.GuardResult `json:"guards"` // the plan's own JSON form of a guard is the API's
+	EvaluatedAt *time.Time            `json:"evaluated_at,omitempty"`
+	FailedGuard string                `json:"failed_guard,omitempty"`
+	Reason      string                `json:"reason,omitempty"`
+	StartedBy   string                `json:"started_by"`
+	CreatedAt   time.Time             `json:"created_at"`
+	EndedAt     *time.Time            `json:"ended_at,omitempty"`
+	History     []decisionJSON        `json:"history,omitempty"`
 }
 
 type decisionJSON struct {
@@ -67,14 +55,12 @@ func NewRolloutJSON(p rollout.Plan, history []rollout.Decision) RolloutJSON {
 		return &u
 	}
 	out := RolloutJSON{ID: p.ID, Flag: p.Flag, State: p.State, Hold: p.Hold.String(), Step: p.Current + 1, Percent: p.Percent,
-		WindowFrom: opt(p.WindowFrom), Evaluations: p.Evaluations, Guards: []guardJSON{}, EvaluatedAt: opt(p.EvaluatedAt),
+		WindowFrom: opt(p.WindowFrom), Evaluations: p.Evaluations, Guards: []rollout.GuardResult{}, EvaluatedAt: opt(p.EvaluatedAt),
 		FailedGuard: p.FailedGuard, Reason: p.Reason, StartedBy: p.StartedBy, CreatedAt: p.CreatedAt.UTC(), EndedAt: opt(p.EndedAt)}
 	for _, st := range p.Steps {
 		out.Steps = append(out.Steps, st.Percent)
 	}
-	for _, g := range p.Guards {
-		out.Guards = append(out.Guards, guardJSON(g))
-	}
+	out.Guards = append(out.Guards, p.Guards...)
 	for _, d := range history {
 		out.History = append(out.History, decisionJSON{At: d.At.UTC(), Actor: d.Actor, Kind: d.Kind, Step: d.Step + 1, Percent: d.Percent, Detail: d.Detail})
 	}

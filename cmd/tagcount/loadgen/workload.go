@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tagcount/tagcount/cmd/tagcount/tagmix"
 	"github.com/tagcount/tagcount/drafts"
 )
 
@@ -210,71 +211,34 @@ func (w *Workload) Work(slot int64) Work {
 	return wk
 }
 
-// Shares of the archive, from what it learned in production.
+// Shares of the archive, from what it learned in production (ratings,
+// warnings and categories are tagmix's shares).
 var (
-	ratingWeights = []weighted{
-		{"Teen And Up Audiences", 0.31}, {"General Audiences", 0.30}, {"Explicit", 0.18},
-		{"Mature", 0.16}, {"Not Rated", 0.05},
-	}
-	otherWarnings = []weighted{
-		{"Graphic Depictions Of Violence", 0.45}, {"Major Character Death", 0.30},
-		{"Underage", 0.13}, {"Rape/Non-Con", 0.12},
-	}
-	categoryWeights = []weighted{
-		{"M/M", 0.32}, {"F/M", 0.25}, {"Gen", 0.22}, {"F/F", 0.10}, {"Multi", 0.06}, {"Other", 0.05},
-	}
 	// Number of tags of a kind, by probability of 0, 1, 2, ...
 	relationshipCounts = []float64{0.25, 0.45, 0.20, 0.10}
 	characterCounts    = []float64{0.12, 0.28, 0.30, 0.18, 0.12}             // mean 1.9
 	freeformCounts     = []float64{0.12, 0.18, 0.18, 0.16, 0.14, 0.12, 0.10} // mean 2.78
 )
 
-type weighted struct {
-	name string
-	w    float64
-}
-
-func pick(r *rand.Rand, ws []weighted) string {
-	u := r.Float64()
-	for _, x := range ws {
-		if u < x.w {
-			return x.name
-		}
-		u -= x.w
-	}
-	return ws[len(ws)-1].name
-}
-
-func pickCount(r *rand.Rand, ps []float64) int {
-	u := r.Float64()
-	for i, p := range ps {
-		if u < p {
-			return i
-		}
-		u -= p
-	}
-	return len(ps) - 1
-}
-
 func (w *Workload) tags(r *rand.Rand) drafts.Tags {
 	var t drafts.Tags
-	t.Rating = pick(r, ratingWeights)
+	t.Rating = tagmix.Pick(r, tagmix.Ratings)
 	switch u := r.Float64(); {
 	case u < 2.0/3:
 		t.Warnings = []string{"No Archive Warnings Apply"}
 	case u < 2.0/3+0.18:
 		t.Warnings = []string{"Creator Chose Not To Use Archive Warnings"}
 	default:
-		n := 1 + pickCount(r, []float64{0.7, 0.3})
+		n := 1 + tagmix.PickCount(r, []float64{0.7, 0.3})
 		t.Warnings = make([]string, 0, n)
 		for len(t.Warnings) < n {
-			t.Warnings = appendUnique(t.Warnings, pick(r, otherWarnings))
+			t.Warnings = appendUnique(t.Warnings, tagmix.Pick(r, tagmix.OtherWarnings))
 		}
 	}
 	if r.Float64() < 0.7 {
-		t.Categories = []string{pick(r, categoryWeights)}
+		t.Categories = []string{tagmix.Pick(r, tagmix.Categories)}
 		if r.Float64() < 0.15 {
-			t.Categories = appendUnique(t.Categories, pick(r, categoryWeights))
+			t.Categories = appendUnique(t.Categories, tagmix.Pick(r, tagmix.Categories))
 		}
 	}
 	nf := 1
@@ -282,9 +246,9 @@ func (w *Workload) tags(r *rand.Rand) drafts.Tags {
 		nf = 2
 	}
 	t.Fandoms = w.addDistinct(r, nil, "Fandom ", w.fandom, nf)
-	t.Relationships = w.addDistinct(r, nil, "Relationship ", w.rel, pickCount(r, relationshipCounts))
-	t.Characters = w.addDistinct(r, nil, "Character ", w.char, pickCount(r, characterCounts))
-	t.Freeforms = w.addDistinct(r, nil, "Freeform ", w.free, pickCount(r, freeformCounts))
+	t.Relationships = w.addDistinct(r, nil, "Relationship ", w.rel, tagmix.PickCount(r, relationshipCounts))
+	t.Characters = w.addDistinct(r, nil, "Character ", w.char, tagmix.PickCount(r, characterCounts))
+	t.Freeforms = w.addDistinct(r, nil, "Freeform ", w.free, tagmix.PickCount(r, freeformCounts))
 	return t
 }
 
