@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations"
@@ -86,18 +84,8 @@ func TestEveryPoolIsSizedAsConfiguredAndExportsItsStatistics(t *testing.T) {
 	if st.edge.DBSlots != 5 {
 		t.Errorf("the API has %d database slots; want the main pool's 5", st.edge.DBSlots)
 	}
-	res, err := apiClient(t).Get(st.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]float64{}
-	if f := families["go_sql_max_open_connections"]; f != nil {
+	if f := metricFamilies(t, st.URL+"/metrics")["go_sql_max_open_connections"]; f != nil {
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "db_name" {
