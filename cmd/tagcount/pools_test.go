@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -185,45 +183,13 @@ func TestTwoReplicasOfEveryRoleUnderLoadFitAMariaDBAtItsDefaultMaxConnections(t 
 // createAndPost creates a draft through the API at base and posts it,
 // returning an error unless both are accepted.
 func createAndPost(base, token, title string) error {
-	status, body, err := postJSON(base+"/v1/drafts", token, draftBody(title, "Connection Budget"))
-	if err != nil || status != http.StatusCreated {
-		return fmt.Errorf("create %q: %d %s %v", title, status, body, err)
+	status, d, err := sendJSON(http.DefaultClient, "POST", base+"/v1/drafts", token, draftBody(title, "Connection Budget"))
+	if err != nil || status != http.StatusCreated || id(d, "id") == "" {
+		return fmt.Errorf("create %q: %d %v %v", title, status, d, err)
 	}
-	var d struct {
-		ID int64 `json:"id"`
-	}
-	if err := json.Unmarshal(body, &d); err != nil {
-		return fmt.Errorf("create %q: %s: %v", title, body, err)
-	}
-	status, body, err = postJSON(fmt.Sprintf("%s/v1/drafts/%d/post", base, d.ID), token, nil)
+	status, res, err := sendJSON(http.DefaultClient, "POST", base+"/v1/drafts/"+id(d, "id")+"/post", token, nil)
 	if err != nil || status != http.StatusAccepted {
-		return fmt.Errorf("post %q: %d %s %v", title, status, body, err)
+		return fmt.Errorf("post %q: %d %v %v", title, status, res, err)
 	}
 	return nil
-}
-
-func postJSON(url, token string, v any) (int, []byte, error) {
-	var body io.Reader
-	if v != nil {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return 0, nil, err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(http.MethodPost, url, body)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if v != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	return res.StatusCode, b, err
 }

@@ -68,11 +68,27 @@ type rollingClient struct {
 	successes atomic.Int64
 }
 
-func (c *rollingClient) send(method, path string, body []byte) (int, map[string]any, error) {
-	req, _ := http.NewRequest(method, c.base+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	return jsonAnswer(c.http.Do(req))
+// sendJSON sends body (as JSON; none when nil) to url with the bearer
+// token, and decodes the answer as jsonAnswer does. Unlike a client's do,
+// it fails no test, so any goroutine may call it.
+func sendJSON(hc *http.Client, method, url, token string, body any) (int, map[string]any, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return jsonAnswer(hc.Do(req))
 }
 
 // gone is whether the API's port refuses connections: the process has
@@ -91,18 +107,18 @@ func (c *rollingClient) gone() bool {
 // failure unless the port is closed by then (a request on a keep-alive
 // connection the draining server closed was never served).
 func (c *rollingClient) loop(n int) {
-	draft, _ := json.Marshal(draftBody(fmt.Sprintf("Rolling %d", n), "Fluff"))
+	draft := draftBody(fmt.Sprintf("Rolling %d", n), "Fluff")
 	fail := func(format string, args ...any) {
 		c.mu.Lock()
 		c.failures = append(c.failures, fmt.Sprintf(format, args...))
 		c.mu.Unlock()
 	}
 	for {
-		status, d, err := c.send("POST", "/v1/drafts", draft)
+		status, d, err := sendJSON(c.http, "POST", c.base+"/v1/drafts", c.token, draft)
 		if err == nil && status == http.StatusCreated {
 			var posted map[string]any
 			id, _ := d["id"].(float64)
-			if status, posted, err = c.send("POST", fmt.Sprintf("/v1/drafts/%d/post", int64(id)), nil); err == nil && status == http.StatusCreated {
+			if status, posted, err = sendJSON(c.http, "POST", fmt.Sprintf("%s/v1/drafts/%d/post", c.base, int64(id)), c.token, nil); err == nil && status == http.StatusCreated {
 				c.mu.Lock()
 				c.accepted = append(c.accepted, int64(id))
 				c.mu.Unlock()
