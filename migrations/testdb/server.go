@@ -124,8 +124,9 @@ func StartMariaDB(t testing.TB, port int, settings ...string) {
 // mariadbd is MariaDB's server binary on Debian.
 const mariadbd = "/usr/sbin/mariadbd"
 
-// mariadbDataDir initialises a MariaDB data directory in a new temporary
-// folder (the directory itself is its "data" folder) and returns the folder.
+// mariadbDataDir initialises a MariaDB data directory, "data" in a new
+// temporary folder, and returns the folder (mariadbd's socket and log go
+// beside it).
 func mariadbDataDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -137,8 +138,8 @@ func mariadbDataDir(t testing.TB) string {
 	return dir
 }
 
-// mariadbdArgs are the options of a private mariadbd serving the data
-// folder dir (from mariadbDataDir) on port, its socket and log beside.
+// mariadbdArgs are the options of a private mariadbd serving the data in
+// dir (from mariadbDataDir) on port.
 func mariadbdArgs(dir string, port int) []string {
 	return []string{"--no-defaults", "--datadir=" + filepath.Join(dir, "data"),
 		"--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1", "--socket=" + filepath.Join(dir, "sock"),
