@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -189,8 +189,8 @@ func TestASIGTERMUnderLoadFailsNoRequestAndPostsEveryAcceptedPostOnce(t *testing
 		t.Fatalf("%d requests failed through the SIGTERM, first: %s", len(c.failures), c.failures[0])
 	}
 	var works, drafts int
-	ids := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(c.accepted)), ","), "[]")
-	if err := db.QueryRow("SELECT COUNT(*), COUNT(DISTINCT draft_id) FROM works WHERE draft_id IN ("+ids+")").Scan(&works, &drafts); err != nil {
+	query := migrations.IDList("SELECT COUNT(*), COUNT(DISTINCT draft_id) FROM works WHERE draft_id IN (", c.accepted, ")")
+	if err := db.QueryRow(query).Scan(&works, &drafts); err != nil {
 		t.Fatal(err)
 	}
 	if works != len(c.accepted) || drafts != len(c.accepted) {
