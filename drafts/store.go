@@ -339,24 +339,20 @@ type Versioned struct {
 // of ids that exists, by id; drafts deleted meanwhile are missing from the
 // map.
 func (s *Store) ReadContents(ctx context.Context, ids []int64) (map[int64]Versioned, error) {
-	out := make(map[int64]Versioned, len(ids))
 	if len(ids) == 0 {
-		return out, nil
+		return map[int64]Versioned{}, nil
 	}
-	err := migrations.EachRow(ctx, s.DB, func(rows *sql.Rows) error {
-		var id int64
-		var v Versioned
+	out, err := migrations.CollectMap(ctx, s.DB, func(rows *sql.Rows) (id int64, v Versioned, err error) {
 		var tags []byte
 		var queued sql.NullTime
 		if err := rows.Scan(&id, &v.AuthorID, &v.Content.Title, &v.Content.Body, &tags, &v.Content.Visibility, &v.Version, &queued); err != nil {
-			return err
+			return 0, v, err
 		}
 		v.QueuedAt = queued.Time
 		if err := json.Unmarshal(tags, &v.Content.Tags); err != nil {
-			return fmt.Errorf("draft %d has unreadable tags: %w", id, err)
+			return 0, v, fmt.Errorf("draft %d has unreadable tags: %w", id, err)
 		}
-		out[id] = v
-		return nil
+		return id, v, nil
 	}, migrations.IDList("SELECT id, author_id, title, body, tags, visibility, version, queued_at FROM drafts WHERE id IN (", ids, ")"))
 	if err != nil {
 		return nil, fmt.Errorf("read drafts: %w", err)
@@ -377,18 +373,11 @@ type Lock struct {
 // order, and returns their posting state by id; drafts that no longer exist
 // are missing from the map.
 func (s *Store) LockForSync(ctx context.Context, q migrations.Querier, ids []int64) (map[int64]Lock, error) {
-	out := make(map[int64]Lock, len(ids))
-	err := migrations.EachRow(ctx, q, func(rows *sql.Rows) error {
-		var id int64
-		var l Lock
-		if err := rows.Scan(&id, &l.AuthorID, &l.State, &l.WorkID, &l.Version, &l.DeleteRequested); err != nil {
-			return err
-		}
-		out[id] = l
-		return nil
+	return migrations.CollectMap(ctx, q, func(rows *sql.Rows) (id int64, l Lock, err error) {
+		err = rows.Scan(&id, &l.AuthorID, &l.State, &l.WorkID, &l.Version, &l.DeleteRequested)
+		return id, l, err
 	}, migrations.IDList(`SELECT id, author_id, state, COALESCE(work_id, 0), version, delete_requested
 		FROM drafts WHERE id IN (`, ids, ") ORDER BY id FOR UPDATE"))
-	return out, err
 }
 
 // WriteContent writes c to draft id in q as its next version (the legacy
@@ -464,17 +453,10 @@ type Status struct {
 // Statuses returns the posting state of each draft of ids that exists, by
 // id, reading by primary key only.
 func (s *Store) Statuses(ctx context.Context, ids []int64) (map[int64]Status, error) {
-	out := make(map[int64]Status, len(ids))
-	err := migrations.EachRow(ctx, s.DB, func(rows *sql.Rows) error {
-		var id int64
-		var st Status
-		if err := rows.Scan(&id, &st.State, &st.WorkID); err != nil {
-			return err
-		}
-		out[id] = st
-		return nil
+	return migrations.CollectMap(ctx, s.DB, func(rows *sql.Rows) (id int64, st Status, err error) {
+		err = rows.Scan(&id, &st.State, &st.WorkID)
+		return id, st, err
 	}, migrations.IDList("SELECT id, state, COALESCE(work_id, 0) FROM drafts WHERE id IN (", ids, ")"))
-	return out, err
 }
 
 // CountQueued returns how many drafts are queued: posts, edits and deletes

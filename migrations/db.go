@@ -429,16 +429,10 @@ func IDList(prefix string, ids []int64, suffix string) string {
 // SumsByID runs query (which selects an id and an integer) on q and returns
 // the integers by id: the shape of every per-tag aggregate.
 func SumsByID(ctx context.Context, q Querier, query string, args ...any) (map[int64]int64, error) {
-	out := make(map[int64]int64)
-	err := EachRow(ctx, q, func(rows *sql.Rows) error {
-		var id, v int64
-		if err := rows.Scan(&id, &v); err != nil {
-			return err
-		}
-		out[id] = v
-		return nil
+	return CollectMap(ctx, q, func(rows *sql.Rows) (id, v int64, err error) {
+		err = rows.Scan(&id, &v)
+		return id, v, err
 	}, query, args...)
-	return out, err
 }
 
 // EachRow runs query on q and calls row for each row it returns (row reads
@@ -464,6 +458,22 @@ func Collect[T any](ctx context.Context, q Querier, scan func(*sql.Rows) (T, err
 	err := EachRow(ctx, q, func(rows *sql.Rows) error {
 		v, err := scan(rows)
 		out = append(out, v)
+		return err
+	}, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CollectMap runs query on q and returns one entry per row, the key and
+// value scan reads from it (a later row of a key replaces an earlier one);
+// an empty map when there are no rows.
+func CollectMap[K comparable, V any](ctx context.Context, q Querier, scan func(*sql.Rows) (K, V, error), query string, args ...any) (map[K]V, error) {
+	out := make(map[K]V)
+	err := EachRow(ctx, q, func(rows *sql.Rows) error {
+		k, v, err := scan(rows)
+		out[k] = v
 		return err
 	}, query, args...)
 	if err != nil {

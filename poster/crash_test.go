@@ -51,12 +51,8 @@ func TestWorkerKilledMidBatchLeavesEveryDraftPostedOnceOrQueued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
-	defer client.Close()
 	for _, id := range ids {
-		if _, err := client.Enqueue(poster.NewSyncDraftTask(id, 1, e.queue, 20)); err != nil {
-			t.Fatal(err)
-		}
+		e.enqueue(poster.NewSyncDraftTask(id, 1, e.queue, 20))
 	}
 
 	child := testdb.StartChild(t, "TestWorkerChildProcess", workerChild{DSN: tdb.DSN, Redis: e.redis, Queue: e.queue})

@@ -31,6 +31,7 @@ type env struct {
 	store     *drafts.Store
 	queue     string
 	redis     string
+	client    *asynq.Client // enqueues on the test's queue
 	inspector *asynq.Inspector
 	sink      *postertest.Sink
 }
@@ -54,14 +55,23 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if e.redis == "" {
 		e.redis = testdb.RequireRedis(t)
 	}
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
-	t.Cleanup(func() { client.Close() })
+	e.client = asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
+	t.Cleanup(func() { e.client.Close() })
 	e.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis})
 	t.Cleanup(func() { e.inspector.Close() })
-	e.p = poster.New(poster.Config{DB: e.db, Queue: client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
+	e.p = poster.New(poster.Config{DB: e.db, Queue: e.client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
 		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter})
 	e.store = &drafts.Store{DB: e.db}
 	return e
+}
+
+// enqueue enqueues task as it is (a job a past process left behind), or
+// fails the test.
+func (e *env) enqueue(task *asynq.Task, opts ...asynq.Option) {
+	e.t.Helper()
+	if _, err := e.client.Enqueue(task, opts...); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // startWorker runs the post jobs of this test's queue until the test ends.

@@ -21,6 +21,13 @@ func (e *env) version(draftID int64) int64 {
 	return e.count("SELECT version FROM drafts WHERE id = ?", draftID)
 }
 
+// jobID is the asynq task id of the job that posts the draft's current
+// version.
+func (e *env) jobID(draftID int64) string {
+	e.t.Helper()
+	return fmt.Sprintf("draft-sync:%d:%d", draftID, e.version(draftID))
+}
+
 func TestFailedPostPostedAgainIsPosted(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
@@ -29,8 +36,7 @@ func TestFailedPostPostedAgainIsPosted(t *testing.T) {
 	e.post(d.ID)
 	// Its job used its last retry: asynq keeps it archived, and the draft
 	// is marked failed.
-	id := fmt.Sprintf("draft-sync:%d:%d", d.ID, e.version(d.ID))
-	if err := e.inspector.ArchiveTask(e.queue, id); err != nil {
+	if err := e.inspector.ArchiveTask(e.queue, e.jobID(d.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.store.MarkFailed(ctx, d.ID, e.version(d.ID), "gave up"); err != nil {
@@ -52,15 +58,10 @@ func TestRequeuerRunsAJobWaitingForItsRetryNow(t *testing.T) {
 	e.post(d.ID)
 	// The job failed while the database was down and waits an hour for
 	// its retry, as asynq's default backoff would make it.
-	id := fmt.Sprintf("draft-sync:%d:%d", d.ID, e.version(d.ID))
-	if err := e.inspector.DeleteTask(e.queue, id); err != nil {
+	if err := e.inspector.DeleteTask(e.queue, e.jobID(d.ID)); err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
-	defer client.Close()
-	if _, err := client.Enqueue(poster.NewSyncDraftTask(d.ID, e.version(d.ID), e.queue, 5), asynq.ProcessIn(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	e.enqueue(poster.NewSyncDraftTask(d.ID, e.version(d.ID), e.queue, 5), asynq.ProcessIn(time.Hour))
 	e.startWorker()
 	// The requeuer finds the draft queued for too long and runs its job.
 	if _, err := e.p.RequeueStale(ctx); err != nil {
@@ -124,11 +125,7 @@ func TestABatchWithOnePoisonedDraftPostsTheOthersAndFailsOnlyIt(t *testing.T) {
 		t.Fatalf("job of the poisoned draft: %v; want SkipRetry", err)
 	}
 	e.startWorker()
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
-	defer client.Close()
-	if _, err := client.Enqueue(task); err != nil {
-		t.Fatal(err)
-	}
+	e.enqueue(task)
 	testdb.WaitFor(t, 30*time.Second, "the poisoned draft marked failed", func() bool {
 		return e.count("SELECT COUNT(*) FROM drafts WHERE id = ? AND state = 'failed'", ids[1]) == 1
 	})
@@ -200,7 +197,7 @@ func TestAPostsRequestIDRidesInItsJobOntoItsAnnouncedEvents(t *testing.T) {
 	if _, err := e.p.PostDraft(ctx, author, traced.ID); err != nil {
 		t.Fatal(err)
 	}
-	info, err := e.inspector.GetTaskInfo(e.queue, fmt.Sprintf("draft-sync:%d:1", traced.ID))
+	info, err := e.inspector.GetTaskInfo(e.queue, e.jobID(traced.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,11 +209,7 @@ func TestAPostsRequestIDRidesInItsJobOntoItsAnnouncedEvents(t *testing.T) {
 	if _, err := e.store.QueuePost(context.Background(), author, old.ID); err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClient(asynq.RedisClientOpt{Addr: e.redis})
-	defer client.Close()
-	if _, err := client.Enqueue(poster.NewSyncDraftTask(old.ID, 1, e.queue, 5)); err != nil {
-		t.Fatal(err)
-	}
+	e.enqueue(poster.NewSyncDraftTask(old.ID, 1, e.queue, 5))
 
 	e.startWorker()
 	e.waitState(traced.ID, drafts.StatePosted)

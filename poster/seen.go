@@ -14,18 +14,12 @@ import (
 // asks only about tags whose numbers are 0, which few posted works use
 // (counter.Reader.SeenBy). It returns the database's error.
 func (p *Poster) TagsSeenBy(ctx context.Context, authorID int64, tagIDs []int64) (map[int64]bool, error) {
-	out := make(map[int64]bool, len(tagIDs))
 	if len(tagIDs) == 0 {
-		return out, nil
+		return map[int64]bool{}, nil
 	}
-	err := migrations.EachRow(ctx, p.cfg.DB, func(rows *sql.Rows) error {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		out[id] = true
-		return nil
+	return migrations.CollectMap(ctx, p.cfg.DB, func(rows *sql.Rows) (id int64, seen bool, err error) {
+		err = rows.Scan(&id)
+		return id, true, err
 	}, migrations.IDList(`SELECT DISTINCT tg.tag_id FROM taggings tg STRAIGHT_JOIN works w ON w.id = tg.work_id
 		WHERE (NOT w.hidden OR w.author_id = ?) AND tg.tag_id IN (`, tagIDs, ")"), authorID)
-	return out, err
 }

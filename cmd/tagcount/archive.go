@@ -17,20 +17,8 @@ import (
 // the time taken. Run again, it resumes an interrupted build of the same
 // flags, or reports a finished one.
 func runArchive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := func() {
-		fmt.Fprintln(stderr, "usage: tagcount archive build [flags]\n\nFill a database with an archive-shaped set of works and drifted counts.\nRun `tagcount archive build -h` for its flags.")
-	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-		usage()
-		if len(args) == 0 {
-			return errUsage
-		}
-		return flag.ErrHelp
-	}
-	if args[0] != "build" {
-		fmt.Fprintf(stderr, "tagcount archive: unknown step %q\n\n", args[0])
-		usage()
-		return errUsage
+	if err := oneStep(args, "archive", "build", "Fill a database with an archive-shaped set of works and drifted counts.", stderr); err != nil {
+		return err
 	}
 	dsn := migrations.DefaultDSN
 	var cfg archive.Config

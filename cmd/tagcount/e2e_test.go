@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,9 +149,14 @@ func draftBody(title string, freeforms ...string) map[string]any {
 	}}
 }
 
+// id returns the number at key of a JSON answer in decimal; "" when there
+// is none.
 func id(m map[string]any, key string) string {
-	v, _ := m[key].(float64)
-	return fmt.Sprint(int64(v))
+	v, ok := m[key].(float64)
+	if !ok {
+		return ""
+	}
+	return strconv.FormatInt(int64(v), 10)
 }
 
 func TestNewPathPostsAWorkAndItsSmallTagCountsShowIt(t *testing.T) {

@@ -73,6 +73,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// oneStep checks that args start with want, the one step of command (such
+// as `archive build`), whose flags follow. With no step it prints the
+// step's usage (purpose says what it does) and returns errUsage; asked for
+// help, it prints it and returns flag.ErrHelp; with any other step it says
+// so and returns errUsage.
+func oneStep(args []string, command, want, purpose string, stderr io.Writer) error {
+	usage := func() {
+		fmt.Fprintf(stderr, "usage: tagcount %s %s [flags]\n\n%s\nRun `tagcount %s %s -h` for its flags.\n", command, want, purpose, command, want)
+	}
+	switch {
+	case len(args) == 0:
+		usage()
+		return errUsage
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "-help":
+		usage()
+		return flag.ErrHelp
+	case args[0] != want:
+		fmt.Fprintf(stderr, "tagcount %s: unknown step %q\n\n", command, args[0])
+		usage()
+		return errUsage
+	}
+	return nil
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: tagcount <command> [flags]\n\ncommands:")
 	names := make([]string, 0, len(commands))

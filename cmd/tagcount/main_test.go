@@ -32,7 +32,8 @@ func TestEveryCommandPrintsItsFlagsAndSucceedsOnHelp(t *testing.T) {
 
 func TestUnknownFlagsAndCommandsStillFail(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"loadgen", "--no-such-flag"}, {"version", "extra"}, {"no-such-command"}, {}} {
+	for _, args := range [][]string{{"loadgen", "--no-such-flag"}, {"version", "extra"}, {"no-such-command"}, {},
+		{"archive"}, {"archive", "no-such-step"}, {"wrangle", "--mysql-dsn", "x"}} {
 		var stdout, stderr bytes.Buffer
 		if err := run(context.Background(), args, &stdout, &stderr); err == nil {
 			t.Errorf("tagcount %q succeeded, want an error", args)

@@ -494,22 +494,30 @@ type dashboardPanel struct {
 	Panels []dashboardPanel `json:"panels"`
 }
 
-// exposedNames returns the series names /metrics at u exposes: every
-// family's name, and a histogram's _bucket, _sum and _count series.
-func exposedNames(t *testing.T, u string) map[string]bool {
+// metricFamilies scrapes /metrics at u (through the API's checking client)
+// and returns its families by name; it fails t when u does not answer in
+// Prometheus' text format.
+func metricFamilies(t *testing.T, u string) map[string]*dto.MetricFamily {
 	t.Helper()
 	res, err := apiClient(t).Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(res.Body)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(res.Body)
 	if err != nil {
 		t.Fatalf("parse %s: %v", u, err)
 	}
+	return families
+}
+
+// exposedNames returns the series names /metrics at u exposes: every
+// family's name, and a histogram's _bucket, _sum and _count series.
+func exposedNames(t *testing.T, u string) map[string]bool {
+	t.Helper()
 	names := map[string]bool{}
-	for name, f := range families {
+	for name, f := range metricFamilies(t, u) {
 		names[name] = true
 		if f.GetType() == dto.MetricType_HISTOGRAM {
 			for _, suffix := range []string{"_bucket", "_sum", "_count"} {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/migrations"
@@ -86,18 +82,8 @@ func TestEveryPoolIsSizedAsConfiguredAndExportsItsStatistics(t *testing.T) {
 	if st.edge.DBSlots != 5 {
 		t.Errorf("the API has %d database slots; want the main pool's 5", st.edge.DBSlots)
 	}
-	res, err := apiClient(t).Get(st.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]float64{}
-	if f := families["go_sql_max_open_connections"]; f != nil {
+	if f := metricFamilies(t, st.URL+"/metrics")["go_sql_max_open_connections"]; f != nil {
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "db_name" {
@@ -197,45 +183,13 @@ func TestTwoReplicasOfEveryRoleUnderLoadFitAMariaDBAtItsDefaultMaxConnections(t 
 // createAndPost creates a draft through the API at base and posts it,
 // returning an error unless both are accepted.
 func createAndPost(base, token, title string) error {
-	status, body, err := postJSON(base+"/v1/drafts", token, draftBody(title, "Connection Budget"))
-	if err != nil || status != http.StatusCreated {
-		return fmt.Errorf("create %q: %d %s %v", title, status, body, err)
+	status, d, err := sendJSON(http.DefaultClient, "POST", base+"/v1/drafts", token, draftBody(title, "Connection Budget"))
+	if err != nil || status != http.StatusCreated || id(d, "id") == "" {
+		return fmt.Errorf("create %q: %d %v %v", title, status, d, err)
 	}
-	var d struct {
-		ID int64 `json:"id"`
-	}
-	if err := json.Unmarshal(body, &d); err != nil {
-		return fmt.Errorf("create %q: %s: %v", title, body, err)
-	}
-	status, body, err = postJSON(fmt.Sprintf("%s/v1/drafts/%d/post", base, d.ID), token, nil)
+	status, res, err := sendJSON(http.DefaultClient, "POST", base+"/v1/drafts/"+id(d, "id")+"/post", token, nil)
 	if err != nil || status != http.StatusAccepted {
-		return fmt.Errorf("post %q: %d %s %v", title, status, body, err)
+		return fmt.Errorf("post %q: %d %v %v", title, status, res, err)
 	}
 	return nil
-}
-
-func postJSON(url, token string, v any) (int, []byte, error) {
-	var body io.Reader
-	if v != nil {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return 0, nil, err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(http.MethodPost, url, body)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if v != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	return res.StatusCode, b, err
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -263,45 +264,30 @@ func explainable(digest string) bool {
 	return false
 }
 
-// explain returns the plan of text on db.
+// explain returns the plan of text on db, a row a table it reads.
 func explain(db *sql.DB, text string) ([]plan, error) {
-	rows, err := db.Query("EXPLAIN " + text)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var out []plan
-	for rows.Next() {
+	return migrations.Collect(context.Background(), db, func(rows *sql.Rows) (plan, error) {
+		var p plan
+		field := map[string]*string{"table": &p.table, "type": &p.typ, "key": &p.key, "rows": &p.rows, "extra": &p.extra}
+		cols, err := rows.Columns()
+		if err != nil {
+			return p, err
+		}
 		vals := make([]sql.NullString, len(cols))
 		ptrs := make([]any, len(cols))
 		for i := range vals {
 			ptrs[i] = &vals[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
+			return p, err
 		}
-		var p plan
 		for i, c := range cols {
-			switch strings.ToLower(c) {
-			case "table":
-				p.table = vals[i].String
-			case "type":
-				p.typ = vals[i].String
-			case "key":
-				p.key = vals[i].String
-			case "rows":
-				p.rows = vals[i].String
-			case "extra":
-				p.extra = vals[i].String
+			if f := field[strings.ToLower(c)]; f != nil {
+				*f = vals[i].String
 			}
 		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
+		return p, nil
+	}, "EXPLAIN "+text)
 }
 
 // statementProxy forwards MySQL connections to a server and records the

@@ -66,11 +66,7 @@ func newReconcileCLIArchive(t *testing.T, freeforms, fandoms int) *reconcileCLIA
 	for i := range fandoms {
 		refs = append(refs, tags.NewRef(tags.TypeFandom, fmt.Sprintf("Fandom %d", i)))
 	}
-	crefs := make([]tags.Ref, len(refs))
-	for i, r := range refs {
-		crefs[i] = r
-	}
-	ids, err := tags.NewResolver(a.db.DB).Resolve(ctx, crefs)
+	ids, err := tags.NewResolver(a.db.DB).Resolve(ctx, refs)
 	if err != nil {
 		t.Fatal(err)
 	}

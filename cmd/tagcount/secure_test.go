@@ -16,11 +16,9 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,25 +75,12 @@ func writePEM(t *testing.T, path, kind string, der []byte) {
 	}
 }
 
-// startPrivate starts a server process that dies with the test.
-func startPrivate(t *testing.T, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-}
-
 // startSecuredRedis starts a redis-server that serves only TLS, with
 // certificates from ca, and requires password; it returns its TLS port.
 func startSecuredRedis(t *testing.T, ca testCA, password string) int {
 	t.Helper()
 	port := testdb.FreePort(t)
-	startPrivate(t, "redis-server", "--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+	testdb.StartProcess(t, "redis-server", "--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--tls-cert-file", ca.CertFile, "--tls-key-file", ca.KeyFile, "--tls-ca-cert-file", ca.CAFile,
 		"--tls-auth-clients", "no", "--requirepass", password, "--save", "", "--appendonly", "no")
 	waitForPort(t, port)
@@ -106,21 +91,8 @@ func startSecuredRedis(t *testing.T, ca testCA, password string) int {
 // without TLS, with certificates from ca; it returns its port.
 func startTLSMariaDB(t *testing.T, ca testCA) int {
 	t.Helper()
-	dir := t.TempDir()
-	user := "root"
-	if os.Getuid() != 0 {
-		user = os.Getenv("USER")
-	}
-	out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+filepath.Join(dir, "data"),
-		"--user="+user, "--auth-root-authentication-method=normal", "--skip-test-db").CombinedOutput()
-	if err != nil {
-		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
-	}
 	port := testdb.FreePort(t)
-	startPrivate(t, "/usr/sbin/mariadbd", "--no-defaults", "--datadir="+filepath.Join(dir, "data"),
-		"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--socket="+filepath.Join(dir, "sock"),
-		"--user="+user, "--innodb-buffer-pool-size=32M", "--skip-name-resolve", "--log-error="+filepath.Join(dir, "error.log"),
-		"--ssl-cert="+ca.CertFile, "--ssl-key="+ca.KeyFile, "--ssl-ca="+ca.CAFile, "--require-secure-transport=ON")
+	testdb.StartMariaDB(t, port, "--ssl-cert="+ca.CertFile, "--ssl-key="+ca.KeyFile, "--ssl-ca="+ca.CAFile, "--require-secure-transport=ON")
 	waitForPort(t, port)
 	return port
 }

@@ -202,14 +202,6 @@ func contentBody(c drafts.Content, visibility string) map[string]any {
 	return map[string]any{"title": c.Title, "body": c.Body, "tags": c.Tags, "visibility": visibility}
 }
 
-func jsonID(m map[string]any, key string) string {
-	v, ok := m[key].(float64)
-	if !ok {
-		return ""
-	}
-	return strconv.FormatInt(int64(v), 10)
-}
-
 // soakAuthor is one author writing, posting, editing and deleting works
 // through its path's API, now and then through the other one (a rollout
 // step moving it), while the faults go on.
@@ -282,7 +274,7 @@ func (a *soakAuthor) write(ctx context.Context) time.Duration {
 	if r.status != http.StatusCreated {
 		return pause(a.rng, r)
 	}
-	return a.post(ctx, soakDraft{id: jsonID(r.body, "id")})
+	return a.post(ctx, soakDraft{id: id(r.body, "id")})
 }
 
 // post posts d: a work at once (legacy path), or d stays pending until it
@@ -291,7 +283,7 @@ func (a *soakAuthor) post(ctx context.Context, d soakDraft) time.Duration {
 	r := a.c.do(ctx, "post", a.home, "POST", "/v1/drafts/"+d.id+"/post", nil)
 	d.acked = d.acked || r.ok()
 	if r.ok() && r.body["state"] == drafts.StatePosted {
-		a.works = append(a.works, soakWork{id: jsonID(r.body, "work_id")})
+		a.works = append(a.works, soakWork{id: id(r.body, "work_id")})
 	} else {
 		a.pending = append(a.pending, d) // queued, or to post again
 	}
@@ -316,7 +308,7 @@ func (a *soakAuthor) checkPending(ctx context.Context) time.Duration {
 		a.pending = append(a.pending, d)
 		return pause(a.rng, r)
 	case r.body["state"] == drafts.StatePosted:
-		a.works = append(a.works, soakWork{id: jsonID(r.body, "work_id")})
+		a.works = append(a.works, soakWork{id: id(r.body, "work_id")})
 		return 0
 	case r.body["state"] == drafts.StateQueued:
 		a.pending = append(a.pending, d)
@@ -403,16 +395,16 @@ func (a *soakAuthor) checkFound(r soakResult, what string) {
 func (c *soakClient) probe(ctx context.Context, base, tag string) error {
 	body := contentBody(drafts.Content{Title: tag, Body: "A probe.", Tags: drafts.Tags{Rating: "Not Rated",
 		Warnings: []string{"No Archive Warnings Apply"}, Fandoms: []string{"Soak Probes"}, Freeforms: []string{tag}}}, "public")
-	var id string
-	for id == "" {
+	var draft string
+	for draft == "" {
 		if r := c.do(ctx, "probe: create draft", base, "POST", "/v1/drafts", body); r.status == http.StatusCreated {
-			id = jsonID(r.body, "id")
+			draft = id(r.body, "id")
 		} else if err := loop.Sleep(ctx, 100*time.Millisecond); err != nil { // retrying while the service recovers
 			return err
 		}
 	}
 	for {
-		if r := c.do(ctx, "probe: post", base, "POST", "/v1/drafts/"+id+"/post", nil); r.ok() {
+		if r := c.do(ctx, "probe: post", base, "POST", "/v1/drafts/"+draft+"/post", nil); r.ok() {
 			break
 		}
 		if err := loop.Sleep(ctx, 100*time.Millisecond); err != nil {

@@ -20,20 +20,8 @@ import (
 // synonyms of the oldest (docs/operations.md, "Re-keying tags"). The
 // wrangling jobs it starts run on the workers; --wait follows them.
 func runWrangle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	usage := func() {
-		fmt.Fprintln(stderr, "usage: tagcount wrangle rekey [flags]\n\nGive every tag the key of the current identity rule; tags whose names now\ncollide become synonyms of the oldest. Run `tagcount wrangle rekey -h` for its flags.")
-	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-		usage()
-		if len(args) == 0 {
-			return errUsage
-		}
-		return flag.ErrHelp
-	}
-	if args[0] != "rekey" {
-		fmt.Fprintf(stderr, "tagcount wrangle: unknown step %q\n\n", args[0])
-		usage()
-		return errUsage
+	if err := oneStep(args, "wrangle", "rekey", "Give every tag the key of the current identity rule; tags whose names now\ncollide become synonyms of the oldest.", stderr); err != nil {
+		return err
 	}
 	dsn, wait := migrations.DefaultDSN, false
 	if _, err := parse("wrangle rekey", args[1:], stderr, nil, func(fs *flag.FlagSet) {

@@ -92,15 +92,9 @@ func (r *Resolver) lookup(ctx context.Context, refs []Ref, which []int) (map[tag
 	for _, i := range which {
 		args = append(args, refs[i].Type, refs[i].Key)
 	}
-	out := make(map[tagKey]int64, len(which))
-	err := migrations.EachRow(ctx, r.db, func(rows *sql.Rows) error {
-		var id int64
-		var k tagKey
-		if err := rows.Scan(&id, &k.typ, &k.key); err != nil {
-			return err
-		}
-		out[k] = id
-		return nil
+	out, err := migrations.CollectMap(ctx, r.db, func(rows *sql.Rows) (k tagKey, id int64, err error) {
+		err = rows.Scan(&id, &k.typ, &k.key)
+		return k, id, err
 	}, "SELECT id, type, name_key FROM tags WHERE "+migrations.Placeholders("(type = ? AND name_key = ?)", " OR ", len(which)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up tags: %w", err)

@@ -66,17 +66,21 @@ func (p *process) stop(sig syscall.Signal) {
 	p.cmd = nil
 }
 
+// StartProcess starts name with args as a private server of the test: it
+// dies with the test binary, even when that is killed, and is killed when
+// the test ends. It fails the test when name cannot start.
+func StartProcess(t testing.TB, name string, args ...string) {
+	t.Helper()
+	p := &process{t: t}
+	p.start(name, args...)
+	t.Cleanup(func() { p.stop(syscall.SIGKILL) })
+}
+
 // StartServer initialises a data directory and starts mariadbd on a free
 // port. It fails the test when MariaDB's binaries are missing.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+filepath.Join(dir, "data"),
-		"--user="+currentUser(), "--auth-root-authentication-method=normal", "--skip-test-db").CombinedOutput()
-	if err != nil {
-		t.Fatalf("testdb: mariadb-install-db: %v\n%s", err, out)
-	}
-	s := &Server{process: process{t: t}, dir: dir, port: StablePort(t)}
+	s := &Server{process: process{t: t}, dir: mariadbDataDir(t), port: StablePort(t)}
 	s.Start()
 	t.Cleanup(func() { s.Stop(false) })
 	return s
@@ -107,13 +111,46 @@ func (s *Server) Open(name string) *migrations.DB {
 	return db
 }
 
+// StartMariaDB starts a private mariadbd (see StartProcess) on port of
+// 127.0.0.1 with a new data directory, as StartServer does, and settings
+// (mariadbd options, such as TLS certificates) after StartServer's. It
+// does not wait for the server: a test that needs other settings knows best
+// how to tell that it is up.
+func StartMariaDB(t testing.TB, port int, settings ...string) {
+	t.Helper()
+	StartProcess(t, mariadbd, append(mariadbdArgs(mariadbDataDir(t), port), settings...)...)
+}
+
+// mariadbd is MariaDB's server binary on Debian.
+const mariadbd = "/usr/sbin/mariadbd"
+
+// mariadbDataDir initialises a MariaDB data directory, "data" in a new
+// temporary folder, and returns the folder (mariadbd's socket and log go
+// beside it).
+func mariadbDataDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+filepath.Join(dir, "data"),
+		"--user="+currentUser(), "--auth-root-authentication-method=normal", "--skip-test-db").CombinedOutput()
+	if err != nil {
+		t.Fatalf("testdb: mariadb-install-db: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// mariadbdArgs are the options of a private mariadbd serving the data in
+// dir (from mariadbDataDir) on port.
+func mariadbdArgs(dir string, port int) []string {
+	return []string{"--no-defaults", "--datadir=" + filepath.Join(dir, "data"),
+		"--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1", "--socket=" + filepath.Join(dir, "sock"),
+		"--user=" + currentUser(), "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
+		"--log-error=" + filepath.Join(dir, "error.log")}
+}
+
 // Start starts the server (again) and waits until it accepts connections.
 func (s *Server) Start() {
 	s.t.Helper()
-	s.start("/usr/sbin/mariadbd", "--no-defaults", "--datadir="+filepath.Join(s.dir, "data"),
-		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1", "--socket="+filepath.Join(s.dir, "sock"),
-		"--user="+currentUser(), "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
-		"--log-error="+filepath.Join(s.dir, "error.log"))
+	s.start(mariadbd, mariadbdArgs(s.dir, s.port)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		db, err := migrations.Open(context.Background(), s.DSN(""))

@@ -129,19 +129,29 @@ func (s *server) handleDeleteDraft() http.Handler {
 func (s *server) handlePostDraft() http.Handler {
 	return s.handleID("draft", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		res, err := s.Poster.PostDraft(r.Context(), authorID(r), id)
-		if err != nil {
-			return err
-		}
 		status := http.StatusCreated
-		switch {
-		case res.Async:
-			status = http.StatusAccepted
-		case res.State == drafts.StatePosted && res.Path == "":
+		if res.State == drafts.StatePosted && res.Path == "" {
 			status = http.StatusOK // already posted before this request
 		}
-		encode(w, status, newResultJSON(res))
-		return nil
+		return replyResult(w, res, err, status)
 	})
+}
+
+// replyResult answers with res, a change of a work: 202 when a background
+// job carries it out, otherwise done (204 without a body); err, when set,
+// is returned for the error shape instead.
+func replyResult(w http.ResponseWriter, res poster.Result, err error, done int) error {
+	switch {
+	case err != nil:
+		return err
+	case res.Async:
+		encode(w, http.StatusAccepted, newResultJSON(res))
+	case done == http.StatusNoContent:
+		w.WriteHeader(done)
+	default:
+		encode(w, done, newResultJSON(res))
+	}
+	return nil
 }
 
 // handleGetWork serves GET /v1/works/{id}.
@@ -166,15 +176,7 @@ func (s *server) handleUpdateWork() http.Handler {
 			return err
 		}
 		res, err := s.Poster.UpdateWork(r.Context(), authorID(r), id, c)
-		if err != nil {
-			return err
-		}
-		status := http.StatusOK
-		if res.Async {
-			status = http.StatusAccepted
-		}
-		encode(w, status, newResultJSON(res))
-		return nil
+		return replyResult(w, res, err, http.StatusOK)
 	})
 }
 
@@ -182,15 +184,7 @@ func (s *server) handleUpdateWork() http.Handler {
 func (s *server) handleDeleteWork() http.Handler {
 	return s.handleID("work", func(w http.ResponseWriter, r *http.Request, id int64) error {
 		res, err := s.Poster.DeleteWork(r.Context(), authorID(r), id)
-		if err != nil {
-			return err
-		}
-		if res.Async {
-			encode(w, http.StatusAccepted, newResultJSON(res))
-			return nil
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return replyResult(w, res, err, http.StatusNoContent)
 	})
 }
 

@@ -95,13 +95,23 @@ func TestTextAndMarkdownRenderEveryRow(t *testing.T) {
 	}
 }
 
-func TestJSONHoldsEveryFigure(t *testing.T) {
-	rep := sampleReport()
-	path := filepath.Join(t.TempDir(), "r.json")
-	if err := rep.WriteJSON(path); err != nil {
+// written returns what write (one of Report's writers) writes to the file
+// it is given, a new one named name.
+func written(t *testing.T, name string, write func(path string) error) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := write(path); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestJSONHoldsEveryFigure(t *testing.T) {
+	b := written(t, "r.json", sampleReport().WriteJSON)
 	var back Report
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
@@ -113,26 +123,16 @@ func TestJSONHoldsEveryFigure(t *testing.T) {
 }
 
 func TestChartIsAPNG(t *testing.T) {
-	rep := sampleReport()
-	path := filepath.Join(t.TempDir(), "c.png")
-	if err := rep.WritePNG(path); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
+	b := written(t, "c.png", sampleReport().WritePNG)
+	img, err := png.Decode(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b := img.Bounds(); b.Dx() < 800 || b.Dy() < 600 {
-		t.Errorf("chart is %v", b)
+	if r := img.Bounds(); r.Dx() < 800 || r.Dy() < 600 {
+		t.Errorf("chart is %v", r)
 	}
 	if out := os.Getenv("LOADGEN_CHART_OUT"); out != "" {
-		data, _ := os.ReadFile(path)
-		os.WriteFile(out, data, 0o644)
+		os.WriteFile(out, b, 0o644)
 	}
 }
 
