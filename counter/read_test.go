@@ -22,7 +22,10 @@ type readRig struct {
 func newReadRig(t *testing.T) *readRig {
 	g := newRig(t)
 	clock := newTestClock()
-	r := NewReader(g.db.DB, Tiers{}, readerClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
+	r, err := NewReader(ReaderConfig{DB: g.db.DB, Now: clock.Now, Logger: testLogger(), Registerer: g.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &readRig{rig: g, clock: clock, r: r}
 }
 
@@ -161,7 +164,7 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 // above 0, in order, and an admin every tag.
 func TestSeenByShowsAnAuthorOnlyTagsInUseAndAnAdminEveryTag(t *testing.T) {
 	t.Parallel()
-	r := NewReader(nil, Tiers{})
+	r := &Reader{} // SeenBy reads nothing without WorkUses
 	tcs := []TagCount{{ID: 3, Count: 2}, {ID: 1}, {ID: 2, FilterCount: 1}, {ID: 4, PublicCount: 0}}
 	for _, tc := range []struct {
 		v    Viewer
@@ -180,7 +183,3 @@ func TestSeenByShowsAnAuthorOnlyTagsInUseAndAnAdminEveryTag(t *testing.T) {
 		}
 	}
 }
-
-// readerClock sets the Reader's clock (default time.Now): only tests
-// change it.
-func readerClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }

@@ -68,7 +68,8 @@ func DefaultTiers() Tiers {
 	}
 }
 
-// withDefaults returns t with every zero field set to its default.
+// withDefaults returns t with every zero field set to its default (a
+// negative Jitter stays: none). Applying it twice changes nothing.
 func (t Tiers) withDefaults() Tiers {
 	d := DefaultTiers()
 	t.MediumFrom = loop.OrDefault(t.MediumFrom, d.MediumFrom)
@@ -80,9 +81,6 @@ func (t Tiers) withDefaults() Tiers {
 	t.LargeInterval = loop.OrDefault(t.LargeInterval, d.LargeInterval)
 	if t.Jitter == 0 {
 		t.Jitter = d.Jitter
-	}
-	if t.Jitter < 0 {
-		t.Jitter = 0
 	}
 	if t.Jitter > 0.5 {
 		t.Jitter = 0.5

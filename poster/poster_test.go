@@ -58,7 +58,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Cleanup(func() { client.Close() })
 	e.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis})
 	t.Cleanup(func() { e.inspector.Close() })
-	e.p = poster.New(poster.Config{DB: e.db, Queue: client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
+	e.p = postertest.New(t, poster.Config{DB: e.db, Queue: client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
 		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter})
 	e.store = &drafts.Store{DB: e.db}
 	return e

@@ -61,7 +61,10 @@ func (s *stack) startRollout(context.Context) error {
 	if !s.opts.API {
 		return nil
 	}
-	s.recorder = rollout.NewRecorder(rollout.RecorderConfig{DB: s.DB, Logger: s.log})
+	var err error
+	if s.recorder, err = rollout.NewRecorder(rollout.RecorderConfig{DB: s.DB, Logger: s.log}); err != nil {
+		return err
+	}
 	s.goRun("rollout-samples", s.recorder.Run)
 	setter, why, err := s.rolloutSetter()
 	if err != nil {
