@@ -277,7 +277,7 @@ func correct(t *testing.T, a *archive, tags []int64, drift counter.Sum) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := counter.CorrectCount(context.Background(), tx, tag, drift, true); err != nil {
+		if err := counter.CorrectCount(context.Background(), tx, tag, drift); err != nil {
 			tx.Rollback()
 			t.Fatal(err)
 		}
