@@ -150,7 +150,7 @@ func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
 func (c ConsumerConfig) WithDefaults() ConsumerConfig {
 	c.Topic = cmp.Or(c.Topic, DefaultTopic)
 	c.GroupID = cmp.Or(c.GroupID, DefaultGroupID)
-	c.Tiers = c.Tiers.withDefaults()
+	c.Tiers = c.Tiers.WithDefaults()
 	c.BatchSize = loop.OrDefault(c.BatchSize, DefaultBatchSize)
 	c.BatchWait = loop.OrDefault(c.BatchWait, DefaultBatchWait)
 	c.ApplyLimit = loop.OrDefault(c.ApplyLimit, DefaultApplyLimit)

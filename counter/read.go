@@ -49,6 +49,9 @@ type ReaderConfig struct {
 	// numbers are 0 (SeenBy); poster.Poster is one. Nil: such a tag is
 	// seen by admins only.
 	WorkUses WorkUses
+	// RefreshEvery is how often Run looks for large tags to refresh
+	// (default DefaultRefreshEvery).
+	RefreshEvery time.Duration
 	// Now is the clock of cache lifetimes (default time.Now).
 	Now func() time.Time
 	// Logger defaults to slog.Default(); a nil Registerer registers nothing.
@@ -56,14 +59,18 @@ type ReaderConfig struct {
 	Registerer prometheus.Registerer
 }
 
+// DefaultRefreshEvery is ReaderConfig.RefreshEvery's default.
+const DefaultRefreshEvery = 10 * time.Second
+
 // readerCacheSize is the most tags a Reader caches.
 const readerCacheSize = 100_000
 
-// WithDefaults returns c with its tiers' zero fields, a nil Now and a nil
-// Logger set to their defaults: the one place ReaderConfig's defaults are
+// WithDefaults returns c with its tiers' zero fields, RefreshEvery, Now
+// and Logger set to their defaults: the one place ReaderConfig's defaults are
 // applied.
 func (c ReaderConfig) WithDefaults() ReaderConfig {
-	c.Tiers = c.Tiers.withDefaults()
+	c.Tiers = c.Tiers.WithDefaults()
+	c.RefreshEvery = loop.OrDefault(c.RefreshEvery, DefaultRefreshEvery)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -83,6 +90,8 @@ type Reader struct {
 	log        *slog.Logger
 	maxEntries int
 	uses       WorkUses
+	// refreshEvery is how often Run looks for large tags to refresh.
+	refreshEvery time.Duration
 
 	mu     sync.Mutex
 	byID   map[int64]*cachedCount
@@ -108,17 +117,18 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	}
 	reg := cfg.Registerer
 	return &Reader{
-		db:         cfg.DB,
-		tiers:      cfg.Tiers,
-		now:        cfg.Now,
-		log:        cfg.Logger.With("component", "count-reader"),
-		maxEntries: readerCacheSize,
-		uses:       cfg.WorkUses,
-		byID:       make(map[int64]*cachedCount),
-		byName:     make(map[[2]string]int64),
-		hits:       metricCounterVec(reg, "tagcount_read_cache_hits_total", "Count reads served from the read cache.", "tier"),
-		misses:     metricCounterVec(reg, "tagcount_read_cache_misses_total", "Count reads served from MySQL.", "tier"),
-		refreshes:  metricCounterVec(reg, "tagcount_read_cache_refreshes_total", "Background refreshes of large tags' cached counts.", "result"),
+		db:           cfg.DB,
+		tiers:        cfg.Tiers,
+		now:          cfg.Now,
+		log:          cfg.Logger.With("component", "count-reader"),
+		maxEntries:   readerCacheSize,
+		refreshEvery: cfg.RefreshEvery,
+		uses:         cfg.WorkUses,
+		byID:         make(map[int64]*cachedCount),
+		byName:       make(map[[2]string]int64),
+		hits:         metricCounterVec(reg, "tagcount_read_cache_hits_total", "Count reads served from the read cache.", "tier"),
+		misses:       metricCounterVec(reg, "tagcount_read_cache_misses_total", "Count reads served from MySQL.", "tier"),
+		refreshes:    metricCounterVec(reg, "tagcount_read_cache_refreshes_total", "Background refreshes of large tags' cached counts.", "result"),
 	}, nil
 }
 
@@ -302,13 +312,10 @@ func (r *Reader) refresh(id int64) {
 }
 
 // Run refreshes cached large tags that reach their refresh point even when
-// nobody reads them, checking every interval (default 10s), until ctx ends;
-// it returns nil. Running it is optional: reads refresh too.
-func (r *Reader) Run(ctx context.Context, interval time.Duration) error {
-	if interval <= 0 {
-		interval = 10 * time.Second
-	}
-	return loop.Every(ctx, interval, r.refreshDue)
+// nobody reads them, checking every ReaderConfig.RefreshEvery, until ctx
+// ends; it returns nil. Running it is optional: reads refresh too.
+func (r *Reader) Run(ctx context.Context) error {
+	return loop.Every(ctx, r.refreshEvery, r.refreshDue)
 }
 
 // refreshDue refreshes every cached large tag past its refresh point.

@@ -22,7 +22,8 @@ type readRig struct {
 func newReadRig(t *testing.T) *readRig {
 	g := newRig(t)
 	clock := newTestClock()
-	r, err := NewReader(ReaderConfig{DB: g.db.DB, Now: clock.Now, Logger: testLogger(), Registerer: g.reg})
+	r, err := NewReader(ReaderConfig{DB: g.db.DB, Now: clock.Now, RefreshEvery: 10 * time.Millisecond, Logger: testLogger(),
+		Registerer: g.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var stopped atomic.Bool
-	go func() { rr.r.Run(runCtx, 10*time.Millisecond); stopped.Store(true) }()
+	go func() { rr.r.Run(runCtx); stopped.Store(true) }()
 	rr.clock.Advance(25 * time.Minute)
 	testdb.WaitFor(t, 10*time.Second, "Run's refresh", func() bool {
 		rr.r.mu.Lock()

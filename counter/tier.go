@@ -68,9 +68,9 @@ func DefaultTiers() Tiers {
 	}
 }
 
-// withDefaults returns t with every zero field set to its default (a
+// WithDefaults returns t with every zero field set to its default (a
 // negative Jitter stays: none). Applying it twice changes nothing.
-func (t Tiers) withDefaults() Tiers {
+func (t Tiers) WithDefaults() Tiers {
 	d := DefaultTiers()
 	t.MediumFrom = loop.OrDefault(t.MediumFrom, d.MediumFrom)
 	t.LargeFrom = loop.OrDefault(t.LargeFrom, d.LargeFrom)
@@ -93,7 +93,7 @@ func (t Tiers) withDefaults() Tiers {
 
 // Interval returns the flush interval (and read-cache lifetime) of a tag
 // with count uses, without jitter: 0 for a small tag.
-func (t Tiers) Interval(count int64) time.Duration { return t.withDefaults().interval(count) }
+func (t Tiers) Interval(count int64) time.Duration { return t.WithDefaults().interval(count) }
 
 // of returns the tier of a tag with count uses (t with its defaults applied).
 func (t Tiers) of(count int64) Tier {

@@ -83,7 +83,7 @@ func TestWorkerKilledMidBatchLeavesEveryDraftPostedOnceOrQueued(t *testing.T) {
 	e.startWorker()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go e.p.RunRequeuer(rctx, 200*time.Millisecond)
+	go e.p.RunRequeuer(rctx)
 	testdb.WaitFor(t, 120*time.Second, "every draft posted", func() bool {
 		return e.count("SELECT COUNT(*) FROM drafts WHERE state = 'posted'") == n
 	})

@@ -139,6 +139,10 @@ type Config struct {
 	// DefaultMaxRetry).
 	RequeueAfter time.Duration
 	MaxRetry     int
+	// RequeueEvery is how often RunRequeuer looks (default
+	// DefaultRequeueEvery), OwedEvery how often RunOwed does (default
+	// DefaultOwedEvery).
+	RequeueEvery, OwedEvery time.Duration
 	// Committers and MaxBatch tune the posting jobs' group commit
 	// (defaults DefaultCommitters, DefaultMaxBatch).
 	Committers int
@@ -195,6 +199,8 @@ func (c Config) WithDefaults() Config {
 	c.QueueName = cmp.Or(c.QueueName, DefaultQueue)
 	c.RequeueAfter = loop.OrDefault(c.RequeueAfter, DefaultRequeueAfter)
 	c.MaxRetry = loop.OrDefault(c.MaxRetry, DefaultMaxRetry)
+	c.RequeueEvery = loop.OrDefault(c.RequeueEvery, DefaultRequeueEvery)
+	c.OwedEvery = loop.OrDefault(c.OwedEvery, DefaultOwedEvery)
 	c.Committers = loop.OrDefault(c.Committers, DefaultCommitters)
 	c.MaxBatch = loop.OrDefault(c.MaxBatch, DefaultMaxBatch)
 	c.WrangleRowsPerTx = loop.OrDefault(c.WrangleRowsPerTx, DefaultWrangleRowsPerTx)

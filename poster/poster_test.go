@@ -59,7 +59,8 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis})
 	t.Cleanup(func() { e.inspector.Close() })
 	e.p = postertest.New(t, poster.Config{DB: e.db, Queue: client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
-		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter})
+		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter,
+		RequeueEvery: 200 * time.Millisecond, OwedEvery: 20 * time.Millisecond})
 	e.store = &drafts.Store{DB: e.db}
 	return e
 }

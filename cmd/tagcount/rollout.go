@@ -74,7 +74,7 @@ func (s *stack) startRollout(context.Context) error {
 		s.log.Info("this process runs no rollout plan; it reports the latest in its metrics", "why", why)
 	}
 	o := s.opts.Rollout
-	var measures rollout.Measures = rollout.DBMeasures{DB: s.DB, SmallBelow: s.opts.Tiers.MediumFrom}
+	var measures rollout.Measures = rollout.DBMeasures{DB: s.DB, SmallBelow: s.opts.Tiers.WithDefaults().MediumFrom}
 	if o.Measures != nil {
 		measures = o.Measures
 	}

@@ -461,10 +461,10 @@ func (s *stack) apiDeps(deps *httpapi.Deps) error {
 	}
 	// Large tags' cached counts are refreshed before they expire, so no
 	// reader waits on one.
-	s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
+	s.goRun("count-refresh", reader.Run)
 	// Posts this process accepted while Redis was down are enqueued
 	// once it answers, whether or not a worker runs here.
-	s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
+	s.goRun("owed-posts", s.Poster.RunOwed)
 	deps.Drafts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts, NewTags: s.newTags}
 	deps.Poster, deps.Counts = s.Poster, reader
 	deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
@@ -558,7 +558,7 @@ func (s *stack) startWorker(context.Context) error {
 	if err := s.scheduleReconcile(redisOpt); err != nil {
 		return err
 	}
-	s.goRun("requeuer", func(ctx context.Context) error { return s.Poster.RunRequeuer(ctx, poster.DefaultRequeueEvery) })
+	s.goRun("requeuer", s.Poster.RunRequeuer)
 	s.goRun("wrangler", s.Poster.RunWrangler)
 	sweeper, err := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, After: o.SweepAfter,
 		Logger: s.log, Registerer: s.Registry})
