@@ -23,9 +23,14 @@ const (
 	DefaultGroupID   = "tagcount-counter"
 	DefaultBatchSize = 5000
 	DefaultBatchWait = 20 * time.Millisecond
+	// DefaultHeartbeatInterval and DefaultSessionTimeout tune the consumer
+	// group: a crashed consumer's partitions move after the session timeout.
+	DefaultHeartbeatInterval = time.Second
+	DefaultSessionTimeout    = 10 * time.Second
 )
 
-// ConsumerConfig configures a Consumer. Brokers and DB are required.
+// ConsumerConfig configures a Consumer. Brokers and DB are required; every
+// other zero field takes its default (WithDefaults).
 type ConsumerConfig struct {
 	Brokers []string
 	// Security is how to authenticate and encrypt (zero = plaintext).
@@ -57,7 +62,7 @@ type ConsumerConfig struct {
 	Registerer prometheus.Registerer
 
 	// HeartbeatInterval and SessionTimeout tune the consumer group
-	// (defaults 1s and 10s). A crashed consumer's partitions move after the
+	// (defaults DefaultHeartbeatInterval and DefaultSessionTimeout). A crashed consumer's partitions move after the
 	// session timeout; a graceful stop moves them at once.
 	HeartbeatInterval time.Duration
 	SessionTimeout    time.Duration
@@ -139,30 +144,47 @@ func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
 	}
 }
 
+// WithDefaults returns c with every zero field that has a default set to it
+// (the tiers' zero fields too): the one place ConsumerConfig's defaults are
+// applied.
+func (c ConsumerConfig) WithDefaults() ConsumerConfig {
+	c.Topic = cmp.Or(c.Topic, DefaultTopic)
+	c.GroupID = cmp.Or(c.GroupID, DefaultGroupID)
+	c.Tiers = c.Tiers.WithDefaults()
+	c.BatchSize = loop.OrDefault(c.BatchSize, DefaultBatchSize)
+	c.BatchWait = loop.OrDefault(c.BatchWait, DefaultBatchWait)
+	c.ApplyLimit = loop.OrDefault(c.ApplyLimit, DefaultApplyLimit)
+	c.HeartbeatInterval = loop.OrDefault(c.HeartbeatInterval, DefaultHeartbeatInterval)
+	c.SessionTimeout = loop.OrDefault(c.SessionTimeout, DefaultSessionTimeout)
+	c.FlushTimeout = loop.OrDefault(c.FlushTimeout, DefaultFlushTimeout)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+func (c ConsumerConfig) validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("counter: consumer needs Kafka brokers")
+	}
+	if c.DB == nil {
+		return errors.New("counter: consumer needs a DB")
+	}
+	return nil
+}
+
 // NewConsumer checks cfg and returns a Consumer; it does not connect. It
 // returns an error when Brokers or DB is missing.
 func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
-	if len(cfg.Brokers) == 0 {
-		return nil, errors.New("counter: consumer needs Kafka brokers")
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.DB == nil {
-		return nil, errors.New("counter: consumer needs a DB")
-	}
-	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
-	cfg.GroupID = cmp.Or(cfg.GroupID, DefaultGroupID)
-	cfg.BatchSize = loop.OrDefault(cfg.BatchSize, DefaultBatchSize)
-	cfg.BatchWait = loop.OrDefault(cfg.BatchWait, DefaultBatchWait)
-	cfg.ApplyLimit = loop.OrDefault(cfg.ApplyLimit, DefaultApplyLimit)
-	cfg.HeartbeatInterval = loop.OrDefault(cfg.HeartbeatInterval, time.Second)
-	cfg.SessionTimeout = loop.OrDefault(cfg.SessionTimeout, 10*time.Second)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	m := newConsumerMetrics(cfg.Registerer)
 	return &Consumer{
 		cfg:    cfg,
-		tiers:  cfg.Tiers.withDefaults(),
+		tiers:  cfg.Tiers,
 		now:    cfg.Now,
 		log:    cfg.Logger.With("component", "counter", "group", cfg.GroupID),
 		m:      m,
@@ -208,7 +230,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		SessionTimeout:    c.cfg.SessionTimeout,
 		// Long enough for writers to flush what they hold before the
 		// coordinator gives up on this member's rejoin.
-		RebalanceTimeout: loop.OrDefault(c.cfg.FlushTimeout, DefaultFlushTimeout),
+		RebalanceTimeout: c.cfg.FlushTimeout,
 		JoinGroupBackoff: 500 * time.Millisecond,
 		// Partitions added to the topic trigger a rebalance that assigns
 		// them, instead of waiting for the next membership change.

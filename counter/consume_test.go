@@ -13,6 +13,7 @@ import (
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 // TestCountsExactAfterTenThousandWorks posts 10,000 works of 10 tags (three
@@ -88,7 +89,7 @@ func TestFilterOnlyEventsAreAppliedLikeAnyOther(t *testing.T) {
 	a.waitExact(30 * time.Second)
 
 	announced := &countingAnnouncer{next: a.pub}
-	p := poster.New(poster.Config{DB: a.db.DB, Announcer: announced, Logger: counter.TestLogger()})
+	p := postertest.New(t, poster.Config{DB: a.db.DB, Announcer: announced, Logger: counter.TestLogger()})
 	if _, err := p.MakeSynonym(ctx, tags[0], tags[1]); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,10 @@ func TestExactReadsEqualTheRecountWhileTheCounterHoldsDeferredTags(t *testing.T)
 	cfg := a.consumerConfig()
 	cfg.Tiers = counter.Tiers{MediumFrom: 50, LargeFrom: 500, MediumMinInterval: time.Hour, MediumMaxInterval: time.Hour, LargeInterval: time.Hour}
 	a.startConsumer(cfg)
-	reader := counter.NewReader(a.db.DB, cfg.Tiers)
+	reader, err := counter.NewReader(counter.ReaderConfig{DB: a.db.DB, Tiers: cfg.Tiers})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(3, 4))
 	all := append(append([]int64(nil), hot...), pool...)

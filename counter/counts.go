@@ -65,12 +65,11 @@ func SumsByID(ctx context.Context, q migrations.Querier, query string, args ...a
 // CorrectCount adds drift (all four numbers) to tag's stored numbers in
 // q, the correction's own short transaction (a *sql.Tx), through the one
 // count write (so the count-change stream publishes it); a missing row is
-// created. hasRow (whether the snapshot saw a tag_counts row) no longer
-// changes the statement: the upsert covers both. It returns the
+// created (the upsert covers both). It returns the
 // statement's error unclassified (a lock conflict rolled it back whole and
 // may be retried, anything else must not be), or an error when q is not a
 // transaction.
-func CorrectCount(ctx context.Context, q migrations.Querier, tag int64, drift Sum, hasRow bool) error {
+func CorrectCount(ctx context.Context, q migrations.Querier, tag int64, drift Sum) error {
 	tx, ok := q.(*sql.Tx)
 	if !ok {
 		return errNotTx

@@ -56,7 +56,10 @@ func newArchive(t testing.TB, o archiveOpts) *archive {
 	}
 	a.broker = b
 	t.Cleanup(func() { a.broker.Close() })
-	a.pub = counter.NewPublisher(counter.PublisherConfig{Brokers: b.Addrs(), Logger: counter.TestLogger(), Registerer: a.reg, DropRate: o.dropRate})
+	if a.pub, err = counter.NewPublisher(counter.PublisherConfig{Brokers: b.Addrs(), Logger: counter.TestLogger(), Registerer: a.reg,
+		DropRate: o.dropRate}); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { a.pub.Close() })
 	return a
 }
@@ -244,8 +247,11 @@ func (a *archive) startConsumer(cfg counter.ConsumerConfig) (stop func()) {
 // after, and every old tag again every 4×after (the last resort for an
 // announcement lost twice).
 func (a *archive) startSweeper(after time.Duration) {
-	s := counter.NewSweeper(counter.SweeperConfig{DB: a.db.DB, Announcer: a.pub, After: after, Interval: after / 2,
+	s, err := counter.NewSweeper(counter.SweeperConfig{DB: a.db.DB, Announcer: a.pub, After: after, Interval: after / 2,
 		FullEvery: 4 * after, Logger: counter.TestLogger(), Registerer: a.reg})
+	if err != nil {
+		a.t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()

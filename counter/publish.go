@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -13,8 +14,15 @@ import (
 	"github.com/tagcount/tagcount/migrations/loop"
 )
 
-// DefaultTopic is the topic tag-use events are announced on.
-const DefaultTopic = "tag-uses"
+// Defaults of PublisherConfig.
+const (
+	// DefaultTopic is the topic tag-use events are announced on.
+	DefaultTopic = "tag-uses"
+	// DefaultBatchTimeout is how long the writer waits to fill a batch
+	// (kafka-go's own default of 1s would add a second to every post's
+	// visibility).
+	DefaultBatchTimeout = 5 * time.Millisecond
+)
 
 // Announcer announces committed outbox rows. *Publisher is one; the sweeper
 // takes any.
@@ -22,7 +30,8 @@ type Announcer interface {
 	Announce(ctx context.Context, events []Event)
 }
 
-// PublisherConfig configures a Publisher.
+// PublisherConfig configures a Publisher. Brokers is required; every other
+// zero field takes its default (WithDefaults) or is off.
 type PublisherConfig struct {
 	Brokers []string
 	// Security is how to authenticate and encrypt (zero = plaintext).
@@ -30,17 +39,36 @@ type PublisherConfig struct {
 	// Topic defaults to DefaultTopic.
 	Topic string
 	// BatchTimeout is how long the writer waits to fill a batch before
-	// sending it (default 5ms; kafka-go's own default of 1s would add a
-	// second to every post's visibility).
+	// sending it (default DefaultBatchTimeout).
 	BatchTimeout time.Duration
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// Logger defaults to slog.Default(); a nil Registerer registers nothing.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 
 	// DropRate is fault injection for tests and load generation: each event
 	// is silently not published with this probability (0 = never), as if
 	// the message were lost. The outbox row stays, and the sweeper
 	// re-announces it. Never set it in production.
 	DropRate float64
+}
+
+// WithDefaults returns c with its zero Topic, BatchTimeout and Logger set
+// to their defaults: the one place PublisherConfig's defaults are applied.
+func (c PublisherConfig) WithDefaults() PublisherConfig {
+	c.Topic = cmp.Or(c.Topic, DefaultTopic)
+	c.BatchTimeout = loop.OrDefault(c.BatchTimeout, DefaultBatchTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+func (c PublisherConfig) validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("counter: PublisherConfig needs Kafka brokers")
+	}
+	if c.DropRate < 0 || c.DropRate > 1 {
+		return fmt.Errorf("counter: PublisherConfig.DropRate must be between 0 and 1, not %v", c.DropRate)
+	}
+	return nil
 }
 
 // Publisher announces tag-use events on Kafka after the posting transaction
@@ -60,14 +88,16 @@ type Publisher struct {
 
 // NewPublisher returns a Publisher writing to cfg.Topic, keyed by tag id
 // (kafka.Hash balancer, so one tag's events land on one partition), with
-// acks from the partition leader. It connects lazily.
-func NewPublisher(cfg PublisherConfig) *Publisher {
-	cfg.Topic = cmp.Or(cfg.Topic, DefaultTopic)
-	cfg.BatchTimeout = loop.OrDefault(cfg.BatchTimeout, 5*time.Millisecond)
-	log := cmp.Or(cfg.Logger, slog.Default())
+// acks from the partition leader. It connects lazily. It returns an error
+// when cfg has no brokers or a DropRate outside [0, 1].
+func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	p := &Publisher{
 		transport: cfg.Security.transport(),
-		log:       log.With("component", "publisher"),
+		log:       cfg.Logger.With("component", "publisher"),
 		dropRate:  cfg.DropRate,
 		published: metricCounter(cfg.Registerer, "tagcount_events_published_total", "Tag-use events handed to Kafka and acknowledged."),
 		failures:  metricCounter(cfg.Registerer, "tagcount_publish_failures_total", "Tag-use events that could not be published (the sweeper announces their tags again)."),
@@ -99,7 +129,7 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 		MaxAttempts:  3,
 		Transport:    p.transport,
 	}
-	return p
+	return p, nil
 }
 
 func (p *Publisher) completed(msgs []kafka.Message, err error) {

@@ -1,8 +1,10 @@
 package counter
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -36,21 +38,45 @@ type TagCount struct {
 	AsOf time.Time
 }
 
-// ReaderOption configures a Reader.
-type ReaderOption func(*Reader)
-
-// ReaderLogger sets the Reader's logger (default slog.Default()).
-func ReaderLogger(l *slog.Logger) ReaderOption { return func(r *Reader) { r.log = l } }
-
-// ReaderRegisterer registers the Reader's cache metrics on reg.
-func ReaderRegisterer(reg prometheus.Registerer) ReaderOption {
-	return func(r *Reader) { r.reg = reg }
+// ReaderConfig configures a Reader. DB is required; every other zero field
+// takes its default (WithDefaults) or is off.
+type ReaderConfig struct {
+	DB *migrations.DB
+	// Tiers sets the size tiers, and so the cache lifetimes; zero fields
+	// take DefaultTiers'.
+	Tiers Tiers
+	// WorkUses is what the Reader asks which posted works use a tag whose
+	// numbers are 0 (SeenBy); poster.Poster is one. Nil: such a tag is
+	// seen by admins only.
+	WorkUses WorkUses
+	// RefreshEvery is how often Run looks for large tags to refresh
+	// (default DefaultRefreshEvery).
+	RefreshEvery time.Duration
+	// Now is the clock of cache lifetimes (default time.Now).
+	Now func() time.Time
+	// Logger defaults to slog.Default(); a nil Registerer registers nothing.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
-// ReaderWorkUses sets what the Reader asks which posted works use a tag
-// whose numbers are 0 (SeenBy); poster.Poster is one. Without it such a
-// tag is seen by admins only.
-func ReaderWorkUses(u WorkUses) ReaderOption { return func(r *Reader) { r.uses = u } }
+// DefaultRefreshEvery is ReaderConfig.RefreshEvery's default.
+const DefaultRefreshEvery = 10 * time.Second
+
+// readerCacheSize is the most tags a Reader caches.
+const readerCacheSize = 100_000
+
+// WithDefaults returns c with its tiers' zero fields, RefreshEvery, Now
+// and Logger set to their defaults: the one place ReaderConfig's defaults are
+// applied.
+func (c ReaderConfig) WithDefaults() ReaderConfig {
+	c.Tiers = c.Tiers.WithDefaults()
+	c.RefreshEvery = loop.OrDefault(c.RefreshEvery, DefaultRefreshEvery)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
 
 // Reader serves tag counts with a cache whose lifetime follows the size
 // tiers: a small tag is read from MySQL on every request (never stale), a
@@ -62,9 +88,10 @@ type Reader struct {
 	tiers      Tiers
 	now        func() time.Time
 	log        *slog.Logger
-	reg        prometheus.Registerer
 	maxEntries int
 	uses       WorkUses
+	// refreshEvery is how often Run looks for large tags to refresh.
+	refreshEvery time.Duration
 
 	mu     sync.Mutex
 	byID   map[int64]*cachedCount
@@ -81,25 +108,28 @@ type cachedCount struct {
 	refreshing bool
 }
 
-// NewReader returns a Reader on db tiered by tiers (zero value: defaults).
-func NewReader(db *migrations.DB, tiers Tiers, opts ...ReaderOption) *Reader {
-	r := &Reader{
-		db:         db,
-		tiers:      tiers.withDefaults(),
-		now:        time.Now,
-		log:        slog.Default(),
-		maxEntries: 100_000,
-		byID:       make(map[int64]*cachedCount),
-		byName:     make(map[[2]string]int64),
+// NewReader returns a Reader for cfg with its defaults, or an error when
+// cfg.DB is missing.
+func NewReader(cfg ReaderConfig) (*Reader, error) {
+	cfg = cfg.WithDefaults()
+	if cfg.DB == nil {
+		return nil, errors.New("counter: ReaderConfig needs a DB")
 	}
-	for _, o := range opts {
-		o(r)
-	}
-	r.log = r.log.With("component", "count-reader")
-	r.hits = metricCounterVec(r.reg, "tagcount_read_cache_hits_total", "Count reads served from the read cache.", "tier")
-	r.misses = metricCounterVec(r.reg, "tagcount_read_cache_misses_total", "Count reads served from MySQL.", "tier")
-	r.refreshes = metricCounterVec(r.reg, "tagcount_read_cache_refreshes_total", "Background refreshes of large tags' cached counts.", "result")
-	return r
+	reg := cfg.Registerer
+	return &Reader{
+		db:           cfg.DB,
+		tiers:        cfg.Tiers,
+		now:          cfg.Now,
+		log:          cfg.Logger.With("component", "count-reader"),
+		maxEntries:   readerCacheSize,
+		refreshEvery: cfg.RefreshEvery,
+		uses:         cfg.WorkUses,
+		byID:         make(map[int64]*cachedCount),
+		byName:       make(map[[2]string]int64),
+		hits:         metricCounterVec(reg, "tagcount_read_cache_hits_total", "Count reads served from the read cache.", "tier"),
+		misses:       metricCounterVec(reg, "tagcount_read_cache_misses_total", "Count reads served from MySQL.", "tier"),
+		refreshes:    metricCounterVec(reg, "tagcount_read_cache_refreshes_total", "Background refreshes of large tags' cached counts.", "result"),
+	}, nil
 }
 
 // Counts returns the counts of the tags with the given ids that exist, in
@@ -282,13 +312,10 @@ func (r *Reader) refresh(id int64) {
 }
 
 // Run refreshes cached large tags that reach their refresh point even when
-// nobody reads them, checking every interval (default 10s), until ctx ends;
-// it returns nil. Running it is optional: reads refresh too.
-func (r *Reader) Run(ctx context.Context, interval time.Duration) error {
-	if interval <= 0 {
-		interval = 10 * time.Second
-	}
-	return loop.Every(ctx, interval, r.refreshDue)
+// nobody reads them, checking every ReaderConfig.RefreshEvery, until ctx
+// ends; it returns nil. Running it is optional: reads refresh too.
+func (r *Reader) Run(ctx context.Context) error {
+	return loop.Every(ctx, r.refreshEvery, r.refreshDue)
 }
 
 // refreshDue refreshes every cached large tag past its refresh point.

@@ -22,7 +22,11 @@ type readRig struct {
 func newReadRig(t *testing.T) *readRig {
 	g := newRig(t)
 	clock := newTestClock()
-	r := NewReader(g.db.DB, Tiers{}, readerClock(clock.Now), ReaderLogger(testLogger()), ReaderRegisterer(g.reg))
+	r, err := NewReader(ReaderConfig{DB: g.db.DB, Now: clock.Now, RefreshEvery: 10 * time.Millisecond, Logger: testLogger(),
+		Registerer: g.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &readRig{rig: g, clock: clock, r: r}
 }
 
@@ -144,7 +148,7 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var stopped atomic.Bool
-	go func() { rr.r.Run(runCtx, 10*time.Millisecond); stopped.Store(true) }()
+	go func() { rr.r.Run(runCtx); stopped.Store(true) }()
 	rr.clock.Advance(25 * time.Minute)
 	testdb.WaitFor(t, 10*time.Second, "Run's refresh", func() bool {
 		rr.r.mu.Lock()
@@ -161,7 +165,7 @@ func TestReadCacheFollowsTiers(t *testing.T) {
 // above 0, in order, and an admin every tag.
 func TestSeenByShowsAnAuthorOnlyTagsInUseAndAnAdminEveryTag(t *testing.T) {
 	t.Parallel()
-	r := NewReader(nil, Tiers{})
+	r := &Reader{} // SeenBy reads nothing without WorkUses
 	tcs := []TagCount{{ID: 3, Count: 2}, {ID: 1}, {ID: 2, FilterCount: 1}, {ID: 4, PublicCount: 0}}
 	for _, tc := range []struct {
 		v    Viewer
@@ -180,7 +184,3 @@ func TestSeenByShowsAnAuthorOnlyTagsInUseAndAnAdminEveryTag(t *testing.T) {
 		}
 	}
 }
-
-// readerClock sets the Reader's clock (default time.Now): only tests
-// change it.
-func readerClock(now func() time.Time) ReaderOption { return func(r *Reader) { r.now = now } }

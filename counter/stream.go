@@ -57,7 +57,8 @@ func DecodeCountChange(b []byte) (CountChange, error) {
 	return c, nil
 }
 
-// StreamConfig configures a Stream.
+// StreamConfig configures a Stream. DB and Brokers are required; every
+// other zero field takes its default (WithDefaults).
 type StreamConfig struct {
 	DB      *migrations.DB
 	Brokers []string
@@ -89,11 +90,29 @@ type Stream struct {
 	lagSecs   prometheus.Gauge
 }
 
-// NewStream returns a Stream; cfg.DB and cfg.Brokers are required.
-func NewStream(cfg StreamConfig) *Stream {
-	cfg.Topic = cmp.Or(cfg.Topic, DefaultCountsTopic)
-	cfg.Interval = loop.OrDefault(cfg.Interval, DefaultStreamInterval)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+// WithDefaults returns c with its zero Topic, Interval and Logger set to
+// their defaults: the one place StreamConfig's defaults are applied.
+func (c StreamConfig) WithDefaults() StreamConfig {
+	c.Topic = cmp.Or(c.Topic, DefaultCountsTopic)
+	c.Interval = loop.OrDefault(c.Interval, DefaultStreamInterval)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+func (c StreamConfig) validate() error {
+	if c.DB == nil || len(c.Brokers) == 0 {
+		return errors.New("counter: StreamConfig needs a DB and Kafka brokers")
+	}
+	return nil
+}
+
+// NewStream returns a Stream for cfg with its defaults, or an error when
+// cfg.DB or cfg.Brokers is missing. It connects lazily.
+func NewStream(cfg StreamConfig) (*Stream, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	return &Stream{
 		cfg: cfg,
 		log: cfg.Logger.With("component", "count-stream"),
@@ -105,7 +124,7 @@ func NewStream(cfg StreamConfig) *Stream {
 		published: metricCounter(cfg.Registerer, "tagcount_count_changes_published_total", "Count changes published to the count-change stream."),
 		lagSecs: metricGauge(cfg.Registerer, "tagcount_count_stream_lag_seconds",
 			"Age of the oldest tag_counts change not yet published to the count-change stream (0 when all are)."),
-	}
+	}, nil
 }
 
 // streamLock names the advisory lock of the one publishing process.

@@ -143,8 +143,7 @@ func TestAMirrorOfTheCountStreamEqualsTheCountsEvenAfterACounterIsKilled(t *test
 	a.startConsumer(a.consumerConfig())
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go counter.NewStream(counter.StreamConfig{DB: a.db.DB, Brokers: a.broker.Addrs(), Interval: 50 * time.Millisecond,
-		Logger: counter.TestLogger()}).Run(sctx)
+	go a.stream(nil).Run(sctx)
 	a.postAll(ctx, works[600:], 10, 4, announce)
 	a.waitExact(60 * time.Second)
 

@@ -33,7 +33,8 @@ type SyncAnnouncer interface {
 	AnnounceSync(ctx context.Context, events []Event) error
 }
 
-// SweeperConfig configures a Sweeper.
+// SweeperConfig configures a Sweeper. DB and Announcer are required; every
+// other zero field takes its default (WithDefaults).
 type SweeperConfig struct {
 	DB        *migrations.DB
 	Announcer SyncAnnouncer
@@ -44,9 +45,28 @@ type SweeperConfig struct {
 	Interval time.Duration
 	// FullEvery is how often a sweep looks at every old row (default
 	// DefaultFullSweepEvery).
-	FullEvery  time.Duration
+	FullEvery time.Duration
+	// Logger defaults to slog.Default(); a nil Registerer registers nothing.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+}
+
+// WithDefaults returns c with every zero (or negative) duration and a nil
+// Logger set to its default: the one place SweeperConfig's defaults are
+// applied.
+func (c SweeperConfig) WithDefaults() SweeperConfig {
+	c.After = loop.OrDefault(c.After, DefaultSweepAfter)
+	c.Interval = loop.OrDefault(c.Interval, DefaultSweepInterval)
+	c.FullEvery = loop.OrDefault(c.FullEvery, DefaultFullSweepEvery)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+func (c SweeperConfig) validate() error {
+	if c.DB == nil || c.Announcer == nil {
+		return errors.New("counter: SweeperConfig needs a DB and an Announcer")
+	}
+	return nil
 }
 
 // Sweeper announces again the tags whose outbox rows have waited past the
@@ -73,12 +93,13 @@ type Sweeper struct {
 	sweepErrors prometheus.Counter
 }
 
-// NewSweeper returns a Sweeper; cfg.DB and cfg.Announcer are required.
-func NewSweeper(cfg SweeperConfig) *Sweeper {
-	cfg.After = loop.OrDefault(cfg.After, DefaultSweepAfter)
-	cfg.Interval = loop.OrDefault(cfg.Interval, DefaultSweepInterval)
-	cfg.FullEvery = loop.OrDefault(cfg.FullEvery, DefaultFullSweepEvery)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+// NewSweeper returns a Sweeper for cfg with its defaults, or an error when
+// cfg.DB or cfg.Announcer is missing.
+func NewSweeper(cfg SweeperConfig) (*Sweeper, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	return &Sweeper{
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "sweeper"),
@@ -86,7 +107,7 @@ func NewSweeper(cfg SweeperConfig) *Sweeper {
 		depth:       metricGauge(cfg.Registerer, "tagcount_outbox_depth", "Rows in the tag_events outbox at the last sweep."),
 		oldestAge:   metricGauge(cfg.Registerer, "tagcount_outbox_oldest_age_seconds", "Age of the oldest tag_events outbox row at the last sweep (0 when empty)."),
 		sweepErrors: metricCounter(cfg.Registerer, "tagcount_sweep_errors_total", "Sweeps that failed on a database or broker error."),
-	}
+	}, nil
 }
 
 // Run sweeps every Interval until ctx is done, then returns nil. A failed

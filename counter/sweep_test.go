@@ -137,7 +137,11 @@ func TestFullSweepAnnouncesOldRowsAgain(t *testing.T) {
 // cfg's other settings.
 func (r *rig) sweeper(rec *recordingAnnouncer, cfg SweeperConfig) *Sweeper {
 	cfg.DB, cfg.Announcer, cfg.Logger, cfg.Registerer = r.db.DB, rec, testLogger(), r.reg
-	return NewSweeper(cfg)
+	s, err := NewSweeper(cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return s
 }
 
 // sweep runs one round of s and fails t unless it announced want tags.

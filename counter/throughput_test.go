@@ -37,32 +37,9 @@ func TestCounterThroughput(t *testing.T) {
 		partitions = p
 	}
 	a := newArchive(t, archiveOpts{partitions: partitions})
-	ctx := context.Background()
 	tags := a.createTags(20_002, "freeform")
 	hot := tags[:2]
-
-	// Fill the outbox.
-	start := time.Now()
-	works := workload(rand.New(rand.NewPCG(9, 9)), n/10, hot, tags[2:], 10)
-	var mu sync.Mutex
-	events := make([]counter.Event, 0, n)
-	a.postAll(ctx, works, 500, 4, func(ev []counter.Event) {
-		mu.Lock()
-		events = append(events, ev...)
-		mu.Unlock()
-	})
-	n = len(events)
-	t.Logf("outbox filled with %d rows in %v", n, time.Since(start))
-
-	start = time.Now()
-	for i := 0; i < len(events); i += 5000 {
-		a.pub.Announce(ctx, events[i:min(i+5000, len(events))])
-	}
-	testdb.WaitFor(t, 5*time.Minute, "every event published", func() bool {
-		return a.metric("tagcount_events_published_total") >= float64(n)
-	})
-	pubDur := time.Since(start)
-	t.Logf("published %d events in %v: %.0f events/s", n, pubDur, float64(n)/pubDur.Seconds())
+	n = fillAndPublish(t, a, n, hot, tags[2:])
 
 	cfg := a.consumerConfig()
 	cfg.Tiers = counter.Tiers{}
@@ -81,7 +58,7 @@ func TestCounterThroughput(t *testing.T) {
 		}
 	}
 	goCPU0, dbCPU0 := processCPU(), mariadbCPU()
-	start = time.Now()
+	start := time.Now()
 	stop := a.startConsumer(cfg)
 	// Progress is read from the metrics, not the database, so the
 	// measurement does not load MariaDB (no duplicates are announced, so
@@ -110,6 +87,36 @@ func TestCounterThroughput(t *testing.T) {
 	if sum != int64(n) {
 		t.Errorf("sum of counts %d, want %d", sum, n)
 	}
+}
+
+// fillAndPublish fills a's outbox with about n rows by posting works of
+// ten tags (the two hot ones in every work, the rest from pool) through the
+// real posting transaction, announces every row and waits until all are
+// published. It returns how many rows it wrote.
+func fillAndPublish(t *testing.T, a *archive, n int, hot, pool []int64) int {
+	ctx := context.Background()
+	start := time.Now()
+	works := workload(rand.New(rand.NewPCG(9, 9)), n/10, hot, pool, 10)
+	var mu sync.Mutex
+	events := make([]counter.Event, 0, n)
+	a.postAll(ctx, works, 500, 4, func(ev []counter.Event) {
+		mu.Lock()
+		events = append(events, ev...)
+		mu.Unlock()
+	})
+	n = len(events)
+	t.Logf("outbox filled with %d rows in %v", n, time.Since(start))
+
+	start = time.Now()
+	for i := 0; i < len(events); i += 5000 {
+		a.pub.Announce(ctx, events[i:min(i+5000, len(events))])
+	}
+	testdb.WaitFor(t, 5*time.Minute, "every event published", func() bool {
+		return a.metric("tagcount_events_published_total") >= float64(n)
+	})
+	pubDur := time.Since(start)
+	t.Logf("published %d events in %v: %.0f events/s", n, pubDur, float64(n)/pubDur.Seconds())
+	return n
 }
 
 // processCPU returns this process's user+system CPU time.

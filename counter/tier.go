@@ -68,8 +68,9 @@ func DefaultTiers() Tiers {
 	}
 }
 
-// withDefaults returns t with every zero field set to its default.
-func (t Tiers) withDefaults() Tiers {
+// WithDefaults returns t with every zero field set to its default (a
+// negative Jitter stays: none). Applying it twice changes nothing.
+func (t Tiers) WithDefaults() Tiers {
 	d := DefaultTiers()
 	t.MediumFrom = loop.OrDefault(t.MediumFrom, d.MediumFrom)
 	t.LargeFrom = loop.OrDefault(t.LargeFrom, d.LargeFrom)
@@ -80,9 +81,6 @@ func (t Tiers) withDefaults() Tiers {
 	t.LargeInterval = loop.OrDefault(t.LargeInterval, d.LargeInterval)
 	if t.Jitter == 0 {
 		t.Jitter = d.Jitter
-	}
-	if t.Jitter < 0 {
-		t.Jitter = 0
 	}
 	if t.Jitter > 0.5 {
 		t.Jitter = 0.5
@@ -95,7 +93,7 @@ func (t Tiers) withDefaults() Tiers {
 
 // Interval returns the flush interval (and read-cache lifetime) of a tag
 // with count uses, without jitter: 0 for a small tag.
-func (t Tiers) Interval(count int64) time.Duration { return t.withDefaults().interval(count) }
+func (t Tiers) Interval(count int64) time.Duration { return t.WithDefaults().interval(count) }
 
 // of returns the tier of a tag with count uses (t with its defaults applied).
 func (t Tiers) of(count int64) Tier {

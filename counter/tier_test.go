@@ -21,7 +21,7 @@ func TestTiersFollowTheDesignTable(t *testing.T) {
 		{250_000, TierLarge, 30 * time.Minute},
 	}
 	for _, c := range cases {
-		if got := tiers.withDefaults().of(c.count); got != c.tier {
+		if got := tiers.WithDefaults().of(c.count); got != c.tier {
 			t.Errorf("of(%d) = %v, want %v", c.count, got, c.tier)
 		}
 		if got := tiers.Interval(c.count); got != c.interval {
@@ -36,14 +36,14 @@ func TestTiersFollowTheDesignTable(t *testing.T) {
 		}
 		prev = iv
 	}
-	d := tiers.withDefaults()
+	d := tiers.WithDefaults()
 	for range 1000 {
 		j := d.jittered(40 * time.Minute)
 		if j < 36*time.Minute || j > 44*time.Minute {
 			t.Fatalf("jittered 40m = %v, outside ±10%%", j)
 		}
 	}
-	if got := (Tiers{Jitter: -1}).withDefaults().jittered(time.Minute); got != time.Minute {
+	if got := (Tiers{Jitter: -1}).WithDefaults().jittered(time.Minute); got != time.Minute {
 		t.Errorf("negative Jitter still jitters: %v", got)
 	}
 }

@@ -162,7 +162,7 @@ func (w *partitionWriter) fetch(ctx context.Context, reader *kafka.Reader, msgs 
 // partition's next writer starts from here with nothing owed by this one.
 // Rows a failed flush leaves are found by the next writer's recovery scan.
 func (w *partitionWriter) finish(runCtx context.Context) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), loop.OrDefault(w.c.cfg.FlushTimeout, DefaultFlushTimeout))
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), w.c.cfg.FlushTimeout)
 	defer cancel()
 	tags := sortedKeys(w.held)
 	for tag := range w.backlog {

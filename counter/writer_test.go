@@ -9,7 +9,7 @@ import (
 )
 
 func testWriter() *partitionWriter {
-	c := &Consumer{tiers: Tiers{Jitter: -1}.withDefaults(), now: time.Now, log: testLogger(), m: newConsumerMetrics(nil),
+	c := &Consumer{tiers: Tiers{Jitter: -1}.WithDefaults(), now: time.Now, log: testLogger(), m: newConsumerMetrics(nil),
 		board: &switchboard{}}
 	return newPartitionWriter(c, nil, 0)
 }

@@ -14,6 +14,7 @@
 package flags
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,21 +70,23 @@ var definitions = []Definition{
 	{Name: CounterPause, Description: "on: the counter applies nothing, the outbox grows; off: it applies"},
 }
 
-// Config configures a Client.
+// Config configures a Client. Every field may be zero: the zero Config runs
+// from the embedded bootstrap, and every zero field that has a default
+// takes it (WithDefaults).
 type Config struct {
 	// URL is the Unleash API URL, e.g. http://127.0.0.1:4242/api. Empty runs
 	// from the bootstrap only, with no server and no network traffic.
 	URL string
 	// Token is the client (backend) API token, sent as Authorization.
 	Token string
-	// AppName defaults to "tagcount". It names the backup file too.
+	// AppName defaults to DefaultAppName. It names the backup file too.
 	AppName string
 	// InstanceID identifies this process to Unleash, and buckets it when an
 	// instance-wide flag is rolled out gradually; default AppName-host-pid.
 	InstanceID string
-	// RefreshInterval is how often definitions are fetched. Must be > 0 when
-	// URL is set. After consecutive fetch errors the client backs off, up to
-	// 10 intervals between tries.
+	// RefreshInterval is how often definitions are fetched (default
+	// DefaultRefreshInterval; negative is an error). After consecutive
+	// fetch errors the client backs off, up to 10 intervals between tries.
 	RefreshInterval time.Duration
 	// BootstrapFile is a path to a client-features JSON document (the body of
 	// GET /api/client/features); empty uses the bootstrap embedded in the
@@ -94,9 +97,11 @@ type Config struct {
 	// back at start when the server is unreachable. Empty keeps no backup.
 	BackupDir string
 	// MetricsInterval is how often evaluation counts are sent to Unleash
-	// (for its UI); default 60s. Negative disables sending.
+	// (for its UI); default DefaultMetricsInterval. Negative disables
+	// sending.
 	MetricsInterval time.Duration
-	// HTTPTimeout bounds one request to the server; default 10s.
+	// HTTPTimeout bounds one request to the server; default
+	// DefaultHTTPTimeout.
 	HTTPTimeout time.Duration
 	Logger      *slog.Logger
 	// Registerer receives the package's Prometheus collectors; may be nil.
@@ -111,42 +116,53 @@ var ErrNoServer = errors.New("flags: no Unleash server configured")
 
 var appNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
 
-func (cfg Config) normalize() (Config, error) {
-	bad := func(format string, args ...any) (Config, error) {
-		return cfg, fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)
+// Defaults of Config.
+const (
+	DefaultAppName         = "tagcount"
+	DefaultRefreshInterval = 15 * time.Second
+	DefaultMetricsInterval = time.Minute
+	DefaultHTTPTimeout     = 10 * time.Second
+	// offlineRefresh is the fetch loop's interval without a server: it
+	// fetches nothing, so any interval does.
+	offlineRefresh = time.Hour
+)
+
+// WithDefaults returns c with every zero field that has a default set to
+// it: the one place Config's defaults are applied.
+func (c Config) WithDefaults() Config {
+	c.AppName = cmp.Or(c.AppName, DefaultAppName)
+	c.RefreshInterval = cmp.Or(c.RefreshInterval, DefaultRefreshInterval)
+	if c.URL == "" {
+		c.RefreshInterval = offlineRefresh
 	}
-	if cfg.AppName == "" {
-		cfg.AppName = "tagcount"
+	c.MetricsInterval = cmp.Or(c.MetricsInterval, DefaultMetricsInterval)
+	if c.HTTPTimeout <= 0 {
+		c.HTTPTimeout = DefaultHTTPTimeout
 	}
-	if !appNameRE.MatchString(cfg.AppName) {
-		return bad("AppName %q must be 1-100 of [A-Za-z0-9._-]", cfg.AppName)
-	}
-	if cfg.URL != "" {
-		u, err := url.Parse(cfg.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return bad("URL %q is not an http(s) URL", cfg.URL)
-		}
-		if cfg.RefreshInterval <= 0 {
-			return bad("RefreshInterval must be > 0 when URL is set (got %v)", cfg.RefreshInterval)
-		}
-	} else {
-		// The client still runs its fetch loop; offline it fetches nothing.
-		cfg.RefreshInterval = time.Hour
-	}
-	if cfg.MetricsInterval == 0 {
-		cfg.MetricsInterval = time.Minute
-	}
-	if cfg.HTTPTimeout <= 0 {
-		cfg.HTTPTimeout = 10 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.InstanceID == "" {
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.InstanceID == "" {
 		host, _ := os.Hostname()
-		cfg.InstanceID = fmt.Sprintf("%s-%s-%d", cfg.AppName, host, os.Getpid())
+		c.InstanceID = fmt.Sprintf("%s-%s-%d", c.AppName, host, os.Getpid())
 	}
-	return cfg, nil
+	return c
+}
+
+// validate returns an error wrapping ErrConfig for the first field of c
+// (defaults applied) the client cannot run with.
+func (c Config) validate() error {
+	if !appNameRE.MatchString(c.AppName) {
+		return fmt.Errorf("%w: AppName %q must be 1-100 of [A-Za-z0-9._-]", ErrConfig, c.AppName)
+	}
+	if c.URL == "" {
+		return nil
+	}
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%w: URL %q is not an http(s) URL", ErrConfig, c.URL)
+	}
+	if c.RefreshInterval < 0 {
+		return fmt.Errorf("%w: RefreshInterval must not be negative (got %v)", ErrConfig, c.RefreshInterval)
+	}
+	return nil
 }
 
 // Client evaluates the service's flags. It is safe for concurrent use.
@@ -165,15 +181,15 @@ type Client struct {
 // New starts a client. It never waits on the network: definitions arrive in
 // the background, and until the first fetch succeeds the backup, bootstrap or
 // defaults apply. It returns an error (wrapping ErrConfig) only for bad
-// configuration: a non-positive RefreshInterval with a URL, a malformed URL,
+// configuration: a negative RefreshInterval with a URL, a malformed URL,
 // an unreadable or malformed BootstrapFile, or a BackupDir it cannot create.
 // ctx is not retained.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cfg, err := cfg.normalize()
-	if err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger.With("component", "flags")

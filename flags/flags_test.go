@@ -149,13 +149,25 @@ func TestCorruptBackupFallsBackToBootstrap(t *testing.T) {
 	}
 }
 
-func TestNonPositiveRefreshIntervalWithURLIsAConfigError(t *testing.T) {
+func TestNegativeRefreshIntervalWithURLIsAConfigError(t *testing.T) {
 	t.Parallel()
-	for _, d := range []time.Duration{0, -time.Second} {
-		c, err := New(context.Background(), Config{URL: "http://127.0.0.1:1/api", RefreshInterval: d, Logger: testLogger(t)})
-		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "RefreshInterval") {
-			t.Errorf("RefreshInterval %v: New = %v, %v; want an ErrConfig naming RefreshInterval", d, c, err)
-		}
+	c, err := New(context.Background(), Config{URL: "http://127.0.0.1:1/api", RefreshInterval: -time.Second, Logger: testLogger(t)})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "RefreshInterval") {
+		t.Errorf("New = %v, %v; want an ErrConfig naming RefreshInterval", c, err)
+	}
+}
+
+// TestZeroConfigFieldsTakeThePackageDefaults: a zero field means its
+// default, the one the service's flags show.
+func TestZeroConfigFieldsTakeThePackageDefaults(t *testing.T) {
+	t.Parallel()
+	c := Config{URL: "http://127.0.0.1:1/api"}.WithDefaults()
+	if c.RefreshInterval != DefaultRefreshInterval || c.AppName != DefaultAppName || c.MetricsInterval != DefaultMetricsInterval ||
+		c.HTTPTimeout != DefaultHTTPTimeout || c.Logger == nil || c.InstanceID == "" {
+		t.Errorf("WithDefaults() = %+v; want every default", c)
+	}
+	if again := c.WithDefaults(); again != c {
+		t.Errorf("WithDefaults twice = %+v; want the same as once", again)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 // BenchmarkPostContent measures the bare new-path posting transaction (draft
@@ -30,7 +31,7 @@ func BenchmarkPostLegacy(b *testing.B) {
 
 func benchmarkPost(b *testing.B, legacy bool) {
 	db := testdb.New(b).DB
-	p := poster.New(poster.Config{DB: db, Paths: poster.FixedPath(!legacy)})
+	p := postertest.New(b, poster.Config{DB: db, Paths: poster.FixedPath(!legacy)})
 	store := &drafts.Store{DB: db}
 	ctx := context.Background()
 	var seq atomic.Uint64

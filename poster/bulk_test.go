@@ -11,6 +11,7 @@ import (
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 // The bulk path (PostContents) goes through the same domain gate as the
@@ -23,9 +24,12 @@ func TestBulkPathRefusesAnInvalidDraftAndOnePastTheNewTagQuotaAsTheAPIDoes(t *te
 	db := testdb.New(t).DB
 	rdb := redis.NewClient(&redis.Options{Addr: testdb.RequireRedis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	quota := tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(db), Redis: rdb, PerDay: 2, Prefix: testdb.Queue(t) + ":",
+	quota, err := tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(db), Redis: rdb, PerDay: 2, Prefix: testdb.Queue(t) + ":",
 		Timeout: time.Minute}) // not failing open on a busy machine
-	p := poster.New(poster.Config{DB: db, NewTags: quota})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := postertest.New(t, poster.Config{DB: db, NewTags: quota})
 	api := &drafts.Store{DB: db, NewTags: quota} // what the API's draft handlers call
 
 	invalid := work("   ")

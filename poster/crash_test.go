@@ -13,6 +13,7 @@ import (
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 type workerChild struct {
@@ -26,7 +27,7 @@ func TestWorkerChildProcess(t *testing.T) {
 	var wc workerChild
 	testdb.ChildConfig(t, &wc)
 	db := testdb.ChildDB(t, wc.DSN)
-	p := poster.New(poster.Config{DB: db, QueueName: wc.Queue, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p := postertest.New(t, poster.Config{DB: db, QueueName: wc.Queue, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	srv := asynq.NewServer(asynq.RedisClientOpt{Addr: wc.Redis}, asynq.Config{
 		Concurrency: 32, Queues: map[string]int{wc.Queue: 1}, LogLevel: asynq.ErrorLevel, TaskCheckInterval: 10 * time.Millisecond,
 	})
@@ -78,7 +79,7 @@ func TestWorkerKilledMidBatchLeavesEveryDraftPostedOnceOrQueued(t *testing.T) {
 	e.startWorker()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go e.p.RunRequeuer(rctx, 200*time.Millisecond)
+	go e.p.RunRequeuer(rctx)
 	testdb.WaitFor(t, 120*time.Second, "every draft posted", func() bool {
 		return e.count("SELECT COUNT(*) FROM drafts WHERE state = 'posted'") == n
 	})

@@ -56,6 +56,22 @@ const (
 	DefaultJobPoll = 20 * time.Millisecond
 )
 
+// JobServer is how a worker runs the posting jobs: the job server's
+// concurrency and how often it polls when idle. Zero fields take their
+// defaults (WithDefaults).
+type JobServer struct {
+	Concurrency int           // default DefaultJobConcurrency
+	Poll        time.Duration // default DefaultJobPoll
+}
+
+// WithDefaults returns j with its zero (or negative) fields set to their
+// defaults: the one place JobServer's defaults are applied.
+func (j JobServer) WithDefaults() JobServer {
+	j.Concurrency = loop.OrDefault(j.Concurrency, DefaultJobConcurrency)
+	j.Poll = loop.OrDefault(j.Poll, DefaultJobPoll)
+	return j
+}
+
 // ErrWorkNotFound: the work does not exist, belongs to another author, or
 // its delete is under way.
 var ErrWorkNotFound = errors.New("work not found")
@@ -87,7 +103,8 @@ type Announcer interface {
 	Announce(ctx context.Context, events []counter.Event)
 }
 
-// Config configures a Poster.
+// Config configures a Poster. DB is required; every other zero field takes
+// its default (WithDefaults) or is off, as its comment says.
 type Config struct {
 	// DB serves authors' requests (and the legacy path's posting).
 	DB *migrations.DB
@@ -105,7 +122,8 @@ type Config struct {
 	QueueName string // asynq queue; default DefaultQueue
 	// BulkAfter sends the jobs of an author with this many drafts queued
 	// (the new one included) to BulkQueue(QueueName) (see fair.go); 0
-	// puts every job on QueueName, first come first served.
+	// puts every job on QueueName, first come first served (the service's
+	// --bulk-after defaults to DefaultBulkAfter).
 	BulkAfter int
 	// NewTags, when set, is the new-tag quota content saved through the
 	// poster (an edit of a work, the bulk path) is charged against; nil
@@ -116,9 +134,15 @@ type Config struct {
 	// Observer, if set, is told of every Post (the guarded rollout's samples).
 	Observer PostObserver
 	// RequeueAfter is how long a draft may stay queued before the requeuer
-	// enqueues its job again (Redis was down, or the job was lost).
+	// enqueues its job again (Redis was down, or the job was lost); default
+	// DefaultRequeueAfter. MaxRetry is a posting job's retries (default
+	// DefaultMaxRetry).
 	RequeueAfter time.Duration
 	MaxRetry     int
+	// RequeueEvery is how often RunRequeuer looks (default
+	// DefaultRequeueEvery), OwedEvery how often RunOwed does (default
+	// DefaultOwedEvery).
+	RequeueEvery, OwedEvery time.Duration
 	// Committers and MaxBatch tune the posting jobs' group commit
 	// (defaults DefaultCommitters, DefaultMaxBatch).
 	Committers int
@@ -133,9 +157,11 @@ type Config struct {
 	// OnWrangleCommit, if set, is called after each transaction of a
 	// wrangling job (the load generator's commit log).
 	OnWrangleCommit func(WrangleCommit)
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer
-	Now             func() time.Time
+	// Logger defaults to slog.Default(), Now to time.Now; a nil Registerer
+	// registers nothing.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 // Poster posts drafts, edits and deletes works, and runs the posting job.
@@ -166,25 +192,36 @@ type Result struct {
 	DraftID int64
 }
 
-// New returns a Poster. It panics on a nil DB, which is a wiring bug.
-func New(cfg Config) *Poster {
+// WithDefaults returns c with every zero field that has a default set to
+// it (JobDB to DB): the one place Config's defaults are applied.
+func (c Config) WithDefaults() Config {
+	c.JobDB = cmp.Or(c.JobDB, c.DB)
+	c.QueueName = cmp.Or(c.QueueName, DefaultQueue)
+	c.RequeueAfter = loop.OrDefault(c.RequeueAfter, DefaultRequeueAfter)
+	c.MaxRetry = loop.OrDefault(c.MaxRetry, DefaultMaxRetry)
+	c.RequeueEvery = loop.OrDefault(c.RequeueEvery, DefaultRequeueEvery)
+	c.OwedEvery = loop.OrDefault(c.OwedEvery, DefaultOwedEvery)
+	c.Committers = loop.OrDefault(c.Committers, DefaultCommitters)
+	c.MaxBatch = loop.OrDefault(c.MaxBatch, DefaultMaxBatch)
+	c.WrangleRowsPerTx = loop.OrDefault(c.WrangleRowsPerTx, DefaultWrangleRowsPerTx)
+	c.WrangleRowsPerSecond = loop.OrDefault(c.WrangleRowsPerSecond, DefaultWrangleRowsPerSecond)
+	c.WranglePoll = loop.OrDefault(c.WranglePoll, DefaultWranglePoll)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// New returns a Poster for cfg with its defaults, or an error when cfg.DB
+// is missing.
+func New(cfg Config) (*Poster, error) {
+	cfg = cfg.WithDefaults()
 	if cfg.DB == nil {
-		panic("poster: nil DB")
+		return nil, errors.New("poster: Config needs a DB")
 	}
-	if cfg.JobDB == nil {
-		cfg.JobDB = cfg.DB
-	}
-	cfg.QueueName = cmp.Or(cfg.QueueName, DefaultQueue)
-	cfg.RequeueAfter = loop.OrDefault(cfg.RequeueAfter, DefaultRequeueAfter)
-	cfg.MaxRetry = loop.OrDefault(cfg.MaxRetry, DefaultMaxRetry)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	cfg.Committers = loop.OrDefault(cfg.Committers, DefaultCommitters)
-	cfg.MaxBatch = loop.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
 	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes, NewTags: cfg.NewTags}, tags: tags.NewResolver(cfg.DB),
-		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
+		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}, nil
 }
 
 // Close stops the group commit once no posting job runs (after the job

@@ -59,8 +59,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Cleanup(func() { e.client.Close() })
 	e.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis})
 	t.Cleanup(func() { e.inspector.Close() })
-	e.p = poster.New(poster.Config{DB: e.db, Queue: e.client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
-		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter})
+	e.p = postertest.New(t, poster.Config{DB: e.db, Queue: e.client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
+		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter,
+		RequeueEvery: 200 * time.Millisecond, OwedEvery: 20 * time.Millisecond})
 	e.store = &drafts.Store{DB: e.db}
 	return e
 }

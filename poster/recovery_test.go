@@ -175,7 +175,7 @@ func TestAnAPIProcessEnqueuesThePostsItOwesOnceRedisAnswers(t *testing.T) {
 	r.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go e.p.RunOwed(ctx, 20*time.Millisecond)
+	go e.p.RunOwed(ctx)
 	e.startWorker()
 	e.waitState(d.ID, drafts.StatePosted)
 }

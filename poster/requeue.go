@@ -140,10 +140,11 @@ func (p *Poster) requeueOwed(ctx context.Context) (int, error) {
 const DefaultOwedEvery = time.Second
 
 // RunOwed enqueues the jobs this process could not enqueue (Redis was
-// down) every interval until ctx ends: the API's share of the requeuer,
-// for an API process that runs no worker (whose requeuer does it too).
-func (p *Poster) RunOwed(ctx context.Context, interval time.Duration) error {
-	return loop.Every(ctx, interval, func(ctx context.Context) {
+// down) every Config.OwedEvery until ctx ends: the API's share of the
+// requeuer, for an API process that runs no worker (whose requeuer does it
+// too). It returns nil.
+func (p *Poster) RunOwed(ctx context.Context) error {
+	return loop.Every(ctx, p.cfg.OwedEvery, func(ctx context.Context) {
 		if n, err := p.requeueOwed(ctx); err != nil && ctx.Err() == nil {
 			p.log.DebugContext(ctx, "owed post jobs still cannot be enqueued", "enqueued", n, "err", err)
 		} else if n > 0 {
@@ -153,9 +154,10 @@ func (p *Poster) RunOwed(ctx context.Context, interval time.Duration) error {
 	})
 }
 
-// RunRequeuer calls RequeueStale every interval until ctx ends.
-func (p *Poster) RunRequeuer(ctx context.Context, interval time.Duration) error {
-	return loop.Every(ctx, interval, func(ctx context.Context) {
+// RunRequeuer calls RequeueStale every Config.RequeueEvery until ctx ends;
+// it returns nil.
+func (p *Poster) RunRequeuer(ctx context.Context) error {
+	return loop.Every(ctx, p.cfg.RequeueEvery, func(ctx context.Context) {
 		if n, err := p.RequeueStale(ctx); err != nil && ctx.Err() == nil {
 			p.log.WarnContext(ctx, "requeue of queued drafts failed", "enqueued", n, "err", err)
 		} else if n > 0 {

@@ -75,7 +75,7 @@ func TestSynonymSwitchRefusesChainsOtherTypesAndUnknownTags(t *testing.T) {
 	ids := tagIDs(t, db, "A", "B", "C", "D")
 	a, b, c, d := ids[0], ids[1], ids[2], ids[3]
 	fandom, _, _ := tags.ByKey(ctx, db, tags.TypeFandom, "f")
-	p := poster.New(poster.Config{DB: db})
+	p := postertest.New(t, poster.Config{DB: db})
 	if _, err := p.MakeSynonym(ctx, a, b); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestSynonymSwitchRefusesChainsOtherTypesAndUnknownTags(t *testing.T) {
 func wrangleArchive(t *testing.T, db *migrations.DB) (a, b int64) {
 	t.Helper()
 	ctx := context.Background()
-	p := poster.New(poster.Config{DB: db, Paths: poster.FixedPath(true)})
+	p := postertest.New(t, poster.Config{DB: db, Paths: poster.FixedPath(true)})
 	for i := range 40 {
 		refs := [][]tags.Ref{{freeform("A")}, {freeform("B")}, {freeform("A"), freeform("B")}, {freeform("Other")}}[i%4]
 		c := postertest.Content(fmt.Sprintf("w%d", i), append(refs, freeform("Common"))...)
@@ -139,7 +139,7 @@ func TestWranglingRefilesEveryWorkAndUndoingItRestoresTheNumbers(t *testing.T) {
 	applyAllAndAssertExact(t, db)
 	before := numbers(t, db, a, b)
 
-	p := poster.New(poster.Config{DB: db, Announcer: &postertest.Sink{}})
+	p := postertest.New(t, poster.Config{DB: db, Announcer: &postertest.Sink{}})
 	job, err := p.MakeSynonym(ctx, a, b)
 	if err != nil || job.State != poster.JobRunning || job.TagID != a || job.SynonymOf != b || job.CanonicalID != b {
 		t.Fatalf("MakeSynonym: %+v, %v", job, err)
@@ -199,7 +199,7 @@ func TestAnUndoSupersedesTheRunningJobAndEndsExact(t *testing.T) {
 	commits := 0
 	var p *poster.Poster
 	var undo poster.Job
-	p = poster.New(poster.Config{DB: db, WrangleRowsPerTx: 8, WrangleRowsPerSecond: 100000, OnWrangleCommit: func(c poster.WrangleCommit) {
+	p = postertest.New(t, poster.Config{DB: db, WrangleRowsPerTx: 8, WrangleRowsPerSecond: 100000, OnWrangleCommit: func(c poster.WrangleCommit) {
 		if commits++; commits == 2 { // the switch's job is part-way
 			var err error
 			if undo, err = p.Unsynonym(ctx, a); err != nil {
@@ -232,7 +232,7 @@ func TestWranglingJobNeverWritesMoreRowsPerTransactionThanItsLimit(t *testing.T)
 	a, b := wrangleArchive(t, db)
 	var mu sync.Mutex
 	var commits []poster.WrangleCommit
-	p := poster.New(poster.Config{DB: db, WrangleRowsPerTx: 10, WrangleRowsPerSecond: 100000,
+	p := postertest.New(t, poster.Config{DB: db, WrangleRowsPerTx: 10, WrangleRowsPerSecond: 100000,
 		OnWrangleCommit: func(c poster.WrangleCommit) { mu.Lock(); commits = append(commits, c); mu.Unlock() }})
 	job, err := p.MakeSynonym(ctx, a, b)
 	if err != nil {
@@ -261,7 +261,7 @@ func TestAJobOfAKilledRunnerIsResumedAndAJobHeldElsewhereIsLeftAlone(t *testing.
 	a, b := wrangleArchive(t, db)
 	ctx, kill := context.WithCancel(context.Background())
 	commits := 0
-	first := poster.New(poster.Config{DB: db, WrangleRowsPerTx: 8, WrangleRowsPerSecond: 100000,
+	first := postertest.New(t, poster.Config{DB: db, WrangleRowsPerTx: 8, WrangleRowsPerSecond: 100000,
 		OnWrangleCommit: func(poster.WrangleCommit) {
 			if commits++; commits == 2 {
 				kill()
@@ -287,7 +287,7 @@ func TestAJobOfAKilledRunnerIsResumedAndAJobHeldElsewhereIsLeftAlone(t *testing.
 	defer conn.Close()
 	var got int
 	conn.QueryRowContext(context.Background(), "SELECT GET_LOCK(CONCAT('tagcount-wrangle:', LEFT(MD5(DATABASE()), 16), ':', ?), 0)", job.ID).Scan(&got)
-	second := poster.New(poster.Config{DB: db})
+	second := postertest.New(t, poster.Config{DB: db})
 	if err := second.RunWranglingJobs(context.Background()); err != nil || got != 1 {
 		t.Fatalf("runner while the lock is held elsewhere: %v (lock %d)", err, got)
 	}
@@ -335,7 +335,7 @@ func TestRekeyMakesCollidingTagsSynonymsOfTheOldestAndKeepsEveryCount(t *testing
 	applyAll(t, db)
 	counts := numbers(t, db, ids...)
 
-	p := poster.New(poster.Config{DB: db, Announcer: &postertest.Sink{}})
+	p := postertest.New(t, poster.Config{DB: db, Announcer: &postertest.Sink{}})
 	rep, err := p.Rekey(ctx)
 	if err != nil {
 		t.Fatal(err)

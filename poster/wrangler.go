@@ -52,7 +52,7 @@ type wrangler struct {
 	poll    time.Duration
 }
 
-// newWrangler makes the rate limit of cfg's settings. Both settings are
+// newWrangler makes the rate limit of cfg's settings (defaults applied). Both settings are
 // hard ceilings: before each transaction a job takes its maximum, perTx
 // tokens, from a bucket that holds at most perTx (the burst) and refills
 // at perSecond − perTx a second. The transactions that start in any one
@@ -61,15 +61,11 @@ type wrangler struct {
 // A perSecond not above perTx leaves no refill, so perTx is halved to fit.
 func newWrangler(cfg Config) *wrangler {
 	perTx, perSecond := cfg.WrangleRowsPerTx, cfg.WrangleRowsPerSecond
-	perTx = loop.OrDefault(perTx, DefaultWrangleRowsPerTx)
-	perSecond = loop.OrDefault(perSecond, DefaultWrangleRowsPerSecond)
 	if perSecond <= perTx {
 		perTx = max(1, perSecond/2)
 	}
-	poll := cfg.WranglePoll
-	poll = loop.OrDefault(poll, DefaultWranglePoll)
 	return &wrangler{perTx: perTx, limiter: rate.NewLimiter(rate.Limit(perSecond-perTx), perTx),
-		wake: make(chan struct{}, 1), poll: poll}
+		wake: make(chan struct{}, 1), poll: cfg.WranglePoll}
 }
 
 // wakeWrangler tells this process's runner a job was created.

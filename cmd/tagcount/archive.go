@@ -24,13 +24,14 @@ func runArchive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var cfg archive.Config
 	if _, err := parse("archive build", args[1:], stderr, nil, func(fs *flag.FlagSet) {
 		fs.StringVar(&dsn, "mysql-dsn", dsn, "MySQL/MariaDB DSN (go-sql-driver format) of the database to fill; created if missing")
-		fs.IntVar(&cfg.Works, "works", 1_000_000, "posted works to build")
-		fs.Uint64Var(&cfg.Seed, "seed", 1, "seed: one seed, one archive")
+		drift := archive.DefaultDrift()
+		fs.IntVar(&cfg.Works, "works", archive.DefaultWorks, "posted works to build")
+		fs.Uint64Var(&cfg.Seed, "seed", archive.DefaultSeed, "seed: one seed, one archive")
 		fs.IntVar(&cfg.Authors, "authors", 0, "authors of the works (0: one for every 8 works)")
-		fs.IntVar(&cfg.ChunkWorks, "chunk-works", 20_000, "works per load transaction (the unit a build resumes by)")
-		fs.Float64Var(&cfg.Drift.SmallShare, "drift-small-share", 0.05, "share of small tags whose stored numbers are off by a few (negative: none)")
-		fs.Float64Var(&cfg.Drift.MediumShare, "drift-medium-share", 0.1, "share of medium tags off by up to 1% (negative: none)")
-		fs.IntVar(&cfg.Drift.LargeTags, "drift-large-tags", 3, "large tags off by 0.1% (negative: none)")
+		fs.IntVar(&cfg.ChunkWorks, "chunk-works", archive.DefaultChunkWorks, "works per load transaction (the unit a build resumes by)")
+		fs.Float64Var(&cfg.Drift.SmallShare, "drift-small-share", drift.SmallShare, "share of small tags whose stored numbers are off by a few (negative: none)")
+		fs.Float64Var(&cfg.Drift.MediumShare, "drift-medium-share", drift.MediumShare, "share of medium tags off by up to 1% (negative: none)")
+		fs.IntVar(&cfg.Drift.LargeTags, "drift-large-tags", drift.LargeTags, "large tags off by 0.1% (negative: none)")
 	}); err != nil {
 		return err
 	}

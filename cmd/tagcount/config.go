@@ -16,6 +16,7 @@ import (
 	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -103,7 +104,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.PostingPath, "posting-path", "flag", "which path posts take: flag (ask the flags service per author), new, or legacy")
 	fs.StringVar(&s.UnleashURL, "unleash-url", "", "Unleash API URL, e.g. http://unleash:4242/api; empty = bootstrap file only")
 	fs.StringVar(&s.UnleashToken, "unleash-token", "", "Unleash client API token")
-	fs.DurationVar(&s.UnleashRefresh, "unleash-refresh", 15*time.Second, "how often flags are fetched from Unleash")
+	fs.DurationVar(&s.UnleashRefresh, "unleash-refresh", flags.DefaultRefreshInterval, "how often flags are fetched from Unleash")
 	fs.StringVar(&s.FlagsBootstrap, "flags-bootstrap", "", "flags bootstrap JSON file; empty = the one shipped in the binary")
 	fs.StringVar(&s.ReconcileAt, "reconcile-at", "03:00", "UTC time of the nightly reconcile, HH:MM")
 	fs.StringVar(&s.ReconcileReadDSN, "reconcile-read-dsn", "", "replica DSN the reconcile reads its snapshots from (corrections go to --mysql-dsn); empty = the primary")

@@ -16,6 +16,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
 
@@ -122,21 +123,7 @@ func TestRequestsAnswer503WhenTheDatabaseStopsAnsweringAndNoAbandonedCreateCommi
 		t.Fatalf("create before the stall: %d %v", status, d)
 	}
 	draft := "/v1/drafts/" + id(d, "id")
-	// Open connections now, so the requests below find them idle and their
-	// statements reach the server during the stall (a new connection would
-	// stall in its handshake, before any statement).
-	var conns []*sql.Conn
-	for range 8 {
-		conn, err := st.DB.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, conn)
-	}
-	for _, conn := range conns {
-		conn.Close()
-	}
-
+	warmConns(t, st.DB, 8)
 	proxy.Stall()
 	type req struct {
 		method, path string
@@ -189,6 +176,25 @@ func TestRequestsAnswer503WhenTheDatabaseStopsAnsweringAndNoAbandonedCreateCommi
 	}
 	if fmt.Sprint(titles) != "[Before the stall]" {
 		t.Errorf("drafts after the stall: %q; want only the one created before it (the creates answered 503 must not commit)", titles)
+	}
+}
+
+// warmConns opens n connections of db and returns them to its pool, so the
+// requests that follow find them idle and their statements reach the
+// server even while it stalls (a new connection would stall in its
+// handshake, before any statement).
+func warmConns(t *testing.T, db *migrations.DB, n int) {
+	t.Helper()
+	var conns []*sql.Conn
+	for range n {
+		conn, err := db.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+	}
+	for _, conn := range conns {
+		conn.Close()
 	}
 }
 

@@ -151,7 +151,7 @@ func (lg *loadgenSession) onScenarioStack(ctx context.Context, phase string, lim
 	st, stop, err := loadgenStack(ctx, lg.s, runID, "new", database, lg.secret, lg.log, true, func(o *stackOptions) {
 		o.Edge = httpapi.Edge{RequestTimeout: httpapi.DefaultRequestTimeout, RateLimits: limits}
 		o.MaxDrafts, o.NewTagsPerDay = maxDrafts, tags.DefaultNewTagsPerDay
-		o.BulkAfter = oneQueueIfZero(lg.s.Overload.BulkAfter)
+		o.BulkAfter = lg.s.Overload.BulkAfter
 	})
 	if err != nil {
 		return fmt.Errorf("starting the %s service: %w", phase, err)

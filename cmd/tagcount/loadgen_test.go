@@ -184,40 +184,7 @@ func TestLoadgenRunsBothPathsOnRealStacksWithTheSameWorksAndExactCounts(t *testi
 	}
 	legacy, nw := rep.Results[0], rep.Results[1]
 	for _, r := range rep.Results {
-		w := r.Works
-		if w.Started != posts || w.Created != posts || w.Accepted != posts || w.Completed != posts ||
-			w.Failed != 0 || w.NotCompleted != 0 || w.Missed != 0 {
-			t.Errorf("%s: works %+v, want all %d posted", r.Path, w, posts)
-		}
-		if w.Edited == 0 || w.Deleted == 0 {
-			t.Errorf("%s: %d works edited and %d deleted later, want some of each", r.Path, w.Edited, w.Deleted)
-		}
-		if r.Errors.GaveUp != 0 || r.Errors.Other5xx != 0 || r.Errors.Other != 0 {
-			t.Errorf("%s: errors %+v, want at most retried deadlocks or lock waits", r.Path, r.Errors)
-		}
-		if r.Latency["save"].Count < 2*posts || r.Latency["post"].Count < posts || r.Latency["read"].Count == 0 {
-			t.Errorf("%s: %d saves, %d posts, %d reads measured", r.Path, r.Latency["save"].Count, r.Latency["post"].Count, r.Latency["read"].Count)
-		}
-		if r.PostToCount.Count != posts/10 || r.Works.ProbeTimeout != 0 {
-			t.Errorf("%s: %d small-tag counts seen, %d timed out; want %d", r.Path, r.PostToCount.Count, r.Works.ProbeTimeout, posts/10)
-		}
-		if r.PostsPerSec <= 0 || r.AcceptedPerSec <= 0 || len(r.Series) == 0 || r.CeilingFraction <= 0 {
-			t.Errorf("%s: %.1f posts/s, %.1f accepted/s, %d seconds of series, %.3f of the ceiling",
-				r.Path, r.PostsPerSec, r.AcceptedPerSec, len(r.Series), r.CeilingFraction)
-		}
-		if r.Server == nil || r.Server.Commits == 0 || r.Resources.Pool == nil || r.Resources.CPUSeconds <= 0 || r.Resources.PeakRSS == 0 {
-			t.Errorf("%s: resources %+v, server %+v", r.Path, r.Resources, r.Server)
-		}
-		// The job queue's workers poll Redis on both paths.
-		if r.Redis == nil || r.Redis.Commands <= 0 || r.Redis.CommandsPerW <= 0 {
-			t.Errorf("%s: Redis commands %+v, want some", r.Path, r.Redis)
-		}
-		for _, table := range []string{"tag_counts", "tag_events"} {
-			if w, ok := r.RowsOf(table); !ok || w.Rows < 0 {
-				t.Errorf("%s: rows written to %s unknown: %+v", r.Path, table, w)
-			}
-		}
-		checkExact(t, r)
+		checkPathResult(t, r, posts)
 	}
 	if legacy.PostToPosted.Count != 0 {
 		t.Errorf("legacy: %d post→posted waits; it posts in the request", legacy.PostToPosted.Count)
@@ -259,6 +226,56 @@ func TestLoadgenRunsBothPathsOnRealStacksWithTheSameWorksAndExactCounts(t *testi
 		t.Errorf("tag counts differ between the paths:\nlegacy %v\nnew    %v", lc, nc)
 	}
 
+	checkReportFiles(t, lr)
+}
+
+// checkPathResult fails the test unless path result r posted, edited and
+// deleted all posts works without errors, measured every figure and kept
+// its counts exact.
+func checkPathResult(t *testing.T, r *loadgen.Result, posts int64) {
+	t.Helper()
+	w := r.Works
+	if w.Started != posts || w.Created != posts || w.Accepted != posts || w.Completed != posts ||
+		w.Failed != 0 || w.NotCompleted != 0 || w.Missed != 0 {
+		t.Errorf("%s: works %+v, want all %d posted", r.Path, w, posts)
+	}
+	if w.Edited == 0 || w.Deleted == 0 {
+		t.Errorf("%s: %d works edited and %d deleted later, want some of each", r.Path, w.Edited, w.Deleted)
+	}
+	if r.Errors.GaveUp != 0 || r.Errors.Other5xx != 0 || r.Errors.Other != 0 {
+		t.Errorf("%s: errors %+v, want at most retried deadlocks or lock waits", r.Path, r.Errors)
+	}
+	if r.Latency["save"].Count < 2*posts || r.Latency["post"].Count < posts || r.Latency["read"].Count == 0 {
+		t.Errorf("%s: %d saves, %d posts, %d reads measured", r.Path, r.Latency["save"].Count, r.Latency["post"].Count, r.Latency["read"].Count)
+	}
+	if r.PostToCount.Count != posts/10 || r.Works.ProbeTimeout != 0 {
+		t.Errorf("%s: %d small-tag counts seen, %d timed out; want %d", r.Path, r.PostToCount.Count, r.Works.ProbeTimeout, posts/10)
+	}
+	if r.PostsPerSec <= 0 || r.AcceptedPerSec <= 0 || len(r.Series) == 0 || r.CeilingFraction <= 0 {
+		t.Errorf("%s: %.1f posts/s, %.1f accepted/s, %d seconds of series, %.3f of the ceiling",
+			r.Path, r.PostsPerSec, r.AcceptedPerSec, len(r.Series), r.CeilingFraction)
+	}
+	if r.Server == nil || r.Server.Commits == 0 || r.Resources.Pool == nil || r.Resources.CPUSeconds <= 0 || r.Resources.PeakRSS == 0 {
+		t.Errorf("%s: resources %+v, server %+v", r.Path, r.Resources, r.Server)
+	}
+	// The job queue's workers poll Redis on both paths.
+	if r.Redis == nil || r.Redis.Commands <= 0 || r.Redis.CommandsPerW <= 0 {
+		t.Errorf("%s: Redis commands %+v, want some", r.Path, r.Redis)
+	}
+	for _, table := range []string{"tag_counts", "tag_events"} {
+		if w, ok := r.RowsOf(table); !ok || w.Rows < 0 {
+			t.Errorf("%s: rows written to %s unknown: %+v", r.Path, table, w)
+		}
+	}
+	checkExact(t, r)
+}
+
+// checkReportFiles fails the test unless the JSON report holds every figure
+// of the printed table, the Markdown file has the same rows and the chart
+// is a PNG.
+func checkReportFiles(t *testing.T, lr *loadgenRun) {
+	t.Helper()
+	rep := lr.Report
 	// The JSON holds every figure of the printed table, and the Markdown
 	// file has the same rows.
 	var again bytes.Buffer

@@ -72,7 +72,10 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		defer cfg.ReadDB.Close()
 	}
-	r := reconcile.New(cfg)
+	r, err := reconcile.New(cfg)
+	if err != nil {
+		return err
+	}
 	defer r.Close()
 
 	rep, err := r.Run(ctx, f.options())

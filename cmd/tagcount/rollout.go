@@ -61,7 +61,10 @@ func (s *stack) startRollout(context.Context) error {
 	if !s.opts.API {
 		return nil
 	}
-	s.recorder = rollout.NewRecorder(rollout.RecorderConfig{DB: s.DB, Logger: s.log})
+	var err error
+	if s.recorder, err = rollout.NewRecorder(rollout.RecorderConfig{DB: s.DB, Logger: s.log}); err != nil {
+		return err
+	}
 	s.goRun("rollout-samples", s.recorder.Run)
 	setter, why, err := s.rolloutSetter()
 	if err != nil {
@@ -71,7 +74,7 @@ func (s *stack) startRollout(context.Context) error {
 		s.log.Info("this process runs no rollout plan; it reports the latest in its metrics", "why", why)
 	}
 	o := s.opts.Rollout
-	var measures rollout.Measures = rollout.DBMeasures{DB: s.DB, SmallBelow: s.opts.Tiers.MediumFrom}
+	var measures rollout.Measures = rollout.DBMeasures{DB: s.DB, SmallBelow: s.opts.Tiers.WithDefaults().MediumFrom}
 	if o.Measures != nil {
 		measures = o.Measures
 	}

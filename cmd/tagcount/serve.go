@@ -90,16 +90,8 @@ func (s *settings) stackOptions() stackOptions {
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,
 			BootstrapFile: s.FlagsBootstrap},
 		Edge: s.Edge.edge(), MaxDrafts: s.MaxDrafts, NewTagsPerDay: s.NewTagsPerDay,
-		BulkAfter: oneQueueIfZero(s.BulkAfter), Pools: s.Pools, Rollout: s.Rollout,
+		BulkAfter: s.BulkAfter, Pools: s.Pools, Rollout: s.Rollout,
 	}
-}
-
-// oneQueueIfZero maps --bulk-after 0 (one queue) to stackOptions' "off".
-func oneQueueIfZero(bulkAfter int) int {
-	if bulkAfter == 0 {
-		return -1
-	}
-	return bulkAfter
 }
 
 func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -29,6 +29,7 @@ import (
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -111,9 +112,10 @@ type stackOptions struct {
 	// stacks loadgen and the tests start. The serving commands fill them
 	// from settings, whose defaults are the domain packages'.
 	MaxDrafts, NewTagsPerDay int
-	// BulkAfter is fair posting's threshold (poster.Config.BulkAfter); 0
-	// takes poster.DefaultBulkAfter, a negative value puts every post on
-	// one queue, first come first served.
+	// BulkAfter is fair posting's threshold (poster.Config.BulkAfter): 0
+	// puts every post on one queue, first come first served, as in the
+	// stacks loadgen and the tests start; the serving commands fill it
+	// from --bulk-after, whose default is poster.DefaultBulkAfter.
 	BulkAfter int
 	// Rollout configures the guarded rollout's runner (API role).
 	Rollout rolloutOptions
@@ -131,33 +133,16 @@ func (o stackOptions) withDefaults() stackOptions {
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = "127.0.0.1:0"
 	}
-	if o.Queue == "" {
-		o.Queue = poster.DefaultQueue
-	}
-	if o.Topic == "" {
-		o.Topic = counter.DefaultTopic
-	}
-	if o.CountsTopic == "" {
-		o.CountsTopic = counter.DefaultCountsTopic
-	}
-	if o.Partitions <= 0 {
-		o.Partitions = counter.DefaultPartitions
-	}
-	if o.GroupID == "" {
-		o.GroupID = counter.DefaultGroupID
-	}
-	if o.JobConcurrency <= 0 {
-		o.JobConcurrency = poster.DefaultJobConcurrency
-	}
-	if o.JobPoll <= 0 {
-		o.JobPoll = poster.DefaultJobPoll
-	}
-	if o.ShutdownTimeout <= 0 {
-		o.ShutdownTimeout = defaultShutdownTimeout
-	}
-	if o.BulkAfter == 0 {
-		o.BulkAfter = poster.DefaultBulkAfter
-	}
+	// Names the stack uses itself (the job server's queues, the topics it
+	// creates) are resolved by their packages' defaults functions; fields
+	// it only hands to a package's Config stay zero for that package to
+	// fill, and Partitions zero is counter's default where topics are made.
+	o.Queue = poster.Config{QueueName: o.Queue}.WithDefaults().QueueName
+	o.Topic = counter.PublisherConfig{Topic: o.Topic}.WithDefaults().Topic
+	o.CountsTopic = counter.StreamConfig{Topic: o.CountsTopic}.WithDefaults().Topic
+	js := poster.JobServer{Concurrency: o.JobConcurrency, Poll: o.JobPoll}.WithDefaults()
+	o.JobConcurrency, o.JobPoll = js.Concurrency, js.Poll
+	o.ShutdownTimeout = loop.OrDefault(o.ShutdownTimeout, defaultShutdownTimeout)
 	o.Pools = o.Pools.withDefaults(o)
 	if o.Flags.BackupDir == "" && o.DataDir != "" {
 		o.Flags.BackupDir = filepath.Join(o.DataDir, "unleash")
@@ -317,17 +302,20 @@ func (s *stack) startKafka(ctx context.Context) error {
 		}
 	}
 	if o.Worker {
-		s.publisher = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Security: o.Kafka, Topic: o.Topic, Logger: s.log,
-			Registerer: s.Registry, DropRate: o.PublishDropRate})
+		var err error
+		if s.publisher, err = counter.NewPublisher(counter.PublisherConfig{Brokers: s.Brokers, Security: o.Kafka, Topic: o.Topic,
+			Logger: s.log, Registerer: s.Registry, DropRate: o.PublishDropRate}); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // newTagQuota returns the API's new-tag quota, which the domain calls that
 // save content charge (drafts.Store.Admit), or nil outside the API role.
-func (s *stack) newTagQuota() *tags.Quota {
+func (s *stack) newTagQuota() (*tags.Quota, error) {
 	if !s.opts.API || s.redis == nil {
-		return nil
+		return nil, nil
 	}
 	limits := s.opts.Edge.WithDefaults().RateLimits // the quota waits for Redis as long as the rate limiter
 	return tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(s.DB), Redis: s.redis, PerDay: s.opts.NewTagsPerDay,
@@ -348,7 +336,10 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		s.redis = redis.NewClient(&ro)
 		s.closers = append(s.closers, s.redis.Close)
 	}
-	s.newTags = s.newTagQuota()
+	var err error
+	if s.newTags, err = s.newTagQuota(); err != nil {
+		return err
+	}
 	var paths poster.PathChooser
 	switch s.opts.Path {
 	case "new":
@@ -359,7 +350,7 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		paths = s.Flags
 	}
 	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
-		RequeueAfter: s.opts.RequeueAfter, BulkAfter: max(s.opts.BulkAfter, 0), Logger: s.log, Registerer: s.Registry,
+		RequeueAfter: s.opts.RequeueAfter, BulkAfter: s.opts.BulkAfter, Logger: s.log, Registerer: s.Registry,
 		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit,
 		NewTags: s.newTags}
 	if s.publisher != nil {
@@ -375,8 +366,8 @@ func (s *stack) buildPoster(ctx context.Context) error {
 		}
 		cfg.JobDB = jobDB
 	}
-	s.Poster = poster.New(cfg)
-	return nil
+	s.Poster, err = poster.New(cfg)
+	return err
 }
 
 func (s *stack) buildReconciler(ctx context.Context) error {
@@ -388,7 +379,10 @@ func (s *stack) buildReconciler(ctx context.Context) error {
 		}
 		cfg.ReadDB = read
 	}
-	s.reconciler = reconcile.New(cfg)
+	var err error
+	if s.reconciler, err = reconcile.New(cfg); err != nil {
+		return err
+	}
 	// Closers run in reverse: runs started over HTTP stop before the pool closes.
 	s.closers = append(s.closers, s.reconciler.Close)
 	return nil
@@ -428,7 +422,9 @@ func (s *stack) serveHTTP(context.Context) error {
 	case !s.opts.API:
 		handler = httpapi.NewOpsServer(deps)
 	default:
-		s.apiDeps(&deps)
+		if err := s.apiDeps(&deps); err != nil {
+			return err
+		}
 		if s.opts.AdminAddr != "" {
 			handler, admin = httpapi.NewServers(deps)
 		} else {
@@ -457,19 +453,23 @@ func (s *stack) serveHTTP(context.Context) error {
 
 // apiDeps fills in what the API role's handlers call, and starts the
 // background loops the API role runs.
-func (s *stack) apiDeps(deps *httpapi.Deps) {
-	reader := counter.NewReader(s.DB, s.opts.Tiers, counter.ReaderLogger(s.log), counter.ReaderRegisterer(s.Registry),
-		counter.ReaderWorkUses(s.Poster))
+func (s *stack) apiDeps(deps *httpapi.Deps) error {
+	reader, err := counter.NewReader(counter.ReaderConfig{DB: s.DB, Tiers: s.opts.Tiers, WorkUses: s.Poster, Logger: s.log,
+		Registerer: s.Registry})
+	if err != nil {
+		return err
+	}
 	// Large tags' cached counts are refreshed before they expire, so no
 	// reader waits on one.
-	s.goRun("count-refresh", func(ctx context.Context) error { return reader.Run(ctx, 10*time.Second) })
+	s.goRun("count-refresh", reader.Run)
 	// Posts this process accepted while Redis was down are enqueued
 	// once it answers, whether or not a worker runs here.
-	s.goRun("owed-posts", func(ctx context.Context) error { return s.Poster.RunOwed(ctx, poster.DefaultOwedEvery) })
+	s.goRun("owed-posts", s.Poster.RunOwed)
 	deps.Drafts = &drafts.Store{DB: s.DB, Writes: s.writes, MaxDrafts: s.opts.MaxDrafts, NewTags: s.newTags}
 	deps.Poster, deps.Counts = s.Poster, reader
 	deps.Reconciler, deps.Flags, deps.Control = s.reconciler, s.Flags, counter.Control{DB: s.DB}
 	deps.Rollout = rollout.Plans{DB: s.DB}
+	return nil
 }
 
 // listen serves srv on addr until the stack closes, setting *url to the
@@ -558,10 +558,13 @@ func (s *stack) startWorker(context.Context) error {
 	if err := s.scheduleReconcile(redisOpt); err != nil {
 		return err
 	}
-	s.goRun("requeuer", func(ctx context.Context) error { return s.Poster.RunRequeuer(ctx, poster.DefaultRequeueEvery) })
+	s.goRun("requeuer", s.Poster.RunRequeuer)
 	s.goRun("wrangler", s.Poster.RunWrangler)
-	sweeper := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, After: o.SweepAfter,
+	sweeper, err := counter.NewSweeper(counter.SweeperConfig{DB: s.DB, Announcer: s.publisher, After: o.SweepAfter,
 		Logger: s.log, Registerer: s.Registry})
+	if err != nil {
+		return err
+	}
 	s.goRun("sweeper", sweeper.Run)
 	return nil
 }
@@ -610,8 +613,11 @@ func (s *stack) startCounter(context.Context) error {
 		return err
 	}
 	s.goRun("counter", cons.Run)
-	stream := counter.NewStream(counter.StreamConfig{DB: s.DB, Brokers: s.Brokers, Security: s.opts.Kafka, Topic: s.opts.CountsTopic,
+	stream, err := counter.NewStream(counter.StreamConfig{DB: s.DB, Brokers: s.Brokers, Security: s.opts.Kafka, Topic: s.opts.CountsTopic,
 		Logger: s.log, Registerer: s.Registry})
+	if err != nil {
+		return err
+	}
 	s.goRun("count-stream", stream.Run)
 	return nil
 }

@@ -84,21 +84,29 @@ func TestATagNoPostedWorkTheCallerCanSeeUsesIsNotFoundToThem(t *testing.T) {
 				}
 			}
 		}
-		all := make([]string, 100)
-		for i := range all {
-			all[i] = fmt.Sprint(i + 1)
+		assertBulkListing(t, tc.who, tc.c, names, tc.visible)
+	}
+}
+
+// assertBulkListing walks tag ids 1 to 100 in bulk as c, as the audit did,
+// at both consistencies, and fails for each of names listed when it
+// should not be visible or missing when it should.
+func assertBulkListing(t *testing.T, who string, c *client, names []string, visible map[string]bool) {
+	t.Helper()
+	all := make([]string, 100)
+	for i := range all {
+		all[i] = fmt.Sprint(i + 1)
+	}
+	for _, consistency := range []string{"tiered", "exact"} {
+		_, body, _ := c.do("GET", "/v1/tags?consistency="+consistency+"&ids="+strings.Join(all, ","), nil)
+		listed := map[string]bool{}
+		list, _ := body["tags"].([]any)
+		for _, tag := range list {
+			listed[fmt.Sprint(tag.(map[string]any)["name"])] = true
 		}
-		for _, consistency := range []string{"tiered", "exact"} {
-			_, body, _ := tc.c.do("GET", "/v1/tags?consistency="+consistency+"&ids="+strings.Join(all, ","), nil)
-			listed := map[string]bool{}
-			list, _ := body["tags"].([]any)
-			for _, tag := range list {
-				listed[fmt.Sprint(tag.(map[string]any)["name"])] = true
-			}
-			for _, name := range names {
-				if listed[name] != tc.visible[name] {
-					t.Errorf("%s: GET /v1/tags?consistency=%s&ids=1..100 lists %q: %v; want %v", tc.who, consistency, name, listed[name], tc.visible[name])
-				}
+		for _, name := range names {
+			if listed[name] != visible[name] {
+				t.Errorf("%s: GET /v1/tags?consistency=%s&ids=1..100 lists %q: %v; want %v", who, consistency, name, listed[name], visible[name])
 			}
 		}
 	}

@@ -35,7 +35,10 @@ func runWrangle(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer db.Close()
-	p := poster.New(poster.Config{DB: db, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	p, err := poster.New(poster.Config{DB: db, Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return err
+	}
 	rep, err := p.Rekey(ctx)
 	fmt.Fprintf(stdout, "%d tags read, %d given a new key, %d made synonyms of an older spelling\n", rep.Tags, rep.Rekeyed, len(rep.Jobs))
 	for _, j := range rep.Jobs {

@@ -45,7 +45,7 @@ type reconcileArchive struct {
 func newReconcileArchive(t testing.TB) *reconcileArchive {
 	t.Helper()
 	db := testdb.New(t)
-	return &reconcileArchive{t: t, db: db, reader: poster.New(poster.Config{DB: db.DB, Logger: reconcileQuietLogger()}),
+	return &reconcileArchive{t: t, db: db, reader: postertest.New(t, poster.Config{DB: db.DB, Logger: reconcileQuietLogger()}),
 		refs: map[int64]tags.Ref{}, announced: make(chan struct{}, 1)}
 }
 

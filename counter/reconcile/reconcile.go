@@ -56,8 +56,9 @@ const (
 // other, and it stays under the 64-character limit.
 const lockExpr = "CONCAT('tagcount_reconcile:', LEFT(MD5(COALESCE(DATABASE(), '')), 32))"
 
-// Config configures a Reconciler. Zero values take the defaults
-// above; a negative ChunkPause means no pause.
+// Config configures a Reconciler. DB is required; every other zero field
+// takes its default (WithDefaults) or is off; a negative ChunkPause means
+// no pause.
 type Config struct {
 	// DB is the primary: the lock, the corrections and the reports.
 	DB *migrations.DB
@@ -161,22 +162,34 @@ type Reconciler struct {
 	wg      sync.WaitGroup
 }
 
-// New returns a Reconciler for cfg, filling in defaults.
-func New(cfg Config) *Reconciler {
-	cfg.ChunkSize = loop.OrDefault(cfg.ChunkSize, DefaultChunkSize)
-	cfg.CorrectionsPerSecond = loop.OrDefault(cfg.CorrectionsPerSecond, DefaultCorrectionsPerSecond)
-	if cfg.ChunkPause == 0 {
-		cfg.ChunkPause = DefaultChunkPause
+// WithDefaults returns c with its zero ChunkSize, CorrectionsPerSecond,
+// ChunkPause and Logger set to their defaults: the one place Config's
+// defaults are applied.
+func (c Config) WithDefaults() Config {
+	c.ChunkSize = loop.OrDefault(c.ChunkSize, DefaultChunkSize)
+	c.CorrectionsPerSecond = loop.OrDefault(c.CorrectionsPerSecond, DefaultCorrectionsPerSecond)
+	if c.ChunkPause == 0 {
+		c.ChunkPause = DefaultChunkPause
 	}
-	log := cmp.Or(cfg.Logger, slog.Default())
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+// New returns a Reconciler for cfg with its defaults, or an error when
+// cfg.DB is missing.
+func New(cfg Config) (*Reconciler, error) {
+	cfg = cfg.WithDefaults()
+	if cfg.DB == nil {
+		return nil, errors.New("reconcile: Config needs a DB")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Reconciler{
 		cfg:     cfg,
-		log:     log.With("component", "reconcile"),
+		log:     cfg.Logger.With("component", "reconcile"),
 		metrics: newMetrics(cfg.Registerer),
 		baseCtx: ctx,
 		cancel:  cancel,
-	}
+	}, nil
 }
 
 // Close cancels runs started with Start and waits for them to stop; a

@@ -25,6 +25,7 @@ import (
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
 	"github.com/tagcount/tagcount/poster"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 func reconcileQuietLogger() *slog.Logger {
@@ -43,7 +44,10 @@ func newTestReconciler(t testing.TB, a *reconcileArchive, cfg reconcile.Config) 
 	if cfg.ChunkPause == 0 {
 		cfg.ChunkPause = -1
 	}
-	r := reconcile.New(cfg)
+	r, err := reconcile.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { r.Close() })
 	return r
 }
@@ -675,7 +679,7 @@ func TestReconcileCorrectsDriftedFilterCounts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	a, tags := newSettledReconcileArchive(t, 6, 30)
-	wrangler := poster.New(poster.Config{DB: a.db.DB, Announcer: archiveAnnouncer{a}, Logger: reconcileQuietLogger()})
+	wrangler := postertest.New(t, poster.Config{DB: a.db.DB, Announcer: archiveAnnouncer{a}, Logger: reconcileQuietLogger()})
 	if _, err := wrangler.MakeSynonym(ctx, tags[1], tags[0]); err != nil {
 		t.Fatal(err)
 	}

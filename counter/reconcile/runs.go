@@ -100,7 +100,7 @@ func recordCorrection(ctx context.Context, conn *sql.Conn, run int64, st TagStat
 		return err
 	}
 	defer tx.Rollback()
-	if err := counter.CorrectCount(ctx, tx, st.TagID, st.Drift(), st.HasRow); err != nil {
+	if err := counter.CorrectCount(ctx, tx, st.TagID, st.Drift()); err != nil {
 		return err
 	}
 	if err := insertCorrections(ctx, tx, run, []TagState{st}, true); err != nil {

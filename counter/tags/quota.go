@@ -88,20 +88,31 @@ type Quota struct {
 	lastLog atomic.Int64 // unix nanoseconds of the last fail-open warning
 }
 
-// NewQuota returns the quota of cfg, or nil (no quota, every Charge
-// allowed) when cfg turns it off.
-func NewQuota(cfg QuotaConfig) *Quota {
+// WithDefaults returns c with its zero Timeout, Logger and Now set to their
+// defaults: the one place QuotaConfig's defaults are applied.
+func (c QuotaConfig) WithDefaults() QuotaConfig {
+	c.Timeout = loop.OrDefault(c.Timeout, DefaultQuotaTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// NewQuota returns the quota of cfg with its defaults, or nil (no quota,
+// every Charge allowed) when cfg turns it off. It returns an error when
+// the quota is on and cfg.Tags is missing.
+func NewQuota(cfg QuotaConfig) (*Quota, error) {
 	errs := promauto.With(cfg.Registerer).NewCounter(prometheus.CounterOpts{Name: "tagcount_quota_errors_total",
 		Help: "Saves allowed without a new-tag quota decision because Redis failed or was slow (fail open)."})
-	if cfg.Redis == nil || cfg.PerDay <= 0 || cfg.Tags == nil {
-		return nil
+	if cfg.Redis == nil || cfg.PerDay <= 0 {
+		return nil, nil
 	}
-	cfg.Timeout = loop.OrDefault(cfg.Timeout, DefaultQuotaTimeout)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Tags == nil {
+		return nil, errors.New("tags: QuotaConfig needs Tags when the quota is on")
 	}
-	return &Quota{cfg: cfg, errs: errs, log: cfg.Logger}
+	cfg = cfg.WithDefaults()
+	return &Quota{cfg: cfg, errs: errs, log: cfg.Logger}, nil
 }
 
 // chargeScript adds the names in ARGV[3..] to the day's set KEYS[1] unless

@@ -30,8 +30,11 @@ func TestTheNewTagQuotaChargesEachNewNameOnceADayAndStartsOverAtMidnightUTC(t *t
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 23, 22, 0, 0, 0, time.UTC)
-	q := tags.NewQuota(tags.QuotaConfig{Tags: res, Redis: rdb, PerDay: 3, Prefix: testdb.Queue(t) + ":",
+	q, err := tags.NewQuota(tags.QuotaConfig{Tags: res, Redis: rdb, PerDay: 3, Prefix: testdb.Queue(t) + ":",
 		Timeout: time.Minute, Now: func() time.Time { return now }}) // not failing open on a busy machine
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	charge := func(author int64, names ...string) error {
 		refs := make([]tags.Ref, len(names))
@@ -46,7 +49,7 @@ func TestTheNewTagQuotaChargesEachNewNameOnceADayAndStartsOverAtMidnightUTC(t *t
 	if err := charge(1, "a", "b"); err != nil {
 		t.Fatalf("the same new names saved again: %v; they are charged once a day", err)
 	}
-	err := charge(1, "c", "d")
+	err = charge(1, "c", "d")
 	var qe *tags.QuotaError
 	if !errors.As(err, &qe) || !errors.Is(err, tags.ErrNewTagQuota) {
 		t.Fatalf("two more new names with one left: %v; want a QuotaError", err)
@@ -79,8 +82,11 @@ func TestTheNewTagQuotaAllowsSavesWhenRedisIsDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	reg := prometheus.NewRegistry()
-	q := tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(db.DB), Redis: rdb, PerDay: 1,
+	q, err := tags.NewQuota(tags.QuotaConfig{Tags: tags.NewResolver(db.DB), Redis: rdb, PerDay: 1,
 		Registerer: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.Stop()
 	refs := []tags.Ref{freeform("x"), freeform("y")}
 	if err := q.Charge(context.Background(), 1, refs, nil); err != nil {

@@ -43,7 +43,10 @@ func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	ctx := context.Background()
-	rec := NewRecorder(RecorderConfig{DB: db.DB})
+	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now().UTC()
 	since := now.Add(-time.Minute)
 	work(t, db, rec, now.Add(-2*time.Minute), 1, false, "posted")    // before the window

@@ -3,6 +3,7 @@ package rollout
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -16,7 +17,8 @@ const (
 	DefaultBuffer     = 50_000
 )
 
-// RecorderConfig configures a Recorder. Zero values take the defaults.
+// RecorderConfig configures a Recorder. DB is required; every other zero
+// field takes its default (WithDefaults).
 type RecorderConfig struct {
 	DB         *migrations.DB
 	FlushEvery time.Duration // default DefaultFlushEvery
@@ -45,12 +47,23 @@ type sample struct {
 	took    time.Duration
 }
 
-// NewRecorder returns a Recorder; Run writes what it records.
-func NewRecorder(cfg RecorderConfig) *Recorder {
-	cfg.FlushEvery = cmp.Or(cfg.FlushEvery, DefaultFlushEvery)
-	cfg.Buffer = cmp.Or(cfg.Buffer, DefaultBuffer)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	return &Recorder{cfg: cfg, log: cfg.Logger.With("component", "rollout")}
+// WithDefaults returns c with its zero FlushEvery, Buffer and Logger set to
+// their defaults: the one place RecorderConfig's defaults are applied.
+func (c RecorderConfig) WithDefaults() RecorderConfig {
+	c.FlushEvery = cmp.Or(c.FlushEvery, DefaultFlushEvery)
+	c.Buffer = cmp.Or(c.Buffer, DefaultBuffer)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+// NewRecorder returns a Recorder for cfg with its defaults (Run writes what
+// it records), or an error when cfg.DB is missing.
+func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
+	cfg = cfg.WithDefaults()
+	if cfg.DB == nil {
+		return nil, errors.New("rollout: RecorderConfig needs a DB")
+	}
+	return &Recorder{cfg: cfg, log: cfg.Logger.With("component", "rollout")}, nil
 }
 
 // ObservePost records a Post of draftID on path ("legacy" or "new")

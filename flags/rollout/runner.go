@@ -25,7 +25,8 @@ type Setter interface {
 // DefaultInterval is how often a runner evaluates the guards.
 const DefaultInterval = 5 * time.Second
 
-// RunnerConfig configures a Runner. Zero values take the defaults named.
+// RunnerConfig configures a Runner. DB and Measures are required; every
+// other zero field takes its default (WithDefaults) or is off.
 type RunnerConfig struct {
 	DB       *migrations.DB // required
 	Measures Measures       // required
@@ -54,22 +55,29 @@ type Runner struct {
 	metrics *metrics
 }
 
+// WithDefaults returns c with every zero field that has a default set to
+// it (the guards' too): the one place RunnerConfig's defaults are applied.
+func (c RunnerConfig) WithDefaults() RunnerConfig {
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.Guards = c.Guards.withDefaults()
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Actor == "" {
+		host, _ := os.Hostname()
+		c.Actor = fmt.Sprintf("runner:%s-%d", host, os.Getpid())
+	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
 // NewRunner returns a runner. It returns an error when DB or Measures is
 // missing.
 func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	if cfg.DB == nil || cfg.Measures == nil {
 		return nil, errors.New("rollout: a runner needs a DB and Measures")
 	}
-	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
-	cfg.Guards = cfg.Guards.withDefaults()
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Actor == "" {
-		host, _ := os.Hostname()
-		cfg.Actor = fmt.Sprintf("runner:%s-%d", host, os.Getpid())
-	}
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg = cfg.WithDefaults()
 	return &Runner{cfg: cfg, plans: Plans{DB: cfg.DB, Flag: cfg.Flag, Now: cfg.Now},
 		log: cfg.Logger.With("component", "rollout"), metrics: newMetrics(cfg.Registerer)}, nil
 }

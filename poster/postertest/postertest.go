@@ -180,9 +180,22 @@ func newPoster(db *migrations.DB, o Opts) (*poster.Poster, *Sink) {
 	if o.Path != poster.PathNew && o.Path != poster.PathLegacy {
 		panic(fmt.Sprintf("postertest: unknown path %q", o.Path))
 	}
-	p := poster.New(poster.Config{DB: db, Paths: poster.FixedPath(o.Path == poster.PathNew), Announcer: s,
+	p, err := poster.New(poster.Config{DB: db, Paths: poster.FixedPath(o.Path == poster.PathNew), Announcer: s,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		panic(err) // a nil db: the caller's bug
+	}
 	return p, s
+}
+
+// New returns the Poster of cfg; t fails at once when poster.New refuses cfg.
+func New(t testing.TB, cfg poster.Config) *poster.Poster {
+	t.Helper()
+	p, err := poster.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // Sink is an Announcer that keeps the events it is told of, for a test to

@@ -33,22 +33,31 @@ import (
 	"github.com/tagcount/tagcount/migrations"
 )
 
+// Defaults of Config.
+const (
+	DefaultWorks      = 1_000_000
+	DefaultSeed       = 1
+	DefaultChunkWorks = 20_000
+	DefaultDraftShare = 0.2
+)
+
 // Config is what Build builds. Zero values take the defaults.
 type Config struct {
 	DB *migrations.DB
-	// Works is how many posted works the archive holds; 0 means 1,000,000.
+	// Works is how many posted works the archive holds; 0 means
+	// DefaultWorks.
 	Works int
-	// Seed makes the build; one seed, one archive. 0 means 1.
+	// Seed makes the build; one seed, one archive. 0 means DefaultSeed.
 	Seed uint64
 	// Authors is how many authors wrote the works (ids 1..Authors); 0 means
 	// one for every 8 works.
 	Authors int
 	// DraftShare is how many unposted drafts the authors hold per posted
 	// work (the archive saw about 19,000 drafts to 95,000 works a month);
-	// 0 means 0.2, negative none.
+	// 0 means DefaultDraftShare, negative none.
 	DraftShare float64
 	// ChunkWorks is how many works one load transaction writes (the unit a
-	// build resumes by); 0 means 20,000.
+	// build resumes by); 0 means DefaultChunkWorks.
 	ChunkWorks int
 	Drift      Drift
 	// Progress receives a progress line per chunk; nil: none.
@@ -56,16 +65,11 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	c.Works = cmp.Or(c.Works, 1_000_000)
-	c.Seed = cmp.Or(c.Seed, 1)
+	c.Works = cmp.Or(c.Works, DefaultWorks)
+	c.Seed = cmp.Or(c.Seed, DefaultSeed)
 	c.Authors = cmp.Or(c.Authors, max(c.Works/8, 1))
-	switch {
-	case c.DraftShare == 0:
-		c.DraftShare = 0.2
-	case c.DraftShare < 0:
-		c.DraftShare = 0
-	}
-	c.ChunkWorks = cmp.Or(c.ChunkWorks, 20_000)
+	c.DraftShare = orNone(c.DraftShare, DefaultDraftShare)
+	c.ChunkWorks = cmp.Or(c.ChunkWorks, DefaultChunkWorks)
 	c.Drift = c.Drift.withDefaults()
 	if c.Progress == nil {
 		c.Progress = io.Discard

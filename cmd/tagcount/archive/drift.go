@@ -13,7 +13,7 @@ import (
 // archive's had drifted for years: many small tags off by a few (both
 // ways, some without a tag_counts row at all), some medium tags off by up to
 // 1 %, a few large tags off by 0.1 %, and the filter counts of some of them
-// too. Zero values take the defaults; a negative share or number means
+// too. Zero fields take DefaultDrift's; a negative share or number means
 // none.
 type Drift struct {
 	// SmallShare is the share of small tags (1–999 uses) whose stored
@@ -46,17 +46,18 @@ func orNone[T int | float64](v, def T) T {
 	return v
 }
 
-func (d Drift) withDefaults() Drift {
-	return Drift{SmallShare: orNone(d.SmallShare, 0.05), SmallMax: orNone(d.SmallMax, 3),
-		MissingShare: orNone(d.MissingShare, 0.1), MediumShare: orNone(d.MediumShare, 0.1),
-		LargeTags: orNone(d.LargeTags, 3), FilterShare: orNone(d.FilterShare, 0.5)}
+// DefaultDrift returns the drift a build injects where Drift's fields are
+// zero.
+func DefaultDrift() Drift {
+	return Drift{SmallShare: 0.05, SmallMax: 3, MissingShare: 0.1, MediumShare: 0.1, LargeTags: 3, FilterShare: 0.5}
 }
 
-// Size tiers' bounds, as the counter's defaults (docs/design.md).
-const (
-	mediumFrom = 1_000
-	largeFrom  = 40_000
-)
+func (d Drift) withDefaults() Drift {
+	def := DefaultDrift()
+	return Drift{SmallShare: orNone(d.SmallShare, def.SmallShare), SmallMax: orNone(d.SmallMax, def.SmallMax),
+		MissingShare: orNone(d.MissingShare, def.MissingShare), MediumShare: orNone(d.MediumShare, def.MediumShare),
+		LargeTags: orNone(d.LargeTags, def.LargeTags), FilterShare: orNone(d.FilterShare, def.FilterShare)}
+}
 
 // Injected is one drifted tag of a build's manifest: how its stored numbers
 // were made wrong. Drift is, number by number, the true value less the
@@ -82,6 +83,8 @@ func (d Drift) drifted(r *rand.Rand, truth []counter.Sum, canonical func(int64) 
 	var out []stored
 	var manifest []Injected
 	large := 0
+	// The size tiers' bounds are the counter's defaults (docs/design.md).
+	mediumFrom, largeFrom := counter.DefaultTiers().MediumFrom, counter.DefaultTiers().LargeFrom
 	for id := int64(1); id < int64(len(truth)); id++ {
 		t := truth[id]
 		if t.IsZero() {

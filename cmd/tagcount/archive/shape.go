@@ -3,6 +3,7 @@ package archive
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/tagmix"
@@ -183,14 +184,14 @@ func (g *sampler) next() work {
 		w.block.Warnings = []string{fixed(tags.TypeWarning, "Creator Chose Not To Use Archive Warnings")}
 	default:
 		for n := 1 + tagmix.PickCount(r, []float64{0.7, 0.3}); len(w.block.Warnings) < n; {
-			if name := tagmix.Pick(r, tagmix.OtherWarnings); !containsName(w.block.Warnings, name) {
+			if name := tagmix.Pick(r, tagmix.OtherWarnings); !slices.Contains(w.block.Warnings, name) {
 				w.block.Warnings = append(w.block.Warnings, fixed(tags.TypeWarning, name))
 			}
 		}
 	}
 	if r.Float64() < 0.7 {
 		w.block.Categories = []string{fixed(tags.TypeCategory, tagmix.Pick(r, tagmix.Categories))}
-		if name := tagmix.Pick(r, tagmix.Categories); r.Float64() < 0.15 && !containsName(w.block.Categories, name) {
+		if name := tagmix.Pick(r, tagmix.Categories); r.Float64() < 0.15 && !slices.Contains(w.block.Categories, name) {
 			w.block.Categories = append(w.block.Categories, fixed(tags.TypeCategory, name))
 		}
 	}
@@ -214,7 +215,7 @@ func (g *sampler) draw(w *work, v vocab, z *rand.Zipf, n int) []string {
 	for tries := 0; len(names) < n && tries < 8*n; tries++ {
 		rank := int64(z.Uint64())
 		id := v.id(rank)
-		if containsID(w.tags, id) {
+		if slices.Contains(w.tags, id) {
 			continue
 		}
 		w.tags = append(w.tags, id)
@@ -223,29 +224,11 @@ func (g *sampler) draw(w *work, v vocab, z *rand.Zipf, n int) []string {
 	return names
 }
 
-func containsName(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func containsID(list []int64, id int64) bool {
-	for _, x := range list {
-		if x == id {
-			return true
-		}
-	}
-	return false
-}
-
 // filters returns the canonical tags of tags, each once, in order.
 func (s *shape) filters(tags []int64) []int64 {
 	out := make([]int64, 0, len(tags))
 	for _, t := range tags {
-		if c := s.canonical(t); !containsID(out, c) {
+		if c := s.canonical(t); !slices.Contains(out, c) {
 			out = append(out, c)
 		}
 	}

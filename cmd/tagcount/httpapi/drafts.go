@@ -190,11 +190,8 @@ func (s *server) handleDeleteWork() http.Handler {
 
 // ContentBody returns c as the body of POST and PUT on drafts and works,
 // for clients of this API (the load generator): the one place that knows
-// the request's field names.
-func ContentBody(c drafts.Content) []byte {
-	b, err := json.Marshal(contentJSON{Title: c.Title, Body: c.Body, Tags: c.Tags, Visibility: c.Visibility})
-	if err != nil {
-		panic(err) // strings and string slices always marshal
-	}
-	return b
+// the request's field names. It returns json.Marshal's error, which
+// strings and string slices never cause.
+func ContentBody(c drafts.Content) ([]byte, error) {
+	return json.Marshal(contentJSON{Title: c.Title, Body: c.Body, Tags: c.Tags, Visibility: c.Visibility})
 }

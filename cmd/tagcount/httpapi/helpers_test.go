@@ -61,10 +61,14 @@ func newTestAPIOn(t *testing.T, db *testdb.DB, e Edge, wrap func(net.Listener) n
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { writes.Close() })
+	counts, err := counter.NewReader(counter.ReaderConfig{DB: db.DB})
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := &testAPI{t: t, DB: db, Reg: prometheus.NewRegistry(), Auth: Auth{Secret: testSecret}, Logs: &testdb.Buffer{}}
 	log := slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := httptest.NewUnstartedServer(NewServer(Deps{Logger: log, Auth: a.Auth, Drafts: &drafts.Store{DB: db.DB, Writes: writes}, Control: counter.Control{DB: db.DB},
-		Counts:   counter.NewReader(db.DB, counter.DefaultTiers()),
+		Counts:   counts,
 		Registry: a.Reg, Ready: ready, Edge: e}))
 	// As the stack serves it: the edge's header limit, on Listener.
 	srv.Config.MaxHeaderBytes = e.WithDefaults().MaxHeaderBytes

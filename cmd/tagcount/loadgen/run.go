@@ -605,7 +605,12 @@ func (r *run) save(ctx context.Context, slot int64) (savedWork, bool) {
 	r.started.Add(1)
 	w := r.cfg.Workload.Work(slot)
 	tok := r.token(w.AuthorID)
-	create := httpapi.ContentBody(w.Draft)
+	create, err := httpapi.ContentBody(w.Draft)
+	edit, editErr := httpapi.ContentBody(w.Posted)
+	if err != nil || editErr != nil {
+		r.failed.Add(1)
+		return savedWork{}, false
+	}
 	var d draftResponse
 	if _, err := r.c.do(ctx, OpSave, http.MethodPost, "/v1/drafts", tok, create, []int{http.StatusCreated, http.StatusOK}, &d); err != nil || d.ID <= 0 {
 		r.failed.Add(1)
@@ -613,7 +618,6 @@ func (r *run) save(ctx context.Context, slot int64) (savedWork, bool) {
 	}
 	r.created.Add(1)
 	id := int64(d.ID)
-	edit := httpapi.ContentBody(w.Posted)
 	if _, err := r.c.do(ctx, OpSave, http.MethodPut, idPath("/v1/drafts/", id, ""), tok, edit, []int{http.StatusOK}, nil); err != nil {
 		r.failed.Add(1)
 		return savedWork{}, false
@@ -670,7 +674,10 @@ func (r *run) followUp(w Work, tok string, draftID, workID int64, postStart time
 	}
 	switch w.Later {
 	case LaterEdit:
-		body := httpapi.ContentBody(w.Edit)
+		body, err := httpapi.ContentBody(w.Edit)
+		if err != nil {
+			return
+		}
 		if _, err := r.c.do(ctx, OpWorkEdit, http.MethodPut, idPath("/v1/works/", workID, ""), tok, body, []int{http.StatusOK, http.StatusAccepted}, nil); err == nil {
 			r.edited.Add(1)
 		}

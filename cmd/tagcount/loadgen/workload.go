@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/tagmix"
 	"github.com/tagcount/tagcount/drafts"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Vocabulary sizes the open tag vocabularies; tags within each are drawn by
@@ -46,7 +48,7 @@ func (l Later) String() string {
 	return "none"
 }
 
-// WorkloadOptions configure a Workload. Zero values take the defaults.
+// WorkloadOptions configure a Workload. Zero values take DefaultWorkload's.
 type WorkloadOptions struct {
 	Seed    uint64
 	Authors int // author ids AuthorBase+1..AuthorBase+Authors; default 1000
@@ -92,55 +94,45 @@ type Work struct {
 	Probe    string         // a freeform only this work uses; "" if not sampled
 }
 
-// NewWorkload returns the workload of o, or an error naming a bad option.
+// DefaultWorkload holds WorkloadOptions' defaults: what each zero field
+// means.
+var DefaultWorkload = WorkloadOptions{Authors: 1000, Vocabulary: DefaultVocabulary, EditShare: 0.10, DeleteShare: 0.05,
+	BodyChars: 1000, ProbeEvery: 20, ProbePrefix: "probe", LaterDelayMax: time.Second}
+
+// WithDefaults returns o with every zero field set to DefaultWorkload's
+// (a non-positive BodyChars too): the one place they are applied.
+func (o WorkloadOptions) WithDefaults() WorkloadOptions {
+	d := DefaultWorkload
+	o.Authors = cmp.Or(o.Authors, d.Authors)
+	v := &o.Vocabulary
+	v.Fandoms = cmp.Or(v.Fandoms, d.Fandoms)
+	v.Characters = cmp.Or(v.Characters, d.Characters)
+	v.Relationships = cmp.Or(v.Relationships, d.Relationships)
+	v.Freeforms = cmp.Or(v.Freeforms, d.Freeforms)
+	v.Exponent = cmp.Or(v.Exponent, d.Exponent)
+	o.EditShare = cmp.Or(o.EditShare, d.EditShare)
+	o.DeleteShare = cmp.Or(o.DeleteShare, d.DeleteShare)
+	o.BodyChars = loop.OrDefault(o.BodyChars, d.BodyChars)
+	o.ProbeEvery = cmp.Or(o.ProbeEvery, d.ProbeEvery)
+	o.ProbePrefix = cmp.Or(o.ProbePrefix, d.ProbePrefix)
+	o.LaterDelayMax = cmp.Or(o.LaterDelayMax, d.LaterDelayMax)
+	return o
+}
+
+// NewWorkload returns the workload of o with its defaults, or an error
+// naming a bad option.
 func NewWorkload(o WorkloadOptions) (*Workload, error) {
-	if o.Authors == 0 {
-		o.Authors = 1000
-	}
+	o = o.WithDefaults()
+	v := o.Vocabulary
 	if o.Authors < 0 || o.AuthorBase < 0 {
 		return nil, fmt.Errorf("loadgen: authors %d < 1 or author base %d < 0", o.Authors, o.AuthorBase)
-	}
-	v := &o.Vocabulary
-	d := DefaultVocabulary
-	if v.Fandoms == 0 {
-		v.Fandoms = d.Fandoms
-	}
-	if v.Characters == 0 {
-		v.Characters = d.Characters
-	}
-	if v.Relationships == 0 {
-		v.Relationships = d.Relationships
-	}
-	if v.Freeforms == 0 {
-		v.Freeforms = d.Freeforms
-	}
-	if v.Exponent == 0 {
-		v.Exponent = d.Exponent
-	}
-	if o.EditShare == 0 {
-		o.EditShare = 0.10
-	}
-	if o.DeleteShare == 0 {
-		o.DeleteShare = 0.05
 	}
 	o.EditShare, o.DeleteShare = max(o.EditShare, 0), max(o.DeleteShare, 0)
 	if o.EditShare+o.DeleteShare > 1 {
 		return nil, fmt.Errorf("loadgen: edit share %g + delete share %g > 1", o.EditShare, o.DeleteShare)
 	}
-	if o.BodyChars <= 0 {
-		o.BodyChars = 1000
-	}
 	if o.BodyChars > drafts.MaxBody {
 		return nil, fmt.Errorf("loadgen: body of %d characters exceeds %d", o.BodyChars, drafts.MaxBody)
-	}
-	if o.ProbeEvery == 0 {
-		o.ProbeEvery = 20
-	}
-	if o.ProbePrefix == "" {
-		o.ProbePrefix = "probe"
-	}
-	if o.LaterDelayMax == 0 {
-		o.LaterDelayMax = time.Second
 	}
 	w := &Workload{o: o}
 	var err error
