@@ -245,22 +245,29 @@ type session struct {
 	opts    Options
 	dryRun  bool
 	conn    *sql.Conn
-	read    *sql.Conn // where snapshots are read: conn, or a replica's
+	read    *sql.Conn // where snapshots are read: a session of its own on the primary, or a replica's
 	started time.Time
 }
 
-// openSnapshots gives run the connection its snapshots are read on: its
-// own session, or one to the replica once the replica has seen the run's
-// start (so it has every correction of the runs before). It runs when the
-// run does, not when it is started: a start answers at once, and a replica
-// that does not catch up fails the run, in its report.
+// openSnapshots gives run the connection its snapshots are read on: a
+// session of its own (the run's locked session writes the corrections
+// meanwhile, so reading cannot share it), on the primary or on the replica
+// once the replica has seen the run's start (so it has every correction of
+// the runs before). It runs when the run does, not when it is started: a
+// start answers at once, and a replica that does not catch up fails the
+// run, in its report.
 func (r *Reconciler) openSnapshots(ctx context.Context, run *session) error {
-	if r.cfg.ReadDB == nil || r.cfg.ReadDB == r.cfg.DB {
-		return nil
+	db := r.cfg.DB
+	if r.cfg.ReadDB != nil {
+		db = r.cfg.ReadDB
 	}
-	read, err := r.cfg.ReadDB.Conn(ctx)
+	read, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: connect to the read database: %w", err)
+	}
+	if db == r.cfg.DB {
+		run.read = read
+		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, replicaWait)
 	defer cancel()

@@ -24,49 +24,114 @@ func (r *Reconciler) execute(ctx context.Context, run *session) (Report, error) 
 
 // scan walks the run's tags chunk by chunk, each chunk read in one
 // consistent snapshot, and records and (when applying) corrects what
-// drifted.
+// drifted. Reading and correcting overlap: a reader goroutine reads the
+// snapshots on the run's read session, up to readAhead chunks ahead, while
+// this one paces the corrections on the locked session. A run so takes
+// about the longer of its scan and its corrections at the budget, not
+// their sum; a relative correction stays right however long after its
+// snapshot it is applied (docs/reconcile.md).
 func (r *Reconciler) scan(ctx context.Context, run *session, rep *Report) error {
 	total, err := r.total(ctx, run)
 	if err != nil {
 		return fmt.Errorf("count tags: %w", err)
 	}
 	r.progress(0, total)
+	ctx, cancel := context.WithCancel(ctx)
+	chunks := make(chan chunkRead, readAhead)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.read(ctx, run, chunks)
+	}()
+	defer func() {
+		cancel()
+		<-done // the read session is not used after scan returns
+	}()
 	pace := newPacer(r.cfg.CorrectionsPerSecond)
 	applying := !run.dryRun
-	var after int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		ids, err := r.nextChunk(ctx, run, after)
-		if err != nil || len(ids) == 0 {
-			return err
-		}
-		after = ids[len(ids)-1]
-		chunk, err := ReadSnapshot(ctx, run.read, ids)
-		if err != nil {
-			return err
+	for c := range chunks {
+		if c.err != nil {
+			return c.err
 		}
 		if applying && !r.applyOn() {
 			applying = false
 			r.log.Warn("reconcile-apply turned off during the run; no further corrections", "run", run.id)
 		}
-		if err := r.correctChunk(ctx, run, chunk, applying, pace, rep); err != nil {
+		rep.TagsScanned += c.tags
+		if err := r.correctChunk(ctx, run, c.found, applying, pace, rep); err != nil {
 			return err
 		}
 		if err := recordProgress(ctx, run.conn, run.id, rep); err != nil {
 			return fmt.Errorf("record progress: %w", err)
 		}
 		r.progress(rep.TagsScanned, total)
-		if len(ids) < r.cfg.ChunkSize {
-			return nil
-		}
-		if r.cfg.ChunkPause > 0 {
-			if err := loop.Sleep(ctx, r.cfg.ChunkPause); err != nil {
-				return err
-			}
+	}
+	return ctx.Err()
+}
+
+// readAhead is how many chunks the reader may have read ahead of the
+// corrections. It bounds the run's memory (at most readAhead × ChunkSize
+// tag states, when every tag drifted) and how stale a snapshot can be
+// when its corrections are written.
+const readAhead = 16
+
+// chunkRead is one chunk as the reader hands it on: how many tags it
+// covered, those that need a look (drifted, or a negative stored number),
+// or the error that stopped the reading.
+type chunkRead struct {
+	tags  int64
+	found []TagState
+	err   error
+}
+
+// read reads the run's chunks, each in its own snapshot on run.read, and
+// sends them on out, which it closes at the end (after an error, sent as
+// the last chunk). Between chunks it pauses ChunkPause.
+func (r *Reconciler) read(ctx context.Context, run *session, out chan<- chunkRead) {
+	defer close(out)
+	send := func(c chunkRead) bool {
+		select {
+		case out <- c:
+			return true
+		case <-ctx.Done():
+			return false
 		}
 	}
+	var after int64
+	for {
+		ids, err := r.nextChunk(ctx, run, after)
+		if err != nil {
+			send(chunkRead{err: err})
+			return
+		}
+		if len(ids) == 0 {
+			return
+		}
+		after = ids[len(ids)-1]
+		states, err := ReadSnapshot(ctx, run.read, ids)
+		if err != nil {
+			send(chunkRead{err: err})
+			return
+		}
+		if !send(chunkRead{tags: int64(len(ids)), found: needLook(states)}) || len(ids) < r.cfg.ChunkSize {
+			return
+		}
+		if r.cfg.ChunkPause > 0 && loop.Sleep(ctx, r.cfg.ChunkPause) != nil {
+			return
+		}
+	}
+}
+
+// needLook returns the states a run acts on: drifted, or with a negative
+// stored number (reported even when it does not drift).
+func needLook(states []TagState) []TagState {
+	var out []TagState
+	for _, st := range states {
+		if n := st.Stored; !st.Drift().IsZero() || n.Count < 0 || n.Public < 0 || n.Filter < 0 || n.PublicFilter < 0 {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // total is how many tags the run covers, as it starts.
@@ -98,11 +163,10 @@ func (r *Reconciler) nextChunk(ctx context.Context, run *session, after int64) (
 }
 
 // correctChunk reports, records and (when applying) corrects the drifted
-// tags of one chunk, paced.
+// tags of one chunk (those needLook kept), paced.
 func (r *Reconciler) correctChunk(ctx context.Context, run *session, chunk []TagState, applying bool, pace *pacer, rep *Report) error {
 	var found []TagState
 	for _, st := range chunk {
-		rep.TagsScanned++
 		if n := st.Stored; n.Count < 0 || n.Public < 0 || n.Filter < 0 || n.PublicFilter < 0 {
 			rep.NegativeCounts++
 			r.log.Error("a tag's stored count is negative: a bug somewhere; correcting it", "run", run.id, "tag", st.TagID,
