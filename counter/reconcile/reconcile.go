@@ -46,6 +46,7 @@ const (
 // Defaults used for zero Config fields.
 const (
 	DefaultChunkSize            = 1000
+	DefaultChunkUses            = 200_000
 	DefaultCorrectionsPerSecond = 50
 	DefaultChunkPause           = 50 * time.Millisecond
 )
@@ -67,8 +68,16 @@ type Config struct {
 	// docs/reconcile.md); a run waits until the replica has seen its own
 	// start. Default DB.
 	ReadDB *migrations.DB
-	// ChunkSize is how many tags (by id) one consistent snapshot reads.
+	// ChunkSize is how many tags (by id) one consistent snapshot reads at
+	// most.
 	ChunkSize int
+	// ChunkUses cuts a chunk short where its tags' stored uses (count and
+	// filter count) pass it, so one snapshot's statements read about that
+	// many taggings and filings at most (a tag with more is a chunk of its
+	// own): on an archive, a chunk of the first thousand ids would read a
+	// third of every tagging in one statement, longer than the driver's
+	// read timeout at a million works.
+	ChunkUses int64
 	// CorrectionsPerSecond caps how fast corrections are written.
 	CorrectionsPerSecond float64
 	// ChunkPause is slept between chunks so the scan leaves room for traffic.
@@ -164,6 +173,7 @@ type Reconciler struct {
 // New returns a Reconciler for cfg, filling in defaults.
 func New(cfg Config) *Reconciler {
 	cfg.ChunkSize = loop.OrDefault(cfg.ChunkSize, DefaultChunkSize)
+	cfg.ChunkUses = loop.OrDefault(cfg.ChunkUses, DefaultChunkUses)
 	cfg.CorrectionsPerSecond = loop.OrDefault(cfg.CorrectionsPerSecond, DefaultCorrectionsPerSecond)
 	if cfg.ChunkPause == 0 {
 		cfg.ChunkPause = DefaultChunkPause

@@ -722,3 +722,30 @@ func TestReconcileCorrectsDriftedFilterCounts(t *testing.T) {
 type archiveAnnouncer struct{ a *reconcileArchive }
 
 func (x archiveAnnouncer) Announce(_ context.Context, events []counter.Event) { x.a.announce(events) }
+
+// A chunk is cut where its tags' stored uses pass ChunkUses, so no one
+// snapshot reads the taggings of many large tags at once (on an archive
+// the first thousand ids hold a third of them); the run still covers
+// every tag and corrects what drifted.
+func TestReconcileCutsChunksWhereStoredUsesPassTheBound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, tags := newSettledReconcileArchive(t, 5, 10) // every tag used at least twice
+	a.shift(tags[3], 4)
+	var steps []int64
+	r := newTestReconciler(t, a, reconcile.Config{ChunkUses: 1, ChunkPause: -1,
+		Progress: func(scanned, _ int64) { steps = append(steps, scanned) }})
+	rep, err := r.Run(ctx, reconcile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{0, 1, 2, 3, 4, 5}; !slices.Equal(steps, want) {
+		t.Errorf("tags scanned after each chunk %v; want %v (one tag a chunk)", steps, want)
+	}
+	if rep.TagsScanned != 5 || rep.TagsDrifted != 1 || rep.TagsCorrected != 1 || rep.LargestDrift != -4 {
+		t.Errorf("report %+v; want 5 scanned, the drift of -4 corrected", rep)
+	}
+	if st := a.states()[tags[3]]; !st.Drift().IsZero() {
+		t.Errorf("tag %d still drifts: %+v", tags[3], st)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/loop"
@@ -99,7 +100,7 @@ func (r *Reconciler) read(ctx context.Context, run *session, out chan<- chunkRea
 	}
 	var after int64
 	for {
-		ids, err := r.nextChunk(ctx, run, after)
+		ids, last, err := r.nextChunk(ctx, run, after)
 		if err != nil {
 			send(chunkRead{err: err})
 			return
@@ -113,7 +114,7 @@ func (r *Reconciler) read(ctx context.Context, run *session, out chan<- chunkRea
 			send(chunkRead{err: err})
 			return
 		}
-		if !send(chunkRead{tags: int64(len(ids)), found: needLook(states)}) || len(ids) < r.cfg.ChunkSize {
+		if !send(chunkRead{tags: int64(len(ids)), found: needLook(states)}) || last {
 			return
 		}
 		if r.cfg.ChunkPause > 0 && loop.Sleep(ctx, r.cfg.ChunkPause) != nil {
@@ -145,21 +146,49 @@ func (r *Reconciler) total(ctx context.Context, run *session) (int64, error) {
 	return tags.Count(ctx, run.read, run.opts.Type)
 }
 
-// nextChunk returns the ids of the run's next chunk of tags after id after.
-func (r *Reconciler) nextChunk(ctx context.Context, run *session, after int64) ([]int64, error) {
+// nextChunk returns the ids of the run's next chunk of tags after id
+// after, and whether no tag of the run comes after them.
+func (r *Reconciler) nextChunk(ctx context.Context, run *session, after int64) (ids []int64, last bool, err error) {
 	switch o := run.opts; {
 	case o.TagID != 0:
 		if after >= o.TagID {
-			return nil, nil
+			return nil, true, nil
 		}
-		return []int64{o.TagID}, nil
+		return []int64{o.TagID}, true, nil
 	case len(o.TagIDs) > 0:
 		ids := slices.Compact(slices.Sorted(slices.Values(o.TagIDs)))
 		i, _ := slices.BinarySearch(ids, after+1)
 		ids = ids[i:]
-		return ids[:min(len(ids), r.cfg.ChunkSize)], nil
+		return ids[:min(len(ids), r.cfg.ChunkSize)], len(ids) <= r.cfg.ChunkSize, nil
 	}
-	return tags.IDs(ctx, run.read, run.opts.Type, after, r.cfg.ChunkSize)
+	return chunkAfter(ctx, run.read, run.opts.Type, after, r.cfg.ChunkSize, r.cfg.ChunkUses)
+}
+
+// chunkAfter returns the ids of up to size tags (of type typ, unless
+// empty) after id after, cut where their stored uses (count and filter
+// count: about the taggings and filings their snapshot reads) pass
+// maxUses, keeping at least the first tag; and whether no tag comes after
+// them. A snapshot's statements so read a bounded number of rows (one
+// tag's, at most, when a tag alone has more), however the uses are
+// spread over the ids: on an archive, the first thousand ids (ratings,
+// warnings, the largest fandoms) hold a third of all taggings.
+func chunkAfter(ctx context.Context, q migrations.Querier, typ string, after int64, size int, maxUses int64) ([]int64, bool, error) {
+	ids, err := tags.IDs(ctx, q, typ, after, size)
+	if err != nil || len(ids) <= 1 {
+		return ids, len(ids) < size, err
+	}
+	stored, err := counter.StoredCounts(ctx, q, ids[0], ids[len(ids)-1])
+	if err != nil {
+		return nil, false, fmt.Errorf("tag sizes: %w", err)
+	}
+	var uses int64
+	for i, id := range ids {
+		n := stored[id]
+		if uses += max(n.Count, 0) + max(n.Filter, 0); uses > maxUses && i > 0 {
+			return ids[:i], false, nil
+		}
+	}
+	return ids, len(ids) < size, nil
 }
 
 // correctChunk reports, records and (when applying) corrects the drifted

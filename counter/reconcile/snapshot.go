@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -95,7 +94,7 @@ func Walk(ctx context.Context, db *migrations.DB, fn func(TagState)) error {
 	defer conn.Close()
 	var after int64
 	for {
-		ids, err := tags.IDs(ctx, conn, "", after, DefaultChunkSize)
+		ids, last, err := chunkAfter(ctx, conn, "", after, DefaultChunkSize, DefaultChunkUses)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
@@ -105,6 +104,9 @@ func Walk(ctx context.Context, db *migrations.DB, fn func(TagState)) error {
 		}
 		for _, st := range states {
 			fn(st)
+		}
+		if last {
+			return nil
 		}
 		after = ids[len(ids)-1]
 	}
