@@ -405,7 +405,7 @@ func TestArchiveScaleOutboxAndCounterMemory(t *testing.T) {
 type counterChild struct {
 	DSN     string
 	Brokers []string
-	Addr    string // its HTTP listener (/metrics)
+	Addr    string // its admin listener (/metrics, /debug/pprof/)
 }
 
 // TestArchiveScaleCounterChild is the counter process of
@@ -415,8 +415,8 @@ func TestArchiveScaleCounterChild(t *testing.T) {
 	var cfg counterChild
 	testdb.ChildConfig(t, &cfg)
 	err := run(context.Background(), []string{"counter", "--mysql-dsn", cfg.DSN, "--kafka-brokers", strings.Join(cfg.Brokers, ","),
-		"--http-addr", cfg.Addr, "--data-dir", t.TempDir(), "--log-level", "warn", "--redis-addr", testdb.RequireRedis(t)},
-		os.Stdout, os.Stderr)
+		"--http-addr", freeAddr(t), "--admin-addr", cfg.Addr, "--data-dir", t.TempDir(), "--log-level", "warn",
+		"--redis-addr", testdb.RequireRedis(t)}, os.Stdout, os.Stderr)
 	t.Fatalf("the counter stopped: %v", err)
 }
 
