@@ -749,3 +749,33 @@ func TestReconcileCutsChunksWhereStoredUsesPassTheBound(t *testing.T) {
 		t.Errorf("tag %d still drifts: %+v", tags[3], st)
 	}
 }
+
+// A tag with more stored uses than ChunkUses is a chunk of its own whose
+// works are read in work-id slices, each a statement of its own, in the one
+// snapshot (at fifteen million works one tag has ten million uses, one
+// statement longer than the driver's read timeout); the slices add up to
+// exactly the tag's works, so its drift is found and corrected exactly.
+func TestReconcileReadsALargeTagsWorksInSlices(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, tags := newSettledReconcileArchive(t, 2, 20) // every work uses both tags
+	a.shift(tags[1], -3)
+	var steps []int64
+	r := newTestReconciler(t, a, reconcile.Config{ChunkUses: 3, ChunkPause: -1,
+		Progress: func(scanned, _ int64) { steps = append(steps, scanned) }})
+	rep, err := r.Run(ctx, reconcile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{0, 1, 2}; !slices.Equal(steps, want) {
+		t.Errorf("tags scanned after each chunk %v; want %v (one tag a chunk)", steps, want)
+	}
+	if rep.TagsDrifted != 1 || rep.TagsCorrected != 1 || rep.LargestDrift != 3 || rep.LargestDriftTagID != tags[1] {
+		t.Errorf("report %+v; want the drift of +3 of tag %d found and corrected", rep, tags[1])
+	}
+	for _, tag := range tags {
+		if st := a.states()[tag]; !st.Drift().IsZero() || st.Works.Count != 20 {
+			t.Errorf("tag %d after the run: %+v; want 20 works and no drift", tag, st)
+		}
+	}
+}

@@ -100,7 +100,7 @@ func (r *Reconciler) read(ctx context.Context, run *session, out chan<- chunkRea
 	}
 	var after int64
 	for {
-		ids, last, err := r.nextChunk(ctx, run, after)
+		ids, uses, last, err := r.nextChunk(ctx, run, after)
 		if err != nil {
 			send(chunkRead{err: err})
 			return
@@ -109,7 +109,7 @@ func (r *Reconciler) read(ctx context.Context, run *session, out chan<- chunkRea
 			return
 		}
 		after = ids[len(ids)-1]
-		states, err := ReadSnapshot(ctx, run.read, ids)
+		states, err := readSnapshot(ctx, run.read, ids, slicesFor(ids, uses, r.cfg.ChunkUses))
 		if err != nil {
 			send(chunkRead{err: err})
 			return
@@ -147,48 +147,71 @@ func (r *Reconciler) total(ctx context.Context, run *session) (int64, error) {
 }
 
 // nextChunk returns the ids of the run's next chunk of tags after id
-// after, and whether no tag of the run comes after them.
-func (r *Reconciler) nextChunk(ctx context.Context, run *session, after int64) (ids []int64, last bool, err error) {
-	switch o := run.opts; {
-	case o.TagID != 0:
-		if after >= o.TagID {
-			return nil, true, nil
-		}
-		return []int64{o.TagID}, true, nil
-	case len(o.TagIDs) > 0:
-		ids := slices.Compact(slices.Sorted(slices.Values(o.TagIDs)))
-		i, _ := slices.BinarySearch(ids, after+1)
-		ids = ids[i:]
-		return ids[:min(len(ids), r.cfg.ChunkSize)], len(ids) <= r.cfg.ChunkSize, nil
+// after, their stored uses, and whether no tag of the run comes after
+// them.
+func (r *Reconciler) nextChunk(ctx context.Context, run *session, after int64) (ids []int64, uses int64, last bool, err error) {
+	o := run.opts
+	if o.TagID == 0 && len(o.TagIDs) == 0 {
+		return chunkAfter(ctx, run.read, o.Type, after, r.cfg.ChunkSize, r.cfg.ChunkUses)
 	}
-	return chunkAfter(ctx, run.read, run.opts.Type, after, r.cfg.ChunkSize, r.cfg.ChunkUses)
+	listed := []int64{o.TagID}
+	if o.TagID == 0 {
+		listed = slices.Compact(slices.Sorted(slices.Values(o.TagIDs)))
+	}
+	i, _ := slices.BinarySearch(listed, after+1)
+	listed = listed[i:]
+	ids = listed[:min(len(listed), r.cfg.ChunkSize)]
+	cut, uses, err := weigh(ctx, run.read, ids, r.cfg.ChunkUses)
+	return cut, uses, len(cut) == len(listed), err
 }
 
 // chunkAfter returns the ids of up to size tags (of type typ, unless
-// empty) after id after, cut where their stored uses (count and filter
-// count: about the taggings and filings their snapshot reads) pass
-// maxUses, keeping at least the first tag; and whether no tag comes after
-// them. A snapshot's statements so read a bounded number of rows (one
-// tag's, at most, when a tag alone has more), however the uses are
-// spread over the ids: on an archive, the first thousand ids (ratings,
-// warnings, the largest fandoms) hold a third of all taggings.
-func chunkAfter(ctx context.Context, q migrations.Querier, typ string, after int64, size int, maxUses int64) ([]int64, bool, error) {
+// empty) after id after, cut by weigh; their stored uses; and whether no
+// tag comes after them.
+func chunkAfter(ctx context.Context, q migrations.Querier, typ string, after int64, size int, maxUses int64) ([]int64, int64, bool, error) {
 	ids, err := tags.IDs(ctx, q, typ, after, size)
-	if err != nil || len(ids) <= 1 {
-		return ids, len(ids) < size, err
+	if err != nil {
+		return nil, 0, false, err
+	}
+	cut, uses, err := weigh(ctx, q, ids, maxUses)
+	return cut, uses, len(ids) < size && len(cut) == len(ids), err
+}
+
+// weigh cuts ids (ascending) where their stored uses (count and filter
+// count, read from q: about the taggings and filings their snapshot
+// reads) pass maxUses, keeping at least the first tag, and returns the
+// uses of those it kept. A snapshot's statements so read a bounded number
+// of rows however the uses are spread over the ids (on an archive the
+// first thousand ids, ratings, warnings and the largest fandoms, hold a
+// third of all taggings); a tag with more uses than that is a chunk of its
+// own, read in slices (readSnapshot).
+func weigh(ctx context.Context, q migrations.Querier, ids []int64, maxUses int64) ([]int64, int64, error) {
+	if len(ids) == 0 {
+		return nil, 0, nil
 	}
 	stored, err := counter.StoredCounts(ctx, q, ids[0], ids[len(ids)-1])
 	if err != nil {
-		return nil, false, fmt.Errorf("tag sizes: %w", err)
+		return nil, 0, fmt.Errorf("tag sizes: %w", err)
 	}
 	var uses int64
 	for i, id := range ids {
 		n := stored[id]
-		if uses += max(n.Count, 0) + max(n.Filter, 0); uses > maxUses && i > 0 {
-			return ids[:i], false, nil
+		u := max(n.Count, 0) + max(n.Filter, 0)
+		if i > 0 && uses+u > maxUses {
+			return ids[:i], uses, nil
 		}
+		uses += u
 	}
-	return ids, len(ids) < size, nil
+	return ids, uses, nil
+}
+
+// slicesFor is how many work-id slices a chunk's works are read in: one,
+// unless it is a single tag with more uses than maxUses.
+func slicesFor(ids []int64, uses, maxUses int64) int {
+	if len(ids) != 1 || uses <= maxUses {
+		return 1
+	}
+	return int((uses + maxUses - 1) / maxUses)
 }
 
 // correctChunk reports, records and (when applying) corrects the drifted
