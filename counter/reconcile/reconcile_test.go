@@ -729,16 +729,9 @@ func (x archiveAnnouncer) Announce(_ context.Context, events []counter.Event) { 
 // every tag and corrects what drifted.
 func TestReconcileCutsChunksWhereStoredUsesPassTheBound(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	a, tags := newSettledReconcileArchive(t, 5, 10) // every tag used at least twice
 	a.shift(tags[3], 4)
-	var steps []int64
-	r := newTestReconciler(t, a, reconcile.Config{ChunkUses: 1, ChunkPause: -1,
-		Progress: func(scanned, _ int64) { steps = append(steps, scanned) }})
-	rep, err := r.Run(ctx, reconcile.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep, steps := runRecordingChunks(t, a, reconcile.Config{ChunkUses: 1})
 	if want := []int64{0, 1, 2, 3, 4, 5}; !slices.Equal(steps, want) {
 		t.Errorf("tags scanned after each chunk %v; want %v (one tag a chunk)", steps, want)
 	}
@@ -757,16 +750,9 @@ func TestReconcileCutsChunksWhereStoredUsesPassTheBound(t *testing.T) {
 // exactly the tag's works, so its drift is found and corrected exactly.
 func TestReconcileReadsALargeTagsWorksInSlices(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	a, tags := newSettledReconcileArchive(t, 2, 20) // every work uses both tags
 	a.shift(tags[1], -3)
-	var steps []int64
-	r := newTestReconciler(t, a, reconcile.Config{ChunkUses: 3, ChunkPause: -1,
-		Progress: func(scanned, _ int64) { steps = append(steps, scanned) }})
-	rep, err := r.Run(ctx, reconcile.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep, steps := runRecordingChunks(t, a, reconcile.Config{ChunkUses: 3})
 	if want := []int64{0, 1, 2}; !slices.Equal(steps, want) {
 		t.Errorf("tags scanned after each chunk %v; want %v (one tag a chunk)", steps, want)
 	}
@@ -778,4 +764,18 @@ func TestReconcileReadsALargeTagsWorksInSlices(t *testing.T) {
 			t.Errorf("tag %d after the run: %+v; want 20 works and no drift", tag, st)
 		}
 	}
+}
+
+// runRecordingChunks runs a whole reconcile with cfg (no pause between
+// chunks) and returns its report and the tags scanned after each chunk.
+func runRecordingChunks(t *testing.T, a *reconcileArchive, cfg reconcile.Config) (reconcile.Report, []int64) {
+	t.Helper()
+	var steps []int64
+	cfg.ChunkPause = -1
+	cfg.Progress = func(scanned, _ int64) { steps = append(steps, scanned) }
+	rep, err := newTestReconciler(t, a, cfg).Run(context.Background(), reconcile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep, steps
 }
