@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -332,31 +333,46 @@ func (p *Poster) draftOfWork(ctx context.Context, authorID, workID int64) (int64
 	return draftID, err
 }
 
-// CountUses returns, for the tags in [lo, hi] that posted works use, how
-// many unhidden works use each, and how many of those are public: the
-// posted works' side of the conservation identity, read in the caller's
-// snapshot q.
-func CountUses(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]counter.Sum, error) {
-	// A range scan of taggings_tag (tag_id, work_id) with a primary-key
-	// probe of works each.
+// WorkRange is a range of work ids, both ends included.
+type WorkRange struct{ From, To int64 }
+
+// AllWorks is the range of every work id.
+var AllWorks = WorkRange{0, math.MaxInt64}
+
+// CountUses returns, for the tags in [lo, hi] that posted works in works
+// use, how many unhidden works use each, and how many of those are
+// public: the posted works' side of the conservation identity, read in the
+// caller's snapshot q. A caller sums a large tag over several work ranges,
+// so that no one statement runs long.
+func CountUses(ctx context.Context, q migrations.Querier, lo, hi int64, works WorkRange) (map[int64]counter.Sum, error) {
+	// A range scan of taggings_tag (tag_id, work_id) with a probe of
+	// works_state (id, hidden, visibility) each: the narrow index, not the
+	// clustered rows with their bodies, which the optimizer would pick.
 	return counter.SumsByID(ctx, q, `SELECT tg.tag_id, CAST(SUM(NOT w.hidden) AS SIGNED),
 		CAST(SUM(NOT w.hidden AND w.visibility = 'public') AS SIGNED)
-		FROM taggings tg STRAIGHT_JOIN works w ON w.id = tg.work_id
-		WHERE tg.tag_id BETWEEN ? AND ? GROUP BY tg.tag_id`, lo, hi)
+		FROM taggings tg FORCE INDEX (taggings_tag) STRAIGHT_JOIN works w FORCE INDEX (works_state) ON w.id = tg.work_id
+		WHERE tg.tag_id BETWEEN ? AND ? AND tg.work_id BETWEEN ? AND ? GROUP BY tg.tag_id`, lo, hi, works.From, works.To)
 }
 
-// CountFilters returns, for the tags in [lo, hi] that posted works are
-// filed under, how many unhidden works are filed under each, and how many
-// of those are public, as Filter and PublicFilter: the works' side of the
-// filter counts' conservation identity, read in the caller's snapshot q.
-// It returns the database's error.
-func CountFilters(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]counter.Sum, error) {
-	// A range scan of work_filters_tag (tag_id, work_id) with a
-	// primary-key probe of works each.
+// CountFilters returns, for the tags in [lo, hi] that posted works in
+// works are filed under, how many unhidden works are filed under each, and
+// how many of those are public, as Filter and PublicFilter: the works' side
+// of the filter counts' conservation identity, read in the caller's
+// snapshot q. It returns the database's error.
+func CountFilters(ctx context.Context, q migrations.Querier, lo, hi int64, works WorkRange) (map[int64]counter.Sum, error) {
+	// A range scan of work_filters_tag (tag_id, work_id) with a probe of
+	// works_state each (as CountUses).
 	return counter.SumsByID(ctx, q, `SELECT wf.tag_id, 0, 0, CAST(SUM(NOT w.hidden) AS SIGNED),
 		CAST(SUM(NOT w.hidden AND w.visibility = 'public') AS SIGNED)
-		FROM work_filters wf STRAIGHT_JOIN works w ON w.id = wf.work_id
-		WHERE wf.tag_id BETWEEN ? AND ? GROUP BY wf.tag_id`, lo, hi)
+		FROM work_filters wf FORCE INDEX (work_filters_tag) STRAIGHT_JOIN works w FORCE INDEX (works_state) ON w.id = wf.work_id
+		WHERE wf.tag_id BETWEEN ? AND ? AND wf.work_id BETWEEN ? AND ? GROUP BY wf.tag_id`, lo, hi, works.From, works.To)
+}
+
+// LastWorkID returns the highest work id in q's snapshot (0 for none).
+func LastWorkID(ctx context.Context, q migrations.Querier) (int64, error) {
+	var id int64
+	err := q.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) FROM works").Scan(&id)
+	return id, err
 }
 
 // visibility is c's visibility as a works row stores it.

@@ -34,6 +34,7 @@ type reconcileFlags struct {
 	json    bool
 	perSec  float64
 	chunk   int
+	uses    int64
 	pause   time.Duration
 	level   slog.Level
 }
@@ -61,6 +62,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	cfg := reconcile.Config{
 		DB:                   db,
 		ChunkSize:            f.chunk,
+		ChunkUses:            f.uses,
 		CorrectionsPerSecond: f.perSec,
 		ChunkPause:           f.pause,
 		Logger:               slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: f.level})),
@@ -109,7 +111,8 @@ func parseReconcile(args []string, stderr io.Writer) (reconcileFlags, error) {
 	fs.StringVar(&f.typ, "type", "", "reconcile only tags of this type: "+strings.Join(tags.Types, ", "))
 	fs.BoolVar(&f.json, "json", false, "print the run's report and every correction as JSON, with the admin API's field names")
 	fs.Float64Var(&f.perSec, "rate", reconcile.DefaultCorrectionsPerSecond, "most corrections written per second")
-	fs.IntVar(&f.chunk, "chunk", reconcile.DefaultChunkSize, "tags read per consistent snapshot")
+	fs.IntVar(&f.chunk, "chunk", reconcile.DefaultChunkSize, "tags read per consistent snapshot, at most")
+	fs.Int64Var(&f.uses, "chunk-uses", reconcile.DefaultChunkUses, "cut a snapshot's tags where their stored uses (count + filter count) pass this; a larger tag is read alone")
 	fs.DurationVar(&f.pause, "chunk-pause", reconcile.DefaultChunkPause, "pause between chunks (negative: none)")
 	logLevel := fs.String("log-level", "warn", "debug (every drifted tag), info, warn or error; logs go to stderr")
 	fs.Usage = func() {
@@ -139,6 +142,9 @@ func (f *reconcileFlags) check(tagList string) error {
 	}
 	if f.chunk <= 0 {
 		return fmt.Errorf("reconcile: --chunk must be positive, not %d", f.chunk)
+	}
+	if f.uses <= 0 {
+		return fmt.Errorf("reconcile: --chunk-uses must be positive, not %d", f.uses)
 	}
 	if f.pause == 0 {
 		f.pause = -1 // the config reads 0 as "default"

@@ -278,6 +278,7 @@ func TestReconcileCommandRefusesFlagsItCannotUse(t *testing.T) {
 		{[]string{"--tag", "4", "--tags", "5"}, "at most one of --tag, --tags and --type"},
 		{[]string{"--tags", "4", "--type", "fandom"}, "at most one of --tag, --tags and --type"},
 		{[]string{"--rate", "0"}, "--rate must be positive"},
+		{[]string{"--chunk-uses", "0"}, "--chunk-uses must be positive"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := runReconcile(context.Background(), tc.args, &stdout, &stderr)

@@ -46,6 +46,7 @@ const (
 // Defaults used for zero Config fields.
 const (
 	DefaultChunkSize            = 1000
+	DefaultChunkUses            = 200_000
 	DefaultCorrectionsPerSecond = 50
 	DefaultChunkPause           = 50 * time.Millisecond
 )
@@ -68,8 +69,16 @@ type Config struct {
 	// docs/reconcile.md); a run waits until the replica has seen its own
 	// start. Default DB.
 	ReadDB *migrations.DB
-	// ChunkSize is how many tags (by id) one consistent snapshot reads.
+	// ChunkSize is how many tags (by id) one consistent snapshot reads at
+	// most.
 	ChunkSize int
+	// ChunkUses cuts a chunk short where its tags' stored uses (count and
+	// filter count) pass it, so one snapshot's statements read about that
+	// many taggings and filings at most (a tag with more is a chunk of its
+	// own): on an archive, a chunk of the first thousand ids would read a
+	// third of every tagging in one statement, longer than the driver's
+	// read timeout at a million works.
+	ChunkUses int64
 	// CorrectionsPerSecond caps how fast corrections are written.
 	CorrectionsPerSecond float64
 	// ChunkPause is slept between chunks so the scan leaves room for traffic.
@@ -162,11 +171,12 @@ type Reconciler struct {
 	wg      sync.WaitGroup
 }
 
-// WithDefaults returns c with its zero ChunkSize, CorrectionsPerSecond,
-// ChunkPause and Logger set to their defaults: the one place Config's
-// defaults are applied.
+// WithDefaults returns c with its zero ChunkSize, ChunkUses,
+// CorrectionsPerSecond, ChunkPause and Logger set to their defaults: the
+// one place Config's defaults are applied.
 func (c Config) WithDefaults() Config {
 	c.ChunkSize = loop.OrDefault(c.ChunkSize, DefaultChunkSize)
+	c.ChunkUses = loop.OrDefault(c.ChunkUses, DefaultChunkUses)
 	c.CorrectionsPerSecond = loop.OrDefault(c.CorrectionsPerSecond, DefaultCorrectionsPerSecond)
 	if c.ChunkPause == 0 {
 		c.ChunkPause = DefaultChunkPause
@@ -258,22 +268,29 @@ type session struct {
 	opts    Options
 	dryRun  bool
 	conn    *sql.Conn
-	read    *sql.Conn // where snapshots are read: conn, or a replica's
+	read    *sql.Conn // where snapshots are read: a session of its own on the primary, or a replica's
 	started time.Time
 }
 
-// openSnapshots gives run the connection its snapshots are read on: its
-// own session, or one to the replica once the replica has seen the run's
-// start (so it has every correction of the runs before). It runs when the
-// run does, not when it is started: a start answers at once, and a replica
-// that does not catch up fails the run, in its report.
+// openSnapshots gives run the connection its snapshots are read on: a
+// session of its own (the run's locked session writes the corrections
+// meanwhile, so reading cannot share it), on the primary or on the replica
+// once the replica has seen the run's start (so it has every correction of
+// the runs before). It runs when the run does, not when it is started: a
+// start answers at once, and a replica that does not catch up fails the
+// run, in its report.
 func (r *Reconciler) openSnapshots(ctx context.Context, run *session) error {
-	if r.cfg.ReadDB == nil || r.cfg.ReadDB == r.cfg.DB {
-		return nil
+	db := r.cfg.DB
+	if r.cfg.ReadDB != nil {
+		db = r.cfg.ReadDB
 	}
-	read, err := r.cfg.ReadDB.Conn(ctx)
+	read, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: connect to the read database: %w", err)
+	}
+	if db == r.cfg.DB {
+		run.read = read
+		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, replicaWait)
 	defer cancel()

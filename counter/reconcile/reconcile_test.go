@@ -726,3 +726,60 @@ func TestReconcileCorrectsDriftedFilterCounts(t *testing.T) {
 type archiveAnnouncer struct{ a *reconcileArchive }
 
 func (x archiveAnnouncer) Announce(_ context.Context, events []counter.Event) { x.a.announce(events) }
+
+// A chunk is cut where its tags' stored uses pass ChunkUses, so no one
+// snapshot reads the taggings of many large tags at once (on an archive
+// the first thousand ids hold a third of them); the run still covers
+// every tag and corrects what drifted.
+func TestReconcileCutsChunksWhereStoredUsesPassTheBound(t *testing.T) {
+	t.Parallel()
+	a, tags := newSettledReconcileArchive(t, 5, 10) // every tag used at least twice
+	a.shift(tags[3], 4)
+	rep, steps := runRecordingChunks(t, a, reconcile.Config{ChunkUses: 1})
+	if want := []int64{0, 1, 2, 3, 4, 5}; !slices.Equal(steps, want) {
+		t.Errorf("tags scanned after each chunk %v; want %v (one tag a chunk)", steps, want)
+	}
+	if rep.TagsScanned != 5 || rep.TagsDrifted != 1 || rep.TagsCorrected != 1 || rep.LargestDrift != -4 {
+		t.Errorf("report %+v; want 5 scanned, the drift of -4 corrected", rep)
+	}
+	if st := a.states()[tags[3]]; !st.Drift().IsZero() {
+		t.Errorf("tag %d still drifts: %+v", tags[3], st)
+	}
+}
+
+// A tag with more stored uses than ChunkUses is a chunk of its own whose
+// works are read in work-id slices, each a statement of its own, in the one
+// snapshot (at fifteen million works one tag has ten million uses, one
+// statement longer than the driver's read timeout); the slices add up to
+// exactly the tag's works, so its drift is found and corrected exactly.
+func TestReconcileReadsALargeTagsWorksInSlices(t *testing.T) {
+	t.Parallel()
+	a, tags := newSettledReconcileArchive(t, 2, 20) // every work uses both tags
+	a.shift(tags[1], -3)
+	rep, steps := runRecordingChunks(t, a, reconcile.Config{ChunkUses: 3})
+	if want := []int64{0, 1, 2}; !slices.Equal(steps, want) {
+		t.Errorf("tags scanned after each chunk %v; want %v (one tag a chunk)", steps, want)
+	}
+	if rep.TagsDrifted != 1 || rep.TagsCorrected != 1 || rep.LargestDrift != 3 || rep.LargestDriftTagID != tags[1] {
+		t.Errorf("report %+v; want the drift of +3 of tag %d found and corrected", rep, tags[1])
+	}
+	for _, tag := range tags {
+		if st := a.states()[tag]; !st.Drift().IsZero() || st.Works.Count != 20 {
+			t.Errorf("tag %d after the run: %+v; want 20 works and no drift", tag, st)
+		}
+	}
+}
+
+// runRecordingChunks runs a whole reconcile with cfg (no pause between
+// chunks) and returns its report and the tags scanned after each chunk.
+func runRecordingChunks(t *testing.T, a *reconcileArchive, cfg reconcile.Config) (reconcile.Report, []int64) {
+	t.Helper()
+	var steps []int64
+	cfg.ChunkPause = -1
+	cfg.Progress = func(scanned, _ int64) { steps = append(steps, scanned) }
+	rep, err := newTestReconciler(t, a, cfg).Run(context.Background(), reconcile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep, steps
+}

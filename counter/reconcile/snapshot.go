@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/tagcount/tagcount/counter"
-	"github.com/tagcount/tagcount/counter/tags"
 	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/poster"
 )
@@ -41,6 +40,14 @@ func (s TagState) Drift() counter.Sum { return s.Works.Sub(s.Stored).Sub(s.Pendi
 // ReadSnapshot reads the terms of tags ids (ascending) in one consistent,
 // non-locking snapshot on conn: posting and flushing never wait on it.
 func ReadSnapshot(ctx context.Context, conn *sql.Conn, ids []int64) (states []TagState, err error) {
+	return readSnapshot(ctx, conn, ids, 1)
+}
+
+// readSnapshot is ReadSnapshot reading the works' sides in n work-id
+// slices, each a statement of its own, all in the one snapshot: a tag with
+// millions of uses is then never one statement that runs past the
+// driver's read timeout.
+func readSnapshot(ctx context.Context, conn *sql.Conn, ids []int64, n int) (states []TagState, err error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -67,8 +74,8 @@ func ReadSnapshot(ctx context.Context, conn *sql.Conn, ids []int64) (states []Ta
 		into *map[int64]counter.Sum
 		read func(context.Context, migrations.Querier, int64, int64) (map[int64]counter.Sum, error)
 	}{
-		{"works", &works, poster.CountUses},
-		{"filters", &filed, poster.CountFilters},
+		{"works", &works, sliced(n, poster.CountUses)},
+		{"filters", &filed, sliced(n, poster.CountFilters)},
 		{"stored", &stored, counter.StoredCounts},
 		{"pending", &pending, counter.PendingDeltas},
 	} {
@@ -84,6 +91,38 @@ func ReadSnapshot(ctx context.Context, conn *sql.Conn, ids []int64) (states []Ta
 	return states, nil
 }
 
+// sliced returns count summed over n equal slices of the work ids posted
+// in the snapshot (the last slice open-ended), or count over every work
+// for n of 1.
+func sliced(n int, count func(context.Context, migrations.Querier, int64, int64, poster.WorkRange) (map[int64]counter.Sum, error),
+) func(context.Context, migrations.Querier, int64, int64) (map[int64]counter.Sum, error) {
+	return func(ctx context.Context, q migrations.Querier, lo, hi int64) (map[int64]counter.Sum, error) {
+		if n <= 1 {
+			return count(ctx, q, lo, hi, poster.AllWorks)
+		}
+		last, err := poster.LastWorkID(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		out := map[int64]counter.Sum{}
+		step := last/int64(n) + 1
+		for from := int64(0); from <= last; from += step {
+			works := poster.WorkRange{From: from, To: from + step - 1}
+			if works.To >= last {
+				works.To = poster.AllWorks.To
+			}
+			part, err := count(ctx, q, lo, hi, works)
+			if err != nil {
+				return nil, err
+			}
+			for id, s := range part {
+				out[id] = out[id].Add(s)
+			}
+		}
+		return out, nil
+	}
+}
+
 // Walk reads the terms of every tag, chunk by chunk (each chunk one
 // snapshot), and calls fn with each. Tests and the load generator use it as
 // the independent recount: on a quiet system every tag's drift is 0.
@@ -95,16 +134,19 @@ func Walk(ctx context.Context, db *migrations.DB, fn func(TagState)) error {
 	defer conn.Close()
 	var after int64
 	for {
-		ids, err := tags.IDs(ctx, conn, "", after, DefaultChunkSize)
+		ids, uses, last, err := chunkAfter(ctx, conn, "", after, DefaultChunkSize, DefaultChunkUses)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
-		states, err := ReadSnapshot(ctx, conn, ids)
+		states, err := readSnapshot(ctx, conn, ids, slicesFor(ids, uses, DefaultChunkUses))
 		if err != nil {
 			return err
 		}
 		for _, st := range states {
 			fn(st)
+		}
+		if last {
+			return nil
 		}
 		after = ids[len(ids)-1]
 	}
