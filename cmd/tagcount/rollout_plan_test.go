@@ -175,15 +175,7 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 	const freshness = 15 * time.Second
 	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
 		FreshnessP99: freshness, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 20})
-	admin := st.client(t, 1, httpapi.RoleAdmin)
-	load := startPosting(t, st, rolloutAuthors)
-	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "25s"}); status != 201 {
-		t.Fatalf("start: %d %v", status, p)
-	}
-	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {
-		p := rolloutPlan(t, admin)
-		return num(p, "step") == 2 && p["window_from"] != nil || p["state"] != "running"
-	})
+	admin, load := planOnItsSecondStep(t, st)
 	// The fault: every counter stops applying, so new-path posts are not
 	// counted and age past the freshness budget.
 	ctx := context.Background()
@@ -246,15 +238,7 @@ func TestGuardedRolloutRollsBackWhenTheNewPathsPostsFailAndPostsThemOnceHealed(t
 	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
 		FreshnessP99: 5 * time.Minute, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 1},
 		func(o *stackOptions) { o.MySQLDSN, o.Database = cfg.FormatDSN(), db.Name })
-	admin := st.client(t, 1, httpapi.RoleAdmin)
-	load := startPosting(t, st, rolloutAuthors)
-	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "25s"}); status != 201 {
-		t.Fatalf("start: %d %v", status, p)
-	}
-	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {
-		p := rolloutPlan(t, admin)
-		return num(p, "step") == 2 && p["window_from"] != nil || p["state"] != "running"
-	})
+	admin, load := planOnItsSecondStep(t, st)
 	heal, err := breakNewPath(ctx, db, db.Name, user)
 	if err != nil {
 		t.Fatal(err)
@@ -296,9 +280,35 @@ func TestGuardedRolloutRollsBackWhenTheNewPathsPostsFailAndPostsThemOnceHealed(t
 	if len(accepted) == 0 || posted != len(accepted) || failed > 0 {
 		t.Fatalf("of %d drafts the new path accepted %d are posted; %d drafts failed", len(accepted), posted, failed)
 	}
+	// The posts the guard counted as failed were retried, and posted.
+	var retried, retriedPosted int
+	if err := st.DB.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(d.state = 'posted'), 0) FROM rollout_samples s
+		JOIN drafts d ON d.id = s.draft_id WHERE s.path = 'new' AND s.ok = 0`).Scan(&retried, &retriedPosted); err != nil {
+		t.Fatal(err)
+	}
+	if retried == 0 || retriedPosted != retried {
+		t.Fatalf("%d new-path posts counted as failed, %d of them posted", retried, retriedPosted)
+	}
 	postertest.AssertExact(ctx, t, st.DB)
 	assertConserved(t, st)
 	t.Logf("posts: legacy %d, new %d; the failed guard: %v", load.legacy.Load(), load.new.Load(), g)
+}
+
+// planOnItsSecondStep has rolloutAuthors post and starts a plan of 20, 60
+// and 100 % held 25 s each; it returns once the second step's window has
+// begun (or the plan stopped before).
+func planOnItsSecondStep(t *testing.T, st *stack) (*client, *postingLoad) {
+	t.Helper()
+	admin := st.client(t, 1, httpapi.RoleAdmin)
+	load := startPosting(t, st, rolloutAuthors)
+	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "25s"}); status != 201 {
+		t.Fatalf("start: %d %v", status, p)
+	}
+	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {
+		p := rolloutPlan(t, admin)
+		return num(p, "step") == 2 && p["window_from"] != nil || p["state"] != "running"
+	})
+	return admin, load
 }
 
 // waitForRollback waits for the running plan to stop and returns its state,
