@@ -172,10 +172,13 @@ func TestGuardedRolloutWalksEveryStepTo100UnderLoad(t *testing.T) {
 
 func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testing.T) {
 	t.Parallel()
-	const freshness = 15 * time.Second
+	// The freshness bound stays under the hold, or the last step could pass
+	// with the counter stopped; both leave room for a busy machine's
+	// counter, which has taken 16 s to count a healthy step's posts.
+	const freshness, hold = 25 * time.Second, "40s"
 	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
 		FreshnessP99: freshness, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 20})
-	admin, load := planOnItsSecondStep(t, st)
+	admin, load := planOnItsSecondStep(t, st, hold)
 	// The fault: every counter stops applying, so new-path posts are not
 	// counted and age past the freshness budget.
 	ctx := context.Background()
@@ -238,7 +241,7 @@ func TestGuardedRolloutRollsBackWhenTheNewPathsPostsFailAndPostsThemOnceHealed(t
 	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
 		FreshnessP99: 5 * time.Minute, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 1},
 		func(o *stackOptions) { o.MySQLDSN, o.Database = cfg.FormatDSN(), db.Name })
-	admin, load := planOnItsSecondStep(t, st)
+	admin, load := planOnItsSecondStep(t, st, "25s")
 	heal, err := breakNewPath(ctx, db, db.Name, user)
 	if err != nil {
 		t.Fatal(err)
@@ -295,13 +298,13 @@ func TestGuardedRolloutRollsBackWhenTheNewPathsPostsFailAndPostsThemOnceHealed(t
 }
 
 // planOnItsSecondStep has rolloutAuthors post and starts a plan of 20, 60
-// and 100 % held 25 s each; it returns once the second step's window has
-// begun (or the plan stopped before).
-func planOnItsSecondStep(t *testing.T, st *stack) (*client, *postingLoad) {
+// and 100 %, each held for hold; it returns once the second step's window
+// has begun (or the plan stopped before).
+func planOnItsSecondStep(t *testing.T, st *stack, hold string) (*client, *postingLoad) {
 	t.Helper()
 	admin := st.client(t, 1, httpapi.RoleAdmin)
 	load := startPosting(t, st, rolloutAuthors)
-	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "25s"}); status != 201 {
+	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": hold}); status != 201 {
 		t.Fatalf("start: %d %v", status, p)
 	}
 	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {
