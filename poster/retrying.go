@@ -34,7 +34,7 @@ func (r Retrying) RetryingDrafts(_ context.Context, limit int) ([]int64, error) 
 	for _, q := range []string{queue, BulkQueue(queue)} {
 		for _, list := range lists {
 			if len(ids) >= limit {
-				return ids, nil
+				return ids[:limit], nil
 			}
 			tasks, err := list(q, asynq.PageSize(limit))
 			if errors.Is(err, asynq.ErrQueueNotFound) {

@@ -174,8 +174,8 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 	t.Parallel()
 	// The freshness bound stays under the hold, or the last step could pass
 	// with the counter stopped; both leave room for a busy machine's
-	// counter, which has taken 16 s to count a healthy step's posts.
-	const freshness, hold = 25 * time.Second, "40s"
+	// counter, which has taken 26 s to count a healthy step's posts.
+	const freshness, hold = 40 * time.Second, "60s"
 	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
 		FreshnessP99: freshness, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 20})
 	admin, load := planOnItsSecondStep(t, st, hold)
