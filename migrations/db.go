@@ -342,6 +342,22 @@ func IsServerBusy(err error) bool {
 	return false
 }
 
+// IsAccessDenied reports whether err is the server refusing a statement
+// for want of a privilege (on a database, table or column, or a specific
+// one): the statement was refused whole, and a grant by an operator, not
+// a change of the statement, makes it succeed.
+func IsAccessDenied(err error) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return false
+	}
+	switch me.Number {
+	case 1044, 1142, 1143, 1227: // ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR, ER_COLUMNACCESS_DENIED_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR
+		return true
+	}
+	return false
+}
+
 // IsUnavailable reports whether err means the database (or another
 // dependency) could not be reached: connection refused, reset, a bad
 // connection, a network timeout.

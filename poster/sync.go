@@ -57,9 +57,13 @@ func (p *Poster) syncOne(ctx context.Context, db *migrations.DB, path string, r 
 // rows, the works and taggings, and the count update — the outbox on the
 // new path, tag_counts bumps on the legacy one — commit together), and
 // returns one outcome per request, in order. Drafts that changed meanwhile
-// are read again; when the transaction fails for any reason but a lock
-// conflict, each request is tried alone, so one draft that cannot be posted
-// does not fail the others.
+// are read again; when the transaction fails for a reason that may be one
+// draft's (not a lock conflict, nor a transient error every draft would
+// meet: the database down or busy, a privilege missing), each request is
+// tried alone, so one draft that cannot be posted does not fail the others.
+// A transient error fails the whole batch at once, so each job learns it
+// within one transaction and is retried, rather than after a transaction
+// per draft of a batch that cannot succeed.
 func (p *Poster) sync(ctx context.Context, db *migrations.DB, path string, reqs []request) []outcome {
 	out := make([]outcome, len(reqs))
 	todo := make([]int, len(reqs))
@@ -85,7 +89,7 @@ func (p *Poster) sync(ctx context.Context, db *migrations.DB, path string, reqs 
 				continue
 			}
 		}
-		if err != nil && len(batch) > 1 && !migrations.IsLockConflict(err) && ctx.Err() == nil {
+		if err != nil && len(batch) > 1 && !transient(err) && ctx.Err() == nil {
 			for k, i := range todo {
 				r, err := p.syncOne(ctx, db, path, batch[k])
 				out[i] = outcome{r, err}

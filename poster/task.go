@@ -122,11 +122,15 @@ func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 	return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 }
 
-// transient reports whether err may go away by itself: a dependency down,
-// slow or busy, a lock conflict, a deadline.
+// transient reports whether err may go away without a change of the draft:
+// a dependency down, slow or busy, a lock conflict, a deadline, or a
+// privilege the job's database user lacks (a grant the new path needs and
+// an operator restores: until then the draft stays queued and is posted
+// once the grant is back, instead of failing an accepted post).
 func transient(err error) bool {
 	return migrations.IsUnavailable(err) || migrations.IsLockConflict(err) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || migrations.IsServerBusy(err)
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || migrations.IsServerBusy(err) ||
+		migrations.IsAccessDenied(err)
 }
 
 // RetryDelay is how long a failed posting job waits before its retry n:

@@ -29,6 +29,10 @@ func TestFailureMessageTellsTheAuthorOnlyWhatTheyCanActOn(t *testing.T) {
 		{"database error", fmt.Errorf("insert works: %w", constraint), msgInternal},
 		{"unknown error", errors.New("dial tcp 10.0.0.7:3306: connect: connection refused"), msgInternal},
 		{"dependency too slow", fmt.Errorf("post: %w", context.DeadlineExceeded), msgUnavailable},
+		// A revoked grant is retried like a dependency that is down (an
+		// operator restores it); the draft fails only once retries run out.
+		{"privilege missing", fmt.Errorf("outbox: %w", &mysql.MySQLError{Number: 1142,
+			Message: "INSERT command denied to user 'tagcount'@'10.0.0.7' for table `tagcount`.`tag_events`"}), msgUnavailable},
 		{"draft kept changing", fmt.Errorf("sync: %w", errVersionMoved), drafts.ErrChanged.Error()},
 		{"content breaks a rule", fmt.Errorf("post: %w", &drafts.ValidationError{Field: "tags.fandoms[0]", Code: "tag_too_long",
 			Message: "tag Pokémon is too long"}), "tag Pokémon is too long"},

@@ -16,6 +16,7 @@ import (
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/poster"
 )
 
 // rolloutOptions configure the guarded rollout's runner in a process with
@@ -74,7 +75,8 @@ func (s *stack) startRollout(context.Context) error {
 		s.log.Info("this process runs no rollout plan; it reports the latest in its metrics", "why", why)
 	}
 	o := s.opts.Rollout
-	var measures rollout.Measures = rollout.DBMeasures{DB: s.DB, SmallBelow: s.opts.Tiers.WithDefaults().MediumFrom}
+	var measures rollout.Measures = rollout.DBMeasures{DB: s.DB, SmallBelow: s.opts.Tiers.WithDefaults().MediumFrom,
+		Retrying: poster.Retrying{Inspector: s.inspector, Queue: s.opts.Queue}}
 	if o.Measures != nil {
 		measures = o.Measures
 	}

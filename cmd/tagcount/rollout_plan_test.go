@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi"
 	"github.com/tagcount/tagcount/counter"
@@ -17,21 +21,28 @@ import (
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/flags/unleashtest"
+	"github.com/tagcount/tagcount/migrations"
 	"github.com/tagcount/tagcount/migrations/testdb"
+	"github.com/tagcount/tagcount/poster/postertest"
 )
 
 // guardedStack is a whole service whose posting path follows the new-path
 // flag on its own unleash-server (at 0 %), with a rollout runner that moves
-// the flag through the admin API and reads its guards every 100 ms.
-func guardedStack(t *testing.T, guards rollout.Guards) (*stack, *unleashtest.Server) {
+// the flag through the admin API and reads its guards every 100 ms. tweak,
+// if given, changes the stack's options first (its database and user).
+func guardedStack(t *testing.T, guards rollout.Guards, tweak ...func(*stackOptions)) (*stack, *unleashtest.Server) {
 	t.Helper()
 	u := unleashtest.Start(t)
 	u.CreateFlag(t, flags.NewPostingPath)
 	u.SetRollout(t, flags.NewPostingPath, 0)
-	st := testStack(t, stackOptions{Path: "flag",
+	o := stackOptions{Path: "flag",
 		Flags: flags.Config{URL: u.APIURL(), Token: u.ClientToken(), RefreshInterval: 100 * time.Millisecond},
 		Rollout: rolloutOptions{AdminToken: u.AdminToken(), Environment: unleashtest.Environment,
-			Interval: 100 * time.Millisecond, Guards: guards}})
+			Interval: 100 * time.Millisecond, Guards: guards}}
+	for _, f := range tweak {
+		f(&o)
+	}
+	st := testStack(t, o)
 	if err := st.Flags.WaitForSync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -47,12 +58,15 @@ func guardedStack(t *testing.T, guards rollout.Guards) (*stack, *unleashtest.Ser
 }
 
 // postingLoad has authors 1..n create and post drafts until stopped; it
-// counts the posts by the path their answer names.
+// counts the posts by the path their answer names, and keeps the ids of
+// the drafts the new path accepted.
 type postingLoad struct {
 	stop        atomic.Bool
 	wg          sync.WaitGroup
 	legacy, new atomic.Int64
 	failures    atomic.Int64
+	mu          sync.Mutex
+	newDrafts   []int64
 }
 
 func startPosting(t *testing.T, st *stack, authors int) *postingLoad {
@@ -68,6 +82,9 @@ func startPosting(t *testing.T, st *stack, authors int) *postingLoad {
 				switch {
 				case status == 202:
 					l.new.Add(1)
+					l.mu.Lock()
+					l.newDrafts = append(l.newDrafts, int64(num(d, "id")))
+					l.mu.Unlock()
 				case status == 201:
 					l.legacy.Add(1)
 				case status != 503: // a legacy post that lost a lock race applied nothing
@@ -82,6 +99,13 @@ func startPosting(t *testing.T, st *stack, authors int) *postingLoad {
 }
 
 func (l *postingLoad) halt() { l.stop.Store(true); l.wg.Wait() }
+
+// acceptedOnNew returns the drafts the new path accepted so far.
+func (l *postingLoad) acceptedOnNew() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.newDrafts)
+}
 
 // rolloutPlan reads GET /v1/admin/rollout.
 func rolloutPlan(t *testing.T, admin *client) map[string]any {
@@ -148,18 +172,13 @@ func TestGuardedRolloutWalksEveryStepTo100UnderLoad(t *testing.T) {
 
 func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testing.T) {
 	t.Parallel()
-	const freshness = 15 * time.Second
+	// The freshness bound stays under the hold, or the last step could pass
+	// with the counter stopped; both leave room for a busy machine's
+	// counter, which has taken 26 s to count a healthy step's posts.
+	const freshness, hold = 40 * time.Second, "60s"
 	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
 		FreshnessP99: freshness, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 20})
-	admin := st.client(t, 1, httpapi.RoleAdmin)
-	load := startPosting(t, st, rolloutAuthors)
-	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": "25s"}); status != 201 {
-		t.Fatalf("start: %d %v", status, p)
-	}
-	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {
-		p := rolloutPlan(t, admin)
-		return num(p, "step") == 2 && p["window_from"] != nil || p["state"] != "running"
-	})
+	admin, load := planOnItsSecondStep(t, st, hold)
 	// The fault: every counter stops applying, so new-path posts are not
 	// counted and age past the freshness budget.
 	ctx := context.Background()
@@ -167,13 +186,7 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 	if err := control.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var p map[string]any
-	testdb.WaitFor(t, 2*time.Minute, "the plan to roll back", func() bool {
-		p = rolloutPlan(t, admin)
-		return p["state"] != "running"
-	})
-	raw, _ := json.MarshalIndent(p, "", "  ")
-	t.Logf("GET /v1/admin/rollout after the fault:\n%s", raw)
+	p := waitForRollback(t, admin)
 	// Rolled back on the step the fault came in (or a later one, had the
 	// window ended first), to the step before it, which held.
 	step := num(p, "step")
@@ -181,27 +194,13 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 		t.Fatalf("want rolled_back by %s on step 2 or 3 to the step before, got %v by %v on step %d at %d %%",
 			rollout.GuardFreshness, p["state"], p["failed_guard"], step, num(p, "percent"))
 	}
+	failedGuard(t, p, rollout.GuardFreshness)
 	back := num(p, "percent")
-	for _, g := range p["guards"].([]any) {
-		g := g.(map[string]any)
-		if g["name"] == rollout.GuardFreshness && (g["failed"] != true || num(g, "samples") < num(g, "min_samples")) {
-			t.Fatalf("the failed guard's numbers: %v", g)
-		}
-	}
 	testdb.WaitFor(t, 30*time.Second, "the service to evaluate the rolled-back percentage", func() bool {
 		return rolloutPercent(st.Flags, flags.NewPostingPath) == float64(back)
 	})
 	load.halt()
-
-	// Later posts take the path the rolled-back flag gives their author.
-	for a := int64(1); a <= rolloutAuthors; a++ {
-		c := st.client(t, a, httpapi.RoleAuthor)
-		_, d, _ := c.do("POST", "/v1/drafts", draftBody("after", "After the rollback"))
-		_, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
-		if want := map[bool]string{true: "new", false: "legacy"}[st.Flags.NewPostingPath(a)]; res["path"] != want {
-			t.Fatalf("author %d posted on %v after the rollback, want %s", a, res["path"], want)
-		}
-	}
+	postsFollowTheFlag(t, st)
 	// The counter comes back: what was queued on the new path is posted by
 	// it and counted once; every count equals the recount.
 	if err := control.Resume(ctx, 100_000); err != nil {
@@ -210,6 +209,171 @@ func TestGuardedRolloutRollsBackWhenTheCounterStopsAndKeepsCountsExact(t *testin
 	waitDrained(t, st, 2*time.Minute)
 	assertConserved(t, st)
 	t.Logf("posts: legacy %d, new %d", load.legacy.Load(), load.new.Load())
+}
+
+// TestGuardedRolloutRollsBackWhenTheNewPathsPostsFailAndPostsThemOnceHealed
+// breaks the new path mid-plan: the service runs as its own MySQL user, and
+// that user loses INSERT on the outbox, which only the new path's posting
+// jobs write (faultinject.go: why this fault hurts the new path alone). Its
+// jobs fail and retry; the error_ratio guard counts a retrying job as a
+// failed post and rolls the flag back to 0 % in the evaluation that first
+// has its minimum samples. Once the grant is back, every draft the new path
+// accepted is posted by its retried job, exactly once, and later posts take
+// the legacy path.
+func TestGuardedRolloutRollsBackWhenTheNewPathsPostsFailAndPostsThemOnceHealed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testdb.New(t) // migrated as root, then served by the service's own user
+	user := fmt.Sprintf("tc_rf_%d", time.Now().UnixNano())
+	drop, err := grantServiceUser(ctx, db, db.Name, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { drop(context.Background()) })
+	cfg, err := mysql.ParseDSN(testdb.ServerDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.User, cfg.Passwd = user, ""
+	// Only the error ratio may decide: freshness is given minutes (a
+	// retrying post is not counted yet), and SevereFactor 1 makes any
+	// failure severe, so the flag goes back to 0 % whatever the ratio.
+	st, _ := guardedStack(t, rollout.Guards{MinPosts: 10, MinEvaluations: 3, ErrorMargin: 0.2, PostP99: 20 * time.Second,
+		FreshnessP99: 5 * time.Minute, OutboxAge: 10 * time.Minute, BacklogGrowth: 10_000, SevereFactor: 1},
+		func(o *stackOptions) { o.MySQLDSN, o.Database = cfg.FormatDSN(), db.Name })
+	admin, load := planOnItsSecondStep(t, st, "25s")
+	heal, err := breakNewPath(ctx, db, db.Name, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := waitForRollback(t, admin)
+	g := failedGuard(t, p, rollout.GuardErrorRatio)
+	if num(p, "step") < 2 || num(p, "percent") != 0 || g["severe"] != true {
+		t.Fatalf("want a severe rollback to 0 %% on step 2 or 3, got step %d at %d %%: %v", num(p, "step"), num(p, "percent"), g)
+	}
+	// The runner's decisions: the step the fault came in was entered, and
+	// the next decision is the rollback (no advance past a failed guard).
+	_, hist, _ := admin.do("GET", "/v1/admin/rollout/history", nil)
+	decisions := hist["plans"].([]any)[0].(map[string]any)["history"].([]any)
+	var kinds []string
+	for _, d := range decisions {
+		kinds = append(kinds, fmt.Sprintf("%v:%v", d.(map[string]any)["kind"], d.(map[string]any)["percent"]))
+	}
+	if got, want := fmt.Sprint(kinds[len(kinds)-2:]), fmt.Sprintf("[step:%d rollback:0]", []int{20, 60, 100}[num(p, "step")-1]); got != want {
+		t.Fatalf("history %v, want it to end %s", kinds, want)
+	}
+	testdb.WaitFor(t, 30*time.Second, "the service to evaluate 0 %", func() bool {
+		return rolloutPercent(st.Flags, flags.NewPostingPath) == 0
+	})
+	// The grant is back: the retrying jobs post their drafts.
+	if err := heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	load.halt()
+	postsFollowTheFlag(t, st)
+	waitDrained(t, st, 2*time.Minute)
+	accepted := load.acceptedOnNew()
+	var posted, failed int
+	if err := st.DB.QueryRowContext(ctx, migrations.IDList("SELECT COUNT(*) FROM drafts WHERE state = 'posted' AND id IN (", accepted, ")")).Scan(&posted); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DB.QueryRowContext(ctx, "SELECT COUNT(*) FROM drafts WHERE state = 'failed'").Scan(&failed); err != nil {
+		t.Fatal(err)
+	}
+	if len(accepted) == 0 || posted != len(accepted) || failed > 0 {
+		t.Fatalf("of %d drafts the new path accepted %d are posted; %d drafts failed", len(accepted), posted, failed)
+	}
+	// The posts the guard counted as failed were retried, and posted.
+	var retried, retriedPosted int
+	if err := st.DB.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(d.state = 'posted'), 0) FROM rollout_samples s
+		JOIN drafts d ON d.id = s.draft_id WHERE s.path = 'new' AND s.ok = 0`).Scan(&retried, &retriedPosted); err != nil {
+		t.Fatal(err)
+	}
+	if retried == 0 || retriedPosted != retried {
+		t.Fatalf("%d new-path posts counted as failed, %d of them posted", retried, retriedPosted)
+	}
+	postertest.AssertExact(ctx, t, st.DB)
+	assertConserved(t, st)
+	t.Logf("posts: legacy %d, new %d; the failed guard: %v", load.legacy.Load(), load.new.Load(), g)
+}
+
+// planOnItsSecondStep has rolloutAuthors post and starts a plan of 20, 60
+// and 100 %, each held for hold; it returns once the second step's window
+// has begun (or the plan stopped before).
+func planOnItsSecondStep(t *testing.T, st *stack, hold string) (*client, *postingLoad) {
+	t.Helper()
+	admin := st.client(t, 1, httpapi.RoleAdmin)
+	load := startPosting(t, st, rolloutAuthors)
+	if status, p, _ := admin.do("POST", "/v1/admin/rollout", map[string]any{"steps": []int{20, 60, 100}, "hold": hold}); status != 201 {
+		t.Fatalf("start: %d %v", status, p)
+	}
+	testdb.WaitFor(t, 3*time.Minute, "the plan to pass its first step", func() bool {
+		p := rolloutPlan(t, admin)
+		return num(p, "step") == 2 && p["window_from"] != nil || p["state"] != "running"
+	})
+	return admin, load
+}
+
+// waitForRollback waits for the running plan to stop and returns its state,
+// which must be rolled_back. A running plan never shows a failed guard:
+// the runner rolls back at the first evaluation that has one, so a guard
+// that failed with its minimum samples is acted on in that same round.
+func waitForRollback(t *testing.T, admin *client) map[string]any {
+	t.Helper()
+	var p map[string]any
+	testdb.WaitFor(t, 2*time.Minute, "the plan to roll back", func() bool {
+		p = rolloutPlan(t, admin)
+		if p["state"] == "running" {
+			for _, g := range p["guards"].([]any) {
+				if g := g.(map[string]any); g["failed"] == true {
+					t.Fatalf("a running plan kept a failed guard past its evaluation: %v", g)
+				}
+			}
+		}
+		return p["state"] != "running"
+	})
+	raw, _ := json.MarshalIndent(p, "", "  ")
+	t.Logf("GET /v1/admin/rollout after the fault:\n%s", raw)
+	if p["state"] != "rolled_back" {
+		t.Fatalf("the plan ended %v, want rolled_back: %v", p["state"], p["reason"])
+	}
+	return p
+}
+
+// failedGuard fails the test unless the rolled-back plan p names guard as
+// the one that failed, out of bounds with at least its minimum samples, and
+// its reason says so; it returns the guard's numbers.
+func failedGuard(t *testing.T, p map[string]any, guard string) map[string]any {
+	t.Helper()
+	if p["failed_guard"] != guard || !strings.Contains(fmt.Sprint(p["reason"]), "guard "+guard+" failed") {
+		t.Fatalf("rolled back by %v (%v), want %s", p["failed_guard"], p["reason"], guard)
+	}
+	for _, g := range p["guards"].([]any) {
+		g := g.(map[string]any)
+		if g["name"] != guard {
+			continue
+		}
+		if g["failed"] != true || num(g, "samples") < num(g, "min_samples") || g["value"].(float64) <= g["bound"].(float64) {
+			t.Fatalf("the failed guard's numbers: %v", g)
+		}
+		return g
+	}
+	t.Fatalf("the plan shows no guard %s: %v", guard, p["guards"])
+	return nil
+}
+
+// postsFollowTheFlag has each author post once more: each post takes the
+// path the (rolled-back) flag gives its author.
+func postsFollowTheFlag(t *testing.T, st *stack) {
+	t.Helper()
+	for a := int64(1); a <= rolloutAuthors; a++ {
+		c := st.client(t, a, httpapi.RoleAuthor)
+		_, d, _ := c.do("POST", "/v1/drafts", draftBody("after", "After the rollback"))
+		_, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
+		if want := map[bool]string{true: "new", false: "legacy"}[st.Flags.NewPostingPath(a)]; res["path"] != want {
+			t.Fatalf("author %d posted on %v after the rollback, want %s", a, res["path"], want)
+		}
+	}
 }
 
 func TestRolloutCommandStartsPausesAndListsAPlan(t *testing.T) {

@@ -34,7 +34,8 @@ const (
 // above (withDefaults is the one place they are filled in).
 type Guards struct {
 	// ErrorMargin is how far the new path's error ratio (failed Posts over
-	// Posts, a failed post job counting as failed) may exceed legacy's.
+	// Posts, a post whose job failed counting as failed, whether the job
+	// gave up or waits for a retry) may exceed legacy's.
 	ErrorMargin float64
 	// PostP99 bounds the new path's Post answer time, 99th percentile.
 	PostP99 time.Duration

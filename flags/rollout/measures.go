@@ -37,6 +37,18 @@ type DBMeasures struct {
 	// SampleLimit and LagCap: defaults above.
 	SampleLimit int
 	LagCap      int64
+	// Retrying, if set, names the drafts whose posting job failed and is
+	// being retried (poster.Retrying): their posts count as failed while
+	// they retry, not only once the job gives up, which with the job's
+	// retries would be a minute and more after the new path broke.
+	Retrying RetryingDrafts
+}
+
+// RetryingDrafts lists up to limit drafts whose posting job failed at
+// least once and has not ended. It returns an error when it cannot read
+// them.
+type RetryingDrafts interface {
+	RetryingDrafts(ctx context.Context, limit int) ([]int64, error)
 }
 
 // Measure implements Measures. It returns the first error of its reads.
@@ -72,18 +84,22 @@ func (m DBMeasures) Measure(ctx context.Context, since, now time.Time) (Reading,
 }
 
 // update marks the window's new-path samples failed (their post job gave
-// up) or counted (no outbox row of a small tag of their work is left). The
-// posting and counting tables are only read, by plain SELECTs that take no
-// locks (an UPDATE joining them would lock outbox rows and gaps, and hold
-// up the very counter it measures); the samples are then written by
-// primary key.
+// up, or is being retried) or counted (no outbox row of a small tag of
+// their work is left). The posting and counting tables are only read, by
+// plain SELECTs that take no locks (an UPDATE joining them would lock
+// outbox rows and gaps, and hold up the very counter it measures); the
+// samples are then written by primary key.
 func (m DBMeasures) update(ctx context.Context, since, now time.Time) error {
 	failed, err := migrations.Collect(ctx, m.DB, migrations.ScanInt64, `SELECT s.id FROM rollout_samples s JOIN drafts d ON d.id = s.draft_id
 		WHERE s.path = 'new' AND s.ok = 1 AND s.counted_at IS NULL AND s.requested_at >= ? AND d.state = 'failed' LIMIT 5000`, since)
 	if err != nil {
 		return err
 	}
-	if err := m.setByID(ctx, "ok = 0", failed); err != nil {
+	retrying, err := m.retrying(ctx, since)
+	if err != nil {
+		return err
+	}
+	if err := m.setByID(ctx, "ok = 0", append(failed, retrying...)); err != nil {
 		return err
 	}
 	// Every look-up is by key: the work by its draft, its taggings by the
@@ -97,6 +113,20 @@ func (m DBMeasures) update(ctx context.Context, since, now time.Time) error {
 		return err
 	}
 	return m.setByID(ctx, "counted_at = ?", counted, now)
+}
+
+// retrying returns the window's new-path samples not yet marked failed
+// whose draft's posting job is being retried.
+func (m DBMeasures) retrying(ctx context.Context, since time.Time) ([]int64, error) {
+	if m.Retrying == nil {
+		return nil, nil
+	}
+	drafts, err := m.Retrying.RetryingDrafts(ctx, 5000)
+	if err != nil || len(drafts) == 0 {
+		return nil, err
+	}
+	return migrations.Collect(ctx, m.DB, migrations.ScanInt64, migrations.IDList(`SELECT id FROM rollout_samples
+		WHERE path = 'new' AND ok = 1 AND requested_at >= ? AND draft_id IN (`, drafts, ")"), since)
 }
 
 func (m DBMeasures) setByID(ctx context.Context, set string, ids []int64, args ...any) error {

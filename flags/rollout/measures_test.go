@@ -93,3 +93,39 @@ func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
 		t.Fatalf("%d samples left after pruning the one before the window (%v), want 5", left, err)
 	}
 }
+
+// retryingList is the drafts whose posting job waits for a retry, as the
+// job queue would list them (poster.Retrying reads the real one; the
+// guarded-rollout test in cmd/tagcount runs it against Redis).
+type retryingList []int64
+
+func (l retryingList) RetryingDrafts(context.Context, int) ([]int64, error) { return l, nil }
+
+func TestDBMeasuresCountAPostWhoseJobWaitsForARetryAsFailed(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")
+	retrying := work(t, db, rec, now.Add(-5*time.Second), 1, false, "queued")
+	waiting := work(t, db, rec, now.Add(-4*time.Second), 1, false, "queued") // not run yet: not failed
+	rec.Flush(ctx)
+	m := DBMeasures{DB: db.DB, Retrying: retryingList{retrying, 12345}}
+	r, err := m.Measure(ctx, now.Add(-time.Minute), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.NewPosts != 3 || r.NewErrors != 1 || r.FreshnessSamples != 2 {
+		t.Fatalf("new posts %d, failed %d, freshness samples %d; want 3, 1 (draft %d retrying, %d waiting), 2",
+			r.NewPosts, r.NewErrors, r.FreshnessSamples, retrying, waiting)
+	}
+	// Its job succeeds later: the post stays a failed one of this window.
+	m.Retrying = retryingList{}
+	if r, err = m.Measure(ctx, now.Add(-time.Minute), now); err != nil || r.NewErrors != 1 {
+		t.Fatalf("after the retry: %d failed (%v), want 1", r.NewErrors, err)
+	}
+}
