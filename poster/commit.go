@@ -3,6 +3,9 @@ package poster
 import (
 	"context"
 	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Defaults of the group commit.
@@ -31,6 +34,7 @@ type committer struct {
 	maxBatch int
 	queue    chan *submission
 	bulk     chan *submission
+	rate     *rate.Limiter // drafts/s, set by the adaptive limit (nil: none)
 
 	wg   sync.WaitGroup
 	stop chan struct{}
@@ -46,11 +50,61 @@ type submission struct {
 func newCommitter(p *Poster, committers, maxBatch int) *committer {
 	c := &committer{p: p, maxBatch: maxBatch, queue: make(chan *submission, 4*maxBatch),
 		bulk: make(chan *submission, 4*maxBatch), stop: make(chan struct{})}
+	if !p.cfg.Limit.Off {
+		c.rate = rate.NewLimiter(rate.Limit(p.limit.current()), maxBatch)
+		p.metrics.limit.Set(p.limit.current())
+		c.wg.Add(1)
+		go c.adapt()
+	}
 	c.wg.Add(committers)
 	for range committers {
 		go c.loop()
 	}
 	return c
+}
+
+// adapt adjusts the posting rate to the adaptive limit every interval.
+func (c *committer) adapt() {
+	defer c.wg.Done()
+	every := c.p.limit.cfg.Interval
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			l := c.p.limit.adjust(now, every)
+			c.rate.SetLimit(rate.Limit(l))
+			c.p.metrics.limit.Set(l)
+		}
+	}
+}
+
+// admit waits until the posting rate lets one more draft be posted, and
+// returns how many more the batch may take at once; false when the
+// committer stops meanwhile.
+func (c *committer) admit() (int, bool) {
+	if c.rate == nil {
+		return c.maxBatch, true
+	}
+	r := c.rate.Reserve()
+	select {
+	case <-time.After(r.Delay()):
+	case <-c.stop:
+		r.Cancel()
+		return 0, false
+	}
+	return max(1, min(c.maxBatch, 1+int(c.rate.Tokens()))), true
+}
+
+// charge takes from the posting rate the n drafts a batch took beyond its
+// first (admit took that one), as a debt the next batches wait for.
+func (c *committer) charge(n int) {
+	c.p.limit.took(n + 1)
+	if c.rate != nil && n > 0 {
+		c.rate.ReserveN(time.Now(), n)
+	}
 }
 
 // submit posts r in the next batch (behind the interactive drafts, when
@@ -90,7 +144,13 @@ func (c *committer) loop() {
 				return
 			}
 		}
-		batch = fill(append(batch[:0], s), c.maxBatch, c.queue, c.bulk)
+		limit, ok := c.admit()
+		if !ok {
+			s.done <- outcome{err: context.Canceled}
+			return
+		}
+		batch = fill(append(batch[:0], s), limit, c.queue, c.bulk)
+		c.charge(len(batch) - 1)
 		c.post(batch)
 	}
 }

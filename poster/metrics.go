@@ -13,6 +13,8 @@ type metrics struct {
 	enqueueFailures prometheus.Counter
 	requeued        prometheus.Counter
 	batchSize       prometheus.Histogram
+	enqueueBatch    prometheus.Histogram
+	limit           prometheus.Gauge
 	queuedFor       prometheus.Histogram
 	backlog         prometheus.Gauge
 	backlogAge      prometheus.Gauge
@@ -33,6 +35,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		duration:        f.NewHistogramVec(prometheus.HistogramOpts{Name: "tagcount_post_duration_seconds", Help: "Time to answer a Post, by path.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"path"}),
 		enqueueFailures: f.NewCounter(prometheus.CounterOpts{Name: "tagcount_post_enqueue_failures_total", Help: "Post jobs that could not be enqueued at once (the requeuer enqueues them later)."}),
 		batchSize:       f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_post_batch_size", Help: "Drafts posted per posting transaction of the group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 8)}),
+		enqueueBatch:    f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_post_enqueue_batch_size", Help: "Posts' jobs enqueued together as one asynq job by the group enqueue.", Buckets: prometheus.ExponentialBuckets(1, 2, 8)}),
+		limit:           f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_limit_drafts_per_second", Help: "The adaptive limit on drafts posted per second by posting jobs: it falls while authors' requests slow down, and grows back while they do not."}),
 		queuedFor:       f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_post_queued_seconds", Help: "Time from a Post (or an edit or delete) being queued to its work being written, on the new path.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		backlog:         f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_backlog_drafts", Help: "Drafts queued for posting (posts, edits, deletes not yet done), at the requeuer's last pass."}),
 		backlogAge:      f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_backlog_oldest_age_seconds", Help: "Age of the oldest queued draft at the requeuer's last pass (0 when none waits)."}),

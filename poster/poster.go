@@ -123,6 +123,13 @@ type Config struct {
 	// (defaults DefaultCommitters, DefaultMaxBatch).
 	Committers int
 	MaxBatch   int
+	// EnqueueWindow is how long, under load, a Post's job waits for
+	// others to share its enqueue (enqueuer.go; default
+	// DefaultEnqueueWindow; negative: no wait).
+	EnqueueWindow time.Duration
+	// Limit is the adaptive limit on the drafts a second posting jobs
+	// post, which yields the database to authors' requests (aimd.go).
+	Limit AIMDConfig
 	// WrangleRowsPerTx and WrangleRowsPerSecond cap the rows the wrangling
 	// jobs of this process write per transaction and per second (defaults
 	// DefaultWrangleRowsPerTx, DefaultWrangleRowsPerSecond); WranglePoll is
@@ -149,6 +156,8 @@ type Poster struct {
 
 	commitOnce sync.Once
 	commit     *committer // started by the first posting job
+	enq        *enqueuer  // the group enqueue of Posts' jobs
+	limit      *aimd      // the adaptive posting limit, fed by Posts' latency
 
 	owedMu sync.Mutex
 	owed   map[int64]owedJob // by draft id: jobs that could not be enqueued
@@ -183,8 +192,15 @@ func New(cfg Config) *Poster {
 	}
 	cfg.Committers = loop.OrDefault(cfg.Committers, DefaultCommitters)
 	cfg.MaxBatch = loop.OrDefault(cfg.MaxBatch, DefaultMaxBatch)
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes, NewTags: cfg.NewTags}, tags: tags.NewResolver(cfg.DB),
+	if cfg.EnqueueWindow == 0 {
+		cfg.EnqueueWindow = DefaultEnqueueWindow
+	}
+	cfg.EnqueueWindow = max(0, cfg.EnqueueWindow)
+	p := &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes, NewTags: cfg.NewTags}, tags: tags.NewResolver(cfg.DB),
 		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
+	p.enq = &enqueuer{p: p}
+	p.limit = newAIMD(cfg.Limit)
+	return p
 }
 
 // Close stops the group commit once no posting job runs (after the job
@@ -213,6 +229,7 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 		return res, err
 	}
 	version, err := p.drafts.QueuePost(ctx, authorID, draftID)
+	p.ObserveInteractive(time.Since(start))
 	if errors.Is(err, drafts.ErrNotQueued) {
 		d, ferr := p.drafts.FindDraftByID(ctx, authorID, draftID)
 		if ferr != nil {
@@ -227,6 +244,12 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 	p.observe(ctx, draftID, PathNew, start, err)
 	return res, err
 }
+
+// ObserveInteractive tells the adaptive posting limit how long an
+// author's request took on the database posting jobs share (a Post's
+// recording, a save): while these rise above their unloaded level,
+// posting slows down.
+func (p *Poster) ObserveInteractive(d time.Duration) { p.limit.observe(d) }
 
 func (p *Poster) observe(ctx context.Context, draftID int64, path string, start time.Time, err error) {
 	if p.cfg.Observer != nil {
@@ -294,7 +317,7 @@ func (p *Poster) queued(ctx context.Context, o queuedChange, err error) (Result,
 		return Result{}, err
 	}
 	queue := p.queueFor(ctx, o.authorID)
-	if err := p.enqueue(ctx, queue, o.draftID, o.version, false); err != nil {
+	if err := p.enqueueBatched(ctx, queue, o.draftID, o.version); err != nil {
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", o.draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
 		p.owe(ctx, queue, o.draftID, o.version)
