@@ -45,6 +45,7 @@ type submission struct {
 	ctx  context.Context
 	req  request
 	done chan outcome
+	at   time.Time // when it began to wait
 }
 
 func newCommitter(p *Poster, committers, maxBatch int) *committer {
@@ -111,7 +112,7 @@ func (c *committer) charge(n int) {
 // bulk) and returns its outcome, or ctx's error if ctx ends first (the
 // batch may still post it: running the job again is harmless).
 func (c *committer) submit(ctx context.Context, r request, bulk bool) (Result, error) {
-	s := &submission{ctx: ctx, req: r, done: make(chan outcome, 1)}
+	s := &submission{ctx: ctx, req: r, done: make(chan outcome, 1), at: time.Now()}
 	queue := c.queue
 	if bulk {
 		queue = c.bulk
@@ -186,7 +187,9 @@ func (c *committer) post(batch []*submission) {
 	}
 	reqs := make([]request, len(live))
 	ids := make(map[int64]string, len(live))
+	start := time.Now()
 	for i, s := range live {
+		c.p.metrics.stage.WithLabelValues("batch_wait").Observe(start.Sub(s.at).Seconds())
 		reqs[i] = s.req
 		if id := RequestID(s.ctx); id != "" {
 			ids[s.req.draftID] = id
@@ -196,6 +199,7 @@ func (c *committer) post(batch []*submission) {
 	// them all, and the worker's shutdown waits for the jobs in flight.
 	ctx := withDraftRequestIDs(context.WithoutCancel(live[0].ctx), ids)
 	outs := c.p.sync(ctx, c.p.cfg.JobDB, PathNew, reqs)
+	c.p.metrics.stage.WithLabelValues("transaction").Observe(time.Since(start).Seconds())
 	for i, s := range live {
 		s.done <- outs[i]
 	}

@@ -51,7 +51,7 @@ func (p *Poster) enqueueBatched(ctx context.Context, queue string, draftID, vers
 	if p.cfg.Queue == nil {
 		return p.enqueue(ctx, queue, draftID, version, false) // says what is missing
 	}
-	j := &pendingJob{queue: queue, pl: syncPayload{DraftID: draftID, Version: version, RequestID: RequestID(ctx)},
+	j := &pendingJob{queue: queue, pl: syncPayload{DraftID: draftID, Version: version, RequestID: RequestID(ctx), At: time.Now().UnixMicro()},
 		done: make(chan error, 1)}
 	e := p.enq
 	e.mu.Lock()
@@ -119,7 +119,7 @@ func (e *enqueuer) enqueueJobs(queue string, jobs []*pendingJob) error {
 	defer cancel()
 	if len(jobs) == 1 {
 		pl := jobs[0].pl
-		return e.p.enqueue(WithRequestID(ctx, pl.RequestID), queue, pl.DraftID, pl.Version, false)
+		return e.p.enqueueAt(WithRequestID(ctx, pl.RequestID), queue, pl.DraftID, pl.Version, false, pl.At)
 	}
 	pl := syncPayload{Drafts: make([]syncPayload, len(jobs))}
 	for i, j := range jobs {

@@ -33,6 +33,9 @@ type syncPayload struct {
 	// Drafts, in a job of several drafts (the group enqueue, enqueuer.go),
 	// lists them, each with its version and request id; DraftID is 0 then.
 	Drafts []syncPayload `json:"drafts,omitempty"`
+	// At is when the Post was answered (Unix µs; 0: unknown), for the
+	// job-pickup stage of tagcount_post_stage_seconds.
+	At int64 `json:"at,omitempty"`
 }
 
 // drafts lists the drafts pl is the job of.
@@ -64,6 +67,11 @@ func newSyncTask(pl syncPayload, queue string, maxRetry int, opts ...asynq.Optio
 // same id on the other queue (the author's class changed meanwhile) may
 // run too: running a job twice is harmless.
 func (p *Poster) enqueue(ctx context.Context, queue string, draftID, version int64, urgent bool) error {
+	return p.enqueueAt(ctx, queue, draftID, version, urgent, 0)
+}
+
+// enqueueAt is enqueue for a Post answered at (Unix µs; 0: unknown).
+func (p *Poster) enqueueAt(ctx context.Context, queue string, draftID, version int64, urgent bool, at int64) error {
 	if p.cfg.Queue == nil {
 		return errors.New("no job queue configured")
 	}
@@ -71,7 +79,7 @@ func (p *Poster) enqueue(ctx context.Context, queue string, draftID, version int
 	// records the post, and the requeuer enqueues it later.
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	task := newSyncTask(syncPayload{DraftID: draftID, Version: version, RequestID: RequestID(ctx)}, queue, p.cfg.MaxRetry)
+	task := newSyncTask(syncPayload{DraftID: draftID, Version: version, RequestID: RequestID(ctx), At: at}, queue, p.cfg.MaxRetry)
 	_, err := p.cfg.Queue.EnqueueContext(ctx, task)
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return err
@@ -125,6 +133,11 @@ func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 	p.commitOnce.Do(func() { p.commit = newCommitter(p, p.cfg.Committers, p.cfg.MaxBatch) })
 	queue, _ := asynq.GetQueueName(ctx)
 	list := pl.drafts()
+	for _, d := range list {
+		if d.At > 0 {
+			p.metrics.stage.WithLabelValues("pickup").Observe(time.Since(time.UnixMicro(d.At)).Seconds())
+		}
+	}
 	errs := make([]error, len(list))
 	var wg sync.WaitGroup
 	for i, d := range list {

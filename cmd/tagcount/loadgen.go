@@ -405,7 +405,9 @@ func (lg *loadgenSession) runOnStack(ctx context.Context, cfg loadgen.Config, ru
 		loadgenDrop(lg.server, database, lg.s.KeepDB, lg.stderr)
 	}()
 	cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
-	return lg.profiled(ctx, cfg)
+	res, err := lg.profiled(ctx, cfg)
+	writeStages(lg.stderr, cfg.Path, st.Registry)
+	return res, err
 }
 
 // profiled runs cfg, with a CPU profile when --pprof-dir asks for one.

@@ -68,6 +68,7 @@ func (lg *loadgenSession) runSpike(ctx context.Context, args []string, stdout io
 	res, err := loadgen.Run(ctx, cfg)
 	stopSampling()
 	wg.Wait()
+	writeStages(lg.stderr, path, st.Registry)
 	if err != nil {
 		return err
 	}
