@@ -50,11 +50,7 @@ func TestAJobOfSeveralDraftsPostsEachAndFailsOnlyThePoisonedOneAtOnce(t *testing
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	ids, err := e.store.CreateQueued(ctx, author, []drafts.Content{work("A", "Fluff"), work("Poisoned", "Angst"), work("B", "Fluff")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.db.Exec(`UPDATE drafts SET tags = '{"rating": 5}' WHERE id = ?`, ids[1])
+	ids := e.queuedWithPoisonedMiddle()
 	payload := fmt.Sprintf(`{"drafts":[{"draft_id":%d,"version":%d},{"draft_id":%d,"version":%d},{"draft_id":%d,"version":%d}]}`,
 		ids[0], e.version(ids[0]), ids[1], e.version(ids[1]), ids[2], e.version(ids[2]))
 	task := asynq.NewTask(poster.TypeSyncDraft, []byte(payload))
@@ -78,4 +74,16 @@ func TestAJobOfSeveralDraftsPostsEachAndFailsOnlyThePoisonedOneAtOnce(t *testing
 	}
 	e.wantCounts(map[string]int64{"SELECT COUNT(*) FROM works": 2})
 	e.assertConserved()
+}
+
+// queuedWithPoisonedMiddle queues three drafts of author; the middle one's
+// row is one nothing can post (its tags are not what a draft's tags are).
+func (e *env) queuedWithPoisonedMiddle() []int64 {
+	e.t.Helper()
+	ids, err := e.store.CreateQueued(context.Background(), author, []drafts.Content{work("A", "Fluff"), work("Poisoned", "Angst"), work("B", "Fluff")})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.db.Exec(`UPDATE drafts SET tags = '{"rating": 5}' WHERE id = ?`, ids[1])
+	return ids
 }

@@ -7,8 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,14 +24,14 @@ type Resources struct {
 	CPUSeconds   float64 `json:"process_cpu_s"` // user+system CPU of this process during the run
 	CPUCores     float64 `json:"process_cores"` // CPUSeconds per wall second
 	CPUMsPerPost float64 `json:"process_cpu_ms_per_post"`
-	DBCPUSeconds float64 `json:"db_cpu_s"`          // the database server's CPU during the run; -1 when unknown
+	DBCPUSeconds float64 `json:"db_cpu_s"` // the database server's CPU during the run; -1 when unknown
 	// RedisCPUSeconds is the Redis server's CPU during the run (all its
 	// clients': it is shared); -1 when unknown.
 	RedisCPUSeconds float64 `json:"redis_cpu_s"`
-	PeakRSS      int64   `json:"peak_rss_bytes"`    // sampled VmRSS of this process
-	PeakGoSys    int64   `json:"peak_go_sys_bytes"` // sampled memory the Go runtime holds from the OS
-	PeakHeap     int64   `json:"peak_heap_bytes"`   // sampled live+unswept heap objects
-	ProcessHWM   int64   `json:"process_hwm_bytes"` // VmHWM: the process's peak RSS since start
+	PeakRSS         int64   `json:"peak_rss_bytes"`    // sampled VmRSS of this process
+	PeakGoSys       int64   `json:"peak_go_sys_bytes"` // sampled memory the Go runtime holds from the OS
+	PeakHeap        int64   `json:"peak_heap_bytes"`   // sampled live+unswept heap objects
+	ProcessHWM      int64   `json:"process_hwm_bytes"` // VmHWM: the process's peak RSS since start
 	// Pool is the service's database connection pool, when the run has it.
 	Pool *PoolStats `json:"db_pool,omitempty"`
 }
@@ -49,11 +49,11 @@ type PoolStats struct {
 type resourceSampler struct {
 	cpu0, db0, redis0 float64
 	dbPID, redisPID   int
-	t0        time.Time
-	stopc     chan struct{}
-	done      chan struct{}
-	db        *migrations.DB
-	pool0     sql.DBStats
+	t0                time.Time
+	stopc             chan struct{}
+	done              chan struct{}
+	db                *migrations.DB
+	pool0             sql.DBStats
 
 	mu               sync.Mutex
 	rss, goSys, heap int64

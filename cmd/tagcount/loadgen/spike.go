@@ -214,11 +214,14 @@ func (r *SpikeReport) WriteText(w io.Writer) error {
 	return err
 }
 
-// WriteJSON writes the report to file.
-func (r *SpikeReport) WriteJSON(file string) error {
-	data, err := json.MarshalIndent(r, "", "  ")
+// WriteJSON writes the report, indented, to path.
+func (r *SpikeReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
+
+// writeJSONFile writes v as indented JSON to path.
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(file, append(data, '\n'), 0o644)
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
