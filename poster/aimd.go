@@ -1,6 +1,7 @@
 package poster
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -13,9 +14,16 @@ const (
 	DefaultLimitMax       = 5000.0 // drafts/s: no limit in practice
 	DefaultLimitStep      = 10.0   // drafts/s added per calm interval
 	DefaultLimitBackoff   = 0.7
-	DefaultLimitTolerance = 2.0
-	DefaultLimitSlack     = 5 * time.Millisecond
+	DefaultLimitTolerance = 3.0
+	DefaultLimitSlack     = 20 * time.Millisecond
 	DefaultLimitBaseline  = 2 * time.Minute
+	// DefaultLimitFloorShare keeps posting at a quarter of its recent peak
+	// rate at least, so a backlog always drains and a sustained slowdown
+	// that posting does not cause (another tenant of the database) cannot
+	// starve it.
+	DefaultLimitFloorShare = 0.25
+	// limitPeakHalfLife is how fast the remembered peak rate decays.
+	limitPeakHalfLife = 30 * time.Second
 )
 
 // AIMDConfig configures the adaptive limit on how many drafts a second
@@ -33,6 +41,9 @@ type AIMDConfig struct {
 	// Backoff multiplies the posting rate of an interval whose interactive
 	// latency rose (0 < Backoff < 1).
 	Backoff float64
+	// FloorShare of the recent peak posting rate (decaying with a 30 s
+	// half-life) is the least a backoff leaves, above Min.
+	FloorShare float64
 	// Tolerance and Slack say when latency rose: the interval's p90 above
 	// Tolerance × the unloaded level + Slack.
 	Tolerance float64
@@ -58,6 +69,7 @@ func (c AIMDConfig) withDefaults() AIMDConfig {
 	c.Interval, c.Slack, c.Baseline = ord(c.Interval, DefaultLimitInterval), ord(c.Slack, DefaultLimitSlack), ord(c.Baseline, DefaultLimitBaseline)
 	c.Min, c.Max, c.Step = or(c.Min, DefaultLimitMin), or(c.Max, DefaultLimitMax), or(c.Step, DefaultLimitStep)
 	c.Backoff, c.Tolerance = or(c.Backoff, DefaultLimitBackoff), or(c.Tolerance, DefaultLimitTolerance)
+	c.FloorShare = min(or(c.FloorShare, DefaultLimitFloorShare), 1)
 	if c.Backoff >= 1 {
 		c.Backoff = DefaultLimitBackoff
 	}
@@ -69,7 +81,8 @@ func (c AIMDConfig) withDefaults() AIMDConfig {
 // driven by the latency of interactive requests: while an interval's p90
 // stays near the unloaded level (the lowest interval median seen lately),
 // the limit grows by Step; when it rises above it, the limit falls to
-// Backoff × the rate actually used in that interval. It is safe for
+// Backoff × the rate actually used in that interval, but not below
+// FloorShare × the recent peak rate nor Min. It is safe for
 // concurrent use; adjust is called once per interval by one goroutine.
 type aimd struct {
 	cfg AIMDConfig
@@ -78,6 +91,7 @@ type aimd struct {
 	limit   float64
 	window  []float64 // latencies (s) observed this interval
 	used    int       // units (drafts) taken this interval
+	peak    float64   // the highest rate used lately, decaying
 	medians []median  // interval medians within Baseline
 }
 
@@ -115,6 +129,8 @@ func (a *aimd) adjust(now time.Time, interval time.Duration) float64 {
 	defer a.mu.Unlock()
 	window, used := a.window, a.used
 	a.window, a.used = a.window[:0:0], 0
+	rate := float64(used) / interval.Seconds()
+	a.peak = max(rate, a.peak*math.Pow(0.5, interval.Seconds()/limitPeakHalfLife.Seconds()))
 	if len(window) == 0 {
 		a.limit = min(a.cfg.Max, a.limit+a.cfg.Step)
 		return a.limit
@@ -130,11 +146,10 @@ func (a *aimd) adjust(now time.Time, interval time.Duration) float64 {
 		base = min(base, m.v)
 	}
 	if p90 > a.cfg.Tolerance*base+a.cfg.Slack.Seconds() {
-		rate := float64(used) / interval.Seconds()
 		if used == 0 {
 			rate = a.limit // nothing posted: not what slowed them
 		}
-		a.limit = max(a.cfg.Min, a.cfg.Backoff*min(a.limit, rate))
+		a.limit = max(a.cfg.Min, a.cfg.FloorShare*a.peak, a.cfg.Backoff*min(a.limit, rate))
 	} else {
 		a.limit = min(a.cfg.Max, a.limit+a.cfg.Step)
 	}

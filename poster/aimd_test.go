@@ -37,7 +37,7 @@ func TestAIMDBacksOffToAShareOfTheRateUsedWhenLatencyRisesAndGrowsBackByStep(t *
 }
 
 func TestAIMDNeverGoesBelowMinNorAboveMax(t *testing.T) {
-	a := newAIMD(AIMDConfig{Min: 20, Max: 100, Step: 60, Backoff: 0.1})
+	a := newAIMD(AIMDConfig{Min: 20, Max: 100, Step: 60, Backoff: 0.1, FloorShare: 0.001})
 	t0 := time.Unix(0, 0)
 	interval(a, t0, time.Millisecond, 100)
 	for i := 1; i < 10; i++ {
@@ -81,5 +81,22 @@ func TestAIMDForgetsAnUnloadedLevelOlderThanBaseline(t *testing.T) {
 	interval(a, t0.Add(time.Second), 30*time.Millisecond, 100)
 	if got := interval(a, t0.Add(20*time.Second), 30*time.Millisecond, 100); got != 55 {
 		t.Fatalf("limit %v after the old level expired; want 55 (calm: 50 + Step)", got)
+	}
+}
+
+func TestAIMDKeepsAShareOfTheRecentPeakRateHoweverLongLatencyStaysHigh(t *testing.T) {
+	// Another tenant slows the database for a minute: posting is not what
+	// slows the saves, and it keeps a quarter of its peak rate.
+	a := newAIMD(AIMDConfig{Min: 1, Max: 1000, Step: 5, Backoff: 0.5, FloorShare: 0.25})
+	t0 := time.Unix(0, 0)
+	interval(a, t0, time.Millisecond, 400)
+	var got float64
+	for i := 1; i <= 60; i++ {
+		got = interval(a, t0.Add(time.Duration(i)*time.Second), time.Second, int(min(a.current(), 400)))
+	}
+	// The peak decays with a 30 s half-life: 400 → 100 after a minute,
+	// and a quarter of that is 25.
+	if got < 24 || got > 26 {
+		t.Fatalf("limit %v after a minute of slow intervals; want a quarter of the decayed peak, about 25", got)
 	}
 }
