@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		enqueueBatch:    f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_post_enqueue_batch_size", Help: "Posts' jobs enqueued together as one asynq job by the group enqueue.", Buckets: prometheus.ExponentialBuckets(1, 2, 8)}),
 		limit:           f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_limit_drafts_per_second", Help: "The adaptive limit on drafts posted per second by posting jobs: it falls while authors' requests slow down, and grows back while they do not."}),
 		stage: f.NewHistogramVec(prometheus.HistogramOpts{Name: "tagcount_post_stage_seconds", Help: "Where a queued post's time goes before its work is written: pickup (Post answered to its job running), batch_wait (job to its posting transaction, the adaptive limit's wait included), transaction (the posting transaction, once per batch).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"stage"}),
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 19)}, []string{"stage"}),
 		queuedFor:  f.NewHistogram(prometheus.HistogramOpts{Name: "tagcount_post_queued_seconds", Help: "Time from a Post (or an edit or delete) being queued to its work being written, on the new path.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		backlog:    f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_backlog_drafts", Help: "Drafts queued for posting (posts, edits, deletes not yet done), at the requeuer's last pass."}),
 		backlogAge: f.NewGauge(prometheus.GaugeOpts{Name: "tagcount_posting_backlog_oldest_age_seconds", Help: "Age of the oldest queued draft at the requeuer's last pass (0 when none waits)."}),

@@ -64,7 +64,11 @@ func (lg *loadgenSession) runSpike(ctx context.Context, args []string, stdout io
 	var samples []loadgen.BacklogSample
 	var wg sync.WaitGroup
 	start := time.Now()
-	wg.Go(func() { samples = sampleBacklog(sctx, &drafts.Store{DB: st.DB}, start) })
+	wg.Go(func() {
+		samples = sampleBacklog(sctx, &drafts.Store{DB: st.DB}, start, func() float64 {
+			return metricValue(st.Registry, "tagcount_posting_limit_drafts_per_second")
+		})
+	})
 	res, err := loadgen.Run(ctx, cfg)
 	stopSampling()
 	wg.Wait()
@@ -87,9 +91,10 @@ func (lg *loadgenSession) runSpike(ctx context.Context, args []string, stdout io
 	return ctx.Err()
 }
 
-// sampleBacklog reads the backlog of queued posts every second from start
-// until ctx ends, and returns the samples.
-func sampleBacklog(ctx context.Context, store *drafts.Store, start time.Time) []loadgen.BacklogSample {
+// sampleBacklog reads the backlog of queued posts (and the posting limit,
+// from limit) every second from start until ctx ends, and returns the
+// samples.
+func sampleBacklog(ctx context.Context, store *drafts.Store, start time.Time, limit func() float64) []loadgen.BacklogSample {
 	var out []loadgen.BacklogSample
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -104,7 +109,7 @@ func sampleBacklog(ctx context.Context, store *drafts.Store, start time.Time) []
 			if err != nil {
 				continue
 			}
-			s := loadgen.BacklogSample{At: now.Sub(start), Drafts: n}
+			s := loadgen.BacklogSample{At: now.Sub(start), Drafts: n, Limit: limit()}
 			if !oldest.IsZero() {
 				s.OldestAgeS = max(0, now.Sub(oldest).Seconds())
 			}

@@ -58,6 +58,7 @@ type BacklogSample struct {
 	At         time.Duration // into the run
 	Drafts     int64
 	OldestAgeS float64
+	Limit      float64 // the service's adaptive posting limit (drafts/s); 0: none
 }
 
 // SpikeSecond is one second of a spike run.
@@ -70,6 +71,7 @@ type SpikeSecond struct {
 	PostP99Ms   float64 `json:"post_p99_ms"`
 	Backlog     int64   `json:"backlog_drafts"`       // -1: not sampled
 	BacklogAgeS float64 `json:"backlog_oldest_age_s"` // of the oldest queued draft
+	Limit       float64 `json:"posting_limit_per_s"`  // the adaptive posting limit; 0: off or not sampled
 }
 
 // SpikeReport is a `tagcount loadgen --scenario spike` run.
@@ -107,7 +109,7 @@ func NewSpikeReport(path string, shape SpikeShape, res *Result, backlog []Backlo
 		s := SpikeSecond{Second: p.Second, Phase: shape.Phase(at), RatePerSec: shape.RateAt(at), Completed: p.Completed,
 			SaveP99Ms: p.SaveP99Ms, PostP99Ms: p.PostP99Ms, Backlog: -1}
 		if b, ok := sampleIn(backlog, at, at+time.Second); ok {
-			s.Backlog, s.BacklogAgeS = b.Drafts, round3(b.OldestAgeS)
+			s.Backlog, s.BacklogAgeS, s.Limit = b.Drafts, round3(b.OldestAgeS), round3(b.Limit)
 		}
 		if p.SaveP99Ms > 0 {
 			saves[s.Phase] = append(saves[s.Phase], p.SaveP99Ms)
@@ -187,14 +189,17 @@ func (r *SpikeReport) WriteText(w io.Writer) error {
 	s := r.Shape
 	fmt.Fprintf(&b, "spike on the %s path: %.0f works/s (half of capacity %.0f) for %v, %.0f works/s for %v, %.0f works/s for %v (open loop)\n\n",
 		r.Path, s.Capacity/2, s.Capacity, s.Before, 2*s.Capacity, s.During, s.Capacity/2, s.After)
-	fmt.Fprintf(&b, "%5s %-6s %7s %9s %14s %14s %9s %14s\n", "t (s)", "phase", "rate/s", "posted/s", "save p99 (ms)", "Post p99 (ms)", "backlog", "oldest age (s)")
+	fmt.Fprintf(&b, "%5s %-6s %7s %9s %14s %14s %9s %14s %11s\n", "t (s)", "phase", "rate/s", "posted/s", "save p99 (ms)", "Post p99 (ms)", "backlog", "oldest age (s)", "limit (/s)")
 	for _, x := range r.Seconds {
-		backlog, age := "-", "-"
+		backlog, age, limit := "-", "-", "-"
 		if x.Backlog >= 0 {
 			backlog, age = formatNum("%.0f", float64(x.Backlog)), formatNum("%.1f", x.BacklogAgeS)
 		}
-		fmt.Fprintf(&b, "%5d %-6s %7.0f %9d %14s %14s %9s %14s\n", x.Second, x.Phase, x.RatePerSec, x.Completed,
-			formatNum("%.1f", x.SaveP99Ms), formatNum("%.1f", x.PostP99Ms), backlog, age)
+		if x.Limit > 0 {
+			limit = formatNum("%.0f", x.Limit)
+		}
+		fmt.Fprintf(&b, "%5d %-6s %7.0f %9d %14s %14s %9s %14s %11s\n", x.Second, x.Phase, x.RatePerSec, x.Completed,
+			formatNum("%.1f", x.SaveP99Ms), formatNum("%.1f", x.PostP99Ms), backlog, age, limit)
 	}
 	b.WriteString("\nmedian of the per-second p99s by phase:\n")
 	for _, ph := range []string{PhaseBefore, PhaseSpike, PhaseAfter} {
