@@ -22,6 +22,10 @@ const (
 	// that posting does not cause (another tenant of the database) cannot
 	// starve it.
 	DefaultLimitFloorShare = 0.25
+	// DefaultLimitMaxAge is how long a Post may wait for its job before
+	// the limit stops backing off: saves first, but a backlog older than
+	// this drains (a spike's backlog within minutes of its end).
+	DefaultLimitMaxAge = 45 * time.Second
 	// limitPeakHalfLife is how fast the remembered peak rate decays.
 	limitPeakHalfLife = 30 * time.Second
 )
@@ -44,6 +48,9 @@ type AIMDConfig struct {
 	// FloorShare of the recent peak posting rate (decaying with a 30 s
 	// half-life) is the least a backoff leaves, above Min.
 	FloorShare float64
+	// MaxAge: while a job starts for a Post older than this, intervals
+	// count as calm, so the limit grows until the backlog is younger.
+	MaxAge time.Duration
 	// Tolerance and Slack say when latency rose: the interval's p90 above
 	// Tolerance × the unloaded level + Slack.
 	Tolerance float64
@@ -67,6 +74,7 @@ func (c AIMDConfig) withDefaults() AIMDConfig {
 		return v
 	}
 	c.Interval, c.Slack, c.Baseline = ord(c.Interval, DefaultLimitInterval), ord(c.Slack, DefaultLimitSlack), ord(c.Baseline, DefaultLimitBaseline)
+	c.MaxAge = ord(c.MaxAge, DefaultLimitMaxAge)
 	c.Min, c.Max, c.Step = or(c.Min, DefaultLimitMin), or(c.Max, DefaultLimitMax), or(c.Step, DefaultLimitStep)
 	c.Backoff, c.Tolerance = or(c.Backoff, DefaultLimitBackoff), or(c.Tolerance, DefaultLimitTolerance)
 	c.FloorShare = min(or(c.FloorShare, DefaultLimitFloorShare), 1)
@@ -92,6 +100,7 @@ type aimd struct {
 	window  []float64 // latencies (s) observed this interval
 	used    int       // units (drafts) taken this interval
 	peak    float64   // the highest rate used lately, decaying
+	stale   bool      // a job this interval was for a Post older than MaxAge
 	medians []median  // interval medians within Baseline
 }
 
@@ -114,6 +123,15 @@ func (a *aimd) observe(d time.Duration) {
 	a.mu.Unlock()
 }
 
+// started records that a job started for a Post waiting since age ago.
+func (a *aimd) started(age time.Duration) {
+	if age > a.cfg.MaxAge {
+		a.mu.Lock()
+		a.stale = true
+		a.mu.Unlock()
+	}
+}
+
 // took records n units used at the current limit.
 func (a *aimd) took(n int) {
 	a.mu.Lock()
@@ -123,15 +141,16 @@ func (a *aimd) took(n int) {
 
 // adjust ends the interval that ends at now, lasting interval, and
 // returns the new limit. An interval with no interactive request counts
-// as calm: nobody waits.
+// as calm (nobody waits), and so does one in which a job started for a
+// Post older than MaxAge (the backlog has waited long enough).
 func (a *aimd) adjust(now time.Time, interval time.Duration) float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	window, used := a.window, a.used
-	a.window, a.used = a.window[:0:0], 0
+	window, used, stale := a.window, a.used, a.stale
+	a.window, a.used, a.stale = a.window[:0:0], 0, false
 	rate := float64(used) / interval.Seconds()
 	a.peak = max(rate, a.peak*math.Pow(0.5, interval.Seconds()/limitPeakHalfLife.Seconds()))
-	if len(window) == 0 {
+	if len(window) == 0 || stale {
 		a.limit = min(a.cfg.Max, a.limit+a.cfg.Step)
 		return a.limit
 	}

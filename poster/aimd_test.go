@@ -100,3 +100,19 @@ func TestAIMDKeepsAShareOfTheRecentPeakRateHoweverLongLatencyStaysHigh(t *testin
 		t.Fatalf("limit %v after a minute of slow intervals; want a quarter of the decayed peak, about 25", got)
 	}
 }
+
+func TestAIMDGrowsWhileJobsStartForPostsOlderThanMaxAge(t *testing.T) {
+	a := newAIMD(AIMDConfig{Min: 10, Max: 1000, Step: 5, Backoff: 0.5, FloorShare: 0.001, MaxAge: 30 * time.Second})
+	t0 := time.Unix(0, 0)
+	interval(a, t0, time.Millisecond, 100)
+	interval(a, t0.Add(time.Second), time.Second, 100) // 50
+	// Saves are still slow, but the backlog has waited long enough.
+	a.started(29 * time.Second)
+	if got := interval(a, t0.Add(2*time.Second), time.Second, 50); got != 25 {
+		t.Fatalf("slow interval, young backlog: limit %v, want 25", got)
+	}
+	a.started(31 * time.Second)
+	if got := interval(a, t0.Add(3*time.Second), time.Second, 25); got != 30 {
+		t.Fatalf("slow interval, a Post older than MaxAge: limit %v, want 30 (grows)", got)
+	}
+}

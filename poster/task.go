@@ -135,7 +135,9 @@ func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 	list := pl.drafts()
 	for _, d := range list {
 		if d.At > 0 {
-			p.metrics.stage.WithLabelValues("pickup").Observe(time.Since(time.UnixMicro(d.At)).Seconds())
+			age := time.Since(time.UnixMicro(d.At))
+			p.metrics.stage.WithLabelValues("pickup").Observe(age.Seconds())
+			p.limit.started(age)
 		}
 	}
 	errs := make([]error, len(list))
