@@ -3,6 +3,9 @@ package poster
 import (
 	"context"
 	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Defaults of the group commit.
@@ -31,6 +34,7 @@ type committer struct {
 	maxBatch int
 	queue    chan *submission
 	bulk     chan *submission
+	rate     *rate.Limiter // drafts/s, set by the adaptive limit (nil: none)
 
 	wg   sync.WaitGroup
 	stop chan struct{}
@@ -41,11 +45,18 @@ type submission struct {
 	ctx  context.Context
 	req  request
 	done chan outcome
+	at   time.Time // when it began to wait
 }
 
 func newCommitter(p *Poster, committers, maxBatch int) *committer {
 	c := &committer{p: p, maxBatch: maxBatch, queue: make(chan *submission, 4*maxBatch),
 		bulk: make(chan *submission, 4*maxBatch), stop: make(chan struct{})}
+	if !p.cfg.Limit.Off {
+		c.rate = rate.NewLimiter(rate.Limit(p.limit.current()), maxBatch)
+		p.metrics.limit.Set(p.limit.current())
+		c.wg.Add(1)
+		go c.adapt()
+	}
 	c.wg.Add(committers)
 	for range committers {
 		go c.loop()
@@ -53,11 +64,55 @@ func newCommitter(p *Poster, committers, maxBatch int) *committer {
 	return c
 }
 
+// adapt adjusts the posting rate to the adaptive limit every interval.
+func (c *committer) adapt() {
+	defer c.wg.Done()
+	every := c.p.limit.cfg.Interval
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			l := c.p.limit.adjust(now, every)
+			c.rate.SetLimit(rate.Limit(l))
+			c.p.metrics.limit.Set(l)
+		}
+	}
+}
+
+// admit waits until the posting rate lets one more draft be posted, and
+// returns how many more the batch may take at once; false when the
+// committer stops meanwhile.
+func (c *committer) admit() (int, bool) {
+	if c.rate == nil {
+		return c.maxBatch, true
+	}
+	r := c.rate.Reserve()
+	select {
+	case <-time.After(r.Delay()):
+	case <-c.stop:
+		r.Cancel()
+		return 0, false
+	}
+	return max(1, min(c.maxBatch, 1+int(c.rate.Tokens()))), true
+}
+
+// charge takes from the posting rate the n drafts a batch took beyond its
+// first (admit took that one), as a debt the next batches wait for.
+func (c *committer) charge(n int) {
+	c.p.limit.took(n + 1)
+	if c.rate != nil && n > 0 {
+		c.rate.ReserveN(time.Now(), n)
+	}
+}
+
 // submit posts r in the next batch (behind the interactive drafts, when
 // bulk) and returns its outcome, or ctx's error if ctx ends first (the
 // batch may still post it: running the job again is harmless).
 func (c *committer) submit(ctx context.Context, r request, bulk bool) (Result, error) {
-	s := &submission{ctx: ctx, req: r, done: make(chan outcome, 1)}
+	s := &submission{ctx: ctx, req: r, done: make(chan outcome, 1), at: time.Now()}
 	queue := c.queue
 	if bulk {
 		queue = c.bulk
@@ -90,7 +145,13 @@ func (c *committer) loop() {
 				return
 			}
 		}
-		batch = fill(append(batch[:0], s), c.maxBatch, c.queue, c.bulk)
+		limit, ok := c.admit()
+		if !ok {
+			s.done <- outcome{err: context.Canceled}
+			return
+		}
+		batch = fill(append(batch[:0], s), limit, c.queue, c.bulk)
+		c.charge(len(batch) - 1)
 		c.post(batch)
 	}
 }
@@ -126,7 +187,9 @@ func (c *committer) post(batch []*submission) {
 	}
 	reqs := make([]request, len(live))
 	ids := make(map[int64]string, len(live))
+	start := time.Now()
 	for i, s := range live {
+		c.p.metrics.stage.WithLabelValues("batch_wait").Observe(start.Sub(s.at).Seconds())
 		reqs[i] = s.req
 		if id := RequestID(s.ctx); id != "" {
 			ids[s.req.draftID] = id
@@ -136,6 +199,7 @@ func (c *committer) post(batch []*submission) {
 	// them all, and the worker's shutdown waits for the jobs in flight.
 	ctx := withDraftRequestIDs(context.WithoutCancel(live[0].ctx), ids)
 	outs := c.p.sync(ctx, c.p.cfg.JobDB, PathNew, reqs)
+	c.p.metrics.stage.WithLabelValues("transaction").Observe(time.Since(start).Seconds())
 	for i, s := range live {
 		s.done <- outs[i]
 	}

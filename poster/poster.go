@@ -147,6 +147,13 @@ type Config struct {
 	// (defaults DefaultCommitters, DefaultMaxBatch).
 	Committers int
 	MaxBatch   int
+	// EnqueueWindow is how long, under load, a Post's job waits for
+	// others to share its enqueue (enqueuer.go; default
+	// DefaultEnqueueWindow; negative: no wait).
+	EnqueueWindow time.Duration
+	// Limit is the adaptive limit on the drafts a second posting jobs
+	// post, which yields the database to authors' requests (aimd.go).
+	Limit AIMDConfig
 	// WrangleRowsPerTx and WrangleRowsPerSecond cap the rows the wrangling
 	// jobs of this process write per transaction and per second (defaults
 	// DefaultWrangleRowsPerTx, DefaultWrangleRowsPerSecond); WranglePoll is
@@ -175,6 +182,8 @@ type Poster struct {
 
 	commitOnce sync.Once
 	commit     *committer // started by the first posting job
+	enq        *enqueuer  // the group enqueue of Posts' jobs
+	limit      *aimd      // the adaptive posting limit, fed by Posts' latency
 
 	owedMu sync.Mutex
 	owed   map[int64]owedJob // by draft id: jobs that could not be enqueued
@@ -206,6 +215,10 @@ func (c Config) WithDefaults() Config {
 	c.WrangleRowsPerTx = loop.OrDefault(c.WrangleRowsPerTx, DefaultWrangleRowsPerTx)
 	c.WrangleRowsPerSecond = loop.OrDefault(c.WrangleRowsPerSecond, DefaultWrangleRowsPerSecond)
 	c.WranglePoll = loop.OrDefault(c.WranglePoll, DefaultWranglePoll)
+	if c.EnqueueWindow == 0 {
+		c.EnqueueWindow = DefaultEnqueueWindow
+	}
+	c.EnqueueWindow = max(0, c.EnqueueWindow)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
@@ -220,8 +233,11 @@ func New(cfg Config) (*Poster, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("poster: Config needs a DB")
 	}
-	return &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes, NewTags: cfg.NewTags}, tags: tags.NewResolver(cfg.DB),
-		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}, nil
+	p := &Poster{cfg: cfg, drafts: &drafts.Store{DB: cfg.DB, Writes: cfg.Writes, NewTags: cfg.NewTags}, tags: tags.NewResolver(cfg.DB),
+		log: cfg.Logger.With("component", "poster"), metrics: newMetrics(cfg.Registerer), wrangle: newWrangler(cfg), owed: make(map[int64]owedJob)}
+	p.enq = &enqueuer{p: p}
+	p.limit = newAIMD(cfg.Limit)
+	return p, nil
 }
 
 // Close stops the group commit once no posting job runs (after the job
@@ -250,6 +266,7 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 		return res, err
 	}
 	version, err := p.drafts.QueuePost(ctx, authorID, draftID)
+	p.ObserveInteractive(time.Since(start))
 	if errors.Is(err, drafts.ErrNotQueued) {
 		d, ferr := p.drafts.FindDraftByID(ctx, authorID, draftID)
 		if ferr != nil {
@@ -264,6 +281,12 @@ func (p *Poster) PostDraft(ctx context.Context, authorID, draftID int64) (Result
 	p.observe(ctx, draftID, PathNew, start, err)
 	return res, err
 }
+
+// ObserveInteractive tells the adaptive posting limit how long an
+// author's request took on the database posting jobs share (a Post's
+// recording, a save): while these rise above their unloaded level,
+// posting slows down.
+func (p *Poster) ObserveInteractive(d time.Duration) { p.limit.observe(d) }
 
 func (p *Poster) observe(ctx context.Context, draftID int64, path string, start time.Time, err error) {
 	if p.cfg.Observer != nil {
@@ -331,7 +354,7 @@ func (p *Poster) queued(ctx context.Context, o queuedChange, err error) (Result,
 		return Result{}, err
 	}
 	queue := p.queueFor(ctx, o.authorID)
-	if err := p.enqueue(ctx, queue, o.draftID, o.version, false); err != nil {
+	if err := p.enqueueBatched(ctx, queue, o.draftID, o.version); err != nil {
 		p.log.WarnContext(ctx, "post job not enqueued; the requeuer will retry", "draft_id", o.draftID, "err", err)
 		p.metrics.enqueueFailures.Inc()
 		p.owe(ctx, queue, o.draftID, o.version)

@@ -42,6 +42,7 @@ type envOpts struct {
 	redisAddr string // default: the machine's Redis
 	db        *migrations.DB
 	bulkAfter int
+	limit     poster.AIMDConfig
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -60,7 +61,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.inspector = asynq.NewInspector(asynq.RedisClientOpt{Addr: e.redis})
 	t.Cleanup(func() { e.inspector.Close() })
 	e.p = postertest.New(t, poster.Config{DB: e.db, Queue: e.client, Inspector: e.inspector, QueueName: e.queue, Paths: poster.FixedPath(!o.legacy),
-		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter,
+		Announcer: e.sink, RequeueAfter: time.Nanosecond, MaxBatch: o.maxBatch, BulkAfter: o.bulkAfter, Limit: o.limit,
 		RequeueEvery: 200 * time.Millisecond, OwedEvery: 20 * time.Millisecond})
 	e.store = &drafts.Store{DB: e.db}
 	return e

@@ -104,12 +104,7 @@ func TestABatchWithOnePoisonedDraftPostsTheOthersAndFailsOnlyIt(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	ids, err := e.store.CreateQueued(ctx, author, []drafts.Content{work("A", "Fluff"), work("Poisoned", "Angst"), work("B", "Fluff")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A row nothing can post: its tags are not what a draft's tags are.
-	e.db.Exec(`UPDATE drafts SET tags = '{"rating": 5}' WHERE id = ?`, ids[1])
+	ids := e.queuedWithPoisonedMiddle()
 
 	if _, err := e.p.PostQueued(ctx, poster.PathNew, ids...); err == nil {
 		t.Fatal("the poisoned draft posted")

@@ -211,7 +211,7 @@ func (p *Poster) rescueOrphansOf(ctx context.Context, queue string) (int, error)
 		if running[t.ID] || t.Type != TypeSyncDraft || json.Unmarshal(t.Payload, &pl) != nil {
 			continue
 		}
-		orphans = append(orphans, pl)
+		orphans = append(orphans, pl.drafts()...)
 	}
 	return p.rescue(ctx, queue, orphans)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -29,6 +30,20 @@ type syncPayload struct {
 	// job's log lines and announcements carry it. Jobs enqueued before it
 	// existed have none.
 	RequestID string `json:"request_id,omitempty"`
+	// Drafts, in a job of several drafts (the group enqueue, enqueuer.go),
+	// lists them, each with its version and request id; DraftID is 0 then.
+	Drafts []syncPayload `json:"drafts,omitempty"`
+	// At is when the Post was answered (Unix µs; 0: unknown), for the
+	// job-pickup stage of tagcount_post_stage_seconds.
+	At int64 `json:"at,omitempty"`
+}
+
+// drafts lists the drafts pl is the job of.
+func (pl syncPayload) drafts() []syncPayload {
+	if len(pl.Drafts) > 0 {
+		return pl.Drafts
+	}
+	return []syncPayload{pl}
 }
 
 // NewSyncDraftTask returns the job for version of draftID. Its task id makes
@@ -52,6 +67,11 @@ func newSyncTask(pl syncPayload, queue string, maxRetry int, opts ...asynq.Optio
 // same id on the other queue (the author's class changed meanwhile) may
 // run too: running a job twice is harmless.
 func (p *Poster) enqueue(ctx context.Context, queue string, draftID, version int64, urgent bool) error {
+	return p.enqueueAt(ctx, queue, draftID, version, urgent, 0)
+}
+
+// enqueueAt is enqueue for a Post answered at (Unix µs; 0: unknown).
+func (p *Poster) enqueueAt(ctx context.Context, queue string, draftID, version int64, urgent bool, at int64) error {
 	if p.cfg.Queue == nil {
 		return errors.New("no job queue configured")
 	}
@@ -59,7 +79,7 @@ func (p *Poster) enqueue(ctx context.Context, queue string, draftID, version int
 	// records the post, and the requeuer enqueues it later.
 	ctx, cancel := context.WithTimeout(ctx, enqueueTimeout)
 	defer cancel()
-	task := newSyncTask(syncPayload{DraftID: draftID, Version: version, RequestID: RequestID(ctx)}, queue, p.cfg.MaxRetry)
+	task := newSyncTask(syncPayload{DraftID: draftID, Version: version, RequestID: RequestID(ctx), At: at}, queue, p.cfg.MaxRetry)
 	_, err := p.cfg.Queue.EnqueueContext(ctx, task)
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return err
@@ -98,28 +118,50 @@ func (p *Poster) enqueue(ctx context.Context, queue string, draftID, version int
 
 func taskID(draftID, version int64) string { return fmt.Sprintf("draft-sync:%d:%d", draftID, version) }
 
-// HandleSyncDraftTask runs the job: it hands the draft to the group
-// commit, which posts it with the other drafts waiting. Running it again,
+// HandleSyncDraftTask runs the job: it hands its drafts to the group
+// commit, which posts them with the other drafts waiting. Running it again,
 // or for a draft that was already synced, changes nothing. A payload that
-// cannot be read, and an error that retrying cannot fix, end the job with
-// asynq.SkipRetry (the draft is marked failed); a dependency that is down
-// or slow is retried soon (RetryDelay).
+// cannot be read ends the job with asynq.SkipRetry; a draft whose error
+// retrying cannot fix is marked failed (a job of one draft ends with
+// asynq.SkipRetry, and HandleTaskError marks it); a dependency that is down
+// or slow is retried soon (RetryDelay), the whole job again.
 func (p *Poster) HandleSyncDraftTask(ctx context.Context, t *asynq.Task) error {
 	var pl syncPayload
-	if err := json.Unmarshal(t.Payload(), &pl); err != nil || pl.DraftID <= 0 {
+	if err := json.Unmarshal(t.Payload(), &pl); err != nil || (pl.DraftID <= 0 && len(pl.Drafts) == 0) {
 		return fmt.Errorf("malformed %s payload %q: %v: %w", TypeSyncDraft, t.Payload(), err, asynq.SkipRetry)
 	}
-	ctx = WithRequestID(ctx, pl.RequestID)
 	p.commitOnce.Do(func() { p.commit = newCommitter(p, p.cfg.Committers, p.cfg.MaxBatch) })
 	queue, _ := asynq.GetQueueName(ctx)
-	_, err := p.commit.submit(ctx, request{draftID: pl.DraftID, requireQueued: true}, p.isBulk(queue))
-	switch {
-	case err == nil, errors.Is(err, errDraftGone):
-		return nil // done, or deleted meanwhile: nothing is owed
-	case transient(err):
-		return err
+	list := pl.drafts()
+	for _, d := range list {
+		if d.At > 0 {
+			age := time.Since(time.UnixMicro(d.At))
+			p.metrics.stage.WithLabelValues("pickup").Observe(age.Seconds())
+			p.limit.started(age)
+		}
 	}
-	return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	errs := make([]error, len(list))
+	var wg sync.WaitGroup
+	for i, d := range list {
+		wg.Go(func() {
+			_, errs[i] = p.commit.submit(WithRequestID(ctx, d.RequestID), request{draftID: d.DraftID, requireQueued: true}, p.isBulk(queue))
+		})
+	}
+	wg.Wait()
+	var retry []error
+	for i, err := range errs {
+		switch {
+		case err == nil, errors.Is(err, errDraftGone):
+			// done, or deleted meanwhile: nothing is owed
+		case transient(err):
+			retry = append(retry, err)
+		case len(list) == 1:
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		default:
+			p.giveUp(ctx, list[i], -1, -1, err)
+		}
+	}
+	return errors.Join(retry...)
 }
 
 // transient reports whether err may go away without a change of the draft:
@@ -143,8 +185,8 @@ func RetryDelay(n int) time.Duration {
 }
 
 // HandleTaskError is the asynq server's error handler: once a sync job has
-// used its last retry (or cannot be retried), its draft is marked failed so the
-// author sees it and can post again.
+// used its last retry (or cannot be retried), each of its drafts still
+// queued is marked failed so the author sees it and can post again.
 func (p *Poster) HandleTaskError(ctx context.Context, t *asynq.Task, err error) {
 	if t.Type() != TypeSyncDraft {
 		return
@@ -153,17 +195,27 @@ func (p *Poster) HandleTaskError(ctx context.Context, t *asynq.Task, err error) 
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	var pl syncPayload
 	_ = json.Unmarshal(t.Payload(), &pl)
-	ctx = WithRequestID(ctx, pl.RequestID)
 	if retried < maxRetry && !errors.Is(err, asynq.SkipRetry) {
-		p.log.WarnContext(ctx, "post job failed", "draft_id", pl.DraftID, "retry", retried, "max_retry", maxRetry, "err", err)
+		for _, d := range pl.drafts() {
+			p.log.WarnContext(WithRequestID(ctx, d.RequestID), "post job failed", "draft_id", d.DraftID, "retry", retried, "max_retry", maxRetry, "err", err)
+		}
 		return
 	}
+	for _, d := range pl.drafts() {
+		p.giveUp(ctx, d, retried, maxRetry, err)
+	}
+}
+
+// giveUp marks d's draft failed, if it is still queued at d's version,
+// after its job ended with err at retry of maxRetry (-1: not retried).
+func (p *Poster) giveUp(ctx context.Context, d syncPayload, retried, maxRetry int, err error) {
+	ctx = WithRequestID(ctx, d.RequestID)
 	// The whole error goes to the log only: it may name tables, hosts and
 	// addresses. The author reads failureMessage's sentence on the draft.
-	p.log.ErrorContext(ctx, "post job gave up", "draft_id", pl.DraftID, "version", pl.Version,
+	p.log.ErrorContext(ctx, "post job gave up", "draft_id", d.DraftID, "version", d.Version,
 		"retry", retried, "max_retry", maxRetry, "err", err)
-	if uerr := p.drafts.MarkFailed(context.WithoutCancel(ctx), pl.DraftID, pl.Version, failureMessage(err)); uerr != nil {
-		p.log.ErrorContext(ctx, "marking draft failed", "draft_id", pl.DraftID, "err", uerr)
+	if uerr := p.drafts.MarkFailed(context.WithoutCancel(ctx), d.DraftID, d.Version, failureMessage(err)); uerr != nil {
+		p.log.ErrorContext(ctx, "marking draft failed", "draft_id", d.DraftID, "err", uerr)
 	}
 }
 

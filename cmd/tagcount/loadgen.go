@@ -56,6 +56,7 @@ type loadgenSettings struct {
 	PprofDir     string
 	KeepDB       bool
 	JobConc      int
+	NoLimit      bool
 	DBLatency    time.Duration
 	Capacity     capacitySettings
 	// Scenario is what the invocation runs: paths (the posting
@@ -63,12 +64,14 @@ type loadgenSettings struct {
 	Scenario  string
 	Wrangling wranglingSettings
 	Overload  overloadSettings
+	Spike     spikeSettings
 }
 
 // capacitySettings are the flags of loadgen's --find-capacity mode.
 type capacitySettings struct {
 	Find      bool
 	MaxP99    time.Duration
+	PostedP99 time.Duration
 	Probe     time.Duration
 	InFlight  int
 	Start     float64
@@ -79,6 +82,8 @@ func (c *capacitySettings) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Find, "find-capacity", false,
 		"instead of one run per path, search each path's capacity: the highest open-loop rate at which Post p99 stays under --capacity-p99 and no request fails")
 	fs.DurationVar(&c.MaxP99, "capacity-p99", loadgen.DefaultCapacityP99, "with --find-capacity: the Post p99 a probe must stay under")
+	fs.DurationVar(&c.PostedP99, "capacity-posted-p99", loadgen.DefaultCapacityPostedP99,
+		"with --find-capacity: the Post→work posted p99 a probe must stay under on a path that posts in the background (negative: not judged)")
 	fs.DurationVar(&c.Probe, "probe-duration", loadgen.DefaultProbeDuration, "with --find-capacity: how long each probe loads its fresh service")
 	fs.IntVar(&c.InFlight, "probe-in-flight", loadgen.DefaultProbeInFlight, "with --find-capacity: most works in flight in a probe; an arrival beyond fails it")
 	fs.Float64Var(&c.Start, "capacity-start", loadgen.DefaultCapacityStart, "with --find-capacity: the first rate probed (doubled until a probe fails, then bisected)")
@@ -122,15 +127,18 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.LogFile, "log-file", "", "the in-process service's log (default: a file in the temp dir)")
 	fs.StringVar(&s.PprofDir, "pprof-dir", "", "write a CPU profile of each path's run to this directory")
 	fs.BoolVar(&s.KeepDB, "keep-db", false, "keep each path's database instead of dropping it")
+	fs.BoolVar(&s.NoLimit, "no-posting-limit", false, "run the in-process services without the adaptive posting limit (the service's --no-posting-limit)")
 	fs.IntVar(&s.JobConc, "job-concurrency", 0, "jobs the in-process worker runs at once (0: the service's default)")
 	fs.DurationVar(&s.DBLatency, "db-latency", 0,
 		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
 	s.Capacity.register(fs)
 	fs.StringVar(&s.Scenario, "scenario", "paths",
 		"paths: one run per --paths; wrangling: the new path twice, plainly and while a wrangling job re-files a big tag's works; "+
+			"spike: the first of --paths at half of --rate, twice --rate for --spike-for, half again; "+
 			strings.Join(loadgen.Scenarios, ", ")+": one party's load beside normal authors, rate limits and quotas on (docs/operations.md)")
 	s.Wrangling.register(fs)
 	s.Overload.register(fs)
+	s.Spike.register(fs)
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -149,6 +157,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer lg.close()
 	if slices.Contains(loadgen.Scenarios, s.Scenario) {
 		return lg.runScenario(ctx, args, stdout)
+	}
+	if s.Scenario == loadgen.ScenarioSpike {
+		return lg.runSpike(ctx, args, stdout, paths[0])
 	}
 	if s.Capacity.Find {
 		return lg.findCapacity(ctx, paths, stdout)
@@ -207,8 +218,11 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 	if len(paths) == 0 {
 		return s, nil, errors.New("--paths names no path")
 	}
-	if s.Scenario != "paths" && s.Scenario != "wrangling" && !slices.Contains(loadgen.Scenarios, s.Scenario) {
-		return s, nil, fmt.Errorf("--scenario: unknown scenario %q (want paths, wrangling, %s)", s.Scenario, strings.Join(loadgen.Scenarios, ", "))
+	if s.Scenario != "paths" && s.Scenario != "wrangling" && s.Scenario != loadgen.ScenarioSpike && !slices.Contains(loadgen.Scenarios, s.Scenario) {
+		return s, nil, fmt.Errorf("--scenario: unknown scenario %q (want paths, wrangling, %s, %s)", s.Scenario, loadgen.ScenarioSpike, strings.Join(loadgen.Scenarios, ", "))
+	}
+	if err := s.Spike.validate(s); err != nil {
+		return s, nil, err
 	}
 	if w := s.Wrangling; s.Scenario == "wrangling" && (s.URL != "" || s.Capacity.Find || w.SeedWorks <= 0 || w.RowsPerTx < 4 || w.PerSecond <= w.RowsPerTx) {
 		return s, nil, errors.New("--scenario wrangling starts its own stacks (not --url, not --find-capacity) and needs --wrangle-seed-works > 0 and 4 ≤ --wrangle-rows-per-tx < --wrangle-rows-per-second")
@@ -393,7 +407,9 @@ func (lg *loadgenSession) runOnStack(ctx context.Context, cfg loadgen.Config, ru
 		loadgenDrop(lg.server, database, lg.s.KeepDB, lg.stderr)
 	}()
 	cfg.BaseURL, cfg.Auth, cfg.DB = st.URL, st.Auth, st.DB
-	return lg.profiled(ctx, cfg)
+	res, err := lg.profiled(ctx, cfg)
+	writeStages(lg.stderr, cfg.Path, st.Registry)
+	return res, err
 }
 
 // profiled runs cfg, with a CPU profile when --pprof-dir asks for one.
@@ -414,7 +430,8 @@ func (lg *loadgenSession) findCapacity(ctx context.Context, paths []string, stdo
 	c := lg.s.Capacity
 	lg.rep.Capacity = &loadgen.CapacityReport{MaxP99Ms: float64(c.MaxP99) / float64(time.Millisecond),
 		ProbeSeconds: c.Probe.Seconds(), InFlight: c.InFlight}
-	o := loadgen.CapacityOptions{MaxP99: c.MaxP99, Start: c.Start, MaxProbes: c.MaxProbes}
+	lg.rep.Capacity.MaxPostedP99 = float64(c.PostedP99) / float64(time.Millisecond)
+	o := loadgen.CapacityOptions{MaxP99: c.MaxP99, MaxPostedP99: c.PostedP99, Start: c.Start, MaxProbes: c.MaxProbes}
 	var err error
 	for _, path := range paths {
 		n := 0
@@ -511,7 +528,7 @@ func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database,
 		MySQLDSN: s.MySQLDSN, Database: database, Create: true, Migrate: true,
 		RedisAddr: s.RedisAddr, Queue: "loadgen-" + runID + "-" + path, Path: path,
 		AuthSecret: secret, DataDir: dataDir, Logger: log,
-		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true,
+		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true, NoPostingLimit: s.NoLimit,
 	}
 	for _, set := range extra {
 		set(&o)

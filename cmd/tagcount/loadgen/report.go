@@ -223,6 +223,8 @@ func resourceFigures() []figure {
 		{name: "process CPU (s)", val: always(func(r *Result) float64 { return r.Resources.CPUSeconds }), fmt: "%.1f", ratio: true},
 		{name: "process CPU / posted work (ms)", val: always(func(r *Result) float64 { return r.Resources.CPUMsPerPost }), fmt: "%.2f", ratio: true},
 		{name: "database CPU (s)", val: func(r *Result) (float64, bool) { return r.Resources.DBCPUSeconds, r.Resources.DBCPUSeconds >= 0 }, fmt: "%.1f", ratio: true},
+		{name: "Redis CPU (s, server-wide)", val: func(r *Result) (float64, bool) { return r.Resources.RedisCPUSeconds, r.Resources.RedisCPUSeconds >= 0 }, fmt: "%.1f", ratio: true},
+		{name: "process+DB+Redis CPU / posted work (ms)", val: cpuPerPost, fmt: "%.2f", ratio: true},
 		{name: "DB pool: waits for a connection", val: func(r *Result) (float64, bool) {
 			return float64(poolOf(r).Waits), r.Resources.Pool != nil
 		}, fmt: "%.0f", ratio: true},
@@ -542,4 +544,15 @@ func poolOf(r *Result) PoolStats {
 		return PoolStats{}
 	}
 	return *r.Resources.Pool
+}
+
+// cpuPerPost is the CPU of the process, the database and Redis per
+// completed post: the machine's whole cost of a posted work (the servers'
+// figures are server-wide).
+func cpuPerPost(r *Result) (float64, bool) {
+	res := r.Resources
+	if res.DBCPUSeconds < 0 || res.RedisCPUSeconds < 0 || r.Works.Completed <= 0 {
+		return 0, false
+	}
+	return (res.CPUSeconds + res.DBCPUSeconds + res.RedisCPUSeconds) * 1000 / float64(r.Works.Completed), true
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,11 +24,14 @@ type Resources struct {
 	CPUSeconds   float64 `json:"process_cpu_s"` // user+system CPU of this process during the run
 	CPUCores     float64 `json:"process_cores"` // CPUSeconds per wall second
 	CPUMsPerPost float64 `json:"process_cpu_ms_per_post"`
-	DBCPUSeconds float64 `json:"db_cpu_s"`          // the database server's CPU during the run; -1 when unknown
-	PeakRSS      int64   `json:"peak_rss_bytes"`    // sampled VmRSS of this process
-	PeakGoSys    int64   `json:"peak_go_sys_bytes"` // sampled memory the Go runtime holds from the OS
-	PeakHeap     int64   `json:"peak_heap_bytes"`   // sampled live+unswept heap objects
-	ProcessHWM   int64   `json:"process_hwm_bytes"` // VmHWM: the process's peak RSS since start
+	DBCPUSeconds float64 `json:"db_cpu_s"` // the database server's CPU during the run; -1 when unknown
+	// RedisCPUSeconds is the Redis server's CPU during the run (all its
+	// clients': it is shared); -1 when unknown.
+	RedisCPUSeconds float64 `json:"redis_cpu_s"`
+	PeakRSS         int64   `json:"peak_rss_bytes"`    // sampled VmRSS of this process
+	PeakGoSys       int64   `json:"peak_go_sys_bytes"` // sampled memory the Go runtime holds from the OS
+	PeakHeap        int64   `json:"peak_heap_bytes"`   // sampled live+unswept heap objects
+	ProcessHWM      int64   `json:"process_hwm_bytes"` // VmHWM: the process's peak RSS since start
 	// Pool is the service's database connection pool, when the run has it.
 	Pool *PoolStats `json:"db_pool,omitempty"`
 }
@@ -43,13 +47,13 @@ type PoolStats struct {
 
 // resourceSampler measures CPU between start and stop and samples memory.
 type resourceSampler struct {
-	cpu0, db0 float64
-	dbPID     int
-	t0        time.Time
-	stopc     chan struct{}
-	done      chan struct{}
-	db        *migrations.DB
-	pool0     sql.DBStats
+	cpu0, db0, redis0 float64
+	dbPID, redisPID   int
+	t0                time.Time
+	stopc             chan struct{}
+	done              chan struct{}
+	db                *migrations.DB
+	pool0             sql.DBStats
 
 	mu               sync.Mutex
 	rss, goSys, heap int64
@@ -62,8 +66,10 @@ func startResources(interval time.Duration, db *migrations.DB) *resourceSampler 
 		s.pool0 = db.Stats()
 	}
 	s.cpu0 = processCPU()
-	s.dbPID = findDBServer()
+	s.dbPID = findServer("mariadbd", "mysqld")
 	s.db0 = procCPU(s.dbPID)
+	s.redisPID = findServer("redis-server")
+	s.redis0 = procCPU(s.redisPID)
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(interval)
@@ -117,17 +123,18 @@ func (s *resourceSampler) stop(posts int64) Resources {
 	close(s.stopc)
 	<-s.done
 	wall := time.Since(s.t0).Seconds()
-	r := Resources{CPUSeconds: round3(processCPU() - s.cpu0), DBCPUSeconds: -1}
+	r := Resources{CPUSeconds: round3(processCPU() - s.cpu0), DBCPUSeconds: -1, RedisCPUSeconds: -1}
 	if wall > 0 {
 		r.CPUCores = round3(r.CPUSeconds / wall)
 	}
 	if posts > 0 {
 		r.CPUMsPerPost = round3(r.CPUSeconds * 1000 / float64(posts))
 	}
-	if s.dbPID > 0 {
-		if c := procCPU(s.dbPID); c >= 0 && s.db0 >= 0 {
-			r.DBCPUSeconds = round3(c - s.db0)
-		}
+	if c := procCPU(s.dbPID); c >= 0 && s.db0 >= 0 {
+		r.DBCPUSeconds = round3(c - s.db0)
+	}
+	if c := procCPU(s.redisPID); c >= 0 && s.redis0 >= 0 {
+		r.RedisCPUSeconds = round3(c - s.redis0)
 	}
 	s.mu.Lock()
 	r.PeakRSS, r.PeakGoSys, r.PeakHeap = s.rss, s.goSys, s.heap
@@ -175,16 +182,16 @@ func procStatusBytes(field string) int64 {
 	return 0
 }
 
-// findDBServer returns the pid of a local mariadbd or mysqld, or 0.
-func findDBServer() int {
+// findServer returns the pid of a local process named one of names (a
+// database server, Redis), or 0.
+func findServer(names ...string) int {
 	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
 	for _, d := range dirs {
 		b, err := os.ReadFile(d)
 		if err != nil {
 			continue
 		}
-		switch strings.TrimSpace(string(b)) {
-		case "mariadbd", "mysqld":
+		if slices.Contains(names, strings.TrimSpace(string(b))) {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(d)))
 			return pid
 		}

@@ -40,6 +40,10 @@ type Config struct {
 	// With WeekendPeak it is the peak.
 	Rate    float64
 	Profile Profile
+	// RateAt, if set, is the rate of work starts at each moment of the
+	// run instead of Rate's profile (a scenario's shape, e.g. a spike);
+	// Rate is then its peak.
+	RateAt func(elapsed time.Duration) float64
 	// OpenLoop starts works at Rate whether or not earlier ones finished
 	// (up to Concurrency in flight; arrivals beyond are counted as missed).
 	OpenLoop bool
@@ -437,7 +441,7 @@ func (r *run) load(ctx context.Context, start time.Time) time.Time {
 		defer cancel()
 	}
 	lim := cfg.limiter()
-	if lim != nil && cfg.Profile == WeekendPeak {
+	if lim != nil && (cfg.Profile == WeekendPeak || cfg.RateAt != nil) {
 		go r.followProfile(lctx, lim, start)
 	}
 	var wg sync.WaitGroup
@@ -555,12 +559,15 @@ func (c *Config) limiter() *rate.Limiter {
 	if c.Rate <= 0 {
 		return nil
 	}
-	return rate.NewLimiter(rate.Limit(c.Rate*c.Profile.factor(0, c.Duration)), max(1, int(c.Rate/100)))
+	return rate.NewLimiter(rate.Limit(c.rateAt(0)), max(1, int(c.Rate/100)))
 }
 
 // rateAt is the rate of work starts the profile asks for at elapsed into
 // the run; without a duration the weekend peak repeats every minute.
 func (c *Config) rateAt(elapsed time.Duration) float64 {
+	if c.RateAt != nil {
+		return c.RateAt(elapsed)
+	}
 	period := c.Duration
 	if period <= 0 {
 		period = time.Minute

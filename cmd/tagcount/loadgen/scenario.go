@@ -1,10 +1,8 @@
 package loadgen
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,13 +135,7 @@ func (rep *ScenarioReport) Run(name string) *ScenarioRun {
 }
 
 // WriteJSON writes the report, indented, to path.
-func (rep *ScenarioReport) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func (rep *ScenarioReport) WriteJSON(path string) error { return writeJSONFile(path, rep) }
 
 // WriteText writes the report as tables: per run, a row per class.
 func (rep *ScenarioReport) WriteText(w io.Writer) error {
