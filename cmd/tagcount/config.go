@@ -59,7 +59,7 @@ type settings struct {
 	ShutdownDelay       time.Duration
 	CounterFlushTimeout time.Duration
 	JobPoll             time.Duration
-	NoPostingLimit      bool
+	PostingLimit        bool
 	JobConcurrency      int
 	Tiers               counter.Tiers
 	// PublishDropRate is fault injection for soak tests: the share of
@@ -112,7 +112,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.LogFormat, "log-format", "text", "text or json")
 	fs.IntVar(&s.JobConcurrency, "job-concurrency", poster.DefaultJobConcurrency, "jobs a worker runs at once")
-	fs.BoolVar(&s.NoPostingLimit, "no-posting-limit", false, "turn off the adaptive limit on drafts posted per second, which slows posting jobs while authors' requests slow down (docs/benchmarks.md, issue 25)")
+	fs.BoolVar(&s.PostingLimit, "posting-limit", false, "turn on the adaptive limit on drafts posted per second, which slows posting jobs while authors' requests slow down; it trades freshness for their latency, so it is off by default (docs/benchmarks.md, issue 25)")
 	fs.DurationVar(&s.JobPoll, "job-poll", poster.DefaultJobPoll, "how often an idle worker checks Redis for jobs (asynq's default of 1s adds up to a second to every post)")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long SIGTERM waits for in-flight work")
 	fs.StringVar(&s.AdminAddr, "admin-addr", "", "listen address of /healthz, /readyz, /metrics and /debug/pprof/, instead of --http-addr; empty = no admin listener")

@@ -56,7 +56,7 @@ type loadgenSettings struct {
 	PprofDir     string
 	KeepDB       bool
 	JobConc      int
-	NoLimit      bool
+	Limit        bool
 	DBLatency    time.Duration
 	Capacity     capacitySettings
 	// Scenario is what the invocation runs: paths (the posting
@@ -127,7 +127,7 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.LogFile, "log-file", "", "the in-process service's log (default: a file in the temp dir)")
 	fs.StringVar(&s.PprofDir, "pprof-dir", "", "write a CPU profile of each path's run to this directory")
 	fs.BoolVar(&s.KeepDB, "keep-db", false, "keep each path's database instead of dropping it")
-	fs.BoolVar(&s.NoLimit, "no-posting-limit", false, "run the in-process services without the adaptive posting limit (the service's --no-posting-limit)")
+	fs.BoolVar(&s.Limit, "posting-limit", false, "run the in-process services with the adaptive posting limit (the service's --posting-limit)")
 	fs.IntVar(&s.JobConc, "job-concurrency", 0, "jobs the in-process worker runs at once (0: the service's default)")
 	fs.DurationVar(&s.DBLatency, "db-latency", 0,
 		"model the database one network hop away: delay every packet to and from it by this much each way, in process, for every path and the ceiling (e.g. 250us; 0: none)")
@@ -528,7 +528,7 @@ func loadgenStack(ctx context.Context, s loadgenSettings, runID, path, database,
 		MySQLDSN: s.MySQLDSN, Database: database, Create: true, Migrate: true,
 		RedisAddr: s.RedisAddr, Queue: "loadgen-" + runID + "-" + path, Path: path,
 		AuthSecret: secret, DataDir: dataDir, Logger: log,
-		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true, NoPostingLimit: s.NoLimit,
+		API: roles, Worker: roles, Counter: roles, JobConcurrency: s.JobConc, EmbeddedKafka: true, PostingLimit: s.Limit,
 	}
 	for _, set := range extra {
 		set(&o)

@@ -84,7 +84,7 @@ func (s *settings) stackOptions() stackOptions {
 		DataDir: s.DataDir, HTTPAddr: s.HTTPAddr, Brokers: s.brokers(),
 		NoCreateTopics: !s.KafkaCreateTopics,
 		Topic:          s.KafkaTopic, CountsTopic: s.CountsTopic, Partitions: s.KafkaPartitions, ReconcileAt: s.ReconcileAt,
-		ShutdownTimeout: s.ShutdownTimeout, CounterFlushTimeout: s.CounterFlushTimeout, AdminAddr: s.AdminAddr, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency, NoPostingLimit: s.NoPostingLimit,
+		ShutdownTimeout: s.ShutdownTimeout, CounterFlushTimeout: s.CounterFlushTimeout, AdminAddr: s.AdminAddr, JobPoll: s.JobPoll, JobConcurrency: s.JobConcurrency, PostingLimit: s.PostingLimit,
 		Tiers: s.Tiers, PublishDropRate: s.PublishDropRate, ReconcileReadDSN: s.ReconcileReadDSN,
 		WrangleRowsPerTx: s.WrangleRowsPerTx, WrangleRowsPerSecond: s.WrangleRowsPerSecond,
 		Flags: flags.Config{URL: s.UnleashURL, Token: s.UnleashToken, RefreshInterval: s.UnleashRefresh,

@@ -91,7 +91,7 @@ type stackOptions struct {
 	CounterFlushTimeout time.Duration
 	JobPoll             time.Duration // how often an idle worker checks for jobs
 	JobConcurrency      int           // jobs run at once
-	NoPostingLimit      bool          // no adaptive limit on posting (poster.AIMDConfig.Off)
+	PostingLimit        bool          // the adaptive limit on posting (poster.AIMDConfig); off unless set
 	Tiers               counter.Tiers // zero fields take counter.DefaultTiers
 	PublishDropRate     float64       // fault injection (soak tests)
 	// WrangleRowsPerTx and WrangleRowsPerSecond cap the worker's wrangling
@@ -353,7 +353,7 @@ func (s *stack) buildPoster(ctx context.Context) error {
 	cfg := poster.Config{DB: s.DB, Writes: s.writes, Queue: s.queue, Inspector: s.inspector, QueueName: s.opts.Queue, Paths: paths,
 		RequeueAfter: s.opts.RequeueAfter, BulkAfter: s.opts.BulkAfter, Logger: s.log, Registerer: s.Registry,
 		WrangleRowsPerTx: s.opts.WrangleRowsPerTx, WrangleRowsPerSecond: s.opts.WrangleRowsPerSecond, OnWrangleCommit: s.opts.OnWrangleCommit,
-		NewTags: s.newTags, Limit: poster.AIMDConfig{Off: s.opts.NoPostingLimit}}
+		NewTags: s.newTags, Limit: poster.AIMDConfig{Off: !s.opts.PostingLimit}}
 	if s.publisher != nil {
 		cfg.Announcer = s.publisher
 	}
