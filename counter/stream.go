@@ -136,24 +136,12 @@ const streamLock = "CONCAT('tagcount_stream:', LEFT(MD5(COALESCE(DATABASE(), '')
 // holder that cannot publish is seen by every process.
 func (s *Stream) Run(ctx context.Context) error {
 	defer s.w.Close()
-	var conn *sql.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
+	leader := migrations.NewLeader(s.cfg.DB, streamLock)
+	defer leader.Close()
 	return loop.Every(ctx, s.cfg.Interval, func(ctx context.Context) {
 		defer s.measureLag(ctx)
-		if conn == nil {
-			conn = s.lock(ctx)
-			if conn == nil {
-				return // another process publishes
-			}
-		}
-		if err := conn.PingContext(ctx); err != nil {
-			conn.Close() // the lock went with the session
-			conn = nil
-			return
+		if held, _ := leader.Held(ctx); !held {
+			return // another process publishes
 		}
 		if _, err := s.PublishOnce(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("publishing count changes failed; the next round tries again", "err", err)
@@ -182,20 +170,6 @@ func StreamLag(ctx context.Context, q migrations.Querier) (time.Duration, error)
 		return 0, nil
 	}
 	return max(0, time.Duration(us)*time.Microsecond), err
-}
-
-// lock returns a connection holding the publishing lock, or nil.
-func (s *Stream) lock(ctx context.Context) *sql.Conn {
-	conn, err := s.cfg.DB.Conn(ctx)
-	if err != nil {
-		return nil
-	}
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+streamLock+", 0)").Scan(&got); err != nil || got.Int64 != 1 {
-		conn.Close()
-		return nil
-	}
-	return conn
 }
 
 // PublishOnce publishes the count-change log page by page, oldest first:

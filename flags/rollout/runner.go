@@ -3,7 +3,6 @@ package rollout
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 )
 
 // Setter moves the flag's rollout percentage. SetPercent returns once the
@@ -91,59 +91,29 @@ const runnerLock = "CONCAT('tagcount_rollout:', LEFT(MD5(COALESCE(DATABASE(), ''
 // away, e.g. killed), and returns nil. Errors of a round are logged; the
 // next round tries again.
 func (r *Runner) Run(ctx context.Context) error {
-	var conn *sql.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
-	for {
-		conn = r.round(ctx, conn)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	leader := migrations.NewLeader(r.cfg.DB, runnerLock)
+	defer leader.Close()
+	return loop.Every(ctx, r.cfg.Interval, func(ctx context.Context) { r.round(ctx, leader) })
 }
 
 // round runs one round if this runner holds (or can take) the lock, and
-// returns the connection holding it, if any.
-func (r *Runner) round(ctx context.Context, conn *sql.Conn) *sql.Conn {
+// only keeps the metrics otherwise.
+func (r *Runner) round(ctx context.Context, leader *migrations.Leader) {
 	if r.cfg.Setter == nil {
 		r.observeOnly(ctx)
-		return nil
+		return
 	}
-	if conn != nil && conn.PingContext(ctx) != nil {
-		conn.Close() // the lock went with the session
-		conn = nil
+	held, taken := leader.Held(ctx)
+	if !held {
+		r.observeOnly(ctx) // another runner holds it
+		return
 	}
-	if conn == nil {
-		if conn = r.lock(ctx); conn == nil {
-			r.observeOnly(ctx) // another runner holds it
-			return nil
-		}
+	if taken {
+		r.log.Info("rollout runner holds the plan lock", "actor", r.cfg.Actor)
 	}
 	if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
 		r.log.Warn("rollout round failed; the next round tries again", "err", err)
 	}
-	return conn
-}
-
-func (r *Runner) lock(ctx context.Context) *sql.Conn {
-	conn, err := r.cfg.DB.Conn(ctx)
-	if err != nil {
-		return nil
-	}
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK("+runnerLock+", 0)").Scan(&got); err != nil || got.Int64 != 1 {
-		conn.Close()
-		return nil
-	}
-	r.log.Info("rollout runner holds the plan lock", "actor", r.cfg.Actor)
-	return conn
 }
 
 // observeOnly keeps the metrics of a runner that waits for the lock.
