@@ -95,7 +95,9 @@ type Convergence struct {
 
 // InRollout and InReconcile say which phases count as during the rollout
 // steps and during the reconcile.
-func InRollout(phase string) bool   { return phase == PhaseRollout || phase == PhaseBoth || phase == PhaseFault }
+func InRollout(phase string) bool {
+	return phase == PhaseRollout || phase == PhaseBoth || phase == PhaseFault
+}
 func InReconcile(phase string) bool { return phase == PhaseReconcile || phase == PhaseBoth }
 func inSteady(phase string) bool    { return phase == PhaseSteady }
 
