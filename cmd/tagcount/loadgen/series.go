@@ -250,7 +250,7 @@ func (s *SeriesSampler) sample(ctx context.Context) {
 		sm.DBCores = per(prev.db, now.db)
 	}
 	if r.ReconcileTotal > 0 {
-		sm.ReconcileDone = round3(float64(r.ReconcileScanned) / float64(r.ReconcileTotal))
+		sm.ReconcileDone = round3(min(float64(r.ReconcileScanned)/float64(r.ReconcileTotal), 1))
 	}
 	sm.RSSMiB, sm.HeapMiB = memoryMiB()
 	s.samples = append(s.samples, sm)
