@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,33 +13,6 @@ import (
 	"github.com/tagcount/tagcount/cmd/tagcount/loadgen"
 	"github.com/tagcount/tagcount/migrations/testdb"
 )
-
-func TestLoadgenCutoverOptions(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		args    []string
-		wantErr string
-	}{
-		{args: []string{"--scenario", "cutover"}, wantErr: "--archive-db NAME or --archive-works N"},
-		{args: []string{"--scenario", "cutover", "--archive-db", "a", "--archive-works", "5"}, wantErr: "not both"},
-		{args: []string{"--scenario", "cutover", "--archive-db", "a", "--fault", "counter-stop"}, wantErr: "the rollout scenario knows"},
-		{args: []string{"--scenario", "rollout", "--rollout-steps", "5,1"}, wantErr: "--rollout-steps"},
-		{args: []string{"--scenario", "rollout", "--rollout-hold", "0s"}, wantErr: "positive"},
-		{args: []string{"--scenario", "rollout", "--url", "http://127.0.0.1:1", "--auth-secret", "s", "--paths", "new"}, wantErr: "not with --url"},
-		{args: []string{"--scenario", "rollout", "--fault", "counter-stop"}},
-		{args: []string{"--scenario", "cutover", "--archive-works", "1000"}},
-	} {
-		s, _, err := parseLoadgen(tc.args, io.Discard)
-		switch {
-		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-			t.Errorf("loadgen %v: %v; want an error with %q", tc.args, err, tc.wantErr)
-		case tc.wantErr == "" && err != nil:
-			t.Errorf("loadgen %v: %v", tc.args, err)
-		case tc.wantErr == "" && (s.Cutover.ReconcileAt != s.Cutover.Steady+2*s.Cutover.Hold || s.Cutover.FaultAt <= s.Cutover.Steady):
-			t.Errorf("loadgen %v: reconcile at %v, fault at %v; want them after the steady phase", tc.args, s.Cutover.ReconcileAt, s.Cutover.FaultAt)
-		}
-	}
-}
 
 // TestLoadgenCutoverScenarioWritesItsSeriesAndComputesItsChecks runs the
 // cutover scenario small on a drifted archive — the legacy run first, a

@@ -203,40 +203,31 @@ func (rep *CutoverReport) WriteJSON(path string) error {
 
 // WriteText writes the summary, the phases, the legacy comparison and the
 // targets for a terminal (the series is in the Markdown and the JSON).
-func (rep *CutoverReport) WriteText(w io.Writer) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s scenario; load average at the end %s (%d CPUs)\n", rep.Scenario, rep.LoadAverage, rep.Machine.CPUs)
-	for _, s := range rep.Settings {
-		fmt.Fprintf(&b, "  %s: %s\n", s.Name, s.Value)
-	}
-	b.WriteString("\n")
-	writeRows(&b, rep.summaryRows(), false)
-	rep.writeOutcomes(&b)
-	b.WriteString("\ntargets:\n")
-	for _, t := range rep.Targets {
-		fmt.Fprintf(&b, "  %s  %-52s want %-14s got %s\n", t.mark("MET   ", "MISSED"), t.Name, t.Want, t.Got)
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
-}
+func (rep *CutoverReport) WriteText(w io.Writer) error { return rep.write(w, false) }
 
 // WriteMarkdown writes the same as WriteText as Markdown, and the series
 // as a table.
-func (rep *CutoverReport) WriteMarkdown(w io.Writer) error {
+func (rep *CutoverReport) WriteMarkdown(w io.Writer) error { return rep.write(w, true) }
+
+func (rep *CutoverReport) write(w io.Writer, markdown bool) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "`%s`\n\nLoad average at the end: %s (%d CPUs, shared).\n\n", rep.Command, rep.LoadAverage, rep.Machine.CPUs)
+	item := "  %s: %s\n"
+	if markdown {
+		fmt.Fprintf(&b, "`%s`\n\n", rep.Command)
+		item = "- %s: %s\n"
+	}
+	fmt.Fprintf(&b, "%s scenario; load average at the end %s (%d CPUs, shared)\n\n", rep.Scenario, rep.LoadAverage, rep.Machine.CPUs)
 	for _, s := range rep.Settings {
-		fmt.Fprintf(&b, "- %s: %s\n", s.Name, s.Value)
+		fmt.Fprintf(&b, item, s.Name, s.Value)
 	}
 	b.WriteString("\n")
-	writeRows(&b, rep.summaryRows(), true)
+	writeRows(&b, rep.summaryRows(), markdown, false)
 	rep.writeOutcomes(&b)
-	b.WriteString("\n| target | want | got | |\n| --- | --- | --- | --- |\n")
-	for _, t := range rep.Targets {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.mark("met", "**missed**"))
+	writeTargets(&b, rep.Targets, markdown)
+	if markdown {
+		b.WriteString("\nSeries (one row per interval):\n\n")
+		writeRows(&b, seriesRows(rep.Series), true, false)
 	}
-	b.WriteString("\nSeries (one row per interval):\n\n")
-	writeRows(&b, seriesRows(rep.Series), true)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -332,12 +323,17 @@ func seriesRows(samples []SeriesSample) [][]string {
 	return rows
 }
 
-// writeRows writes rows aligned for a terminal, or as a Markdown table.
-func writeRows(b *strings.Builder, rows [][]string, markdown bool) {
+// writeRows writes rows aligned for a terminal, a line under the header,
+// or as a Markdown table (numbers right-aligned when numeric).
+func writeRows(b *strings.Builder, rows [][]string, markdown, numeric bool) {
 	if len(rows) == 0 {
 		return
 	}
 	if markdown {
+		align := " --- |"
+		if numeric {
+			align = " ---: |"
+		}
 		for n, row := range rows {
 			b.WriteString("|")
 			for _, c := range row {
@@ -345,7 +341,7 @@ func writeRows(b *strings.Builder, rows [][]string, markdown bool) {
 			}
 			b.WriteByte('\n')
 			if n == 0 {
-				b.WriteString("|" + strings.Repeat(" --- |", len(row)) + "\n")
+				b.WriteString("| --- |" + strings.Repeat(align, len(row)-1) + "\n")
 			}
 		}
 		return
@@ -356,7 +352,7 @@ func writeRows(b *strings.Builder, rows [][]string, markdown bool) {
 			widths[i] = max(widths[i], runeLen(c))
 		}
 	}
-	for _, row := range rows {
+	for n, row := range rows {
 		for i, c := range row {
 			pad := strings.Repeat(" ", widths[i]-runeLen(c))
 			if i == 0 {
@@ -366,5 +362,12 @@ func writeRows(b *strings.Builder, rows [][]string, markdown bool) {
 			}
 		}
 		b.WriteByte('\n')
+		if n == 0 {
+			total := 0
+			for _, wd := range widths {
+				total += wd + 2
+			}
+			b.WriteString(strings.Repeat("-", total-2) + "\n")
+		}
 	}
 }
