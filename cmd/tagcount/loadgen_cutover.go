@@ -11,11 +11,14 @@ import (
 
 	"github.com/tagcount/tagcount/cmd/tagcount/archive"
 	"github.com/tagcount/tagcount/cmd/tagcount/loadgen"
+	"github.com/tagcount/tagcount/counter"
 	"github.com/tagcount/tagcount/counter/reconcile"
 	"github.com/tagcount/tagcount/counter/tags"
+	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/flags"
 	"github.com/tagcount/tagcount/flags/rollout"
 	"github.com/tagcount/tagcount/migrations"
+	"github.com/tagcount/tagcount/migrations/loop"
 	"github.com/tagcount/tagcount/poster"
 )
 
@@ -142,6 +145,9 @@ func (lg *loadgenSession) runCutover(ctx context.Context, args []string, stdout 
 	if err := st.Flags.SetLocalRollout(flags.NewPostingPath, 0); err != nil {
 		return err
 	}
+	if err := lg.warmCounter(ctx, st); err != nil {
+		return err
+	}
 	if c.LegacyFirst > 0 {
 		if rep.Legacy, rep.LegacySeries, err = lg.legacyFirst(ctx, st); err != nil {
 			return err
@@ -152,6 +158,33 @@ func (lg *loadgenSession) runCutover(ctx context.Context, args []string, stdout 
 		return err
 	}
 	return errors.Join(runErr, ctx.Err())
+}
+
+// warmCounter posts one work on the new path, through the posting
+// transaction, and waits (up to --poll-timeout) for the counter to count
+// it: the counter's first join of its consumer group takes seconds, and
+// with the flag at 0 % the plan's first new-path posts would wait for it,
+// which is not what the guards are to judge (the guarded-rollout tests warm
+// up the same way).
+func (lg *loadgenSession) warmCounter(ctx context.Context, st *stack) error {
+	c := drafts.Content{Title: "Warm-up", Body: "Warm-up."}
+	c.Tags.Add(tags.NewRef(tags.TypeFreeform, "loadgen warm-up "+lg.runID))
+	if _, err := st.Poster.PostContents(ctx, 1, poster.PathNew, []drafts.Content{c}); err != nil {
+		return fmt.Errorf("warming the counter up: %w", err)
+	}
+	deadline := time.Now().Add(lg.s.PollTimeout)
+	for {
+		_, small, err := counter.OutboxDepth(ctx, st.DB, counter.DefaultTiers().MediumFrom)
+		if err != nil || small == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("warming the counter up: %d small tags' outbox rows not applied after --poll-timeout %v", small, lg.s.PollTimeout)
+		}
+		if err := loop.Sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // cutoverDatabase returns the database the scenario runs on, and whether

@@ -146,7 +146,13 @@ func (rep *CutoverReport) targets(budget float64) []Target {
 		ts = append(ts, Target{"reconcile corrections/s, every interval", fmt.Sprintf("≤ %g", budget),
 			fmt.Sprintf("peak %.1f", rec.PeakCorrPS), rec.PeakCorrPS <= budget})
 		if p := rep.Phases[PhaseReconcile]; p.Posts > 0 {
-			ts = append(ts, ratio("DB rows written/s", PhaseReconcile, p.RowsPerSec, steady.RowsPerSec))
+			t := ratio("DB rows written/s", PhaseReconcile, p.RowsPerSec, steady.RowsPerSec)
+			if p.PostsPerSec > 0 && steady.PostsPerSec > 0 && steady.RowsPerSec > 0 {
+				// The load's own rate differs between phases (a closed loop
+				// follows the service): per completed post is the same work.
+				t.Got += fmt.Sprintf("; per completed post %.2f×", (p.RowsPerSec/p.PostsPerSec)/(steady.RowsPerSec/steady.PostsPerSec))
+			}
+			ts = append(ts, t)
 		}
 		ts = append(ts, Target{"reconcile finished", "done", fmt.Sprintf("%s, %d of %d tags scanned", rec.State, rec.Scanned, rec.Total),
 			rec.State == "done"})
@@ -269,6 +275,12 @@ func (rep *CutoverReport) summaryRows() [][]string {
 	add("Post p99 (ms)", "%.1f", func(p PhaseLatency) float64 { return p.PostP99Ms })
 	add("save p99 (ms)", "%.1f", func(p PhaseLatency) float64 { return p.SaveP99Ms })
 	add("DB rows written/s (mean)", "%.0f", func(p PhaseLatency) float64 { return p.RowsPerSec })
+	add("DB rows written / completed post", "%.1f", func(p PhaseLatency) float64 {
+		if p.PostsPerSec == 0 {
+			return 0
+		}
+		return p.RowsPerSec / p.PostsPerSec
+	})
 	add("Posts in the phase", "%.0f", func(p PhaseLatency) float64 { return float64(p.Posts) })
 	if rep.Legacy != nil && rep.Run != nil {
 		rows = append(rows, []string{"", "", "", ""}, []string{"whole run", "legacy (flag 0 %)", rep.Scenario, "ratio"})
