@@ -167,8 +167,8 @@ func (lg *loadgenSession) runCutover(ctx context.Context, args []string, stdout 
 // which is not what the guards are to judge (the guarded-rollout tests warm
 // up the same way).
 func (lg *loadgenSession) warmCounter(ctx context.Context, st *stack) error {
-	c := drafts.Content{Title: "Warm-up", Body: "Warm-up."}
-	c.Tags.Add(tags.NewRef(tags.TypeFreeform, "loadgen warm-up "+lg.runID))
+	c := drafts.Content{Title: "Warm-up", Body: "Warm-up.", Tags: drafts.Tags{Rating: "General Audiences",
+		Warnings: []string{"No Archive Warnings Apply"}, Fandoms: []string{"Fandom 0"}, Freeforms: []string{"loadgen warm-up " + lg.runID}}}
 	if _, err := st.Poster.PostContents(ctx, 1, poster.PathNew, []drafts.Content{c}); err != nil {
 		return fmt.Errorf("warming the counter up: %w", err)
 	}
