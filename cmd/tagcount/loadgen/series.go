@@ -275,10 +275,11 @@ type Series struct {
 
 // PhaseLatency is the Post and save p99 over the samples of some phases.
 type PhaseLatency struct {
-	PostP99Ms, SaveP99Ms float64
-	Posts                int64
-	RowsPerSec           float64 // mean database rows written per second
-	PostsPerSec          float64 // mean completed posts per second
+	PostP99Ms   float64 `json:"post_p99_ms"`
+	SaveP99Ms   float64 `json:"save_p99_ms"`
+	Posts       int64   `json:"post_requests"`
+	RowsPerSec  float64 `json:"db_rows_written_per_s"` // mean over the phase
+	PostsPerSec float64 `json:"posts_per_s"`           // mean completed posts per second
 }
 
 // Over returns the latencies and rows written over the samples whose
