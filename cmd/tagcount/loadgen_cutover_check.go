@@ -52,7 +52,8 @@ func (lg *loadgenSession) converge(ctx context.Context, st *stack, k *conductor,
 	for _, m := range wrong {
 		_, fixed := corrected[m.TagID]
 		if d, ok := injected[m.TagID]; ok && !fixed && m.Stored.Add(d) == m.Recounted {
-			continue // drift the unfinished reconcile did not reach
+			out.Unreached++ // drift the unfinished reconcile did not reach
+			continue
 		}
 		out.WrongTags++
 		if len(out.Examples) < 5 {

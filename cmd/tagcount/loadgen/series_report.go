@@ -88,6 +88,9 @@ type Convergence struct {
 	Corrections          int      `json:"corrections"`
 	Injected             int      `json:"drift_injected"`
 	CorrectionMismatches int      `json:"correction_mismatches"`
+	// Unreached counts tags still off by exactly their injected drift: an
+	// unfinished reconcile never reached them (not counted as wrong).
+	Unreached int `json:"unreached_by_the_reconcile"`
 	Examples             []string `json:"examples,omitempty"`
 	Error                string   `json:"error,omitempty"`
 	Checked              bool     `json:"corrections_checked"` // false: the reconcile did not finish
@@ -159,6 +162,9 @@ func (rep *CutoverReport) targets(budget float64) []Target {
 	}
 	if c := rep.Converged; c != nil {
 		got := fmt.Sprintf("%d of %d tags wrong", c.WrongTags, c.Tags)
+		if c.Unreached > 0 {
+			got += fmt.Sprintf(" (%d more still off by exactly their injected drift: the reconcile did not reach them)", c.Unreached)
+		}
 		if c.Error != "" {
 			got = "check failed: " + c.Error
 		}
@@ -305,13 +311,25 @@ func legacyRows(l, r *Result) [][]string {
 		row("save p99 (ms)", "%.1f", func(r *Result) float64 { return r.Latency["save"].P99 }),
 		row("deadlocks", "%.0f", func(r *Result) float64 { return float64(r.Errors.Deadlock) }),
 		row("lock-wait timeouts", "%.0f", func(r *Result) float64 { return float64(r.Errors.LockWait) }),
-		row("DB row-lock waits (server-wide)", "%.0f", func(r *Result) float64 {
-			if r.Server == nil {
-				return 0
-			}
-			return float64(r.Server.RowLockWaits)
-		}),
+		row("DB row-lock waits (server-wide)", "%.0f", func(r *Result) float64 { return rowLockWaits(r) }),
+		// The runs differ in length: per completed post is the comparison.
+		row("deadlocks / 1,000 completed posts", "%.2f", func(r *Result) float64 { return perPost(r, 1000*float64(r.Errors.Deadlock)) }),
+		row("DB row-lock waits / completed post", "%.2f", func(r *Result) float64 { return perPost(r, rowLockWaits(r)) }),
 	}
+}
+
+func rowLockWaits(r *Result) float64 {
+	if r.Server == nil {
+		return 0
+	}
+	return float64(r.Server.RowLockWaits)
+}
+
+func perPost(r *Result, v float64) float64 {
+	if r.Works.Completed == 0 {
+		return 0
+	}
+	return v / float64(r.Works.Completed)
 }
 
 // seriesRows is the series as a table.
