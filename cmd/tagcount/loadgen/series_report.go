@@ -83,17 +83,17 @@ type ReconcileOutcome struct {
 // against an independent recount, and the corrections against the
 // archive's drift manifest.
 type Convergence struct {
-	Tags                 int      `json:"tags"`
-	WrongTags            int      `json:"wrong_tags"`
-	Corrections          int      `json:"corrections"`
-	Injected             int      `json:"drift_injected"`
-	CorrectionMismatches int      `json:"correction_mismatches"`
+	Tags                 int `json:"tags"`
+	WrongTags            int `json:"wrong_tags"`
+	Corrections          int `json:"corrections"`
+	Injected             int `json:"drift_injected"`
+	CorrectionMismatches int `json:"correction_mismatches"`
 	// Unreached counts tags still off by exactly their injected drift: an
 	// unfinished reconcile never reached them (not counted as wrong).
-	Unreached int `json:"unreached_by_the_reconcile"`
-	Examples             []string `json:"examples,omitempty"`
-	Error                string   `json:"error,omitempty"`
-	Checked              bool     `json:"corrections_checked"` // false: the reconcile did not finish
+	Unreached int      `json:"unreached_by_the_reconcile"`
+	Examples  []string `json:"examples,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	Checked   bool     `json:"corrections_checked"` // false: the reconcile did not finish
 }
 
 // InRollout and InReconcile say which phases count as during the rollout
