@@ -182,8 +182,10 @@ type SeriesSampler struct {
 
 	mu      sync.Mutex
 	samples []SeriesSample
-	hists   []windowTake // each sample's latencies, for phases' percentiles
-	last    counters
+	// phases are each phase's latencies, merged as the samples come (a
+	// histogram a sample would be megabytes over a long run).
+	phases map[string]*phaseHists
+	last   counters
 	dbPID   int
 }
 
@@ -200,7 +202,8 @@ func StartSeries(ctx context.Context, cfg SeriesConfig) *SeriesSampler {
 		cfg.Every = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &SeriesSampler{cfg: cfg, cancel: cancel, done: make(chan struct{}), start: time.Now(), dbPID: findDBServer()}
+	s := &SeriesSampler{cfg: cfg, cancel: cancel, done: make(chan struct{}), start: time.Now(), dbPID: findDBServer(),
+		phases: map[string]*phaseHists{}}
 	s.last = s.read(ctx, ServiceReading{})
 	go func() {
 		defer close(s.done)
@@ -254,8 +257,17 @@ func (s *SeriesSampler) sample(ctx context.Context) {
 	}
 	sm.RSSMiB, sm.HeapMiB = memoryMiB()
 	s.samples = append(s.samples, sm)
-	s.hists = append(s.hists, w)
+	ph := s.phases[sm.Phase]
+	if ph == nil {
+		ph = &phaseHists{post: newHist(), save: newHist()}
+		s.phases[sm.Phase] = ph
+	}
+	ph.post.Merge(w.post)
+	ph.save.Merge(w.save)
 }
+
+// phaseHists are one phase's Post and save latencies.
+type phaseHists struct{ post, save *hdrhistogram.Histogram }
 
 // Stop takes the last sample and returns the series.
 func (s *SeriesSampler) Stop(ctx context.Context) *Series {
@@ -264,13 +276,13 @@ func (s *SeriesSampler) Stop(ctx context.Context) *Series {
 	s.sample(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &Series{Samples: s.samples, hists: s.hists}
+	return &Series{Samples: s.samples, phases: s.phases}
 }
 
 // Series is a scenario's samples.
 type Series struct {
 	Samples []SeriesSample
-	hists   []windowTake
+	phases  map[string]*phaseHists
 }
 
 // PhaseLatency is the Post and save p99 over the samples of some phases.
@@ -286,13 +298,17 @@ type PhaseLatency struct {
 // phase in reports true, merged (not a mean of the samples' p99s).
 func (s *Series) Over(in func(phase string) bool) PhaseLatency {
 	post, save := newHist(), newHist()
+	for phase, h := range s.phases {
+		if in(phase) {
+			post.Merge(h.post)
+			save.Merge(h.save)
+		}
+	}
 	var rows, posts, secs float64
-	for i, sm := range s.Samples {
+	for _, sm := range s.Samples {
 		if !in(sm.Phase) {
 			continue
 		}
-		post.Merge(s.hists[i].post)
-		save.Merge(s.hists[i].save)
 		rows += sm.Rows.Total * sm.Seconds
 		posts += sm.PostsPerSec * sm.Seconds
 		secs += sm.Seconds
