@@ -186,7 +186,7 @@ type SeriesSampler struct {
 	// histogram a sample would be megabytes over a long run).
 	phases map[string]*phaseHists
 	last   counters
-	dbPID   int
+	dbPID  int
 }
 
 // counters are the cumulative figures a sample is a difference of.
