@@ -500,7 +500,12 @@ func runeLen(s string) int { return len([]rune(s)) }
 
 // WriteJSON writes the whole report, indented, to path.
 func (rep *Report) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
+	return writeJSON(path, rep)
+}
+
+// writeJSON writes v, indented, to path.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,8 @@
 package loadgen
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,11 +136,7 @@ func (rep *ScenarioReport) Run(name string) *ScenarioRun {
 
 // WriteJSON writes the report, indented, to path.
 func (rep *ScenarioReport) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return writeJSON(path, rep)
 }
 
 // WriteText writes the report as tables: per run, a row per class.

@@ -206,11 +206,7 @@ func other5xx(statuses map[string]int64) int64 {
 
 // WriteJSON writes the whole report, indented, to path.
 func (rep *CutoverReport) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return writeJSON(path, rep)
 }
 
 // WriteText writes the summary, the phases, the legacy comparison and the
