@@ -65,6 +65,7 @@ type loadgenSettings struct {
 	Wrangling wranglingSettings
 	Overload  overloadSettings
 	Spike     spikeSettings
+	Cutover   cutoverSettings
 }
 
 // capacitySettings are the flags of loadgen's --find-capacity mode.
@@ -135,10 +136,12 @@ func (s *loadgenSettings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.Scenario, "scenario", "paths",
 		"paths: one run per --paths; wrangling: the new path twice, plainly and while a wrangling job re-files a big tag's works; "+
 			"spike: the first of --paths at half of --rate, twice --rate for --spike-for, half again; "+
-			strings.Join(loadgen.Scenarios, ", ")+": one party's load beside normal authors, rate limits and quotas on (docs/operations.md)")
+			strings.Join(loadgen.Scenarios, ", ")+": one party's load beside normal authors, rate limits and quotas on (docs/operations.md); "+
+			"cutover: the new path rolled out by the guarded plan and the whole reconcile on an archive-shaped database; rollout: the plan alone")
 	s.Wrangling.register(fs)
 	s.Overload.register(fs)
 	s.Spike.register(fs)
+	s.Cutover.register(fs)
 }
 
 // runLoadgen drives the same production-like posting workload through
@@ -160,6 +163,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if s.Scenario == loadgen.ScenarioSpike {
 		return lg.runSpike(ctx, args, stdout, paths[0])
+	}
+	if s.Scenario == scenarioCutover || s.Scenario == scenarioRollout {
+		return lg.runCutover(ctx, args, stdout)
 	}
 	if s.Capacity.Find {
 		return lg.findCapacity(ctx, paths, stdout)
@@ -218,8 +224,9 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 	if len(paths) == 0 {
 		return s, nil, errors.New("--paths names no path")
 	}
-	if s.Scenario != "paths" && s.Scenario != "wrangling" && s.Scenario != loadgen.ScenarioSpike && !slices.Contains(loadgen.Scenarios, s.Scenario) {
-		return s, nil, fmt.Errorf("--scenario: unknown scenario %q (want paths, wrangling, %s, %s)", s.Scenario, loadgen.ScenarioSpike, strings.Join(loadgen.Scenarios, ", "))
+	known := append([]string{"paths", "wrangling", loadgen.ScenarioSpike, scenarioCutover, scenarioRollout}, loadgen.Scenarios...)
+	if !slices.Contains(known, s.Scenario) {
+		return s, nil, fmt.Errorf("--scenario: unknown scenario %q (want %s)", s.Scenario, strings.Join(known, ", "))
 	}
 	if err := s.Spike.validate(s); err != nil {
 		return s, nil, err
@@ -234,6 +241,9 @@ func parseLoadgen(args []string, stderr io.Writer) (loadgenSettings, []string, e
 		return s, nil, errors.New("--find-capacity needs positive --capacity-* and --probe-* values, and fresh in-process stacks (not --url)")
 	}
 	if err := s.Overload.validate(s); err != nil {
+		return s, nil, err
+	}
+	if err := s.Cutover.validate(s); err != nil {
 		return s, nil, err
 	}
 	if s.URL != "" {
@@ -487,6 +497,19 @@ func writeLoadgenFiles(rep *loadgen.Report, s loadgenSettings, stderr io.Writer)
 	if len(rep.Results) == 0 {
 		s.OutPNG = ""
 	}
+	return writeReportFiles(rep, s, stderr)
+}
+
+// reportFiles is a report that writes itself as JSON, a chart and Markdown.
+type reportFiles interface {
+	WriteJSON(path string) error
+	WritePNG(path string) error
+	WriteMarkdown(w io.Writer) error
+}
+
+// writeReportFiles writes rep to the files s asks for (--out-json,
+// --out-png, --out-md).
+func writeReportFiles(rep reportFiles, s loadgenSettings, stderr io.Writer) error {
 	if s.OutJSON != "" {
 		if err := rep.WriteJSON(s.OutJSON); err != nil {
 			return err

@@ -40,6 +40,19 @@ func TestLoadgenScenarioOptions(t *testing.T) {
 		{args: []string{"--scenario", "bulk-import", "--bulk-posts", "0"}, wantErr: "positive values"},
 		{args: []string{"--scenario", "flood", "--flood-idle-share", "1.5"}, wantErr: "positive values"},
 		{args: []string{"--scenario", "retry-storm", "--storm-alone", "0s"}, wantErr: "positive values"},
+		{args: []string{"--scenario", "cutover"}, wantErr: "--archive-db NAME or --archive-works N"},
+		{args: []string{"--scenario", "cutover", "--archive-db", "a", "--archive-works", "5"}, wantErr: "not both"},
+		{args: []string{"--scenario", "cutover", "--archive-db", "a", "--fault", "counter-stop"}, wantErr: "the rollout scenario knows"},
+		{args: []string{"--scenario", "rollout", "--rollout-steps", "5,1"}, wantErr: "--rollout-steps"},
+		{args: []string{"--scenario", "rollout", "--rollout-hold", "0s"}, wantErr: "positive"},
+		{args: []string{"--scenario", "rollout", "--url", "http://127.0.0.1:1", "--auth-secret", "s", "--paths", "new"}, wantErr: "not with --url"},
+		{args: []string{"--scenario", "cutover", "--archive-works", "1000", "--steady", "10s", "--rollout-hold", "5s"}, check: func(s loadgenSettings) bool {
+			c := s.Cutover
+			return c.ArchiveWorks == 1000 && c.ReconcileAt == 20*time.Second && c.Steps == "1,5,25,50,100"
+		}},
+		{args: []string{"--scenario", "rollout", "--fault", "counter-stop", "--steady", "10s", "--rollout-hold", "4s"}, check: func(s loadgenSettings) bool {
+			return s.Cutover.Fault == faultCounterStop && s.Cutover.FaultAt == 16*time.Second
+		}},
 	} {
 		s, _, err := parseLoadgen(tc.args, io.Discard)
 		switch {

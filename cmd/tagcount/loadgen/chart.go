@@ -107,17 +107,27 @@ func addPathLines(rate, p99 *plot.Plot, r *Result, c color.RGBA, ext *extent) er
 
 // savePNG draws the plots one above the other into a PNG file at path.
 func savePNG(path string, plots ...*plot.Plot) error {
-	const w, h = 10 * vg.Inch, 8 * vg.Inch
+	return saveGridPNG(path, 10*vg.Inch, 8*vg.Inch, 1, plots...)
+}
+
+// saveGridPNG draws the plots in rows of cols, w by h in all, into a PNG
+// file at path.
+func saveGridPNG(path string, w, h vg.Length, cols int, plots ...*plot.Plot) error {
 	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(110), vgimg.UseBackgroundColor(color.White))
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadTop: vg.Points(6), PadBottom: vg.Points(6), PadLeft: vg.Points(6), PadRight: vg.Points(12), PadY: vg.Points(18)}
-	grid := make([][]*plot.Plot, len(plots))
+	rows := (len(plots) + cols - 1) / cols
+	tiles := draw.Tiles{Rows: rows, Cols: cols, PadTop: vg.Points(6), PadBottom: vg.Points(6), PadLeft: vg.Points(6), PadRight: vg.Points(12),
+		PadX: vg.Points(18), PadY: vg.Points(18)}
+	grid := make([][]*plot.Plot, rows)
+	for i := range grid {
+		grid[i] = make([]*plot.Plot, cols)
+	}
 	for i, p := range plots {
-		grid[i] = []*plot.Plot{p}
+		grid[i/cols][i%cols] = p
 	}
 	canvases := plot.Align(grid, tiles, dc)
-	for i := range grid {
-		grid[i][0].Draw(canvases[i][0])
+	for i, p := range plots {
+		p.Draw(canvases[i/cols][i%cols])
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -86,6 +86,7 @@ type recorder struct {
 	buckets        []*bucket
 	statuses       map[int]int64 // answers by HTTP status; 0: no answer (a transport error)
 	noRetryAfter   int64         // 429s and 503s without a Retry-After
+	window         *Window       // Config.Window: the same figures, for a live series; nil for none
 }
 
 func newRecorder(start time.Time) *recorder {
@@ -122,6 +123,7 @@ func (r *recorder) latency(op Op, d time.Duration, at time.Time) {
 		r.bucketAt(at).save.RecordValue(us)
 	}
 	r.mu.Unlock()
+	r.window.latency(op, us)
 }
 
 // status counts an answer with HTTP status code (0: none came), and
@@ -133,6 +135,7 @@ func (r *recorder) status(code int, retryAfter bool) {
 		r.noRetryAfter++
 	}
 	r.mu.Unlock()
+	r.window.status(code, retryAfter)
 }
 
 // statusCounts returns the answers by status, "transport" for none; r.mu
@@ -180,6 +183,7 @@ func (r *recorder) postAccepted(at time.Time) {
 	r.accepted++
 	r.bucketAt(at).accepted++
 	r.mu.Unlock()
+	r.window.accept()
 }
 
 // postCompleted records that a posted work exists, posted after d.
@@ -194,12 +198,14 @@ func (r *recorder) postCompleted(at time.Time, d time.Duration, async bool) {
 		r.postToPosted.RecordValue(micros(d))
 	}
 	r.mu.Unlock()
+	r.window.complete()
 }
 
 func (r *recorder) countVisible(d time.Duration) {
 	r.mu.Lock()
 	r.postToCount.RecordValue(micros(d))
 	r.mu.Unlock()
+	r.window.fresh(micros(d))
 }
 
 // snapshot is what the progress line shows.

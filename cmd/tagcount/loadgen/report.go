@@ -407,32 +407,8 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if len(rep.Results) == 0 && rep.Capacity != nil {
 		return rep.Capacity.WriteText(w)
 	}
-	rows := rep.Table()
-	widths := make([]int, len(rows[0]))
-	for _, row := range rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], runeLen(c))
-		}
-	}
 	var b strings.Builder
-	for n, row := range rows {
-		for i, c := range row {
-			pad := strings.Repeat(" ", widths[i]-runeLen(c))
-			if i == 0 {
-				b.WriteString(c + pad)
-			} else {
-				b.WriteString("  " + pad + c)
-			}
-		}
-		b.WriteByte('\n')
-		if n == 0 {
-			total := 0
-			for _, wd := range widths {
-				total += wd + 2
-			}
-			b.WriteString(strings.Repeat("-", total-2) + "\n")
-		}
-	}
+	writeRows(&b, rep.Table(), false, true)
 	rep.writeNotes(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -449,27 +425,15 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		_, err := io.WriteString(w, "```\n")
 		return err
 	}
-	rows := rep.Table()
 	var b strings.Builder
-	for n, row := range rows {
-		b.WriteString("|")
-		for _, c := range row {
-			b.WriteString(" " + strings.ReplaceAll(c, "|", `\|`) + " |")
-		}
-		b.WriteByte('\n')
-		if n == 0 {
-			b.WriteString("| --- |" + strings.Repeat(" ---: |", len(row)-1) + "\n")
-		}
-	}
+	writeRows(&b, rep.Table(), true, true)
 	if n := rep.linkNote(); n != "" {
 		b.WriteString("\nDatabase link: " + n + "\n")
 	}
 	if n := rep.ceilingNote("**"); n != "" {
 		b.WriteString("\nCeiling — " + n + ".\n")
 	}
-	rep.writeTargets(&b, "\n| target | want | got | |\n| --- | --- | --- | --- |\n", func(t Target) string {
-		return fmt.Sprintf("| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.mark("met", "**missed**"))
-	})
+	writeTargets(&b, rep.Targets, true)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -481,20 +445,26 @@ func (rep *Report) writeNotes(b *strings.Builder) {
 	if n := rep.ceilingNote(""); n != "" {
 		b.WriteString("\nceiling: " + n + "\n")
 	}
-	rep.writeTargets(b, "\ntargets:\n", func(t Target) string {
-		return fmt.Sprintf("  %s  %-42s want %-8s got %s\n", t.mark("MET   ", "MISSED"), t.Name, t.Want, t.Got)
-	})
+	writeTargets(b, rep.Targets, false)
 }
 
-// writeTargets writes head and then each target as line formats it; nothing
-// without targets.
-func (rep *Report) writeTargets(b *strings.Builder, head string, line func(Target) string) {
-	if len(rep.Targets) == 0 {
+// writeTargets writes targets under a heading, for a terminal (MET or
+// MISSED first) or as a Markdown table; nothing without targets.
+func writeTargets(b *strings.Builder, targets []Target, markdown bool) {
+	if len(targets) == 0 {
 		return
 	}
-	b.WriteString(head)
-	for _, t := range rep.Targets {
-		b.WriteString(line(t))
+	if markdown {
+		b.WriteString("\n| target | want | got | |\n| --- | --- | --- | --- |\n")
+	} else {
+		b.WriteString("\ntargets:\n")
+	}
+	for _, t := range targets {
+		if markdown {
+			fmt.Fprintf(b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.mark("met", "**missed**"))
+		} else {
+			fmt.Fprintf(b, "  %s  %-48s want %-14s got %s\n", t.mark("MET   ", "MISSED"), t.Name, t.Want, t.Got)
+		}
 	}
 }
 
@@ -532,7 +502,12 @@ func runeLen(s string) int { return len([]rune(s)) }
 
 // WriteJSON writes the whole report, indented, to path.
 func (rep *Report) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
+	return writeJSON(path, rep)
+}
+
+// writeJSON writes v, indented, to path.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

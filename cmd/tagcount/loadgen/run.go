@@ -90,6 +90,13 @@ type Config struct {
 	// the run models a network hop (nil: none); DBLinkCost prices its CPU.
 	DBLink     *DelayLine
 	DBLinkCost *DelayCost
+	// Window, if set, sees every answer's latency and status, every
+	// completion and every Post → small-tag count time as they happen, for
+	// a series its owner samples during the run (SeriesSampler).
+	Window *Window
+	// Stop, if set, ends the load when closed, as the end of Duration does:
+	// no new works, those under way finish.
+	Stop <-chan struct{}
 	// Progress receives a progress line every second; nil for none.
 	Progress io.Writer
 	// HTTPClient defaults to one with a connection pool sized for the run.
@@ -268,6 +275,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	m := startMeters(ctx, cfg)
 	start := time.Now()
 	r.rec = newRecorder(start)
+	r.rec.window = cfg.Window
 	r.c = &client{base: cfg.BaseURL, hc: cfg.HTTPClient, rec: r.rec, maxRetries: cfg.MaxRetries, maxWait: cfg.MaxRetryWait}
 	fctx, cancelFollow := context.WithCancel(ctx)
 	defer cancelFollow()
@@ -439,6 +447,18 @@ func (r *run) load(ctx context.Context, start time.Time) time.Time {
 		var cancel context.CancelFunc
 		lctx, cancel = context.WithDeadline(ctx, start.Add(cfg.Duration))
 		defer cancel()
+	}
+	if cfg.Stop != nil {
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithCancel(lctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-cfg.Stop:
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
 	}
 	lim := cfg.limiter()
 	if lim != nil && (cfg.Profile == WeekendPeak || cfg.RateAt != nil) {

@@ -135,7 +135,7 @@ func (rep *ScenarioReport) Run(name string) *ScenarioRun {
 }
 
 // WriteJSON writes the report, indented, to path.
-func (rep *ScenarioReport) WriteJSON(path string) error { return writeJSONFile(path, rep) }
+func (rep *ScenarioReport) WriteJSON(path string) error { return writeJSON(path, rep) }
 
 // WriteText writes the report as tables: per run, a row per class.
 func (rep *ScenarioReport) WriteText(w io.Writer) error {

@@ -1,10 +1,8 @@
 package loadgen
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -20,7 +18,6 @@ const ScenarioSpike = "spike"
 const (
 	PhaseBefore = "before"
 	PhaseSpike  = "spike"
-	PhaseAfter  = "after"
 )
 
 // SpikeShape is the rate of work starts over a spike run.
@@ -220,13 +217,4 @@ func (r *SpikeReport) WriteText(w io.Writer) error {
 }
 
 // WriteJSON writes the report, indented, to path.
-func (r *SpikeReport) WriteJSON(path string) error { return writeJSONFile(path, r) }
-
-// writeJSONFile writes v as indented JSON to path.
-func writeJSONFile(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func (r *SpikeReport) WriteJSON(path string) error { return writeJSON(path, r) }
