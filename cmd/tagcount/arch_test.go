@@ -184,24 +184,12 @@ func counterUses(f *ast.File) []*ast.SelectorExpr {
 // its func line to its closing brace.
 const maxFuncLines = 80
 
-// longFuncsBeingSplit are the functions over maxFuncLines that a branch of
-// this wave owns and rewrites (the rollout's fault tests, the reconcile's
-// internals): they are split there, and each goes from this list when it
-// is. A listed function no longer over the limit fails the test too, so
-// the list only shrinks.
-var longFuncsBeingSplit = map[string]bool{
-	"TestMixedRolloutKeepsEveryCountExact":    true, // cmd/tagcount/rollout_plan_test.go
-	"TestReconcileCorrectsDriftUnderLiveLoad": true, // counter/reconcile/reconcile_test.go
-	"TestReconcileScale":                      true, // counter/reconcile/scale_test.go
-}
-
 // TestNoFunctionIsOverEightyLines parses every Go file of the module and
 // fails for each function declaration longer than maxFuncLines.
 func TestNoFunctionIsOverEightyLines(t *testing.T) {
 	t.Parallel()
 	fset := token.NewFileSet()
 	files := 0
-	stillLong := map[string]bool{}
 	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -221,10 +209,7 @@ func TestNoFunctionIsOverEightyLines(t *testing.T) {
 			if fn, ok := decl.(*ast.FuncDecl); ok && fn.Body != nil {
 				start, end := fset.Position(fn.Pos()), fset.Position(fn.End())
 				n := end.Line - start.Line + 1
-				switch {
-				case n > maxFuncLines && longFuncsBeingSplit[fn.Name.Name]:
-					stillLong[fn.Name.Name] = true
-				case n > maxFuncLines:
+				if n > maxFuncLines {
 					t.Errorf("%s: %s is %d lines; split it to %d or fewer", start, fn.Name.Name, n, maxFuncLines)
 				}
 			}
@@ -233,10 +218,5 @@ func TestNoFunctionIsOverEightyLines(t *testing.T) {
 	})
 	if err != nil || files < 100 {
 		t.Fatalf("walking the module: %v (%d Go files read)", err, files)
-	}
-	for name := range longFuncsBeingSplit {
-		if !stillLong[name] {
-			t.Errorf("%s is no longer over %d lines (or gone): take it out of longFuncsBeingSplit", name, maxFuncLines)
-		}
 	}
 }

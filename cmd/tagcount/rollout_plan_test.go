@@ -426,149 +426,156 @@ func TestRolloutCommandStartsPausesAndListsAPlan(t *testing.T) {
 	}
 }
 
+// mixedLoad is authors posting works on whichever path the rollout gives
+// them, then editing or deleting them a third of the time each, by when the
+// rollout may have moved them (authorLoad's bookkeeping, plus the posts by
+// path and the edits and deletes that took another path than the post).
+type mixedLoad struct {
+	authorLoad
+	paths      sync.Map // "legacy"/"new" → *atomic.Int64, from post answers
+	crossEdits atomic.Int64
+}
+
+// startMixedAuthors starts authors 1..n on st; they stop before the stack
+// closes, even when the test fails.
+func startMixedAuthors(t *testing.T, st *stack, n int64) *mixedLoad {
+	l := &mixedLoad{}
+	t.Cleanup(l.halt)
+	for a := int64(1); a <= n; a++ {
+		l.wg.Add(1)
+		go l.mixedAuthor(st.client(t, a, httpapi.RoleAuthor), a)
+	}
+	return l
+}
+
+// onPath is the number of posts on path.
+func (l *mixedLoad) onPath(path string) *atomic.Int64 {
+	v, _ := l.paths.LoadOrStore(path, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+func (l *mixedLoad) mixedAuthor(c *client, a int64) {
+	defer l.wg.Done()
+	rng := rand.New(rand.NewPCG(uint64(a), 7))
+	for n := 0; !l.stop.Load(); n++ {
+		draft, postedOn := l.post(c, rng, fmt.Sprintf("a%d-%d", a, n))
+		if draft == "" {
+			continue
+		}
+		if workID := l.waitPosted(c, draft); workID != "" {
+			l.editOrDelete(c, rng, workID, postedOn)
+		}
+	}
+}
+
+// post creates a draft and posts it; it returns the draft's id and the path
+// its answer names, or "" when nothing was posted.
+func (l *mixedLoad) post(c *client, rng *rand.Rand, title string) (draft, path string) {
+	status, d, _ := c.do("POST", "/v1/drafts", draftBody(title, fmt.Sprintf("Tag %d", rng.IntN(40)), fmt.Sprintf("Tag %d", rng.IntN(400))))
+	if status != 201 {
+		l.failed("create: %d %v", status, d)
+		return "", ""
+	}
+	status, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
+	if status == 503 {
+		return "", "" // legacy path lost a lock race; nothing was applied
+	}
+	if status != 201 && status != 202 {
+		l.failed("post: %d %v", status, res)
+		return "", ""
+	}
+	path, _ = res["path"].(string)
+	l.onPath(path).Add(1)
+	l.posts.Add(1)
+	return id(d, "id"), path
+}
+
+// editOrDelete edits the work a third of the time and deletes it a third,
+// counting it when the answer took another path than postedOn.
+func (l *mixedLoad) editOrDelete(c *client, rng *rand.Rand, workID, postedOn string) {
+	var status int
+	var res map[string]any
+	switch rng.IntN(3) {
+	case 0:
+		edited := draftBody("edited", fmt.Sprintf("Tag %d", rng.IntN(40)), "Edited tag")
+		status, res, _ = c.do("PUT", "/v1/works/"+workID, edited)
+	case 1:
+		status, res, _ = c.do("DELETE", "/v1/works/"+workID, nil)
+	default:
+		return
+	}
+	if status == 503 {
+		return
+	}
+	if status != 200 && status != 202 && status != 204 {
+		l.failed("edit/delete: %d %v", status, res)
+		return
+	}
+	if res != nil && res["path"] != nil && res["path"] != postedOn {
+		l.crossEdits.Add(1)
+	} else if status == 204 && postedOn == "new" {
+		l.crossEdits.Add(1) // 204 is the legacy path's delete
+	}
+}
+
+// mixedRolloutStack is a whole service whose posting path follows the
+// new-path flag on its own unleash-server (at 0 %); the kill switch and
+// reconcile flag exist too (on), as the runbook requires.
+func mixedRolloutStack(t *testing.T) (*stack, *unleashtest.Server) {
+	t.Helper()
+	unleash := unleashtest.Start(t)
+	unleash.CreateFlag(t, flags.NewPostingPath)
+	unleash.SetRollout(t, flags.NewPostingPath, 0)
+	unleash.CreateFlag(t, flags.TierDeferral)
+	unleash.SetRollout(t, flags.TierDeferral, 100)
+	unleash.CreateFlag(t, flags.ReconcileApply)
+	unleash.SetRollout(t, flags.ReconcileApply, 100)
+	st := testStack(t, stackOptions{Path: "flag",
+		Flags: flags.Config{URL: unleash.APIURL(), Token: unleash.ClientToken(), RefreshInterval: 200 * time.Millisecond}})
+	if err := st.Flags.WaitForSync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return st, unleash
+}
+
+// walkMixedRollout sets each rollout of pcts in turn; once the service
+// evaluates it, traffic runs for postsPerStep posts, however long they
+// take. It fails the test at the first unexpected answer.
+func walkMixedRollout(t *testing.T, unleash *unleashtest.Server, st *stack, l *mixedLoad, pcts []int) {
+	t.Helper()
+	const postsPerStep = 40
+	for _, pct := range pcts {
+		unleash.SetRollout(t, flags.NewPostingPath, pct)
+		testdb.WaitFor(t, 30*time.Second, fmt.Sprintf("the service to evaluate a %d%% rollout", pct), func() bool {
+			return rolloutPercent(st.Flags, flags.NewPostingPath) == float64(pct)
+		})
+		from := l.posts.Load()
+		testdb.WaitFor(t, 60*time.Second, fmt.Sprintf("%d posts at %d%%", postsPerStep, pct), func() bool {
+			l.check(t)
+			return l.posts.Load() >= from+postsPerStep
+		})
+	}
+}
+
 // TestMixedRolloutKeepsEveryCountExact has many authors post, edit and delete
 // while ops move the new-path rollout up and down on a real Unleash server;
 // works are posted on one path and edited or deleted on the other. Once the
 // system is quiet every count equals the independent count of posted works.
 func TestMixedRolloutKeepsEveryCountExact(t *testing.T) {
 	t.Parallel()
-	unleash := unleashtest.Start(t)
-	unleash.CreateFlag(t, flags.NewPostingPath)
-	unleash.SetRollout(t, flags.NewPostingPath, 0)
-	// The kill switch and reconcile flag exist too, as the runbook requires.
-	unleash.CreateFlag(t, flags.TierDeferral)
-	unleash.SetRollout(t, flags.TierDeferral, 100)
-	unleash.CreateFlag(t, flags.ReconcileApply)
-	unleash.SetRollout(t, flags.ReconcileApply, 100)
-
-	st := testStack(t, stackOptions{Path: "flag",
-		Flags: flags.Config{URL: unleash.APIURL(), Token: unleash.ClientToken(), RefreshInterval: 200 * time.Millisecond}})
-	if err := st.Flags.WaitForSync(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	const authors = 24
-	var (
-		stop         atomic.Bool
-		wg           sync.WaitGroup
-		paths        sync.Map // "legacy"/"new" → *atomic.Int64, from post answers
-		posts        atomic.Int64
-		crossEdits   atomic.Int64
-		unexpected   atomic.Int64
-		unexpectedMu sync.Mutex
-		firstBad     string
-	)
-	bump := func(path string) *atomic.Int64 {
-		v, _ := paths.LoadOrStore(path, new(atomic.Int64))
-		return v.(*atomic.Int64)
-	}
-	// Stop the authors before the stack closes, even when the test fails.
-	t.Cleanup(func() { stop.Store(true); wg.Wait() })
-	bad := func(format string, args ...any) {
-		unexpected.Add(1)
-		unexpectedMu.Lock()
-		if firstBad == "" {
-			firstBad = fmt.Sprintf(format, args...)
-		}
-		unexpectedMu.Unlock()
-	}
-	for a := int64(1); a <= authors; a++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := st.client(t, a, httpapi.RoleAuthor)
-			rng := rand.New(rand.NewPCG(uint64(a), 7))
-			for n := 0; !stop.Load(); n++ {
-				body := draftBody(fmt.Sprintf("a%d-%d", a, n), fmt.Sprintf("Tag %d", rng.IntN(40)), fmt.Sprintf("Tag %d", rng.IntN(400)))
-				status, d, _ := c.do("POST", "/v1/drafts", body)
-				if status != 201 {
-					bad("create: %d %v", status, d)
-					continue
-				}
-				status, res, _ := c.do("POST", "/v1/drafts/"+id(d, "id")+"/post", nil)
-				if status == 503 {
-					continue // legacy path lost a lock race; nothing was applied
-				}
-				if status != 201 && status != 202 {
-					bad("post: %d %v", status, res)
-					continue
-				}
-				postedOn, _ := res["path"].(string)
-				bump(postedOn).Add(1)
-				posts.Add(1)
-				// Wait for the work, then edit or delete it a third of the time
-				// each — by then the rollout may have moved the author.
-				var workID string
-				deadline := time.Now().Add(testdb.MinWait)
-				for workID == "" && time.Now().Before(deadline) {
-					_, got, _ := c.do("GET", "/v1/drafts/"+id(d, "id"), nil)
-					if got["state"] == "posted" {
-						workID = id(got, "work_id")
-					} else {
-						time.Sleep(10 * time.Millisecond) // polling the job
-					}
-				}
-				if workID == "" {
-					bad("draft %s never posted", id(d, "id"))
-					continue
-				}
-				switch rng.IntN(3) {
-				case 0:
-					edited := draftBody("edited", fmt.Sprintf("Tag %d", rng.IntN(40)), "Edited tag")
-					status, res, _ = c.do("PUT", "/v1/works/"+workID, edited)
-				case 1:
-					status, res, _ = c.do("DELETE", "/v1/works/"+workID, nil)
-				default:
-					continue
-				}
-				if status == 503 {
-					continue
-				}
-				if status != 200 && status != 202 && status != 204 {
-					bad("edit/delete: %d %v", status, res)
-					continue
-				}
-				if res != nil && res["path"] != nil && res["path"] != postedOn {
-					crossEdits.Add(1)
-				} else if status == 204 && postedOn == "new" {
-					crossEdits.Add(1) // 204 is the legacy path's delete
-				}
-			}
-		}()
-	}
-
-	failIfUnexpected := func() {
-		if n := unexpected.Load(); n > 0 {
-			unexpectedMu.Lock()
-			defer unexpectedMu.Unlock()
-			t.Fatalf("%d unexpected answers; first: %s", n, firstBad)
-		}
-	}
-	// At each rollout, once the service evaluates it, traffic runs for a
-	// number of posts, however long they take.
-	const postsPerStep = 40
-	for _, pct := range []int{30, 100, 0, 70, 10, 100, 50} {
-		unleash.SetRollout(t, flags.NewPostingPath, pct)
-		testdb.WaitFor(t, 30*time.Second, fmt.Sprintf("the service to evaluate a %d%% rollout", pct), func() bool {
-			return rolloutPercent(st.Flags, flags.NewPostingPath) == float64(pct)
-		})
-		from := posts.Load()
-		testdb.WaitFor(t, 60*time.Second, fmt.Sprintf("%d posts at %d%%", postsPerStep, pct), func() bool {
-			failIfUnexpected()
-			return posts.Load() >= from+postsPerStep
-		})
-	}
-	stop.Store(true)
-	wg.Wait()
-	failIfUnexpected()
-	legacy, newPath := bump("legacy").Load(), bump("new").Load()
+	st, unleash := mixedRolloutStack(t)
+	load := startMixedAuthors(t, st, 24)
+	walkMixedRollout(t, unleash, st, load, []int{30, 100, 0, 70, 10, 100, 50})
+	load.halt()
+	load.check(t)
+	legacy, newPath := load.onPath("legacy").Load(), load.onPath("new").Load()
 	if legacy == 0 || newPath == 0 {
 		t.Fatalf("posts by path: legacy %d, new %d; the rollout should have used both", legacy, newPath)
 	}
-	if crossEdits.Load() == 0 {
+	if load.crossEdits.Load() == 0 {
 		t.Fatal("no work was edited or deleted on the other path than it was posted on")
 	}
-	t.Logf("posts: legacy %d, new %d; edits/deletes on the other path: %d", legacy, newPath, crossEdits.Load())
+	t.Logf("posts: legacy %d, new %d; edits/deletes on the other path: %d", legacy, newPath, load.crossEdits.Load())
 
 	// Quiet: no queued drafts and an empty outbox, then exact counts. The
 	// hot tags may have grown past the small tier and be held for minutes;

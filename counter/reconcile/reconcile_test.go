@@ -52,134 +52,194 @@ func newTestReconciler(t testing.TB, a *reconcileArchive, cfg reconcile.Config) 
 	return r
 }
 
-func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// driftTags are the tags of the live-load test: hot ones every post carries
+// (large, and written by every legacy transaction), normal fandoms posts
+// pick 1-4 of, and quiet ones no traffic touches.
+type driftTags struct{ hot, normal, quiet []int64 }
+
+func (d driftTags) all() []int64 { return slices.Concat(d.hot, d.normal, d.quiet) }
+
+// driftSettledWorks is how many works the live-load test's archive holds
+// before the load starts.
+const driftSettledWorks = 3000
+
+// newDriftArchive returns a settled archive: hot tags large, quiet tags
+// small (5 and 3 works). These works are not remembered, so the load never
+// edits or deletes them and the quiet tags stay quiet.
+func newDriftArchive(t *testing.T, ctx context.Context) (*reconcileArchive, driftTags) {
+	t.Helper()
 	a := newReconcileArchive(t)
-
-	// Every post carries the rating and the warning: large tags, and
-	// written by every legacy transaction. Posts pick 1-4 normal fandoms;
-	// no traffic touches the quiet ones.
-	hot := a.tagsNamed(tags.NewRef(tags.TypeRating, "General Audiences"),
-		tags.NewRef(tags.TypeWarning, "No Archive Warnings Apply"))
-	normal := a.tags(36, tags.TypeFandom)
-	quiet := a.tags(2, tags.TypeFandom)
-	all := slices.Concat(hot, normal, quiet)
-
-	// A settled archive: hot tags large, quiet tags small (5 and 3 works).
-	// These works are not remembered, so the load never edits or deletes
-	// them and the quiet tags stay quiet.
-	const settled = 3000
+	d := driftTags{
+		hot: a.tagsNamed(tags.NewRef(tags.TypeRating, "General Audiences"),
+			tags.NewRef(tags.TypeWarning, "No Archive Warnings Apply")),
+		normal: a.tags(36, tags.TypeFandom),
+		quiet:  a.tags(2, tags.TypeFandom),
+	}
 	var old []drafts.Content
-	for i := range settled {
-		fandom := normal[i%len(normal)]
+	for i := range driftSettledWorks {
+		fandom := d.normal[i%len(d.normal)]
 		switch {
 		case i < 5:
-			fandom = quiet[0]
+			fandom = d.quiet[0]
 		case i < 8:
-			fandom = quiet[1]
+			fandom = d.quiet[1]
 		}
-		old = append(old, a.content(fmt.Sprintf("old %d", i), append(slices.Clone(hot), fandom)))
+		old = append(old, a.content(fmt.Sprintf("old %d", i), append(slices.Clone(d.hot), fandom)))
 	}
 	for chunk := range slices.Chunk(old, 500) {
 		a.postAll(ctx, false, chunk, false)
 	}
 	a.drain(ctx)
+	return a, d
+}
 
-	// Live traffic: posts, edits and deletes on both paths, and an outbox
-	// applier that defers hot tags most of the time so they keep pending
-	// deltas, like the counter's deferred tiers. Each operation runs to its
-	// end (ctx, not loadCtx), so every committed outbox row is announced.
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var ops, applied atomic.Int64
-	var wg sync.WaitGroup
-	loadErr := make(chan error, 8)
+// liveLoad is posts, edits and deletes on both paths, and an outbox applier
+// that defers hot tags most of the time so they keep pending deltas, like
+// the counter's deferred tiers. Each operation runs to its end (ctx, not
+// loadCtx), so every committed outbox row is announced.
+type liveLoad struct {
+	a            *reconcileArchive
+	tags         driftTags
+	ctx, loadCtx context.Context
+	stop         context.CancelFunc
+	ops, applied atomic.Int64
+	wg           sync.WaitGroup
+	errs         chan error
+}
+
+// startLiveLoad starts four workers and the applier on a.
+func startLiveLoad(ctx context.Context, a *reconcileArchive, d driftTags) *liveLoad {
+	l := &liveLoad{a: a, tags: d, ctx: ctx, errs: make(chan error, 8)}
+	l.loadCtx, l.stop = context.WithCancel(ctx)
 	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for loadCtx.Err() == nil {
-				legacy := rand.IntN(10) < 3
-				var err error
-				switch p := rand.IntN(100); {
-				case p < 60:
-					tags := slices.Clone(hot)
-					for range 1 + rand.IntN(4) {
-						tags = append(tags, normal[rand.IntN(len(normal))])
-					}
-					_, err = a.post(ctx, legacy, tags)
-				case p < 80:
-					if work, ok := a.randomWork(); ok {
-						err = a.edit(ctx, legacy, work, normal)
-					}
-				default:
-					if work, ok := a.randomWork(); ok {
-						err = a.remove(ctx, legacy, work)
-					}
-				}
-				if migrations.IsLockConflict(err) {
-					continue // rolled back whole, as the API's 503 promises; the author tries again
-				}
-				// A work deleted meanwhile is not found; a legacy edit that
-				// lost the race with its delete finds no draft.
-				if err != nil && !errors.Is(err, poster.ErrWorkNotFound) && !errors.Is(err, drafts.ErrNotFound) {
-					loadErr <- err
-					return
-				}
-				ops.Add(1)
-			}
-		}()
+		l.wg.Add(1)
+		go l.work()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; loadCtx.Err() == nil; i++ {
-			var held func(int64) bool
-			if i%5 != 0 {
-				held = func(tag int64) bool { return slices.Contains(hot, tag) }
-			}
-			n, err := a.apply(ctx, 200, held)
-			if err != nil {
-				loadErr <- fmt.Errorf("apply outbox: %w", err)
-				return
-			}
-			applied.Add(int64(n))
-			if n == 0 {
-				select { // nothing to apply until the next announcement
-				case <-a.announced:
-				case <-loadCtx.Done():
-				}
+	l.wg.Add(1)
+	go l.applyOutbox()
+	return l
+}
+
+// work runs operations until the load stops or one fails.
+func (l *liveLoad) work() {
+	defer l.wg.Done()
+	for l.loadCtx.Err() == nil {
+		err := l.operate(rand.IntN(10) < 3)
+		if migrations.IsLockConflict(err) {
+			continue // rolled back whole, as the API's 503 promises; the author tries again
+		}
+		// A work deleted meanwhile is not found; a legacy edit that
+		// lost the race with its delete finds no draft.
+		if err != nil && !errors.Is(err, poster.ErrWorkNotFound) && !errors.Is(err, drafts.ErrNotFound) {
+			l.errs <- err
+			return
+		}
+		l.ops.Add(1)
+	}
+}
+
+// operate posts (60 %), edits (20 %) or deletes (20 %) a work on one path.
+func (l *liveLoad) operate(legacy bool) error {
+	a, d := l.a, l.tags
+	switch p := rand.IntN(100); {
+	case p < 60:
+		picked := slices.Clone(d.hot)
+		for range 1 + rand.IntN(4) {
+			picked = append(picked, d.normal[rand.IntN(len(d.normal))])
+		}
+		_, err := a.post(l.ctx, legacy, picked)
+		return err
+	case p < 80:
+		if work, ok := a.randomWork(); ok {
+			return a.edit(l.ctx, legacy, work, d.normal)
+		}
+	default:
+		if work, ok := a.randomWork(); ok {
+			return a.remove(l.ctx, legacy, work)
+		}
+	}
+	return nil
+}
+
+// applyOutbox applies announced events in batches of 200, holding the hot
+// tags' back four rounds in five.
+func (l *liveLoad) applyOutbox() {
+	defer l.wg.Done()
+	for i := 0; l.loadCtx.Err() == nil; i++ {
+		var held func(int64) bool
+		if i%5 != 0 {
+			held = func(tag int64) bool { return slices.Contains(l.tags.hot, tag) }
+		}
+		n, err := l.a.apply(l.ctx, 200, held)
+		if err != nil {
+			l.errs <- fmt.Errorf("apply outbox: %w", err)
+			return
+		}
+		l.applied.Add(int64(n))
+		if n == 0 {
+			select { // nothing to apply until the next announcement
+			case <-l.a.announced:
+			case <-l.loadCtx.Done():
 			}
 		}
-	}()
-	waitOps := func(n int64) {
-		testdb.WaitFor(t, 60*time.Second, fmt.Sprintf("%d load operations", n), func() bool {
-			select {
-			case err := <-loadErr:
-				t.Fatalf("load: %v", err)
-			default:
-			}
-			return ops.Load() >= n
-		})
 	}
-	waitOps(150)
+}
 
-	// Inject drift while the load runs: relative shifts on busy tags (so the
-	// drift is known exactly whatever commits around it), absolute values
-	// and a missing row on quiet tags. Too high and too low, large and small.
-	a.shift(hot[0], 500)    // large tag, too high: drift -500
-	a.shift(hot[1], -1000)  // large tag, too low: drift +1000
-	a.shift(normal[3], 3)   // small busy tag, too high: -3
-	a.shift(normal[20], -2) // small busy tag, too low: +2
+// waitOps waits until n operations have succeeded, failing the test when
+// the load failed.
+func (l *liveLoad) waitOps(t *testing.T, n int64) {
+	t.Helper()
+	testdb.WaitFor(t, 60*time.Second, fmt.Sprintf("%d load operations", n), func() bool {
+		select {
+		case err := <-l.errs:
+			t.Fatalf("load: %v", err)
+		default:
+		}
+		return l.ops.Load() >= n
+	})
+}
+
+// halt stops the load, waits for it, and fails the test when it failed.
+func (l *liveLoad) halt(t *testing.T) {
+	t.Helper()
+	l.stop()
+	l.wg.Wait()
+	close(l.errs)
+	for err := range l.errs {
+		t.Fatalf("load: %v", err)
+	}
+}
+
+// injectLiveDrift injects drift while the load runs: relative shifts on
+// busy tags (so the drift is known exactly whatever commits around it),
+// absolute values and a missing row on quiet tags. Too high and too low,
+// large and small; TestReconcileCorrectsDriftUnderLiveLoad's wanted report
+// adds these up.
+func injectLiveDrift(t *testing.T, a *reconcileArchive, d driftTags) {
+	t.Helper()
+	a.shift(d.hot[0], 500)    // large tag, too high: drift -500
+	a.shift(d.hot[1], -1000)  // large tag, too low: drift +1000
+	a.shift(d.normal[3], 3)   // small busy tag, too high: -3
+	a.shift(d.normal[20], -2) // small busy tag, too low: +2
 	// Quiet tag 0 truly has 5 works: stored 42 is a drift of -37.
-	if _, err := a.db.Exec("UPDATE tag_counts SET count = 42 WHERE tag_id = ?", quiet[0]); err != nil {
+	if _, err := a.db.Exec("UPDATE tag_counts SET count = 42 WHERE tag_id = ?", d.quiet[0]); err != nil {
 		t.Fatal(err)
 	}
 	// Quiet tag 1 truly has 3 works: a missing row is a drift of +3.
-	if _, err := a.db.Exec("DELETE FROM tag_counts WHERE tag_id = ?", quiet[1]); err != nil {
+	if _, err := a.db.Exec("DELETE FROM tag_counts WHERE tag_id = ?", d.quiet[1]); err != nil {
 		t.Fatal(err)
 	}
-	waitOps(ops.Load() + 50)
+}
+
+func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, d := newDriftArchive(t, ctx)
+	all := d.all()
+	load := startLiveLoad(ctx, a, d)
+	load.waitOps(t, 150)
+	injectLiveDrift(t, a, d)
+	load.waitOps(t, load.ops.Load()+50)
 
 	// Small chunks and a low rate, so posts and flushes keep committing
 	// between each chunk's snapshot and its corrections.
@@ -188,15 +248,9 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	opsDuring := ops.Load()
-	waitOps(opsDuring + 50)
-	stopLoad()
-	wg.Wait()
-	close(loadErr)
-	for err := range loadErr {
-		t.Fatalf("load: %v", err)
-	}
-	t.Logf("load: %d operations, %d outbox rows applied; report %+v", ops.Load(), applied.Load(), rep)
+	load.waitOps(t, load.ops.Load()+50)
+	load.halt(t)
+	t.Logf("load: %d operations, %d outbox rows applied; report %+v", load.ops.Load(), load.applied.Load(), rep)
 
 	want := reconcile.Report{
 		ID: rep.ID, State: reconcile.StateDone, StartedAt: rep.StartedAt, FinishedAt: rep.FinishedAt,
@@ -204,7 +258,7 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 		TotalAbsPublicDrift: 3, // the missing row lost its public_count too
 		// and its filter numbers (every tag is its own canonical tag here)
 		TotalAbsFilterDrift: 3, TotalAbsPublicFilterDrift: 3,
-		LargestDrift: 1000, LargestDriftTagID: hot[1],
+		LargestDrift: 1000, LargestDriftTagID: d.hot[1],
 	}
 	if rep != want {
 		t.Errorf("report:\n got %+v\nwant %+v", rep, want)
@@ -217,7 +271,7 @@ func TestReconcileCorrectsDriftUnderLiveLoad(t *testing.T) {
 			t.Errorf("tag %d: stored %d, posted works %d", id, st.Stored, st.Works)
 		}
 	}
-	if n := states[hot[0]].Works.Count; n <= settled {
+	if n := states[d.hot[0]].Works.Count; n <= driftSettledWorks {
 		t.Errorf("the load did not add to the hot tags (count %d)", n)
 	}
 
