@@ -37,16 +37,11 @@ func (s TagState) truth() counter.Sum { return s.Works.Sub(s.Pending) }
 // stored number is too low.
 func (s TagState) Drift() counter.Sum { return s.Works.Sub(s.Stored).Sub(s.Pending) }
 
-// ReadSnapshot reads the terms of tags ids (ascending) in one consistent,
-// non-locking snapshot on conn: posting and flushing never wait on it.
-func ReadSnapshot(ctx context.Context, conn *sql.Conn, ids []int64) (states []TagState, err error) {
-	return readSnapshot(ctx, conn, ids, 1)
-}
-
-// readSnapshot is ReadSnapshot reading the works' sides in n work-id
-// slices, each a statement of its own, all in the one snapshot: a tag with
-// millions of uses is then never one statement that runs past the
-// driver's read timeout.
+// readSnapshot reads the terms of tags ids (ascending) in one consistent,
+// non-locking snapshot on conn (posting and flushing never wait on it),
+// the works' sides in n work-id slices, each a statement of its own, all
+// in the one snapshot: a tag with millions of uses is then never one
+// statement that runs past the driver's read timeout.
 func readSnapshot(ctx context.Context, conn *sql.Conn, ids []int64, n int) (states []TagState, err error) {
 	if len(ids) == 0 {
 		return nil, nil
