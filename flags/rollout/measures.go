@@ -140,21 +140,30 @@ func (m DBMeasures) setByID(ctx context.Context, set string, ids []int64, args .
 // percentiles reads the window's latest new-path Posts: their answer times
 // and, for those that did not fail, the time to their count (their age so
 // far while not counted).
+//
+// A post not counted whose draft is gone leaves the freshness measure (its
+// answer time stays): deleting a work deletes its draft, and the delete's
+// own outbox rows take back what the post added, so no count will ever
+// include the post; there is no time to its count to measure, and its age
+// would grow until the guard failed a healthy step. The delete's rows are
+// still watched by the outbox guards.
 func (m DBMeasures) percentiles(ctx context.Context, r *Reading, since, now time.Time) error {
 	var answers, fresh []time.Duration
 	err := migrations.EachRow(ctx, m.DB, func(rows *sql.Rows) error {
 		var answerUS, freshUS int64
-		var ok bool
-		if err := rows.Scan(&answerUS, &ok, &freshUS); err != nil {
+		var ok, measured bool
+		if err := rows.Scan(&answerUS, &ok, &measured, &freshUS); err != nil {
 			return err
 		}
 		answers = append(answers, time.Duration(answerUS)*time.Microsecond)
-		if ok {
+		if ok && measured {
 			fresh = append(fresh, time.Duration(freshUS)*time.Microsecond)
 		}
 		return nil
-	}, `SELECT answer_us, ok, TIMESTAMPDIFF(MICROSECOND, requested_at, COALESCE(counted_at, ?)) FROM rollout_samples
-		WHERE path = 'new' AND requested_at >= ? ORDER BY requested_at DESC LIMIT ?`, now, since, cmp.Or(m.SampleLimit, DefaultSampleLimit))
+	}, `SELECT s.answer_us, s.ok, s.counted_at IS NOT NULL OR d.id IS NOT NULL,
+		TIMESTAMPDIFF(MICROSECOND, s.requested_at, COALESCE(s.counted_at, ?))
+		FROM rollout_samples s LEFT JOIN drafts d ON d.id = s.draft_id
+		WHERE s.path = 'new' AND s.requested_at >= ? ORDER BY s.requested_at DESC LIMIT ?`, now, since, cmp.Or(m.SampleLimit, DefaultSampleLimit))
 	if err != nil {
 		return err
 	}

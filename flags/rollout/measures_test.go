@@ -129,3 +129,36 @@ func TestDBMeasuresCountAPostWhoseJobWaitsForARetryAsFailed(t *testing.T) {
 		t.Fatalf("after the retry: %d failed (%v), want 1", r.NewErrors, err)
 	}
 }
+
+func TestDBMeasuresDropAPostWhoseWorkWasDeleted(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")
+	gone := work(t, db, rec, now.Add(-20*time.Second), 1, true, "posted")
+	rec.Flush(ctx)
+	// The author deletes the work before a read: the poster removes the
+	// work, its taggings and its draft (its outbox row, here left pending,
+	// would be the delete's own -1 in a real run).
+	for _, q := range []string{"DELETE t FROM taggings t JOIN works w ON w.id = t.work_id WHERE w.draft_id = ?",
+		"DELETE FROM works WHERE draft_id = ?", "DELETE FROM drafts WHERE id = ?"} {
+		if _, err := db.ExecContext(ctx, q, gone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := DBMeasures{DB: db.DB}
+	r, err := m.Measure(ctx, now.Add(-time.Minute), now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two Posts answered; one freshness sample, counted at the read (70 s).
+	if r.NewPosts != 2 || r.NewErrors != 0 || r.FreshnessSamples != 1 || r.FreshnessP99 != 70*time.Second {
+		t.Fatalf("new posts %d (%d failed), freshness %d samples p99 %v; want 2 (0), 1 sample of 70s",
+			r.NewPosts, r.NewErrors, r.FreshnessSamples, r.FreshnessP99)
+	}
+}
