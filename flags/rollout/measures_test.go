@@ -162,3 +162,47 @@ func TestDBMeasuresDropAPostWhoseWorkWasDeleted(t *testing.T) {
 			r.NewPosts, r.NewErrors, r.FreshnessSamples, r.FreshnessP99)
 	}
 }
+
+// TestDBMeasuresKeepAnEarlierWindowsUncountedPostInFreshness: a counter
+// that stopped shortly before a step ended must not pass the next step
+// because the posts it left uncounted were made in the step before.
+func TestDBMeasuresKeepAnEarlierWindowsUncountedPostInFreshness(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	since := now.Add(-time.Minute)                                 // the current step's window
+	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted") // this window, counted
+	work(t, db, rec, now.Add(-90*time.Second), 1, true, "posted")  // the step before, still pending
+	work(t, db, rec, now.Add(-80*time.Second), 1, false, "posted") // the step before, counted
+	work(t, db, rec, now.Add(-70*time.Second), 1, false, "failed") // the step before, its job gave up
+	work(t, db, rec,
+		now.Add(-75*time.Minute), 1, true, "posted") // before the look-back
+	gone := work(t, db, rec, now.Add(-85*time.Second), 1, true, "posted")
+	for _, q := range []string{"DELETE FROM works WHERE draft_id = ?", "DELETE FROM drafts WHERE id = ?"} {
+		if _, err := db.ExecContext(ctx, q, gone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.Flush(ctx)
+	m := DBMeasures{DB: db.DB}
+	r, err := m.Measure(ctx, since, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The window's one post, and the earlier pending one at its age now.
+	if r.NewPosts != 1 || r.FreshnessSamples != 2 || r.FreshnessP99 != 90*time.Second {
+		t.Fatalf("new posts %d, freshness %d samples p99 %v; want 1, 2 samples of p99 90s", r.NewPosts, r.FreshnessSamples, r.FreshnessP99)
+	}
+	// Once the counter applies its row it is counted and leaves.
+	if _, err := db.ExecContext(ctx, "DELETE FROM tag_events"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = m.Measure(ctx, since, now.Add(time.Second)); err != nil || r.FreshnessSamples != 1 || r.FreshnessP99 != 10*time.Second {
+		t.Fatalf("after the count: %d samples, p99 %v (%v); want 1, 10s", r.FreshnessSamples, r.FreshnessP99, err)
+	}
+}
