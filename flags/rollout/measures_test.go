@@ -39,14 +39,32 @@ func work(t *testing.T, db *testdb.DB, rec *Recorder, at time.Time, uses int64, 
 	return draft
 }
 
-func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
-	t.Parallel()
+// recording returns a database of its own and a Recorder writing to it.
+func recording(t *testing.T) (*testdb.DB, *Recorder, context.Context) {
+	t.Helper()
 	db := testdb.New(t)
-	ctx := context.Background()
 	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, rec, context.Background()
+}
+
+// deleteWork deletes draft's work as the poster does: its taggings, the
+// work and the draft (the delete's own outbox rows are left out).
+func deleteWork(t *testing.T, db *testdb.DB, draft int64) {
+	t.Helper()
+	for _, q := range []string{"DELETE t FROM taggings t JOIN works w ON w.id = t.work_id WHERE w.draft_id = ?",
+		"DELETE FROM works WHERE draft_id = ?", "DELETE FROM drafts WHERE id = ?"} {
+		if _, err := db.ExecContext(context.Background(), q, draft); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
+	t.Parallel()
+	db, rec, ctx := recording(t)
 	now := time.Now().UTC()
 	since := now.Add(-time.Minute)
 	work(t, db, rec, now.Add(-2*time.Minute), 1, false, "posted")    // before the window
@@ -103,12 +121,7 @@ func (l retryingList) RetryingDrafts(context.Context, int) ([]int64, error) { re
 
 func TestDBMeasuresCountAPostWhoseJobWaitsForARetryAsFailed(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, rec, ctx := recording(t)
 	now := time.Now().UTC()
 	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")
 	retrying := work(t, db, rec, now.Add(-5*time.Second), 1, false, "queued")
@@ -132,25 +145,14 @@ func TestDBMeasuresCountAPostWhoseJobWaitsForARetryAsFailed(t *testing.T) {
 
 func TestDBMeasuresDropAPostWhoseWorkWasDeleted(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, rec, ctx := recording(t)
 	now := time.Now().UTC()
 	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")
 	gone := work(t, db, rec, now.Add(-20*time.Second), 1, true, "posted")
 	rec.Flush(ctx)
-	// The author deletes the work before a read: the poster removes the
-	// work, its taggings and its draft (its outbox row, here left pending,
-	// would be the delete's own -1 in a real run).
-	for _, q := range []string{"DELETE t FROM taggings t JOIN works w ON w.id = t.work_id WHERE w.draft_id = ?",
-		"DELETE FROM works WHERE draft_id = ?", "DELETE FROM drafts WHERE id = ?"} {
-		if _, err := db.ExecContext(ctx, q, gone); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// The author deletes the work before a read (its post's outbox row is
+	// left pending).
+	deleteWork(t, db, gone)
 	m := DBMeasures{DB: db.DB}
 	r, err := m.Measure(ctx, now.Add(-time.Minute), now.Add(time.Minute))
 	if err != nil {
@@ -168,26 +170,16 @@ func TestDBMeasuresDropAPostWhoseWorkWasDeleted(t *testing.T) {
 // because the posts it left uncounted were made in the step before.
 func TestDBMeasuresKeepAnEarlierWindowsUncountedPostInFreshness(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, rec, ctx := recording(t)
 	now := time.Now().UTC()
 	since := now.Add(-time.Minute)                                 // the current step's window
 	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted") // this window, counted
 	work(t, db, rec, now.Add(-90*time.Second), 1, true, "posted")  // the step before, still pending
 	work(t, db, rec, now.Add(-80*time.Second), 1, false, "posted") // the step before, counted
 	work(t, db, rec, now.Add(-70*time.Second), 1, false, "failed") // the step before, its job gave up
-	work(t, db, rec,
-		now.Add(-75*time.Minute), 1, true, "posted") // before the look-back
+	work(t, db, rec, now.Add(-15*time.Minute), 1, true, "posted")  // before the look-back
 	gone := work(t, db, rec, now.Add(-85*time.Second), 1, true, "posted")
-	for _, q := range []string{"DELETE FROM works WHERE draft_id = ?", "DELETE FROM drafts WHERE id = ?"} {
-		if _, err := db.ExecContext(ctx, q, gone); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteWork(t, db, gone)
 	rec.Flush(ctx)
 	m := DBMeasures{DB: db.DB}
 	r, err := m.Measure(ctx, since, now)
