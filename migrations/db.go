@@ -308,17 +308,28 @@ func WithDatabase(dsn, database string) (string, error) {
 
 // MySQL error numbers that mean "try again": the server rolled the
 // transaction (or statement) back whole, so nothing was half-applied.
+// ErLockTableFull is InnoDB out of room for row locks in a crowded buffer
+// pool (it rolls the whole transaction back, as for a deadlock): room comes
+// back as other transactions end, so it is transient too.
 const (
 	ErLockWaitTimeout = 1205
+	ErLockTableFull   = 1206
 	ErLockDeadlock    = 1213
 )
 
-// IsLockConflict reports whether err is a deadlock or a lock wait timeout:
-// the server rolled the transaction (or statement) back whole, so running it
-// again is the fix.
+// IsLockConflict reports whether err is a deadlock, a lock wait timeout or
+// the lock table full: the server rolled the transaction (or statement)
+// back whole, so running it again is the fix.
 func IsLockConflict(err error) bool {
 	var me *mysql.MySQLError
-	return errors.As(err, &me) && (me.Number == ErLockDeadlock || me.Number == ErLockWaitTimeout)
+	return errors.As(err, &me) && (me.Number == ErLockDeadlock || me.Number == ErLockWaitTimeout || me.Number == ErLockTableFull)
+}
+
+// IsLockTableFull reports whether err is the lock table full (rather than
+// a deadlock or a lock wait timeout).
+func IsLockTableFull(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == ErLockTableFull
 }
 
 // IsDeadlock reports whether err is a deadlock (rather than a lock wait

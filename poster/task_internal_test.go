@@ -33,6 +33,10 @@ func TestFailureMessageTellsTheAuthorOnlyWhatTheyCanActOn(t *testing.T) {
 		// operator restores it); the draft fails only once retries run out.
 		{"privilege missing", fmt.Errorf("outbox: %w", &mysql.MySQLError{Number: 1142,
 			Message: "INSERT command denied to user 'tagcount'@'10.0.0.7' for table `tagcount`.`tag_events`"}), msgUnavailable},
+		// The lock table full (a crowded buffer pool) is retried like a
+		// lock conflict: the server rolled the transaction back whole.
+		{"lock table full", fmt.Errorf("post: %w", &mysql.MySQLError{Number: 1206,
+			Message: "The total number of locks exceeds the lock table size"}), msgUnavailable},
 		{"draft kept changing", fmt.Errorf("sync: %w", errVersionMoved), drafts.ErrChanged.Error()},
 		{"content breaks a rule", fmt.Errorf("post: %w", &drafts.ValidationError{Field: "tags.fandoms[0]", Code: "tag_too_long",
 			Message: "tag Pokémon is too long"}), "tag Pokémon is too long"},

@@ -84,7 +84,8 @@ type Reading struct {
 	NewPosts, NewErrors       int64
 	LegacyPosts, LegacyErrors int64
 	// NewPostP99 and FreshnessP99 are over the window's new-path Posts
-	// (FreshnessSamples of them for freshness, which leaves out failed ones).
+	// (FreshnessSamples of them for freshness, which leaves out failed ones
+	// and adds earlier posts still not counted, with their age so far).
 	NewPostP99       time.Duration
 	FreshnessP99     time.Duration
 	FreshnessSamples int64

@@ -39,14 +39,32 @@ func work(t *testing.T, db *testdb.DB, rec *Recorder, at time.Time, uses int64, 
 	return draft
 }
 
-func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
-	t.Parallel()
+// recording returns a database of its own and a Recorder writing to it.
+func recording(t *testing.T) (*testdb.DB, *Recorder, context.Context) {
+	t.Helper()
 	db := testdb.New(t)
-	ctx := context.Background()
 	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, rec, context.Background()
+}
+
+// deleteWork deletes draft's work as the poster does: its taggings, the
+// work and the draft (the delete's own outbox rows are left out).
+func deleteWork(t *testing.T, db *testdb.DB, draft int64) {
+	t.Helper()
+	for _, q := range []string{"DELETE t FROM taggings t JOIN works w ON w.id = t.work_id WHERE w.draft_id = ?",
+		"DELETE FROM works WHERE draft_id = ?", "DELETE FROM drafts WHERE id = ?"} {
+		if _, err := db.ExecContext(context.Background(), q, draft); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDBMeasuresReadTheWindowsPostsFreshnessAndOutbox(t *testing.T) {
+	t.Parallel()
+	db, rec, ctx := recording(t)
 	now := time.Now().UTC()
 	since := now.Add(-time.Minute)
 	work(t, db, rec, now.Add(-2*time.Minute), 1, false, "posted")    // before the window
@@ -103,12 +121,7 @@ func (l retryingList) RetryingDrafts(context.Context, int) ([]int64, error) { re
 
 func TestDBMeasuresCountAPostWhoseJobWaitsForARetryAsFailed(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	ctx := context.Background()
-	rec, err := NewRecorder(RecorderConfig{DB: db.DB})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, rec, ctx := recording(t)
 	now := time.Now().UTC()
 	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")
 	retrying := work(t, db, rec, now.Add(-5*time.Second), 1, false, "queued")
@@ -127,5 +140,61 @@ func TestDBMeasuresCountAPostWhoseJobWaitsForARetryAsFailed(t *testing.T) {
 	m.Retrying = retryingList{}
 	if r, err = m.Measure(ctx, now.Add(-time.Minute), now); err != nil || r.NewErrors != 1 {
 		t.Fatalf("after the retry: %d failed (%v), want 1", r.NewErrors, err)
+	}
+}
+
+func TestDBMeasuresDropAPostWhoseWorkWasDeleted(t *testing.T) {
+	t.Parallel()
+	db, rec, ctx := recording(t)
+	now := time.Now().UTC()
+	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted")
+	gone := work(t, db, rec, now.Add(-20*time.Second), 1, true, "posted")
+	rec.Flush(ctx)
+	// The author deletes the work before a read (its post's outbox row is
+	// left pending).
+	deleteWork(t, db, gone)
+	m := DBMeasures{DB: db.DB}
+	r, err := m.Measure(ctx, now.Add(-time.Minute), now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two Posts answered; one freshness sample, counted at the read (70 s).
+	if r.NewPosts != 2 || r.NewErrors != 0 || r.FreshnessSamples != 1 || r.FreshnessP99 != 70*time.Second {
+		t.Fatalf("new posts %d (%d failed), freshness %d samples p99 %v; want 2 (0), 1 sample of 70s",
+			r.NewPosts, r.NewErrors, r.FreshnessSamples, r.FreshnessP99)
+	}
+}
+
+// TestDBMeasuresKeepAnEarlierWindowsUncountedPostInFreshness: a counter
+// that stopped shortly before a step ended must not pass the next step
+// because the posts it left uncounted were made in the step before.
+func TestDBMeasuresKeepAnEarlierWindowsUncountedPostInFreshness(t *testing.T) {
+	t.Parallel()
+	db, rec, ctx := recording(t)
+	now := time.Now().UTC()
+	since := now.Add(-time.Minute)                                 // the current step's window
+	work(t, db, rec, now.Add(-10*time.Second), 1, false, "posted") // this window, counted
+	work(t, db, rec, now.Add(-90*time.Second), 1, true, "posted")  // the step before, still pending
+	work(t, db, rec, now.Add(-80*time.Second), 1, false, "posted") // the step before, counted
+	work(t, db, rec, now.Add(-70*time.Second), 1, false, "failed") // the step before, its job gave up
+	work(t, db, rec, now.Add(-15*time.Minute), 1, true, "posted")  // before the look-back
+	gone := work(t, db, rec, now.Add(-85*time.Second), 1, true, "posted")
+	deleteWork(t, db, gone)
+	rec.Flush(ctx)
+	m := DBMeasures{DB: db.DB}
+	r, err := m.Measure(ctx, since, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The window's one post, and the earlier pending one at its age now.
+	if r.NewPosts != 1 || r.FreshnessSamples != 2 || r.FreshnessP99 != 90*time.Second {
+		t.Fatalf("new posts %d, freshness %d samples p99 %v; want 1, 2 samples of p99 90s", r.NewPosts, r.FreshnessSamples, r.FreshnessP99)
+	}
+	// Once the counter applies its row it is counted and leaves.
+	if _, err := db.ExecContext(ctx, "DELETE FROM tag_events"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = m.Measure(ctx, since, now.Add(time.Second)); err != nil || r.FreshnessSamples != 1 || r.FreshnessP99 != 10*time.Second {
+		t.Fatalf("after the count: %d samples, p99 %v (%v); want 1, 10s", r.FreshnessSamples, r.FreshnessP99, err)
 	}
 }

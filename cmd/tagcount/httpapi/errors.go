@@ -117,6 +117,8 @@ func ErrorFor(err error) *Error {
 	switch {
 	case migrations.IsDeadlock(err):
 		return unavailable("deadlock", "the database detected a deadlock; nothing was saved, try again", 1)
+	case migrations.IsLockTableFull(err):
+		return unavailable("overloaded", "the database was short of room for locks; nothing was saved, try again", 1)
 	case migrations.IsLockConflict(err):
 		return unavailable("lock_wait_timeout", "the database was busy; nothing was saved, try again", 1)
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):

@@ -38,6 +38,7 @@ func TestEveryDomainErrorHasItsStatusAndCode(t *testing.T) {
 		{&drafts.ValidationError{Field: "title", Code: "title_required", Message: "m"}, 422, "title_required", 0},
 		{&mysql.MySQLError{Number: 1213}, 503, "deadlock", 1},
 		{fmt.Errorf("post: %w", &mysql.MySQLError{Number: 1205}), 503, "lock_wait_timeout", 1},
+		{fmt.Errorf("save: %w", &mysql.MySQLError{Number: 1206}), 503, "overloaded", 1},
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, 503, "dependency_unavailable", 5},
 		{mysql.ErrInvalidConn, 503, "dependency_unavailable", 5},
 		{context.DeadlineExceeded, 503, "timeout", 1},
