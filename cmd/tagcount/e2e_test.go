@@ -19,6 +19,7 @@ import (
 	"github.com/tagcount/tagcount/cmd/tagcount/httpapi/openapitest"
 	"github.com/tagcount/tagcount/drafts"
 	"github.com/tagcount/tagcount/migrations/testdb"
+	"github.com/tagcount/tagcount/poster"
 )
 
 // testStack starts a whole service (API, worker, counter, embedded Kafka) on
@@ -355,6 +356,7 @@ func TestABulkAuthorsQueuedPostsDoNotKeepAnotherAuthorsPostFromBeingPosted(t *te
 	redisAddr, queue := testdb.RequireRedis(t), testdb.Queue(t)
 	role := func(o stackOptions) *stack {
 		o.MySQLDSN, o.RedisAddr, o.Queue, o.Path = db.DSN, redisAddr, queue, "new"
+		o.BulkAfter = poster.DefaultBulkAfter // fair posting, as --bulk-after's default serves (a stack's zero is one queue)
 		o.AuthSecret, o.DataDir = "test-secret-test-secret-test-secret", t.TempDir()
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		st, err := startStack(context.Background(), o)
