@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -45,17 +44,8 @@ func TestCutoverOnADriftedArchiveCorrectsExactlyTheInjectedDrift(t *testing.T) {
 	load := startArchiveAuthors(t, st, 1_000_000, 12)
 
 	var run string
-	const postsPerStep = 15
 	for _, pct := range []int{0, 10, 50, 100} {
-		unleash.SetRollout(t, flags.NewPostingPath, pct)
-		testdb.WaitFor(t, 30*time.Second, fmt.Sprintf("the service to evaluate a %d%% rollout", pct), func() bool {
-			return rolloutPercent(st.Flags, flags.NewPostingPath) == float64(pct)
-		})
-		from := load.posts.Load()
-		testdb.WaitFor(t, 2*time.Minute, fmt.Sprintf("%d posts at %d%%", postsPerStep, pct), func() bool {
-			load.check(t)
-			return load.posts.Load() >= from+postsPerStep
-		})
+		rolloutStep(t, unleash, st, load, pct, 15, 2*time.Minute)
 		if pct == 10 {
 			// The nightly reconcile, started mid-rollout as it would be.
 			status, res, _ := admin.do("POST", "/v1/admin/reconcile", nil)

@@ -543,18 +543,25 @@ func mixedRolloutStack(t *testing.T) (*stack, *unleashtest.Server) {
 // take. It fails the test at the first unexpected answer.
 func walkMixedRollout(t *testing.T, unleash *unleashtest.Server, st *stack, l *mixedLoad, pcts []int) {
 	t.Helper()
-	const postsPerStep = 40
 	for _, pct := range pcts {
-		unleash.SetRollout(t, flags.NewPostingPath, pct)
-		testdb.WaitFor(t, 30*time.Second, fmt.Sprintf("the service to evaluate a %d%% rollout", pct), func() bool {
-			return rolloutPercent(st.Flags, flags.NewPostingPath) == float64(pct)
-		})
-		from := l.posts.Load()
-		testdb.WaitFor(t, 60*time.Second, fmt.Sprintf("%d posts at %d%%", postsPerStep, pct), func() bool {
-			l.check(t)
-			return l.posts.Load() >= from+postsPerStep
-		})
+		rolloutStep(t, unleash, st, &l.authorLoad, pct, 40, 60*time.Second)
 	}
+}
+
+// rolloutStep sets the new path's rollout to pct, waits for the service
+// to evaluate it, then for the authors of l to post n works at it (within
+// within), failing the test at their first unexpected answer.
+func rolloutStep(t *testing.T, unleash *unleashtest.Server, st *stack, l *authorLoad, pct int, n int64, within time.Duration) {
+	t.Helper()
+	unleash.SetRollout(t, flags.NewPostingPath, pct)
+	testdb.WaitFor(t, 30*time.Second, fmt.Sprintf("the service to evaluate a %d%% rollout", pct), func() bool {
+		return rolloutPercent(st.Flags, flags.NewPostingPath) == float64(pct)
+	})
+	from := l.posts.Load()
+	testdb.WaitFor(t, within, fmt.Sprintf("%d posts at %d%%", n, pct), func() bool {
+		l.check(t)
+		return l.posts.Load() >= from+n
+	})
 }
 
 // TestMixedRolloutKeepsEveryCountExact has many authors post, edit and delete
